@@ -1,0 +1,131 @@
+"""Forward and backward passes of a whole model over one chunk, and full-sequence BPTT.
+
+The engine owns the loop over layers; each layer's time loop runs in a kernel.
+"""
+import numpy as np
+
+from engine.validation import as_inputs, as_state, as_targets, check_choice
+from engine.workspace import Workspace
+from kernels.gru import gru_backward, gru_forward
+from kernels.head import cross_entropy_gradient, head_backward, head_forward, mse_gradient
+from kernels.lstm import lstm_backward, lstm_forward
+from kernels.rnn import rnn_backward, rnn_forward
+
+LOSSES = ("mse", "cross_entropy")
+
+
+def forward_chunk(model, workspace, x, state):
+    """Run every layer and the head over x (T, B, I) from `state`; fills `workspace`."""
+    h0, c0 = _state_parts(model, state)
+    layer_input = x
+    for k, buffers in enumerate(workspace.layers):
+        weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
+        buffers.h[0] = h0[k]
+        if model.cell == "lstm":
+            buffers.c[0] = c0[k]
+            lstm_forward(buffers.h, buffers.c, buffers.gates, buffers.recurrent,
+                         layer_input, weight_ih, weight_hh, bias_ih, bias_hh)
+        elif model.cell == "gru":
+            gru_forward(buffers.h, buffers.gates, buffers.hidden_n, buffers.recurrent,
+                        layer_input, weight_ih, weight_hh, bias_ih, bias_hh)
+        else:
+            rnn_forward(buffers.h, buffers.gates, buffers.recurrent,
+                        layer_input, weight_ih, weight_hh, bias_ih, bias_hh, model.relu)
+        layer_input = buffers.h[1:]
+    T, B = workspace.shape
+    head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
+                 model.views["head.weight"], model.views["head.bias"])
+
+
+def state_after(model, workspace, step):
+    """Copy of the state after `step` steps of the chunk last run forward (0 = initial)."""
+    h = np.stack([buffers.h[step] for buffers in workspace.layers])
+    if model.cell == "lstm":
+        return h, np.stack([buffers.c[step] for buffers in workspace.layers])
+    return h
+
+
+def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state_grad=None):
+    """Backpropagate the mean loss over the targets of steps >= first_step through the
+    chunk last run forward; overwrites `grad_views` (name -> array, like model.views).
+
+    state_grad: optional dL/d(final state) (h, or (h, c) for LSTM), each (L, B, H).
+    Afterwards each layer's dh_state (and dc_state) holds dL/d(initial state) and its
+    dh_norm_sq the squared norm of dL/dh_t per step. Returns (loss, count of targets)."""
+    T, B = workspace.shape
+    y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
+    if loss == "mse":
+        value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), first_step * B)
+    else:
+        value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), first_step * B)
+    top = workspace.layers[-1]
+    head_backward(top.dh.reshape(T * B, -1), grad_views["head.weight"], grad_views["head.bias"],
+                  dy, top.h[1:].reshape(T * B, -1), model.views["head.weight"])
+    dh_final, dc_final = _state_parts(model, state_grad)
+    for k in range(model.num_layers - 1, -1, -1):
+        buffers = workspace.layers[k]
+        below = workspace.layers[k - 1] if k > 0 else None
+        layer_input = below.h[1:] if below else x
+        dx = below.dh if below else x  # the bottom layer's dx is not computed (need_dx False)
+        weight_ih, weight_hh, _, _ = model.layer_parameters(k)
+        dweight_ih, dweight_hh, dbias_ih, dbias_hh = (grad_views[n] for n in model.layout.layer_names(k))
+        buffers.dh_state[...] = 0 if dh_final is None else dh_final[k]
+        if model.cell == "lstm":
+            buffers.dc_state[...] = 0 if dc_final is None else dc_final[k]
+            lstm_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
+                          buffers.dc_state, buffers.dh_norm_sq, buffers.dh, buffers.h, buffers.c,
+                          buffers.gates, layer_input, weight_ih, weight_hh, k > 0)
+        elif model.cell == "gru":
+            gru_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
+                         buffers.dh_norm_sq, buffers.dgates_hidden, buffers.direct, buffers.dh,
+                         buffers.h, buffers.gates, buffers.hidden_n, layer_input, weight_ih,
+                         weight_hh, k > 0)
+        else:
+            rnn_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
+                         buffers.dh_norm_sq, buffers.dh, buffers.h, buffers.gates, layer_input,
+                         weight_ih, weight_hh, model.relu, k > 0)
+    return value, count
+
+
+def initial_state_grad(model, workspace):
+    """dL/d(initial state) after backward_chunk: h (L, B, H), for LSTM the pair (h, c)."""
+    dh = np.stack([buffers.dh_state for buffers in workspace.layers])
+    if model.cell == "lstm":
+        return dh, np.stack([buffers.dc_state for buffers in workspace.layers])
+    return dh
+
+
+def loss_and_grad(model, x, y, loss="mse", state=None):
+    """Loss and exact gradients of full BPTT over the whole sequence x (T, B, I).
+
+    y: (T, B, O) for "mse" (NaN = missing, masked), (T, B) integer classes for
+    "cross_entropy" (-1 ignored); the loss is the mean over the counted targets.
+    Returns (loss, grads): grads is keyed like model.state_dict(), plus "h_0" (and
+    "c_0" for LSTM), the gradient with respect to the initial state (L, B, H)."""
+    check_choice("loss", loss, LOSSES)
+    x = as_inputs(x, model)
+    T, B, _ = x.shape
+    y = as_targets(y, loss, model, T, B)
+    state = as_state(state, model, B)
+    workspace = Workspace(model, T, B)
+    forward_chunk(model, workspace, x, state)
+    grad = np.zeros_like(model.params)
+    grads = model.layout.views(grad)
+    value, count = backward_chunk(model, workspace, x, y, loss, grads)
+    if count == 0:
+        raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
+    state_grad = initial_state_grad(model, workspace)
+    if model.cell == "lstm":
+        grads["h_0"], grads["c_0"] = state_grad
+    else:
+        grads["h_0"] = state_grad
+    return float(value), grads
+
+
+def _state_parts(model, state):
+    """(h, c) of a state; c is None for RNN and GRU, both None for state None."""
+    if state is None:
+        return None, None
+    if model.cell == "lstm":
+        return state
+    return state, None

@@ -1,0 +1,140 @@
+"""The recurrent model: PyTorch-compatible parameters in one flat buffer."""
+import numpy as np
+
+from engine.initializers import INITS, initialize
+from engine.parameters import GATES, ParameterLayout
+from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_state, check_choice,
+                               check_float, check_int)
+
+CELLS = tuple(GATES)
+NONLINEARITIES = ("tanh", "relu")
+INFERENCE_CHUNK = 1024  # steps per forward call in inference, to bound memory on long series
+
+
+class Model:
+    """A stack of `num_layers` recurrent layers (`cell` "rnn", "lstm" or "gru") and a
+    linear head from the top layer's hidden state to `output_size` outputs per step.
+
+    Parameters follow torch.nn.RNN/LSTM/GRU and nn.Linear exactly (names, shapes, gate
+    order), so state dicts move between the two without conversion.
+
+    init: "default" PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for everything; "xavier" Glorot
+    uniform per gate block and zero biases; "orthogonal" as xavier but orthogonal
+    recurrent gate blocks; "identity" as xavier but identity recurrent gate blocks (IRNN,
+    for ReLU RNNs). forget_bias: the LSTM forget gate's total bias (bias_ih + bias_hh),
+    applied after `init` when non-zero. seed: the initialisation is a function of it.
+    """
+
+    def __init__(self, cell="lstm", input_size=1, hidden_size=64, output_size=1, num_layers=1,
+                 nonlinearity="tanh", dtype="float32", init="default", forget_bias=0.0, seed=0):
+        self.cell = check_choice("cell", cell, CELLS)
+        self.input_size = check_int("input_size", input_size)
+        self.hidden_size = check_int("hidden_size", hidden_size)
+        self.output_size = check_int("output_size", output_size)
+        self.num_layers = check_int("num_layers", num_layers)
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        if cell != "rnn" and nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity applies to cell 'rnn' only; got {nonlinearity!r} for {cell!r}")
+        self.dtype = np.dtype(check_choice("dtype", str(np.dtype(dtype)) if _is_dtype(dtype) else dtype,
+                                           DTYPES))
+        self.init = check_choice("init", init, INITS)
+        self.forget_bias = check_float("forget_bias", forget_bias)
+        if self.forget_bias != 0.0 and cell != "lstm":
+            raise ValueError(f"forget_bias applies to cell 'lstm' only; got {forget_bias} for {cell!r}")
+        self.seed = check_int("seed", seed, minimum=0)
+        self.gates = GATES[cell]
+        self.relu = nonlinearity == "relu"
+        self.layout = ParameterLayout(cell, self.input_size, self.hidden_size,
+                                      self.output_size, self.num_layers)
+        self.params = np.zeros(self.layout.size, dtype=self.dtype)  # (P,) flat parameters
+        self.views = self.layout.views(self.params)
+        rng = np.random.default_rng(self.seed)
+        initialize(self.views, self.layout, self.gates, self.hidden_size, self.init,
+                   self.forget_bias, cell == "lstm", rng)
+
+    @property
+    def config(self):
+        """The constructor arguments, enough to rebuild the model (checkpoints store it)."""
+        return dict(cell=self.cell, input_size=self.input_size, hidden_size=self.hidden_size,
+                    output_size=self.output_size, num_layers=self.num_layers,
+                    nonlinearity=self.nonlinearity, dtype=str(self.dtype), init=self.init,
+                    forget_bias=self.forget_bias, seed=self.seed)
+
+    @property
+    def num_parameters(self):
+        return self.layout.size
+
+    def layer_parameters(self, k):
+        """(weight_ih, weight_hh, bias_ih, bias_hh) views of layer k."""
+        return tuple(self.views[name] for name in self.layout.layer_names(k))
+
+    def state_dict(self):
+        """Copies of the parameters keyed by PyTorch's names (section 3 of DESIGN.md)."""
+        return {name: view.copy() for name, view in self.views.items()}
+
+    def load_state_dict(self, state_dict):
+        """Copy parameters in from `state_dict` (every name, exact shapes; cast to dtype)."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict of arrays; got {type(state_dict).__name__}")
+        missing = [name for name in self.views if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in self.views]
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not match the model: missing {missing}, unexpected {unexpected}")
+        arrays = {}
+        for name, view in self.views.items():
+            array = as_numeric_array(f"state_dict[{name!r}]", _to_numpy(state_dict[name]))
+            if array.shape != view.shape:
+                raise ValueError(f"state_dict[{name!r}] must have shape {view.shape}; got {array.shape}")
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"state_dict[{name!r}] must be finite")
+            arrays[name] = array
+        for name, array in arrays.items():  # all checked before anything is changed
+            self.views[name][...] = array
+
+    def init_state(self, batch):
+        """Zero state for `batch` streams: h (L, B, H), for LSTM the pair (h, c)."""
+        batch = check_int("batch", batch)
+        shape = (self.num_layers, batch, self.hidden_size)
+        if self.cell == "lstm":
+            return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+        return np.zeros(shape, self.dtype)
+
+    def forward(self, x, state=None):
+        """Outputs y_hat (T, B, O) for inputs x (T, B, I) from `state` (zeros if None),
+        and the final state. Runs in chunks of INFERENCE_CHUNK steps, so memory stays
+        bounded on long series."""
+        from engine.bptt import forward_chunk, state_after
+        from engine.workspace import Workspace
+
+        x = as_inputs(x, self)
+        T, B, _ = x.shape
+        state = as_state(state, self, B)
+        y_hat = np.empty((T, B, self.output_size), dtype=self.dtype)
+        workspace = None
+        for start in range(0, T, INFERENCE_CHUNK):
+            chunk = x[start:start + INFERENCE_CHUNK]
+            if workspace is None or workspace.shape[0] != len(chunk):
+                workspace = Workspace(self, len(chunk), B)
+            forward_chunk(self, workspace, chunk, state)
+            y_hat[start:start + len(chunk)] = workspace.y_hat
+            state = state_after(self, workspace, len(chunk))
+        return y_hat, state
+
+    def __repr__(self):
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+        return f"Model({settings})"
+
+
+def _is_dtype(value):
+    try:
+        np.dtype(value)
+        return True
+    except TypeError:
+        return False
+
+
+def _to_numpy(value):
+    """Accept torch tensors too (anything with .detach().cpu().numpy()) without importing torch."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return value

@@ -1,0 +1,113 @@
+"""Input checks shared by every public entry point (DESIGN.md section 8).
+
+Each check raises one ValueError or TypeError that names the argument and says what was
+expected, before any computation starts.
+"""
+import numbers
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}; got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
+    return int(value)
+
+
+def check_float(name, value, minimum=None, allow_none=False, strictly_greater=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    if minimum is not None and (value <= minimum if strictly_greater else value < minimum):
+        relation = ">" if strictly_greater else ">="
+        raise ValueError(f"{name} must be {relation} {minimum}; got {value}")
+    return value
+
+
+def as_numeric_array(name, value):
+    """An ndarray of real numbers (not bool, object, string or complex)."""
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of numbers; got {type(value).__name__} ({error})") from None
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {array.dtype}")
+    return array
+
+
+def as_inputs(x, model):
+    """x as a C-contiguous (T, B, I) array of the model's dtype, all finite."""
+    x = as_numeric_array("x", x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (T, B, {model.input_size}) (time-major); got shape {x.shape}")
+    T, B, I = x.shape
+    if T < 1 or B < 1:
+        raise ValueError(f"x must hold at least one step of one stream; got shape {x.shape}")
+    if I != model.input_size:
+        raise ValueError(f"x must have {model.input_size} input features in its last axis "
+                         f"(the model's input_size); got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x must be finite; it holds NaN or infinity (fill missing inputs first)")
+    return np.ascontiguousarray(x, dtype=model.dtype)
+
+
+def as_targets(y, loss, model, T, B):
+    """y for `loss`: (T, B, O) floats (NaN = missing) or (T, B) integer classes (-1 ignored)."""
+    y = as_numeric_array("y", y)
+    if loss == "mse":
+        expected = (T, B, model.output_size)
+        if y.shape != expected:
+            raise ValueError(f"y must have shape {expected} (T, B, output_size) for loss 'mse'; got {y.shape}")
+        if np.any(np.isinf(y)):
+            raise ValueError("y must not hold infinity (NaN marks a missing target)")
+        return np.ascontiguousarray(y, dtype=model.dtype)
+    if y.shape != (T, B):
+        raise ValueError(f"y must have shape {(T, B)} (T, B) of class indices for loss "
+                         f"'cross_entropy'; got {y.shape}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise TypeError("y must hold integer class indices for loss 'cross_entropy'")
+    classes = np.ascontiguousarray(y, dtype=np.int64)
+    bad = (classes < -1) | (classes >= model.output_size)
+    if np.any(bad):
+        raise ValueError(f"y must hold class indices in [0, {model.output_size}) or -1 (ignored); "
+                         f"got {classes[bad][0]}")
+    return classes
+
+
+def as_state(state, model, batch):
+    """A copy of `state` as the model's state: h (L, B, H), for LSTM the pair (h, c)."""
+    shape = (model.num_layers, batch, model.hidden_size)
+    if state is None:
+        return model.init_state(batch)
+    parts = ("h", "c") if model.cell == "lstm" else ("h",)
+    if model.cell == "lstm":
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"state must be a pair (h, c) of arrays shaped {shape} for an LSTM")
+        values = state
+    else:
+        values = (state,)
+    checked = []
+    for part, value in zip(parts, values):
+        array = as_numeric_array(f"state {part}", value)
+        if array.shape != shape:
+            raise ValueError(f"state {part} must have shape {shape} (num_layers, B, hidden_size); "
+                             f"got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"state {part} must be finite")
+        checked.append(np.array(array, dtype=model.dtype, order="C"))
+    return tuple(checked) if model.cell == "lstm" else checked[0]

@@ -1,0 +1,51 @@
+"""Per-chunk activation buffers, allocated once per chunk shape (T, B) and reused."""
+import numpy as np
+
+
+class LayerBuffers:
+    """Buffers of one layer for a chunk of T steps and B streams.
+
+    h: (T+1, B, H) hidden states, row 0 the initial state. c: (T+1, B, H) LSTM cell
+    states (None otherwise). gates: (T, B, G*H) activated gates, overwritten by their
+    gradients in backward. hidden_n: (T, B, H) GRU's W_hn h + b_hn (None otherwise).
+    dgates_hidden: (T, B, 3H) GRU backward scratch (None otherwise).
+    dh: (T, B, H) dL/dh_t arriving from above. recurrent: (B, G*H), direct: (B, H)
+    per-step scratch. dh_state, dc_state: (B, H) state gradients. dh_norm_sq: (T,)."""
+
+    def __init__(self, cell, gates, T, B, H, dtype):
+        def empty(*shape):
+            return np.zeros(shape, dtype=dtype)
+
+        self.h = empty(T + 1, B, H)
+        self.c = empty(T + 1, B, H) if cell == "lstm" else None
+        self.gates = empty(T, B, gates * H)
+        self.hidden_n = empty(T, B, H) if cell == "gru" else None
+        self.dgates_hidden = empty(T, B, gates * H) if cell == "gru" else None
+        self.dh = empty(T, B, H)
+        self.recurrent = empty(B, gates * H)
+        self.direct = empty(B, H)
+        self.dh_state = empty(B, H)
+        self.dc_state = empty(B, H)
+        self.dh_norm_sq = empty(T)
+
+    def arrays(self):
+        return [a for a in vars(self).values() if a is not None]
+
+
+class Workspace:
+    """All buffers for one chunk shape: one LayerBuffers per layer, plus the head's.
+
+    y_hat: (T, B, O) head output. dy: (T, B, O) dL/dy_hat."""
+
+    def __init__(self, model, T, B):
+        self.shape = (T, B)
+        self.layers = [LayerBuffers(model.cell, model.gates, T, B, model.hidden_size, model.dtype)
+                       for _ in range(model.num_layers)]
+        self.y_hat = np.zeros((T, B, model.output_size), dtype=model.dtype)
+        self.dy = np.zeros_like(self.y_hat)
+
+    @property
+    def nbytes(self):
+        """Bytes held by every buffer of this workspace."""
+        arrays = [a for layer in self.layers for a in layer.arrays()] + [self.y_hat, self.dy]
+        return sum(a.nbytes for a in arrays)

@@ -1,0 +1,86 @@
+"""Linear head y = h W^T + b over a whole chunk, and the losses on its output.
+
+N = T*B rows, time-major, so the rows of step t are t*B .. t*B + B - 1.
+"""
+import numpy as np
+
+from kernels.common import column_sums
+from kernels.config import jit
+
+
+@jit
+def head_forward(y_hat, h_top, weight, bias):
+    """y_hat: (N, O) out. h_top: (N, H) top-layer hidden states. weight: (O, H). bias: (O,)."""
+    np.dot(h_top, weight.T, y_hat)  # (N, H) x (H, O)
+    for row in range(y_hat.shape[0]):
+        for k in range(y_hat.shape[1]):
+            y_hat[row, k] += bias[k]
+
+
+@jit
+def head_backward(dh_top, dweight, dbias, dy, h_top, weight):
+    """Overwrites dh_top: (N, H), dweight: (O, H), dbias: (O,). dy: (N, O) = dL/dy_hat."""
+    np.dot(dy.T, h_top, dweight)  # (O, N) x (N, H)
+    column_sums(dbias, dy)
+    np.dot(dy, weight, dh_top)  # (N, O) x (O, H)
+
+
+@jit
+def mse_gradient(dy, y_hat, y, first_row):
+    """Mean squared error over the finite targets of rows >= first_row (NaN = missing).
+
+    dy: (N, O) out, dL/dy_hat (zero where not counted). y_hat, y: (N, O).
+    Returns (loss, count); with count 0 the loss is 0 and dy is all zero."""
+    N, O = y.shape
+    count = 0
+    for row in range(first_row, N):
+        for k in range(O):
+            if np.isfinite(y[row, k]):
+                count += 1
+    dy[:] = 0
+    if count == 0:
+        return 0.0, 0
+    scale = dy.dtype.type(2.0 / count)
+    total = 0.0  # float64 accumulator
+    for row in range(first_row, N):
+        for k in range(O):
+            if np.isfinite(y[row, k]):
+                error = y_hat[row, k] - y[row, k]
+                total += error * error
+                dy[row, k] = scale * error
+    return total / count, count
+
+
+@jit
+def cross_entropy_gradient(dlogits, logits, targets, first_row):
+    """Softmax cross-entropy over rows >= first_row whose target is not -1.
+
+    dlogits: (N, O) out. logits: (N, O). targets: (N,) integer classes in [0, O) or -1.
+    Returns (loss, count); with count 0 the loss is 0 and dlogits is all zero."""
+    N, O = logits.shape
+    count = 0
+    for row in range(first_row, N):
+        if targets[row] >= 0:
+            count += 1
+    dlogits[:] = 0
+    if count == 0:
+        return 0.0, 0
+    inverse_count = 1.0 / count
+    total = 0.0
+    for row in range(first_row, N):
+        target = targets[row]
+        if target < 0:
+            continue
+        largest = logits[row, 0]
+        for k in range(1, O):
+            largest = max(largest, logits[row, k])
+        sum_exp = 0.0
+        for k in range(O):
+            sum_exp += np.exp(np.float64(logits[row, k] - largest))
+        log_sum_exp = largest + np.log(sum_exp)
+        total += log_sum_exp - logits[row, target]
+        for k in range(O):
+            probability = np.exp(logits[row, k] - log_sum_exp)
+            dlogits[row, k] = probability * inverse_count
+        dlogits[row, target] -= inverse_count
+    return total / count, count
