@@ -1,7 +1,8 @@
 """Pieces shared by the cell kernels."""
+import numba
 import numpy as np
 
-from kernels.config import jit
+from kernels.config import JIT_OPTIONS, jit
 
 
 @jit
@@ -32,3 +33,13 @@ def column_sums(out, matrix):
     for row in range(matrix.shape[0]):
         for column in range(matrix.shape[1]):
             out[column] += matrix[row, column]
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
+def squared_norm(matrix):
+    """Sum of squares of a 2-D array, accumulated in float64 (reassociation lets it vectorise)."""
+    total = 0.0
+    for row in range(matrix.shape[0]):
+        for column in range(matrix.shape[1]):
+            total += np.float64(matrix[row, column]) ** 2
+    return total

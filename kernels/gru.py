@@ -4,12 +4,14 @@
     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = (1 - z) * n + z * h
+
+Per-row helpers take 1-D rows so the inner loops vectorise (see kernels/lstm.py).
 """
 import numpy as np
 
-from kernels.activations import sigmoid
-from kernels.common import gate_weight_gradients
-from kernels.config import jit
+from kernels.activations import sigmoid, tanh
+from kernels.common import gate_weight_gradients, squared_norm
+from kernels.config import inline_jit, jit
 
 
 @jit
@@ -20,23 +22,33 @@ def gru_forward(h, gates, hidden_n, recurrent, x, weight_ih, weight_hh, bias_ih,
     scratch. x: (T, B, I). weight_ih: (3H, I). weight_hh: (3H, H). biases: (3H,)."""
     T, B, I = x.shape
     H = h.shape[2]
-    one = h.dtype.type(1)
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 3 * H))
     for t in range(T):
         np.dot(h[t], weight_hh.T, recurrent)  # (B, H) x (H, 3H)
         for b in range(B):
-            for j in range(H):
-                jz = H + j
-                jn = 2 * H + j
-                r = sigmoid(gates[t, b, j] + bias_ih[j] + recurrent[b, j] + bias_hh[j], one)
-                z = sigmoid(gates[t, b, jz] + bias_ih[jz] + recurrent[b, jz] + bias_hh[jz], one)
-                hn = recurrent[b, jn] + bias_hh[jn]
-                n = np.tanh(gates[t, b, jn] + bias_ih[jn] + r * hn)
-                h[t + 1, b, j] = (one - z) * n + z * h[t, b, j]
-                gates[t, b, j] = r
-                gates[t, b, jz] = z
-                gates[t, b, jn] = n
-                hidden_n[t, b, j] = hn
+            _cell_forward(h[t + 1, b], gates[t, b], hidden_n[t, b], h[t, b], recurrent[b],
+                          bias_ih, bias_hh, H)
+
+
+@inline_jit
+def _cell_forward(h_next, gates, hidden_n, h_prev, recurrent, bias_ih, bias_hh, H):
+    """One stream, one step. h_next, hidden_n: (H,) out. gates: (3H,) in: x W_ih^T;
+    out: activated gates. h_prev: (H,). recurrent: (3H,) h_prev W_hh^T."""
+    one = h_next.dtype.type(1)
+    gr, gz, gn = gates[:H], gates[H:2 * H], gates[2 * H:]
+    rr, rz, rn = recurrent[:H], recurrent[H:2 * H], recurrent[2 * H:]
+    ar, az, an = bias_ih[:H], bias_ih[H:2 * H], bias_ih[2 * H:]
+    br, bz, bn = bias_hh[:H], bias_hh[H:2 * H], bias_hh[2 * H:]
+    for j in range(H):
+        r = sigmoid(gr[j] + rr[j] + ar[j] + br[j])
+        z = sigmoid(gz[j] + rz[j] + az[j] + bz[j])
+        hn = rn[j] + bn[j]
+        n = tanh(gn[j] + an[j] + r * hn)
+        h_next[j] = (one - z) * n + z * h_prev[j]
+        gr[j] = r
+        gz[j] = z
+        gn[j] = n
+        hidden_n[j] = hn
 
 
 @jit
@@ -48,37 +60,42 @@ def gru_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_no
     dx: (T, B, I) out (only if need_dx). dweight_*, dbias_*: out, shaped like the
     parameters. dh_state: (B, H) in: dL/d(final h); out: dL/dh_0. dh_norm_sq: (T,) out.
     dgates_hidden: (T, B, 3H) scratch, gradient of W_hh h + b_hh. direct: (B, H) scratch.
-    dh: (T, B, H) in, dL/dh_t from above. h, gates, hidden_n: forward caches; gates is
-    overwritten with the gradient of the input-side pre-activations."""
+    dh: (T, B, H) in: dL/dh_t from above; overwritten with the total dL/dh_t. h, gates,
+    hidden_n: forward caches; gates is overwritten with the gradient of the input-side
+    pre-activations."""
     T, B, I = x.shape
     H = h.shape[2]
-    one = h.dtype.type(1)
     for t in range(T - 1, -1, -1):
-        norm_sq = h.dtype.type(0)
         for b in range(B):
-            for j in range(H):
-                dh_t = dh[t, b, j] + dh_state[b, j]
-                norm_sq += dh_t * dh_t
-                jz = H + j
-                jn = 2 * H + j
-                r = gates[t, b, j]
-                z = gates[t, b, jz]
-                n = gates[t, b, jn]
-                # h' = (1 - z) * n + z * h;  n = tanh(a_n + r * hn)
-                dn = dh_t * (one - z) * (one - n * n)
-                dr = dn * hidden_n[t, b, j] * r * (one - r)
-                dz = dh_t * (h[t, b, j] - n) * z * (one - z)
-                direct[b, j] = dh_t * z
-                gates[t, b, j] = dr
-                gates[t, b, jz] = dz
-                gates[t, b, jn] = dn
-                dgates_hidden[t, b, j] = dr
-                dgates_hidden[t, b, jz] = dz
-                dgates_hidden[t, b, jn] = dn * r
-        dh_norm_sq[t] = norm_sq
+            _cell_backward(gates[t, b], dgates_hidden[t, b], direct[b], dh[t, b], dh_state[b],
+                           h[t, b], hidden_n[t, b], H)
+        dh_norm_sq[t] = squared_norm(dh[t])
         np.dot(dgates_hidden[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
-        for b in range(B):
-            for j in range(H):
-                dh_state[b, j] += direct[b, j]
+        dh_state += direct  # plus the path h' = ... + z * h
     gate_weight_gradients(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
                           gates, dgates_hidden, h, x, weight_ih, need_dx)
+
+
+@inline_jit
+def _cell_backward(gates, dgates_hidden, direct, dh, dh_state, h_prev, hidden_n, H):
+    """One stream, one step. gates: (3H,) in: r, z, n; out: input-side pre-activation
+    gradients. dgates_hidden: (3H,) out: hidden-side ones. direct: (H,) out: dL/dh_{t-1}
+    through z * h. dh: (H,) in: from above; out: total dL/dh_t. dh_state: (H,) through time."""
+    one = gates.dtype.type(1)
+    gr, gz, gn = gates[:H], gates[H:2 * H], gates[2 * H:]
+    hr, hz, hn = dgates_hidden[:H], dgates_hidden[H:2 * H], dgates_hidden[2 * H:]
+    for j in range(H):
+        dh_t = dh[j] + dh_state[j]
+        dh[j] = dh_t
+        r, z, n = gr[j], gz[j], gn[j]
+        # h' = (1 - z) * n + z * h;  n = tanh(a_n + r * hidden_n)
+        dn = dh_t * (one - z) * (one - n * n)
+        dr = dn * hidden_n[j] * r * (one - r)
+        dz = dh_t * (h_prev[j] - n) * z * (one - z)
+        direct[j] = dh_t * z
+        gr[j] = dr
+        gz[j] = dz
+        gn[j] = dn
+        hr[j] = dr
+        hz[j] = dz
+        hn[j] = dn * r

@@ -3,12 +3,15 @@
     i, f, o = sigmoid(.), g = tanh(.)   of   W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
     c_t = f * c_{t-1} + i * g
     h_t = o * tanh(c_t)
+
+The per-row helpers take 1-D rows (one stream of one step): slicing the rows before the
+inner loop lets LLVM prove the gate blocks apart and vectorise the loop.
 """
 import numpy as np
 
-from kernels.activations import sigmoid
-from kernels.common import gate_weight_gradients
-from kernels.config import jit
+from kernels.activations import sigmoid, tanh
+from kernels.common import gate_weight_gradients, squared_norm
+from kernels.config import inline_jit, jit
 
 
 @jit
@@ -19,27 +22,35 @@ def lstm_forward(h, c, gates, recurrent, x, weight_ih, weight_hh, bias_ih, bias_
     bias_ih, bias_hh: (4H,)."""
     T, B, I = x.shape
     H = h.shape[2]
-    one = h.dtype.type(1)
     # Input projection of the whole chunk: one GEMM, (T*B, I) x (I, 4H).
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 4 * H))
     for t in range(T):
         np.dot(h[t], weight_hh.T, recurrent)  # (B, H) x (H, 4H)
         for b in range(B):
-            for j in range(H):
-                i = sigmoid(gates[t, b, j] + recurrent[b, j] + bias_ih[j] + bias_hh[j], one)
-                jf = H + j
-                f = sigmoid(gates[t, b, jf] + recurrent[b, jf] + bias_ih[jf] + bias_hh[jf], one)
-                jg = 2 * H + j
-                g = np.tanh(gates[t, b, jg] + recurrent[b, jg] + bias_ih[jg] + bias_hh[jg])
-                jo = 3 * H + j
-                o = sigmoid(gates[t, b, jo] + recurrent[b, jo] + bias_ih[jo] + bias_hh[jo], one)
-                c_t = f * c[t, b, j] + i * g
-                c[t + 1, b, j] = c_t
-                h[t + 1, b, j] = o * np.tanh(c_t)
-                gates[t, b, j] = i
-                gates[t, b, jf] = f
-                gates[t, b, jg] = g
-                gates[t, b, jo] = o
+            _cell_forward(h[t + 1, b], c[t + 1, b], gates[t, b], c[t, b], recurrent[b],
+                          bias_ih, bias_hh, H)
+
+
+@inline_jit
+def _cell_forward(h_next, c_next, gates, c_prev, recurrent, bias_ih, bias_hh, H):
+    """One stream, one step. h_next, c_next: (H,) out. gates: (4H,) in: x W_ih^T; out:
+    activated gates. c_prev: (H,). recurrent: (4H,) h_prev W_hh^T."""
+    gi, gf, gg, go = gates[:H], gates[H:2 * H], gates[2 * H:3 * H], gates[3 * H:]
+    ri, rf, rg, ro = recurrent[:H], recurrent[H:2 * H], recurrent[2 * H:3 * H], recurrent[3 * H:]
+    ai, af, ag, ao = bias_ih[:H], bias_ih[H:2 * H], bias_ih[2 * H:3 * H], bias_ih[3 * H:]
+    bi, bf, bg, bo = bias_hh[:H], bias_hh[H:2 * H], bias_hh[2 * H:3 * H], bias_hh[3 * H:]
+    for j in range(H):
+        i = sigmoid(gi[j] + ri[j] + ai[j] + bi[j])
+        f = sigmoid(gf[j] + rf[j] + af[j] + bf[j])
+        g = tanh(gg[j] + rg[j] + ag[j] + bg[j])
+        o = sigmoid(go[j] + ro[j] + ao[j] + bo[j])
+        c_t = f * c_prev[j] + i * g
+        c_next[j] = c_t
+        h_next[j] = o * tanh(c_t)
+        gi[j] = i
+        gf[j] = f
+        gg[j] = g
+        go[j] = o
 
 
 @jit
@@ -50,34 +61,36 @@ def lstm_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_s
     dx: (T, B, I) out, dL/dx (written only if need_dx). dweight_*, dbias_*: out, shaped
     like the parameters. dh_state, dc_state: (B, H) in: dL/d(final h, c); out: dL/d(h_0,
     c_0). dh_norm_sq: (T,) out, squared norm of the total dL/dh_t per step (diagnostics).
-    dh: (T, B, H) in, dL/dh_t from above (head or next layer). h, c, gates: the forward
-    caches; gates is overwritten with the pre-activation gate gradients."""
+    dh: (T, B, H) in: dL/dh_t from above (head or next layer); overwritten with the total
+    dL/dh_t. h, c, gates: the forward caches; gates is overwritten with the gradients of
+    the gate pre-activations."""
     T, B, I = x.shape
     H = h.shape[2]
-    one = h.dtype.type(1)
     for t in range(T - 1, -1, -1):
-        norm_sq = h.dtype.type(0)
         for b in range(B):
-            for j in range(H):
-                dh_t = dh[t, b, j] + dh_state[b, j]
-                norm_sq += dh_t * dh_t
-                jf = H + j
-                jg = 2 * H + j
-                jo = 3 * H + j
-                i = gates[t, b, j]
-                f = gates[t, b, jf]
-                g = gates[t, b, jg]
-                o = gates[t, b, jo]
-                tanh_c = np.tanh(c[t + 1, b, j])  # recomputed rather than stored
-                # c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
-                dc_t = dc_state[b, j] + dh_t * o * (one - tanh_c * tanh_c)
-                gates[t, b, j] = dc_t * g * i * (one - i)
-                gates[t, b, jf] = dc_t * c[t, b, j] * f * (one - f)
-                gates[t, b, jg] = dc_t * i * (one - g * g)
-                gates[t, b, jo] = dh_t * tanh_c * o * (one - o)
-                dc_state[b, j] = dc_t * f
-        dh_norm_sq[t] = norm_sq
+            _cell_backward(gates[t, b], dh[t, b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
+        dh_norm_sq[t] = squared_norm(dh[t])
         np.dot(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
     gate_weight_gradients(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
                           gates, gates, h, x, weight_ih, need_dx)
 
+
+@inline_jit
+def _cell_backward(gates, dh, dh_state, dc_state, c_prev, c_t, H):
+    """One stream, one step. gates: (4H,) in: activated gates; out: pre-activation
+    gradients. dh: (H,) in: dL/dh_t from above; out: total dL/dh_t. dh_state: (H,)
+    dL/dh_t through time. dc_state: (H,) in: dL/dc_t through time; out: dL/dc_{t-1}."""
+    one = gates.dtype.type(1)
+    gi, gf, gg, go = gates[:H], gates[H:2 * H], gates[2 * H:3 * H], gates[3 * H:]
+    for j in range(H):
+        dh_t = dh[j] + dh_state[j]
+        dh[j] = dh_t
+        i, f, g, o = gi[j], gf[j], gg[j], go[j]
+        tanh_c = tanh(c_t[j])  # recomputed rather than stored
+        # c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
+        dc_t = dc_state[j] + dh_t * o * (one - tanh_c * tanh_c)
+        gi[j] = dc_t * g * i * (one - i)
+        gf[j] = dc_t * c_prev[j] * f * (one - f)
+        gg[j] = dc_t * i * (one - g * g)
+        go[j] = dh_t * tanh_c * o * (one - o)
+        dc_state[j] = dc_t * f

@@ -1,8 +1,9 @@
 """Elman RNN layer over one chunk: h' = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu."""
 import numpy as np
 
-from kernels.common import gate_weight_gradients
-from kernels.config import jit
+from kernels.activations import tanh
+from kernels.common import gate_weight_gradients, squared_norm
+from kernels.config import inline_jit, jit
 
 
 @jit
@@ -13,14 +14,23 @@ def rnn_forward(h, gates, recurrent, x, weight_ih, weight_hh, bias_ih, bias_hh, 
     biases: (H,). relu: True for ReLU, False for tanh."""
     T, B, I = x.shape
     H = h.shape[2]
-    zero = h.dtype.type(0)
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, H))
     for t in range(T):
         np.dot(h[t], weight_hh.T, recurrent)  # (B, H) x (H, H)
         for b in range(B):
-            for j in range(H):
-                pre = gates[t, b, j] + recurrent[b, j] + bias_ih[j] + bias_hh[j]
-                h[t + 1, b, j] = max(pre, zero) if relu else np.tanh(pre)
+            _cell_forward(h[t + 1, b], gates[t, b], recurrent[b], bias_ih, bias_hh, relu)
+
+
+@inline_jit
+def _cell_forward(h_next, gates, recurrent, bias_ih, bias_hh, relu):
+    """One stream, one step; all rows (H,). gates: x W_ih^T; recurrent: h_prev W_hh^T."""
+    zero = h_next.dtype.type(0)
+    if relu:
+        for j in range(h_next.shape[0]):
+            h_next[j] = max(gates[j] + recurrent[j] + bias_ih[j] + bias_hh[j], zero)
+    else:
+        for j in range(h_next.shape[0]):
+            h_next[j] = tanh(gates[j] + recurrent[j] + bias_ih[j] + bias_hh[j])
 
 
 @jit
@@ -29,24 +39,29 @@ def rnn_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_no
     """Backward over the chunk that rnn_forward filled; overwrites every gradient output.
 
     dx: (T, B, I) out (only if need_dx). dweight_*, dbias_*: out. dh_state: (B, H) in:
-    dL/d(final h); out: dL/dh_0. dh_norm_sq: (T,) out. dh: (T, B, H) in, dL/dh_t from
-    above. h: forward cache. gates: overwritten with the pre-activation gradients."""
+    dL/d(final h); out: dL/dh_0. dh_norm_sq: (T,) out. dh: (T, B, H) in: dL/dh_t from
+    above; overwritten with the total dL/dh_t. h: forward cache. gates: overwritten with
+    the pre-activation gradients."""
     T, B, I = x.shape
-    H = h.shape[2]
-    one = h.dtype.type(1)
-    zero = h.dtype.type(0)
     for t in range(T - 1, -1, -1):
-        norm_sq = zero
         for b in range(B):
-            for j in range(H):
-                dh_t = dh[t, b, j] + dh_state[b, j]
-                norm_sq += dh_t * dh_t
-                h_t = h[t + 1, b, j]
-                if relu:
-                    gates[t, b, j] = dh_t if h_t > zero else zero
-                else:
-                    gates[t, b, j] = dh_t * (one - h_t * h_t)
-        dh_norm_sq[t] = norm_sq
+            _cell_backward(gates[t, b], dh[t, b], dh_state[b], h[t + 1, b], relu)
+        dh_norm_sq[t] = squared_norm(dh[t])
         np.dot(gates[t], weight_hh, dh_state)  # (B, H) x (H, H)
     gate_weight_gradients(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
                           gates, gates, h, x, weight_ih, need_dx)
+
+
+@inline_jit
+def _cell_backward(dgates, dh, dh_state, h_t, relu):
+    """One stream, one step; all rows (H,). dgates: out, pre-activation gradient. dh: in:
+    from above; out: total dL/dh_t. dh_state: through time. h_t: this step's output."""
+    one = h_t.dtype.type(1)
+    zero = h_t.dtype.type(0)
+    for j in range(h_t.shape[0]):
+        dh_t = dh[j] + dh_state[j]
+        dh[j] = dh_t
+        if relu:
+            dgates[j] = dh_t if h_t[j] > zero else zero
+        else:
+            dgates[j] = dh_t * (one - h_t[j] * h_t[j])
