@@ -1,5 +1,21 @@
-"""bptt engine: recurrent models trained with (truncated) backpropagation through time."""
-from engine.bptt import loss_and_grad
-from engine.model import Model
+"""bptt engine: recurrent models trained with (truncated) backpropagation through time.
 
-__all__ = ["Model", "loss_and_grad"]
+The public API (DESIGN.md section 4): Model, loss_and_grad, Trainer, save, load; the
+pipeline functions behind the `bptt` command; optimizers in engine.optim and learning-rate
+schedules in engine.schedules.
+"""
+from engine import data, optim, schedules
+from engine.bptt import loss_and_grad
+from engine.checkpoint import CheckpointError, load, read_metadata, save
+from engine.gradcheck import gradient_check
+from engine.history import History
+from engine.model import Model
+from engine.pipeline import evaluate_series, forecast_series, load_for_inference, train_series
+from engine.plots import PlotUnavailable, plot_forecast, plot_training, require_matplotlib
+from engine.progress import Progress
+from engine.trainer import Trainer, TrainingDiverged
+
+__all__ = ["Model", "loss_and_grad", "Trainer", "TrainingDiverged", "History", "save", "load",
+           "read_metadata", "CheckpointError", "optim", "schedules", "data", "train_series",
+           "forecast_series", "evaluate_series", "load_for_inference", "gradient_check",
+           "Progress", "PlotUnavailable", "plot_training", "plot_forecast", "require_matplotlib"]

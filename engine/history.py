@@ -1,0 +1,33 @@
+"""What happened during training: one record per update and one per epoch."""
+import numpy as np
+
+UPDATE_FIELDS = ("step", "loss", "grad_norm", "clipped", "lr")
+
+
+class History:
+    """updates: list of {"step", "loss", "grad_norm" (before clipping), "clipped", "lr"
+    [, "dh_norms" (L, window) with diagnostics]}. epochs: list of {"epoch", "loss",
+    "updates", "seconds" [, "val_loss"]}."""
+
+    def __init__(self):
+        self.updates = []
+        self.epochs = []
+
+    def column(self, field):
+        """One field of every update as an array, e.g. history.column("grad_norm")."""
+        return np.array([record[field] for record in self.updates])
+
+    def to_arrays(self):
+        """The per-update fields as arrays (checkpoints store these; dh_norms are not kept)."""
+        return {field: self.column(field) for field in UPDATE_FIELDS}
+
+    @classmethod
+    def from_arrays(cls, arrays, epochs):
+        history = cls()
+        columns = [arrays[field].tolist() for field in UPDATE_FIELDS]
+        history.updates = [dict(zip(UPDATE_FIELDS, values)) for values in zip(*columns)]
+        history.epochs = list(epochs)
+        return history
+
+    def __repr__(self):
+        return f"History({len(self.updates)} updates, {len(self.epochs)} epochs)"

@@ -1,0 +1,286 @@
+"""The Trainer: truncated BPTT(k1, k2) over B parallel streams, clipping, optimizer steps,
+streaming updates, divergence handling, early stopping and history (DESIGN.md 4-8)."""
+import time
+
+import numpy as np
+
+from engine.bptt import LOSSES, backward_chunk, forward_chunk, state_after
+from engine.clip import clip_grad_norm, clip_grad_value
+from engine.history import History
+from engine.losses import mean_loss
+from engine.optim import make_optimizer, optimizer_from_config
+from engine.schedules import make_schedule, schedule_from_config
+from engine.validation import as_inputs, as_state, as_targets, check_choice, check_float, check_int
+from engine.workspace import Workspace
+
+ON_DIVERGENCE = ("raise", "skip")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or gradient turned non-finite; the model keeps its last good parameters."""
+
+
+class Trainer:
+    """Trains `model` with truncated BPTT(k1, k2) after Williams & Peng (1990).
+
+    The stream is consumed k1 steps at a time; each update uses the gradient of the mean
+    loss over the targets of those k1 steps, backpropagated through the last k2 steps
+    (k2 >= k1, default k1; the state k2 steps back is a constant). k1=None: full BPTT,
+    one update per sequence. The state is carried from chunk to chunk; `fit` resets it
+    at each epoch, `partial_fit` only when asked.
+
+    optimizer: "sgd", "adam", "adamw", "rmsprop" or an engine.optim object; lr overrides
+    its learning rate. schedule: None (constant), a name ("step", "cosine", ...) or an
+    engine.schedules object. clip_norm / clip_value: torch's clip_grad_norm_ /
+    clip_grad_value_, or None. on_divergence: "raise" stops with TrainingDiverged,
+    "skip" drops the update and counts it. diagnostics: record the norm of dL/dh_t for
+    every step of each update's window and every layer (History.updates[i]["dh_norms"]).
+    """
+
+    def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
+                 clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
+                 diagnostics=False):
+        self.model = model
+        self.loss = check_choice("loss", loss, LOSSES)
+        self.k1 = None if k1 is None else check_int("k1", k1)
+        self.k2 = self.k1 if k2 is None else check_int("k2", k2)
+        if self.k1 is None and k2 is not None:
+            raise ValueError("k2 needs k1: with k1=None (full BPTT) there is nothing to truncate")
+        if self.k1 is not None and self.k2 < self.k1:
+            raise ValueError(f"k2 must be >= k1 (backprop at least over the chunk); got k1={k1}, k2={k2}")
+        self.clip_norm = check_float("clip_norm", clip_norm, minimum=0, allow_none=True, strictly_greater=True)
+        self.clip_value = check_float("clip_value", clip_value, minimum=0, allow_none=True, strictly_greater=True)
+        self.on_divergence = check_choice("on_divergence", on_divergence, ON_DIVERGENCE)
+        self.diagnostics = bool(diagnostics)
+        self.optimizer = make_optimizer(optimizer, lr)
+        self.schedule = make_schedule(schedule)
+        self.optimizer_state = self.optimizer.init(model.params)
+        self.grad = np.zeros_like(model.params)  # (P,) flat gradient, model.params' layout
+        self.grad_views = model.layout.views(self.grad)
+        self._last_good = model.params.copy()
+        self.history = History()
+        self.step = 0          # updates made
+        self.epoch = 0         # epochs of fit completed
+        self.skipped = 0       # updates dropped as non-finite (on_divergence="skip")
+        self.best = None       # early stopping: {"loss", "epoch", "params"}
+        self.reset_state()
+        self._workspaces = {}
+
+    @classmethod
+    def from_config(cls, model, config):
+        """A trainer for `model` with the settings of `config` (see Trainer.config)."""
+        settings = dict(config)
+        optimizer = optimizer_from_config(settings.pop("optimizer"))
+        schedule = schedule_from_config(settings.pop("schedule"))
+        return cls(model, optimizer=optimizer, schedule=schedule, **settings)
+
+    @property
+    def lr(self):
+        """Learning rate of the next update, after the schedule."""
+        return self.schedule(self.step, self.optimizer.lr)
+
+    @property
+    def config(self):
+        """JSON-able settings, enough to rebuild the trainer around a model."""
+        return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
+                    clip_value=self.clip_value, on_divergence=self.on_divergence,
+                    diagnostics=self.diagnostics, optimizer=self.optimizer.config,
+                    schedule=self.schedule.config)
+
+    def reset_state(self, batch=None):
+        """Forget the carried state and history; the next chunk starts from zeros."""
+        self.state = None if batch is None else self.model.init_state(batch)
+        self._history_x = None       # (n, B, I) inputs before the next chunk (k2 > k1)
+        self._history_state = None   # state at the start of _history_x
+
+    # ---------------------------------------------------------------- public training
+
+    def fit(self, x, y, epochs=1, validation=None, patience=None, on_update=None,
+            on_epoch=None):
+        """Train for `epochs` more epochs over x (T, B, I), y (T, B, O) or (T, B).
+
+        Each epoch starts from a zero state. validation: optional (x_val, y_val), whose
+        loss is computed after each epoch from a zero state. patience: stop when the
+        validation loss (training loss without validation) has not improved for this
+        many epochs, and restore the best parameters. on_update(record) / on_epoch(record)
+        are called after each update / epoch. Returns the History."""
+        x, y = self._check_data(x, y)
+        epochs = check_int("epochs", epochs)
+        patience = None if patience is None else check_int("patience", patience)
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise TypeError("validation must be a pair (x_val, y_val)")
+            validation = self._check_data(*validation, name="validation")
+        for _ in range(epochs):
+            started = time.perf_counter()
+            self.reset_state(x.shape[1])
+            losses = self._train_sequence(x, y, on_update)
+            record = {"epoch": self.epoch + 1, "loss": _weighted_mean(losses),
+                      "updates": len(losses), "seconds": time.perf_counter() - started}
+            if validation is not None:
+                record["val_loss"] = self.evaluate(*validation)
+            self.epoch += 1
+            self.history.epochs.append(record)
+            stop = patience is not None and self._early_stopping(record, patience)
+            if on_epoch is not None:
+                on_epoch(record)
+            if stop:
+                break
+        if patience is not None and self.best is not None:
+            self.model.params[...] = self.best["params"]
+        return self.history
+
+    def partial_fit(self, x, y, reset=None):
+        """Streaming update: train on the next piece x (T, B, I), y of B streams, carrying
+        the state (and, for k2 > k1, the last k2 - k1 inputs) from the previous call.
+
+        reset: optional (B,) booleans, streams that start a new series with this piece;
+        their state is zeroed. When any stream resets, the carried inputs are dropped
+        for all streams, so this piece's first update backpropagates within it only.
+        Returns {"loss", "updates", "steps"} for this piece."""
+        x, y = self._check_data(x, y)
+        B = x.shape[1]
+        if self.state is None or _batch_of(self.state) != B:
+            self.reset_state(B)
+        if reset is not None:
+            self._reset_streams(np.asarray(reset), B)
+        losses = self._train_sequence(x, y, None, streaming=True)
+        return {"loss": _weighted_mean(losses), "updates": len(losses), "steps": x.shape[0]}
+
+    def evaluate(self, x, y, state=None):
+        """Mean loss of the model on x (T, B, I), y from `state` (zeros if None)."""
+        x, y = self._check_data(x, y, name="evaluate")
+        y_hat, _ = self.model.forward(x, state)
+        return mean_loss(self.loss, y_hat, y)
+
+    # ---------------------------------------------------------------- the TBPTT loop
+
+    def _train_sequence(self, x, y, on_update, streaming=False):
+        """Updates over x (T, B, I) continuing the carried state; returns [(loss, count)].
+
+        Window of an update: [start, end) where [chunk_start, end) holds its k1 new
+        steps and start = max(0, chunk_start - (k2 - k1)) reaches back into the inputs
+        before them (the carried history, prepended here, when streaming)."""
+        overhang = 0 if self.k1 is None else self.k2 - self.k1
+        first = 0
+        window_state = self.state
+        if streaming and self._history_x is not None:
+            first = len(self._history_x)
+            x = np.concatenate([self._history_x, x])
+            y = np.concatenate([_no_targets(y, first), y])
+            window_state = self._history_state
+        T = x.shape[0]
+        stride = T if self.k1 is None else self.k1
+        losses = []
+        start, chunk_start = 0, first
+        while chunk_start < T:
+            end = min(chunk_start + stride, T)
+            workspace = self._workspace(end - start, x.shape[1])
+            forward_chunk(self.model, workspace, x[start:end], window_state)
+            value, count = backward_chunk(self.model, workspace, x[start:end], y[start:end],
+                                          self.loss, self.grad_views, chunk_start - start)
+            next_start = max(start, end - overhang)
+            window_state = state_after(self.model, workspace, next_start - start)
+            self.state = state_after(self.model, workspace, end - start)
+            if count:
+                record = self._update(value, workspace)
+                if record is not None:
+                    losses.append((value, count))
+                    if on_update is not None:
+                        on_update(record)
+            start, chunk_start = next_start, end
+        self._history_x = x[start:].copy() if overhang else None
+        self._history_state = window_state if overhang else None
+        return losses
+
+    def _update(self, loss, workspace):
+        """Clip, check, step; returns the update's history record (None if skipped)."""
+        if self.clip_value is not None:
+            clipped = clip_grad_value(self.grad, self.clip_value)
+        norm, clipped_by_norm = clip_grad_norm(self.grad, self.clip_norm)
+        clipped = clipped_by_norm if self.clip_value is None else (clipped or clipped_by_norm)
+        if not (np.isfinite(loss) and np.isfinite(norm)):
+            return self._diverged(loss, norm)
+        lr = self.lr
+        self.optimizer.step(self.model.params, self.grad, self.optimizer_state, lr)
+        if not np.isfinite(self.model.params.sum()):
+            self.model.params[...] = self._last_good
+            return self._diverged(loss, norm, "the parameters after the optimizer step")
+        self._last_good[...] = self.model.params
+        self.step += 1
+        record = {"step": self.step, "loss": float(loss), "grad_norm": float(norm),
+                  "clipped": bool(clipped), "lr": float(lr)}
+        if self.diagnostics:
+            record["dh_norms"] = np.sqrt(np.stack([b.dh_norm_sq for b in workspace.layers]))
+        self.history.updates.append(record)
+        return record
+
+    def _diverged(self, loss, norm, what=None):
+        what = what or ("the loss" if not np.isfinite(loss) else "the gradient norm")
+        if self.on_divergence == "raise":
+            raise TrainingDiverged(
+                f"training diverged at update {self.step + 1}: {what} is not finite "
+                f"(loss {loss}, gradient norm {norm}); the last good parameters are kept. "
+                "Lower the learning rate, clip gradients (clip_norm), or pass on_divergence='skip'.")
+        self.skipped += 1
+        if not _all_finite(self.state):
+            self.reset_state(_batch_of(self.state))
+        return None
+
+    # ---------------------------------------------------------------- helpers
+
+    def _early_stopping(self, record, patience):
+        """Track the best epoch; True when `patience` epochs passed without improvement."""
+        loss = record.get("val_loss", record["loss"])
+        if self.best is None or loss < self.best["loss"]:
+            self.best = {"loss": loss, "epoch": record["epoch"], "params": self.model.params.copy()}
+            return False
+        return record["epoch"] - self.best["epoch"] >= patience
+
+    def _reset_streams(self, reset, B):
+        if reset.shape != (B,) or reset.dtype.kind not in "bi":
+            raise ValueError(f"reset must be {B} booleans, one per stream; got {reset.dtype} array of shape {reset.shape}")
+        reset = reset.astype(bool)
+        if reset.any():
+            for part in (self.state if self.model.cell == "lstm" else (self.state,)):
+                part[:, reset] = 0
+            self._history_x = self._history_state = None
+
+    def _workspace(self, T, B):
+        key = (T, B)
+        if key not in self._workspaces:
+            self._workspaces[key] = Workspace(self.model, T, B)
+        return self._workspaces[key]
+
+    def _check_data(self, x, y, name=None):
+        try:
+            x = as_inputs(x, self.model)
+            y = as_targets(y, self.loss, self.model, x.shape[0], x.shape[1])
+        except (ValueError, TypeError) as error:
+            if name is None:
+                raise
+            raise type(error)(f"{name}: {error}") from None
+        return x, y
+
+
+def _weighted_mean(losses):
+    """Mean of update losses weighted by their target counts (nan when empty)."""
+    if not losses:
+        return float("nan")
+    values, counts = np.array(losses).T
+    return float(np.sum(values * counts) / np.sum(counts))
+
+
+def _no_targets(y, steps):
+    """Targets for `steps` history steps that must not count: NaN, or -1 for classes."""
+    filler = np.full((steps,) + y.shape[1:], -1 if y.dtype.kind == "i" else np.nan, dtype=y.dtype)
+    return filler
+
+
+def _batch_of(state):
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def _all_finite(state):
+    parts = state if isinstance(state, tuple) else (state,)
+    return all(np.all(np.isfinite(part)) for part in parts)
