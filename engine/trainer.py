@@ -4,14 +4,14 @@ import time
 
 import numpy as np
 
-from engine.bptt import LOSSES, backward_chunk, forward_chunk, state_after
+from engine.bptt import LOSSES
 from engine.clip import clip_grad_norm, clip_grad_value
 from engine.history import History
 from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
-from engine.validation import as_inputs, as_state, as_targets, check_choice, check_float, check_int
-from engine.workspace import Workspace
+from engine.shards import ShardedChunk, default_shards
+from engine.validation import as_inputs, as_targets, check_choice, check_float, check_int
 
 ON_DIVERGENCE = ("raise", "skip")
 
@@ -35,11 +35,13 @@ class Trainer:
     clip_grad_value_, or None. on_divergence: "raise" stops with TrainingDiverged,
     "skip" drops the update and counts it. diagnostics: record the norm of dL/dh_t for
     every step of each update's window and every layer (History.updates[i]["dh_norms"]).
+    shards: split the B streams into this many shards trained in parallel threads
+    (default: one per core); results are bit-reproducible for a given count.
     """
 
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
-                 diagnostics=False):
+                 diagnostics=False, shards=None):
         self.model = model
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
@@ -52,11 +54,11 @@ class Trainer:
         self.clip_value = check_float("clip_value", clip_value, minimum=0, allow_none=True, strictly_greater=True)
         self.on_divergence = check_choice("on_divergence", on_divergence, ON_DIVERGENCE)
         self.diagnostics = bool(diagnostics)
+        self.shards = None if shards is None else check_int("shards", shards)
         self.optimizer = make_optimizer(optimizer, lr)
         self.schedule = make_schedule(schedule)
         self.optimizer_state = self.optimizer.init(model.params)
         self.grad = np.zeros_like(model.params)  # (P,) flat gradient, model.params' layout
-        self.grad_views = model.layout.views(self.grad)
         self._last_good = model.params.copy()
         self.history = History()
         self.step = 0          # updates made
@@ -64,7 +66,7 @@ class Trainer:
         self.skipped = 0       # updates dropped as non-finite (on_divergence="skip")
         self.best = None       # early stopping: {"loss", "epoch", "params"}
         self.reset_state()
-        self._workspaces = {}
+        self._chunks = {}
 
     @classmethod
     def from_config(cls, model, config):
@@ -84,7 +86,7 @@ class Trainer:
         """JSON-able settings, enough to rebuild the trainer around a model."""
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
-                    diagnostics=self.diagnostics, optimizer=self.optimizer.config,
+                    diagnostics=self.diagnostics, shards=self.shards, optimizer=self.optimizer.config,
                     schedule=self.schedule.config)
 
     def reset_state(self, batch=None):
@@ -175,15 +177,14 @@ class Trainer:
         start, chunk_start = 0, first
         while chunk_start < T:
             end = min(chunk_start + stride, T)
-            workspace = self._workspace(end - start, x.shape[1])
-            forward_chunk(self.model, workspace, x[start:end], window_state)
-            value, count = backward_chunk(self.model, workspace, x[start:end], y[start:end],
-                                          self.loss, self.grad_views, chunk_start - start)
+            chunk = self._chunk(end - start, x.shape[1])
+            value, count = chunk.forward_backward(x[start:end], y[start:end], self.loss,
+                                                  window_state, chunk_start - start)
             next_start = max(start, end - overhang)
-            window_state = state_after(self.model, workspace, next_start - start)
-            self.state = state_after(self.model, workspace, end - start)
+            window_state = chunk.state_after(next_start - start)
+            self.state = chunk.state_after(end - start)
             if count:
-                record = self._update(value, workspace)
+                record = self._update(value, chunk)
                 if record is not None:
                     losses.append((value, count))
                     if on_update is not None:
@@ -193,7 +194,7 @@ class Trainer:
         self._history_state = window_state if overhang else None
         return losses
 
-    def _update(self, loss, workspace):
+    def _update(self, loss, chunk):
         """Clip, check, step; returns the update's history record (None if skipped)."""
         if self.clip_value is not None:
             clipped = clip_grad_value(self.grad, self.clip_value)
@@ -211,7 +212,7 @@ class Trainer:
         record = {"step": self.step, "loss": float(loss), "grad_norm": float(norm),
                   "clipped": bool(clipped), "lr": float(lr)}
         if self.diagnostics:
-            record["dh_norms"] = np.sqrt(np.stack([b.dh_norm_sq for b in workspace.layers]))
+            record["dh_norms"] = chunk.dh_norms()
         self.history.updates.append(record)
         return record
 
@@ -246,11 +247,12 @@ class Trainer:
                 part[:, reset] = 0
             self._history_x = self._history_state = None
 
-    def _workspace(self, T, B):
-        key = (T, B)
-        if key not in self._workspaces:
-            self._workspaces[key] = Workspace(self.model, T, B)
-        return self._workspaces[key]
+    def _chunk(self, T, B):
+        """Buffers for a window of T steps of B streams, made once per shape."""
+        if (T, B) not in self._chunks:
+            shards = min(self.shards or default_shards(B), B)
+            self._chunks[T, B] = ShardedChunk(self.model, T, B, shards, self.grad)
+        return self._chunks[T, B]
 
     def _check_data(self, x, y, name=None):
         try:

@@ -43,3 +43,12 @@ def squared_norm(matrix):
         for column in range(matrix.shape[1]):
             total += np.float64(matrix[row, column]) ** 2
     return total
+
+
+@jit
+def combine_scaled(out, out_scale, other, other_scale):
+    """out (P,) = out * out_scale + other * other_scale, in out's dtype."""
+    a = out.dtype.type(out_scale)
+    b = out.dtype.type(other_scale)
+    for index in range(out.shape[0]):
+        out[index] = out[index] * a + other[index] * b

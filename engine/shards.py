@@ -1,0 +1,103 @@
+"""Forward and backward over a chunk with the batch split into shards, one thread each.
+
+Each shard runs the whole recurrence (every layer, forward and backward) on its own
+contiguous slice of the B streams, with single-threaded BLAS and no per-step barrier;
+the kernels release the GIL. The gradient is the count-weighted sum of the shards'
+gradients of their mean losses, which is the gradient of the mean loss over all counted
+targets. Results are deterministic for a given shard count.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from engine.blas import set_blas_threads
+from engine.bptt import backward_chunk, forward_chunk, state_after
+from engine.workspace import Workspace
+from kernels.common import combine_scaled
+
+_POOL = None
+
+
+def default_shards(batch):
+    """One shard per core, but at least one stream per shard (at most 2 cores here)."""
+    return max(1, min(batch, os.cpu_count() or 1))
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max((os.cpu_count() or 1) - 1, 1),
+                                   thread_name_prefix="bptt-shard")
+    return _POOL
+
+
+class ShardedChunk:
+    """Buffers for chunks of T steps and B streams split into `shards` shards.
+
+    grad: (P,) the flat gradient the combined result is written to (shard 0 writes there
+    directly). Shard k's inputs are copied into its own contiguous (T, B_k, .) buffers."""
+
+    def __init__(self, model, T, B, shards, grad):
+        set_blas_threads(1)
+        bounds = np.linspace(0, B, shards + 1).round().astype(int)
+        self.model = model
+        self.slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+        self.workspaces = [Workspace(model, T, s.stop - s.start) for s in self.slices]
+        self.grads = [grad] + [np.zeros_like(grad) for _ in self.slices[1:]]
+        self.grad_views = [model.layout.views(g) for g in self.grads]
+        self.inputs = [np.empty((T, s.stop - s.start, model.input_size), model.dtype)
+                       for s in self.slices] if shards > 1 else None
+        self.targets = None  # allocated on first use, when the target dtype is known
+        self.counts = [0] * shards
+
+    @property
+    def nbytes(self):
+        return sum(workspace.nbytes for workspace in self.workspaces)
+
+    def forward_backward(self, x, y, loss, state, first_step):
+        """Forward from `state` over x (T, B, I), then backward of the mean loss over the
+        targets of steps >= first_step into grad. Returns (loss, count)."""
+        if len(self.slices) == 1:
+            return self._shard(0, x, y, loss, state, first_step)
+        if self.targets is None:
+            self.targets = [np.empty((len(y), s.stop - s.start) + y.shape[2:], y.dtype) for s in self.slices]
+        futures = [_pool().submit(self._shard, k, x, y, loss, state, first_step)
+                   for k in range(1, len(self.slices))]
+        results = [self._shard(0, x, y, loss, state, first_step)] + [f.result() for f in futures]
+        count = sum(c for _, c in results)
+        if count == 0:
+            return 0.0, 0
+        weights = [c / count for _, c in results]
+        for k in range(1, len(self.slices)):
+            combine_scaled(self.grads[0], weights[0] if k == 1 else 1.0, self.grads[k], weights[k])
+        return sum(value * weight for (value, _), weight in zip(results, weights)), count
+
+    def _shard(self, k, x, y, loss, state, first_step):
+        part = self.slices[k]
+        if self.inputs is not None:
+            np.copyto(self.inputs[k], x[:, part])
+            np.copyto(self.targets[k], y[:, part])
+            x, y = self.inputs[k], self.targets[k]
+        forward_chunk(self.model, self.workspaces[k], x, _slice_state(state, part))
+        return backward_chunk(self.model, self.workspaces[k], x, y, loss, self.grad_views[k], first_step)
+
+    def state_after(self, step):
+        """The state after `step` steps of the chunk last run, all streams (L, B, H)."""
+        states = [state_after(self.model, workspace, step) for workspace in self.workspaces]
+        if len(states) == 1:
+            return states[0]
+        if isinstance(states[0], tuple):
+            return tuple(np.concatenate(parts, axis=1) for parts in zip(*states))
+        return np.concatenate(states, axis=1)
+
+    def dh_norms(self):
+        """(L, T) norm of dL/dh_t over all streams, per layer, of the last backward."""
+        squares = sum(np.stack([b.dh_norm_sq for b in workspace.layers]) for workspace in self.workspaces)
+        return np.sqrt(squares)
+
+
+def _slice_state(state, part):
+    if isinstance(state, tuple):
+        return tuple(s[:, part] for s in state)
+    return state[:, part]
