@@ -2,7 +2,9 @@
 
 The engine runs its own threads (one per batch shard, engine/shards.py), each calling
 single-threaded BLAS. OpenBLAS's own threads spin while waiting: with two BLAS threads
-on two cores, any other busy process turned a 6 ms LSTM step into 63 ms here.
+on two cores, any other busy process turned a 6 ms LSTM step into 63 ms here. Importing
+the engine therefore sets SciPy's OpenBLAS to one thread (engine/bptt.py); NumPy's own
+OpenBLAS, which the engine does not use, is left alone.
 """
 import ctypes
 import glob

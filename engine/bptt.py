@@ -4,6 +4,7 @@ The engine owns the loop over layers; each layer's time loop runs in a kernel.
 """
 import numpy as np
 
+from engine.blas import set_blas_threads
 from engine.validation import as_inputs, as_state, as_targets, check_choice
 from engine.workspace import Workspace
 from kernels.gru import gru_backward, gru_forward
@@ -12,6 +13,9 @@ from kernels.lstm import lstm_backward, lstm_forward
 from kernels.rnn import rnn_backward, rnn_forward
 
 LOSSES = ("mse", "cross_entropy")
+
+# The kernels' GEMMs run single-threaded; parallelism comes from batch shards (engine/shards.py).
+set_blas_threads(1)
 
 
 def forward_chunk(model, workspace, x, state):

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.blas import set_blas_threads
 from engine.bptt import backward_chunk, forward_chunk, state_after
 from engine.workspace import Workspace
 from kernels.common import combine_scaled
@@ -39,7 +38,6 @@ class ShardedChunk:
     directly). Shard k's inputs are copied into its own contiguous (T, B_k, .) buffers."""
 
     def __init__(self, model, T, B, shards, grad):
-        set_blas_threads(1)
         bounds = np.linspace(0, B, shards + 1).round().astype(int)
         self.model = model
         self.slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
