@@ -1,0 +1,80 @@
+"""Plain-text tables of benchmark records (see bench.runner.run_bench)."""
+
+
+def format_table(records):
+    """Throughput (thousands of steps/s, GFLOP/s, engine/peer ratios), peak memory and
+    start time per configuration; the engine's phases and workspace; full-BPTT memory
+    growth; compile time. Sections without records are left out."""
+    train = [r for r in records if r["kind"] == "train"]
+    peers = sorted({r["impl"] for r in train} - {"engine"})
+    sections = [_throughput(train, peers), _phases([r for r in train if r["impl"] == "engine"]),
+                _growth([r for r in records if r["kind"] == "full_bptt"]),
+                _compile([r for r in records if r["kind"] == "compile"])]
+    return "\n\n".join(section for section in sections if section)
+
+
+def _throughput(train, peers):
+    if not train:
+        return ""
+    header = ["config", "impl", "k steps/s", "GFLOP/s"] + [f"vs {peer}" for peer in peers]
+    rows = []
+    for r in train:
+        ratios = [_ratio(r.get(f"ratio_{peer}")) for peer in peers]
+        rows.append([r["config"], r["impl"], f"{r['steps_per_s'] / 1e3:.1f}", f"{r['gflops']:.2f}",
+                     *ratios, f"{r['peak_mb']:.0f}", f"{r['first_step_s']:.2f}", f"{r['other_load']:.2f}"])
+    title = ("Training step (forward, MSE, backward, clip, Adam), float32; vs = engine / peer; "
+             "other cores = CPU used by other processes meanwhile")
+    return title + "\n" + _columns(header + ["peak MB", "first step s", "other cores"], rows)
+
+
+def _phases(engine):
+    if not engine:
+        return ""
+    header = ["config", "forward ms", "backward ms", "clip ms", "optimize ms", "phases ms",
+              "step ms", "workspace KB", "minimum KB", "ratio"]
+    rows = []
+    for r in engine:
+        phases = [r[f"{phase}_s"] for phase in ("forward", "backward", "clip", "optimize")]
+        rows.append([r["config"], *(f"{s * 1e3:.3f}" for s in phases), f"{sum(phases) * 1e3:.3f}",
+                     f"{r['seconds_per_step'] * 1e3:.3f}", f"{r['workspace_bytes'] / 1024:.0f}",
+                     f"{r['min_activation_bytes'] / 1024:.0f}", f"{r['workspace_ratio']:.2f}"])
+    title = ("Engine phases per step (step = Trainer.partial_fit; phases ms = their sum) and "
+             "activation workspace against the minimum")
+    return title + "\n" + _columns(header, rows)
+
+
+def _growth(growth):
+    if not growth:
+        return ""
+    header = ["config", "impl", "T", "peak MB", "growth B/step", "minimum B/step", "workspace MB"]
+    rows = []
+    for r in growth:
+        if "skipped" in r:
+            rows.append([r["config"], r["impl"], str(r["T"]), r["skipped"], "", "", ""])
+            continue
+        slope = r.get("growth_bytes_per_step")
+        workspace = r.get("workspace_bytes")
+        rows.append([r["config"], r["impl"], str(r["T"]), f"{r['peak_mb']:.0f}",
+                     "" if slope is None else f"{slope:.0f}", f"{r['min_activation_bytes'] / r['T']:.0f}",
+                     "" if workspace is None else f"{workspace / 2**20:.1f}"])
+    title = "Full BPTT over T steps (one update), peak memory of a fresh process"
+    return title + "\n" + _columns(header, rows)
+
+
+def _compile(compiles):
+    return "\n".join(f"Engine compile, all kernels: cold {r['cold_s']:.1f} s, cached start "
+                     f"{r['cached_s']:.2f} s" for r in compiles)
+
+
+def _ratio(value):
+    return "" if value is None else f"{value:.2f}x"
+
+
+def _columns(header, rows):
+    """Left-aligned first two columns, right-aligned numbers."""
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    lines = []
+    for row in [header] + rows:
+        cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

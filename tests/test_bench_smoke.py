@@ -1,0 +1,42 @@
+"""Smoke test of the benchmark harness: run_bench keeps working (not its timings)."""
+import json
+import math
+
+import pytest
+
+from bench import format_table, run_bench
+from bench.configs import CONFIGS, get_config
+from bench.runner import growth_records
+
+TRAIN_KEYS = ("steps_per_s", "gflops", "seconds_per_step", "peak_mb", "first_step_s",
+              "forward_s", "backward_s", "clip_s", "optimize_s", "workspace_bytes",
+              "min_activation_bytes", "workspace_ratio")
+
+
+def test_run_bench_tiny_engine(tmp_path):
+    path = tmp_path / "bench.json"
+    records = run_bench(configs=["tiny"], quick=True, json_path=path, echo=lambda line: None,
+                        rounds=1, profiles=False)
+    assert [(r["kind"], r["config"], r["impl"]) for r in records] == [("train", "tiny", "engine")]
+    for key in TRAIN_KEYS:
+        assert math.isfinite(records[0][key]) and records[0][key] > 0, key
+    assert json.loads(path.read_text()) == records
+    table = format_table(records)
+    assert "tiny" in table and "engine" in table
+
+
+def test_full_bptt_memory_growth():
+    records = growth_records(get_config("tiny"), ["engine"], (20, 200))
+    assert [r["T"] for r in records] == [20, 200]
+    assert all(r["peak_mb"] > r["baseline_mb"] > 0 for r in records)
+    assert records[1]["workspace_bytes"] > records[1]["min_activation_bytes"] > 0
+    assert "growth_bytes_per_step" in records[1]
+
+
+def test_configs():
+    assert len(CONFIGS) == 10
+    large = get_config("large")  # 6 * 4 * 512 * (256 + 512)
+    assert large.flops_per_step() == 9_437_184
+    assert get_config("deep").min_activation_bytes() == 100 * 6 * 128 * 32 * 2 * 4
+    with pytest.raises(ValueError, match="unknown benchmark configuration"):
+        get_config("huge")
