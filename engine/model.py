@@ -85,8 +85,8 @@ class Model:
             array = as_numeric_array(f"state_dict[{name!r}]", _to_numpy(state_dict[name]))
             if array.shape != view.shape:
                 raise ValueError(f"state_dict[{name!r}] must have shape {view.shape}; got {array.shape}")
-            if not np.all(np.isfinite(array)):
-                raise ValueError(f"state_dict[{name!r}] must be finite")
+            if not np.all(np.isfinite(array.astype(self.dtype))):
+                raise ValueError(f"state_dict[{name!r}] must be finite in {self.dtype}")
             arrays[name] = array
         for name, array in arrays.items():  # all checked before anything is changed
             self.views[name][...] = array
@@ -126,6 +126,8 @@ class Model:
 
 
 def _is_dtype(value):
+    if value is None:  # np.dtype(None) would silently mean float64
+        return False
     try:
         np.dtype(value)
         return True

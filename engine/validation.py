@@ -60,9 +60,11 @@ def as_inputs(x, model):
     if I != model.input_size:
         raise ValueError(f"x must have {model.input_size} input features in its last axis "
                          f"(the model's input_size); got shape {x.shape}")
+    x = np.ascontiguousarray(x, dtype=model.dtype)  # cast first: 1e39 is inf in float32
     if not np.all(np.isfinite(x)):
-        raise ValueError("x must be finite; it holds NaN or infinity (fill missing inputs first)")
-    return np.ascontiguousarray(x, dtype=model.dtype)
+        raise ValueError(f"x must be finite in {model.dtype}; it holds NaN or infinity, or values "
+                         "beyond the dtype's range (fill missing inputs first)")
+    return x
 
 
 def as_targets(y, loss, model, T, B):
@@ -72,9 +74,11 @@ def as_targets(y, loss, model, T, B):
         expected = (T, B, model.output_size)
         if y.shape != expected:
             raise ValueError(f"y must have shape {expected} (T, B, output_size) for loss 'mse'; got {y.shape}")
+        y = np.ascontiguousarray(y, dtype=model.dtype)
         if np.any(np.isinf(y)):
-            raise ValueError("y must not hold infinity (NaN marks a missing target)")
-        return np.ascontiguousarray(y, dtype=model.dtype)
+            raise ValueError(f"y must not hold infinity or values beyond the range of {model.dtype} "
+                             "(NaN marks a missing target)")
+        return y
     if y.shape != (T, B):
         raise ValueError(f"y must have shape {(T, B)} (T, B) of class indices for loss "
                          f"'cross_entropy'; got {y.shape}")
@@ -107,7 +111,8 @@ def as_state(state, model, batch):
         if array.shape != shape:
             raise ValueError(f"state {part} must have shape {shape} (num_layers, B, hidden_size); "
                              f"got {array.shape}")
+        array = np.array(array, dtype=model.dtype, order="C")
         if not np.all(np.isfinite(array)):
-            raise ValueError(f"state {part} must be finite")
-        checked.append(np.array(array, dtype=model.dtype, order="C"))
+            raise ValueError(f"state {part} must be finite in {model.dtype}")
+        checked.append(array)
     return tuple(checked) if model.cell == "lstm" else checked[0]
