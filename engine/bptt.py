@@ -49,19 +49,22 @@ def state_after(model, workspace, step):
     return h
 
 
-def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state_grad=None):
+def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state_grad=None,
+                   divisor=0):
     """Backpropagate the mean loss over the targets of steps >= first_step through the
     chunk last run forward; overwrites `grad_views` (name -> array, like model.views).
 
     state_grad: optional dL/d(final state) (h, or (h, c) for LSTM), each (L, B, H).
+    divisor: divide the summed loss by this instead of the chunk's own target count (a
+    segment of a longer sequence uses the whole sequence's count).
     Afterwards each layer's dh_state (and dc_state) holds dL/d(initial state) and its
     dh_norm_sq the squared norm of dL/dh_t per step. Returns (loss, count of targets)."""
     T, B = workspace.shape
     y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
     if loss == "mse":
-        value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), first_step * B)
+        value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), first_step * B, divisor)
     else:
-        value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), first_step * B)
+        value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), first_step * B, divisor)
     top = workspace.layers[-1]
     head_backward(top.dh.reshape(T * B, -1), grad_views["head.weight"], grad_views["head.bias"],
                   dy, top.h[1:].reshape(T * B, -1), model.views["head.weight"])

@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.bptt import backward_chunk, forward_chunk, state_after
-from engine.workspace import Workspace
+from engine.passes import RecomputePass, StoredPass, segment_length
 from kernels.common import combine_scaled
 
 _POOL = None
@@ -35,15 +34,16 @@ class ShardedChunk:
     """Buffers for chunks of T steps and B streams split into `shards` shards.
 
     grad: (P,) the flat gradient the combined result is written to (shard 0 writes there
-    directly). Shard k's inputs are copied into its own contiguous (T, B_k, .) buffers."""
+    directly). Shard k's inputs are copied into its own contiguous (T, B_k, .) buffers.
+    memory: None stores every step's activations; "sqrt" or a byte budget per shard
+    recomputes them by segments (engine/passes.py)."""
 
-    def __init__(self, model, T, B, shards, grad):
+    def __init__(self, model, T, B, shards, grad, memory=None):
         bounds = np.linspace(0, B, shards + 1).round().astype(int)
         self.model = model
         self.slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-        self.workspaces = [Workspace(model, T, s.stop - s.start) for s in self.slices]
+        self.passes = [_make_pass(model, T, s.stop - s.start, memory) for s in self.slices]
         self.grads = [grad] + [np.zeros_like(grad) for _ in self.slices[1:]]
-        self.grad_views = [model.layout.views(g) for g in self.grads]
         self.inputs = [np.empty((T, s.stop - s.start, model.input_size), model.dtype)
                        for s in self.slices] if shards > 1 else None
         self.targets = None  # allocated on first use, when the target dtype is known
@@ -51,7 +51,8 @@ class ShardedChunk:
 
     @property
     def nbytes(self):
-        return sum(workspace.nbytes for workspace in self.workspaces)
+        """Bytes of every shard's activation buffers (and recomputation states)."""
+        return sum(shard_pass.nbytes for shard_pass in self.passes)
 
     def forward_backward(self, x, y, loss, state, first_step):
         """Forward from `state` over x (T, B, I), then backward of the mean loss over the
@@ -77,12 +78,11 @@ class ShardedChunk:
             np.copyto(self.inputs[k], x[:, part])
             np.copyto(self.targets[k], y[:, part])
             x, y = self.inputs[k], self.targets[k]
-        forward_chunk(self.model, self.workspaces[k], x, _slice_state(state, part))
-        return backward_chunk(self.model, self.workspaces[k], x, y, loss, self.grad_views[k], first_step)
+        return self.passes[k].run(x, y, loss, _slice_state(state, part), first_step, self.grads[k])
 
     def state_after(self, step):
         """The state after `step` steps of the chunk last run, all streams (L, B, H)."""
-        states = [state_after(self.model, workspace, step) for workspace in self.workspaces]
+        states = [shard_pass.state_after(step) for shard_pass in self.passes]
         if len(states) == 1:
             return states[0]
         if isinstance(states[0], tuple):
@@ -91,8 +91,14 @@ class ShardedChunk:
 
     def dh_norms(self):
         """(L, T) norm of dL/dh_t over all streams, per layer, of the last backward."""
-        squares = sum(np.stack([b.dh_norm_sq for b in workspace.layers]) for workspace in self.workspaces)
-        return np.sqrt(squares)
+        return np.sqrt(sum(shard_pass.dh_norm_sq() for shard_pass in self.passes))
+
+
+def _make_pass(model, T, B, memory):
+    if memory is None:
+        return StoredPass(model, T, B)
+    segment = segment_length(model, T, B, memory)
+    return StoredPass(model, T, B) if segment >= T else RecomputePass(model, T, B, segment)
 
 
 def _slice_state(state, part):

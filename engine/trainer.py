@@ -37,11 +37,14 @@ class Trainer:
     every step of each update's window and every layer (History.updates[i]["dh_norms"]).
     shards: split the B streams into this many shards trained in parallel threads
     (default: one per core); results are bit-reproducible for a given count.
+    memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
+    state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
+    memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
     """
 
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
-                 diagnostics=False, shards=None):
+                 diagnostics=False, shards=None, memory=None):
         self.model = model
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
@@ -55,6 +58,7 @@ class Trainer:
         self.on_divergence = check_choice("on_divergence", on_divergence, ON_DIVERGENCE)
         self.diagnostics = bool(diagnostics)
         self.shards = None if shards is None else check_int("shards", shards)
+        self.memory = memory if memory in (None, "sqrt") else check_int("memory", memory)
         self.optimizer = make_optimizer(optimizer, lr)
         self.schedule = make_schedule(schedule)
         self.optimizer_state = self.optimizer.init(model.params)
@@ -86,7 +90,7 @@ class Trainer:
         """JSON-able settings, enough to rebuild the trainer around a model."""
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
-                    diagnostics=self.diagnostics, shards=self.shards, optimizer=self.optimizer.config,
+                    diagnostics=self.diagnostics, shards=self.shards, memory=self.memory, optimizer=self.optimizer.config,
                     schedule=self.schedule.config)
 
     def reset_state(self, batch=None):
@@ -251,7 +255,7 @@ class Trainer:
         """Buffers for a window of T steps of B streams, made once per shape."""
         if (T, B) not in self._chunks:
             shards = min(self.shards or default_shards(B), B)
-            self._chunks[T, B] = ShardedChunk(self.model, T, B, shards, self.grad)
+            self._chunks[T, B] = ShardedChunk(self.model, T, B, shards, self.grad, self.memory)
         return self._chunks[T, B]
 
     def _check_data(self, x, y, name=None):

@@ -1,5 +1,10 @@
 """Per-chunk activation buffers, allocated once per chunk shape (T, B) and reused."""
+import copy
+
 import numpy as np
+
+_STATE_ROWS = ("h", "c")  # (T+1, B, H): row 0 the initial state
+_STEP_ROWS = ("gates", "hidden_n", "dgates_hidden", "dh", "dh_norm_sq")  # (T, ...)
 
 
 class LayerBuffers:
@@ -31,6 +36,15 @@ class LayerBuffers:
     def arrays(self):
         return [a for a in vars(self).values() if a is not None]
 
+    def first(self, steps):
+        """Buffers for the first `steps` steps only: views sharing this memory."""
+        part = copy.copy(self)
+        for name in _STATE_ROWS + _STEP_ROWS:
+            array = getattr(self, name)
+            if array is not None:
+                setattr(part, name, array[:steps + 1] if name in _STATE_ROWS else array[:steps])
+        return part
+
 
 class Workspace:
     """All buffers for one chunk shape: one LayerBuffers per layer, plus the head's.
@@ -43,6 +57,14 @@ class Workspace:
                        for _ in range(model.num_layers)]
         self.y_hat = np.zeros((T, B, model.output_size), dtype=model.dtype)
         self.dy = np.zeros_like(self.y_hat)
+
+    def first(self, steps):
+        """A workspace for chunks of `steps` <= T steps, as views of this one's memory."""
+        part = copy.copy(self)
+        part.shape = (steps, self.shape[1])
+        part.layers = [layer.first(steps) for layer in self.layers]
+        part.y_hat, part.dy = self.y_hat[:steps], self.dy[:steps]
+        return part
 
     @property
     def nbytes(self):

@@ -26,8 +26,9 @@ def head_backward(dh_top, dweight, dbias, dy, h_top, weight):
 
 
 @jit
-def mse_gradient(dy, y_hat, y, first_row):
-    """Mean squared error over the finite targets of rows >= first_row (NaN = missing).
+def mse_gradient(dy, y_hat, y, first_row, divisor):
+    """Squared error over the finite targets of rows >= first_row (NaN = missing), divided
+    by `divisor` (<= 0: by the count of those targets, the mean).
 
     dy: (N, O) out, dL/dy_hat (zero where not counted). y_hat, y: (N, O).
     Returns (loss, count); with count 0 the loss is 0 and dy is all zero."""
@@ -40,7 +41,9 @@ def mse_gradient(dy, y_hat, y, first_row):
     dy[:] = 0
     if count == 0:
         return 0.0, 0
-    scale = dy.dtype.type(2.0 / count)
+    if divisor <= 0:
+        divisor = count
+    scale = dy.dtype.type(2.0 / divisor)
     total = 0.0  # float64 accumulator
     for row in range(first_row, N):
         for k in range(O):
@@ -48,12 +51,13 @@ def mse_gradient(dy, y_hat, y, first_row):
                 error = y_hat[row, k] - y[row, k]
                 total += error * error
                 dy[row, k] = scale * error
-    return total / count, count
+    return total / divisor, count
 
 
 @jit
-def cross_entropy_gradient(dlogits, logits, targets, first_row):
-    """Softmax cross-entropy over rows >= first_row whose target is not -1.
+def cross_entropy_gradient(dlogits, logits, targets, first_row, divisor):
+    """Softmax cross-entropy summed over rows >= first_row whose target is not -1, divided
+    by `divisor` (<= 0: by the count of those rows, the mean).
 
     dlogits: (N, O) out. logits: (N, O). targets: (N,) integer classes in [0, O) or -1.
     Returns (loss, count); with count 0 the loss is 0 and dlogits is all zero."""
@@ -65,7 +69,9 @@ def cross_entropy_gradient(dlogits, logits, targets, first_row):
     dlogits[:] = 0
     if count == 0:
         return 0.0, 0
-    inverse_count = 1.0 / count
+    if divisor <= 0:
+        divisor = count
+    inverse_count = 1.0 / divisor
     total = 0.0
     for row in range(first_row, N):
         target = targets[row]
@@ -83,4 +89,4 @@ def cross_entropy_gradient(dlogits, logits, targets, first_row):
             probability = np.exp(logits[row, k] - log_sum_exp)
             dlogits[row, k] = probability * inverse_count
         dlogits[row, target] -= inverse_count
-    return total / count, count
+    return total / divisor, count

@@ -1,0 +1,123 @@
+"""Forward + backward of one chunk for one batch shard: storing every step's activations,
+or memory-bounded by recomputation.
+
+Both offer run(x, y, loss, state, first_step, grad) -> (loss, count), writing the flat
+gradient (P,) of the mean loss over the targets of steps >= first_step; state_after(step)
+after a run; dh_norm_sq() (L, T); nbytes.
+"""
+import math
+
+import numpy as np
+
+from engine.bptt import backward_chunk, forward_chunk, initial_state_grad, state_after
+from engine.workspace import Workspace
+
+
+class StoredPass:
+    """Keeps every step's activations: the fastest, memory linear in T."""
+
+    def __init__(self, model, T, B):
+        self.model = model
+        self.workspace = Workspace(model, T, B)
+
+    @property
+    def nbytes(self):
+        return self.workspace.nbytes
+
+    def run(self, x, y, loss, state, first_step, grad):
+        forward_chunk(self.model, self.workspace, x, state)
+        return backward_chunk(self.model, self.workspace, x, y, loss,
+                              self.model.layout.views(grad), first_step)
+
+    def state_after(self, step):
+        return state_after(self.model, self.workspace, step)
+
+    def dh_norm_sq(self):
+        return np.stack([layer.dh_norm_sq for layer in self.workspace.layers])
+
+
+class RecomputePass:
+    """Memory-bounded BPTT: keeps only the state at the start of each segment of
+    `segment` steps, and during the backward sweep recomputes each segment's activations
+    from its stored state (Chen et al. 2016; Gruslys et al. 2016). Memory: one segment's
+    activations plus T / segment states; time: one more forward pass. The gradient is the
+    same as StoredPass's up to the order of floating-point sums."""
+
+    def __init__(self, model, T, B, segment):
+        self.model = model
+        self.segments = [(start, min(start + segment, T)) for start in range(0, T, segment)]
+        self.workspace = Workspace(model, segment, B)
+        self.starts = [None] * len(self.segments)  # state at each segment's start
+        self.segment_grad = np.zeros_like(model.params)  # (P,) one segment's contribution
+        self.segment_views = model.layout.views(self.segment_grad)
+        self.norm_sq = np.zeros((model.num_layers, T), dtype=model.dtype)
+        self.x = None
+
+    @property
+    def nbytes(self):
+        state_bytes = sum(part.nbytes for start in self.starts if start is not None
+                          for part in (start if isinstance(start, tuple) else (start,)))
+        return self.workspace.nbytes + state_bytes + self.segment_grad.nbytes + self.norm_sq.nbytes
+
+    def run(self, x, y, loss, state, first_step, grad):
+        self.x = x
+        for index, (start, stop) in enumerate(self.segments):  # forward sweep: segment starts
+            self.starts[index] = state
+            workspace = self._forward(index)
+            state = state_after(self.model, workspace, stop - start)
+        count = _count_targets(loss, y[first_step:])
+        grad[...] = 0
+        total, state_grad = 0.0, None
+        for index in range(len(self.segments) - 1, -1, -1):  # backward sweep, recomputing
+            start, stop = self.segments[index]
+            workspace = self._forward(index)
+            value, _ = backward_chunk(self.model, workspace, x[start:stop], y[start:stop], loss,
+                                      self.segment_views, min(max(first_step - start, 0), stop - start),
+                                      state_grad, divisor=count)
+            grad += self.segment_grad
+            total += value
+            state_grad = initial_state_grad(self.model, workspace)
+            for k, layer in enumerate(workspace.layers):
+                self.norm_sq[k, start:stop] = layer.dh_norm_sq
+        return total, count
+
+    def state_after(self, step):
+        """Recomputed from the start of the segment holding `step`."""
+        index = min(np.searchsorted([start for start, _ in self.segments], step, side="right") - 1,
+                    len(self.segments) - 1)
+        start, _ = self.segments[index]
+        if step == start:
+            return self.starts[index]
+        return state_after(self.model, self._forward(index), step - start)
+
+    def dh_norm_sq(self):
+        return self.norm_sq
+
+    def _forward(self, index):
+        """Run segment `index` forward from its stored start state; its workspace."""
+        start, stop = self.segments[index]
+        workspace = self.workspace if stop - start == self.workspace.shape[0] else self.workspace.first(stop - start)
+        forward_chunk(self.model, workspace, self.x[start:stop], self.starts[index])
+        return workspace
+
+
+def segment_length(model, T, B, memory):
+    """Steps per recomputation segment for the Trainer's `memory` option: "sqrt" gives
+    about sqrt(T); an int is a byte budget for the activations of one shard."""
+    if memory == "sqrt":
+        return max(1, math.ceil(math.sqrt(T)))
+    per_step = Workspace(model, 1, B).nbytes  # close to linear in steps
+    state_bytes = model.num_layers * B * model.hidden_size * model.dtype.itemsize * (2 if model.cell == "lstm" else 1)
+    fixed = 2 * model.params.nbytes
+    costs = {segment: segment * per_step + math.ceil(T / segment) * state_bytes + fixed
+             for segment in range(1, T + 1)}
+    fitting = [segment for segment, cost in costs.items() if cost <= memory]
+    if not fitting:
+        raise ValueError(f"memory={memory} bytes is too small for {T} steps of {B} streams; "
+                         f"the least this model needs is about {min(costs.values())} bytes")
+    return max(fitting)
+
+
+def _count_targets(loss, y):
+    """Targets counted by the loss in y: finite values (mse) or classes >= 0 (cross_entropy)."""
+    return int(np.count_nonzero(np.isfinite(y)) if loss == "mse" else np.count_nonzero(y >= 0))
