@@ -1,17 +1,19 @@
 """The `bptt` command: train, forecast, evaluate, info, gradcheck and bench.
 
 Each command is a few lines over the library (engine.pipeline and friends). Bad input
-of any kind ends with one line "Error: ..." on stderr and exit status 2.
+of any kind ends with one line "Error: ..." on stderr and exit status 2, before anything
+is written; a diverged run, a failed gradcheck or a failed write exit with 1, Ctrl-C 130.
 """
 import csv
 import json
+import os
 import sys
 import time
 
 import click
 
 import engine
-from engine.data import FILL_METHODS, DataError, load_series
+from engine.data import FILL_METHODS, DataError, as_series
 from engine.demos import DEMOS, load_demo
 from engine.initializers import INITS
 from engine.model import CELLS
@@ -32,6 +34,9 @@ class Bptt(click.Group):
         except click.exceptions.Abort:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except click.exceptions.NoArgsIsHelpError as error:  # bare `bptt`: the help, not "Error: Usage..."
+            error.show()
+            sys.exit(error.exit_code)
         except click.ClickException as error:
             click.echo(f"Error: {error.format_message()}", err=True)
             sys.exit(BAD_INPUT)
@@ -39,6 +44,9 @@ class Bptt(click.Group):
             click.echo(f"Error: {error}", err=True)
             sys.exit(BAD_INPUT)
         except engine.TrainingDiverged as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(1)
+        except OSError as error:  # a failed write (disk full, permissions): one line, not a traceback
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -62,7 +70,21 @@ def data_source(path, demo):
     if (path is None) == (demo is None):
         raise click.UsageError("give either a DATA file or --demo NAME" if path is None
                                else "give a DATA file or --demo NAME, not both")
-    return load_demo(demo) if demo else load_series(path)
+    # the whole file, a non-numeric column noted, not raised: only the columns used must be numbers
+    return load_demo(demo) if demo else as_series(path)
+
+
+def check_writable(path, option):
+    """Fail before any work when `path` cannot be written: its directory must exist."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise click.BadParameter(f"cannot write {path}: directory {directory} does not exist",
+                                 param_hint=option)
+    if not os.access(directory, os.W_OK):
+        raise click.BadParameter(f"cannot write {path}: directory {directory} is not writable",
+                                 param_hint=option)
 
 
 demo_option = click.option("--demo", type=click.Choice(sorted(DEMOS)),
@@ -127,7 +149,13 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
       bptt train prices.csv --targets close --inputs close,volume --k1 100 --k2 200
     """
     if plot:
-        engine.require_matplotlib()  # before any work, so nothing is lost later
+        engine.require_matplotlib(plot)  # before any work, so nothing is lost later
+    check_writable(output, "'-o' / '--output'")
+    check_writable(plot, "'--plot'")
+    if full_bptt and k2 is not None:
+        raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
+    if cell != "rnn" and nonlinearity != "tanh":
+        raise click.UsageError("--nonlinearity applies to --cell rnn only")
     source = data_source(data, demo)
     model_options = dict(cell=cell, hidden_size=hidden, num_layers=layers, dtype=dtype, init=init,
                          forget_bias=forget_bias, seed=seed)
@@ -156,16 +184,18 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     if plot:
         engine.plot_training(trainer.history, plot)
     if not quiet:
-        _summary(trainer, output, time.perf_counter() - started, plot)
+        _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
 
 
-def _summary(trainer, output, seconds, plot):
+def _summary(trainer, output, seconds, plot, restored):
+    """The closing lines on stderr: time, best (validation) loss, final loss, checkpoint path."""
     epochs = trainer.history.epochs
     lines = [f"Trained {trainer.epoch} epochs ({trainer.step} updates) in {seconds:.1f}s."]
-    if trainer.best is not None:
-        lines.append(f"Best {'validation ' if 'val_loss' in epochs[0] else ''}loss {trainer.best['loss']:.5g} "
-                     f"at epoch {trainer.best['epoch']} (parameters restored).")
-    elif epochs:
+    if epochs:
+        measure = "val_loss" if "val_loss" in epochs[0] else "loss"
+        best = min(epochs, key=lambda record: record[measure])
+        lines.append(f"Best {'validation ' if measure == 'val_loss' else ''}loss {best[measure]:.5g} "
+                     f"at epoch {best['epoch']}" + (" (parameters restored)." if restored else "."))
         last = epochs[-1]
         lines.append(f"Final loss {last['loss']:.5g}" + (f", validation loss {last['val_loss']:.5g}"
                                                          if "val_loss" in last else "") + ".")
@@ -188,7 +218,9 @@ def forecast(checkpoint, data, demo, steps, output, plot):
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
     beyond the first step. Writes CSV (one column per target) in original units."""
     if plot:
-        engine.require_matplotlib()
+        engine.require_matplotlib(plot)
+    check_writable(output, "'-o' / '--output'")
+    check_writable(plot, "'--plot'")
     model, metadata = engine.load_for_inference(checkpoint)
     source = data_source(data, demo)
     forecasts = engine.forecast_series(model, metadata, source, steps)

@@ -1,6 +1,7 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
 train with checkpoints, forecast ahead, evaluate against the persistence baseline."""
 import math
+import os
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
 from engine.model import Model
 from engine.schedules import make_schedule
 from engine.trainer import Trainer
+from engine.validation import check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
 
@@ -28,6 +30,8 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     own model, trainer and data settings. on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
     Trainer.fit. Returns (model, trainer, data)."""
+    epochs = check_int("epochs", epochs)
+    _check_writable(output)
     if resume:
         model, trainer = load(output)
         if trainer is None:
@@ -36,6 +40,8 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     data = prepare_training_data(source, key=key, **(data_options or {}))
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
+    if k1 is not None:
+        k1 = check_int("k1", k1)  # before the schedule divides by it
     updates_per_epoch = 1 if k1 is None else math.ceil(steps / k1)
     if not resume:
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
@@ -75,6 +81,7 @@ def forecast_series(model, metadata, source, steps, key=None):
 
     The state warms up over the whole series; beyond the model's horizon the forecasts
     are fed back as inputs, which needs a model whose inputs are its targets."""
+    steps = check_int("steps", steps)
     recipe = metadata["data"]
     data = prepare_forecast_data(source, recipe, key=key)
     horizon = recipe["horizon"]
@@ -131,6 +138,13 @@ def load_for_inference(path):
     if "data" not in metadata:
         raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
     return model, metadata
+
+
+def _check_writable(output):
+    """The checkpoint's directory must exist before training starts, not at the first save."""
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise ValueError(f"output: cannot write {output}: directory {directory} does not exist")
 
 
 def _stored_data_options(metadata):

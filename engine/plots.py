@@ -1,4 +1,6 @@
 """Optional plots (matplotlib, the `plot` extra): training curves and forecast against actual."""
+import os
+
 import numpy as np
 
 
@@ -6,14 +8,23 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def require_matplotlib():
-    """Import matplotlib with a headless backend, or say how to install it."""
+def require_matplotlib(path=None):
+    """Import matplotlib with a headless backend, or say how to install it. path: where a
+    plot will be saved; its format (by extension, PNG without one) is checked now, so a
+    long run does not end in an unsupported format."""
     try:
         import matplotlib
     except ImportError:
         raise PlotUnavailable("--plot needs matplotlib: pip install 'bptt[plot]' (or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    if path is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+        extension = os.path.splitext(os.fspath(path))[1][1:].lower()
+        supported = FigureCanvasBase.get_supported_filetypes()
+        if extension and extension not in supported:
+            raise ValueError(f"--plot {path}: cannot save a plot as .{extension}; use .png "
+                             f"(or one of {', '.join('.' + name for name in sorted(supported))})")
     return plt
 
 

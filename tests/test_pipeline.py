@@ -1,0 +1,275 @@
+"""The library behind the `bptt` command: engine.train_series, forecast_series,
+evaluate_series, load_for_inference (engine/pipeline.py), the progress display
+(engine/progress.py), the optional plots (engine/plots.py), and a streaming example with
+Trainer.partial_fit fed from a generator (documentation that runs)."""
+import io
+import math
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import engine
+from engine.data import Normalizer, persistence_baseline, prepare_forecast_data, to_original_units
+from engine.demos import load_demo
+from engine.progress import Progress
+
+SMALL_MODEL = dict(cell="lstm", hidden_size=8, seed=0)
+
+
+def wave(steps=1200, level=0.0, slope=0.0, seed=0):
+    """A noisy daily cycle (period 24) on a level and a trend, (steps,)."""
+    t = np.arange(steps)
+    noise = 0.05 * np.random.default_rng(seed).standard_normal(steps)
+    return level + slope * t + np.sin(2 * np.pi * t / 24) + noise
+
+
+def train(tmp_path, source, name="m.npz", epochs=3, data=None, **kwargs):
+    return engine.train_series(source, tmp_path / name, dict(SMALL_MODEL), dict(k1=20, lr=1e-2),
+                               dict(dict(streams=2, val_fraction=0.1), **(data or {})),
+                               epochs=epochs, **kwargs)
+
+
+# ---------------------------------------------------------------- train_series
+
+def test_train_series_checkpoints_every_epoch_with_its_data_recipe(tmp_path):
+    saved, started = [], []
+
+    def on_epoch(record):  # the checkpoint is on disk when on_epoch runs
+        saved.append(engine.read_metadata(tmp_path / "m.npz")["trainer"]["epoch"])
+
+    updates = []
+    model, trainer, data = train(tmp_path, wave(), on_start=started.append, on_update=updates.append,
+                                 on_epoch=on_epoch)
+    assert saved == [1, 2, 3]
+    # 1199 framed steps, 120 held out, 2 streams of 539 steps, k1=20: 27 updates per epoch
+    assert started == [{"epochs": 3, "done": 0, "updates_per_epoch": 27, "steps_per_update": 40}]
+    assert len(updates) == 3 * 27 == trainer.step
+    assert data.x_train.shape == (539, 2, 1) and data.x_val.shape == (120, 1, 1)
+    loaded, metadata = engine.load_for_inference(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.params, model.params)
+    assert metadata["data"] == data.metadata
+    assert metadata["data"]["input_norm"] == Normalizer.fit(wave()[:1079, None]).to_dict()
+
+
+def test_train_series_resume_matches_one_run(tmp_path):
+    one, _, _ = train(tmp_path, wave(), "one.npz", epochs=3)
+    train(tmp_path, wave(), "two.npz", epochs=1)
+    # a resumed run takes the checkpoint's own settings; the ones given here are ignored
+    resumed, trainer, _ = engine.train_series(wave(), tmp_path / "two.npz", dict(hidden_size=99),
+                                              dict(k1=7), dict(streams=5), epochs=3, resume=True)
+    assert (trainer.epoch, trainer.k1, resumed.hidden_size) == (3, 20, 8)
+    np.testing.assert_array_equal(resumed.params, one.params)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(trainer_options=dict(k1=0)), "k1 must be an integer >= 1"),
+    (dict(trainer_options=dict(k1=2.5)), "k1 must be an integer"),
+    (dict(epochs=0), "epochs must be an integer >= 1"),
+    (dict(patience=0), "patience must be an integer >= 1"),
+    (dict(model_options=dict(cell="lstm", nonlinearity="relu")), "nonlinearity applies to cell 'rnn' only"),
+    (dict(data_options=dict(streams=100), trainer_options=dict(k1=20)), "fewer than --k1 20"),
+    (dict(trainer_options=dict(k1=10, k2=5)), "k2 must be >= k1"),
+])
+def test_train_series_validates_before_writing_anything(tmp_path, options, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        engine.train_series(wave(), tmp_path / "m.npz", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_series_output_directory_is_checked_before_training(tmp_path):
+    epochs = []
+    with pytest.raises(ValueError, match="output: cannot write .* directory .* does not exist"):
+        engine.train_series(wave(), tmp_path / "missing" / "m.npz", dict(SMALL_MODEL), dict(k1=20),
+                            on_epoch=epochs.append)
+    assert epochs == []
+
+
+# ---------------------------------------------------------------- forecast_series, evaluate_series
+
+@pytest.mark.parametrize("difference", [False, True])
+def test_forecast_feeds_its_forecasts_back(tmp_path, difference):
+    """Forecasting N steps = forecasting one step, appending it to the series, repeating."""
+    series = wave(slope=0.002 if difference else 0.0)
+    train(tmp_path, series, epochs=2, data=dict(difference=difference))
+    model, metadata = engine.load_for_inference(tmp_path / "m.npz")
+    forecasts = engine.forecast_series(model, metadata, series, 5)
+    assert forecasts.shape == (5, 1)
+    grown = series.copy()
+    for step in range(5):
+        one = engine.forecast_series(model, metadata, grown, 1)
+        np.testing.assert_allclose(one, forecasts[step:step + 1], rtol=1e-6)
+        grown = np.append(grown, forecasts[step])
+
+
+def test_forecast_within_the_horizon_reads_the_last_outputs(tmp_path):
+    series = wave()
+    train(tmp_path, series, epochs=1, data=dict(horizon=4))
+    model, metadata = engine.load_for_inference(tmp_path / "m.npz")
+    data = prepare_forecast_data(series, metadata["data"])
+    y_hat, _ = model.forward(data.x)
+    expected = to_original_units(y_hat[-4:, 0], data.base[-4:], metadata["data"])
+    np.testing.assert_array_equal(engine.forecast_series(model, metadata, series, 4), expected)
+    np.testing.assert_array_equal(engine.forecast_series(model, metadata, series, 2), expected[:2])
+    with pytest.raises(ValueError, match="needs feeding forecasts back.*horizon 4"):
+        engine.forecast_series(model, metadata, series, 5)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        engine.forecast_series(model, metadata, series, 0)
+
+
+def test_forecast_with_other_inputs_cannot_run_past_the_horizon(tmp_path):
+    table = np.stack([wave(), np.cos(2 * np.pi * np.arange(1200) / 24)], axis=1)
+    train(tmp_path, table, epochs=1, data=dict(targets="0", inputs="1"))
+    model, metadata = engine.load_for_inference(tmp_path / "m.npz")
+    assert engine.forecast_series(model, metadata, table, 1).shape == (1, 1)
+    with pytest.raises(ValueError, match=r"inputs equal to its targets.*inputs \['1'\], targets \['0'\]"):
+        engine.forecast_series(model, metadata, table, 2)
+
+
+def test_evaluate_series_against_a_direct_computation(tmp_path):
+    series = wave(level=500)
+    series[[100, 101, 700]] = np.nan     # missing targets: not scored, and the baseline holds the last value
+    train(tmp_path, series, epochs=3, data=dict(fill="linear"))
+    model, metadata = engine.load_for_inference(tmp_path / "m.npz")
+    metrics = engine.evaluate_series(model, metadata, series)
+    data = prepare_forecast_data(series, metadata["data"])
+    y_hat, _ = model.forward(data.x)
+    predictions = to_original_units(y_hat[:-1, 0], data.base[:-1], metadata["data"])[:, 0]
+    targets = series[1:]
+    baseline = persistence_baseline(series[:, None])[:, 0]
+    scored = ~np.isnan(targets)
+    errors, naive = predictions[scored] - targets[scored], baseline[scored] - targets[scored]
+    assert metrics == pytest.approx({
+        "mse": np.mean(errors ** 2), "mae": np.mean(np.abs(errors)), "rmse": math.sqrt(np.mean(errors ** 2)),
+        "baseline_mse": np.mean(naive ** 2), "baseline_mae": np.mean(np.abs(naive)),
+        "baseline_rmse": math.sqrt(np.mean(naive ** 2)), "steps": 1199 - 3}, rel=1e-12)
+    assert baseline[101] == series[99]   # persistence carries the last observed value over gaps
+    assert metrics["mse"] < metrics["baseline_mse"]
+
+
+def test_load_for_inference_needs_a_data_recipe(tmp_path):
+    engine.save(tmp_path / "bare.npz", engine.Model(hidden_size=4))
+    with pytest.raises(ValueError, match="checkpoint has no data recipe"):
+        engine.load_for_inference(tmp_path / "bare.npz")
+    with pytest.raises(engine.CheckpointError, match="no such checkpoint file"):
+        engine.load_for_inference(tmp_path / "absent.npz")
+
+
+def test_library_walkthrough_on_a_demo(tmp_path):
+    """The command line's steps as functions: train on a demo, reload, forecast, evaluate."""
+    series = load_demo("mackey-glass")
+    engine.train_series(series, tmp_path / "mg.npz", dict(cell="gru", hidden_size=8),
+                        dict(k1=25, lr=1e-2), dict(streams=8, val_fraction=0.1), epochs=2)
+    model, metadata = engine.load_for_inference(tmp_path / "mg.npz")
+    forecasts = engine.forecast_series(model, metadata, series, 10)
+    assert forecasts.shape == (10, 1)
+    assert np.all((forecasts > 0.2) & (forecasts < 1.5))     # the attractor's range, original units
+    metrics = engine.evaluate_series(model, metadata, series)
+    assert metrics["mse"] < 0.5 * metrics["baseline_mse"], metrics
+
+
+# ---------------------------------------------------------------- progress
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_pipe_writes_one_line_per_epoch(tmp_path):
+    stream = io.StringIO()
+    progress = Progress(stream)
+    train(tmp_path, wave(), epochs=2, on_start=progress.on_start, on_update=progress.on_update,
+          on_epoch=progress.on_epoch)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in stream.getvalue()
+    for number, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"epoch {number}/2  loss \S+  val_loss \S+  \d+\.\d\ds", line), line
+
+
+def test_progress_on_a_terminal_redraws_a_bar_with_loss_and_speed(tmp_path):
+    stream = Terminal()
+    progress = Progress(stream, rate=1e9)          # draw at every update
+    _, trainer, _ = train(tmp_path, wave(), epochs=2, on_start=progress.on_start,
+                          on_update=progress.on_update, on_epoch=progress.on_epoch)
+    text = stream.getvalue()
+    bars = re.findall(r"\r\x1b\[Kepoch (\d)/2 \[(#*) *\] loss (\S+)  ([\d,]+) steps/s", text)
+    assert len(bars) == trainer.step == 2 * 27
+    assert [len(bar) for epoch, bar, _, _ in bars if epoch == "1"] == [int(20 * n / 27) for n in range(1, 28)]
+    losses = [float(loss) for *_, loss, _ in bars]
+    np.testing.assert_allclose(losses, trainer.history.column("loss"), rtol=1e-4)
+    assert text.count("\n") == 2                    # one finished line per epoch, the bar cleared first
+    assert re.search(r"\r\x1b\[Kepoch 1/2  loss \S+  val_loss \S+  \S+s\n", text)
+
+
+def test_progress_draws_at_most_rate_times_a_second(tmp_path):
+    stream = Terminal()
+    progress = Progress(stream, rate=1e-3)          # once per 1000 s: never within this run
+    train(tmp_path, wave(), epochs=1, on_start=progress.on_start, on_update=progress.on_update,
+          on_epoch=progress.on_epoch)
+    assert "steps/s" not in stream.getvalue() and stream.getvalue().count("epoch 1/1") == 1
+
+
+# ---------------------------------------------------------------- plots
+
+def test_plots_without_matplotlib_raise_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(engine.PlotUnavailable, match=r"pip install 'bptt\[plot\]'"):
+        engine.require_matplotlib()
+    with pytest.raises(engine.PlotUnavailable):
+        engine.plot_training(engine.History(), tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_plots_write_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    _, trainer, _ = train(tmp_path, wave(), epochs=2)
+    engine.plot_training(trainer.history, tmp_path / "train.png")
+    engine.plot_forecast(np.stack([wave(), wave(seed=1)], axis=1), np.zeros((12, 2)), ["a", "b"],
+                         tmp_path / "forecast.png")
+    for name in ("train.png", "forecast.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert engine.require_matplotlib(tmp_path / "curves.svg") is engine.require_matplotlib()
+    with pytest.raises(ValueError, match=r"cannot save a plot as \.csv; use \.png"):
+        engine.require_matplotlib(tmp_path / "curves.csv")
+
+
+# ---------------------------------------------------------------- streaming (README example)
+
+def test_streaming_example_partial_fit_from_a_generator():
+    """Train while the data arrives: Trainer.partial_fit on each piece from a generator.
+    Each of 4 sensors is one stream (B = 4); the recurrent state of every stream is carried
+    from piece to piece, so truncated BPTT runs across the pieces as over one long series."""
+    import numpy as np
+
+    import engine
+    from engine.data import Normalizer
+
+    def sensor_feed(pieces=60, length=100, sensors=4, seed=0):
+        """Yields the next `length` readings (length, sensors) of noisy daily cycles."""
+        rng = np.random.default_rng(seed)
+        phases, levels = rng.uniform(0, 2 * np.pi, sensors), rng.uniform(10, 20, sensors)
+        for piece in range(pieces):
+            t = np.arange(piece * length, (piece + 1) * length)[:, None]
+            yield levels + 3 * np.sin(2 * np.pi * t / 24 + phases) + 0.1 * rng.standard_normal((length, sensors))
+
+    feed = sensor_feed()
+    first = next(feed)
+    scale = Normalizer.fit(first)                       # z-scores per sensor, fixed from the first piece
+    model = engine.Model(cell="gru", input_size=1, hidden_size=16, output_size=1, seed=0)
+    trainer = engine.Trainer(model, optimizer="adam", lr=1e-2, k1=25)
+    last = scale.transform(first)[-1:]                  # (1, B): the reading before the next piece
+    losses = []
+    for readings in feed:
+        z = np.concatenate([last, scale.transform(readings)])     # (T + 1, B)
+        x, y = z[:-1, :, None], z[1:, :, None]          # (T, B, 1): predict each reading from the last
+        losses.append(trainer.partial_fit(x, y)["loss"])
+        last = z[-1:]
+
+    # Next-reading forecast from the carried state, in the sensors' own units.
+    y_hat, _ = model.forward(last[:, :, None], trainer.state)    # (1, B, 1)
+    forecast = scale.inverse_transform(y_hat[0, :, 0])          # (B,)
+
+    assert losses[-1] < 0.02 * losses[0]
+    truth = list(sensor_feed(pieces=61))[-1][0]         # the same feed one piece longer: the next reading
+    assert np.abs(forecast - truth).max() < 0.3         # noise sd 0.1; the daily swing is +-3
