@@ -81,6 +81,11 @@ def _read_csv(path):
     has_header = any(first) and all(cell == "" or not _is_value(cell) for cell in first)
     names = [(cell or str(index)) if has_header else str(index) for index, cell in enumerate(first)]
     numbered = numbered[int(has_header):]
+    if len(names) == 1 and numbered:
+        # one column: a blank line between data lines is an empty cell (a missing value)
+        first_row, last_row = numbered[0][0], numbered[-1][0]
+        numbered = [(number, lines[number - 1]) for number in range(first_row, last_row + 1)
+                    if not lines[number - 1].lstrip().startswith("#")]
     if not numbered:
         raise DataError(f"{path}: the file holds a header line but no data rows")
     _check_unique(names, path)

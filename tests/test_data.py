@@ -398,3 +398,11 @@ def test_metrics_ignore_missing_targets():
     assert np.isnan(mse(y_hat, np.full_like(y, np.nan)))
     with pytest.raises(DataError, match="same shape"):
         mae(y_hat, y[:1])
+
+
+def test_single_column_csv_blank_line_is_a_missing_value(tmp_path):
+    # In a one-column CSV an empty cell is a blank line: it must stay a gap (NaN), not
+    # vanish and shift every later value one step earlier. Trailing blank lines are not data.
+    path = tmp_path / "gaps.csv"
+    path.write_text("v\n1\n2\n\n4\n\n\n")
+    np.testing.assert_array_equal(load_series(path).values.ravel(), [1, 2, np.nan, 4])
