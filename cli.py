@@ -89,7 +89,27 @@ def check_writable(path, option):
 
 demo_option = click.option("--demo", type=click.Choice(sorted(DEMOS)),
                            help="Use a bundled generated series instead of DATA.")
-json_flag = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+json_flag = click.option("--json", "as_json", is_flag=True,
+                         help="Print JSON on stdout (train: one record per epoch).")
+
+
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
+
+
+def _memory_option(value):
+    """--memory: None, "sqrt", or bytes with an optional K/M/G suffix -> Trainer(memory=...)."""
+    if value is None or value == "sqrt":
+        return value
+    number, unit = value[:-1] if value[-1:].upper() in "KMG" else value, value[-1:].upper()
+    unit = unit if unit in "KMG" else ""
+    try:
+        count = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise click.BadParameter(f"expected 'sqrt' or a byte count such as 200M; got {value!r}",
+                                 param_hint="'--memory'") from None
+    if count < 1:
+        raise click.BadParameter(f"must be positive; got {value!r}", param_hint="'--memory'")
+    return count
 
 
 @main.command()
@@ -110,12 +130,15 @@ json_flag = click.option("--json", "as_json", is_flag=True, help="Print machine-
 @click.option("--nonlinearity", default="tanh", show_default=True, type=click.Choice(("tanh", "relu")),
               help="Activation of --cell rnn.")
 @click.option("--init", default="default", show_default=True, type=click.Choice(INITS),
-              help="default: PyTorch's; orthogonal/identity: recurrent weights (identity = IRNN).")
+              help="default: PyTorch's uniform; xavier: Glorot; orthogonal / identity (IRNN): recurrent weights.")
 @click.option("--forget-bias", default=0.0, show_default=True, type=float, help="LSTM forget-gate bias.")
 @click.option("--k1", default=50, show_default=True, type=click.IntRange(min=1),
               help="Truncated BPTT: one update every k1 steps.")
 @click.option("--k2", type=click.IntRange(min=1), help="Backpropagate through the last k2 >= k1 steps [default: k1].")
 @click.option("--full-bptt", is_flag=True, help="No truncation: one update per epoch over each whole stream.")
+@click.option("--memory", callback=lambda ctx, param, value: _memory_option(value),
+              help="Bound activation memory by recomputation: 'sqrt' (keep the state every ~sqrt(window) "
+                   "steps) or a byte budget per thread such as 200M [default: store every step].")
 @click.option("--clip-norm", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Clip the global gradient norm (0 disables).")
 @click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), help="Clip each gradient entry to +-VALUE.")
@@ -137,7 +160,7 @@ json_flag = click.option("--json", "as_json", is_flag=True, help="Print machine-
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
-          layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, clip_norm, clip_value, optimizer,
+          layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
           lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, quiet,
           as_json):
     """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
@@ -162,7 +185,8 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     if cell == "rnn":
         model_options["nonlinearity"] = nonlinearity
     trainer_options = dict(loss="mse", optimizer=optimizer, lr=lr, k1=None if full_bptt else k1,
-                           k2=None if full_bptt else k2, clip_norm=clip_norm or None, clip_value=clip_value)
+                           k2=None if full_bptt else k2, clip_norm=clip_norm or None, clip_value=clip_value,
+                           memory=memory)
     schedule_options = dict(name=schedule, warmup_steps=warmup)
     if schedule == "step":
         schedule_options["step_size"] = step_size
@@ -319,3 +343,19 @@ def gradcheck(cell, nonlinearity, input_size, hidden, output_size, layers, steps
     click.echo(f"{cell}: {result['checked']} gradient entries checked; largest relative error "
                f"{result['max_rel_error']:.3g} (in {result['worst']}): {'ok' if passed else 'FAILED'}")
     return 0 if passed else 1
+
+
+@main.command()
+@click.option("--config", "configs", multiple=True, metavar="NAME",
+              help="A configuration of DESIGN.md section 10 (repeatable) [default: all; --quick: a few].")
+@click.option("--peers", is_flag=True, help="Also time PyTorch and JAX side by side, when installed (extra 'bench').")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the records to this JSON file.")
+@click.option("--quick", is_flag=True, help="A few configurations and short rounds: under a minute.")
+def bench(configs, peers, json_path, quick):
+    """Benchmark the training step (steps/s, GFLOP/s, ratio to each peer), peak memory,
+    full-BPTT memory growth and compile time. Progress goes to stderr, the table to stdout."""
+    from bench import format_table, run_bench
+
+    records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
+                        echo=lambda line: click.echo(line, err=True))
+    click.echo(format_table(records))
