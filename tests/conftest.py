@@ -1,0 +1,85 @@
+"""Shared fixtures: the cell variants, random test cases and a tensor-relative comparison."""
+import numpy as np
+import pytest
+
+import engine
+
+# (cell, nonlinearity): every recurrence the engine implements.
+VARIANTS = [("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")]
+LOSSES = ["mse", "cross_entropy"]
+
+
+def relative_error(actual, expected, floor=0.0):
+    """max |actual - expected| over the tensor, relative to the tensor's largest entry
+    (of either side), or to `floor` when that is larger. Per-entry relative errors are
+    meaningless where an entry is ~0 by cancellation; scaling by the whole tensor is what
+    a gradient check can promise."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    scale = max(np.abs(actual).max(initial=0.0), np.abs(expected).max(initial=0.0), floor, 1e-300)
+    return np.abs(actual - expected).max(initial=0.0) / scale
+
+
+def assert_close_impl(actual, expected, rel, what="", floor=0.0):
+    error = relative_error(actual, expected, floor)
+    assert error <= rel, f"{what}: relative error {error:.3g} > {rel:g}"
+
+
+def make_case_impl(cell="lstm", nonlinearity="tanh", num_layers=1, loss="mse", masked=False,
+                   T=4, B=2, I=2, H=3, O=2, dtype="float64", seed=0, random_state=True):
+    """A model with seeded parameters plus random x (T, B, I), targets y and initial state.
+
+    masked: about a third of the targets missing (NaN for mse, -1 for cross_entropy),
+    never all of them. Returns a dict: model, x, y, state, params (the state_dict)."""
+    rng = np.random.default_rng(seed + 1000)
+    model = engine.Model(cell=cell, input_size=I, hidden_size=H, output_size=O,
+                         num_layers=num_layers, nonlinearity=nonlinearity, dtype=dtype, seed=seed)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    if loss == "mse":
+        y = rng.standard_normal((T, B, O)).astype(dtype)
+        if masked:
+            y[rng.random(y.shape) < 0.35] = np.nan
+            y[T - 1, 0, 0] = 0.5  # at least one target counted
+    else:
+        y = rng.integers(0, O, size=(T, B))
+        if masked:
+            y[rng.random(y.shape) < 0.35] = -1
+            y[T - 1, 0] = 0
+    state = None
+    if random_state:
+        h = (0.5 * rng.standard_normal((num_layers, B, H))).astype(dtype)
+        if cell == "lstm":
+            state = (h, (0.5 * rng.standard_normal((num_layers, B, H))).astype(dtype))
+        else:
+            state = h
+    return dict(model=model, x=x, y=y, state=state, params=model.state_dict(),
+                cell=cell, nonlinearity=nonlinearity, loss=loss)
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}" if v[0] == "rnn" else v[0])
+def variant(request):
+    """(cell, nonlinearity)."""
+    return request.param
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"L{n}")
+def num_layers(request):
+    return request.param
+
+
+@pytest.fixture(params=LOSSES)
+def loss_name(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def assert_close():
+    """assert_close(actual, expected, rel, what): tensor-relative error <= rel."""
+    return assert_close_impl
+
+
+@pytest.fixture(scope="session")
+def make_case():
+    """make_case(cell, nonlinearity, num_layers, loss, masked, T, B, I, H, O, dtype, seed)."""
+    return make_case_impl

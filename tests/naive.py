@@ -1,0 +1,234 @@
+"""A plain NumPy reference for every cell, forward and backward (no Numba).
+
+Slow and obvious on purpose: one Python loop over time, the layers inside it, PyTorch's
+formulation written out gate by gate, and the backward pass derived by hand from those
+formulas (each backward line quotes the forward line it differentiates). Computes in
+float64 whatever the inputs' dtype.
+
+params: a dict keyed like Model.state_dict(): weight_ih_l{k} (G*H, I_k),
+weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k} (G*H,), head.weight (O, H),
+head.bias (O,). State: h (L, B, H); for "lstm" the pair (h, c).
+"""
+import numpy as np
+
+
+def sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def num_layers(params):
+    k = 0
+    while f"weight_ih_l{k}" in params:
+        k += 1
+    return k
+
+
+def layer_params(params, k):
+    return tuple(np.asarray(params[f"{kind}_l{k}"], dtype=np.float64)
+                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
+# --- one step of one layer: forward returns the new state and what backward needs ---
+
+def rnn_step(x, h, W_ih, W_hh, b_ih, b_hh, relu):
+    """x (B, I), h (B, H) -> h' (B, H)."""
+    a = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh
+    h_new = np.maximum(a, 0.0) if relu else np.tanh(a)
+    return h_new, dict(x=x, h=h, a=a, h_new=h_new)
+
+
+def rnn_step_backward(dh_new, cache, W_ih, W_hh, relu):
+    """dL/dh' (B, H) -> dict of dx, dh and the step's parameter gradients."""
+    # h' = relu(a): dh'/da = [a > 0];  h' = tanh(a): dh'/da = 1 - h'^2
+    da = dh_new * (cache["a"] > 0) if relu else dh_new * (1.0 - cache["h_new"] ** 2)
+    # a = x W_ih^T + b_ih + h W_hh^T + b_hh
+    return dict(dx=da @ W_ih, dh=da @ W_hh, weight_ih=da.T @ cache["x"],
+                weight_hh=da.T @ cache["h"], bias_ih=da.sum(0), bias_hh=da.sum(0))
+
+
+def lstm_step(x, h, c, W_ih, W_hh, b_ih, b_hh):
+    """x (B, I), h, c (B, H) -> h', c' (B, H). Gate order i, f, g, o."""
+    a = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh
+    a_i, a_f, a_g, a_o = np.split(a, 4, axis=1)
+    i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
+    c_new = f * c + i * g
+    h_new = o * np.tanh(c_new)
+    return h_new, c_new, dict(x=x, h=h, c=c, i=i, f=f, g=g, o=o, c_new=c_new)
+
+
+def lstm_step_backward(dh_new, dc_new, cache, W_ih, W_hh):
+    """dL/dh', dL/dc' (B, H) -> dict of dx, dh, dc and the step's parameter gradients."""
+    i, f, g, o, c = cache["i"], cache["f"], cache["g"], cache["o"], cache["c"]
+    tanh_c = np.tanh(cache["c_new"])
+    # h' = o * tanh(c')
+    do = dh_new * tanh_c
+    dc_total = dc_new + dh_new * o * (1.0 - tanh_c ** 2)
+    # c' = f * c + i * g
+    di, df, dg, dc = dc_total * g, dc_total * c, dc_total * i, dc_total * f
+    # i, f, o = sigmoid(a_.), g = tanh(a_g)
+    da = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g ** 2), do * o * (1 - o)],
+                        axis=1)
+    # a = x W_ih^T + b_ih + h W_hh^T + b_hh
+    return dict(dx=da @ W_ih, dh=da @ W_hh, dc=dc, weight_ih=da.T @ cache["x"],
+                weight_hh=da.T @ cache["h"], bias_ih=da.sum(0), bias_hh=da.sum(0))
+
+
+def gru_step(x, h, W_ih, W_hh, b_ih, b_hh):
+    """x (B, I), h (B, H) -> h' (B, H). Gate order r, z, n."""
+    x_r, x_z, x_n = np.split(x @ W_ih.T + b_ih, 3, axis=1)
+    h_r, h_z, h_n = np.split(h @ W_hh.T + b_hh, 3, axis=1)
+    r = sigmoid(x_r + h_r)
+    z = sigmoid(x_z + h_z)
+    n = np.tanh(x_n + r * h_n)
+    h_new = (1 - z) * n + z * h
+    return h_new, dict(x=x, h=h, r=r, z=z, n=n, h_n=h_n)
+
+
+def gru_step_backward(dh_new, cache, W_ih, W_hh):
+    """dL/dh' (B, H) -> dict of dx, dh and the step's parameter gradients."""
+    r, z, n, h, h_n = cache["r"], cache["z"], cache["n"], cache["h"], cache["h_n"]
+    # h' = (1 - z) * n + z * h
+    dn = dh_new * (1 - z)
+    dz = dh_new * (h - n)
+    dh_direct = dh_new * z
+    # n = tanh(x_n + r * h_n)
+    da_n = dn * (1 - n ** 2)
+    dr = da_n * h_n
+    dh_n = da_n * r
+    # r = sigmoid(x_r + h_r), z = sigmoid(x_z + h_z)
+    da_r = dr * r * (1 - r)
+    da_z = dz * z * (1 - z)
+    # [x_r, x_z, x_n] = x W_ih^T + b_ih;  [h_r, h_z, h_n] = h W_hh^T + b_hh
+    dx_side = np.concatenate([da_r, da_z, da_n], axis=1)
+    dh_side = np.concatenate([da_r, da_z, dh_n], axis=1)
+    return dict(dx=dx_side @ W_ih, dh=dh_side @ W_hh + dh_direct,
+                weight_ih=dx_side.T @ cache["x"], weight_hh=dh_side.T @ h,
+                bias_ih=dx_side.sum(0), bias_hh=dh_side.sum(0))
+
+
+# --- the whole model ---
+
+def _initial_state(cell, params, state, B):
+    L = num_layers(params)
+    H = np.asarray(params["weight_hh_l0"]).shape[1]
+    if state is None:
+        return [np.zeros((B, H)) for _ in range(L)], [np.zeros((B, H)) for _ in range(L)]
+    if cell == "lstm":
+        h0, c0 = state
+        return ([np.array(h0[k], dtype=np.float64) for k in range(L)],
+                [np.array(c0[k], dtype=np.float64) for k in range(L)])
+    return [np.array(state[k], dtype=np.float64) for k in range(L)], [None] * L
+
+
+def run(params, x, cell, state=None, nonlinearity="tanh"):
+    """Forward over x (T, B, I). Returns y_hat (T, B, O), the final state, the
+    per-step caches caches[t][k] and the top layer's outputs h_top (T, B, H)."""
+    x = np.asarray(x, dtype=np.float64)
+    T, B, _ = x.shape
+    L = num_layers(params)
+    relu = nonlinearity == "relu"
+    h, c = _initial_state(cell, params, state, B)
+    W_head = np.asarray(params["head.weight"], dtype=np.float64)
+    b_head = np.asarray(params["head.bias"], dtype=np.float64)
+    caches, h_top, y_hat = [], [], []
+    for t in range(T):
+        layer_input = x[t]
+        step_caches = []
+        for k in range(L):
+            W_ih, W_hh, b_ih, b_hh = layer_params(params, k)
+            if cell == "lstm":
+                h[k], c[k], cache = lstm_step(layer_input, h[k], c[k], W_ih, W_hh, b_ih, b_hh)
+            elif cell == "gru":
+                h[k], cache = gru_step(layer_input, h[k], W_ih, W_hh, b_ih, b_hh)
+            else:
+                h[k], cache = rnn_step(layer_input, h[k], W_ih, W_hh, b_ih, b_hh, relu)
+            step_caches.append(cache)
+            layer_input = h[k]
+        caches.append(step_caches)
+        h_top.append(layer_input)
+        y_hat.append(layer_input @ W_head.T + b_head)  # y = h W^T + b
+    final = (np.stack(h), np.stack(c)) if cell == "lstm" else np.stack(h)
+    return np.stack(y_hat), final, caches, np.stack(h_top)
+
+
+def forward(params, x, cell, state=None, nonlinearity="tanh"):
+    """y_hat (T, B, O) and the final state."""
+    y_hat, final, _, _ = run(params, x, cell, state, nonlinearity)
+    return y_hat, final
+
+
+def rnn_preactivations(params, x, state=None, nonlinearity="tanh"):
+    """All RNN pre-activations a (every step, layer, stream, unit) as one flat array."""
+    _, _, caches, _ = run(params, x, "rnn", state, nonlinearity)
+    return np.concatenate([cache["a"].ravel() for step in caches for cache in step])
+
+
+def loss_value_and_dy(loss, y_hat, y):
+    """Mean loss over the counted targets and dL/dy_hat (T, B, O).
+
+    mse: y (T, B, O), NaN entries are missing. cross_entropy: y (T, B) classes, -1 ignored."""
+    if loss == "mse":
+        y = np.asarray(y, dtype=np.float64)
+        counted = np.isfinite(y)
+        count = counted.sum()
+        error = np.where(counted, y_hat - np.where(counted, y, 0.0), 0.0)
+        # L = sum(error^2) / count
+        return (error ** 2).sum() / count, 2.0 * error / count
+    y = np.asarray(y)
+    T, B, O = y_hat.shape
+    count = (y >= 0).sum()
+    total = 0.0
+    dy = np.zeros_like(y_hat)
+    for t in range(T):
+        for b in range(B):
+            target = y[t, b]
+            if target < 0:
+                continue
+            logits = y_hat[t, b]
+            shifted = logits - logits.max()
+            log_sum_exp = logits.max() + np.log(np.exp(shifted).sum())
+            # L_tb = log(sum_k exp(logit_k)) - logit_target
+            total += log_sum_exp - logits[target]
+            dy[t, b] = np.exp(logits - log_sum_exp)
+            dy[t, b, target] -= 1.0
+    return total / count, dy / count
+
+
+def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh"):
+    """Loss and gradients of full BPTT over x (T, B, I); grads keyed like params plus
+    "h_0" (and "c_0" for lstm), the gradients with respect to the initial state."""
+    relu = nonlinearity == "relu"
+    y_hat, _, caches, h_top = run(params, x, cell, state, nonlinearity)
+    value, dy = loss_value_and_dy(loss, y_hat, y)
+    T, B, _ = y_hat.shape
+    L = num_layers(params)
+    W_head = np.asarray(params["head.weight"], dtype=np.float64)
+    grads = {name: np.zeros(np.shape(p)) for name, p in params.items()}
+    # y_t = h_top_t W^T + b
+    for t in range(T):
+        grads["head.weight"] += dy[t].T @ h_top[t]
+        grads["head.bias"] += dy[t].sum(0)
+    H = W_head.shape[1]
+    dh_next = [np.zeros((B, H)) for _ in range(L)]  # dL/dh_t carried back through time
+    dc_next = [np.zeros((B, H)) for _ in range(L)]
+    for t in range(T - 1, -1, -1):
+        dh_from_above = dy[t] @ W_head
+        for k in range(L - 1, -1, -1):
+            W_ih, W_hh, _, _ = layer_params(params, k)
+            dh = dh_from_above + dh_next[k]
+            cache = caches[t][k]
+            if cell == "lstm":
+                step = lstm_step_backward(dh, dc_next[k], cache, W_ih, W_hh)
+                dc_next[k] = step["dc"]
+            elif cell == "gru":
+                step = gru_step_backward(dh, cache, W_ih, W_hh)
+            else:
+                step = rnn_step_backward(dh, cache, W_ih, W_hh, relu)
+            dh_next[k] = step["dh"]
+            dh_from_above = step["dx"]
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                grads[f"{kind}_l{k}"] += step[kind]
+    grads["h_0"] = np.stack(dh_next)
+    if cell == "lstm":
+        grads["c_0"] = np.stack(dc_next)
+    return float(value), grads
