@@ -171,10 +171,10 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
       bptt train --demo mackey-glass --hidden 32 --epochs 30
       bptt train prices.csv --targets close --inputs close,volume --k1 100 --k2 200
     """
-    if plot:
-        engine.require_matplotlib(plot)  # before any work, so nothing is lost later
     check_writable(output, "'-o' / '--output'")
     check_writable(plot, "'--plot'")
+    if plot:
+        engine.require_matplotlib(plot)  # before any work, so nothing is lost later
     if full_bptt and k2 is not None:
         raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
     if cell != "rnn" and nonlinearity != "tanh":
@@ -241,10 +241,10 @@ def forecast(checkpoint, data, demo, steps, output, plot):
 
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
     beyond the first step. Writes CSV (one column per target) in original units."""
-    if plot:
-        engine.require_matplotlib(plot)
     check_writable(output, "'-o' / '--output'")
     check_writable(plot, "'--plot'")
+    if plot:
+        engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
     source = data_source(data, demo)
     forecasts = engine.forecast_series(model, metadata, source, steps)
