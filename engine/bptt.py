@@ -66,31 +66,31 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
     else:
         value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), first_step * B, divisor)
     top = workspace.layers[-1]
-    head_backward(top.dh.reshape(T * B, -1), grad_views["head.weight"], grad_views["head.bias"],
-                  dy, top.h[1:].reshape(T * B, -1), model.views["head.weight"])
+    head_weight = model.views["head.weight"]
+    head_backward(grad_views["head.weight"], grad_views["head.bias"], dy, top.h[1:].reshape(T * B, -1))
+    # What each layer feeds, and the weight it feeds it through: dL/dh_t = above_grad[t] above_weight.
+    above_grad, above_weight = workspace.dy, head_weight
     dh_final, dc_final = _state_parts(model, state_grad)
     for k in range(model.num_layers - 1, -1, -1):
         buffers = workspace.layers[k]
-        below = workspace.layers[k - 1] if k > 0 else None
-        layer_input = below.h[1:] if below else x
-        dx = below.dh if below else x  # the bottom layer's dx is not computed (need_dx False)
+        layer_input = workspace.layers[k - 1].h[1:] if k > 0 else x
         weight_ih, weight_hh, _, _ = model.layer_parameters(k)
         dweight_ih, dweight_hh, dbias_ih, dbias_hh = (grad_views[n] for n in model.layout.layer_names(k))
         buffers.dh_state[...] = 0 if dh_final is None else dh_final[k]
         if model.cell == "lstm":
             buffers.dc_state[...] = 0 if dc_final is None else dc_final[k]
-            lstm_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
-                          buffers.dc_state, buffers.dh_norm_sq, buffers.dh, buffers.h, buffers.c,
-                          buffers.gates, layer_input, weight_ih, weight_hh, k > 0)
+            lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
+                          buffers.dc_state, buffers.dh_norm_sq, buffers.dh, above_grad, above_weight,
+                          buffers.h, buffers.c, buffers.gates, layer_input, weight_hh)
         elif model.cell == "gru":
-            gru_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
-                         buffers.dh_norm_sq, buffers.dgates_hidden, buffers.direct, buffers.dh,
-                         buffers.h, buffers.gates, buffers.hidden_n, layer_input, weight_ih,
-                         weight_hh, k > 0)
+            gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
+                         buffers.dh_norm_sq, buffers.dh, buffers.direct, above_grad, above_weight,
+                         buffers.h, buffers.gates, buffers.hidden_n, layer_input, weight_hh)
         else:
-            rnn_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
-                         buffers.dh_norm_sq, buffers.dh, buffers.h, buffers.gates, layer_input,
-                         weight_ih, weight_hh, model.relu, k > 0)
+            rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
+                         buffers.dh_norm_sq, buffers.dh, above_grad, above_weight, buffers.h,
+                         buffers.gates, layer_input, weight_hh, model.relu)
+        above_grad, above_weight = buffers.gates, weight_ih
     return value, count
 
 

@@ -4,18 +4,18 @@ import copy
 import numpy as np
 
 _STATE_ROWS = ("h", "c")  # (T+1, B, H): row 0 the initial state
-_STEP_ROWS = ("gates", "hidden_n", "dgates_hidden", "dh", "dh_norm_sq")  # (T, ...)
+_STEP_ROWS = ("gates", "hidden_n", "dh_norm_sq")  # (T, ...)
 
 
 class LayerBuffers:
     """Buffers of one layer for a chunk of T steps and B streams.
 
-    h: (T+1, B, H) hidden states, row 0 the initial state. c: (T+1, B, H) LSTM cell
-    states (None otherwise). gates: (T, B, G*H) activated gates, overwritten by their
-    gradients in backward. hidden_n: (T, B, H) GRU's W_hn h + b_hn (None otherwise).
-    dgates_hidden: (T, B, 3H) GRU backward scratch (None otherwise).
-    dh: (T, B, H) dL/dh_t arriving from above. recurrent: (B, G*H), direct: (B, H)
-    per-step scratch. dh_state, dc_state: (B, H) state gradients. dh_norm_sq: (T,)."""
+    Stored for the backward pass (the minimum, DESIGN.md section 9): h (T+1, B, H) hidden
+    states, row 0 the initial state; c (T+1, B, H) LSTM cell states (None otherwise);
+    gates (T, B, G*H) activated gates, overwritten by their gradients in backward;
+    hidden_n (T, B, H) GRU's W_hn h + b_hn (None otherwise).
+    Per-step scratch: recurrent (B, G*H); dh, dh_state, dc_state, direct (B, H); and
+    dh_norm_sq (T,) the squared norm of dL/dh_t per step."""
 
     def __init__(self, cell, gates, T, B, H, dtype):
         def empty(*shape):
@@ -25,12 +25,11 @@ class LayerBuffers:
         self.c = empty(T + 1, B, H) if cell == "lstm" else None
         self.gates = empty(T, B, gates * H)
         self.hidden_n = empty(T, B, H) if cell == "gru" else None
-        self.dgates_hidden = empty(T, B, gates * H) if cell == "gru" else None
-        self.dh = empty(T, B, H)
         self.recurrent = empty(B, gates * H)
-        self.direct = empty(B, H)
+        self.dh = empty(B, H)
+        self.direct = empty(B, H) if cell == "gru" else None
         self.dh_state = empty(B, H)
-        self.dc_state = empty(B, H)
+        self.dc_state = empty(B, H) if cell == "lstm" else None
         self.dh_norm_sq = empty(T)
 
     def arrays(self):

@@ -6,24 +6,19 @@ from kernels.config import JIT_OPTIONS, jit
 
 
 @jit
-def gate_weight_gradients(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
-                          dgates_input, dgates_hidden, h, x, weight_ih, need_dx):
-    """Whole-chunk GEMMs after the time loop, shared by the three cells.
+def gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dgates, h, x):
+    """Whole-chunk GEMMs after the time loop (RNN and LSTM, whose input- and hidden-side
+    pre-activation gradients are the same array; the GRU arranges its own).
 
-    dgates_input: (T, B, G*H), gradient of the pre-activations fed by W_ih x + b_ih.
-    dgates_hidden: (T, B, G*H), same for W_hh h + b_hh (the same array for RNN and LSTM).
-    h: (T+1, B, H) hidden states, row t is the h_{t-1} of step t."""
+    dgates: (T, B, G*H). h: (T+1, B, H) hidden states, row t the h_{t-1} of step t.
+    x: (T, B, I). Overwrites dweight_ih (GH, I), dweight_hh (GH, H), both biases (GH,)."""
     T, B, I = x.shape
     H = h.shape[2]
-    GH = dgates_input.shape[2]
-    dgi = dgates_input.reshape(T * B, GH)
-    dgh = dgates_hidden.reshape(T * B, GH)
-    np.dot(dgi.T, x.reshape(T * B, I), dweight_ih)  # (GH, T*B) x (T*B, I)
-    np.dot(dgh.T, h[:T].reshape(T * B, H), dweight_hh)  # (GH, T*B) x (T*B, H)
-    column_sums(dbias_ih, dgi)
-    column_sums(dbias_hh, dgh)
-    if need_dx:
-        np.dot(dgi, weight_ih, dx.reshape(T * B, I))  # (T*B, GH) x (GH, I)
+    dgates_2d = dgates.reshape(T * B, dgates.shape[2])
+    np.dot(dgates_2d.T, x.reshape(T * B, I), dweight_ih)  # (GH, T*B) x (T*B, I)
+    np.dot(dgates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (GH, T*B) x (T*B, H)
+    column_sums(dbias_ih, dgates_2d)
+    dbias_hh[:] = dbias_ih
 
 
 @jit

@@ -10,7 +10,7 @@ Per-row helpers take 1-D rows so the inner loops vectorise (see kernels/lstm.py)
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
-from kernels.common import gate_weight_gradients, squared_norm
+from kernels.common import column_sums, squared_norm
 from kernels.config import inline_jit, jit
 
 
@@ -52,38 +52,42 @@ def _cell_forward(h_next, gates, hidden_n, h_prev, recurrent, bias_ih, bias_hh, 
 
 
 @jit
-def gru_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq,
-                 dgates_hidden, direct, dh, h, gates, hidden_n, x, weight_ih, weight_hh,
-                 need_dx):
+def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, dh, direct,
+                 above_grad, above_weight, h, gates, hidden_n, x, weight_hh):
     """Backward over the chunk that gru_forward filled; overwrites every gradient output.
 
-    dx: (T, B, I) out (only if need_dx). dweight_*, dbias_*: out, shaped like the
-    parameters. dh_state: (B, H) in: dL/d(final h); out: dL/dh_0. dh_norm_sq: (T,) out.
-    dgates_hidden: (T, B, 3H) scratch, gradient of W_hh h + b_hh. direct: (B, H) scratch.
-    dh: (T, B, H) in: dL/dh_t from above; overwritten with the total dL/dh_t. h, gates,
-    hidden_n: forward caches; gates is overwritten with the gradient of the input-side
-    pre-activations."""
+    dweight_*, dbias_*: out, shaped like the parameters. dh_state: (B, H) in: dL/d(final
+    h); out: dL/dh_0. dh_norm_sq: (T,) out. dh, direct: (B, H) scratch. above_grad
+    (T, B, K), above_weight (K, H): dL/dh_t from above is above_grad[t] above_weight (see
+    lstm_backward). h, gates, hidden_n: forward caches, overwritten: in the time loop
+    gates takes the hidden-side pre-activation gradients (r, z, r * dn) and hidden_n the
+    input-side dn; after it gates holds the input-side gradients (r, z, dn), which the
+    layer below reads as its above_grad. No (T, B, 3H) scratch is needed."""
     T, B, I = x.shape
     H = h.shape[2]
     for t in range(T - 1, -1, -1):
+        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
         for b in range(B):
-            _cell_backward(gates[t, b], dgates_hidden[t, b], direct[b], dh[t, b], dh_state[b],
-                           h[t, b], hidden_n[t, b], H)
-        dh_norm_sq[t] = squared_norm(dh[t])
-        np.dot(dgates_hidden[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
+            _cell_backward(gates[t, b], hidden_n[t, b], direct[b], dh[b], dh_state[b], h[t, b], H)
+        dh_norm_sq[t] = squared_norm(dh)
+        np.dot(gates[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
         dh_state += direct  # plus the path h' = ... + z * h
-    gate_weight_gradients(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
-                          gates, dgates_hidden, h, x, weight_ih, need_dx)
+    gates_2d = gates.reshape(T * B, 3 * H)
+    np.dot(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
+    column_sums(dbias_hh, gates_2d)
+    gates[:, :, 2 * H:] = hidden_n  # the n block: input side dn instead of r * dn
+    np.dot(gates_2d.T, x.reshape(T * B, I), dweight_ih)  # (3H, T*B) x (T*B, I)
+    column_sums(dbias_ih, gates_2d)
 
 
 @inline_jit
-def _cell_backward(gates, dgates_hidden, direct, dh, dh_state, h_prev, hidden_n, H):
-    """One stream, one step. gates: (3H,) in: r, z, n; out: input-side pre-activation
-    gradients. dgates_hidden: (3H,) out: hidden-side ones. direct: (H,) out: dL/dh_{t-1}
-    through z * h. dh: (H,) in: from above; out: total dL/dh_t. dh_state: (H,) through time."""
+def _cell_backward(gates, hidden_n, direct, dh, dh_state, h_prev, H):
+    """One stream, one step. gates: (3H,) in: r, z, n; out: hidden-side pre-activation
+    gradients (dr, dz, r * dn). hidden_n: (H,) in: W_hn h + b_hn; out: dn. direct: (H,)
+    out: dL/dh_{t-1} through z * h. dh: (H,) in: from above; out: total dL/dh_t.
+    dh_state: (H,) through time."""
     one = gates.dtype.type(1)
     gr, gz, gn = gates[:H], gates[H:2 * H], gates[2 * H:]
-    hr, hz, hn = dgates_hidden[:H], dgates_hidden[H:2 * H], dgates_hidden[2 * H:]
     for j in range(H):
         dh_t = dh[j] + dh_state[j]
         dh[j] = dh_t
@@ -95,7 +99,5 @@ def _cell_backward(gates, dgates_hidden, direct, dh, dh_state, h_prev, hidden_n,
         direct[j] = dh_t * z
         gr[j] = dr
         gz[j] = dz
-        gn[j] = dn
-        hr[j] = dr
-        hz[j] = dz
-        hn[j] = dn * r
+        gn[j] = dn * r
+        hidden_n[j] = dn

@@ -18,11 +18,11 @@ def head_forward(y_hat, h_top, weight, bias):
 
 
 @jit
-def head_backward(dh_top, dweight, dbias, dy, h_top, weight):
-    """Overwrites dh_top: (N, H), dweight: (O, H), dbias: (O,). dy: (N, O) = dL/dy_hat."""
+def head_backward(dweight, dbias, dy, h_top):
+    """Overwrites dweight: (O, H), dbias: (O,). dy: (N, O) = dL/dy_hat. (dL/dh_top is formed
+    per step by the top layer's backward kernel, from dy and the head weight.)"""
     np.dot(dy.T, h_top, dweight)  # (O, N) x (N, H)
     column_sums(dbias, dy)
-    np.dot(dy, weight, dh_top)  # (N, O) x (O, H)
 
 
 @jit

@@ -54,25 +54,27 @@ def _cell_forward(h_next, c_next, gates, c_prev, recurrent, bias_ih, bias_hh, H)
 
 
 @jit
-def lstm_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state,
-                  dh_norm_sq, dh, h, c, gates, x, weight_ih, weight_hh, need_dx):
+def lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state, dh_norm_sq,
+                  dh, above_grad, above_weight, h, c, gates, x, weight_hh):
     """Backward over the chunk that lstm_forward filled; overwrites every gradient output.
 
-    dx: (T, B, I) out, dL/dx (written only if need_dx). dweight_*, dbias_*: out, shaped
-    like the parameters. dh_state, dc_state: (B, H) in: dL/d(final h, c); out: dL/d(h_0,
-    c_0). dh_norm_sq: (T,) out, squared norm of the total dL/dh_t per step (diagnostics).
-    dh: (T, B, H) in: dL/dh_t from above (head or next layer); overwritten with the total
-    dL/dh_t. h, c, gates: the forward caches; gates is overwritten with the gradients of
-    the gate pre-activations."""
+    dweight_*, dbias_*: out, shaped like the parameters. dh_state, dc_state: (B, H) in:
+    dL/d(final h, c); out: dL/d(h_0, c_0). dh_norm_sq: (T,) out, squared norm of the total
+    dL/dh_t per step (diagnostics). dh: (B, H) scratch. above_grad: (T, B, K) gradient of
+    what this layer feeds (the head's outputs, or the next layer's gate pre-activations),
+    above_weight: (K, H) its weight: dL/dh_t from above is above_grad[t] above_weight,
+    formed per step so no (T, B, H) buffer is needed. h, c, gates: the forward caches;
+    gates is overwritten with the gradients of the gate pre-activations (what the layer
+    below reads as its above_grad)."""
     T, B, I = x.shape
     H = h.shape[2]
     for t in range(T - 1, -1, -1):
+        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
         for b in range(B):
-            _cell_backward(gates[t, b], dh[t, b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
-        dh_norm_sq[t] = squared_norm(dh[t])
+            _cell_backward(gates[t, b], dh[b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
+        dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
-    gate_weight_gradients(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
-                          gates, gates, h, x, weight_ih, need_dx)
+    gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, gates, h, x)
 
 
 @inline_jit

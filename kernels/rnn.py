@@ -34,22 +34,22 @@ def _cell_forward(h_next, gates, recurrent, bias_ih, bias_hh, relu):
 
 
 @jit
-def rnn_backward(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq,
-                 dh, h, gates, x, weight_ih, weight_hh, relu, need_dx):
+def rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, dh,
+                 above_grad, above_weight, h, gates, x, weight_hh, relu):
     """Backward over the chunk that rnn_forward filled; overwrites every gradient output.
 
-    dx: (T, B, I) out (only if need_dx). dweight_*, dbias_*: out. dh_state: (B, H) in:
-    dL/d(final h); out: dL/dh_0. dh_norm_sq: (T,) out. dh: (T, B, H) in: dL/dh_t from
-    above; overwritten with the total dL/dh_t. h: forward cache. gates: overwritten with
-    the pre-activation gradients."""
+    dweight_*, dbias_*: out. dh_state: (B, H) in: dL/d(final h); out: dL/dh_0.
+    dh_norm_sq: (T,) out. dh: (B, H) scratch. above_grad (T, B, K), above_weight (K, H):
+    dL/dh_t from above is above_grad[t] above_weight (see lstm_backward). h: forward
+    cache. gates: overwritten with the pre-activation gradients."""
     T, B, I = x.shape
     for t in range(T - 1, -1, -1):
+        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H)
         for b in range(B):
-            _cell_backward(gates[t, b], dh[t, b], dh_state[b], h[t + 1, b], relu)
-        dh_norm_sq[t] = squared_norm(dh[t])
+            _cell_backward(gates[t, b], dh[b], dh_state[b], h[t + 1, b], relu)
+        dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, H) x (H, H)
-    gate_weight_gradients(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh,
-                          gates, gates, h, x, weight_ih, need_dx)
+    gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, gates, h, x)
 
 
 @inline_jit
