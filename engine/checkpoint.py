@@ -8,8 +8,7 @@ Loaded with allow_pickle=False: reading a checkpoint never executes code.
 """
 import json
 import os
-import tempfile
-import zipfile
+import secrets
 
 import numpy as np
 
@@ -51,7 +50,7 @@ def load(path):
             return model, None
         trainer = Trainer.from_config(model, meta["trainer"]["config"])
         _restore_trainer(trainer, meta["trainer"], arrays)
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise CheckpointError(f"{path}: checkpoint content does not match format "
                               f"{FORMAT} v{VERSION} ({type(error).__name__}: {error})") from None
     return model, trainer
@@ -64,13 +63,22 @@ def read_metadata(path):
 
 def _read(path):
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {error}") from None
+        with open(path, "rb") as file:
+            contents = np.load(file, allow_pickle=False)
+            if not isinstance(contents, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{path}: not a {FORMAT} file (a single .npy array, not an .npz archive)")
+            with contents as archive:
+                arrays = {name: archive[name] for name in archive.files}
+    except CheckpointError:
+        raise
+    except Exception as error:  # a damaged zip can raise almost anything (NotImplementedError, ...)
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
+                              f"{type(error).__name__}: {error}") from None
     try:
         meta = json.loads(str(arrays["metadata"]))
         known = meta.get("format") == FORMAT
@@ -105,35 +113,61 @@ def _trainer_arrays(trainer):
 
 
 def _restore_trainer(trainer, meta, arrays):
+    """Fill a fresh trainer from the checkpoint, every array checked against the model."""
+    model = trainer.model
     for key in trainer.optimizer_state:
         stored = arrays[f"optimizer/{key}"]
         if stored.shape != trainer.optimizer_state[key].shape:
             raise ValueError(f"optimizer/{key} has shape {stored.shape}, expected {trainer.optimizer_state[key].shape}")
         trainer.optimizer_state[key][...] = stored
     trainer.step, trainer.epoch, trainer.skipped = meta["step"], meta["epoch"], meta["skipped"]
-    trainer.history = History.from_arrays({f: arrays[f"history/{f}"] for f in UPDATE_FIELDS},
-                                          meta["epochs"])
-    trainer.state = _state_entry(trainer.model, arrays, "state")
-    trainer._history_state = _state_entry(trainer.model, arrays, "history_state")
-    trainer._history_x = arrays.get("trainer/history_x")
-    trainer._last_good[...] = trainer.model.params
+    columns = {f: arrays[f"history/{f}"] for f in UPDATE_FIELDS}
+    if any(column.shape != (trainer.step,) for column in columns.values()):
+        raise ValueError(f"history columns must hold one entry per update ({trainer.step}); got shapes "
+                         f"{ {f: column.shape for f, column in columns.items()} }")
+    trainer.history = History.from_arrays(columns, meta["epochs"])
+    trainer.state = _state_entry(model, arrays, "state")
+    trainer._history_state = _state_entry(model, arrays, "history_state")
+    history_x = arrays.get("trainer/history_x")
+    if history_x is not None:
+        state = trainer._history_state
+        if (state is None or history_x.ndim != 3 or history_x.shape[1:] != (_batch(state), model.input_size)
+                or not np.all(np.isfinite(history_x))):
+            raise ValueError(f"trainer/history_x (shape {history_x.shape}) does not match the carried "
+                             "state and the model's input_size, or is not finite")
+        trainer._history_x = np.ascontiguousarray(history_x, dtype=model.dtype)
+    trainer._last_good[...] = model.params
     if meta["best"] is not None:
-        trainer.best = dict(meta["best"], params=arrays["trainer/best_params"].astype(trainer.model.dtype))
+        best_params = arrays["trainer/best_params"]
+        if best_params.shape != model.params.shape:
+            raise ValueError(f"trainer/best_params has shape {best_params.shape}, expected {model.params.shape}")
+        trainer.best = dict(meta["best"], params=best_params.astype(model.dtype))
 
 
 def _state_entry(model, arrays, name):
+    """The stored state `name` checked against the model: h (L, B, H), for LSTM (h, c)."""
     if f"trainer/{name}_h" not in arrays:
         return None
-    h = arrays[f"trainer/{name}_h"].astype(model.dtype)
-    if model.cell == "lstm":
-        return h, arrays[f"trainer/{name}_c"].astype(model.dtype)
-    return h
+    parts = [arrays[f"trainer/{name}_{part}"] for part in ("hc" if model.cell == "lstm" else "h")]
+    for part in parts:
+        if part.ndim != 3 or part.shape != parts[0].shape or part.shape[::2] != (model.num_layers, model.hidden_size):
+            raise ValueError(f"trainer/{name} has shape {part.shape}, expected "
+                             f"({model.num_layers}, B, {model.hidden_size})")
+    parts = tuple(np.ascontiguousarray(part, dtype=model.dtype) for part in parts)
+    return parts if model.cell == "lstm" else parts[0]
+
+
+def _batch(state):
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
 
 
 def _atomic_savez(path, arrays):
     """np.savez to a temporary file beside `path`, fsync, then rename over `path`."""
     directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=directory)
+    temporary = os.path.join(directory, f".checkpoint-{secrets.token_hex(8)}.npz.tmp")
+    # os.open with mode 0o666 (not mkstemp's 0o600): the checkpoint gets the permissions
+    # of any file the user writes, after the umask.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
             np.savez(file, **arrays)

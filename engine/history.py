@@ -15,7 +15,16 @@ class History:
 
     def column(self, field):
         """One field of every update as an array, e.g. history.column("grad_norm")."""
-        return np.array([record[field] for record in self.updates])
+        missing = [index for index, record in enumerate(self.updates) if field not in record]
+        if missing:
+            raise KeyError(f"update field {field!r} is missing from {len(missing)} of {len(self.updates)} "
+                           f"updates (first: update {missing[0] + 1}); fields are {list(UPDATE_FIELDS)}, plus "
+                           "'dh_norms' with diagnostics on (checkpoints do not keep dh_norms)")
+        values = [record[field] for record in self.updates]
+        if len({np.shape(value) for value in values}) > 1:
+            raise ValueError(f"update field {field!r} changes shape from update to update (windows of "
+                             f"different lengths); read it per update: history.updates[i][{field!r}]")
+        return np.array(values)
 
     def to_arrays(self):
         """The per-update fields as arrays (checkpoints store these; dh_norms are not kept)."""

@@ -32,9 +32,11 @@ class Trainer:
     optimizer: "sgd", "adam", "adamw", "rmsprop" or an engine.optim object; lr overrides
     its learning rate. schedule: None (constant), a name ("step", "cosine", ...) or an
     engine.schedules object. clip_norm / clip_value: torch's clip_grad_norm_ /
-    clip_grad_value_, or None. on_divergence: "raise" stops with TrainingDiverged,
-    "skip" drops the update and counts it. diagnostics: record the norm of dL/dh_t for
-    every step of each update's window and every layer (History.updates[i]["dh_norms"]).
+    clip_grad_value_, or None (the history records the norm before any clipping).
+    on_divergence: "raise" stops with TrainingDiverged, "skip" drops the update and
+    counts it (streams whose state overflowed restart from zeros at the next chunk).
+    diagnostics: record the norm of dL/dh_t for every step of each update's window and
+    every layer (History.updates[i]["dh_norms"]).
     shards: split the B streams into this many shards trained in parallel threads
     (default: one per core); results are bit-reproducible for a given count.
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
@@ -63,7 +65,8 @@ class Trainer:
         self.schedule = make_schedule(schedule)
         self.optimizer_state = self.optimizer.init(model.params)
         self.grad = np.zeros_like(model.params)  # (P,) flat gradient, model.params' layout
-        self._last_good = model.params.copy()
+        self._last_good = model.params.copy()  # params and optimizer state before a step
+        self._last_good_state = {key: buffer.copy() for key, buffer in self.optimizer_state.items()}
         self.history = History()
         self.step = 0          # updates made
         self.epoch = 0         # epochs of fit completed
@@ -193,25 +196,43 @@ class Trainer:
                     losses.append((value, count))
                     if on_update is not None:
                         on_update(record)
+                elif not (_all_finite(self.state) and _all_finite(window_state)):
+                    # Skipped because a stream's state overflowed: those streams restart
+                    # from zeros and the next window starts after this chunk (replaying
+                    # the overlap would overflow again).
+                    self.state = _zero_non_finite_streams(self.state)
+                    window_state, next_start = self.state, end
             start, chunk_start = next_start, end
         self._history_x = x[start:].copy() if overhang else None
         self._history_state = window_state if overhang else None
         return losses
 
     def _update(self, loss, chunk):
-        """Clip, check, step; returns the update's history record (None if skipped)."""
-        if self.clip_value is not None:
-            clipped = clip_grad_value(self.grad, self.clip_value)
-        norm, clipped_by_norm = clip_grad_norm(self.grad, self.clip_norm)
-        clipped = clipped_by_norm if self.clip_value is None else (clipped or clipped_by_norm)
+        """Check, clip, step; returns the update's history record (None if skipped).
+
+        The recorded norm is the raw gradient's, measured before any clipping (value
+        clipping would hide an infinite entry). A step that makes the parameters
+        non-finite is undone: parameters and optimizer state are restored."""
+        if self.clip_value is None:  # one pass: a non-finite norm scales nothing
+            norm, clipped = clip_grad_norm(self.grad, self.clip_norm)
+        else:
+            norm = clip_grad_norm(self.grad, None)[0]
         if not (np.isfinite(loss) and np.isfinite(norm)):
             return self._diverged(loss, norm)
+        if self.clip_value is not None:  # clip_grad_value_, then clip_grad_norm_
+            clipped = clip_grad_value(self.grad, self.clip_value)
+            if self.clip_norm is not None:
+                clipped = clip_grad_norm(self.grad, self.clip_norm)[1] or clipped
         lr = self.lr
-        self.optimizer.step(self.model.params, self.grad, self.optimizer_state, lr)
-        if not np.isfinite(self.model.params.sum()):
-            self.model.params[...] = self._last_good
-            return self._diverged(loss, norm, "the parameters after the optimizer step")
         self._last_good[...] = self.model.params
+        for key, buffer in self.optimizer_state.items():
+            self._last_good_state[key][...] = buffer
+        self.optimizer.step(self.model.params, self.grad, self.optimizer_state, lr)
+        if not np.isfinite(self.model.params).all():
+            self.model.params[...] = self._last_good
+            for key, buffer in self._last_good_state.items():
+                self.optimizer_state[key][...] = buffer
+            return self._diverged(loss, norm, "the parameters after the optimizer step")
         self.step += 1
         record = {"step": self.step, "loss": float(loss), "grad_norm": float(norm),
                   "clipped": bool(clipped), "lr": float(lr)}
@@ -228,8 +249,6 @@ class Trainer:
                 f"(loss {loss}, gradient norm {norm}); the last good parameters are kept. "
                 "Lower the learning rate, clip gradients (clip_norm), or pass on_divergence='skip'.")
         self.skipped += 1
-        if not _all_finite(self.state):
-            self.reset_state(_batch_of(self.state))
         return None
 
     # ---------------------------------------------------------------- helpers
@@ -285,6 +304,16 @@ def _no_targets(y, steps):
 
 def _batch_of(state):
     return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def _zero_non_finite_streams(state):
+    """The state with every stream that holds a non-finite value (any layer) zeroed."""
+    parts = state if isinstance(state, tuple) else (state,)
+    bad = np.zeros(parts[0].shape[1], dtype=bool)
+    for part in parts:
+        bad |= ~np.isfinite(part).all(axis=(0, 2))
+    parts = tuple(np.where(bad[None, :, None], 0, part).astype(part.dtype) for part in parts)
+    return parts if isinstance(state, tuple) else parts[0]
 
 
 def _all_finite(state):
