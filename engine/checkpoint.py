@@ -164,6 +164,8 @@ def _batch(state):
 def _atomic_savez(path, arrays):
     """np.savez to a temporary file beside `path`, fsync, then rename over `path`."""
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{path}: cannot save the checkpoint, directory {directory} does not exist")
     temporary = os.path.join(directory, f".checkpoint-{secrets.token_hex(8)}.npz.tmp")
     # os.open with mode 0o666 (not mkstemp's 0o600): the checkpoint gets the permissions
     # of any file the user writes, after the umask.

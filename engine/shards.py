@@ -47,7 +47,7 @@ class ShardedChunk:
         self.inputs = [np.empty((T, s.stop - s.start, model.input_size), model.dtype)
                        for s in self.slices] if shards > 1 else None
         self.targets = None  # allocated on first use, when the target dtype is known
-        self.counts = [0] * shards
+        self.weights = [1.0] * shards  # each shard's share of the counted targets, last run
 
     @property
     def nbytes(self):
@@ -67,7 +67,7 @@ class ShardedChunk:
         count = sum(c for _, c in results)
         if count == 0:
             return 0.0, 0
-        weights = [c / count for _, c in results]
+        self.weights = weights = [c / count for _, c in results]
         for k in range(1, len(self.slices)):
             combine_scaled(self.grads[0], weights[0] if k == 1 else 1.0, self.grads[k], weights[k])
         return sum(value * weight for (value, _), weight in zip(results, weights)), count
@@ -90,8 +90,10 @@ class ShardedChunk:
         return np.concatenate(states, axis=1)
 
     def dh_norms(self):
-        """(L, T) norm of dL/dh_t over all streams, per layer, of the last backward."""
-        return np.sqrt(sum(shard_pass.dh_norm_sq() for shard_pass in self.passes))
+        """(L, T) norm of dL/dh_t over all streams, per layer, of the last backward. Each
+        shard's dL/dh is of its own mean loss: scaled by its share, as its gradient is."""
+        return np.sqrt(sum(weight ** 2 * shard_pass.dh_norm_sq()
+                           for weight, shard_pass in zip(self.weights, self.passes)))
 
 
 def _make_pass(model, T, B, memory):

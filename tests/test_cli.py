@@ -621,15 +621,10 @@ CHECKPOINT_ERRORS = {
     "a data file": ("good.csv", ["good.csv: not a readable checkpoint"]),
     "an npy array": ("array.npy", ["array.npy: not a"]),
 }
-NPY_CHECKPOINT_BUG = pytest.mark.xfail(
-    strict=True, reason="engine/checkpoint.py _read: np.load returns a bare ndarray for a .npy file, and "
-                        "`with ndarray:` raises TypeError, shown as \"'numpy.ndarray' object does not support "
-                        "the context manager protocol\" instead of naming the file")
 
 
 @pytest.mark.parametrize("command", ["forecast", "evaluate", "info"])
-@pytest.mark.parametrize("case", [pytest.param(case, marks=NPY_CHECKPOINT_BUG) if case == "an npy array" else case
-                                  for case in sorted(CHECKPOINT_ERRORS)])
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_ERRORS))
 def test_bad_checkpoint(bad_files, command, case):
     name, fragments = CHECKPOINT_ERRORS[case]
     data = [] if command == "info" else ["--demo", "sine"]

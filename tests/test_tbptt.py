@@ -364,12 +364,7 @@ def brute_force_dh_norms(model, x, y, loss, state):
     return norms
 
 
-SHARDS_DH_BUG = pytest.mark.xfail(
-    strict=True, reason="engine/shards.py ShardedChunk.dh_norms sums the shards' squared "
-    "dL/dh of their own mean losses without the count weights c_k / c the gradient gets")
-
-
-@pytest.mark.parametrize("shards,memory", [(1, None), (1, "sqrt"), pytest.param(2, None, marks=SHARDS_DH_BUG)],
+@pytest.mark.parametrize("shards,memory", [(1, None), (1, "sqrt"), (2, None)],
                          ids=["1shard", "1shard-recompute", "2shards"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
