@@ -27,7 +27,7 @@ def test_backward(benchmark, config):
 
 def test_clip(benchmark, config):
     engine = _engine(benchmark, config, "clip")
-    grad = engine.trainer.grad
+    grad = engine.grad
     unclipped = grad.copy()
 
     def restore():  # clipping scales in place: each round clips the same gradient

@@ -16,6 +16,7 @@ from bench.configs import DTYPE, OUTPUT_SIZE
 from engine.bptt import backward_chunk, forward_chunk, state_after
 from engine.clip import clip_grad_norm
 from engine.model import Model
+from engine.optim import make_optimizer
 from engine.trainer import Trainer
 from engine.workspace import Workspace
 
@@ -54,8 +55,9 @@ def make_workload(impl, config, T=None):
 
 class EngineWorkload:
     """The engine's step: Trainer.partial_fit, and the same step taken apart into phases
-    (forward, backward incl. loss, clip, optimize) on the trainer's own gradient buffer
-    and optimizer state, for timing each phase alone."""
+    (forward, backward incl. loss, clip, optimize) with the engine's building blocks on
+    the same model, for timing each phase alone. The phases run the whole batch in the
+    calling thread; the Trainer may split the batch into shards run in parallel."""
 
     impl = "engine"
     phases = ("forward", "backward", "clip", "optimize")
@@ -68,6 +70,10 @@ class EngineWorkload:
                                clip_norm=CLIP_NORM, schedule="constant")
         self.workspace = Workspace(self.model, T, B)
         self.state = self.model.init_state(B)
+        self.grad = np.zeros_like(self.model.params)  # (P,) flat gradient of the phase path
+        self.grad_views = self.model.layout.views(self.grad)
+        self.optimizer = make_optimizer("adam", LR)
+        self.optimizer_state = self.optimizer.init(self.model.params)
 
     def step(self):
         return self.trainer.partial_fit(self.x, self.y)["loss"]
@@ -78,17 +84,16 @@ class EngineWorkload:
         self.state = state_after(self.model, self.workspace, self.workspace.shape[0])
 
     def backward(self):
-        """MSE loss and its gradient into trainer.grad; returns the loss."""
-        loss, _ = backward_chunk(self.model, self.workspace, self.x, self.y, "mse",
-                                 self.trainer.grad_views)
+        """MSE loss and its gradient into self.grad; returns the loss."""
+        loss, _ = backward_chunk(self.model, self.workspace, self.x, self.y, "mse", self.grad_views)
         return loss
 
     def clip(self):
-        return clip_grad_norm(self.trainer.grad, CLIP_NORM)[0]
+        """Global-norm clipping of self.grad in place; returns the norm before."""
+        return clip_grad_norm(self.grad, CLIP_NORM)[0]
 
     def optimize(self):
-        trainer = self.trainer
-        trainer.optimizer.step(self.model.params, trainer.grad, trainer.optimizer_state, LR)
+        self.optimizer.step(self.model.params, self.grad, self.optimizer_state, LR)
 
     def phase_step(self):
         """The whole step through the phase functions; returns the loss."""
