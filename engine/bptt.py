@@ -24,6 +24,8 @@ def forward_chunk(model, workspace, x, state):
     layer_input = x
     for k, buffers in enumerate(workspace.layers):
         weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
+        np.copyto(buffers.weight_hh_t, weight_hh.T)
+        weight_hh = buffers.weight_hh_t  # (H, G*H) contiguous: the faster GEMM layout
         buffers.h[0] = h0[k]
         if model.cell == "lstm":
             buffers.c[0] = c0[k]

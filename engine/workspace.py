@@ -15,7 +15,8 @@ class LayerBuffers:
     gates (T, B, G*H) activated gates, overwritten by their gradients in backward;
     hidden_n (T, B, H) GRU's W_hn h + b_hn (None otherwise).
     Per-step scratch: recurrent (B, G*H); dh, dh_state, dc_state, direct (B, H); and
-    dh_norm_sq (T,) the squared norm of dL/dh_t per step."""
+    dh_norm_sq (T,) the squared norm of dL/dh_t per step. weight_hh_t (H, G*H): a
+    contiguous transpose of the layer's weight_hh for the forward GEMM."""
 
     def __init__(self, cell, gates, T, B, H, dtype):
         def empty(*shape):
@@ -26,6 +27,7 @@ class LayerBuffers:
         self.gates = empty(T, B, gates * H)
         self.hidden_n = empty(T, B, H) if cell == "gru" else None
         self.recurrent = empty(B, gates * H)
+        self.weight_hh_t = empty(H, gates * H)  # contiguous transpose of weight_hh (forward)
         self.dh = empty(B, H)
         self.direct = empty(B, H) if cell == "gru" else None
         self.dh_state = empty(B, H)
