@@ -105,8 +105,9 @@ def train_records(config, impls, rounds, round_s):
     engine_record = records[0]
     for phase in engine.phases:
         engine_record[f"{phase}_s"] = statistics.median(phase_seconds[phase])
-    workspace_bytes = Workspace(engine.model, config.chunk, config.batch).nbytes
-    engine_record.update(workspace_bytes=workspace_bytes,
+    workspace = Workspace(engine.model, config.chunk, config.batch)
+    workspace_bytes = workspace.activation_nbytes  # what grows with T; scratch and weight copy apart
+    engine_record.update(workspace_bytes=workspace_bytes, workspace_total_bytes=workspace.nbytes,
                          min_activation_bytes=config.min_activation_bytes(),
                          workspace_ratio=workspace_bytes / config.min_activation_bytes())
     for record in records[1:]:
@@ -196,7 +197,7 @@ def growth_records(config, impls, lengths):
                       "min_activation_bytes": minimum, **measure_memory(config.name, impl, T)}
             if impl == "engine":
                 model = Model(*config.model_args(), dtype=DTYPE)
-                record["workspace_bytes"] = Workspace(model, T, config.batch).nbytes
+                record["workspace_bytes"] = Workspace(model, T, config.batch).activation_nbytes
             records.append(record)
     _add_growth_slopes(records)
     return records

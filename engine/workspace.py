@@ -72,3 +72,10 @@ class Workspace:
         """Bytes held by every buffer of this workspace."""
         arrays = [a for layer in self.layers for a in layer.arrays()] + [self.y_hat, self.dy]
         return sum(a.nbytes for a in arrays)
+
+    @property
+    def activation_nbytes(self):
+        """Bytes of the buffers that grow with T (the activations kept for backward, the head's
+        outputs and their gradient), leaving out the per-step scratch and weight copy."""
+        arrays = [getattr(layer, name) for layer in self.layers for name in _STATE_ROWS + _STEP_ROWS]
+        return sum(a.nbytes for a in arrays + [self.y_hat, self.dy] if a is not None)
