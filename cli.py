@@ -355,7 +355,12 @@ def bench(configs, peers, json_path, quick):
     """Benchmark the training step (steps/s, GFLOP/s, ratio to each peer), peak memory,
     full-BPTT memory growth and compile time. Progress goes to stderr, the table to stdout."""
     from bench import format_table, run_bench
+    from bench.runner import BenchmarkError
 
-    records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
-                        echo=lambda line: click.echo(line, err=True))
+    try:
+        records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
+                            echo=lambda line: click.echo(line, err=True))
+    except BenchmarkError as error:  # implementations disagree, or a measurement failed
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
     click.echo(format_table(records))
