@@ -26,14 +26,15 @@ class ParameterLayout:
             self.offsets[name] = offset
             offset += int(np.prod(shape))
         self.size = offset
+        self._slices = {name: (slice(self.offsets[name], self.offsets[name] + int(np.prod(shape))), shape)
+                        for name, shape in self.shapes.items()}
         self.num_layers = num_layers
 
     def views(self, flat):
         """Named views into `flat` (size,), which must follow this layout."""
         if flat.shape != (self.size,):
             raise ValueError(f"flat buffer must have shape ({self.size},); got {flat.shape}")
-        return {name: flat[self.offsets[name]:self.offsets[name] + int(np.prod(shape))].reshape(shape)
-                for name, shape in self.shapes.items()}
+        return {name: flat[part].reshape(shape) for name, (part, shape) in self._slices.items()}
 
     def layer_names(self, k):
         """The four parameter names of layer k, in kernel argument order."""

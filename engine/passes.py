@@ -1,9 +1,10 @@
 """Forward + backward of one chunk for one batch shard: storing every step's activations,
 or memory-bounded by recomputation.
 
-Both offer run(x, y, loss, state, first_step, grad) -> (loss, count), writing the flat
-gradient (P,) of the mean loss over the targets of steps >= first_step; state_after(step)
-after a run; dh_norm_sq() (L, T); nbytes.
+Both are built around the flat gradient grad (P,) they write, and offer
+run(x, y, loss, state, first_step) -> (loss, count), the gradient of the mean loss over
+the targets of steps >= first_step; state_after(step) after a run; dh_norm_sq() (L, T);
+nbytes.
 """
 import math
 
@@ -16,18 +17,18 @@ from engine.workspace import Workspace
 class StoredPass:
     """Keeps every step's activations: the fastest, memory linear in T."""
 
-    def __init__(self, model, T, B):
+    def __init__(self, model, T, B, grad):
         self.model = model
         self.workspace = Workspace(model, T, B)
+        self.grad_views = model.layout.views(grad)
 
     @property
     def nbytes(self):
         return self.workspace.nbytes
 
-    def run(self, x, y, loss, state, first_step, grad):
+    def run(self, x, y, loss, state, first_step):
         forward_chunk(self.model, self.workspace, x, state)
-        return backward_chunk(self.model, self.workspace, x, y, loss,
-                              self.model.layout.views(grad), first_step)
+        return backward_chunk(self.model, self.workspace, x, y, loss, self.grad_views, first_step)
 
     def state_after(self, step):
         return state_after(self.model, self.workspace, step)
@@ -43,8 +44,9 @@ class RecomputePass:
     activations plus T / segment states; time: one more forward pass. The gradient is the
     same as StoredPass's up to the order of floating-point sums."""
 
-    def __init__(self, model, T, B, segment):
+    def __init__(self, model, T, B, grad, segment):
         self.model = model
+        self.grad = grad
         self.segments = [(start, min(start + segment, T)) for start in range(0, T, segment)]
         self.workspace = Workspace(model, segment, B)
         self.starts = [None] * len(self.segments)  # state at each segment's start
@@ -59,7 +61,8 @@ class RecomputePass:
                           for part in (start if isinstance(start, tuple) else (start,)))
         return self.workspace.nbytes + state_bytes + self.segment_grad.nbytes + self.norm_sq.nbytes
 
-    def run(self, x, y, loss, state, first_step, grad):
+    def run(self, x, y, loss, state, first_step):
+        grad = self.grad
         self.x = x
         for index, (start, stop) in enumerate(self.segments):  # forward sweep: segment starts
             self.starts[index] = state

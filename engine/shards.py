@@ -42,8 +42,8 @@ class ShardedChunk:
         bounds = np.linspace(0, B, shards + 1).round().astype(int)
         self.model = model
         self.slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-        self.passes = [_make_pass(model, T, s.stop - s.start, memory) for s in self.slices]
         self.grads = [grad] + [np.zeros_like(grad) for _ in self.slices[1:]]
+        self.passes = [_make_pass(model, T, s.stop - s.start, g, memory) for s, g in zip(self.slices, self.grads)]
         self.inputs = [np.empty((T, s.stop - s.start, model.input_size), model.dtype)
                        for s in self.slices] if shards > 1 else None
         self.targets = None  # allocated on first use, when the target dtype is known
@@ -78,7 +78,7 @@ class ShardedChunk:
             np.copyto(self.inputs[k], x[:, part])
             np.copyto(self.targets[k], y[:, part])
             x, y = self.inputs[k], self.targets[k]
-        return self.passes[k].run(x, y, loss, _slice_state(state, part), first_step, self.grads[k])
+        return self.passes[k].run(x, y, loss, _slice_state(state, part), first_step)
 
     def state_after(self, step):
         """The state after `step` steps of the chunk last run, all streams (L, B, H)."""
@@ -96,11 +96,9 @@ class ShardedChunk:
                            for weight, shard_pass in zip(self.weights, self.passes)))
 
 
-def _make_pass(model, T, B, memory):
-    if memory is None:
-        return StoredPass(model, T, B)
-    segment = segment_length(model, T, B, memory)
-    return StoredPass(model, T, B) if segment >= T else RecomputePass(model, T, B, segment)
+def _make_pass(model, T, B, grad, memory):
+    segment = T if memory is None else segment_length(model, T, B, memory)
+    return StoredPass(model, T, B, grad) if segment >= T else RecomputePass(model, T, B, grad, segment)
 
 
 def _slice_state(state, part):
