@@ -4,7 +4,7 @@ Each generator returns a Series with values (length, 1) named "value".
 """
 import numpy as np
 
-from engine.data import DataError, Series
+from engine.series import DataError, Series
 
 
 def sine(length=20_000, seed=0):
