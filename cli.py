@@ -194,17 +194,26 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
                         val_fraction=val_fraction, fill=fill, difference=difference)
     progress = None if quiet or as_json else engine.Progress()
 
+    completed = []  # epochs finished (and checkpointed) in this run
+
     def on_epoch(record):
+        completed.append(record["epoch"])
         if as_json:
             click.echo(json.dumps(record))
         elif progress is not None:
             progress.on_epoch(record)
 
     started = time.perf_counter()
-    model, trainer, _ = engine.train_series(
-        source, output, model_options, trainer_options, data_options, schedule_options,
-        epochs=epochs, patience=patience, resume=resume, on_start=progress and progress.on_start,
-        on_update=progress and progress.on_update, on_epoch=on_epoch)
+    try:
+        model, trainer, _ = engine.train_series(
+            source, output, model_options, trainer_options, data_options, schedule_options,
+            epochs=epochs, patience=patience, resume=resume, on_start=progress and progress.on_start,
+            on_update=progress and progress.on_update, on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        saved = (f"{output} holds epoch {completed[-1]}; continue with --resume -o {output}"
+                 if completed else "no epoch was completed in this run, nothing was saved")
+        click.echo(f"\nInterrupted: {saved}.", err=True)
+        sys.exit(130)
     if plot:
         engine.plot_training(trainer.history, plot)
     if not quiet:

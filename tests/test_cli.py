@@ -514,7 +514,8 @@ def test_failed_write_and_interrupt_exit_without_traceback(tmp_path, monkeypatch
 
     monkeypatch.setattr(engine, "train_series", interrupted)
     result = run("train", "--demo", "sine", "-o", tmp_path / "m.npz")
-    assert result.exit_code == 130 and result.stderr.strip() == "Interrupted."
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "Interrupted: no epoch was completed in this run, nothing was saved."
 
 
 # ---------------------------------------------------------------- --plot
