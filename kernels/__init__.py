@@ -9,4 +9,9 @@ inputs, weights and dimensions. Forward kernels overwrite their outputs; backwar
 kernels overwrite their gradient outputs (each parameter belongs to exactly one
 kernel call, so nothing needs accumulating). Buffers are preallocated by the engine;
 nothing is allocated inside a time loop.
+
+Developers: Numba's on-disk cache (cache=True) is keyed on each kernel's own file, so it
+does not notice a change to a helper inlined from another file (kernels/activations.py,
+kernels/common.py). After editing one, delete kernels/__pycache__ or run with
+NUMBA_CACHE_DIR pointing to an empty directory.
 """
