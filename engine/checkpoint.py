@@ -8,10 +8,10 @@ Loaded with allow_pickle=False: reading a checkpoint never executes code.
 """
 import json
 import os
-import secrets
 
 import numpy as np
 
+from engine.files import atomic_write
 from engine.history import UPDATE_FIELDS, History
 from engine.model import Model
 
@@ -162,26 +162,6 @@ def _batch(state):
 
 
 def _atomic_savez(path, arrays):
-    """np.savez to a temporary file beside `path`, fsync, then rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{path}: cannot save the checkpoint, directory {directory} does not exist")
-    temporary = os.path.join(directory, f".checkpoint-{secrets.token_hex(8)}.npz.tmp")
-    # os.open with mode 0o666 (not mkstemp's 0o600): the checkpoint gets the permissions
-    # of any file the user writes, after the umask.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    directory_descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_descriptor)  # make the rename itself durable
-    finally:
-        os.close(directory_descriptor)
+    """np.savez through engine.files.atomic_write: a crash leaves any previous file intact."""
+    with atomic_write(path) as file:
+        np.savez(file, **arrays)

@@ -55,7 +55,7 @@ def assert_nothing_written(directory, *names):
     """Neither the named files nor a temporary checkpoint exist in `directory`."""
     for name in names:
         assert not (directory / name).exists(), f"{name} was written"
-    leftovers = [path.name for path in directory.iterdir() if path.name.startswith(".checkpoint-")]
+    leftovers = [path.name for path in directory.iterdir() if path.name.startswith(".bptt-")]
     assert leftovers == [], leftovers
 
 

@@ -1,0 +1,123 @@
+"""engine.files: output paths that would destroy something are refused; writes are atomic,
+clean up after themselves (exceptions, SIGTERM) and after killed writers."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import engine
+from engine.files import OutputError, atomic_write, check_output
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+
+
+def test_a_new_file_in_an_existing_directory_is_fine(tmp_path):
+    check_output(tmp_path / "new.csv")
+
+
+def test_an_input_is_never_an_output(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("1\n2\n")
+    with pytest.raises(OutputError, match="would overwrite the input"):
+        check_output(data, inputs=[data])
+    link_dir = tmp_path / "alias"
+    link_dir.symlink_to(tmp_path)
+    with pytest.raises(OutputError, match="would overwrite the input"):  # same file by another path
+        check_output(link_dir / "data.csv", inputs=[data])
+
+
+def test_a_symbolic_link_is_refused_and_left_alone(tmp_path):
+    target = tmp_path / "real.npz"
+    target.write_bytes(b"keep")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    with pytest.raises(OutputError, match="symbolic link"):
+        check_output(link)
+    assert link.is_symlink() and target.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("make, kind", [(os.mkfifo, "FIFO"), (os.mkdir, "directory")])
+def test_a_node_that_is_not_a_regular_file_is_refused(tmp_path, make, kind):
+    node = tmp_path / "node"
+    make(node)
+    with pytest.raises(OutputError, match=kind):
+        check_output(node)
+
+
+def test_a_device_is_refused():
+    with pytest.raises(OutputError, match="character device"):
+        check_output("/dev/null")
+
+
+def test_a_read_only_file_is_refused_even_for_root(tmp_path):
+    locked = tmp_path / "locked.csv"
+    locked.write_text("mine")
+    locked.chmod(0o444)
+    with pytest.raises(OutputError, match="read-only"):
+        check_output(locked)
+
+
+def test_a_missing_directory_is_named(tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        check_output(tmp_path / "missing" / "out.csv")
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path, "w") as file:
+            file.write("half")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.csv"]  # no temporary left
+    with atomic_write(path, "w") as file:
+        file.write("new")
+    assert path.read_text() == "new"
+    assert os.listdir(tmp_path) == ["out.csv"]
+
+
+def test_new_files_get_the_users_permissions(tmp_path):
+    path = tmp_path / "out.bin"
+    with atomic_write(path) as file:
+        file.write(b"x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    path = tmp_path / "model.npz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".bptt-model.npz-{dead.stdout.strip()}-0123abcd.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    other = tmp_path / f".bptt-other.npz-{dead.stdout.strip()}-0123abcd.tmp"  # another target's
+    other.write_bytes(b"\0")
+    with atomic_write(path) as file:
+        file.write(b"x")
+    assert not stale.exists() and other.exists()
+
+
+def test_sigterm_during_a_write_removes_the_temporary_and_ends_the_process(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {PROJECT!r})
+        from engine.files import atomic_write
+        with atomic_write({str(path)!r}) as file:
+            file.write(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+            file.write(b"never")
+        print("not reached")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert "not reached" not in result.stdout
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
