@@ -122,8 +122,11 @@ class Normalizer:
         empty = np.isnan(values).all(axis=0)
         if empty.any():
             raise DataError(f"cannot fit the normalisation: column {np.argmax(empty)} holds no values")
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0)
+        # columns of huge magnitude are scaled to <= 1 first, so the squares cannot overflow
+        magnitude = np.nanmax(np.abs(values), axis=0)
+        scale = np.where(magnitude > 1e150, magnitude, 1.0)
+        mean = np.nanmean(values / scale, axis=0) * scale
+        std = np.nanstd(values / scale, axis=0) * scale
         return cls(mean, np.where(std > 0, std, 1.0))
 
     def transform(self, values):
@@ -336,9 +339,23 @@ def _require_targets(y, names, part):
 def persistence_baseline(targets, horizon=1):
     """The naive forecast: y_hat[t] = the last observed target at or before t, for
     targets[t + horizon]. targets (T, O) -> (T - horizon, O); NaN before the first observation."""
+    return seasonal_naive(targets, 1, horizon)
+
+
+def seasonal_naive(targets, season=1, horizon=1):
+    """The seasonal naive forecast of period `season` for targets[t + horizon], made at t:
+    the last observed target at or before t + horizon - lag, lag = season * ceil(horizon /
+    season) (the latest known value of the same season; season 1 is persistence).
+    targets (T, O) -> (T - horizon, O), aligned with targets[horizon:]; NaN where no
+    such value exists yet."""
     targets = np.asarray(targets, dtype=np.float64)
     horizon = _positive_int("horizon", horizon)
-    return _last_observed(targets)[:max(len(targets) - horizon, 0)]
+    season = _positive_int("season", season)
+    shift = season * math.ceil(horizon / season) - horizon   # rows further back than persistence
+    persistence = _last_observed(targets)[:max(len(targets) - horizon, 0)]
+    naive = np.full_like(persistence, np.nan)
+    naive[shift:] = persistence[:max(len(persistence) - shift, 0)]
+    return naive
 
 
 def _errors(y_hat, y):
@@ -365,3 +382,25 @@ def mae(y_hat, y):
     """Mean absolute error over the observed targets (nan when none)."""
     errors = _errors(y_hat, y)
     return float(np.mean(np.abs(errors))) if errors.size else math.nan
+
+
+def smape(y_hat, y):
+    """Symmetric mean absolute percentage error over the observed targets, in percent
+    (0..200): mean of 2 |y_hat - y| / (|y_hat| + |y|), a term 0 where both are 0 (nan when
+    no targets)."""
+    y_hat, y = np.asarray(y_hat, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    errors = _errors(y_hat, y)
+    if not errors.size:
+        return math.nan
+    observed = ~np.isnan(y)
+    size = np.abs(y_hat[observed]) / 2 + np.abs(y[observed]) / 2   # halves: no overflow
+    terms = np.divide(np.abs(errors), size, out=np.zeros_like(size), where=size > 0)
+    return float(100 * np.mean(terms))
+
+
+def mase(y_hat, y, naive):
+    """Mean absolute scaled error: the MAE of y_hat over the MAE of the `naive` forecast
+    (e.g. seasonal_naive) on the same observed targets of y; nan when the naive MAE is 0
+    (the naive forecast is exact there: MASE is undefined) or there are no targets."""
+    scale = mae(naive, y)
+    return mae(y_hat, y) / scale if scale > 0 else math.nan

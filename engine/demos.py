@@ -1,6 +1,7 @@
 """Bundled demo series (`bptt train --demo NAME`), generated deterministically from a seed.
 
-Each generator returns a Series with values (length, 1) named "value".
+Each generator of DEMOS returns a Series with values (length, 1) named "value"; the panel
+demos of PANEL_DEMOS return an engine.panel.Panel of many such series.
 """
 import numpy as np
 
@@ -57,7 +58,36 @@ def trend(length=5_000, seed=0):
     return _series(value, "trend")
 
 
+def sensors(count=50, seed=0, shortest=300, longest=20_000):
+    """A panel of `count` hourly sensor series ("sensor-00", ...) of different lengths
+    (log-uniform from `shortest` to `longest` steps, both included), all ending at
+    2026-01-01 00:00 (sensors installed at different times), with their own level and
+    scale (log-uniform over 0.1 .. 1000), a daily cycle, for some a weekly one, a slow
+    random walk and Gaussian noise. Returns an engine.panel.Panel with times."""
+    from engine.panel import Panel   # engine.panel imports engine.data, which needs no demos
+
+    rng = np.random.default_rng(seed)
+    lengths = np.geomspace(shortest, longest, count).round().astype(int)
+    rng.shuffle(lengths)
+    end = np.datetime64("2026-01-01T00:00", "ns")
+    ids, members, times = [], [], []
+    for index, length in enumerate(lengths):
+        steps = np.arange(length)
+        scale = 10 ** rng.uniform(-1, 3)
+        weekly = rng.uniform(0, 0.8) if rng.random() < 0.5 else 0.0
+        shape = (np.sin(2 * np.pi * steps / 24 + rng.uniform(0, 2 * np.pi))
+                 + weekly * np.sin(2 * np.pi * steps / 168 + rng.uniform(0, 2 * np.pi))
+                 + np.cumsum(rng.normal(0, 0.02, length))
+                 + rng.uniform(0.1, 0.4) * rng.standard_normal(length))
+        value = scale * (rng.uniform(-2, 5) + shape)
+        ids.append(f"sensor-{index:02d}")
+        members.append(_series(value, f"sensors[{ids[-1]}]"))
+        times.append(end - (length - 1 - steps) * np.timedelta64(1, "h"))
+    return Panel(tuple(ids), tuple(members), tuple(times), "demo:sensors")
+
+
 DEMOS = {"sine": sine, "mackey-glass": mackey_glass, "trend": trend}
+PANEL_DEMOS = {"sensors": sensors}   # not yet selectable by `bptt --demo`: the CLI reads one series
 
 
 def load_demo(name, seed=0):

@@ -1,0 +1,367 @@
+"""Panels: one or many series, each (T_i, C) with an id and optional timestamps
+(DESIGN.md section 13), built from pyarrow Tables in long format (one row per id and
+time), wide format (one column per series) or from a directory / glob of files (one
+series per file). A single series is the panel of one id.
+
+pandas DataFrames go through a Table; pandas is never imported here.
+"""
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine import series as series_module
+from engine.series import DataError, Series, listing
+
+COMPRESSION = (".gz", ".bz2", ".zst")
+_DAY = 86_400 * 10 ** 9   # nanoseconds
+# calendar steps of irregular length in days -> (label, months), so months of 28..31 days are one frequency
+CALENDAR = (((28, 31), "1 month", 1), ((89, 92), "1 quarter", 3), ((365, 366), "1 year", 12))
+
+
+@dataclass(frozen=True, eq=False)
+class Panel:
+    """ids: N series ids (str, unique); series: N Series, values (T_i, C) float64 (NaN
+    missing) with the same C column names; times: N arrays (T_i,) of datetime64[ns] or of
+    numbers, increasing, or None when the source has no time column; source: where it
+    came from."""
+    ids: tuple
+    series: tuple
+    times: tuple
+    source: str = "array"
+
+    def __len__(self):
+        return len(self.ids)
+
+    @property
+    def names(self):
+        return self.series[0].names
+
+    @property
+    def lengths(self):
+        return tuple(len(one.values) for one in self.series)
+
+    def index(self, series_id):
+        """The position of `series_id` (an error listing a few ids when it is unknown)."""
+        try:
+            return self.ids.index(str(series_id))
+        except ValueError:
+            raise DataError(f"unknown series id {str(series_id)!r}; the panel holds "
+                            f"{_some(self.ids)}") from None
+
+    def select(self, series_id):
+        """The panel of the one series `series_id`."""
+        i = self.index(series_id)
+        return Panel((self.ids[i],), (self.series[i],), (self.times[i],), self.source)
+
+
+def single(source, series_id="series", times=None):
+    """A Series (or anything engine.series.as_series takes) as a panel of one id."""
+    one = series_module.as_series(source)
+    return Panel((str(series_id),), (one,), (times,), one.source)
+
+
+# ---------------------------------------------------------------- sources
+
+def from_long(data, id_column, time_column=None, min_length=1, source=None):
+    """A panel from long-format data (a pyarrow Table, a pandas DataFrame, ...): one row
+    per (id, time), rows in any order. Rows are grouped by id (ids sorted) and sorted by
+    time within each id (kept in their order without a time column). Every other numeric
+    column is a value column; text columns are kept as unusable (an error if selected).
+    Errors: a missing id, a duplicate (id, time), an id with fewer than min_length rows,
+    series of different frequencies."""
+    table = _as_table(data)
+    source = source or "table"
+    ids = _column(table, id_column, source)
+    if ids.null_count:
+        raise DataError(f"{source}: id column {id_column!r} has {ids.null_count} empty cells")
+    keys = ids.to_numpy(zero_copy_only=False)
+    if keys.dtype == object:
+        keys = keys.astype(str)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    if time_column is None:
+        order = np.argsort(inverse, kind="stable")
+        times = None
+    else:
+        times = _time_values(table, time_column, source)
+        order = np.lexsort((times, inverse))
+        times = times[order]
+    inverse = inverse[order]
+    starts = np.flatnonzero(np.r_[True, inverse[1:] != inverse[:-1]])
+    stops = np.r_[starts[1:], len(inverse)]
+    names = [str(id_) for id_ in unique]
+    for name, start, stop in zip(names, starts, stops):
+        if stop - start < min_length:
+            raise DataError(f'{source}: series "{name}" has {stop - start} rows; at least '
+                            f"{min_length} are needed")
+    if times is not None:
+        same = np.flatnonzero((inverse[1:] == inverse[:-1]) & (times[1:] == times[:-1]))
+        if same.size:
+            row = same[0]
+            raise DataError(f'{source}: series "{names[inverse[row]]}" has two rows at time '
+                            f"{times[row]} ({time_column!r}); each (id, time) must be one row")
+    values, value_names, invalid = _values(table, exclude=(id_column, time_column), source=source)
+    values = values[order]
+    panel = Panel(tuple(names),
+                  tuple(Series(values[a:b], value_names, f"{source}[{n}]", invalid)
+                        for n, a, b in zip(names, starts, stops)),
+                  tuple(None if times is None else times[a:b] for a, b in zip(starts, stops)),
+                  source)
+    check_frequencies(panel)
+    return panel
+
+
+def from_wide(data, series_columns="all", time_column=None, source=None):
+    """A panel from wide-format data: one column per series of the same quantity.
+    series_columns: "all" (every numeric column but the time column), a list of column
+    names, or a comma string "a,b,c". Each series is named by its column, holds one value
+    column "value", and drops its leading and trailing missing cells (series of different
+    lengths side by side); rows must be in time order."""
+    table = _as_table(data)
+    source = source or "table"
+    times = None if time_column is None else _time_values(table, time_column, source)
+    if times is not None and np.any(times[1:] <= times[:-1]):
+        row = int(np.argmax(times[1:] <= times[:-1])) + 1
+        raise DataError(f"{source}: time column {time_column!r} is not increasing at row {row}")
+    if series_columns == "all":
+        columns = [name for name in table.column_names
+                   if name != time_column and _is_numeric(table[name].type)]
+    elif isinstance(series_columns, str):
+        columns = [name.strip() for name in series_columns.split(",")]
+    else:
+        columns = [str(name) for name in series_columns]
+    if not columns or len(set(columns)) != len(columns) or "" in columns:
+        raise DataError(f"series_columns: expected distinct column names; got {series_columns!r}")
+    ids, members, stamps = [], [], []
+    for name in columns:
+        value = _numeric(table, name, source)
+        observed = np.flatnonzero(~np.isnan(value))
+        if observed.size == 0:
+            raise DataError(f'{source}: series column "{name}" holds no values')
+        rows = slice(observed[0], observed[-1] + 1)
+        ids.append(name)
+        members.append(Series(value[rows, None], ("value",), f"{source}[{name}]"))
+        stamps.append(None if times is None else times[rows])
+    panel = Panel(tuple(ids), tuple(members), tuple(stamps), source)
+    check_frequencies(panel)
+    return panel
+
+
+def from_files(pattern, time_column=None, key=None):
+    """A panel of one series per file: every regular, non-hidden file of a directory, or
+    the files matching a glob pattern, in name order. id = the file name without its
+    extension (and compression suffix); every file must hold the same columns."""
+    pattern = os.fspath(pattern)
+    if os.path.isdir(pattern):
+        paths = [os.path.join(pattern, name) for name in sorted(os.listdir(pattern))
+                 if not name.startswith(".") and os.path.isfile(os.path.join(pattern, name))]
+    else:
+        paths = sorted(path for path in glob.glob(pattern) if os.path.isfile(path))
+    if not paths:
+        raise DataError(f"{pattern}: no data files found")
+    ids = [file_id(path) for path in paths]
+    repeated = sorted({id_ for id_ in ids if ids.count(id_) > 1})
+    if repeated:
+        raise DataError(f"{pattern}: several files give the series id {repeated[0]!r}; "
+                        "ids are file names without extension and must be unique")
+    members, stamps = [], []
+    for path in paths:
+        table = _read_table(path, time_column, key)
+        times = None if time_column is None else _time_values(table, time_column, path)
+        if times is not None and np.any(times[1:] <= times[:-1]):
+            row = int(np.argmax(times[1:] <= times[:-1])) + 1
+            raise DataError(f"{path}: time column {time_column!r} is not increasing at row {row}")
+        values, names, invalid = _values(table, exclude=(time_column,), source=path)
+        if members and names != members[0].names:
+            raise DataError(f"{path}: columns {listing(names)} differ from those of {paths[0]} "
+                            f"({listing(members[0].names)}); every file must hold the same columns")
+        members.append(Series(values, names, path, invalid))
+        stamps.append(times)
+    panel = Panel(tuple(ids), tuple(members), tuple(stamps), pattern)
+    check_frequencies(panel)
+    return panel
+
+
+def as_panel(source, id_column=None, series_columns=None, time_column=None, key=None):
+    """A Panel from a Panel, a directory or glob of files, a file or in-memory data (Table,
+    DataFrame, array, Series): long format with id_column, wide with series_columns, else
+    one series (id: the file name without extension, or "series")."""
+    if isinstance(source, Panel):
+        return source
+    if id_column is not None and series_columns is not None:
+        raise DataError("give id_column (long format) or series_columns (wide format), not both")
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path)):
+            return from_files(path, time_column, key)
+        table = _read_table(path, time_column, key)
+        name = file_id(path)
+    else:
+        table, path, name = None, "table", "series"
+    if id_column is not None:
+        return from_long(table if table is not None else source, id_column, time_column, source=path)
+    if series_columns is not None:
+        return from_wide(table if table is not None else source, series_columns, time_column, source=path)
+    if table is None and isinstance(source, Series) and time_column is None:
+        return single(source, name)
+    table = table if table is not None else _as_table(source)
+    times = None if time_column is None else _time_values(table, time_column, path)
+    values, names, invalid = _values(table, exclude=(time_column,), source=path)
+    return Panel((name,), (Series(values, names, path, invalid),), (times,), path)
+
+
+def to_long(panel, id_column="id", time_column="time"):
+    """The panel as a long-format pyarrow Table: id, time (when the series have times),
+    then the value columns; from_long(to_long(panel), ...) gives the panel back."""
+    columns = {id_column: pa.array(np.repeat(np.array(panel.ids, dtype=object), panel.lengths),
+                                   pa.string())}
+    if all(times is not None for times in panel.times):
+        columns[time_column] = pa.array(np.concatenate(panel.times))
+    values = np.concatenate([one.values for one in panel.series])
+    for i, name in enumerate(panel.names):
+        columns[name] = pa.array(values[:, i])
+    return pa.table(columns)
+
+
+def file_id(path):
+    """The series id of a file: its name without the data extension and compression suffix."""
+    name = os.path.basename(path)
+    stem, extension = os.path.splitext(name)
+    if extension.lower() in COMPRESSION:
+        stem = os.path.splitext(stem)[0]
+    return stem or name
+
+
+# ---------------------------------------------------------------- frequencies
+
+def frequency(times):
+    """The step of a series' times (T,): the most common difference between consecutive
+    times, months / quarters / years of uneven length in days as one label. Returns
+    (label, step) with step a numpy timedelta64, a number, or a number of months for the
+    calendar labels; None for fewer than two times."""
+    if times is None or len(times) < 2:
+        return None
+    steps, counts = np.unique(np.diff(times), return_counts=True)
+    step = steps[np.argmax(counts)]
+    if np.issubdtype(times.dtype, np.datetime64):
+        days = step.astype("timedelta64[ns]").astype(np.int64) / _DAY
+        for (low, high), label, months in CALENDAR:
+            if low <= days <= high:
+                return label, months
+        unit = next((unit for unit in ("D", "h", "m", "s") if step % np.timedelta64(1, unit) == 0), None)
+        return str(step if unit is None else step.astype(f"timedelta64[{unit}]")), step
+    return str(step), step
+
+
+def check_frequencies(panel):
+    """Every series with a time column must advance by the same step."""
+    seen = None
+    for series_id, times in zip(panel.ids, panel.times):
+        found = frequency(times)
+        if found is None:
+            continue
+        if seen is None:
+            seen = (series_id, found[0])
+        elif found[0] != seen[1]:
+            raise DataError(f'{panel.source}: series "{seen[0]}" has a step of {seen[1]}, series '
+                            f'"{series_id}" one of {found[0]}; all series must share one frequency')
+
+
+def future_times(times, steps):
+    """The `steps` times after a series' last time at its frequency, or None without times."""
+    found = frequency(times)
+    if found is None:
+        return None
+    label, step = found
+    last = times[-1]
+    ahead = np.arange(1, steps + 1)
+    if label in {entry[1] for entry in CALENDAR}:
+        month = last.astype("datetime64[M]")
+        return ((month + ahead * step).astype("datetime64[ns]") + (last - month.astype("datetime64[ns]")))
+    return last + ahead * step
+
+
+# ---------------------------------------------------------------- tables
+
+def _as_table(data):
+    """Adapter until engine.series.as_table lands (then: return series_module.as_table(data)):
+    a pyarrow Table from a Table, a pandas DataFrame (its index a column unless a plain
+    range), a Series or an array (T,) / (T, C) with columns "0", "1", ..."""
+    if hasattr(series_module, "as_table"):
+        return series_module.as_table(data)
+    if isinstance(data, pa.Table):
+        return data
+    if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
+        return pa.Table.from_pandas(data, preserve_index=None)
+    one = series_module.as_series(data)
+    return pa.table({name: one.values[:, i] for i, name in enumerate(one.names)})
+
+
+def _read_table(path, time_column=None, key=None):
+    """Adapter until engine.series.read_table lands (then only its first branch stays): a
+    file as a pyarrow Table. Today's reader (engine.series.read_file) gives numbers only,
+    so a text time column needs read_table."""
+    if hasattr(series_module, "read_table"):
+        return series_module.read_table(path, key=key, time_column=time_column)
+    one = series_module.read_file(path, key)
+    return pa.table({name: one.values[:, i] for i, name in enumerate(one.names)})
+
+
+def _column(table, name, source):
+    if name not in table.column_names:
+        raise DataError(f"{source}: no column {name!r}; available columns: {listing(table.column_names)}")
+    return table[name]
+
+
+def _is_numeric(kind):
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def _numeric(table, name, source):
+    """Column `name` as float64 (T,), null -> NaN; an error for text or infinite values."""
+    column = _column(table, name, source)
+    if not _is_numeric(column.type):
+        raise DataError(f"{source}: column {name!r} holds {column.type}, not numbers")
+    values = column.cast(pa.float64()).fill_null(np.nan).to_numpy()
+    if np.isinf(values).any():
+        raise DataError(f"{source}: column {name!r} holds an infinite value at row "
+                        f"{int(np.argmax(np.isinf(values)))}")
+    return values
+
+
+def _values(table, exclude, source):
+    """The value columns of a table (every column not in `exclude`): values (T, C) float64,
+    names, and {name: message} for the non-numeric ones (NaN in values, an error if used)."""
+    names = tuple(name for name in table.column_names if name not in exclude)
+    if not names:
+        raise DataError(f"{source}: no value columns besides {listing([e for e in exclude if e])}")
+    invalid = {name: f"{source}: column {name!r} holds {table[name].type}, not numbers"
+               for name in names if not _is_numeric(table[name].type)}
+    values = np.full((table.num_rows, len(names)), np.nan)
+    for i, name in enumerate(names):
+        if name not in invalid:
+            values[:, i] = _numeric(table, name, source)
+    return values, names, invalid
+
+
+def _time_values(table, name, source):
+    """Column `name` as datetime64[ns] (timestamps, dates, ISO text) or float64 (numbers)."""
+    column = _column(table, name, source)
+    if column.null_count:
+        raise DataError(f"{source}: time column {name!r} has {column.null_count} empty cells")
+    if _is_numeric(column.type):
+        return column.cast(pa.float64()).to_numpy()
+    try:
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            column = column.cast(pa.timestamp(column.type.unit))
+        return column.cast(pa.timestamp("ns")).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise DataError(f"{source}: time column {name!r} does not hold dates or times ({error})") from None
+
+
+def _some(ids, count=5):
+    shown = listing(ids[:count])
+    return shown + (f" and {len(ids) - count} more" if len(ids) > count else "")
