@@ -389,12 +389,12 @@ def smape(y_hat, y):
     (0..200): mean of 2 |y_hat - y| / (|y_hat| + |y|), a term 0 where both are 0 (nan when
     no targets)."""
     y_hat, y = np.asarray(y_hat, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if not _errors(y_hat, y).size:
+    half_errors = _errors(y_hat / 2, y / 2)   # halves: no overflow
+    if not half_errors.size:
         return math.nan
     observed = ~np.isnan(y)
-    forecast, actual = y_hat[observed] / 2, y[observed] / 2   # halves: no overflow
-    size = np.abs(forecast) + np.abs(actual)
-    terms = np.divide(np.abs(forecast - actual), size, out=np.zeros_like(size), where=size > 0)
+    size = np.abs(y_hat[observed]) / 2 + np.abs(y[observed]) / 2
+    terms = np.divide(np.abs(half_errors), size, out=np.zeros_like(size), where=size > 0)
     return float(200 * np.mean(terms))   # 2 |F - A| / (|F| + |A|) in percent
 
 
