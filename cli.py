@@ -5,16 +5,20 @@ of any kind ends with one line "Error: ..." on stderr and exit status 2, before 
 is written; a diverged run, a failed gradcheck or a failed write exit with 1, Ctrl-C 130.
 """
 import csv
+import glob
 import json
+import math
 import os
 import sys
 import time
 
 import click
+import numpy as np
 
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
-from engine.demos import DEMOS, load_demo
+from engine.demos import DEMOS, PANEL_DEMOS, load_demo
+from engine.panel import SCALES, is_panel_recipe
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
@@ -65,11 +69,14 @@ def main():
     """
 
 
-def data_source(path, demo):
-    """The series to read: a file path or a demo, exactly one of them."""
+def data_source(path, demo, panel=False):
+    """The series to read: a file path or a demo, exactly one of them. A panel (panel
+    options given, a directory or a glob) stays a path for engine.panel to read."""
     if (path is None) == (demo is None):
         raise click.UsageError("give either a DATA file or --demo NAME" if path is None
                                else "give a DATA file or --demo NAME, not both")
+    if demo is None and (panel or os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path))):
+        return path
     # the whole file, a non-numeric column noted, not raised: only the columns used must be numbers
     return load_demo(demo) if demo else as_series(path)
 
@@ -87,8 +94,24 @@ def check_writable(path, option):
                                  param_hint=option)
 
 
-demo_option = click.option("--demo", type=click.Choice(sorted(DEMOS)),
-                           help="Use a bundled generated series instead of DATA.")
+demo_option = click.option("--demo", type=click.Choice(sorted({**DEMOS, **PANEL_DEMOS})),
+                           help="Use a bundled generated series (sensors: a panel of 50) instead of DATA.")
+data_argument = click.argument("data", required=False, type=click.Path())
+
+
+def panel_source_options(function):
+    """--id-column, --series-columns and --time-column: how DATA holds many series."""
+    for option in reversed((
+            click.option("--id-column", help="Long format: the column naming the series of each row (a panel)."),
+            click.option("--series-columns", help="Wide format: one column per series, comma separated, or 'all'."),
+            click.option("--time-column", help="The column of times (dates or numbers); rows are sorted by it per series."))):
+        function = option(function)
+    return function
+
+
+def panel_options(**options):
+    """The given (non-None) panel options, named as engine.panel takes them."""
+    return {name: value for name, value in options.items() if value is not None}
 json_flag = click.option("--json", "as_json", is_flag=True,
                          help="Print JSON on stdout (train: one record per epoch).")
 
@@ -113,8 +136,11 @@ def _memory_option(value):
 
 
 @main.command()
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@data_argument
 @demo_option
+@panel_source_options
+@click.option("--scale", type=click.Choice(SCALES),
+              help="Panel z-score: per series or one for all [default: series with more than one series].")
 @click.option("--inputs", help="Input columns by name or 0-based index, comma separated [default: the targets].")
 @click.option("--targets", help="Target columns by name or index, comma separated [default: all columns].")
 @click.option("--horizon", default=1, show_default=True, type=click.IntRange(min=1), help="Forecast this many steps ahead.")
@@ -159,7 +185,7 @@ def _memory_option(value):
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
-def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
+def train(data, demo, id_column, series_columns, time_column, scale, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
           layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
           lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, quiet,
           as_json):
@@ -179,7 +205,9 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
     if cell != "rnn" and nonlinearity != "tanh":
         raise click.UsageError("--nonlinearity applies to --cell rnn only")
-    source = data_source(data, demo)
+    panel = panel_options(id_column=id_column, series_columns=series_columns, time_column=time_column,
+                          scale=scale)
+    source = data_source(data, demo, panel=bool(panel))
     model_options = dict(cell=cell, hidden_size=hidden, num_layers=layers, dtype=dtype, init=init,
                          forget_bias=forget_bias, seed=seed)
     if cell == "rnn":
@@ -191,7 +219,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     if schedule == "step":
         schedule_options["step_size"] = step_size
     data_options = dict(inputs=inputs, targets=targets, horizon=horizon, streams=streams,
-                        val_fraction=val_fraction, fill=fill, difference=difference)
+                        val_fraction=val_fraction, fill=fill, difference=difference, **panel)
     progress = None if quiet or as_json else engine.Progress()
 
     completed = []  # epochs finished (and checkpointed) in this run
@@ -240,23 +268,35 @@ def _summary(trainer, output, seconds, plot, restored):
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@data_argument
 @demo_option
+@panel_source_options
+@click.option("--id", "series_id", help="Panel: forecast only this series.")
 @click.option("--steps", default=1, show_default=True, type=click.IntRange(min=1), help="Steps to forecast past the end.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the CSV here [default: stdout].")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save forecast against the observed tail to this PNG.")
-def forecast(checkpoint, data, demo, steps, output, plot):
+def forecast(checkpoint, data, demo, id_column, series_columns, time_column, series_id, steps, output,
+             plot):
     """Forecast --steps steps past the end of DATA with the model in CHECKPOINT.
 
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
-    beyond the first step. Writes CSV (one column per target) in original units."""
+    beyond the first step. Writes CSV (one column per target) in original units; for a
+    model trained on a panel, one row per (id, time), or (id, step) without times."""
     check_writable(output, "'-o' / '--output'")
     check_writable(plot, "'--plot'")
     if plot:
         engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
-    source = data_source(data, demo)
-    forecasts = engine.forecast_series(model, metadata, source, steps)
+    options = panel_options(id_column=id_column, series_columns=series_columns, time_column=time_column,
+                            series_id=series_id)
+    panel = is_panel_recipe(metadata["data"])
+    if panel and plot:
+        raise click.UsageError("--plot draws one series; it is not available for a model trained on a panel")
+    source = data_source(data, demo, panel=panel)
+    forecasts = engine.forecast_series(model, metadata, source, steps, **options)
+    if panel:
+        _write_table(forecasts, output)
+        return
     names = metadata["data"]["targets"]
     stream = open(output, "w", newline="") if output else sys.stdout
     try:
@@ -272,16 +312,52 @@ def forecast(checkpoint, data, demo, steps, output, plot):
         engine.plot_forecast(observed, forecasts, names, plot)
 
 
+def _write_table(table, output):
+    """A pyarrow Table as CSV (times in ISO 8601, numbers to 10 digits) to `output` or stdout."""
+    stream = open(output, "w", newline="") if output else sys.stdout
+    try:
+        writer = csv.writer(stream)
+        writer.writerow(table.column_names)
+        columns = [_iso_times(column.to_numpy(zero_copy_only=False)) for column in table.columns]
+        for row in zip(*columns):
+            writer.writerow([f"{value:.10g}" if isinstance(value, float) else value for value in row])
+    finally:
+        if output:
+            stream.close()
+
+
+def _iso_times(values):
+    """datetime64 values as ISO 8601 text to the second (finer only when needed); others as they are."""
+    if not np.issubdtype(values.dtype, np.datetime64):
+        return values
+    whole = np.all(values == values.astype("datetime64[s]"))
+    return np.datetime_as_string(values, unit="s" if whole else "ns")
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@data_argument
 @demo_option
+@panel_source_options
+@click.option("--season", type=click.IntRange(min=1),
+              help="Panel: the period of the seasonal naive forecast that scales MASE [default: 1, persistence].")
+@click.option("--from", "start", metavar="DATE|ROW",
+              help="Panel: score each series from this date or row on, the state warmed up on what precedes it.")
+@click.option("--id", "series_id", help="Panel: score only this series.")
 @json_flag
-def evaluate(checkpoint, data, demo, as_json):
+def evaluate(checkpoint, data, demo, id_column, series_columns, time_column, season, start, series_id,
+             as_json):
     """Score the model in CHECKPOINT on DATA: MSE, MAE and RMSE of its forecasts in
-    original units, beside the persistence baseline (tomorrow = today) on the same targets."""
+    original units, beside the persistence baseline (tomorrow = today) on the same targets.
+    For a model trained on a panel: MSE, MAE, RMSE, sMAPE and MASE per series and over all."""
     model, metadata = engine.load_for_inference(checkpoint)
-    metrics = engine.evaluate_series(model, metadata, data_source(data, demo))
+    options = panel_options(id_column=id_column, series_columns=series_columns, time_column=time_column,
+                            season=season, start=start, series_id=series_id)
+    panel = is_panel_recipe(metadata["data"])
+    metrics = engine.evaluate_series(model, metadata, data_source(data, demo, panel=panel), **options)
+    if panel:
+        _report_panel(metrics, as_json)
+        return
     if as_json:
         click.echo(json.dumps(metrics))
         return
@@ -290,6 +366,33 @@ def evaluate(checkpoint, data, demo, as_json):
         click.echo(f"{name.upper():10}{metrics[name]:>14.6g}{metrics['baseline_' + name]:>14.6g}")
     ratio = metrics["mse"] / metrics["baseline_mse"] if metrics["baseline_mse"] else float("inf")
     click.echo(f"{metrics['steps']} steps scored; model MSE is {ratio:.3f} x the baseline's.")
+
+
+PANEL_METRICS = ("mse", "mae", "rmse", "smape", "mase")
+
+
+def _report_panel(metrics, as_json):
+    """Per-series and aggregate metrics: JSON (NaN as null) or a table."""
+    if as_json:
+        click.echo(json.dumps(_no_nan(metrics)))
+        return
+    width = max(len("all series"), *(len(record["id"]) for record in metrics["series"]))
+    click.echo(f"{'series':{width}}{'steps':>8}" + "".join(f"{name.upper():>12}" for name in PANEL_METRICS))
+    for record in metrics["series"] + [{**metrics, "id": "all series"}]:
+        click.echo(f"{record['id']:{width}}{record['steps']:>8}"
+                   + "".join(f"{record[name]:>12.5g}" for name in PANEL_METRICS))
+    click.echo(f"sMAPE in percent; MASE against the seasonal naive forecast, over all series the mean of "
+               f"{metrics['mase_count']} defined; MSE, MAE, RMSE, sMAPE over all pooled.")
+
+
+def _no_nan(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _no_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(item) for item in value]
+    return value
 
 
 @main.command()
@@ -317,7 +420,11 @@ def info(checkpoint, as_json):
                        (f", validation loss {last['val_loss']:.5g}" if "val_loss" in last else ""))
         if trainer_meta["best"]:
             click.echo(f"          best loss {trainer_meta['best']['loss']:.5g} at epoch {trainer_meta['best']['epoch']}")
-    if data is not None:
+    if data is not None and is_panel_recipe(data):
+        click.echo(f"Data:     {data['source']}: a panel of {len(data['ids'])} series, {data['scale']} scaling; "
+                   f"targets {data['targets']}, inputs {data['inputs']}, horizon {data['horizon']}, "
+                   f"{data['streams']} streams" + (", differenced" if data["difference"] else ""))
+    elif data is not None:
         click.echo(f"Data:     {data['source']}; targets {data['targets']}, inputs {data['inputs']}, "
                    f"horizon {data['horizon']}, {data['streams']} streams"
                    + (", differenced" if data["difference"] else ""))

@@ -87,14 +87,16 @@ def sensors(count=50, seed=0, shortest=300, longest=20_000):
 
 
 DEMOS = {"sine": sine, "mackey-glass": mackey_glass, "trend": trend}
-PANEL_DEMOS = {"sensors": sensors}   # not yet selectable by `bptt --demo`: the CLI reads one series
+PANEL_DEMOS = {"sensors": sensors}
 
 
 def load_demo(name, seed=0):
-    """The demo series `name` (one of DEMOS) generated with `seed`, as a Series (T, 1)."""
-    if name not in DEMOS:
-        raise DataError(f"unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
-    return DEMOS[name](seed=seed)
+    """The demo `name` generated with `seed`: a Series (T, 1) for one of DEMOS, a Panel for
+    one of PANEL_DEMOS."""
+    demos = {**DEMOS, **PANEL_DEMOS}
+    if name not in demos:
+        raise DataError(f"unknown demo {name!r}; choose one of {', '.join(demos)}")
+    return demos[name](seed=seed)
 
 
 def _series(value, name):

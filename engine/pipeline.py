@@ -1,5 +1,8 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
-train with checkpoints, forecast ahead, evaluate against the persistence baseline."""
+train with checkpoints, forecast ahead, evaluate against the persistence baseline.
+Each also takes a panel of many series (engine.panel, DESIGN.md section 13)."""
+import glob
+import inspect
 import math
 import os
 
@@ -9,6 +12,8 @@ from engine.checkpoint import load, read_metadata, save
 from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine.model import Model
+from engine.panel import (PANEL_DATA_OPTIONS, Panel, evaluate_panel, forecast_panel,
+                          is_panel_recipe, prepare_panel_training_data)
 from engine.schedules import make_schedule
 from engine.trainer import Trainer
 from engine.validation import check_int
@@ -27,7 +32,10 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     prepare_training_data. schedule: keyword arguments of engine.schedules.make_schedule;
     a "cosine" schedule without total_steps runs over all the updates of the run.
     resume: continue the checkpoint at `output` up to `epochs` epochs in all, with its
-    own model, trainer and data settings. on_start(info) gets {"epochs",
+    own model, trainer and data settings. A panel (an engine.panel.Panel, a directory or
+    glob of files, or data_options with id_column, series_columns or scale; see
+    engine.panel.prepare_panel_training_data) trains on its series packed into the
+    streams with resets. on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
     Trainer.fit. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
@@ -37,7 +45,7 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
         data_options = _stored_data_options(read_metadata(output))
-    data = prepare_training_data(source, key=key, **(data_options or {}))
+    data = _prepare_training_data(source, key, data_options)
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
     if k1 is not None:
@@ -62,10 +70,38 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
             on_epoch(record)
 
     if remaining > 0:
+        resets = {"resets": data.resets} if hasattr(data, "resets") else {}
         trainer.fit(data.x_train, data.y_train, epochs=remaining, validation=validation,
-                    patience=patience, on_update=on_update, on_epoch=checkpoint)
+                    patience=patience, on_update=on_update, on_epoch=checkpoint, **resets)
     save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
+
+
+def _prepare_training_data(source, key, options):
+    """prepare_training_data, or prepare_panel_training_data for a panel source."""
+    options = dict(options or {})
+    panel_options = {name: options.pop(name) for name in PANEL_DATA_OPTIONS if name in options}
+    if is_panel_source(source, panel_options):
+        if "resets" not in inspect.signature(Trainer.fit).parameters:
+            raise DataError("training on a panel needs resets in Trainer.fit (issue 12 item 1)")
+        return prepare_panel_training_data(source, key=key, **options, **panel_options)
+    given = [name for name, value in panel_options.items() if value is not None]
+    if given:
+        raise DataError(f"{', '.join(given)}: only for a panel of series (give id_column or "
+                        "series_columns, or a directory of files)")
+    return prepare_training_data(source, key=key, **options)
+
+
+def is_panel_source(source, options):
+    """A Panel, a directory or glob of files, or options naming ids or series columns."""
+    if isinstance(source, Panel):
+        return True
+    if any(options.get(name) is not None for name in ("id_column", "series_columns", "scale")):
+        return True
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        return os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path))
+    return False
 
 
 def _resolve_schedule(options, total_updates):
@@ -76,13 +112,18 @@ def _resolve_schedule(options, total_updates):
     return make_schedule(**options)
 
 
-def forecast_series(model, metadata, source, steps, key=None):
+def forecast_series(model, metadata, source, steps, key=None, **panel_options):
     """Forecast `steps` steps past the end of a series, in original units (steps, O).
 
     The state warms up over the whole series; beyond the model's horizon the forecasts
-    are fed back as inputs, which needs a model whose inputs are its targets."""
+    are fed back as inputs, which needs a model whose inputs are its targets. For a
+    model trained on a panel: engine.panel.forecast_panel (a Table, one row per (id,
+    time)), panel_options its series_id, id_column, series_columns, time_column."""
     steps = check_int("steps", steps)
     recipe = metadata["data"]
+    if is_panel_recipe(recipe):
+        return forecast_panel(model, metadata, source, steps, key=key, **panel_options)
+    _single_series_only(panel_options)
     data = prepare_forecast_data(source, recipe, key=key)
     horizon = recipe["horizon"]
     y_hat, state = model.forward(data.x)  # (T', 1, O)
@@ -108,10 +149,15 @@ def forecast_series(model, metadata, source, steps, key=None):
     return forecasts
 
 
-def evaluate_series(model, metadata, source, key=None):
+def evaluate_series(model, metadata, source, key=None, **panel_options):
     """MSE, MAE and RMSE of the model's forecasts over a series, in original units, beside
-    the persistence baseline on the same targets. Returns a dict of floats."""
+    the persistence baseline on the same targets. Returns a dict of floats. For a model
+    trained on a panel: engine.panel.evaluate_panel (per-series and aggregate metrics),
+    panel_options its season, start, series_id, id_column, series_columns, time_column."""
     recipe = metadata["data"]
+    if is_panel_recipe(recipe):
+        return evaluate_panel(model, metadata, source, key=key, **panel_options)
+    _single_series_only(panel_options)
     data = prepare_forecast_data(source, recipe, key=key)
     horizon = recipe["horizon"]
     if len(data.x) <= horizon:
@@ -129,6 +175,12 @@ def evaluate_series(model, metadata, source, key=None):
             "rmse": rmse(predictions, targets), "baseline_mse": mse(baseline, targets),
             "baseline_mae": mae(baseline, targets), "baseline_rmse": rmse(baseline, targets),
             "steps": int(scored.any(axis=1).sum())}
+
+
+def _single_series_only(panel_options):
+    given = [name for name, value in panel_options.items() if value is not None]
+    if given:
+        raise DataError(f"{', '.join(given)}: only for a model trained on a panel of series")
 
 
 def load_for_inference(path):
@@ -151,7 +203,8 @@ def _stored_data_options(metadata):
     recipe = metadata["user"].get("data")
     if recipe is None:
         raise DataError("the checkpoint has no data recipe (not written by bptt train)")
-    return {name: recipe[name] for name in DATA_OPTIONS}
+    names = DATA_OPTIONS + (PANEL_DATA_OPTIONS if is_panel_recipe(recipe) else ())
+    return {name: recipe[name] for name in names}
 
 
 def _check_data_fits(model, trainer, data):

@@ -9,8 +9,9 @@ over every series), evaluate.py (metrics per series, forecasts per (id, time)).
 """
 from engine.panel.evaluate import evaluate_panel, forecast_panel, score
 from engine.panel.packing import Layout, pack_layout
-from engine.panel.prepare import (PanelTrainingData, SeriesFrames, forward_series,
-                                  prepare_panel_frames, prepare_panel_training_data)
+from engine.panel.prepare import (PANEL_DATA_OPTIONS, PanelTrainingData, SeriesFrames,
+                                  forward_series, is_panel_recipe, prepare_panel_frames,
+                                  prepare_panel_training_data)
 from engine.panel.scaling import SCALES, PanelScaler
 from engine.panel.sources import (Panel, as_panel, check_frequencies, file_id, frequency,
                                   from_files, from_long, from_wide, future_times, single,
@@ -18,6 +19,7 @@ from engine.panel.sources import (Panel, as_panel, check_frequencies, file_id, f
 
 __all__ = ["Panel", "as_panel", "from_long", "from_wide", "from_files", "single", "to_long", "file_id",
            "frequency", "check_frequencies", "future_times", "Layout", "pack_layout",
-           "PanelScaler", "SCALES", "PanelTrainingData", "SeriesFrames",
+           "PanelScaler", "SCALES", "PanelTrainingData", "SeriesFrames", "PANEL_DATA_OPTIONS",
+           "is_panel_recipe",
            "prepare_panel_training_data", "prepare_panel_frames", "forward_series",
            "evaluate_panel", "forecast_panel", "score"]

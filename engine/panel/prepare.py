@@ -14,6 +14,8 @@ from engine.series import DataError
 
 VAL_WARMUP = 200   # training steps replayed before each validation tail to warm the state up
 PANEL_OPTIONS = ("id_column", "series_columns", "time_column")
+# the options of prepare_panel_training_data beyond those of engine.data.prepare_training_data
+PANEL_DATA_OPTIONS = ("scale", "val_warmup") + PANEL_OPTIONS
 
 
 class PanelTrainingData(NamedTuple):
@@ -59,7 +61,7 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
     (engine.panel.pack_layout, cut into pieces when long). Errors name the series.
     Returns PanelTrainingData; its metadata holds the single-series recipe keys, the
     panel options, ids, streams, val_fraction, val_warmup, train_steps, val_steps,
-    frequency and scaling (PanelScaler.to_dict())."""
+    frequency, scale and scaling (PanelScaler.to_dict())."""
     panel = as_panel(source, id_column, series_columns, time_column, key)
     first = panel.series[0]
     target_names = select_columns(first, targets, "targets").names
@@ -89,7 +91,8 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
                 "val_fraction": float(val_fraction), "val_warmup": int(val_warmup),
                 "train_steps": sum(len(x) for x in x_parts),
                 "val_steps": 0 if x_val is None else sum(len(tail[0]) for tail in validation),
-                "frequency": _frequency_label(panel), "scaling": scaler.to_dict()}
+                "frequency": _frequency_label(panel), "scale": scaler.scale,
+                "scaling": scaler.to_dict()}
     return PanelTrainingData(layout.pack(x_parts, 0.0), layout.pack(y_parts, np.nan),
                              layout.resets, layout, x_val, y_val, metadata)
 
@@ -182,3 +185,8 @@ def _frequency_label(panel):
         if found is not None:
             return found[0]
     return None
+
+
+def is_panel_recipe(recipe):
+    """Whether a data recipe (a checkpoint's metadata["data"]) comes from a panel."""
+    return "scaling" in recipe

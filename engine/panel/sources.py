@@ -81,6 +81,8 @@ def from_long(data, id_column, time_column=None, min_length=1, source=None):
     keys = ids.to_numpy(zero_copy_only=False)
     if keys.dtype == object:
         keys = keys.astype(str)
+    elif keys.dtype.kind == "f" and np.all(keys == np.round(keys)):   # ids 1, 2, ... read as floats
+        keys = keys.astype(np.int64)
     unique, inverse = np.unique(keys, return_inverse=True)
     if time_column is None:
         order = np.argsort(inverse, kind="stable")
