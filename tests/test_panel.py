@@ -403,7 +403,8 @@ def test_forecast_panel_per_id_and_time(steps):
     recipe = metadata["data"]
     for index, series_id in enumerate(panel.ids):
         norm_x, norm_y = scaler.for_series(series_id)
-        single_recipe = {**recipe, "input_norm": norm_x.to_dict(), "target_norm": norm_y.to_dict()}
+        single_recipe = {**{key: value for key, value in recipe.items() if key != "scaling"},
+                         "input_norm": norm_x.to_dict(), "target_norm": norm_y.to_dict()}
         expected = engine.forecast_series(model, {"data": single_recipe}, panel.series[index], steps)
         np.testing.assert_allclose(frame["value"][index * steps:(index + 1) * steps], expected[:, 0],
                                    rtol=1e-12)
@@ -499,3 +500,112 @@ def test_sensors_demo():
     long = to_long(panel)
     assert long.num_rows == sum(panel.lengths)
     assert from_long(long, "id", "time").lengths == panel.lengths
+
+
+# ---------------------------------------------------------------- the pipeline and the command
+
+def run(*args):
+    from click.testing import CliRunner
+    from cli import main
+    return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="bptt")
+
+
+def write_station_files(directory, lengths=(90, 60, 120)):
+    """One CSV per station (numeric columns step, level): a directory panel today's reader takes."""
+    rng = np.random.default_rng(5)
+    for index, length in enumerate(lengths):
+        step = np.arange(length)
+        level = (index + 1) * 50 + (index + 1) * 5 * np.sin(step / 4) + rng.normal(0, 0.5, length)
+        np.savetxt(directory / f"station{index}.csv", np.c_[step, level], delimiter=",",
+                   header="step,level", comments="", fmt="%.6g")
+
+
+def untrained_checkpoint(path, source, **options):
+    """A checkpoint of an untrained model with the panel recipe of `source`."""
+    data = prepare_panel_training_data(source, **options)
+    model = engine.Model(cell="gru", input_size=1, hidden_size=4, output_size=1, dtype="float64")
+    engine.save(path, model, None, {"data": data.metadata})
+    return model, {"data": data.metadata}
+
+
+def test_cli_evaluates_and_forecasts_a_panel_per_series(tmp_path):
+    stations = tmp_path / "stations"
+    stations.mkdir()
+    write_station_files(stations)
+    checkpoint = tmp_path / "model.npz"
+    model, metadata = untrained_checkpoint(checkpoint, str(stations), time_column="step", val_fraction=0.1)
+    result = run("evaluate", checkpoint, stations, "--season", 3, "--from", 40, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    expected = evaluate_panel(model, metadata, str(stations), season=3, start=40)
+    assert [record["id"] for record in report["series"]] == ["station0", "station1", "station2"]
+    assert report["mase"] == pytest.approx(expected["mase"]) and report["steps"] == 50 + 20 + 80
+    text = run("evaluate", checkpoint, stations, "--id", "station1")
+    assert text.exit_code == 0 and "station1" in text.stdout and "station0" not in text.stdout
+    forecast = run("forecast", checkpoint, stations, "--steps", 2, "-o", tmp_path / "out.csv")
+    assert forecast.exit_code == 0, forecast.stderr
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0] == "id,time,level" and len(lines) == 1 + 3 * 2
+    assert lines[1].startswith("station0,90,") and lines[2].startswith("station0,91,")
+    info = run("info", checkpoint)
+    assert "a panel of 3 series, series scaling" in info.stdout
+    bad = run("evaluate", checkpoint, stations, "--id", "station7")
+    assert bad.exit_code == 2 and bad.stderr.startswith("Error: unknown series id 'station7'")
+
+
+def test_panel_options_on_a_single_series_model_are_an_error(tmp_path):
+    values = np.sin(np.arange(200) / 5)[:, None]
+    data = engine.data.prepare_training_data(values)
+    model = engine.Model(input_size=1, hidden_size=4, output_size=1)
+    engine.save(tmp_path / "one.npz", model, None, {"data": data.metadata})
+    np.save(tmp_path / "one.npy", values)
+    result = run("evaluate", tmp_path / "one.npz", tmp_path / "one.npy", "--season", 24)
+    assert result.exit_code == 2 and "season: only for a model trained on a panel" in result.stderr
+
+
+needs_reader = pytest.mark.skipif(not hasattr(engine.series, "read_table"),
+                                  reason="text ids and dates in CSV need engine.series.read_table")
+
+
+@needs_resets
+def test_train_series_on_a_panel_packs_with_resets(tmp_path):
+    panel = sensors(count=6, longest=1_500)
+    model, trainer, data = engine.train_series(
+        panel, tmp_path / "panel.npz", {"hidden_size": 8}, {"k1": 50},
+        {"streams": 4, "val_fraction": 0.1}, epochs=2)
+    assert data.resets.shape == data.x_train.shape[:2] and data.x_train.shape[1] == 4
+    metadata = engine.read_metadata(tmp_path / "panel.npz")["user"]
+    assert metadata["data"]["ids"] == list(panel.ids) and metadata["data"]["scale"] == "series"
+    result = engine.evaluate_series(model, metadata, panel, season=24)
+    untrained = engine.evaluate_series(engine.Model(input_size=1, hidden_size=8, output_size=1),
+                                       metadata, panel, season=24)
+    assert len(result["series"]) == 6 and result["mase"] < untrained["mase"]
+    model, trainer, _ = engine.train_series(panel, tmp_path / "panel.npz", epochs=3, resume=True)
+    assert trainer.epoch == 3
+
+
+@needs_resets
+@needs_reader
+def test_cli_long_csv_of_40_series_trains_evaluates_from_a_date_and_forecasts(tmp_path):
+    panel = sensors(count=40, shortest=200, longest=1_000)
+    rows = to_long(panel)
+    with open(tmp_path / "long.csv", "w") as file:
+        file.write("id,time,value\n")
+        for series_id, time, value in zip(rows["id"].to_pylist(), rows["time"].to_numpy(),
+                                          rows["value"].to_numpy()):
+            file.write(f"{series_id},{np.datetime_as_string(time, unit='s')},{value:.6g}\n")
+    checkpoint = tmp_path / "model.npz"
+    trained = run("train", tmp_path / "long.csv", "--id-column", "id", "--time-column", "time",
+                  "--hidden", 8, "--k1", 50, "--epochs", 2, "--streams", 8, "-o", checkpoint, "-q")
+    assert trained.exit_code == 0, trained.stderr
+    report = run("evaluate", checkpoint, tmp_path / "long.csv", "--season", 24,
+                 "--from", "2025-12-31T00:00", "--json")
+    assert report.exit_code == 0, report.stderr
+    metrics = json.loads(report.stdout)
+    assert len(metrics["series"]) == 40 and all(record["steps"] == 24 for record in metrics["series"])
+    assert {"mse", "mae", "rmse", "smape", "mase"} <= set(metrics)
+    forecast = run("forecast", checkpoint, tmp_path / "long.csv", "--steps", 3)
+    assert forecast.exit_code == 0, forecast.stderr
+    lines = forecast.stdout.splitlines()
+    assert lines[0] == "id,time,value" and len(lines) == 1 + 40 * 3
+    assert lines[1].startswith("sensor-00,2026-01-01T01:00:00,")
