@@ -148,6 +148,8 @@ def test_single_series_and_as_panel_dispatch():
         as_panel(long_table([3]), id_column="id", series_columns="all")
     with pytest.raises(DataError, match="unknown series id 'nope'"):
         panel.select("nope")
+    with pytest.raises(DataError, match="'t' is not increasing at row 1"):
+        as_panel(pa.table({"t": [2.0, 1.0], "v": [1.0, 2.0]}), time_column="t")
 
 
 # ---------------------------------------------------------------- packing
@@ -602,7 +604,7 @@ def test_cli_long_csv_of_40_series_trains_evaluates_from_a_date_and_forecasts(tm
                  "--from", "2025-12-31T00:00", "--json")
     assert report.exit_code == 0, report.stderr
     metrics = json.loads(report.stdout)
-    assert len(metrics["series"]) == 40 and all(record["steps"] == 24 for record in metrics["series"])
+    assert len(metrics["series"]) == 40 and all(record["steps"] == 25 for record in metrics["series"])
     assert {"mse", "mae", "rmse", "smape", "mase"} <= set(metrics)
     forecast = run("forecast", checkpoint, tmp_path / "long.csv", "--steps", 3)
     assert forecast.exit_code == 0, forecast.stderr

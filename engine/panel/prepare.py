@@ -123,6 +123,8 @@ def prepare_panel_frames(source, metadata, series_id=None, key=None, **panel_opt
     frames = []
     for series_id, one, times in zip(panel.ids, panel.series, panel.times):
         features, levels, base = _named(series_id, _features, one, metadata)
+        if not len(features):
+            raise DataError(f'series "{series_id}" has {len(one.values)} rows, too few to run the model on')
         norm_x, _ = scaler.for_series(series_id)
         rows = np.arange(len(one.values))[len(one.values) - len(features):]
         frames.append(SeriesFrames(series_id, norm_x.transform(features), levels, base, rows,
@@ -131,11 +133,13 @@ def prepare_panel_frames(source, metadata, series_id=None, key=None, **panel_opt
 
 
 def forward_series(model, xs):
-    """Run `model` over each series of xs (N arrays (T_i, I)) from a zero state, all side
+    """Run `model` over each series of xs (N arrays (T_i, I), T_i >= 1) from a zero state, all side
     by side (one stream each, longest first) in as many calls as there are distinct
     lengths, each call on the streams still running: no padding is ever computed and
     every series ends with its own final state. Returns (outputs: N arrays (T_i, O),
     states: N final states in the model's public form, batch 1)."""
+    if not xs or any(len(x) == 0 for x in xs):
+        raise DataError("forward_series needs at least one series, each of at least one step")
     order = sorted(range(len(xs)), key=lambda i: -len(xs[i]))   # stream j holds series order[j]
     lengths = np.array([len(xs[i]) for i in order])
     x = np.zeros((lengths[0], len(xs), xs[0].shape[1]), dtype=model.dtype)

@@ -124,10 +124,7 @@ def from_wide(data, series_columns="all", time_column=None, source=None):
     lengths side by side); rows must be in time order."""
     table = _as_table(data)
     source = source or "table"
-    times = None if time_column is None else _time_values(table, time_column, source)
-    if times is not None and np.any(times[1:] <= times[:-1]):
-        row = int(np.argmax(times[1:] <= times[:-1])) + 1
-        raise DataError(f"{source}: time column {time_column!r} is not increasing at row {row}")
+    times = _increasing_times(table, time_column, source)
     if series_columns == "all":
         columns = [name for name in table.column_names
                    if name != time_column and _is_numeric(table[name].type)]
@@ -172,10 +169,7 @@ def from_files(pattern, time_column=None, key=None):
     members, stamps = [], []
     for path in paths:
         table = _read_table(path, time_column, key)
-        times = None if time_column is None else _time_values(table, time_column, path)
-        if times is not None and np.any(times[1:] <= times[:-1]):
-            row = int(np.argmax(times[1:] <= times[:-1])) + 1
-            raise DataError(f"{path}: time column {time_column!r} is not increasing at row {row}")
+        times = _increasing_times(table, time_column, path)
         values, names, invalid = _values(table, exclude=(time_column,), source=path)
         if members and names != members[0].names:
             raise DataError(f"{path}: columns {listing(names)} differ from those of {paths[0]} "
@@ -210,7 +204,7 @@ def as_panel(source, id_column=None, series_columns=None, time_column=None, key=
     if table is None and isinstance(source, Series) and time_column is None:
         return single(source, name)
     table = table if table is not None else _as_table(source)
-    times = None if time_column is None else _time_values(table, time_column, path)
+    times = _increasing_times(table, time_column, path)
     values, names, invalid = _values(table, exclude=(time_column,), source=path)
     return Panel((name,), (Series(values, names, path, invalid),), (times,), path)
 
@@ -362,6 +356,17 @@ def _time_values(table, name, source):
         return column.cast(pa.timestamp("ns")).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise DataError(f"{source}: time column {name!r} does not hold dates or times ({error})") from None
+
+
+def _increasing_times(table, name, source):
+    """The time column `name` of one series (None for no name), checked to increase."""
+    if name is None:
+        return None
+    times = _time_values(table, name, source)
+    if np.any(times[1:] <= times[:-1]):
+        row = int(np.argmax(times[1:] <= times[:-1])) + 1
+        raise DataError(f"{source}: time column {name!r} is not increasing at row {row}")
+    return times
 
 
 def _some(ids, count=5):
