@@ -547,7 +547,7 @@ def test_cli_evaluates_and_forecasts_a_panel_per_series(tmp_path):
     forecast = run("forecast", checkpoint, stations, "--steps", 2, "-o", tmp_path / "out.csv")
     assert forecast.exit_code == 0, forecast.stderr
     lines = (tmp_path / "out.csv").read_text().splitlines()
-    assert lines[0] == "id,time,level" and len(lines) == 1 + 3 * 2
+    assert lines[0] == "id,step,level" and len(lines) == 1 + 3 * 2   # the time column keeps its name
     assert lines[1].startswith("station0,90,") and lines[2].startswith("station0,91,")
     info = run("info", checkpoint)
     assert "a panel of 3 series, series scaling" in info.stdout

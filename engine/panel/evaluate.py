@@ -92,9 +92,9 @@ def forecast_panel(model, metadata, source, steps, series_id=None, key=None, **p
     `series_id`), in each series' original units. Each series warms the state up over
     all its rows; beyond the model's horizon the forecasts are fed back as inputs, all
     series at once (needs horizon 1 and inputs equal to targets). Returns a pyarrow
-    Table, one row per (id, time): columns "id", "time" (the next times at the series'
-    frequency) or, without a time column, "step" (1 = the first step past the end), then
-    one column per target."""
+    Table, one row per (id, time): columns id, time (named as in the training data, else
+    "id" and "time"; the next times at the series' frequency) or, without a time column,
+    "step" (1 = the first step past the end), then one column per target."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise DataError(f"steps must be an integer >= 1; got {steps!r}")
     recipe = metadata["data"]
@@ -113,7 +113,8 @@ def forecast_panel(model, metadata, source, steps, series_id=None, key=None, **p
                                                 "difference": recipe["difference"]}))
     else:
         forecasts = _fed_back(model, recipe, scaler, frames, outputs, states, steps)
-    return _forecast_table(panel, forecasts, recipe["targets"], steps)
+    return _forecast_table(panel, forecasts, recipe["targets"], steps,
+                           recipe.get("id_column") or "id", recipe.get("time_column") or "time")
 
 
 def _fed_back(model, recipe, scaler, frames, outputs, states, steps):
@@ -139,12 +140,12 @@ def _fed_back(model, recipe, scaler, frames, outputs, states, steps):
     return [forecasts[:, i] for i in range(len(frames))]
 
 
-def _forecast_table(panel, forecasts, names, steps):
+def _forecast_table(panel, forecasts, names, steps, id_name, time_name):
     ids = np.repeat(np.array(panel.ids, dtype=object), steps)
-    columns = {"id": pa.array(ids, pa.string())}
+    columns = {id_name: pa.array(ids, pa.string())}
     times = [future_times(times, steps) for times in panel.times]
     if all(stamp is not None for stamp in times):
-        columns["time"] = pa.array(np.concatenate(times))
+        columns[time_name] = pa.array(np.concatenate(times))
     else:
         columns["step"] = pa.array(np.tile(np.arange(1, steps + 1), len(forecasts)))
     values = np.concatenate(forecasts)
