@@ -123,7 +123,7 @@ def forecast_series(model, metadata, source, steps, key=None, **panel_options):
     recipe = metadata["data"]
     if is_panel_recipe(recipe):
         return forecast_panel(model, metadata, source, steps, key=key, **panel_options)
-    _single_series_only(panel_options)
+    source = _single_series_only(source, panel_options)
     data = prepare_forecast_data(source, recipe, key=key)
     horizon = recipe["horizon"]
     y_hat, state = model.forward(data.x)  # (T', 1, O)
@@ -157,7 +157,7 @@ def evaluate_series(model, metadata, source, key=None, **panel_options):
     recipe = metadata["data"]
     if is_panel_recipe(recipe):
         return evaluate_panel(model, metadata, source, key=key, **panel_options)
-    _single_series_only(panel_options)
+    source = _single_series_only(source, panel_options)
     data = prepare_forecast_data(source, recipe, key=key)
     horizon = recipe["horizon"]
     if len(data.x) <= horizon:
@@ -177,10 +177,17 @@ def evaluate_series(model, metadata, source, key=None, **panel_options):
             "steps": int(scored.any(axis=1).sum())}
 
 
-def _single_series_only(panel_options):
+def _single_series_only(source, panel_options):
+    """The source of a model trained on one series: no panel options, a panel of one."""
     given = [name for name, value in panel_options.items() if value is not None]
     if given:
         raise DataError(f"{', '.join(given)}: only for a model trained on a panel of series")
+    if isinstance(source, Panel):
+        if len(source) != 1:
+            raise DataError(f"the model was trained on one series; {source.source} is a panel of "
+                            f"{len(source)} series")
+        return source.series[0]
+    return source
 
 
 def load_for_inference(path):
