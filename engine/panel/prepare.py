@@ -9,7 +9,7 @@ import numpy as np
 from engine.data import _features, frame, select_columns, split_validation
 from engine.panel.packing import Layout, pack_layout
 from engine.panel.scaling import PanelScaler
-from engine.panel.sources import Panel, as_panel, frequency
+from engine.panel.sources import as_panel, frequency
 from engine.series import DataError
 
 VAL_WARMUP = 200   # training steps replayed before each validation tail to warm the state up

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine import series as series_module
 from engine.series import DataError, Series, listing
@@ -78,20 +77,23 @@ def from_long(data, id_column, time_column=None, min_length=1, source=None):
     ids = _column(table, id_column, source)
     if ids.null_count:
         raise DataError(f"{source}: id column {id_column!r} has {ids.null_count} empty cells")
-    keys = ids.to_numpy(zero_copy_only=False)
+    encoded = ids.combine_chunks().dictionary_encode()   # the distinct ids, in order of appearance
+    keys = encoded.dictionary.to_numpy(zero_copy_only=False)
     if keys.dtype == object:
         keys = keys.astype(str)
     elif keys.dtype.kind == "f" and np.all(keys == np.round(keys)):   # ids 1, 2, ... read as floats
         keys = keys.astype(np.int64)
-    unique, inverse = np.unique(keys, return_inverse=True)
-    if time_column is None:
-        order = np.argsort(inverse, kind="stable")
-        times = None
-    else:
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
+    unique, inverse = np.sort(keys), rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    order = np.arange(len(inverse))
+    times = None
+    if time_column is not None:   # by time, then (stably) by id
         times = _time_values(table, time_column, source)
-        order = np.lexsort((times, inverse))
-        times = times[order]
+        order = np.argsort(times, kind="stable")
+    order = order[np.argsort(inverse[order], kind="stable")]
     inverse = inverse[order]
+    times = None if times is None else times[order]
     starts = np.flatnonzero(np.r_[True, inverse[1:] != inverse[:-1]])
     stops = np.r_[starts[1:], len(inverse)]
     names = [str(id_) for id_ in unique]
