@@ -268,6 +268,11 @@ def test_training_data_packing_and_validation_tails():
         prepare_panel_training_data(from_long(long_table([50, 5]), "id", "time"), val_fraction=0.1)
     with pytest.raises(DataError, match=r'series "s1": the series has 1 steps, too short for horizon 1'):
         prepare_panel_training_data(from_long(long_table([50, 1]), "id", "time"))
+    for options, message in (({"horizon": 0}, "horizon must be an integer >= 1"),
+                             ({"val_warmup": -1}, "val_warmup must be an integer >= 0"),
+                             ({"streams": 0}, "streams must be an integer >= 1")):
+        with pytest.raises(DataError, match=message):
+            prepare_panel_training_data(panel, **options)
 
 
 # ---------------------------------------------------------------- metrics

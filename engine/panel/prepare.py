@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.data import _features, frame, select_columns, split_validation
+from engine.data import _features, _positive_int, frame, select_columns, split_validation
 from engine.panel.packing import Layout, pack_layout
 from engine.panel.scaling import PanelScaler
 from engine.panel.sources import as_panel, frequency
@@ -62,12 +62,15 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
     Returns PanelTrainingData; its metadata holds the single-series recipe keys, the
     panel options, ids, streams, val_fraction, val_warmup, train_steps, val_steps,
     frequency, scale and scaling (PanelScaler.to_dict())."""
+    horizon = _positive_int("horizon", horizon)
+    if isinstance(val_warmup, bool) or not isinstance(val_warmup, (int, np.integer)) or val_warmup < 0:
+        raise DataError(f"val_warmup must be an integer >= 0; got {val_warmup!r}")
     panel = as_panel(source, id_column, series_columns, time_column, key)
     first = panel.series[0]
     target_names = select_columns(first, targets, "targets").names
     input_names = target_names if inputs is None else select_columns(first, inputs, "inputs").names
     recipe = {"source": panel.source, "columns": list(panel.names), "inputs": list(input_names),
-              "targets": list(target_names), "horizon": int(horizon), "fill": fill,
+              "targets": list(target_names), "horizon": horizon, "fill": fill,
               "difference": bool(difference), "id_column": id_column,
               "series_columns": series_columns, "time_column": time_column}
     train, validation = [], []
