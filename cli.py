@@ -196,6 +196,7 @@ def train(data, demo, id_column, series_columns, time_column, scale, inputs, tar
     Examples:
       bptt train --demo mackey-glass --hidden 32 --epochs 30
       bptt train prices.csv --targets close --inputs close,volume --k1 100 --k2 200
+      bptt train meters.csv --id-column meter --time-column time --streams 32   (a panel)
     """
     check_writable(output, "'-o' / '--output'")
     check_writable(plot, "'--plot'")
