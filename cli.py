@@ -373,3 +373,38 @@ def bench(configs, peers, json_path, quick):
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     click.echo(format_table(records))
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--format", "format_", required=True, type=click.Choice(engine.export.FORMATS),
+              help="onnx: a float32 graph of standard RNN/LSTM/GRU operators; safetensors: the state_dict "
+                   "with the config as metadata; torch: the state_dict as a .pt file (needs torch).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--with-normalization", is_flag=True,
+              help="onnx: put the checkpoint's z-score in the graph, so x holds raw inputs and y "
+                   "forecasts in original units (checkpoints from bptt train).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def export(checkpoint, format_, output, with_normalization, force):
+    """Export the model in CHECKPOINT for deployment without bptt.
+
+    \b
+    ONNX inputs x (T, B, I), h0 (L, B, H) and for LSTM c0 (zeros to start); outputs
+    y (T, B, O), hn and for LSTM cn, to pass back with the next piece of the streams.
+    Float64 models are rounded to float32 (onnxruntime runs these operators in float32).
+    With --with-normalization y[t] forecasts the targets at t + horizon in original units;
+    for a model trained with --difference, give the target columns among the inputs as
+    changes value[t] - value[t-1], and add level[t], the last observed target value at
+    step t, to y[t] to get the forecast level.
+    safetensors / torch: load every entry but head.weight / head.bias into torch.nn.LSTM
+    (GRU, RNN), those two into torch.nn.Linear as weight / bias.
+
+    \b
+    Example:
+      bptt export model.npz --format onnx -o model.onnx --with-normalization
+    """
+    try:
+        summary = engine.export.export_checkpoint(checkpoint, output, format_, with_normalization, force)
+    except engine.export.ExportUnavailable as error:  # a missing package: bad input, exit 2
+        raise click.ClickException(str(error)) from None
+    click.echo(summary, err=True)
