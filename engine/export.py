@@ -29,16 +29,15 @@ FORMATS = ("onnx", "safetensors", "torch")
 INSTALL = {"onnx": "pip install 'bptt[export]'", "safetensors": "pip install 'bptt[export]'",
            "torch": "pip install torch"}
 HEAD = ("head.weight", "head.bias")
-# The recipe entries a deployed model needs to prepare its inputs (not the training file's path).
-DEPLOYMENT_KEYS = ("inputs", "targets", "horizon", "fill", "difference", "input_norm", "target_norm")
 
 
 class ExportUnavailable(RuntimeError):
     """The package a format needs is not installed."""
 
 
-def require(module, format):
-    """Import `module` for --format `format`, or fail with one line saying what to install."""
+def require(format):
+    """Import the package --format `format` needs, or fail with one line saying what to install."""
+    module = _PACKAGES[format]
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -77,8 +76,8 @@ def split_state_dict(state_dict):
 
 
 def deployment_recipe(recipe):
-    """The part of a data recipe that says how to prepare inputs and read outputs."""
-    return {key: recipe[key] for key in DEPLOYMENT_KEYS}
+    """The data recipe without the training file's path (which may name the user's machine)."""
+    return {key: value for key, value in recipe.items() if key != "source"}
 
 
 def _check_request(output, format, with_normalization, force, inputs=()):
@@ -90,7 +89,7 @@ def _check_request(output, format, with_normalization, force, inputs=()):
     check_output(output, inputs=inputs)
     if os.path.lexists(output) and not force:
         raise OutputError(f"{output} exists; refusing to replace it without --force")
-    require(*_PACKAGES[format])
+    require(format)
 
 
 def _write(model, recipe, output, format, with_normalization):
@@ -112,7 +111,7 @@ def _onnx_bytes(model, recipe, with_normalization):
 
 
 def _safetensors_bytes(model, recipe, with_normalization):
-    safetensors_numpy = require("safetensors.numpy", "safetensors")
+    safetensors_numpy = require("safetensors")
     metadata = {name: str(value) for name, value in model.config.items()}
     if recipe is not None:
         metadata["data"] = json.dumps(deployment_recipe(recipe))
@@ -120,12 +119,11 @@ def _safetensors_bytes(model, recipe, with_normalization):
 
 
 def _torch_bytes(model, recipe, with_normalization):
-    torch = require("torch", "torch")
+    torch = require("torch")
     buffer = io.BytesIO()
     torch.save({name: torch.from_numpy(array) for name, array in model.state_dict().items()}, buffer)
     return buffer.getvalue()
 
 
-_PACKAGES = {"onnx": ("onnx", "onnx"), "safetensors": ("safetensors.numpy", "safetensors"),
-             "torch": ("torch", "torch")}
+_PACKAGES = {"onnx": "onnx", "safetensors": "safetensors.numpy", "torch": "torch"}
 _WRITERS = {"onnx": _onnx_bytes, "safetensors": _safetensors_bytes, "torch": _torch_bytes}

@@ -26,7 +26,7 @@ def onnx_model(model, recipe=None):
     onnx.checker. recipe: the data recipe of the checkpoint (metadata["data"]) to put its
     z-score in the graph, so x holds raw inputs and y forecasts in original units (see
     UNITS_NOTE); None: x and y in the model's normalised units."""
-    onnx = require("onnx", "onnx")
+    onnx = require("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     L, H = model.num_layers, model.hidden_size
@@ -44,7 +44,8 @@ def onnx_model(model, recipe=None):
                   helper.make_node("Div", ["x_centred", constant("input_std", input_norm.std)], ["x_scaled"])]
         x = "x_scaled"
     squeeze_axes = constant("direction_axis", [1], np.int64)
-    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(model.layer_parameters(k) for k in range(L)):
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh = model.layer_parameters(k)
         layer = constant(f"layer{k}", [k], np.int64)  # Gather index: keeps the layer axis
         initial = []
         for part in state_names:
@@ -106,6 +107,9 @@ def _attributes(model):
 
 def _normalizers(model, recipe):
     """The recipe's input and target z-scores, checked against the model's sizes."""
+    if "input_norm" not in recipe or "target_norm" not in recipe:
+        raise ValueError("the data recipe holds no single input and target normalisation to put "
+                         "in the graph; export without --with-normalization")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     target_norm = Normalizer.from_dict(recipe["target_norm"])
     if (len(input_norm.mean), len(target_norm.mean)) != (model.input_size, model.output_size):

@@ -293,6 +293,30 @@ def test_existing_output_needs_force(tmp_path, checkpoint):
     assert_nothing_written(tmp_path)
 
 
+def test_export_model_writes_what_export_checkpoint_writes(tmp_path, checkpoint):
+    """The library call for a model in memory: the same file as from its checkpoint (for
+    safetensors the same content: the library orders the metadata at random)."""
+    from safetensors import safe_open
+    model, _ = engine.load(checkpoint)
+    files = {}
+    for source, write in (("file", lambda path, format: export_checkpoint(checkpoint, path, format)),
+                          ("memory", lambda path, format: engine.export.export_model(model, path, format))):
+        for format in ("onnx", "safetensors"):
+            write(tmp_path / f"{source}.{format}", format)
+        with safe_open(tmp_path / f"{source}.safetensors", "np") as file:
+            files[source] = ((tmp_path / f"{source}.onnx").read_bytes(), file.metadata(),
+                             {name: file.get_tensor(name).tobytes() for name in file.keys()})
+    assert files["file"] == files["memory"]
+
+
+def test_recipe_without_one_normalisation(tmp_path):
+    """A data recipe without input_norm / target_norm (say per-series scaling) cannot go in the graph."""
+    checkpoint = saved(tmp_path, make_model("gru"), metadata={"data": {"targets": ["a"], "scaling": {}}})
+    assert_bad_input(run("export", checkpoint, "--format", "onnx", "-o", tmp_path / "out.onnx",
+                         "--with-normalization"), "no single input and target normalisation")
+    assert_ok(run("export", checkpoint, "--format", "onnx", "-o", tmp_path / "out.onnx"))
+
+
 def test_normalization_needs_a_recipe_and_onnx(tmp_path, checkpoint):
     assert_bad_input(run("export", checkpoint, "--format", "onnx", "-o", tmp_path / "out.onnx",
                          "--with-normalization"), "no data recipe")
