@@ -14,7 +14,7 @@ import numpy as np
 from engine.data import Normalizer
 from engine.export import deployment_recipe, require
 
-OPSET = 17  # RNN/LSTM/GRU-14 and everything else here: supported by onnxruntime since 1.11
+OPSET = 17  # RNN/LSTM/GRU-14 and everything else here: supported by onnxruntime since 1.12
 OPERATORS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # ONNX's gate blocks as indices into PyTorch's: LSTM i, o, f, c from i, f, g, o;
 # GRU z, r, h from r, z, n.
