@@ -245,9 +245,11 @@ def _grad_flow_advice(grad_flow, epoch):
                    else "shorter windows (--k1) save time")
                 + ", since the gradient does not reach further anyway.")
     clipped = grad_flow["clipped_fraction"]
+    clipping = ("keep --clip-norm on (or lower it)" if clipped is not None
+                else "turn clipping on with --clip-norm 1")
     return (f"Advice (epoch {epoch}): the gradients explode (largest norm {grad_flow['max_grad_norm']:.3g}"
             + (f", {100 * clipped:.0f}% of updates clipped" if clipped is not None else ", no clipping")
-            + "): lower --lr, clip with --clip-norm (e.g. 1), try --init orthogonal.")
+            + f"): lower --lr, {clipping}, try --init orthogonal.")
 
 
 def _summary(trainer, output, seconds, plot, restored):
