@@ -75,7 +75,8 @@ class GradFlow:
         self.shards, self.memory = shards, memory
         self._probe_grad = np.zeros_like(model.params) if self.source == "probe" else None
         self._probe_chunks = {}
-        self._pending = None  # (L, k + 1) relative norms of the window just measured
+        self._first_step = 0  # overhang: the first target step of the window just run
+        self._probed = None   # probe: (L, c + 1) relative norms of the window just probed
         self.restart()
 
     def restart(self):
@@ -91,27 +92,26 @@ class GradFlow:
 
     # ---------------------------------------------------------------- feeding
 
-    def measure(self, chunk, x, y, state, first_step):
-        """After `chunk` ran forward-backward over the window x (T, B, I), y from `state`
-        with targets from step `first_step`: this window's relative norms, kept until
-        observe(). A probe (when due) runs here, at the parameters of that gradient."""
-        if self.source == "overhang":
-            self._pending = _relative(chunk.dh_norms(), first_step) if first_step > 0 else None
-        elif (self.updates % PROBE_EVERY) == 0:
-            self._pending = self._probe(x, y, state)
-        else:
-            self._pending = None
+    def measure(self, x, y, state, first_step):
+        """After the forward-backward over the window x (T, B, I), y from `state` with
+        targets from step `first_step`, before the update: a probe, when due, runs
+        here, at the parameters of that gradient (the overhang needs the first step only)."""
+        self._first_step = first_step
+        due = self.source == "probe" and self.updates % PROBE_EVERY == 0
+        self._probed = self._probe(x, y, state) if due else None
 
     def observe(self, record):
-        """Count one update's record ({"grad_norm", ...}) and the profile measured for it."""
+        """Count one update's record ({"grad_norm", "dh_norms" (L, T)}) and its profile."""
         norm = record["grad_norm"]
         self.updates += 1
         self.clipped += self.clip_norm is not None and norm > self.clip_norm
         self.max_grad_norm = max(self.max_grad_norm, norm)
         self._log_norm_sum += math.log(max(norm, FLOOR))
-        if self._pending is not None:
-            self._add_profile(self._pending)
-            self._pending = None
+        if self.source == "overhang" and self._first_step > 0:
+            self._add_profile(_relative(record["dh_norms"], self._first_step))
+        elif self._probed is not None:
+            self._add_profile(self._probed)
+        self._first_step, self._probed = 0, None
 
     def _add_profile(self, relative):
         """relative: (L, K) r_k of one update, NaN where a layer's reference norm was 0."""
@@ -121,7 +121,8 @@ class GradFlow:
             self._log_profile = np.pad(self._log_profile, ((0, 0), (0, grow)))
             self._profile_count = np.pad(self._profile_count, ((0, 0), (0, grow)))
         valid = np.isfinite(relative)
-        self._log_profile[:, :K] += np.where(valid, np.log10(np.maximum(np.where(valid, relative, 1), FLOOR)), 0)
+        logs = np.log10(np.maximum(np.where(valid, relative, 1.0), FLOOR))  # 0 where not valid
+        self._log_profile[:, :K] += logs
         self._profile_count[:, :K] += valid
         self._profiled += 1
 
@@ -206,12 +207,11 @@ def describe(summary):
 def _relative(norms, reference):
     """(L, reference + 1) r_k = norms[:, reference - k] / norms[:, reference] from the
     (L, T) norms of one window; NaN rows where the reference norm is 0 or not finite."""
-    norms = np.asarray(norms, dtype=np.float64)
-    back = norms[:, reference::-1]  # column k: step reference - k
+    back = np.asarray(norms, dtype=np.float64)[:, reference::-1]  # column k: step reference - k
     base = back[:, :1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        relative = back / base
-    relative[~(np.isfinite(base[:, 0]) & (base[:, 0] > 0))] = np.nan
+    usable = (base > 0) & (base < np.inf)  # (L, 1)
+    relative = back / np.where(usable, base, 1.0)
+    relative[~usable[:, 0]] = np.nan
     return relative
 
 

@@ -199,7 +199,7 @@ class Trainer:
             value, count = chunk.forward_backward(x[start:end], y[start:end], self.loss,
                                                   window_state, chunk_start - start)
             if self.grad_flow is not None and count:
-                self.grad_flow.measure(chunk, x[start:end], y[start:end], window_state, chunk_start - start)
+                self.grad_flow.measure(x[start:end], y[start:end], window_state, chunk_start - start)
             next_start = max(start, end - overhang)
             window_state = chunk.state_after(next_start - start)
             self.state = chunk.state_after(end - start)

@@ -19,23 +19,13 @@ from test_tbptt import brute_force, brute_force_dh_norms, chunk_ends, make_probl
 ROUNDING = 2e-3  # profiles are stored with 4 significant digits
 
 
-class FakeChunk:
-    """Stands in for a ShardedChunk whose last backward left `norms` (L, T)."""
-
-    def __init__(self, norms):
-        self.norms = np.asarray(norms, dtype=np.float64)
-
-    def dh_norms(self):
-        return self.norms
-
-
 def summary_of(norms_per_update, first_step, grad_norms=None, clip_norm=1.0, previous=None):
     """GradFlow's summary of updates whose windows left these (L, T) norms (overhang source)."""
     flow = GradFlow(engine.Model("rnn", 1, 4, 1, num_layers=np.shape(norms_per_update[0])[0]),
                     "mse", k1=2, k2=10, clip_norm=clip_norm)
     for index, norms in enumerate(norms_per_update):
-        flow.measure(FakeChunk(norms), None, None, None, first_step)
-        flow.observe({"grad_norm": 0.5 if grad_norms is None else grad_norms[index]})
+        flow.measure(None, None, None, first_step)
+        flow.observe({"grad_norm": 0.5 if grad_norms is None else grad_norms[index], "dh_norms": norms})
     return flow.summary(previous)
 
 
@@ -79,8 +69,8 @@ def test_epoch_profile_is_the_geometric_mean_over_the_updates_reaching_each_step
     second = np.array([[0.001, 0.01, 0.1, 1.0, 8.0, 7.0]])  # first_step 4: r_1 = 0.125, ...
     flow = GradFlow(engine.Model("rnn", 1, 4, 1), "mse", k1=2, k2=10, clip_norm=1.0)
     for norms, first_step in ((first, 2), (second, 4)):
-        flow.measure(FakeChunk(norms), None, None, None, first_step)
-        flow.observe({"grad_norm": 2.0})
+        flow.measure(None, None, None, first_step)
+        flow.observe({"grad_norm": 2.0, "dh_norms": norms})
     profile = flow.summary()["layers"][0]["profile"]
     expected = [1.0, np.sqrt(0.5 * 0.125), np.sqrt(0.25 * 0.0125), 0.00125, 0.000125]
     assert np.allclose(profile, expected, rtol=ROUNDING)
