@@ -165,7 +165,8 @@ def _memory_option(value):
                    "clipped, or the typical (geometric-mean) gradient norm 10x the previous epoch's, or one "
                    "norm 100x the typical; vanishing: reach under a quarter of the span measured (k2 - k1 "
                    "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 10 updates); else "
-                   "healthy. Advice is printed when it is not healthy; with --plot, gradient-flow panels.")
+                   "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
+                   "panels.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
@@ -204,7 +205,6 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     progress = None if quiet or as_json else engine.Progress()
 
     completed = []  # epochs finished (and checkpointed) in this run
-    advised = set()  # verdicts whose advice was printed
 
     def on_epoch(record):
         completed.append(record["epoch"])
@@ -212,10 +212,6 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
             click.echo(json.dumps(record))
         elif progress is not None:
             progress.on_epoch(record)
-        verdict = record.get("grad_flow", {}).get("verdict", "healthy")
-        if verdict != "healthy" and verdict not in advised and not quiet:
-            advised.add(verdict)
-            click.echo(_grad_flow_advice(record["grad_flow"], record["epoch"]), err=True)
 
     started = time.perf_counter()
     try:
@@ -230,26 +226,36 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         sys.exit(130)
     if plot:
         engine.plot_training(trainer.history, plot, clip_norm=trainer.clip_norm)
+    last_flow = trainer.history.epochs[-1].get("grad_flow") if trainer.history.epochs else None
+    if last_flow and last_flow["verdict"] != "healthy" and not quiet:
+        click.echo(_grad_flow_advice(last_flow, trainer), err=True)
     if not quiet:
         _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
 
 
-def _grad_flow_advice(grad_flow, epoch):
-    """What to change when an epoch's gradient-flow verdict is not healthy (printed once)."""
+def _grad_flow_advice(grad_flow, trainer):
+    """What to change when the last epoch's gradient-flow verdict is not healthy, for the
+    trained model's settings (printed once, at the end of the run)."""
+    model = trainer.model
+    orthogonal = [] if model.init == "orthogonal" else ["--init orthogonal"]
     if grad_flow["verdict"] == "vanishing":
-        return (f"Advice (epoch {epoch}): the gradient fades within {grad_flow['reach']} of the "
-                f"{grad_flow['span']} steps it could reach back (decay {grad_flow['decay']:.3g} per step): "
-                "the cell, not the truncation, limits what is learned. Try --cell lstm or --cell gru, "
-                "--forget-bias 1 (lstm), --init orthogonal; "
-                + ("a shorter --k2 (about --k1 plus twice the reach) saves time" if grad_flow["source"] == "overhang"
-                   else "shorter windows (--k1) save time")
-                + ", since the gradient does not reach further anyway.")
+        cells = {"rnn": ["--cell lstm (with --forget-bias 1) or --cell gru"],
+                 "lstm": ["--forget-bias 1"] if model.forget_bias < 1 else [], "gru": ["--cell lstm --forget-bias 1"]}
+        if grad_flow["source"] == "overhang":
+            shorter = (f"a shorter --k2 (about {trainer.k1 + 2 * grad_flow['reach']}: --k1 plus twice the reach) "
+                       "saves time")
+        else:
+            shorter = "shorter windows (--k1) save time"
+        return (f"Advice: the gradient fades within {grad_flow['reach']} of the {grad_flow['span']} steps it "
+                f"could reach back (decay {grad_flow['decay']:.3g} per step): the cell, not the truncation, "
+                f"limits what is learned. Try {', '.join(cells[model.cell] + orthogonal) or 'a larger --hidden'}; "
+                f"{shorter}, since the gradient does not reach further anyway.")
     clipped = grad_flow["clipped_fraction"]
-    clipping = ("keep --clip-norm on (or lower it)" if clipped is not None
-                else "turn clipping on with --clip-norm 1")
-    return (f"Advice (epoch {epoch}): the gradients explode (largest norm {grad_flow['max_grad_norm']:.3g}"
+    clipping = (f"a lower --clip-norm (now {trainer.clip_norm:g})" if trainer.clip_norm is not None
+                else "clipping with --clip-norm 1")
+    return (f"Advice: the gradients explode (largest norm {grad_flow['max_grad_norm']:.3g}"
             + (f", {100 * clipped:.0f}% of updates clipped" if clipped is not None else ", no clipping")
-            + f"): lower --lr, {clipping}, try --init orthogonal.")
+            + f"): try a lower --lr (now {trainer.lr:g}), {', '.join([clipping] + orthogonal)}.")
 
 
 def _summary(trainer, output, seconds, plot, restored):

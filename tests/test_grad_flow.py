@@ -253,7 +253,7 @@ def test_tanh_rnn_reaches_less_far_back_than_an_lstm_with_forget_bias(rnn_and_ls
     assert (rnn_flow["verdict"], lstm_flow["verdict"]) == ("vanishing", "healthy")
 
 
-def test_advice_names_the_options_once_and_only_when_not_healthy(rnn_and_lstm, tmp_path):
+def test_advice_names_the_options_once_and_only_when_the_last_epoch_is_not_healthy(rnn_and_lstm, tmp_path):
     _, (_, rnn_err), (_, lstm_err) = rnn_and_lstm
     assert rnn_err.count("Advice") == 1
     for option in ("--cell lstm", "--cell gru", "--forget-bias 1", "--init orthogonal", "--k2"):
@@ -265,6 +265,10 @@ def test_advice_names_the_options_once_and_only_when_not_healthy(rnn_and_lstm, t
     assert err.count("Advice") == 1  # printed once, not per epoch
     for option in ("--lr", "--clip-norm", "--init orthogonal"):
         assert option in err
+    # A tanh RNN that is vanishing in epoch 1 only, healthy by its last: no advice.
+    records, err = train_json(tmp_path, "learns", "--cell", "rnn", epochs=4)
+    assert records[0]["grad_flow"]["verdict"] == "vanishing" and records[-1]["grad_flow"]["verdict"] == "healthy"
+    assert "Advice" not in err
 
 
 def test_exploding_relu_rnn_is_reported_with_a_high_clipped_fraction(tmp_path):
