@@ -164,7 +164,7 @@ def _memory_option(value):
                    "the largest pre-clip gradient norm; and a verdict. exploding: more than half the updates "
                    "clipped, or the typical (geometric-mean) gradient norm 10x the previous epoch's, or one "
                    "norm 100x the typical; vanishing: reach under a quarter of the span measured (k2 - k1 "
-                   "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 10 updates); else "
+                   "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 20 updates); else "
                    "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
                    "panels.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")

@@ -55,7 +55,7 @@ VANISHING_FACTOR = 4     # vanishing: reach < span / VANISHING_FACTOR
 CLIPPED_MAJORITY = 0.5   # exploding: more than this share of updates clipped
 GROWTH_FACTOR = 10.0     # exploding: typical gradient norm grew this much over the last epoch
 SPIKE_FACTOR = 100.0     # exploding: the largest norm this many times the typical one
-PROBE_EVERY = 10         # probe source: one probe per this many updates
+PROBE_EVERY = 20         # probe source: one probe per this many updates
 FLOOR = 1e-30            # relative norms are floored here before their logarithm
 VERDICTS = ("healthy", "vanishing", "exploding")
 
