@@ -166,7 +166,7 @@ def _memory_option(value):
                    "norm 100x the typical; vanishing: reach under a quarter of the span measured (k2 - k1 "
                    "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 20 updates); else "
                    "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
-                   "panels.")
+                   "panels. --resume keeps the checkpoint's choice.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
@@ -255,7 +255,7 @@ def _grad_flow_advice(grad_flow, trainer):
                 else "clipping with --clip-norm 1")
     return (f"Advice: the gradients explode (largest norm {grad_flow['max_grad_norm']:.3g}"
             + (f", {100 * clipped:.0f}% of updates clipped" if clipped is not None else ", no clipping")
-            + f"): try a lower --lr (now {trainer.lr:g}), {', '.join([clipping] + orthogonal)}.")
+            + f"): try a lower --lr (now {trainer.optimizer.lr:g}), {', '.join([clipping] + orthogonal)}.")
 
 
 def _summary(trainer, output, seconds, plot, restored):

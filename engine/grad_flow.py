@@ -57,7 +57,6 @@ GROWTH_FACTOR = 10.0     # exploding: typical gradient norm grew this much over 
 SPIKE_FACTOR = 100.0     # exploding: the largest norm this many times the typical one
 PROBE_EVERY = 20         # probe source: one probe per this many updates
 FLOOR = 1e-30            # relative norms are floored here before their logarithm
-VERDICTS = ("healthy", "vanishing", "exploding")
 
 
 class GradFlow:
@@ -104,7 +103,8 @@ class GradFlow:
         """Count one update's record ({"grad_norm", "dh_norms" (L, T)}) and its profile."""
         norm = record["grad_norm"]
         self.updates += 1
-        self.clipped += self.clip_norm is not None and norm > self.clip_norm
+        if self.clip_norm is not None and norm > self.clip_norm:
+            self.clipped += 1
         self.max_grad_norm = max(self.max_grad_norm, norm)
         self._log_norm_sum += math.log(max(norm, FLOOR))
         if self.source == "overhang" and self._first_step > 0:

@@ -251,7 +251,8 @@ class Trainer:
                   "clipped": bool(clipped), "lr": float(lr)}
         if self.diagnostics:
             record["dh_norms"] = chunk.dh_norms()
-            self.grad_flow.observe(record)
+            if self.grad_flow is not None:
+                self.grad_flow.observe(record)
         self.history.updates.append(record)
         return record
 
