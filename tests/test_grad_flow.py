@@ -190,6 +190,22 @@ def test_probes_run_every_probe_every_updates_and_restart_each_epoch():
         assert (record["grad_flow"]["updates"], record["grad_flow"]["profiled"]) == (2 * PROBE_EVERY + 1, 3)
 
 
+def test_streaming_accumulates_until_summary_is_asked_for():
+    """partial_fit feeds trainer.grad_flow (the carried inputs give every update after
+    the first its k2 - k1 target-free steps) until summary() condenses and restarts."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 2, 1)).astype(np.float32)
+    y = rng.standard_normal((40, 2, 1)).astype(np.float32)
+    trainer = engine.Trainer(engine.Model("lstm", 1, 4, 1, forget_bias=1.0), k1=5, k2=10, diagnostics=True)
+    for piece in range(4):
+        trainer.partial_fit(x[10 * piece:10 * piece + 10], y[10 * piece:10 * piece + 10])
+    streamed = trainer.grad_flow.summary()
+    assert streamed["updates"] == 8 and streamed["profiled"] == 7 and streamed["span"] == 5
+    assert streamed["reach"] is not None
+    json_strict(streamed)
+    assert trainer.grad_flow.summary()["updates"] == 0
+
+
 # --------------------------------------------------------------------------- training unchanged
 
 @pytest.mark.parametrize("k1,k2", [(4, 4), (4, 9), (None, None)], ids=["probe", "overhang", "full"])
