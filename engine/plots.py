@@ -46,6 +46,7 @@ def plot_training(history, path, clip_norm=None):
     if history.epochs and "val_loss" in history.epochs[0]:
         axes[0, 1].plot(epochs, [record["val_loss"] for record in history.epochs], "o-", label="validation")
     axes[0, 1].set(title="loss per epoch", xlabel="epoch", yscale="log")
+    axes[0, 1].xaxis.get_major_locator().set_params(integer=True)
     axes[0, 1].legend()
     if flows:
         _plot_reach(axes[1, 0], flows, plt)
