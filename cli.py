@@ -15,6 +15,7 @@ import click
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
 from engine.demos import DEMOS, load_demo
+from engine.grad_flow import describe as describe_grad_flow
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
@@ -157,12 +158,21 @@ def _memory_option(value):
               help="Checkpoint path, written after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output with its own settings.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
+@click.option("--diagnostics", is_flag=True,
+              help="Report the gradient flow per epoch (grad_flow): reach, the steps back until |dL/dh| falls "
+                   "below 1% of its size at the loss; decay, its per-step factor; the share of updates clipped; "
+                   "the largest pre-clip gradient norm; and a verdict. exploding: more than half the updates "
+                   "clipped, or the typical (geometric-mean) gradient norm 10x the previous epoch's, or one "
+                   "norm 100x the typical; vanishing: reach under a quarter of the span measured (k2 - k1 "
+                   "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 20 updates); else "
+                   "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
+                   "panels. --resume keeps the checkpoint's choice.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
           layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
-          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, quiet,
-          as_json):
+          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, diagnostics,
+          quiet, as_json):
     """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
     z-score normalised, cut into --streams parallel streams, with a validation tail.
 
@@ -186,7 +196,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         model_options["nonlinearity"] = nonlinearity
     trainer_options = dict(loss="mse", optimizer=optimizer, lr=lr, k1=None if full_bptt else k1,
                            k2=None if full_bptt else k2, clip_norm=clip_norm or None, clip_value=clip_value,
-                           memory=memory)
+                           memory=memory, diagnostics=diagnostics)
     schedule_options = dict(name=schedule, warmup_steps=warmup)
     if schedule == "step":
         schedule_options["step_size"] = step_size
@@ -215,9 +225,37 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         click.echo(f"\nInterrupted: {saved}.", err=True)
         sys.exit(130)
     if plot:
-        engine.plot_training(trainer.history, plot)
+        engine.plot_training(trainer.history, plot, clip_norm=trainer.clip_norm)
+    last_flow = trainer.history.epochs[-1].get("grad_flow") if trainer.history.epochs else None
+    if last_flow and last_flow["verdict"] != "healthy" and not quiet:
+        click.echo(_grad_flow_advice(last_flow, trainer), err=True)
     if not quiet:
         _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
+
+
+def _grad_flow_advice(grad_flow, trainer):
+    """What to change when the last epoch's gradient-flow verdict is not healthy, for the
+    trained model's settings (printed once, at the end of the run)."""
+    model = trainer.model
+    orthogonal = [] if model.init == "orthogonal" else ["--init orthogonal"]
+    if grad_flow["verdict"] == "vanishing":
+        cells = {"rnn": ["--cell lstm (with --forget-bias 1) or --cell gru"],
+                 "lstm": ["--forget-bias 1"] if model.forget_bias < 1 else [], "gru": ["--cell lstm --forget-bias 1"]}
+        if grad_flow["source"] == "overhang":
+            shorter = (f"a shorter --k2 (about {trainer.k1 + 2 * grad_flow['reach']}: --k1 plus twice the reach) "
+                       "saves time")
+        else:
+            shorter = "shorter windows (--k1) save time"
+        return (f"Advice: the gradient fades within {grad_flow['reach']} of the {grad_flow['span']} steps it "
+                f"could reach back (decay {grad_flow['decay']:.3g} per step): the cell, not the truncation, "
+                f"limits what is learned. Try {', '.join(cells[model.cell] + orthogonal) or 'a larger --hidden'}; "
+                f"{shorter}, since the gradient does not reach further anyway.")
+    clipped = grad_flow["clipped_fraction"]
+    clipping = (f"a lower --clip-norm (now {trainer.clip_norm:g})" if trainer.clip_norm is not None
+                else "clipping with --clip-norm 1")
+    return (f"Advice: the gradients explode (largest norm {grad_flow['max_grad_norm']:.3g}"
+            + (f", {100 * clipped:.0f}% of updates clipped" if clipped is not None else ", no clipping")
+            + f"): try a lower --lr (now {trainer.optimizer.lr:g}), {', '.join([clipping] + orthogonal)}.")
 
 
 def _summary(trainer, output, seconds, plot, restored):
@@ -315,6 +353,8 @@ def info(checkpoint, as_json):
             last = epochs[-1]
             click.echo(f"          last epoch loss {last['loss']:.5g}" +
                        (f", validation loss {last['val_loss']:.5g}" if "val_loss" in last else ""))
+        if epochs and "grad_flow" in epochs[-1]:
+            click.echo(f"          gradient flow: {describe_grad_flow(epochs[-1]['grad_flow'])}")
         if trainer_meta["best"]:
             click.echo(f"          best loss {trainer_meta['best']['loss']:.5g} at epoch {trainer_meta['best']['epoch']}")
     if data is not None:
