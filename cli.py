@@ -15,6 +15,7 @@ import click
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
 from engine.demos import DEMOS, load_demo
+from engine.files import OutputError, atomic_write, check_output
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
@@ -74,17 +75,15 @@ def data_source(path, demo):
     return load_demo(demo) if demo else as_series(path)
 
 
-def check_writable(path, option):
-    """Fail before any work when `path` cannot be written: its directory must exist."""
+def check_writable(path, option, inputs=(), outputs=()):
+    """Fail before any work when writing `path` could destroy something (engine.files.check_output):
+    it may not be one of the command's `inputs` or other `outputs`, a link, a device or read-only."""
     if path is None:
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise click.BadParameter(f"cannot write {path}: directory {directory} does not exist",
-                                 param_hint=option)
-    if not os.access(directory, os.W_OK):
-        raise click.BadParameter(f"cannot write {path}: directory {directory} is not writable",
-                                 param_hint=option)
+    try:
+        check_output(path, inputs=inputs, outputs=outputs)
+    except OutputError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 demo_option = click.option("--demo", type=click.Choice(sorted(DEMOS)),
@@ -171,8 +170,8 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
       bptt train --demo mackey-glass --hidden 32 --epochs 30
       bptt train prices.csv --targets close --inputs close,volume --k1 100 --k2 200
     """
-    check_writable(output, "'-o' / '--output'")
-    check_writable(plot, "'--plot'")
+    check_writable(output, "'-o' / '--output'", inputs=[data])
+    check_writable(plot, "'--plot'", inputs=[data], outputs=[output])
     if plot:
         engine.require_matplotlib(plot)  # before any work, so nothing is lost later
     if full_bptt and k2 is not None:
@@ -250,26 +249,29 @@ def forecast(checkpoint, data, demo, steps, output, plot):
 
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
     beyond the first step. Writes CSV (one column per target) in original units."""
-    check_writable(output, "'-o' / '--output'")
-    check_writable(plot, "'--plot'")
+    check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data])
+    check_writable(plot, "'--plot'", inputs=[checkpoint, data], outputs=[output])
     if plot:
         engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
     source = data_source(data, demo)
     forecasts = engine.forecast_series(model, metadata, source, steps)
     names = metadata["data"]["targets"]
-    stream = open(output, "w", newline="") if output else sys.stdout
-    try:
-        writer = csv.writer(stream)
-        writer.writerow(["step"] + names)
-        for step, row in enumerate(forecasts, start=1):
-            writer.writerow([step] + [f"{value:.10g}" for value in row])
-    finally:
-        if output:
-            stream.close()
+    if output:
+        with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
+            _write_forecast_csv(stream, names, forecasts)
+    else:
+        _write_forecast_csv(sys.stdout, names, forecasts)
     if plot:
         observed = engine.data.select_columns(engine.data.as_series(source), names).values
         engine.plot_forecast(observed, forecasts, names, plot)
+
+
+def _write_forecast_csv(stream, names, forecasts):
+    writer = csv.writer(stream)
+    writer.writerow(["step"] + names)
+    for step, row in enumerate(forecasts, start=1):
+        writer.writerow([step] + [f"{value:.10g}" for value in row])
 
 
 @main.command()
@@ -366,6 +368,7 @@ def bench(configs, peers, json_path, quick):
     from bench import format_table, run_bench
     from bench.runner import BenchmarkError
 
+    check_writable(json_path, "'--json'")
     try:
         records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
                             echo=lambda line: click.echo(line, err=True))

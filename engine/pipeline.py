@@ -8,6 +8,7 @@ import numpy as np
 from engine.checkpoint import load, read_metadata, save
 from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
+from engine.files import check_output
 from engine.model import Model
 from engine.schedules import make_schedule
 from engine.trainer import Trainer
@@ -31,7 +32,8 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
     Trainer.fit. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
-    _check_writable(output)
+    check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
+                 what="checkpoint")  # before any work: never an input, a link or read-only
     if resume:
         model, trainer = load(output)
         if trainer is None:
@@ -138,13 +140,6 @@ def load_for_inference(path):
     if "data" not in metadata:
         raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
     return model, metadata
-
-
-def _check_writable(output):
-    """The checkpoint's directory must exist before training starts, not at the first save."""
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise ValueError(f"output: cannot write {output}: directory {directory} does not exist")
 
 
 def _stored_data_options(metadata):

@@ -80,7 +80,7 @@ def test_train_series_validates_before_writing_anything(tmp_path, options, messa
 
 def test_train_series_output_directory_is_checked_before_training(tmp_path):
     epochs = []
-    with pytest.raises(ValueError, match="output: cannot write .* directory .* does not exist"):
+    with pytest.raises(ValueError, match="cannot write .* directory .* does not exist"):
         engine.train_series(wave(), tmp_path / "missing" / "m.npz", dict(SMALL_MODEL), dict(k1=20),
                             on_epoch=epochs.append)
     assert epochs == []
