@@ -17,6 +17,8 @@ from engine.model import Model
 
 FORMAT = "bptt-checkpoint"
 VERSION = 1
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
 
 
 class CheckpointError(ValueError):
@@ -67,15 +69,22 @@ def _read(path):
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as file:
+        magic = file.read(len(_NPY_MAGIC))
+    if not magic:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): the file is empty")
+    if magic.startswith(_NPY_MAGIC):
+        raise CheckpointError(f"{path}: not a {FORMAT} file (a single .npy array, not an .npz archive)")
+    if not magic.startswith(_ZIP_MAGICS):
+        raise CheckpointError(f"{path}: not a bptt checkpoint (the file is not an .npz archive)")
     try:
-        with open(path, "rb") as file:
-            contents = np.load(file, allow_pickle=False)
-            if not isinstance(contents, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{path}: not a {FORMAT} file (a single .npy array, not an .npz archive)")
-            with contents as archive:
-                arrays = {name: archive[name] for name in archive.files}
-    except CheckpointError:
-        raise
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as error:
+        if "pickle" in str(error):  # numpy's message would suggest loading it unsafely: never
+            raise CheckpointError(f"{path}: not a bptt checkpoint (it holds pickled Python objects, "
+                                  "which a checkpoint never does)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {error}") from None
     except Exception as error:  # a damaged zip can raise almost anything (NotImplementedError, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
                               f"{type(error).__name__}: {error}") from None

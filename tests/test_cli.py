@@ -617,9 +617,9 @@ def test_train_output_path_problems_are_found_before_training(tmp_path):
 
 CHECKPOINT_ERRORS = {
     "missing": ("absent.npz", ["absent.npz: no such checkpoint file"]),
-    "unreadable": ("junk.npz", ["junk.npz: not a readable checkpoint"]),
+    "unreadable": ("junk.npz", ["junk.npz: not a bptt checkpoint (the file is not an .npz archive)"]),
     "foreign": ("foreign.npz", ["foreign.npz: not a bptt-checkpoint file"]),
-    "a data file": ("good.csv", ["good.csv: not a readable checkpoint"]),
+    "a data file": ("good.csv", ["good.csv: not a bptt checkpoint"]),
     "an npy array": ("array.npy", ["array.npy: not a"]),
 }
 
