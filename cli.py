@@ -6,7 +6,7 @@ is written; a diverged run, a failed gradcheck or a failed write exit with 1, Ct
 """
 import csv
 import json
-import os
+import math
 import sys
 import time
 
@@ -89,7 +89,23 @@ def check_writable(path, option, inputs=(), outputs=()):
 demo_option = click.option("--demo", type=click.Choice(sorted(DEMOS)),
                            help="Use a bundled generated series instead of DATA.")
 json_flag = click.option("--json", "as_json", is_flag=True,
-                         help="Print JSON on stdout (train: one record per epoch).")
+                         help="Print JSON on stdout (train: one record per epoch); a number that is "
+                              "not finite (a diverged loss, an overflowing metric) is null.")
+
+
+def to_json(value):
+    """Strict JSON (never NaN or Infinity, which JSON does not have): non-finite floats become null."""
+    return json.dumps(_finite_or_null(value), allow_nan=False)
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
@@ -198,7 +214,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     def on_epoch(record):
         completed.append(record["epoch"])
         if as_json:
-            click.echo(json.dumps(record))
+            click.echo(to_json(record))
         elif progress is not None:
             progress.on_epoch(record)
 
@@ -285,7 +301,7 @@ def evaluate(checkpoint, data, demo, as_json):
     model, metadata = engine.load_for_inference(checkpoint)
     metrics = engine.evaluate_series(model, metadata, data_source(data, demo))
     if as_json:
-        click.echo(json.dumps(metrics))
+        click.echo(to_json(metrics))
         return
     click.echo(f"{'':10}{'model':>14}{'persistence':>14}")
     for name in ("mse", "mae", "rmse"):
@@ -300,10 +316,11 @@ def evaluate(checkpoint, data, demo, as_json):
 def info(checkpoint, as_json):
     """Show what CHECKPOINT holds: model, training state and data normalisation."""
     metadata = engine.read_metadata(checkpoint)
+    data = engine.pipeline.read_recipe(checkpoint, metadata["user"]) if "data" in metadata["user"] else None
     if as_json:
-        click.echo(json.dumps(metadata))
+        click.echo(to_json(metadata))
         return
-    model, trainer_meta, data = metadata["model"], metadata["trainer"], metadata["user"].get("data")
+    model, trainer_meta = metadata["model"], metadata["trainer"]
     click.echo(f"Model:    {model['cell']}, {model['num_layers']} layer(s) x {model['hidden_size']} hidden, "
                f"{model['input_size']} input(s) -> {model['output_size']} output(s), {model['dtype']}, "
                f"init {model['init']}, seed {model['seed']}")

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from engine.checkpoint import load, read_metadata, save
+from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine.files import check_output
@@ -15,6 +15,11 @@ from engine.trainer import Trainer
 from engine.validation import check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
+_NORM_SCHEMA = {"mean": ["number"], "std": ["number"]}
+RECIPE_SCHEMA = {  # the data recipe train_series stores in a checkpoint's user metadata
+    "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
+    "fill": ("str", None), "difference": "bool", "streams": "int", "val_fraction": "number",
+    "input_norm": _NORM_SCHEMA, "target_norm": _NORM_SCHEMA}
 
 
 def train_series(source, output, model_options=None, trainer_options=None, data_options=None,
@@ -38,7 +43,7 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
         model, trainer = load(output)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
-        data_options = _stored_data_options(read_metadata(output))
+        data_options = _stored_data_options(output)
     data = prepare_training_data(source, key=key, **(data_options or {}))
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
@@ -137,15 +142,20 @@ def load_for_inference(path):
     """(model, metadata) of a checkpoint written by train_series; errors if it has no data recipe."""
     model, _ = load(path)
     metadata = read_metadata(path)["user"]
-    if "data" not in metadata:
-        raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
+    read_recipe(path, metadata)
     return model, metadata
 
 
-def _stored_data_options(metadata):
-    recipe = metadata["user"].get("data")
-    if recipe is None:
-        raise DataError("the checkpoint has no data recipe (not written by bptt train)")
+def read_recipe(path, user_metadata):
+    """The data recipe in a checkpoint's user metadata, checked whole against RECIPE_SCHEMA."""
+    if "data" not in user_metadata:
+        raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
+    check_schema(path, user_metadata["data"], RECIPE_SCHEMA, "metadata.user.data")
+    return user_metadata["data"]
+
+
+def _stored_data_options(path):
+    recipe = read_recipe(path, read_metadata(path)["user"])
     return {name: recipe[name] for name in DATA_OPTIONS}
 
 
