@@ -19,6 +19,7 @@ from engine.files import OutputError, atomic_write, check_output
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
+from engine.trainer import ON_DIVERGENCE
 
 BAD_INPUT = 2
 SCHEDULES = ("constant", "step", "cosine")
@@ -45,7 +46,8 @@ class Bptt(click.Group):
             click.echo(f"Error: {error}", err=True)
             sys.exit(BAD_INPUT)
         except engine.TrainingDiverged as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {error.reason} Lower --lr, clip gradients (--clip-norm, --clip-value), "
+                       "or skip such updates with --on-divergence skip.", err=True)
             sys.exit(1)
         except OSError as error:  # a failed write (disk full, permissions): one line, not a traceback
             click.echo(f"Error: {error}", err=True)
@@ -157,6 +159,8 @@ def _memory_option(value):
 @click.option("--clip-norm", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Clip the global gradient norm (0 disables).")
 @click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), help="Clip each gradient entry to +-VALUE.")
+@click.option("--on-divergence", default="raise", show_default=True, type=click.Choice(ON_DIVERGENCE),
+              help="On a non-finite loss or gradient: stop (raise) or drop that update and go on (skip).")
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(sorted(OPTIMIZERS)))
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
 @click.option("--schedule", default="constant", show_default=True, type=click.Choice(SCHEDULES),
@@ -175,9 +179,9 @@ def _memory_option(value):
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
-          layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
-          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, quiet,
-          as_json):
+          layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value,
+          on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output,
+          resume, plot, quiet, as_json):
     """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
     z-score normalised, cut into --streams parallel streams, with a validation tail.
 
@@ -201,7 +205,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         model_options["nonlinearity"] = nonlinearity
     trainer_options = dict(loss="mse", optimizer=optimizer, lr=lr, k1=None if full_bptt else k1,
                            k2=None if full_bptt else k2, clip_norm=clip_norm or None, clip_value=clip_value,
-                           memory=memory)
+                           memory=memory, on_divergence=on_divergence)
     schedule_options = dict(name=schedule, warmup_steps=warmup)
     if schedule == "step":
         schedule_options["step_size"] = step_size

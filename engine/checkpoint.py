@@ -219,8 +219,11 @@ def _restore_trainer(trainer, meta, arrays):
         trainer.optimizer_state[key][...] = stored
     trainer.step, trainer.epoch, trainer.skipped = meta["step"], meta["epoch"], meta["skipped"]
     columns = {f: arrays[f"history/{f}"] for f in UPDATE_FIELDS}
-    if any(column.shape != (trainer.step,) for column in columns.values()):
-        raise ValueError(f"history columns must hold one entry per update ({trainer.step}); got shapes "
+    kept = len(columns["step"])  # the latest updates (Trainer(history_updates=N) keeps N)
+    if (any(column.shape != (kept,) for column in columns.values()) or kept > trainer.step
+            or not np.array_equal(columns["step"], np.arange(trainer.step - kept + 1, trainer.step + 1))):
+        raise ValueError(f"history columns must hold one entry per update for the latest updates, "
+                         f"ending at update {trainer.step}; got shapes "
                          f"{ {f: column.shape for f, column in columns.items()} }")
     trainer.history = History.from_arrays(columns, meta["epochs"])
     trainer.state = _state_entry(model, arrays, "state")

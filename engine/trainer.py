@@ -14,10 +14,18 @@ from engine.shards import ShardedChunk, default_shards
 from engine.validation import as_inputs, as_targets, check_choice, check_float, check_int
 
 ON_DIVERGENCE = ("raise", "skip")
+HISTORY_UPDATES = 1000  # update records a Trainer keeps by default (the latest)
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss or gradient turned non-finite; the model keeps its last good parameters."""
+    """A loss or gradient turned non-finite; the model keeps its last good parameters.
+
+    reason: what happened, without advice (the CLI gives its own, in option names)."""
+
+    def __init__(self, reason):
+        super().__init__(f"{reason} Lower the learning rate, clip gradients (clip_norm), "
+                         "or pass on_divergence='skip'.")
+        self.reason = reason
 
 
 class Trainer:
@@ -42,11 +50,15 @@ class Trainer:
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
     memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
+    history_updates: keep the records of the last N updates in history.updates (default
+    HISTORY_UPDATES = 1000, so a streaming loop's memory stays bounded; None keeps all, 0
+    none). The counters step and skipped and the epoch records are exact regardless, and
+    checkpoints store the records kept.
     """
 
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
-                 diagnostics=False, shards=None, memory=None):
+                 diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES):
         self.model = model
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
@@ -61,6 +73,8 @@ class Trainer:
         self.diagnostics = bool(diagnostics)
         self.shards = None if shards is None else check_int("shards", shards)
         self.memory = memory if memory in (None, "sqrt") else check_int("memory", memory)
+        self.history_updates = (None if history_updates is None
+                                else check_int("history_updates", history_updates, minimum=0))
         self.optimizer = make_optimizer(optimizer, lr)
         self.schedule = make_schedule(schedule)
         self.optimizer_state = self.optimizer.init(model.params)
@@ -94,7 +108,7 @@ class Trainer:
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, memory=self.memory, optimizer=self.optimizer.config,
-                    schedule=self.schedule.config)
+                    schedule=self.schedule.config, history_updates=self.history_updates)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -114,6 +128,8 @@ class Trainer:
         many epochs, and restore the best parameters. on_update(record) / on_epoch(record)
         are called after each update / epoch. Returns the History."""
         x, y = self._check_data(x, y)
+        if not _counts_targets(self.loss, y):  # else every epoch would end with loss nan, 0 updates
+            raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
         epochs = check_int("epochs", epochs)
         patience = None if patience is None else check_int("patience", patience)
         if validation is not None:
@@ -146,11 +162,15 @@ class Trainer:
         reset: optional (B,) booleans, streams that start a new series with this piece;
         their state is zeroed. When any stream resets, the carried inputs are dropped
         for all streams, so this piece's first update backpropagates within it only.
-        Returns {"loss", "updates", "steps"} for this piece."""
+        A piece of another number of streams than the carried state is an error: call
+        reset_state() first to start afresh. Returns {"loss", "updates", "steps"}."""
         x, y = self._check_data(x, y)
         B = x.shape[1]
-        if self.state is None or _batch_of(self.state) != B:
+        if self.state is None:
             self.reset_state(B)
+        elif _batch_of(self.state) != B:
+            raise ValueError(f"partial_fit: x has {B} streams but the carried state has "
+                             f"{_batch_of(self.state)}; call reset_state() first to drop it and start afresh")
         if reset is not None:
             self._reset_streams(np.asarray(reset), B)
         losses = self._train_sequence(x, y, None, streaming=True)
@@ -238,16 +258,14 @@ class Trainer:
                   "clipped": bool(clipped), "lr": float(lr)}
         if self.diagnostics:
             record["dh_norms"] = chunk.dh_norms()
-        self.history.updates.append(record)
+        self.history.append_update(record, self.history_updates)
         return record
 
     def _diverged(self, loss, norm, what=None):
         what = what or ("the loss" if not np.isfinite(loss) else "the gradient norm")
         if self.on_divergence == "raise":
-            raise TrainingDiverged(
-                f"training diverged at update {self.step + 1}: {what} is not finite "
-                f"(loss {loss}, gradient norm {norm}); the last good parameters are kept. "
-                "Lower the learning rate, clip gradients (clip_norm), or pass on_divergence='skip'.")
+            raise TrainingDiverged(f"training diverged at update {self.step + 1}: {what} is not finite "
+                                   f"(loss {loss}, gradient norm {norm}); the last good parameters are kept.")
         self.skipped += 1
         return None
 
@@ -300,6 +318,11 @@ def _no_targets(y, steps):
     """Targets for `steps` history steps that must not count: NaN, or -1 for classes."""
     filler = np.full((steps,) + y.shape[1:], -1 if y.dtype.kind == "i" else np.nan, dtype=y.dtype)
     return filler
+
+
+def _counts_targets(loss, y):
+    """Whether y holds any target the loss counts: a finite value (mse) or a class >= 0."""
+    return bool(np.isfinite(y).any() if loss == "mse" else (y >= 0).any())
 
 
 def _batch_of(state):

@@ -2,6 +2,9 @@
 normalisation statistics and strict JSON, divergence advice in CLI terms, the bounded
 update history, clear errors of fit / partial_fit, memory estimates and --resume."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,3 +112,115 @@ def test_huge_values_train_and_json_outputs_stay_valid_json(tmp_path):
         assert "Infinity" not in result.stdout and "NaN" not in result.stdout
         parsed = json.loads(result.stdout)
     assert parsed["mse"] is None and parsed["mae"] > 1e299  # the squares overflow: null, documented
+
+
+# ---------------------------------------------------------------- 11: divergence in CLI terms
+
+def test_divergence_advice_names_cli_options_and_skip_goes_on(tmp_path):
+    diverging = ["--demo", "sine", "--hidden", "4", "--k1", "20", "--epochs", "1", "--optimizer", "sgd",
+                 "--lr", "1e30", "--clip-norm", "0", "-q"]
+    line = error_line(run("train", *diverging, "-o", tmp_path / "a.npz"), code=1)
+    assert "--lr" in line and "--on-divergence skip" in line, line
+    assert "on_divergence=" not in line and "clip_norm" not in line, line
+    assert not (tmp_path / "a.npz").exists()
+    result = run("train", *diverging, "--on-divergence", "skip", "-o", tmp_path / "b.npz")
+    assert result.exit_code == 0, result.stderr
+    meta = engine.read_metadata(tmp_path / "b.npz")
+    assert meta["trainer"]["config"]["on_divergence"] == "skip" and meta["trainer"]["skipped"] > 0
+
+
+# ---------------------------------------------------------------- 15: bounded update history
+
+def small_trainer(**options):
+    model = engine.Model(cell="lstm", input_size=1, hidden_size=4, output_size=1, num_layers=2, seed=0)
+    return engine.Trainer(model, k1=50, **options)
+
+
+def stream(trainer, pieces, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(pieces):
+        x = rng.standard_normal((50, 1, 1)).astype(np.float32)
+        trainer.partial_fit(x, 0.5 * x)
+
+
+def test_history_keeps_the_latest_updates_and_exact_counters(tmp_path):
+    trainer = small_trainer(history_updates=7)
+    stream(trainer, 20)
+    assert trainer.step == 20 and [r["step"] for r in trainer.history.updates] == list(range(14, 21))
+    engine.save(tmp_path / "t.npz", trainer.model, trainer)  # checkpoints store what is kept
+    _, loaded = engine.load(tmp_path / "t.npz")
+    assert loaded.history_updates == 7 and loaded.history.updates == trainer.history.updates
+    stream(loaded, 1)
+    assert [r["step"] for r in loaded.history.updates] == list(range(15, 22))
+    none = small_trainer(history_updates=0)
+    stream(none, 5)
+    assert none.step == 5 and none.history.updates == []
+    engine.save(tmp_path / "n.npz", none.model, none)
+    assert engine.load(tmp_path / "n.npz")[1].step == 5
+    assert small_trainer().history_updates == engine.trainer.HISTORY_UPDATES == 1000
+    with pytest.raises(ValueError, match="history_updates must be an integer >= 0"):
+        small_trainer(history_updates=-1)
+
+
+RSS_SCRIPT = """
+import json, os, sys
+import numpy as np
+sys.path.insert(0, {project!r})
+import engine
+
+def resident_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+def stream(trainer, pieces, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(pieces):
+        x = rng.standard_normal((50, 1, 1)).astype(np.float32)
+        trainer.partial_fit(x, 0.5 * x)
+
+growth = {{}}
+for keep in ("default", None):  # the default bound, then unbounded to show what it prevents
+    model = engine.Model(cell="lstm", input_size=1, hidden_size=4, output_size=1, num_layers=2, seed=0)
+    options = {{}} if keep == "default" else {{"history_updates": keep}}
+    trainer = engine.Trainer(model, k1=50, diagnostics=True, **options)
+    stream(trainer, 1000, 0)  # warm-up: compiles, fills the default history bound
+    before = resident_bytes()
+    stream(trainer, 2000, 1)
+    growth[str(keep)] = resident_bytes() - before
+print(json.dumps(growth))
+"""
+
+
+def test_streaming_with_diagnostics_holds_its_memory_flat_by_default():
+    """3,000 pieces with diagnostics (about 1 kB of records per update), in a fresh process:
+    after the default history bound fills, resident memory stays flat; unbounded, it grows
+    about 2 MB over the last 2,000 updates (which shows the measurement can see growth)."""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+    result = subprocess.run([sys.executable, "-c", RSS_SCRIPT.format(project=project)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    growth = json.loads(result.stdout)
+    assert growth["None"] > 1.0 * 2 ** 20, growth
+    assert growth["default"] < 0.5 * 2 ** 20, growth
+
+
+# ---------------------------------------------------------------- 16: fit and partial_fit
+
+def test_fit_with_no_target_at_all_is_an_error_not_a_nan_loss():
+    trainer = small_trainer()
+    x = np.zeros((60, 2, 1), np.float32)
+    with pytest.raises(ValueError, match="no target to learn from"):
+        trainer.fit(x, np.full((60, 2, 1), np.nan, np.float32))
+    assert trainer.step == 0 and trainer.epoch == 0
+
+
+def test_partial_fit_with_another_batch_size_needs_reset_state():
+    trainer = small_trainer()
+    x = np.ones((50, 2, 1), np.float32)
+    trainer.partial_fit(x, x)
+    carried = trainer.state[0].copy()
+    with pytest.raises(ValueError, match=r"x has 3 streams but the carried state has 2; call reset_state\(\)"):
+        trainer.partial_fit(np.ones((50, 3, 1), np.float32), np.ones((50, 3, 1), np.float32))
+    np.testing.assert_array_equal(trainer.state[0], carried)
+    trainer.reset_state()
+    assert trainer.partial_fit(np.ones((50, 3, 1), np.float32), np.ones((50, 3, 1), np.float32))["updates"] == 1
