@@ -120,9 +120,9 @@ def _memory_option(value):
     number, unit = value[:-1] if value[-1:].upper() in "KMG" else value, value[-1:].upper()
     unit = unit if unit in "KMG" else ""
     try:
-        count = int(float(number) * _UNITS[unit])
-    except ValueError:
-        raise click.BadParameter(f"expected 'sqrt' or a byte count such as 200M; got {value!r}",
+        count = int(float(number) * _UNITS[unit])  # inf and 1e400 overflow, nan is a ValueError
+    except (ValueError, OverflowError):
+        raise click.BadParameter(f"expected 'sqrt' or a finite byte count such as 200M; got {value!r}",
                                  param_hint="'--memory'") from None
     if count < 1:
         raise click.BadParameter(f"must be positive; got {value!r}", param_hint="'--memory'")

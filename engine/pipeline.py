@@ -1,5 +1,6 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
 train with checkpoints, forecast ahead, evaluate against the persistence baseline."""
+import inspect
 import math
 import os
 
@@ -9,8 +10,11 @@ from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine.files import check_output
+from engine.footprint import require, training_bytes
 from engine.model import Model
+from engine.optim import make_optimizer
 from engine.schedules import make_schedule
+from engine.shards import default_shards
 from engine.trainer import Trainer
 from engine.validation import check_int
 
@@ -51,6 +55,7 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
         k1 = check_int("k1", k1)  # before the schedule divides by it
     updates_per_epoch = 1 if k1 is None else math.ceil(steps / k1)
     if not resume:
+        _require_training_memory(model_options or {}, trainer_options or {}, data)
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2],
                       **(model_options or {}))
@@ -103,6 +108,7 @@ def forecast_series(model, metadata, source, steps, key=None):
                         f"this one has horizon {horizon}, inputs {recipe['inputs']}, targets {recipe['targets']}")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     level = data.base[-1].copy()  # (O,) last observed level
+    require(steps * len(level) * 8, f"--steps {steps} forecasts")  # before allocating them
     forecasts = np.empty((steps, len(level)))
     output = y_hat[-1:]  # (1, 1, O)
     for step in range(steps):
@@ -157,6 +163,30 @@ def read_recipe(path, user_metadata):
 def _stored_data_options(path):
     recipe = read_recipe(path, read_metadata(path)["user"])
     return {name: recipe[name] for name in DATA_OPTIONS}
+
+
+def _require_training_memory(model_options, trainer_options, data):
+    """Before the model is made, the whole run's buffers must fit in memory (a model that fits
+    alone may not with its optimizer state). Invalid options are left to Model and Trainer."""
+    model, trainer = {**_defaults(Model), **model_options}, {**_defaults(Trainer), **trainer_options}
+    steps, streams, inputs = data.x_train.shape
+    try:
+        k1 = trainer["k1"] and check_int("k1", trainer["k1"])
+        window = steps if k1 is None else min(max(check_int("k2", trainer["k2"] or k1), k1), steps)
+        needed = training_bytes(
+            model["cell"], inputs, check_int("hidden_size", model["hidden_size"]), data.y_train.shape[2],
+            check_int("num_layers", model["num_layers"]), np.dtype(model["dtype"]).itemsize, window, streams,
+            min(trainer["shards"] or default_shards(streams), streams),
+            len(make_optimizer(trainer["optimizer"], trainer["lr"]).buffer_names()), trainer["memory"])
+    except (KeyError, TypeError, ValueError):
+        return
+    require(needed, f"training {model['num_layers']} layer(s) x {model['hidden_size']} hidden on windows "
+                    f"of {window} steps x {streams} streams")
+
+
+def _defaults(cls):
+    return {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
 
 
 def _check_data_fits(model, trainer, data):

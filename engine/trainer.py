@@ -6,6 +6,7 @@ import numpy as np
 
 from engine.bptt import LOSSES
 from engine.clip import clip_grad_norm, clip_grad_value
+from engine.footprint import chunk_bytes, require, trainer_bytes
 from engine.history import History
 from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
@@ -77,6 +78,8 @@ class Trainer:
                                 else check_int("history_updates", history_updates, minimum=0))
         self.optimizer = make_optimizer(optimizer, lr)
         self.schedule = make_schedule(schedule)
+        require(trainer_bytes(model.params.nbytes, len(self.optimizer.buffer_names())),
+                "the trainer's gradient and optimizer state")  # before allocating them
         self.optimizer_state = self.optimizer.init(model.params)
         self.grad = np.zeros_like(model.params)  # (P,) flat gradient, model.params' layout
         self._last_good = model.params.copy()  # params and optimizer state before a step
@@ -130,6 +133,7 @@ class Trainer:
         x, y = self._check_data(x, y)
         if not _counts_targets(self.loss, y):  # else every epoch would end with loss nan, 0 updates
             raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
+        self._check_chunk_memory(x.shape[0], x.shape[1])
         epochs = check_int("epochs", epochs)
         patience = None if patience is None else check_int("patience", patience)
         if validation is not None:
@@ -171,6 +175,7 @@ class Trainer:
         elif _batch_of(self.state) != B:
             raise ValueError(f"partial_fit: x has {B} streams but the carried state has "
                              f"{_batch_of(self.state)}; call reset_state() first to drop it and start afresh")
+        self._check_chunk_memory(x.shape[0] + (0 if self._history_x is None else len(self._history_x)), B)
         if reset is not None:
             self._reset_streams(np.asarray(reset), B)
         losses = self._train_sequence(x, y, None, streaming=True)
@@ -287,6 +292,18 @@ class Trainer:
             for part in (self.state if self.model.cell == "lstm" else (self.state,)):
                 part[:, reset] = 0
             self._history_x = self._history_state = None
+
+    def _check_chunk_memory(self, steps, B):
+        """Before the buffers for the longest window over `steps` steps of B streams are made."""
+        window = steps if self.k1 is None else min(self.k2, steps)
+        if (window, B) in self._chunks:
+            return
+        model = self.model
+        shards = min(self.shards or default_shards(B), B)
+        require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
+                            model.num_layers, window, B, shards, model.dtype.itemsize, model.params.nbytes,
+                            self.memory),
+                f"training on windows of {window} steps x {B} streams")
 
     def _chunk(self, T, B):
         """Buffers for a window of T steps of B streams, made once per shape."""
