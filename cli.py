@@ -11,6 +11,7 @@ import sys
 import time
 
 import click
+from click.core import ParameterSource
 
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
@@ -211,6 +212,12 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         schedule_options["step_size"] = step_size
     data_options = dict(inputs=inputs, targets=targets, horizon=horizon, streams=streams,
                         val_fraction=val_fraction, fill=fill, difference=difference)
+    context = click.get_current_context()
+    explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if resume:  # only what the user gave goes on, for the pipeline to refuse what conflicts
+        model_options, trainer_options, schedule_options, data_options = (
+            {key: value for key, value in options.items() if explicit & set(_SET_BY.get(key, ()))}
+            for options in (model_options, trainer_options, schedule_options, data_options))
     progress = None if quiet or as_json else engine.Progress()
 
     completed = []  # epochs finished (and checkpointed) in this run
@@ -228,6 +235,12 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
             source, output, model_options, trainer_options, data_options, schedule_options,
             epochs=epochs, patience=patience, resume=resume, on_start=progress and progress.on_start,
             on_update=progress and progress.on_update, on_epoch=on_epoch)
+    except engine.pipeline.ResumeConflict as error:
+        given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
+                         for name in _SET_BY[error.option] if name in explicit)
+        raise click.UsageError(f"--resume: {given} conflicts with the checkpoint's {error.option.replace('_', ' ')} "
+                               f"{error.stored!r}; a resumed run keeps its checkpoint's settings (only --epochs, "
+                               "--patience, --lr and --memory may change)") from None
     except KeyboardInterrupt:
         saved = (f"{output} holds epoch {completed[-1]}; continue with --resume -o {output}"
                  if completed else "no epoch was completed in this run, nothing was saved")
@@ -237,6 +250,15 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         engine.plot_training(trainer.history, plot)
     if not quiet:
         _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
+
+
+_SET_BY = {  # an option of train_series on --resume -> the train options that set it
+    "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
+    "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
+    "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
+    "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
+    "on_divergence": ("on_divergence",), "name": ("schedule",), "schedule": ("schedule",),
+    "warmup_steps": ("warmup",), "step_size": ("step_size",), **{name: (name,) for name in engine.pipeline.DATA_OPTIONS}}
 
 
 def _summary(trainer, output, seconds, plot, restored):

@@ -16,9 +16,10 @@ from engine.optim import make_optimizer
 from engine.schedules import make_schedule
 from engine.shards import default_shards
 from engine.trainer import Trainer
-from engine.validation import check_int
+from engine.validation import check_float, check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
+RESUMABLE = ("lr", "memory")  # trainer options a resumed run may change
 _NORM_SCHEMA = {"mean": ["number"], "std": ["number"]}
 RECIPE_SCHEMA = {  # the data recipe train_series stores in a checkpoint's user metadata
     "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
@@ -37,7 +38,10 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     prepare_training_data. schedule: keyword arguments of engine.schedules.make_schedule;
     a "cosine" schedule without total_steps runs over all the updates of the run.
     resume: continue the checkpoint at `output` up to `epochs` epochs in all, with its
-    own model, trainer and data settings. on_start(info) gets {"epochs",
+    own model, trainer and data settings and its stored normalisation (never refitted).
+    Options given with resume must agree with the checkpoint (ResumeConflict names the
+    first that does not), except RESUMABLE trainer options (lr, memory), which apply.
+    on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
     Trainer.fit. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
@@ -47,8 +51,16 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
         model, trainer = load(output)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
-        data_options = _stored_data_options(output)
+        recipe = read_recipe(output, read_metadata(output)["user"])
+        _check_resume_options(model, trainer, recipe, model_options or {}, trainer_options or {},
+                              data_options or {}, schedule or {})
+        for name in RESUMABLE:
+            if name in (trainer_options or {}):
+                _resume_with(trainer, name, trainer_options[name])
+        data_options = {name: recipe[name] for name in DATA_OPTIONS}
     data = prepare_training_data(source, key=key, **(data_options or {}))
+    if resume:
+        data = _with_normalisation(data, recipe)
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
     if k1 is not None:
@@ -160,9 +172,76 @@ def read_recipe(path, user_metadata):
     return user_metadata["data"]
 
 
-def _stored_data_options(path):
-    recipe = read_recipe(path, read_metadata(path)["user"])
-    return {name: recipe[name] for name in DATA_OPTIONS}
+class ResumeConflict(ValueError):
+    """An option given with resume disagrees with the checkpoint: option (its name here),
+    given and stored (the values)."""
+
+    def __init__(self, option, given, stored):
+        super().__init__(f"resume: {option}={given!r} conflicts with the checkpoint's {option}={stored!r}; "
+                         "a resumed run keeps the checkpoint's settings (only epochs, patience, "
+                         f"{', '.join(RESUMABLE)} may change): drop the option or train a new model")
+        self.option, self.given, self.stored = option, given, stored
+
+
+def _check_resume_options(model, trainer, recipe, model_options, trainer_options, data_options, schedule):
+    """Raise ResumeConflict for the first given option that differs from the checkpoint's."""
+    stored = {**model.config, **trainer.config, "optimizer": trainer.optimizer.name,
+              **{name: recipe[name] for name in DATA_OPTIONS}}
+    given = {**model_options, **data_options,
+             **{name: value for name, value in trainer_options.items() if name not in RESUMABLE}}
+    if "k2" in given and given["k2"] is None:  # k2 None means k2 = k1
+        given["k2"] = given.get("k1", stored["k1"])
+    for name in ("inputs", "targets"):  # a spec ("temp,2") as the column names it chooses
+        if given.get(name) is not None:
+            given[name] = _column_names(given[name], recipe["columns"])
+    if "optimizer" in given and not isinstance(given["optimizer"], str):
+        given["optimizer"] = given["optimizer"].name
+    for name, value in given.items():
+        if name in stored and value != stored[name]:
+            raise ResumeConflict(name, value, stored[name])
+    stored_schedule = _schedule_settings(trainer.schedule.config)
+    for name, value in schedule.items():
+        if value != stored_schedule.get(name, value):
+            raise ResumeConflict("schedule" if name == "name" else name, value, stored_schedule[name])
+
+
+def _column_names(spec, columns):
+    """The names a column spec (None, "a,2" or a list) chooses among `columns`."""
+    tokens = [token.strip() for token in spec.split(",")] if isinstance(spec, str) else list(spec)
+    return [columns[int(token)] if str(token).isdigit() and str(token) not in columns
+            and int(token) < len(columns) else str(token) for token in tokens]
+
+
+def _schedule_settings(config):
+    """A schedule config as make_schedule's options: {"name", "warmup_steps"[, "step_size"]}."""
+    warmup = config.get("warmup_steps", 0) if config["name"] == "warmup" else 0
+    inner = config["after"] if config["name"] == "warmup" else config
+    return {"warmup_steps": warmup, **{key: value for key, value in inner.items()
+                                        if key in ("name", "step_size")}}
+
+
+def _resume_with(trainer, name, value):
+    """Apply a RESUMABLE option to a loaded trainer (validated as Trainer does)."""
+    if name == "lr":
+        trainer.optimizer.lr = check_float("lr", value, minimum=0, strictly_greater=True)
+    else:
+        trainer.memory = value if value in (None, "sqrt") else check_int("memory", value)
+
+
+def _with_normalisation(data, recipe):
+    """The training data normalised with the recipe's stored statistics, not refitted ones."""
+    stored = {part: recipe[f"{part}_norm"] for part in ("input", "target")}
+    if all(data.metadata[f"{part}_norm"] == stored[part] for part in stored):
+        return data  # the same data: the same statistics, bit for bit
+    norms = {part: (Normalizer.from_dict(data.metadata[f"{part}_norm"]), Normalizer.from_dict(stored[part]))
+             for part in stored}
+
+    def renormalise(values, part):
+        refitted, kept = norms[part]
+        return None if values is None else kept.transform(refitted.inverse_transform(values))
+    return data._replace(x_train=renormalise(data.x_train, "input"), y_train=renormalise(data.y_train, "target"),
+                         x_val=renormalise(data.x_val, "input"), y_val=renormalise(data.y_val, "target"),
+                         metadata={**data.metadata, "input_norm": stored["input"], "target_norm": stored["target"]})
 
 
 def _require_training_memory(model_options, trainer_options, data):

@@ -400,8 +400,12 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     full = run("train", *settings, "--epochs", "3", "-o", straight)
     assert_ok(full)
     assert_ok(run("train", *settings, "--epochs", "1", "-o", resumed))
-    # --resume keeps the checkpoint's own settings: a different --hidden is not applied
-    second = run("train", *settings, "--epochs", "3", "--hidden", "32", "-o", resumed, "--resume")
+    # --resume keeps the checkpoint's own settings: a different --hidden is refused, the same one is fine
+    before = resumed.read_bytes()
+    assert_bad_input(run("train", *settings, "--epochs", "3", "--hidden", "32", "-o", resumed, "--resume"),
+                     "--resume: --hidden 32 conflicts with the checkpoint's hidden size 8")
+    assert resumed.read_bytes() == before
+    second = run("train", *settings, "--epochs", "3", "-o", resumed, "--resume")
     assert_ok(second)
     assert [record["epoch"] for record in json_lines(second.stdout)] == [2, 3]
     for key in ("loss", "val_loss", "updates"):

@@ -224,3 +224,45 @@ def test_partial_fit_with_another_batch_size_needs_reset_state():
     np.testing.assert_array_equal(trainer.state[0], carried)
     trainer.reset_state()
     assert trainer.partial_fit(np.ones((50, 3, 1), np.float32), np.ones((50, 3, 1), np.float32))["updates"] == 1
+
+
+# ---------------------------------------------------------------- 6: --resume
+
+def test_resume_refuses_conflicting_options_and_applies_lr_and_memory(tmp_path):
+    output = tmp_path / "m.npz"
+    assert run("train", "--demo", "sine", *FAST, "-o", output).exit_code == 0
+    before = output.read_bytes()
+    conflicts = {("--cell", "gru"): "--cell gru conflicts with the checkpoint's cell 'lstm'",
+                 ("--targets", "1"): "--targets 1 conflicts with the checkpoint's targets ['value']",
+                 ("--full-bptt",): "--full-bptt conflicts with the checkpoint's k1 20",
+                 ("--optimizer", "sgd"): "--optimizer sgd conflicts with the checkpoint's optimizer 'adam'",
+                 ("--schedule", "cosine"): "--schedule cosine conflicts with the checkpoint's schedule 'constant'",
+                 ("--streams", "4"): "--streams 4 conflicts with the checkpoint's streams 8",
+                 ("--clip-norm", "0"): "--clip-norm 0.0 conflicts with the checkpoint's clip norm 1.0"}
+    for args, fragment in conflicts.items():
+        line = error_line(run("train", "--demo", "sine", "--epochs", "2", "-q", "--resume", "-o", output, *args))
+        assert fragment in line and "only --epochs, --patience, --lr and --memory may change" in line, line
+        assert output.read_bytes() == before
+    # the same values as stored are no conflict (re-running the command with --resume added)
+    result = run("train", "--demo", "sine", *FAST, "--epochs", "2", "--targets", "0", "--lr", "0.01",
+                 "--memory", "sqrt", "--resume", "-o", output)
+    assert result.exit_code == 0, result.stderr
+    meta = engine.read_metadata(output)["trainer"]
+    assert meta["epoch"] == 2 and meta["config"]["optimizer"]["lr"] == 0.01 and meta["config"]["memory"] == "sqrt"
+
+
+def test_resume_on_other_data_keeps_the_stored_normalisation(tmp_path):
+    rng = np.random.default_rng(0)
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    np.savetxt(first, np.sin(np.arange(800) / 5) + 0.1 * rng.standard_normal(800), header="v", comments="")
+    np.savetxt(second, 100 + 10 * np.sin(np.arange(800) / 5), header="v", comments="")
+    output = tmp_path / "m.npz"
+    assert run("train", first, *FAST, "--streams", "4", "-o", output).exit_code == 0
+    stored = engine.read_metadata(output)["user"]["data"]
+    model, trainer, data = engine.train_series(str(second), str(output), epochs=2, resume=True)
+    kept = engine.read_metadata(output)["user"]["data"]
+    assert (kept["input_norm"], kept["target_norm"]) == (stored["input_norm"], stored["target_norm"])
+    refitted = engine.data.prepare_training_data(str(second), streams=4, val_fraction=0.1)
+    raw = Normalizer.from_dict(refitted.metadata["target_norm"]).inverse_transform(refitted.y_train)
+    np.testing.assert_allclose(data.y_train, Normalizer.from_dict(stored["target_norm"]).transform(raw), rtol=1e-12)
+    assert data.y_train.mean() > 50  # in the first file's units, the second file is far above zero
