@@ -12,6 +12,10 @@ import os
 from engine.parameters import GATES
 
 _MEMINFO = "/proc/meminfo"
+# Python objects per layer beside the arrays' data (views, buffer headers; measured with
+# 20,000 layers): they dominate for deep, narrow stacks.
+MODEL_LAYER_OBJECTS = 2_560      # the model's parameter views and layout
+TRAINING_LAYER_OBJECTS = 10_240  # gradient views, workspaces and optimizer bookkeeping
 
 
 class MemoryEstimateError(ValueError):
@@ -60,7 +64,14 @@ def parameter_count(cell, input_size, hidden_size, output_size, num_layers):
 
 
 def parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize):
+    """The flat parameter buffer."""
     return parameter_count(cell, input_size, hidden_size, output_size, num_layers) * itemsize
+
+
+def model_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize):
+    """A Model: its parameter buffer and the Python objects of its layers."""
+    return (parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize)
+            + num_layers * MODEL_LAYER_OBJECTS)
 
 
 def trainer_bytes(parameter_nbytes, optimizer_buffers):
@@ -106,5 +117,6 @@ def training_bytes(cell, input_size, hidden_size, output_size, num_layers, items
     the chunk buffers of its longest window (`window` steps x `streams` streams)."""
     sizes = (cell, input_size, hidden_size, output_size, num_layers)
     parameters = parameter_bytes(*sizes, itemsize)
-    return (parameters + trainer_bytes(parameters, optimizer_buffers)
-            + chunk_bytes(*sizes, window, streams, shards, itemsize, parameters, memory))
+    return (model_bytes(*sizes, itemsize) + trainer_bytes(parameters, optimizer_buffers)
+            + chunk_bytes(*sizes, window, streams, shards, itemsize, parameters, memory)
+            + num_layers * TRAINING_LAYER_OBJECTS)
