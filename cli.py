@@ -175,7 +175,9 @@ def _memory_option(value):
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(("float32", "float64")))
 @click.option("-o", "--output", default="model.npz", show_default=True, type=click.Path(dir_okay=False),
               help="Checkpoint path, written after every epoch.")
-@click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output with its own settings.")
+@click.option("--resume", is_flag=True,
+              help="Continue training the checkpoint at --output with its own settings and normalisation "
+                   "(--epochs, --patience, --lr, --memory may change; other options must agree with it).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag

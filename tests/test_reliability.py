@@ -266,3 +266,25 @@ def test_resume_on_other_data_keeps_the_stored_normalisation(tmp_path):
     raw = Normalizer.from_dict(refitted.metadata["target_norm"]).inverse_transform(refitted.y_train)
     np.testing.assert_allclose(data.y_train, Normalizer.from_dict(stored["target_norm"]).transform(raw), rtol=1e-12)
     assert data.y_train.mean() > 50  # in the first file's units, the second file is far above zero
+
+
+# ---------------------------------------------------------------- 4: plots are written atomically
+
+def test_a_plot_that_fails_mid_write_leaves_no_file(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    def failing_savefig(self, file, **options):
+        assert options["format"] == "png"
+        file.write(b"\x89PNG half a plot")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    history = engine.History()
+    history.updates = [{"step": 1, "loss": 1.0, "grad_norm": 1.0, "clipped": False, "lr": 0.1}]
+    history.epochs = [{"epoch": 1, "loss": 1.0, "updates": 1, "seconds": 0.1}]
+    (tmp_path / "curves.png").write_bytes(b"old plot")
+    with pytest.raises(OSError, match="No space left on device"):
+        engine.plot_training(history, tmp_path / "curves.png")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["curves.png"]
+    assert (tmp_path / "curves.png").read_bytes() == b"old plot"
