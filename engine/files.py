@@ -88,7 +88,7 @@ def atomic_write(path, mode="wb", **open_options):
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        if isinstance(error, OSError) and error.filename is None:
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:
             error.filename = path  # "File too large: 'f.csv'", not only "File too large"
         if isinstance(error, Terminated):  # cleaned up: now end as SIGTERM would have
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
