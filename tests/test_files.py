@@ -137,3 +137,21 @@ def test_two_outputs_of_one_command_may_not_share_a_path(tmp_path):
     with pytest.raises(OutputError, match="another output"):
         check_output(tmp_path / "m.npz", outputs=[tmp_path / "." / "m.npz"])
     check_output(tmp_path / "plot.png", outputs=[tmp_path / "m.npz", None])
+
+
+def test_ctrl_c_during_a_write_removes_the_temporary(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(path) as file:
+            file.write(b"partial")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_a_failed_write_names_the_target(tmp_path):
+    path = tmp_path / "f.csv"
+    with pytest.raises(OSError, match=r"\[Errno 28\] No space left on device: '.*f\.csv'"):
+        with atomic_write(path, "w"):
+            raise OSError(28, "No space left on device")
+    assert os.listdir(tmp_path) == []
