@@ -122,7 +122,7 @@ CASES = {
     "an infinite lr": (["train", "data.csv", *TINY, "--lr", "inf", "-o", "new.npz"], 2, "lr must be finite"),
     "an unknown option": (["train", "data.csv", "--hiden", "4"], 2, "No such option"),
     "data and a demo": (["train", "data.csv", "--demo", "sine", *TINY, "-o", "new.npz"], 2, "not both"),
-    "forecast too far for the model": (["forecast", "model.npz", "text.csv"], 2, "not a finite number"),
+    "forecast on a non-numeric cell": (["forecast", "model.npz", "text.csv"], 2, "not a finite number"),
 }
 
 
