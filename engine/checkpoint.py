@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from engine.files import atomic_write
+from engine.files import atomic_write, check_output
 from engine.history import UPDATE_FIELDS, History
 from engine.model import Model
 
@@ -102,8 +102,10 @@ def _describe(value):
 
 def save(path, model, trainer=None, metadata=None):
     """Write `model` (and `trainer`, if given, so training resumes exactly) to `path`
-    atomically: a crash mid-write leaves any previous file intact. metadata: optional
-    JSON-able dict stored as is (the CLI keeps the data normalisation there)."""
+    atomically: a crash mid-write leaves any previous file intact. A `path` that is a
+    symbolic link, a device, FIFO or directory, or read-only, is refused (OutputError).
+    metadata: optional JSON-able dict stored as is (the CLI keeps the data normalisation there)."""
+    check_output(path, what="checkpoint")
     meta = {"format": FORMAT, "version": VERSION, "model": model.config,
             "trainer": None, "user": metadata or {}}
     arrays = {f"model/{name}": view for name, view in model.views.items()}

@@ -424,3 +424,17 @@ def test_saved_file_gets_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_save_refuses_a_link_or_a_read_only_file(tmp_path):
+    from engine.files import OutputError
+
+    model = engine.Model(hidden_size=3)
+    (tmp_path / "real.npz").write_bytes(b"keep")
+    (tmp_path / "link.npz").symlink_to("real.npz")
+    with pytest.raises(OutputError, match="symbolic link"):
+        engine.save(tmp_path / "link.npz", model)
+    (tmp_path / "real.npz").chmod(0o444)
+    with pytest.raises(OutputError, match="read-only"):
+        engine.save(tmp_path / "real.npz", model)
+    assert (tmp_path / "link.npz").is_symlink() and (tmp_path / "real.npz").read_bytes() == b"keep"
