@@ -53,6 +53,9 @@ class Bptt(click.Group):
         except OSError as error:  # a failed write (disk full, permissions): one line, not a traceback
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
+        except MemoryError as error:  # sizes no estimate caught (engine.footprint covers the usual ones)
+            click.echo(f"Error: out of memory: {error or 'an allocation failed'}; choose smaller sizes", err=True)
+            sys.exit(BAD_INPUT)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -155,3 +155,17 @@ def test_a_file_size_limit_mid_forecast_leaves_no_truncated_csv(workdir):
     assert result.returncode == 1, result.stderr
     assert result.stderr == "Error: [Errno 27] File too large: 'f.csv'\n"
     assert snapshot(workdir) == before
+
+
+def test_an_allocation_no_estimate_covers_is_one_error_line(workdir, monkeypatch):
+    """The last line of defence: a MemoryError anywhere is one Error line, exit 2."""
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 4.37 TiB for an array with shape (100000000000, 2, 3)")
+
+    monkeypatch.setattr(engine, "gradient_check", too_big)
+    before = snapshot(workdir)
+    result = CliRunner().invoke(main, ["gradcheck", "--steps", "100000000000"], prog_name="bptt")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert result.stderr == ("Error: out of memory: Unable to allocate 4.37 TiB for an array with shape "
+                             "(100000000000, 2, 3); choose smaller sizes\n")
+    assert snapshot(workdir) == before
