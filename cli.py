@@ -6,19 +6,22 @@ is written; a diverged run, a failed gradcheck or a failed write exit with 1, Ct
 """
 import csv
 import json
-import os
+import math
 import sys
 import time
 
 import click
+from click.core import ParameterSource
 
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
 from engine.demos import DEMOS, load_demo
+from engine.files import OutputError, atomic_write, check_output
 from engine.grad_flow import describe as describe_grad_flow
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
+from engine.trainer import ON_DIVERGENCE
 
 BAD_INPUT = 2
 SCHEDULES = ("constant", "step", "cosine")
@@ -45,11 +48,15 @@ class Bptt(click.Group):
             click.echo(f"Error: {error}", err=True)
             sys.exit(BAD_INPUT)
         except engine.TrainingDiverged as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {error.reason} Lower --lr, clip gradients (--clip-norm, --clip-value), "
+                       "or skip such updates with --on-divergence skip.", err=True)
             sys.exit(1)
         except OSError as error:  # a failed write (disk full, permissions): one line, not a traceback
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
+        except MemoryError as error:  # sizes no estimate caught (engine.footprint covers the usual ones)
+            click.echo(f"Error: out of memory: {error or 'an allocation failed'}; choose smaller sizes", err=True)
+            sys.exit(BAD_INPUT)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -75,23 +82,37 @@ def data_source(path, demo):
     return load_demo(demo) if demo else as_series(path)
 
 
-def check_writable(path, option):
-    """Fail before any work when `path` cannot be written: its directory must exist."""
+def check_writable(path, option, inputs=(), outputs=()):
+    """Fail before any work when writing `path` could destroy something (engine.files.check_output):
+    it may not be one of the command's `inputs` or other `outputs`, a link, a device or read-only."""
     if path is None:
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise click.BadParameter(f"cannot write {path}: directory {directory} does not exist",
-                                 param_hint=option)
-    if not os.access(directory, os.W_OK):
-        raise click.BadParameter(f"cannot write {path}: directory {directory} is not writable",
-                                 param_hint=option)
+    try:
+        check_output(path, inputs=inputs, outputs=outputs)
+    except OutputError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 demo_option = click.option("--demo", type=click.Choice(sorted(DEMOS)),
                            help="Use a bundled generated series instead of DATA.")
 json_flag = click.option("--json", "as_json", is_flag=True,
-                         help="Print JSON on stdout (train: one record per epoch).")
+                         help="Print JSON on stdout (train: one record per epoch); a number that is "
+                              "not finite (a diverged loss, an overflowing metric) is null.")
+
+
+def to_json(value):
+    """Strict JSON (never NaN or Infinity, which JSON does not have): non-finite floats become null."""
+    return json.dumps(_finite_or_null(value), allow_nan=False)
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
@@ -104,9 +125,9 @@ def _memory_option(value):
     number, unit = value[:-1] if value[-1:].upper() in "KMG" else value, value[-1:].upper()
     unit = unit if unit in "KMG" else ""
     try:
-        count = int(float(number) * _UNITS[unit])
-    except ValueError:
-        raise click.BadParameter(f"expected 'sqrt' or a byte count such as 200M; got {value!r}",
+        count = int(float(number) * _UNITS[unit])  # inf and 1e400 overflow, nan is a ValueError
+    except (ValueError, OverflowError):
+        raise click.BadParameter(f"expected 'sqrt' or a finite byte count such as 200M; got {value!r}",
                                  param_hint="'--memory'") from None
     if count < 1:
         raise click.BadParameter(f"must be positive; got {value!r}", param_hint="'--memory'")
@@ -143,6 +164,8 @@ def _memory_option(value):
 @click.option("--clip-norm", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Clip the global gradient norm (0 disables).")
 @click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), help="Clip each gradient entry to +-VALUE.")
+@click.option("--on-divergence", default="raise", show_default=True, type=click.Choice(ON_DIVERGENCE),
+              help="On a non-finite loss or gradient: stop (raise) or drop that update and go on (skip).")
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(sorted(OPTIMIZERS)))
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
 @click.option("--schedule", default="constant", show_default=True, type=click.Choice(SCHEDULES),
@@ -156,7 +179,9 @@ def _memory_option(value):
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(("float32", "float64")))
 @click.option("-o", "--output", default="model.npz", show_default=True, type=click.Path(dir_okay=False),
               help="Checkpoint path, written after every epoch.")
-@click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output with its own settings.")
+@click.option("--resume", is_flag=True,
+              help="Continue training the checkpoint at --output with its own settings and normalisation "
+                   "(--epochs, --patience, --lr, --memory may change; other options must agree with it).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
 @click.option("--diagnostics", is_flag=True,
               help="Report the gradient flow per epoch (grad_flow): reach, the steps back until |dL/dh| falls "
@@ -170,9 +195,9 @@ def _memory_option(value):
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
-          layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
-          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, diagnostics,
-          quiet, as_json):
+          layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value,
+          on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output,
+          resume, plot, diagnostics, quiet, as_json):
     """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
     z-score normalised, cut into --streams parallel streams, with a validation tail.
 
@@ -181,8 +206,8 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
       bptt train --demo mackey-glass --hidden 32 --epochs 30
       bptt train prices.csv --targets close --inputs close,volume --k1 100 --k2 200
     """
-    check_writable(output, "'-o' / '--output'")
-    check_writable(plot, "'--plot'")
+    check_writable(output, "'-o' / '--output'", inputs=[data])
+    check_writable(plot, "'--plot'", inputs=[data], outputs=[output])
     if plot:
         engine.require_matplotlib(plot)  # before any work, so nothing is lost later
     if full_bptt and k2 is not None:
@@ -196,12 +221,18 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         model_options["nonlinearity"] = nonlinearity
     trainer_options = dict(loss="mse", optimizer=optimizer, lr=lr, k1=None if full_bptt else k1,
                            k2=None if full_bptt else k2, clip_norm=clip_norm or None, clip_value=clip_value,
-                           memory=memory, diagnostics=diagnostics)
+                           memory=memory, on_divergence=on_divergence, diagnostics=diagnostics)
     schedule_options = dict(name=schedule, warmup_steps=warmup)
     if schedule == "step":
         schedule_options["step_size"] = step_size
     data_options = dict(inputs=inputs, targets=targets, horizon=horizon, streams=streams,
                         val_fraction=val_fraction, fill=fill, difference=difference)
+    context = click.get_current_context()
+    explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if resume:  # only what the user gave goes on, for the pipeline to refuse what conflicts
+        model_options, trainer_options, schedule_options, data_options = (
+            {key: value for key, value in options.items() if explicit & set(_SET_BY.get(key, ()))}
+            for options in (model_options, trainer_options, schedule_options, data_options))
     progress = None if quiet or as_json else engine.Progress()
 
     completed = []  # epochs finished (and checkpointed) in this run
@@ -209,7 +240,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     def on_epoch(record):
         completed.append(record["epoch"])
         if as_json:
-            click.echo(json.dumps(record))
+            click.echo(to_json(record))
         elif progress is not None:
             progress.on_epoch(record)
 
@@ -219,6 +250,12 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
             source, output, model_options, trainer_options, data_options, schedule_options,
             epochs=epochs, patience=patience, resume=resume, on_start=progress and progress.on_start,
             on_update=progress and progress.on_update, on_epoch=on_epoch)
+    except engine.pipeline.ResumeConflict as error:
+        given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
+                         for name in _SET_BY[error.option] if name in explicit)
+        raise click.UsageError(f"--resume: {given} conflicts with the checkpoint's {error.option.replace('_', ' ')} "
+                               f"{error.stored!r}; a resumed run keeps its checkpoint's settings (only --epochs, "
+                               "--patience, --lr and --memory may change)") from None
     except KeyboardInterrupt:
         saved = (f"{output} holds epoch {completed[-1]}; continue with --resume -o {output}"
                  if completed else "no epoch was completed in this run, nothing was saved")
@@ -231,6 +268,15 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         click.echo(_grad_flow_advice(last_flow, trainer), err=True)
     if not quiet:
         _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
+
+
+_SET_BY = {  # an option of train_series on --resume -> the train options that set it
+    "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
+    "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
+    "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
+    "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
+    "on_divergence": ("on_divergence",), "name": ("schedule",), "schedule": ("schedule",),
+    "warmup_steps": ("warmup",), "step_size": ("step_size",), **{name: (name,) for name in engine.pipeline.DATA_OPTIONS}}
 
 
 def _grad_flow_advice(grad_flow, trainer):
@@ -288,26 +334,29 @@ def forecast(checkpoint, data, demo, steps, output, plot):
 
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
     beyond the first step. Writes CSV (one column per target) in original units."""
-    check_writable(output, "'-o' / '--output'")
-    check_writable(plot, "'--plot'")
+    check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data])
+    check_writable(plot, "'--plot'", inputs=[checkpoint, data], outputs=[output])
     if plot:
         engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
     source = data_source(data, demo)
     forecasts = engine.forecast_series(model, metadata, source, steps)
     names = metadata["data"]["targets"]
-    stream = open(output, "w", newline="") if output else sys.stdout
-    try:
-        writer = csv.writer(stream)
-        writer.writerow(["step"] + names)
-        for step, row in enumerate(forecasts, start=1):
-            writer.writerow([step] + [f"{value:.10g}" for value in row])
-    finally:
-        if output:
-            stream.close()
+    if output:
+        with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
+            _write_forecast_csv(stream, names, forecasts)
+    else:
+        _write_forecast_csv(sys.stdout, names, forecasts)
     if plot:
         observed = engine.data.select_columns(engine.data.as_series(source), names).values
         engine.plot_forecast(observed, forecasts, names, plot)
+
+
+def _write_forecast_csv(stream, names, forecasts):
+    writer = csv.writer(stream)
+    writer.writerow(["step"] + names)
+    for step, row in enumerate(forecasts, start=1):
+        writer.writerow([step] + [f"{value:.10g}" for value in row])
 
 
 @main.command()
@@ -321,7 +370,7 @@ def evaluate(checkpoint, data, demo, as_json):
     model, metadata = engine.load_for_inference(checkpoint)
     metrics = engine.evaluate_series(model, metadata, data_source(data, demo))
     if as_json:
-        click.echo(json.dumps(metrics))
+        click.echo(to_json(metrics))
         return
     click.echo(f"{'':10}{'model':>14}{'persistence':>14}")
     for name in ("mse", "mae", "rmse"):
@@ -336,10 +385,11 @@ def evaluate(checkpoint, data, demo, as_json):
 def info(checkpoint, as_json):
     """Show what CHECKPOINT holds: model, training state and data normalisation."""
     metadata = engine.read_metadata(checkpoint)
+    data = engine.pipeline.read_recipe(checkpoint, metadata["user"]) if "data" in metadata["user"] else None
     if as_json:
-        click.echo(json.dumps(metadata))
+        click.echo(to_json(metadata))
         return
-    model, trainer_meta, data = metadata["model"], metadata["trainer"], metadata["user"].get("data")
+    model, trainer_meta = metadata["model"], metadata["trainer"]
     click.echo(f"Model:    {model['cell']}, {model['num_layers']} layer(s) x {model['hidden_size']} hidden, "
                f"{model['input_size']} input(s) -> {model['output_size']} output(s), {model['dtype']}, "
                f"init {model['init']}, seed {model['seed']}")
@@ -406,6 +456,7 @@ def bench(configs, peers, json_path, quick):
     from bench import format_table, run_bench
     from bench.runner import BenchmarkError
 
+    check_writable(json_path, "'--json'")
     try:
         records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
                             echo=lambda line: click.echo(line, err=True))

@@ -20,6 +20,7 @@ import time
 
 from bench.configs import CONFIGS, DTYPE, get_config
 from bench.workloads import available, make_workload
+from engine.files import atomic_write
 from engine.model import Model
 from engine.workspace import Workspace
 
@@ -66,7 +67,7 @@ def run_bench(configs=None, peers=False, quick=False, json_path=None, echo=print
             echo("compile time ...")
             records.append(compile_record())
     if json_path is not None:
-        with open(json_path, "w") as out:
+        with atomic_write(json_path, "w") as out:  # a failed write leaves any old file whole
             json.dump(records, out, indent=1)
     return records
 

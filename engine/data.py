@@ -122,8 +122,16 @@ class Normalizer:
         empty = np.isnan(values).all(axis=0)
         if empty.any():
             raise DataError(f"cannot fit the normalisation: column {np.argmax(empty)} holds no values")
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0)
+        # Scaled by a power of two per column (exact) so that sums and squares cannot
+        # overflow, even for values near the float64 limit (1e300 squared is inf).
+        scale = np.ldexp(1.0, np.frexp(np.nanmax(np.abs(values), axis=0))[1])
+        scale = np.where(scale > 0, scale, 1.0)  # an all-zero column
+        scaled = values / scale
+        mean = np.nanmean(scaled, axis=0) * scale
+        std = np.nanstd(scaled, axis=0) * scale
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            raise DataError("cannot fit the normalisation: the values' spread exceeds the float64 "
+                            "range; rescale the data")
         return cls(mean, np.where(std > 0, std, 1.0))
 
     def transform(self, values):
@@ -353,7 +361,8 @@ def _errors(y_hat, y):
 def mse(y_hat, y):
     """Mean squared error over the observed targets (nan when none)."""
     errors = _errors(y_hat, y)
-    return float(np.mean(errors ** 2)) if errors.size else math.nan
+    with np.errstate(over="ignore"):  # errors beyond 1e154 square to inf: the honest answer
+        return float(np.mean(errors ** 2)) if errors.size else math.nan
 
 
 def rmse(y_hat, y):

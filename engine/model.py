@@ -1,6 +1,7 @@
 """The recurrent model: PyTorch-compatible parameters in one flat buffer."""
 import numpy as np
 
+from engine.footprint import model_bytes, require
 from engine.initializers import INITS, initialize
 from engine.parameters import GATES, ParameterLayout
 from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_state, check_choice,
@@ -44,6 +45,9 @@ class Model:
         self.seed = check_int("seed", seed, minimum=0)
         self.gates = GATES[cell]
         self.relu = nonlinearity == "relu"
+        require(model_bytes(cell, self.input_size, self.hidden_size, self.output_size, self.num_layers,
+                            self.dtype.itemsize),
+                f"a model of {self.num_layers} layer(s) x {self.hidden_size} hidden")  # before allocating
         self.layout = ParameterLayout(cell, self.input_size, self.hidden_size,
                                       self.output_size, self.num_layers)
         self.params = np.zeros(self.layout.size, dtype=self.dtype)  # (P,) flat parameters

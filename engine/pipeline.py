@@ -1,19 +1,30 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
 train with checkpoints, forecast ahead, evaluate against the persistence baseline."""
+import inspect
 import math
 import os
 
 import numpy as np
 
-from engine.checkpoint import load, read_metadata, save
+from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
+from engine.files import check_output
+from engine.footprint import require, training_bytes
 from engine.model import Model
+from engine.optim import make_optimizer
 from engine.schedules import make_schedule
+from engine.shards import default_shards
 from engine.trainer import Trainer
-from engine.validation import check_int
+from engine.validation import check_float, check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
+RESUMABLE = ("lr", "memory")  # trainer options a resumed run may change
+_NORM_SCHEMA = {"mean": ["number"], "std": ["number"]}
+RECIPE_SCHEMA = {  # the data recipe train_series stores in a checkpoint's user metadata
+    "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
+    "fill": ("str", None), "difference": "bool", "streams": "int", "val_fraction": "number",
+    "input_norm": _NORM_SCHEMA, "target_norm": _NORM_SCHEMA}
 
 
 def train_series(source, output, model_options=None, trainer_options=None, data_options=None,
@@ -27,23 +38,36 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     prepare_training_data. schedule: keyword arguments of engine.schedules.make_schedule;
     a "cosine" schedule without total_steps runs over all the updates of the run.
     resume: continue the checkpoint at `output` up to `epochs` epochs in all, with its
-    own model, trainer and data settings. on_start(info) gets {"epochs",
+    own model, trainer and data settings and its stored normalisation (never refitted).
+    Options given with resume must agree with the checkpoint (ResumeConflict names the
+    first that does not), except RESUMABLE trainer options (lr, memory), which apply.
+    on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
     Trainer.fit. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
-    _check_writable(output)
+    check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
+                 what="checkpoint")  # before any work: never an input, a link or read-only
     if resume:
         model, trainer = load(output)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
-        data_options = _stored_data_options(read_metadata(output))
+        recipe = read_recipe(output, read_metadata(output)["user"])
+        _check_resume_options(model, trainer, recipe, model_options or {}, trainer_options or {},
+                              data_options or {}, schedule or {})
+        for name in RESUMABLE:
+            if name in (trainer_options or {}):
+                _resume_with(trainer, name, trainer_options[name])
+        data_options = {name: recipe[name] for name in DATA_OPTIONS}
     data = prepare_training_data(source, key=key, **(data_options or {}))
+    if resume:
+        data = _with_normalisation(data, recipe)
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
     if k1 is not None:
         k1 = check_int("k1", k1)  # before the schedule divides by it
     updates_per_epoch = 1 if k1 is None else math.ceil(steps / k1)
     if not resume:
+        _require_training_memory(model_options or {}, trainer_options or {}, data)
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2],
                       **(model_options or {}))
@@ -96,6 +120,7 @@ def forecast_series(model, metadata, source, steps, key=None):
                         f"this one has horizon {horizon}, inputs {recipe['inputs']}, targets {recipe['targets']}")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     level = data.base[-1].copy()  # (O,) last observed level
+    require(steps * len(level) * 8, f"--steps {steps} forecasts")  # before allocating them
     forecasts = np.empty((steps, len(level)))
     output = y_hat[-1:]  # (1, 1, O)
     for step in range(steps):
@@ -135,23 +160,112 @@ def load_for_inference(path):
     """(model, metadata) of a checkpoint written by train_series; errors if it has no data recipe."""
     model, _ = load(path)
     metadata = read_metadata(path)["user"]
-    if "data" not in metadata:
-        raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
+    read_recipe(path, metadata)
     return model, metadata
 
 
-def _check_writable(output):
-    """The checkpoint's directory must exist before training starts, not at the first save."""
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise ValueError(f"output: cannot write {output}: directory {directory} does not exist")
+def read_recipe(path, user_metadata):
+    """The data recipe in a checkpoint's user metadata, checked whole against RECIPE_SCHEMA."""
+    if "data" not in user_metadata:
+        raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
+    check_schema(path, user_metadata["data"], RECIPE_SCHEMA, "metadata.user.data")
+    return user_metadata["data"]
 
 
-def _stored_data_options(metadata):
-    recipe = metadata["user"].get("data")
-    if recipe is None:
-        raise DataError("the checkpoint has no data recipe (not written by bptt train)")
-    return {name: recipe[name] for name in DATA_OPTIONS}
+class ResumeConflict(ValueError):
+    """An option given with resume disagrees with the checkpoint: option (its name here),
+    given and stored (the values)."""
+
+    def __init__(self, option, given, stored):
+        super().__init__(f"resume: {option}={given!r} conflicts with the checkpoint's {option}={stored!r}; "
+                         "a resumed run keeps the checkpoint's settings (only epochs, patience, "
+                         f"{', '.join(RESUMABLE)} may change): drop the option or train a new model")
+        self.option, self.given, self.stored = option, given, stored
+
+
+def _check_resume_options(model, trainer, recipe, model_options, trainer_options, data_options, schedule):
+    """Raise ResumeConflict for the first given option that differs from the checkpoint's."""
+    stored = {**model.config, **trainer.config, "optimizer": trainer.optimizer.name,
+              **{name: recipe[name] for name in DATA_OPTIONS}}
+    given = {**model_options, **data_options,
+             **{name: value for name, value in trainer_options.items() if name not in RESUMABLE}}
+    if "k2" in given and given["k2"] is None:  # k2 None means k2 = k1
+        given["k2"] = given.get("k1", stored["k1"])
+    for name in ("inputs", "targets"):  # a spec ("temp,2") as the column names it chooses
+        if given.get(name) is not None:
+            given[name] = _column_names(given[name], recipe["columns"])
+    if "optimizer" in given and not isinstance(given["optimizer"], str):
+        given["optimizer"] = given["optimizer"].name
+    for name, value in given.items():
+        if name in stored and value != stored[name]:
+            raise ResumeConflict(name, value, stored[name])
+    stored_schedule = _schedule_settings(trainer.schedule.config)
+    for name, value in schedule.items():
+        if value != stored_schedule.get(name, value):
+            raise ResumeConflict("schedule" if name == "name" else name, value, stored_schedule[name])
+
+
+def _column_names(spec, columns):
+    """The names a column spec (None, "a,2" or a list) chooses among `columns`."""
+    tokens = [token.strip() for token in spec.split(",")] if isinstance(spec, str) else list(spec)
+    return [columns[int(token)] if str(token).isdigit() and str(token) not in columns
+            and int(token) < len(columns) else str(token) for token in tokens]
+
+
+def _schedule_settings(config):
+    """A schedule config as make_schedule's options: {"name", "warmup_steps"[, "step_size"]}."""
+    warmup = config.get("warmup_steps", 0) if config["name"] == "warmup" else 0
+    inner = config["after"] if config["name"] == "warmup" else config
+    return {"warmup_steps": warmup, **{key: value for key, value in inner.items()
+                                        if key in ("name", "step_size")}}
+
+
+def _resume_with(trainer, name, value):
+    """Apply a RESUMABLE option to a loaded trainer (validated as Trainer does)."""
+    if name == "lr":
+        trainer.optimizer.lr = check_float("lr", value, minimum=0, strictly_greater=True)
+    else:
+        trainer.memory = value if value in (None, "sqrt") else check_int("memory", value)
+
+
+def _with_normalisation(data, recipe):
+    """The training data normalised with the recipe's stored statistics, not refitted ones."""
+    stored = {part: recipe[f"{part}_norm"] for part in ("input", "target")}
+    if all(data.metadata[f"{part}_norm"] == stored[part] for part in stored):
+        return data  # the same data: the same statistics, bit for bit
+    norms = {part: (Normalizer.from_dict(data.metadata[f"{part}_norm"]), Normalizer.from_dict(stored[part]))
+             for part in stored}
+
+    def renormalise(values, part):
+        refitted, kept = norms[part]
+        return None if values is None else kept.transform(refitted.inverse_transform(values))
+    return data._replace(x_train=renormalise(data.x_train, "input"), y_train=renormalise(data.y_train, "target"),
+                         x_val=renormalise(data.x_val, "input"), y_val=renormalise(data.y_val, "target"),
+                         metadata={**data.metadata, "input_norm": stored["input"], "target_norm": stored["target"]})
+
+
+def _require_training_memory(model_options, trainer_options, data):
+    """Before the model is made, the whole run's buffers must fit in memory (a model that fits
+    alone may not with its optimizer state). Invalid options are left to Model and Trainer."""
+    model, trainer = {**_defaults(Model), **model_options}, {**_defaults(Trainer), **trainer_options}
+    steps, streams, inputs = data.x_train.shape
+    try:
+        k1 = trainer["k1"] and check_int("k1", trainer["k1"])
+        window = steps if k1 is None else min(max(check_int("k2", trainer["k2"] or k1), k1), steps)
+        needed = training_bytes(
+            model["cell"], inputs, check_int("hidden_size", model["hidden_size"]), data.y_train.shape[2],
+            check_int("num_layers", model["num_layers"]), np.dtype(model["dtype"]).itemsize, window, streams,
+            min(trainer["shards"] or default_shards(streams), streams),
+            len(make_optimizer(trainer["optimizer"], trainer["lr"]).buffer_names()), trainer["memory"])
+    except (KeyError, TypeError, ValueError):
+        return
+    require(needed, f"training {model['num_layers']} layer(s) x {model['hidden_size']} hidden on windows "
+                    f"of {window} steps x {streams} streams")
+
+
+def _defaults(cls):
+    return {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
 
 
 def _check_data_fits(model, trainer, data):

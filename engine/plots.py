@@ -3,6 +3,8 @@ import os
 
 import numpy as np
 
+from engine.files import atomic_write
+
 
 class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
@@ -52,7 +54,7 @@ def plot_training(history, path, clip_norm=None):
         _plot_reach(axes[1, 0], flows, plt)
         _plot_grad_norms(axes[1, 1], history, clip_norm)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
 
 
@@ -105,5 +107,12 @@ def plot_forecast(actual, forecast, names, path, context=500):
         axis.set(title=name, xlabel="steps from the end of the data")
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
+
+
+def _save(figure, path):
+    """figure to `path` through engine.files.atomic_write, in the format of its extension (PNG without one)."""
+    extension = os.path.splitext(os.fspath(path))[1][1:].lower()
+    with atomic_write(path) as file:
+        figure.savefig(file, format=extension or "png", dpi=110)

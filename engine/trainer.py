@@ -6,6 +6,7 @@ import numpy as np
 
 from engine.bptt import LOSSES
 from engine.clip import clip_grad_norm, clip_grad_value
+from engine.footprint import chunk_bytes, require, trainer_bytes
 from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import mean_loss
@@ -15,10 +16,18 @@ from engine.shards import ShardedChunk, default_shards
 from engine.validation import as_inputs, as_targets, check_choice, check_float, check_int
 
 ON_DIVERGENCE = ("raise", "skip")
+HISTORY_UPDATES = 1000  # update records a Trainer keeps by default (the latest)
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss or gradient turned non-finite; the model keeps its last good parameters."""
+    """A loss or gradient turned non-finite; the model keeps its last good parameters.
+
+    reason: what happened, without advice (the CLI gives its own, in option names)."""
+
+    def __init__(self, reason):
+        super().__init__(f"{reason} Lower the learning rate, clip gradients (clip_norm), "
+                         "or pass on_divergence='skip'.")
+        self.reason = reason
 
 
 class Trainer:
@@ -46,11 +55,15 @@ class Trainer:
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
     memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
+    history_updates: keep the records of the last N updates in history.updates (default
+    HISTORY_UPDATES = 1000, so a streaming loop's memory stays bounded; None keeps all, 0
+    none). The counters step and skipped and the epoch records are exact regardless, and
+    checkpoints store the records kept.
     """
 
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
-                 diagnostics=False, shards=None, memory=None):
+                 diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES):
         self.model = model
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
@@ -67,8 +80,12 @@ class Trainer:
         self.memory = memory if memory in (None, "sqrt") else check_int("memory", memory)
         self.grad_flow = (GradFlow(model, self.loss, self.k1, self.k2, self.clip_norm, self.shards, self.memory)
                           if self.diagnostics else None)
+        self.history_updates = (None if history_updates is None
+                                else check_int("history_updates", history_updates, minimum=0))
         self.optimizer = make_optimizer(optimizer, lr)
         self.schedule = make_schedule(schedule)
+        require(trainer_bytes(model.params.nbytes, len(self.optimizer.buffer_names())),
+                "the trainer's gradient and optimizer state")  # before allocating them
         self.optimizer_state = self.optimizer.init(model.params)
         self.grad = np.zeros_like(model.params)  # (P,) flat gradient, model.params' layout
         self._last_good = model.params.copy()  # params and optimizer state before a step
@@ -100,7 +117,7 @@ class Trainer:
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, memory=self.memory, optimizer=self.optimizer.config,
-                    schedule=self.schedule.config)
+                    schedule=self.schedule.config, history_updates=self.history_updates)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -120,6 +137,9 @@ class Trainer:
         many epochs, and restore the best parameters. on_update(record) / on_epoch(record)
         are called after each update / epoch. Returns the History."""
         x, y = self._check_data(x, y)
+        if not _counts_targets(self.loss, y):  # else every epoch would end with loss nan, 0 updates
+            raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
+        self._check_chunk_memory(x.shape[0], x.shape[1])
         epochs = check_int("epochs", epochs)
         patience = None if patience is None else check_int("patience", patience)
         if validation is not None:
@@ -157,11 +177,16 @@ class Trainer:
         reset: optional (B,) booleans, streams that start a new series with this piece;
         their state is zeroed. When any stream resets, the carried inputs are dropped
         for all streams, so this piece's first update backpropagates within it only.
-        Returns {"loss", "updates", "steps"} for this piece."""
+        A piece of another number of streams than the carried state is an error: call
+        reset_state() first to start afresh. Returns {"loss", "updates", "steps"}."""
         x, y = self._check_data(x, y)
         B = x.shape[1]
-        if self.state is None or _batch_of(self.state) != B:
+        if self.state is None:
             self.reset_state(B)
+        elif _batch_of(self.state) != B:
+            raise ValueError(f"partial_fit: x has {B} streams but the carried state has "
+                             f"{_batch_of(self.state)}; call reset_state() first to drop it and start afresh")
+        self._check_chunk_memory(x.shape[0] + (0 if self._history_x is None else len(self._history_x)), B)
         if reset is not None:
             self._reset_streams(np.asarray(reset), B)
         losses = self._train_sequence(x, y, None, streaming=True)
@@ -253,16 +278,14 @@ class Trainer:
             record["dh_norms"] = chunk.dh_norms()
             if self.grad_flow is not None:
                 self.grad_flow.observe(record)
-        self.history.updates.append(record)
+        self.history.append_update(record, self.history_updates)
         return record
 
     def _diverged(self, loss, norm, what=None):
         what = what or ("the loss" if not np.isfinite(loss) else "the gradient norm")
         if self.on_divergence == "raise":
-            raise TrainingDiverged(
-                f"training diverged at update {self.step + 1}: {what} is not finite "
-                f"(loss {loss}, gradient norm {norm}); the last good parameters are kept. "
-                "Lower the learning rate, clip gradients (clip_norm), or pass on_divergence='skip'.")
+            raise TrainingDiverged(f"training diverged at update {self.step + 1}: {what} is not finite "
+                                   f"(loss {loss}, gradient norm {norm}); the last good parameters are kept.")
         self.skipped += 1
         return None
 
@@ -284,6 +307,18 @@ class Trainer:
             for part in (self.state if self.model.cell == "lstm" else (self.state,)):
                 part[:, reset] = 0
             self._history_x = self._history_state = None
+
+    def _check_chunk_memory(self, steps, B):
+        """Before the buffers for the longest window over `steps` steps of B streams are made."""
+        window = steps if self.k1 is None else min(self.k2, steps)
+        if (window, B) in self._chunks:
+            return
+        model = self.model
+        shards = min(self.shards or default_shards(B), B)
+        require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
+                            model.num_layers, window, B, shards, model.dtype.itemsize, model.params.nbytes,
+                            self.memory),
+                f"training on windows of {window} steps x {B} streams")
 
     def _chunk(self, T, B):
         """Buffers for a window of T steps of B streams, made once per shape."""
@@ -315,6 +350,11 @@ def _no_targets(y, steps):
     """Targets for `steps` history steps that must not count: NaN, or -1 for classes."""
     filler = np.full((steps,) + y.shape[1:], -1 if y.dtype.kind == "i" else np.nan, dtype=y.dtype)
     return filler
+
+
+def _counts_targets(loss, y):
+    """Whether y holds any target the loss counts: a finite value (mse) or a class >= 0."""
+    return bool(np.isfinite(y).any() if loss == "mse" else (y >= 0).any())
 
 
 def _batch_of(state):
