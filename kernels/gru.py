@@ -10,7 +10,7 @@ Per-row helpers take 1-D rows so the inner loops vectorise (see kernels/lstm.py)
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
-from kernels.common import column_sums, squared_norm, zero_reset_rows, zero_reset_states
+from kernels.common import column_sums, squared_norm, zero_reset_rows
 from kernels.config import inline_jit, jit
 
 
@@ -26,15 +26,25 @@ def gru_forward(h, gates, hidden_n, recurrent, x, resets, weight_ih, weight_hh_t
     view at H <= 64, measured here). biases: (3H,)."""
     T, B, I = x.shape
     H = h.shape[2]
-    zero = np.zeros(H, h.dtype)  # the h_prev of a reset stream
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 3 * H))
     for t in range(T):
         np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 3H)
         zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
-            h_prev = zero if resets[t, b] else h[t, b]
-            _cell_forward(h[t + 1, b], gates[t, b], hidden_n[t, b], h_prev, recurrent[b],
+            _cell_forward(h[t + 1, b], gates[t, b], hidden_n[t, b], h[t, b], recurrent[b],
                           bias_ih, bias_hh, H)
+            if resets[t, b]:  # redo h_t with h_prev = 0 (the common loop stays as it was)
+                _restart_forward(h[t + 1, b], gates[t, b], H)
+
+
+@inline_jit
+def _restart_forward(h_next, gates, H):
+    """The step of a stream whose state is zero: h_t = (1 - z) * n. gates: (3H,) the
+    activated gates (with h_prev = 0 in their recurrent part)."""
+    one = h_next.dtype.type(1)
+    gz, gn = gates[H:2 * H], gates[2 * H:]
+    for j in range(H):
+        h_next[j] = (one - gz[j]) * gn[j]
 
 
 @inline_jit
@@ -69,22 +79,22 @@ def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_s
     lstm_backward). h, gates, hidden_n: forward caches, overwritten: in the time loop
     gates takes the hidden-side pre-activation gradients (r, z, r * dn) and hidden_n the
     input-side dn; after it gates holds the input-side gradients (r, z, dn), which the
-    layer below reads as its above_grad. No (T, B, 3H) scratch is needed. resets: (T, B)
-    as in gru_forward; no gradient crosses a reset, and afterwards row t of h holds the
+    layer below reads as its above_grad. No (T, B, 3H) scratch is needed. resets: as
+    in gru_forward; no gradient crosses a reset, and afterwards row t of h holds the
     zero state entering a reset step (see lstm_backward)."""
     T, B, I = x.shape
     H = h.shape[2]
-    zero = np.zeros(H, h.dtype)  # the h_prev of a reset stream
     for t in range(T - 1, -1, -1):
         np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
+        # h[t] as the output of step t - 1 is no longer read (the step t - 1 cell reads
+        # h[t - 1]): from here on it is h_prev, zero for reset streams.
+        zero_reset_rows(h[t], resets[t])
         for b in range(B):
-            h_prev = zero if resets[t, b] else h[t, b]
-            _cell_backward(gates[t, b], hidden_n[t, b], direct[b], dh[b], dh_state[b], h_prev, H)
+            _cell_backward(gates[t, b], hidden_n[t, b], direct[b], dh[b], dh_state[b], h[t, b], H)
         dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
         dh_state += direct  # plus the path h' = ... + z * h
         zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
-    zero_reset_states(h, resets)  # h[:T] is now h_prev of every step, for the dW_hh GEMM
     gates_2d = gates.reshape(T * B, 3 * H)
     np.dot(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
     column_sums(dbias_hh, gates_2d)

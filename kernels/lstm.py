@@ -26,16 +26,27 @@ def lstm_forward(h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias
     bias_ih, bias_hh: (4H,)."""
     T, B, I = x.shape
     H = h.shape[2]
-    zero = np.zeros(H, h.dtype)  # the c_prev of a reset stream
     # Input projection of the whole chunk: one GEMM, (T*B, I) x (I, 4H).
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 4 * H))
     for t in range(T):
         np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 4H)
         zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
-            c_prev = zero if resets[t, b] else c[t, b]
-            _cell_forward(h[t + 1, b], c[t + 1, b], gates[t, b], c_prev, recurrent[b],
+            _cell_forward(h[t + 1, b], c[t + 1, b], gates[t, b], c[t, b], recurrent[b],
                           bias_ih, bias_hh, H)
+            if resets[t, b]:  # redo c_t, h_t with c_prev = 0 (the common loop stays as it was)
+                _restart_forward(h[t + 1, b], c[t + 1, b], gates[t, b], H)
+
+
+@inline_jit
+def _restart_forward(h_next, c_next, gates, H):
+    """The step of a stream whose state is zero: c_t = i * g, h_t = o * tanh(c_t).
+    gates: (4H,) the activated gates (with h_prev = 0 in their recurrent part)."""
+    gi, gg, go = gates[:H], gates[2 * H:3 * H], gates[3 * H:]
+    for j in range(H):
+        c_t = gi[j] * gg[j]
+        c_next[j] = c_t
+        h_next[j] = go[j] * tanh(c_t)
 
 
 @inline_jit
@@ -72,17 +83,17 @@ def lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state
     above_weight: (K, H) its weight: dL/dh_t from above is above_grad[t] above_weight,
     formed per step so no (T, B, H) buffer is needed. h, c, gates: the forward caches;
     gates is overwritten with the gradients of the gate pre-activations (what the layer
-    below reads as its above_grad). resets: (T, B) as in lstm_forward; no gradient
+    below reads as its above_grad). resets: as in lstm_forward; no gradient
     crosses a reset, and afterwards rows t of h and c hold the zero state entering a
     reset step (the head and the layer above, which read them as outputs, are done)."""
     T, B, I = x.shape
     H = h.shape[2]
-    zero = np.zeros(H, h.dtype)  # the c_prev of a reset stream
     for t in range(T - 1, -1, -1):
         np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
         for b in range(B):
-            c_prev = zero if resets[t, b] else c[t, b]
-            _cell_backward(gates[t, b], dh[b], dh_state[b], dc_state[b], c_prev, c[t + 1, b], H)
+            _cell_backward(gates[t, b], dh[b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
+            if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
+                gates[t, b, H:2 * H] = 0
         dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
         zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
