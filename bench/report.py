@@ -67,8 +67,8 @@ def _resets(resets):
     return "\n".join(
         f"Resets ({r['config']}, a reset every {r['period']} steps per stream): "
         f"{r['seconds_per_step_resets'] * 1e3:.3f} ms per step against {r['seconds_per_step'] * 1e3:.3f} ms "
-        f"without, cost {r['cost'] * 100:+.1f}% (target <= {MAX_COST * 100:.0f}%; other cores "
-        f"{r['other_load']:.2f})" for r in resets)
+        f"without, cost {r['cost'] * 100:+.1f}% ({r['cpu_cost'] * 100:+.1f}% in CPU time; target "
+        f"<= {MAX_COST * 100:.0f}%; other cores {r['other_load']:.2f})" for r in resets)
 
 
 def _compile(compiles):

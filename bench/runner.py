@@ -181,22 +181,27 @@ class OtherLoad:
 
 def resets_record(rounds, round_s):
     """The engine's step on RESETS_CONFIG with a reset every RESET_PERIOD steps per stream
-    against the same step without resets, rounds alternated: medians and their ratio."""
+    against the same step without resets, rounds alternated: medians and their ratio, in
+    wall time and in this process's CPU time (steadier when other processes compete)."""
     config = get_config(RESETS_CONFIG)
     steps = {"plain": make_workload("engine", config).step,
              "resets": ResetsWorkload(config, *make_data(config)).step}
     for step in steps.values():
         step()  # warm-up
     n = steps_per_round(steps["plain"], round_s)
-    seconds = {name: [] for name in steps}
+    wall, cpu = ({name: [] for name in steps} for _ in range(2))
     meter = OtherLoad()
     for r in range(rounds):
         for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
-            seconds[name].append(time_steps(steps[name], n))
-    plain, resets = (statistics.median(seconds[name]) for name in steps)
+            started = time.process_time()
+            wall[name].append(time_steps(steps[name], n))
+            cpu[name].append((time.process_time() - started) / n)
+    plain, resets = (statistics.median(wall[name]) for name in steps)
+    cpu_plain, cpu_resets = (statistics.median(cpu[name]) for name in steps)
     return {"kind": "resets", "config": config.name, "impl": "engine", "period": RESET_PERIOD,
             "seconds_per_step": plain, "seconds_per_step_resets": resets, "cost": resets / plain - 1,
-            "rounds": rounds, "steps_per_round": n, "other_load": meter.cores()}
+            "cpu_cost": cpu_resets / cpu_plain - 1, "rounds": rounds, "steps_per_round": n,
+            "other_load": meter.cores()}
 
 
 # ------------------------------------------------------------------- memory and compile
