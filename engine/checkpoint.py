@@ -14,6 +14,7 @@ import numpy as np
 from engine.files import atomic_write, check_output
 from engine.history import UPDATE_FIELDS, History
 from engine.model import Model
+from engine.validation import as_resets
 
 FORMAT = "bptt-checkpoint"
 VERSION = 1
@@ -206,6 +207,8 @@ def _trainer_arrays(trainer):
                 arrays[f"trainer/{name}_{part}"] = array
     if trainer._history_x is not None:
         arrays["trainer/history_x"] = trainer._history_x
+    if trainer._history_resets is not None:
+        arrays["trainer/history_resets"] = trainer._history_resets
     if trainer.best is not None:
         arrays["trainer/best_params"] = trainer.best["params"]
     return arrays
@@ -238,6 +241,12 @@ def _restore_trainer(trainer, meta, arrays):
             raise ValueError(f"trainer/history_x (shape {history_x.shape}) does not match the carried "
                              "state and the model's input_size, or is not finite")
         trainer._history_x = np.ascontiguousarray(history_x, dtype=model.dtype)
+    history_resets = arrays.get("trainer/history_resets")
+    if history_resets is not None:
+        if trainer._history_x is None:
+            raise ValueError("trainer/history_resets is stored without trainer/history_x")
+        trainer._history_resets = as_resets(history_resets, *trainer._history_x.shape[:2],
+                                            name="trainer/history_resets")
     trainer._last_good[...] = model.params
     if meta["best"] is not None:
         best_params = arrays["trainer/best_params"]

@@ -91,13 +91,14 @@ class GradFlow:
 
     # ---------------------------------------------------------------- feeding
 
-    def measure(self, x, y, state, first_step):
+    def measure(self, x, y, state, first_step, resets=None):
         """After the forward-backward over the window x (T, B, I), y from `state` with
-        targets from step `first_step`, before the update: a probe, when due, runs
-        here, at the parameters of that gradient (the overhang needs the first step only)."""
+        targets from step `first_step` and optional (T, B) resets, before the update: a
+        probe, when due, runs here, at the parameters of that gradient (the overhang needs
+        the first step only)."""
         self._first_step = first_step
         due = self.source == "probe" and self.updates % PROBE_EVERY == 0
-        self._probed = self._probe(x, y, state) if due else None
+        self._probed = self._probe(x, y, state, resets) if due else None
 
     def observe(self, record):
         """Count one update's record ({"grad_norm", "dh_norms" (L, T)}) and its profile."""
@@ -126,7 +127,7 @@ class GradFlow:
         self._profile_count[:, :K] += valid
         self._profiled += 1
 
-    def _probe(self, x, y, state):
+    def _probe(self, x, y, state, resets):
         """(L, c + 1) relative norms back from the window's last target step c, from an
         extra forward-backward of that step's loss only, in buffers of its own."""
         counted = np.isfinite(y) if self.loss == "mse" else y >= 0
@@ -137,7 +138,7 @@ class GradFlow:
         probe_y = np.full_like(y, np.nan if self.loss == "mse" else -1)
         probe_y[last] = y[last]
         chunk = self._probe_chunk(*x.shape[:2])
-        chunk.forward_backward(x, probe_y, self.loss, state, last)
+        chunk.forward_backward(x, probe_y, self.loss, state, last, resets)
         return _relative(chunk.dh_norms(), last)
 
     def _probe_chunk(self, T, B):

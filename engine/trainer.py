@@ -13,7 +13,7 @@ from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
 from engine.shards import ShardedChunk, default_shards
-from engine.validation import as_inputs, as_targets, check_choice, check_float, check_int
+from engine.validation import as_inputs, as_resets, as_targets, check_choice, check_float, check_int
 
 ON_DIVERGENCE = ("raise", "skip")
 HISTORY_UPDATES = 1000  # update records a Trainer keeps by default (the latest)
@@ -124,14 +124,17 @@ class Trainer:
         self.state = None if batch is None else self.model.init_state(batch)
         self._history_x = None       # (n, B, I) inputs before the next chunk (k2 > k1)
         self._history_state = None   # state at the start of _history_x
+        self._history_resets = None  # (n, B) resets of _history_x, or None
 
     # ---------------------------------------------------------------- public training
 
     def fit(self, x, y, epochs=1, validation=None, patience=None, on_update=None,
-            on_epoch=None):
+            on_epoch=None, resets=None):
         """Train for `epochs` more epochs over x (T, B, I), y (T, B, O) or (T, B).
 
-        Each epoch starts from a zero state. validation: optional (x_val, y_val), whose
+        Each epoch starts from a zero state. resets: optional (T, B) booleans, True where
+        stream b starts a new series at step t: its state is zeroed there and no gradient
+        crosses it (many series packed end to end in B streams, DESIGN.md 11). validation: optional (x_val, y_val), whose
         loss is computed after each epoch from a zero state. patience: stop when the
         validation loss (training loss without validation) has not improved for this
         many epochs, and restore the best parameters. on_update(record) / on_epoch(record)
@@ -140,6 +143,7 @@ class Trainer:
         if not _counts_targets(self.loss, y):  # else every epoch would end with loss nan, 0 updates
             raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
         self._check_chunk_memory(x.shape[0], x.shape[1])
+        resets = as_resets(resets, *x.shape[:2])
         epochs = check_int("epochs", epochs)
         patience = None if patience is None else check_int("patience", patience)
         if validation is not None:
@@ -151,7 +155,7 @@ class Trainer:
             self.reset_state(x.shape[1])
             if self.grad_flow is not None:
                 self.grad_flow.restart()
-            losses = self._train_sequence(x, y, on_update)
+            losses = self._train_sequence(x, y, on_update, resets=resets)
             record = {"epoch": self.epoch + 1, "loss": _weighted_mean(losses),
                       "updates": len(losses), "seconds": time.perf_counter() - started}
             if validation is not None:
@@ -170,42 +174,49 @@ class Trainer:
             self.model.params[...] = self.best["params"]
         return self.history
 
-    def partial_fit(self, x, y, reset=None):
+    def partial_fit(self, x, y, reset=None, resets=None):
         """Streaming update: train on the next piece x (T, B, I), y of B streams, carrying
         the state (and, for k2 > k1, the last k2 - k1 inputs) from the previous call.
 
-        reset: optional (B,) booleans, streams that start a new series with this piece;
-        their state is zeroed. When any stream resets, the carried inputs are dropped
-        for all streams, so this piece's first update backpropagates within it only.
+        resets: optional (T, B) booleans, True where stream b starts a new series at step
+        t of this piece (see fit). reset: optional (B,) booleans, the shorthand for
+        resets[0]: streams that start a new series with this piece. The carried inputs
+        stay: a window reaching back into them stops, for a reset stream, at the reset.
         A piece of another number of streams than the carried state is an error: call
         reset_state() first to start afresh. Returns {"loss", "updates", "steps"}."""
         x, y = self._check_data(x, y)
-        B = x.shape[1]
+        T, B = x.shape[:2]
+        resets = as_resets(resets, T, B)
+        if reset is not None:
+            if resets is not None:
+                raise ValueError("pass reset (the shorthand for resets[0]) or resets, not both")
+            resets = np.zeros((T, B), dtype=bool)
+            resets[0] = _as_reset(reset, B)
         if self.state is None:
             self.reset_state(B)
         elif _batch_of(self.state) != B:
             raise ValueError(f"partial_fit: x has {B} streams but the carried state has "
                              f"{_batch_of(self.state)}; call reset_state() first to drop it and start afresh")
-        self._check_chunk_memory(x.shape[0] + (0 if self._history_x is None else len(self._history_x)), B)
-        if reset is not None:
-            self._reset_streams(np.asarray(reset), B)
-        losses = self._train_sequence(x, y, None, streaming=True)
+        self._check_chunk_memory(T + (0 if self._history_x is None else len(self._history_x)), B)
+        losses = self._train_sequence(x, y, None, streaming=True, resets=resets)
         return {"loss": _weighted_mean(losses), "updates": len(losses), "steps": x.shape[0]}
 
-    def evaluate(self, x, y, state=None):
-        """Mean loss of the model on x (T, B, I), y from `state` (zeros if None)."""
+    def evaluate(self, x, y, state=None, resets=None):
+        """Mean loss of the model on x (T, B, I), y from `state` (zeros if None), with
+        optional (T, B) resets (see fit)."""
         x, y = self._check_data(x, y, name="evaluate")
-        y_hat, _ = self.model.forward(x, state)
+        y_hat, _ = self.model.forward(x, state, resets)
         return mean_loss(self.loss, y_hat, y)
 
     # ---------------------------------------------------------------- the TBPTT loop
 
-    def _train_sequence(self, x, y, on_update, streaming=False):
+    def _train_sequence(self, x, y, on_update, streaming=False, resets=None):
         """Updates over x (T, B, I) continuing the carried state; returns [(loss, count)].
 
         Window of an update: [start, end) where [chunk_start, end) holds its k1 new
         steps and start = max(0, chunk_start - (k2 - k1)) reaches back into the inputs
-        before them (the carried history, prepended here, when streaming)."""
+        before them (the carried history, prepended here, when streaming). resets
+        (T, B) or None: sliced with the window, the kernels cut it at each reset."""
         overhang = 0 if self.k1 is None else self.k2 - self.k1
         first = 0
         window_state = self.state
@@ -213,6 +224,7 @@ class Trainer:
             first = len(self._history_x)
             x = np.concatenate([self._history_x, x])
             y = np.concatenate([_no_targets(y, first), y])
+            resets = _join_resets(self._history_resets, resets, first, len(x) - first, x.shape[1])
             window_state = self._history_state
         T = x.shape[0]
         stride = T if self.k1 is None else self.k1
@@ -221,10 +233,12 @@ class Trainer:
         while chunk_start < T:
             end = min(chunk_start + stride, T)
             chunk = self._chunk(end - start, x.shape[1])
+            window_resets = None if resets is None else resets[start:end]
             value, count = chunk.forward_backward(x[start:end], y[start:end], self.loss,
-                                                  window_state, chunk_start - start)
+                                                  window_state, chunk_start - start, window_resets)
             if self.grad_flow is not None and count:
-                self.grad_flow.measure(x[start:end], y[start:end], window_state, chunk_start - start)
+                self.grad_flow.measure(x[start:end], y[start:end], window_state, chunk_start - start,
+                                       window_resets)
             next_start = max(start, end - overhang)
             window_state = chunk.state_after(next_start - start)
             self.state = chunk.state_after(end - start)
@@ -243,6 +257,7 @@ class Trainer:
             start, chunk_start = next_start, end
         self._history_x = x[start:].copy() if overhang else None
         self._history_state = window_state if overhang else None
+        self._history_resets = resets[start:].copy() if overhang and resets is not None else None
         return losses
 
     def _update(self, loss, chunk):
@@ -299,15 +314,6 @@ class Trainer:
             return False
         return record["epoch"] - self.best["epoch"] >= patience
 
-    def _reset_streams(self, reset, B):
-        if reset.shape != (B,) or reset.dtype.kind not in "bi":
-            raise ValueError(f"reset must be {B} booleans, one per stream; got {reset.dtype} array of shape {reset.shape}")
-        reset = reset.astype(bool)
-        if reset.any():
-            for part in (self.state if self.model.cell == "lstm" else (self.state,)):
-                part[:, reset] = 0
-            self._history_x = self._history_state = None
-
     def _check_chunk_memory(self, steps, B):
         """Before the buffers for the longest window over `steps` steps of B streams are made."""
         window = steps if self.k1 is None else min(self.k2, steps)
@@ -355,6 +361,24 @@ def _no_targets(y, steps):
 def _counts_targets(loss, y):
     """Whether y holds any target the loss counts: a finite value (mse) or a class >= 0."""
     return bool(np.isfinite(y).any() if loss == "mse" else (y >= 0).any())
+
+
+def _as_reset(reset, B):
+    """partial_fit's (B,) reset mask as booleans."""
+    reset = np.asarray(reset)
+    if reset.shape != (B,) or reset.dtype.kind not in "bi" or np.any((reset != 0) & (reset != 1)):
+        raise ValueError(f"reset must be {B} booleans, one per stream; got {reset.dtype} array of shape {reset.shape}")
+    return reset.astype(bool)
+
+
+def _join_resets(history, resets, steps, T, B):
+    """(steps + T, B): the resets of the `steps` carried history steps, then the piece's
+    T steps; either may be None (no reset), and None when both are."""
+    if history is None and resets is None:
+        return None
+    history = np.zeros((steps, B), bool) if history is None else history
+    resets = np.zeros((T, B), bool) if resets is None else resets
+    return np.concatenate([history, resets])
 
 
 def _batch_of(state):
