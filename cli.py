@@ -175,23 +175,8 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     check_writable(plot, "'--plot'")
     if plot:
         engine.require_matplotlib(plot)  # before any work, so nothing is lost later
-    if full_bptt and k2 is not None:
-        raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
-    if cell != "rnn" and nonlinearity != "tanh":
-        raise click.UsageError("--nonlinearity applies to --cell rnn only")
+    arguments = train_arguments(click.get_current_context().params)
     source = data_source(data, demo)
-    model_options = dict(cell=cell, hidden_size=hidden, num_layers=layers, dtype=dtype, init=init,
-                         forget_bias=forget_bias, seed=seed)
-    if cell == "rnn":
-        model_options["nonlinearity"] = nonlinearity
-    trainer_options = dict(loss="mse", optimizer=optimizer, lr=lr, k1=None if full_bptt else k1,
-                           k2=None if full_bptt else k2, clip_norm=clip_norm or None, clip_value=clip_value,
-                           memory=memory)
-    schedule_options = dict(name=schedule, warmup_steps=warmup)
-    if schedule == "step":
-        schedule_options["step_size"] = step_size
-    data_options = dict(inputs=inputs, targets=targets, horizon=horizon, streams=streams,
-                        val_fraction=val_fraction, fill=fill, difference=difference)
     progress = None if quiet or as_json else engine.Progress()
 
     completed = []  # epochs finished (and checkpointed) in this run
@@ -206,8 +191,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     started = time.perf_counter()
     try:
         model, trainer, _ = engine.train_series(
-            source, output, model_options, trainer_options, data_options, schedule_options,
-            epochs=epochs, patience=patience, resume=resume, on_start=progress and progress.on_start,
+            source, output, **arguments, resume=resume, on_start=progress and progress.on_start,
             on_update=progress and progress.on_update, on_epoch=on_epoch)
     except KeyboardInterrupt:
         saved = (f"{output} holds epoch {completed[-1]}; continue with --resume -o {output}"
@@ -218,6 +202,31 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         engine.plot_training(trainer.history, plot)
     if not quiet:
         _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
+
+
+def train_arguments(options):
+    """The keyword arguments of engine.train_series (model, trainer, data and schedule
+    options, epochs, patience) for `bptt train`'s option values by parameter name (the
+    sweep builds each trial's run with this too). Bad combinations raise UsageError."""
+    o = options
+    if o["full_bptt"] and o["k2"] is not None:
+        raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
+    if o["cell"] != "rnn" and o["nonlinearity"] != "tanh":
+        raise click.UsageError("--nonlinearity applies to --cell rnn only")
+    model_options = dict(cell=o["cell"], hidden_size=o["hidden"], num_layers=o["layers"], dtype=o["dtype"],
+                         init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"])
+    if o["cell"] == "rnn":
+        model_options["nonlinearity"] = o["nonlinearity"]
+    trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
+                           k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
+                           clip_value=o["clip_value"], memory=o["memory"])
+    schedule_options = dict(name=o["schedule"], warmup_steps=o["warmup"])
+    if o["schedule"] == "step":
+        schedule_options["step_size"] = o["step_size"]
+    data_options = dict(inputs=o["inputs"], targets=o["targets"], horizon=o["horizon"], streams=o["streams"],
+                        val_fraction=o["val_fraction"], fill=o["fill"], difference=o["difference"])
+    return dict(model_options=model_options, trainer_options=trainer_options, data_options=data_options,
+                schedule=schedule_options, epochs=o["epochs"], patience=o["patience"])
 
 
 def _summary(trainer, output, seconds, plot, restored):

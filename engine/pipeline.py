@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from engine.checkpoint import load, read_metadata, save
-from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
+from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine.model import Model
 from engine.schedules import make_schedule
@@ -29,15 +29,18 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     resume: continue the checkpoint at `output` up to `epochs` epochs in all, with its
     own model, trainer and data settings. on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
-    Trainer.fit. Returns (model, trainer, data)."""
+    Trainer.fit. source may also be TrainingData already prepared (a sweep prepares
+    once for many runs); output None writes no checkpoint. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
-    _check_writable(output)
+    if output is not None:
+        _check_writable(output)
     if resume:
         model, trainer = load(output)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
         data_options = _stored_data_options(read_metadata(output))
-    data = prepare_training_data(source, key=key, **(data_options or {}))
+    data = (source if isinstance(source, TrainingData)
+            else prepare_training_data(source, key=key, **(data_options or {})))
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
     if k1 is not None:
@@ -57,14 +60,16 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
                   "steps_per_update": (steps if k1 is None else k1) * streams})
 
     def checkpoint(record):
-        save(output, model, trainer, metadata)
+        if output is not None:
+            save(output, model, trainer, metadata)
         if on_epoch is not None:
             on_epoch(record)
 
     if remaining > 0:
         trainer.fit(data.x_train, data.y_train, epochs=remaining, validation=validation,
                     patience=patience, on_update=on_update, on_epoch=checkpoint)
-    save(output, model, trainer, metadata)  # early stopping may have restored the best
+    if output is not None:
+        save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
 
 
