@@ -18,6 +18,7 @@ from engine.demos import DEMOS, load_demo
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
+from engine.sweep.space import NOT_SETTINGS
 
 BAD_INPUT = 2
 SCHEDULES = ("constant", "step", "cosine")
@@ -382,3 +383,68 @@ def bench(configs, peers, json_path, quick):
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     click.echo(format_table(records))
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@demo_option
+@click.option("--space", "space", multiple=True, metavar="NAME=SPEC",
+              help="Sweep a train option (repeatable): a list 32,64,128, a range 1e-4..1e-1:log, or 1..4:int.")
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Configurations to try (with --resume: in all).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train each configuration with this many initialisation seeds (--seed, --seed + 1, ...).")
+@click.option("--sampler", default="tpe", show_default=True, type=click.Choice(("tpe", "random", "grid")),
+              help="Optuna's sampler.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Stop poor trials early on their validation loss (Optuna's Hyperband; Ray: ASHA).")
+@click.option("-o", "--output", "output_dir", default="sweep", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for results.csv, summary.json, best.npz, sensitivity.png.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted sweep in --output.")
+@click.option("--ray", "address", metavar="ADDRESS",
+              help="Run the trials on a Ray cluster ('auto' or host:port; extra 'ray') instead of local threads.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@json_flag
+def sweep(data, demo, space, trials, seeds, sampler, prune, output_dir, resume, address, workers, quiet,
+          as_json, **train_options):
+    """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
+    a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
+
+    \b
+    Example:
+      bptt sweep --demo mackey-glass --space lr=1e-3..3e-2:log --space hidden=8,16,32 \\
+                 --trials 6 --seeds 2 --epochs 6 -o sw
+    """
+    import engine.sweep
+
+    context = click.get_current_context()
+    fixed = {name: value for name, value in train_options.items()
+             if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    dimensions = dict(engine.sweep.space.parse_assignment(text) for text in space)
+    if not dimensions:
+        raise click.UsageError("give at least one --space NAME=SPEC, e.g. --space lr=1e-4..1e-1:log")
+    source = data_source(data, demo)
+    try:
+        outcome = engine.sweep.run(source, dimensions, trials=trials, seeds=seeds, executor="ray" if address else "local",
+                                   address=address, output_dir=output_dir, sampler=sampler, prune=prune,
+                                   resume=resume, workers=workers, progress=None if quiet else sys.stderr, **fixed)
+    except engine.sweep.ExtraUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted: the finished trials are in {output_dir}; continue with --resume -o {output_dir}.",
+                   err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps({"summary": outcome["summary"], "results": outcome["results"]}, default=str))
+    elif not quiet:
+        best = outcome["summary"]["best"]
+        click.echo("No trial completed." if best is None else
+                   f"Best: {' '.join(f'--{name} {value:.4g}' if isinstance(value, float) else f'--{name} {value}' for name, value in best['settings'].items())}"
+                   f"  validation loss {best['val_loss']:.5g} (trial {best['trial'] + 1}).  Outputs in {output_dir}/",
+                   err=True)
+
+
+# Every `bptt train` option is a fixed setting of a sweep, from train's own definitions
+# (so an option added to train is one here too), except those the sweep replaces.
+sweep.params.extend(param for param in train.params if param.name not in NOT_SETTINGS)

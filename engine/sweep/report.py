@@ -59,7 +59,8 @@ def summary(dimensions, configurations, settings, seeds, epochs):
     counts = {state: sum(c["state"] == state for c in configurations) for state in (COMPLETE, PRUNED, FAILED)}
     return {"trials": len(configurations), "seeds": list(seeds), "epochs": epochs, **counts,
             "space": {d.option: d.spec() for d in dimensions},
-            "fixed": {name: value for name, value in settings.items() if not callable(value)},
+            "fixed": {name: value for name, value in settings.items()
+                      if name not in {d.name for d in dimensions}},
             "best": None if best is None else {
                 "trial": best["trial"], "settings": best["values"], "val_loss": best["mean_val_loss"],
                 "val_loss_std": best["std_val_loss"],
@@ -115,7 +116,7 @@ def plot_sensitivity(path, dimensions, configurations):
     figure, axes = plt.subplots(1, len(dimensions), figsize=(4.2 * len(dimensions), 3.6), squeeze=False)
     for axis, d in zip(axes[0], dimensions):
         categories = list(d.choices) if d.choices is not None and not _numeric(d.choices) else None
-        for state, color, label in ((COMPLETE, "tab:blue", "complete"), (PRUNED, "0.6", "pruned")):
+        for state, color, label in ((COMPLETE, "tab:blue", "complete"), (PRUNED, "0.6", "pruned (when stopped)")):
             shown = [c for c in configurations if c["state"] == state and not math.isnan(c["mean_val_loss"])]
             if not shown:
                 continue
