@@ -12,13 +12,14 @@ imported only when a sweep runs.
 import os
 import threading
 
+from engine.checkpoint import CheckpointError, read_metadata
 from engine.series import as_series
 from engine.sweep import report
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
 from engine.sweep.progress import SweepProgress
 from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, default_settings, parse_space,
                                 train_arguments)
-from engine.sweep.trial import COMPLETE, Prepared
+from engine.sweep.trial import COMPLETE, Prepared, run_trial
 from engine.validation import check_choice, check_int
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -160,6 +161,7 @@ class _Outputs:
         self.paths = {name: os.path.join(output_dir, name) for name in OUTPUTS}
         self.plan = plan
         self.configurations = []
+        self.saved = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
         self.progress = SweepProgress(plan.trials, stream) if stream is not None else None
         self._lock = threading.Lock()
 
@@ -176,25 +178,23 @@ class _Outputs:
         with self._lock:
             best = report.best_configuration(self.configurations)
             self.configurations.append(record)
-            if record["state"] == COMPLETE and (best is None or record["mean_val_loss"] < best["mean_val_loss"]):
+            better = best is None or record["mean_val_loss"] < best["mean_val_loss"]
+            if record["state"] == COMPLETE and better and runs is not None:
                 self._save_best(record, runs)
             self._write()
             if self.progress is not None:
                 self.progress.on_trial(record, report.best_configuration(self.configurations))
 
     def _save_best(self, record, runs):
-        """best.npz: the configuration's best seed (its run here, or retrained if it ran
-        on another machine)."""
-        row = min((row for row in record["rows"]), key=lambda row: row["best_val_loss"])
-        run = runs.get(row["seed"])
-        if run is None:
-            from engine.sweep.trial import run_trial
-
+        """best.npz: the configuration's best seed, from its run here or (runs None: it ran
+        on another machine) retrained here, identically: same settings, seed, one shard."""
+        row = min(record["rows"], key=lambda row: row["best_val_loss"])
+        if runs is None:
             values = {d.name: record["values"][d.option] for d in self.plan.dimensions}
-            _, retrained = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
-                                     lambda epoch, value: False)
-            run = retrained[row["seed"]]
-        report.save_best(self.paths["best.npz"], run, record, row["seed"])
+            _, runs = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
+                                lambda *report: False)
+        report.save_best(self.paths["best.npz"], runs[row["seed"]], record, row["seed"])
+        self.saved = record["trial"]
 
     def _write(self):
         self.configurations.sort(key=lambda record: record["trial"])
@@ -208,6 +208,9 @@ class _Outputs:
         from engine.plots import PlotUnavailable
 
         with self._lock:
+            best = report.best_configuration(self.configurations)
+            if best is not None and best["trial"] != self.saved:
+                self._save_best(best, None)
             self._write()
             try:
                 report.plot_sensitivity(self.paths["sensitivity.png"], self.plan.dimensions, self.configurations)
@@ -221,3 +224,11 @@ class _Outputs:
                    for c in self.configurations for row in c["rows"]]
         return {"results": results, "configurations": self.configurations,
                 "best": report.best_configuration(self.configurations), "summary": self.summary}
+
+
+def _saved_trial(path):
+    """The trial number of the best model an earlier (resumed) sweep saved, or None."""
+    try:
+        return read_metadata(path)["user"]["sweep"]["trial"]
+    except (CheckpointError, KeyError, TypeError):
+        return None

@@ -92,7 +92,7 @@ def run_local(plan, study, workers, on_trial):
     def objective(trial):
         values = suggest(trial, plan.dimensions)
 
-        def report(epoch, value):
+        def report(epoch, value, seed_losses):
             trial.report(value, epoch)
             return plan.prune and trial.should_prune()
 

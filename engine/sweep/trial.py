@@ -50,8 +50,8 @@ def _key(data_options):
 
 def run_trial(settings, seeds, prepared, report):
     """Train the configuration `settings` (every train option by name) once per seed in
-    `seeds`. report(epoch, mean_best_val_loss) is called in this thread after each epoch
-    of all seeds; it returns True to stop the trial there (pruning).
+    `seeds`. report(epoch, mean_best_val_loss, seed_best_val_losses) is called in this
+    thread after each epoch of all seeds; it returns True to stop the trial there (pruning).
 
     Returns (rows, runs): rows one dict per seed {"seed", "epochs", "best_val_loss",
     "state", "seconds", "error"}; runs {seed: (model, trainer, data)} of completed seeds."""
@@ -141,7 +141,7 @@ class _Lockstep:
                 return
             stop = True  # if report raises, the seeds are released to stop, not left waiting
             try:
-                stop = bool(report(epoch, sum(reached) / len(reached)))
+                stop = bool(report(epoch, sum(reached) / len(reached), reached))
             finally:
                 with self._condition:
                     self._stop, self._decided = stop, epoch
