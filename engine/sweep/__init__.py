@@ -61,6 +61,8 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     check_choice("executor", executor, EXECUTORS)
     require_optuna()
     dimensions = parse_space(space)
+    if sampler == "grid":
+        [d.grid() for d in dimensions]  # each must be a list or an integer range
     settings = _settings(train_options, dimensions, epochs)
     seed_list = [settings["seed"] + index for index in range(seed_count)]
     arguments = _check_settings(settings, dimensions)
