@@ -5,7 +5,12 @@ nothing written) and the missing-extra messages."""
 import csv
 import json
 import math
+import os
 import sys
+
+# Before Ray is imported (test of an unreachable address): loopback stays loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 import numpy as np
 import pytest

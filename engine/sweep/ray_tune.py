@@ -54,7 +54,7 @@ def run_ray(plan, address, sampler, seed, on_trial):
         cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             metric="val_loss", mode="min", search_alg=search, scheduler=scheduler,
-            num_samples=plan.trials, max_concurrent_trials=cpus),
+            num_samples=plan.trials, max_concurrent_trials=cpus, reuse_actors=True),
             run_config=tune.RunConfig(name="bptt-sweep", storage_path=storage, verbose=0,
                                       callbacks=[_Finished(plan, on_trial, tune)]))
         with _quiet_tune():
