@@ -15,6 +15,7 @@ import click
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
 from engine.demos import DEMOS, load_demo
+from engine.grad_flow import describe as describe_grad_flow
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
@@ -158,12 +159,21 @@ def _memory_option(value):
               help="Checkpoint path, written after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output with its own settings.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
+@click.option("--diagnostics", is_flag=True,
+              help="Report the gradient flow per epoch (grad_flow): reach, the steps back until |dL/dh| falls "
+                   "below 1% of its size at the loss; decay, its per-step factor; the share of updates clipped; "
+                   "the largest pre-clip gradient norm; and a verdict. exploding: more than half the updates "
+                   "clipped, or the typical (geometric-mean) gradient norm 10x the previous epoch's, or one "
+                   "norm 100x the typical; vanishing: reach under a quarter of the span measured (k2 - k1 "
+                   "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 20 updates); else "
+                   "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
+                   "panels. --resume keeps the checkpoint's choice.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
           layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
-          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, quiet,
-          as_json):
+          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, diagnostics,
+          quiet, as_json):
     """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
     z-score normalised, cut into --streams parallel streams, with a validation tail.
 
@@ -200,7 +210,10 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         click.echo(f"\nInterrupted: {saved}.", err=True)
         sys.exit(130)
     if plot:
-        engine.plot_training(trainer.history, plot)
+        engine.plot_training(trainer.history, plot, clip_norm=trainer.clip_norm)
+    last_flow = trainer.history.epochs[-1].get("grad_flow") if trainer.history.epochs else None
+    if last_flow and last_flow["verdict"] != "healthy" and not quiet:
+        click.echo(_grad_flow_advice(last_flow, trainer), err=True)
     if not quiet:
         _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
 
@@ -220,7 +233,7 @@ def train_arguments(options):
         model_options["nonlinearity"] = o["nonlinearity"]
     trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
                            k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
-                           clip_value=o["clip_value"], memory=o["memory"])
+                           clip_value=o["clip_value"], memory=o["memory"], diagnostics=o["diagnostics"])
     schedule_options = dict(name=o["schedule"], warmup_steps=o["warmup"])
     if o["schedule"] == "step":
         schedule_options["step_size"] = o["step_size"]
@@ -228,6 +241,31 @@ def train_arguments(options):
                         val_fraction=o["val_fraction"], fill=o["fill"], difference=o["difference"])
     return dict(model_options=model_options, trainer_options=trainer_options, data_options=data_options,
                 schedule=schedule_options, epochs=o["epochs"], patience=o["patience"])
+
+
+def _grad_flow_advice(grad_flow, trainer):
+    """What to change when the last epoch's gradient-flow verdict is not healthy, for the
+    trained model's settings (printed once, at the end of the run)."""
+    model = trainer.model
+    orthogonal = [] if model.init == "orthogonal" else ["--init orthogonal"]
+    if grad_flow["verdict"] == "vanishing":
+        cells = {"rnn": ["--cell lstm (with --forget-bias 1) or --cell gru"],
+                 "lstm": ["--forget-bias 1"] if model.forget_bias < 1 else [], "gru": ["--cell lstm --forget-bias 1"]}
+        if grad_flow["source"] == "overhang":
+            shorter = (f"a shorter --k2 (about {trainer.k1 + 2 * grad_flow['reach']}: --k1 plus twice the reach) "
+                       "saves time")
+        else:
+            shorter = "shorter windows (--k1) save time"
+        return (f"Advice: the gradient fades within {grad_flow['reach']} of the {grad_flow['span']} steps it "
+                f"could reach back (decay {grad_flow['decay']:.3g} per step): the cell, not the truncation, "
+                f"limits what is learned. Try {', '.join(cells[model.cell] + orthogonal) or 'a larger --hidden'}; "
+                f"{shorter}, since the gradient does not reach further anyway.")
+    clipped = grad_flow["clipped_fraction"]
+    clipping = (f"a lower --clip-norm (now {trainer.clip_norm:g})" if trainer.clip_norm is not None
+                else "clipping with --clip-norm 1")
+    return (f"Advice: the gradients explode (largest norm {grad_flow['max_grad_norm']:.3g}"
+            + (f", {100 * clipped:.0f}% of updates clipped" if clipped is not None else ", no clipping")
+            + f"): try a lower --lr (now {trainer.optimizer.lr:g}), {', '.join([clipping] + orthogonal)}.")
 
 
 def _summary(trainer, output, seconds, plot, restored):
@@ -325,6 +363,8 @@ def info(checkpoint, as_json):
             last = epochs[-1]
             click.echo(f"          last epoch loss {last['loss']:.5g}" +
                        (f", validation loss {last['val_loss']:.5g}" if "val_loss" in last else ""))
+        if epochs and "grad_flow" in epochs[-1]:
+            click.echo(f"          gradient flow: {describe_grad_flow(epochs[-1]['grad_flow'])}")
         if trainer_meta["best"]:
             click.echo(f"          best loss {trainer_meta['best']['loss']:.5g} at epoch {trainer_meta['best']['epoch']}")
     if data is not None:
@@ -383,6 +423,41 @@ def bench(configs, peers, json_path, quick):
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     click.echo(format_table(records))
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--format", "format_", required=True, type=click.Choice(engine.export.FORMATS),
+              help="onnx: a float32 graph of standard RNN/LSTM/GRU operators; safetensors: the state_dict "
+                   "with the config as metadata; torch: the state_dict as a .pt file (needs torch).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--with-normalization", is_flag=True,
+              help="onnx: put the checkpoint's z-score in the graph, so x holds raw inputs and y "
+                   "forecasts in original units (checkpoints from bptt train).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def export(checkpoint, format_, output, with_normalization, force):
+    """Export the model in CHECKPOINT for deployment without bptt.
+
+    \b
+    ONNX inputs x (T, B, I), h0 (L, B, H) and for LSTM c0 (zeros to start); outputs
+    y (T, B, O), hn and for LSTM cn, to pass back with the next piece of the streams.
+    Float64 models are rounded to float32 (onnxruntime runs these operators in float32).
+    With --with-normalization y[t] forecasts the targets at t + horizon in original units;
+    for a model trained with --difference, give the target columns among the inputs as
+    changes value[t] - value[t-1], and add level[t], the last observed target value at
+    step t, to y[t] to get the forecast level.
+    safetensors / torch: load every entry but head.weight / head.bias into torch.nn.LSTM
+    (GRU, RNN), those two into torch.nn.Linear as weight / bias.
+
+    \b
+    Example:
+      bptt export model.npz --format onnx -o model.onnx --with-normalization
+    """
+    try:
+        summary = engine.export.export_checkpoint(checkpoint, output, format_, with_normalization, force)
+    except engine.export.ExportUnavailable as error:  # a missing package: bad input, exit 2
+        raise click.ClickException(str(error)) from None
+    click.echo(summary, err=True)
 
 
 @main.command()

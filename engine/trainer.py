@@ -6,6 +6,7 @@ import numpy as np
 
 from engine.bptt import LOSSES
 from engine.clip import clip_grad_norm, clip_grad_value
+from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
@@ -36,7 +37,10 @@ class Trainer:
     on_divergence: "raise" stops with TrainingDiverged, "skip" drops the update and
     counts it (streams whose state overflowed restart from zeros at the next chunk).
     diagnostics: record the norm of dL/dh_t for every step of each update's window and
-    every layer (History.updates[i]["dh_norms"]).
+    every layer (History.updates[i]["dh_norms"]), and give each epoch record a
+    "grad_flow" summary: reach, decay, clipped_fraction, max_grad_norm, verdict, per-layer
+    detail (engine/grad_flow.py defines them; `self.grad_flow` accumulates them). The
+    parameters are bit-identical with and without diagnostics.
     shards: split the B streams into this many shards trained in parallel threads
     (default: one per core); results are bit-reproducible for a given count.
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
@@ -61,6 +65,8 @@ class Trainer:
         self.diagnostics = bool(diagnostics)
         self.shards = None if shards is None else check_int("shards", shards)
         self.memory = memory if memory in (None, "sqrt") else check_int("memory", memory)
+        self.grad_flow = (GradFlow(model, self.loss, self.k1, self.k2, self.clip_norm, self.shards, self.memory)
+                          if self.diagnostics else None)
         self.optimizer = make_optimizer(optimizer, lr)
         self.schedule = make_schedule(schedule)
         self.optimizer_state = self.optimizer.init(model.params)
@@ -123,11 +129,16 @@ class Trainer:
         for _ in range(epochs):
             started = time.perf_counter()
             self.reset_state(x.shape[1])
+            if self.grad_flow is not None:
+                self.grad_flow.restart()
             losses = self._train_sequence(x, y, on_update)
             record = {"epoch": self.epoch + 1, "loss": _weighted_mean(losses),
                       "updates": len(losses), "seconds": time.perf_counter() - started}
             if validation is not None:
                 record["val_loss"] = self.evaluate(*validation)
+            if self.grad_flow is not None:
+                record["grad_flow"] = self.grad_flow.summary(self.history.epochs[-1].get("grad_flow")
+                                                             if self.history.epochs else None)
             self.epoch += 1
             self.history.epochs.append(record)
             stop = patience is not None and self._early_stopping(record, patience)
@@ -187,6 +198,8 @@ class Trainer:
             chunk = self._chunk(end - start, x.shape[1])
             value, count = chunk.forward_backward(x[start:end], y[start:end], self.loss,
                                                   window_state, chunk_start - start)
+            if self.grad_flow is not None and count:
+                self.grad_flow.measure(x[start:end], y[start:end], window_state, chunk_start - start)
             next_start = max(start, end - overhang)
             window_state = chunk.state_after(next_start - start)
             self.state = chunk.state_after(end - start)
@@ -238,6 +251,8 @@ class Trainer:
                   "clipped": bool(clipped), "lr": float(lr)}
         if self.diagnostics:
             record["dh_norms"] = chunk.dh_norms()
+            if self.grad_flow is not None:
+                self.grad_flow.observe(record)
         self.history.updates.append(record)
         return record
 
