@@ -113,6 +113,7 @@ def plot_sensitivity(path, dimensions, configurations):
     from engine.plots import require_matplotlib
 
     plt = require_matplotlib(path)
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
     figure, axes = plt.subplots(1, len(dimensions), figsize=(4.2 * len(dimensions), 3.6), squeeze=False)
     for axis, d in zip(axes[0], dimensions):
         categories = list(d.choices) if d.choices is not None and not _numeric(d.choices) else None
@@ -133,6 +134,13 @@ def plot_sensitivity(path, dimensions, configurations):
             axis.set_xticks(range(len(categories)), [str(value) for value in categories])
         elif d.log:
             axis.set_xscale("log")
+            axis.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1-2-5 ticks, even in one decade
+            axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.xaxis.set_minor_formatter(NullFormatter())
+        if d.choices is not None and not categories:
+            axis.set_xticks(sorted(d.choices))
+        elif d.integer and not d.log:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set(xlabel=d.option, ylabel="best validation loss", yscale="log")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
