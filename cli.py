@@ -511,7 +511,8 @@ def sweep(data, demo, space, trials, seeds, sampler, prune, output_dir, resume, 
                    err=True)
         sys.exit(130)
     if as_json:
-        click.echo(json.dumps({"summary": outcome["summary"], "results": outcome["results"]}, default=str))
+        record = engine.sweep.report.json_ready({"summary": outcome["summary"], "results": outcome["results"]})
+        click.echo(json.dumps(record, default=str))
     elif not quiet:
         best = outcome["summary"]["best"]
         click.echo("No trial completed." if best is None else

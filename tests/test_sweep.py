@@ -200,6 +200,14 @@ def test_an_invalid_combination_fails_its_trial_not_the_sweep(tmp_path):
     assert states[10]["state"] == "failed" and "k2 must be >= k1" in states[10]["error"]
     assert states[40]["state"] == "complete"
     assert outcome["best"]["values"] == {"k2": 40}
+    # --json stays strict JSON with a failed trial (no NaN)
+    result = run("sweep", "--demo", "sine", "--space", "k2=10,40", "--sampler", "grid", "--trials", 2,
+                 "--epochs", 1, "--hidden", 4, "--k1", 20, "-o", tmp_path / "cli", "--json", "--no-prune")
+    assert_ok(result)
+    record = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in --json output"))
+    rows = {row["k2"]: row for row in record["results"]}
+    assert (rows[10]["state"], rows[40]["state"]) == ("failed", "complete")
+    assert rows[10]["best_val_loss"] is None
 
 
 @pytest.mark.parametrize("space, fragments", [

@@ -94,7 +94,7 @@ def importances(dimensions, configurations):
 
 def write_summary(path, record):
     with atomic_write(path, "w") as file:
-        json.dump(_finite(record), file, indent=2, default=_json_default)
+        json.dump(json_ready(record), file, indent=2, default=_json_default)
         file.write("\n")
 
 
@@ -159,12 +159,12 @@ def _number(value):
     return "" if math.isnan(value) else f"{value:.8g}"
 
 
-def _finite(value):
+def json_ready(value):
     """The record with NaN and infinities as null (JSON has no NaN)."""
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [json_ready(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
