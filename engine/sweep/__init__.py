@@ -62,7 +62,8 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     require_optuna()
     dimensions = parse_space(space)
     if sampler == "grid":
-        [d.grid() for d in dimensions]  # each must be a list or an integer range
+        for dimension in dimensions:
+            dimension.grid()  # raises unless a list or an integer range
     settings = _settings(train_options, dimensions, epochs)
     seed_list = [settings["seed"] + index for index in range(seed_count)]
     arguments = _check_settings(settings, dimensions)
@@ -123,7 +124,7 @@ def _check_settings(settings, dimensions):
 def _check_output_dir(path, resume):
     """The output folder may be created, or is empty, or (resume) holds a sweep."""
     path = os.fspath(path)
-    if os.path.lexists(path) and not os.path.isdir(path) or os.path.islink(path):
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
         raise SweepError(f"-o {path}: exists and is not a directory")
     if os.path.isdir(path):
         if not os.access(path, os.W_OK | os.X_OK):

@@ -76,7 +76,9 @@ def open_study(output_dir, sampler, pruner, meta, resume):
 
 
 def finished_trials(study):
-    """Configurations of the study's finished trials, in order: (number, values, rows)."""
+    """Configurations of the study's finished trials, in order: (number, values, rows).
+    A trial still marked running was cut off by an interruption: it is not counted, and a
+    resumed sweep runs another in its place."""
     optuna = require_optuna()
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     return [(trial.number, trial.params, trial.user_attrs["rows"]) for trial in study.trials
