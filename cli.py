@@ -21,6 +21,7 @@ from engine.grad_flow import describe as describe_grad_flow
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
+from engine.sweep.space import NOT_SETTINGS
 from engine.trainer import ON_DIVERGENCE
 
 BAD_INPUT = 2
@@ -210,29 +211,14 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     check_writable(plot, "'--plot'", inputs=[data], outputs=[output])
     if plot:
         engine.require_matplotlib(plot)  # before any work, so nothing is lost later
-    if full_bptt and k2 is not None:
-        raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
-    if cell != "rnn" and nonlinearity != "tanh":
-        raise click.UsageError("--nonlinearity applies to --cell rnn only")
+    arguments = train_arguments(click.get_current_context().params)
     source = data_source(data, demo)
-    model_options = dict(cell=cell, hidden_size=hidden, num_layers=layers, dtype=dtype, init=init,
-                         forget_bias=forget_bias, seed=seed)
-    if cell == "rnn":
-        model_options["nonlinearity"] = nonlinearity
-    trainer_options = dict(loss="mse", optimizer=optimizer, lr=lr, k1=None if full_bptt else k1,
-                           k2=None if full_bptt else k2, clip_norm=clip_norm or None, clip_value=clip_value,
-                           memory=memory, on_divergence=on_divergence, diagnostics=diagnostics)
-    schedule_options = dict(name=schedule, warmup_steps=warmup)
-    if schedule == "step":
-        schedule_options["step_size"] = step_size
-    data_options = dict(inputs=inputs, targets=targets, horizon=horizon, streams=streams,
-                        val_fraction=val_fraction, fill=fill, difference=difference)
     context = click.get_current_context()
     explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if resume:  # only what the user gave goes on, for the pipeline to refuse what conflicts
-        model_options, trainer_options, schedule_options, data_options = (
-            {key: value for key, value in options.items() if explicit & set(_SET_BY.get(key, ()))}
-            for options in (model_options, trainer_options, schedule_options, data_options))
+        for group in ("model_options", "trainer_options", "schedule", "data_options"):
+            arguments[group] = {key: value for key, value in arguments[group].items()
+                                if explicit & set(_SET_BY.get(key, ()))}
     progress = None if quiet or as_json else engine.Progress()
 
     completed = []  # epochs finished (and checkpointed) in this run
@@ -247,8 +233,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     started = time.perf_counter()
     try:
         model, trainer, _ = engine.train_series(
-            source, output, model_options, trainer_options, data_options, schedule_options,
-            epochs=epochs, patience=patience, resume=resume, on_start=progress and progress.on_start,
+            source, output, **arguments, resume=resume, on_start=progress and progress.on_start,
             on_update=progress and progress.on_update, on_epoch=on_epoch)
     except engine.pipeline.ResumeConflict as error:
         given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
@@ -277,6 +262,32 @@ _SET_BY = {  # an option of train_series on --resume -> the train options that s
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
     "on_divergence": ("on_divergence",), "name": ("schedule",), "schedule": ("schedule",),
     "warmup_steps": ("warmup",), "step_size": ("step_size",), **{name: (name,) for name in engine.pipeline.DATA_OPTIONS}}
+
+
+def train_arguments(options):
+    """The keyword arguments of engine.train_series (model, trainer, data and schedule
+    options, epochs, patience) for `bptt train`'s option values by parameter name (the
+    sweep builds each trial's run with this too). Bad combinations raise UsageError."""
+    o = options
+    if o["full_bptt"] and o["k2"] is not None:
+        raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
+    if o["cell"] != "rnn" and o["nonlinearity"] != "tanh":
+        raise click.UsageError("--nonlinearity applies to --cell rnn only")
+    model_options = dict(cell=o["cell"], hidden_size=o["hidden"], num_layers=o["layers"], dtype=o["dtype"],
+                         init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"])
+    if o["cell"] == "rnn":
+        model_options["nonlinearity"] = o["nonlinearity"]
+    trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
+                           k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
+                           clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
+                           diagnostics=o["diagnostics"])
+    schedule_options = dict(name=o["schedule"], warmup_steps=o["warmup"])
+    if o["schedule"] == "step":
+        schedule_options["step_size"] = o["step_size"]
+    data_options = dict(inputs=o["inputs"], targets=o["targets"], horizon=o["horizon"], streams=o["streams"],
+                        val_fraction=o["val_fraction"], fill=o["fill"], difference=o["difference"])
+    return dict(model_options=model_options, trainer_options=trainer_options, data_options=data_options,
+                schedule=schedule_options, epochs=o["epochs"], patience=o["patience"])
 
 
 def _grad_flow_advice(grad_flow, trainer):
@@ -499,3 +510,69 @@ def export(checkpoint, format_, output, with_normalization, force):
     except engine.export.ExportUnavailable as error:  # a missing package: bad input, exit 2
         raise click.ClickException(str(error)) from None
     click.echo(summary, err=True)
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@demo_option
+@click.option("--space", "space", multiple=True, metavar="NAME=SPEC",
+              help="Sweep a train option (repeatable): a list 32,64,128, a range 1e-4..1e-1:log, or 1..4:int.")
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Configurations to try (with --resume: in all).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train each configuration with this many initialisation seeds (--seed, --seed + 1, ...).")
+@click.option("--sampler", default="tpe", show_default=True, type=click.Choice(("tpe", "random", "grid")),
+              help="Optuna's sampler.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Stop poor trials early on their validation loss (Optuna's Hyperband; Ray: ASHA).")
+@click.option("-o", "--output", "output_dir", default="sweep", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for results.csv, summary.json, best.npz, sensitivity.png.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted sweep in --output.")
+@click.option("--ray", "address", metavar="ADDRESS",
+              help="Run the trials on a Ray cluster ('auto' or host:port; extra 'ray') instead of local threads.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@json_flag
+def sweep(data, demo, space, trials, seeds, sampler, prune, output_dir, resume, address, workers, quiet,
+          as_json, **train_options):
+    """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
+    a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
+
+    \b
+    Example:
+      bptt sweep --demo mackey-glass --space lr=1e-3..3e-2:log --space hidden=8,16,32 \\
+                 --trials 6 --seeds 2 --epochs 6 -o sw
+    """
+    import engine.sweep
+
+    context = click.get_current_context()
+    fixed = {name: value for name, value in train_options.items()
+             if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    dimensions = dict(engine.sweep.space.parse_assignment(text) for text in space)
+    if not dimensions:
+        raise click.UsageError("give at least one --space NAME=SPEC, e.g. --space lr=1e-4..1e-1:log")
+    source = data_source(data, demo)
+    try:
+        outcome = engine.sweep.run(source, dimensions, trials=trials, seeds=seeds, executor="ray" if address else "local",
+                                   address=address, output_dir=output_dir, sampler=sampler, prune=prune,
+                                   resume=resume, workers=workers, progress=None if quiet else sys.stderr, **fixed)
+    except engine.sweep.ExtraUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted: the finished trials are in {output_dir}; continue with --resume -o {output_dir}.",
+                   err=True)
+        sys.exit(130)
+    if as_json:
+        record = engine.sweep.report.json_ready({"summary": outcome["summary"], "results": outcome["results"]})
+        click.echo(json.dumps(record, default=str))
+    elif not quiet:
+        best = outcome["summary"]["best"]
+        click.echo("No trial completed." if best is None else
+                   f"Best: {' '.join(f'--{name} {value:.4g}' if isinstance(value, float) else f'--{name} {value}' for name, value in best['settings'].items())}"
+                   f"  validation loss {best['val_loss']:.5g} (trial {best['trial'] + 1}).  Outputs in {output_dir}/",
+                   err=True)
+
+
+# Every `bptt train` option is a fixed setting of a sweep, from train's own definitions
+# (so an option added to train is one here too), except those the sweep replaces.
+sweep.params.extend(param for param in train.params if param.name not in NOT_SETTINGS)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from engine.checkpoint import check_schema, load, read_metadata, save
-from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
+from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine.files import check_output
 from engine.footprint import require, training_bytes
@@ -43,10 +43,12 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     first that does not), except RESUMABLE trainer options (lr, memory), which apply.
     on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
-    Trainer.fit. Returns (model, trainer, data)."""
+    Trainer.fit. source may also be TrainingData already prepared (a sweep prepares
+    once for many runs); output None writes no checkpoint. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
-    check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
-                 what="checkpoint")  # before any work: never an input, a link or read-only
+    if output is not None:  # before any work: never an input, a link or read-only
+        check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
+                     what="checkpoint")
     if resume:
         model, trainer = load(output)
         if trainer is None:
@@ -58,7 +60,8 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
             if name in (trainer_options or {}):
                 _resume_with(trainer, name, trainer_options[name])
         data_options = {name: recipe[name] for name in DATA_OPTIONS}
-    data = prepare_training_data(source, key=key, **(data_options or {}))
+    data = (source if isinstance(source, TrainingData)
+            else prepare_training_data(source, key=key, **(data_options or {})))
     if resume:
         data = _with_normalisation(data, recipe)
     steps, streams = data.x_train.shape[:2]
@@ -81,14 +84,16 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
                   "steps_per_update": (steps if k1 is None else k1) * streams})
 
     def checkpoint(record):
-        save(output, model, trainer, metadata)
+        if output is not None:
+            save(output, model, trainer, metadata)
         if on_epoch is not None:
             on_epoch(record)
 
     if remaining > 0:
         trainer.fit(data.x_train, data.y_train, epochs=remaining, validation=validation,
                     patience=patience, on_update=on_update, on_epoch=checkpoint)
-    save(output, model, trainer, metadata)  # early stopping may have restored the best
+    if output is not None:
+        save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
 
 
