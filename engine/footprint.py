@@ -87,7 +87,7 @@ def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize):
     steps = T * B * G * H + (T * B * H if cell == "gru" else 0)    # gates, hidden_n
     scratch = B * G * H + H * G * H + B * H * (2 + (cell == "gru") + (cell == "lstm"))
     per_layer = states + steps + scratch + T                       # + dh_norm_sq
-    return (num_layers * per_layer + 2 * T * B * output_size) * itemsize  # + y_hat, dy
+    return (num_layers * per_layer + 2 * T * B * output_size) * itemsize + T * B  # + y_hat, dy; resets
 
 
 def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, shards, itemsize,
