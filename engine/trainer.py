@@ -185,8 +185,8 @@ class Trainer:
         while chunk_start < T:
             end = min(chunk_start + stride, T)
             chunk = self._chunk(end - start, x.shape[1])
-            value, count = chunk.forward_backward(x[start:end], y[start:end], self.loss,
-                                                  window_state, chunk_start - start)
+            value, count = self._forward_backward(chunk, x, y, (start, end), window_state,
+                                                  chunk_start - start)
             next_start = max(start, end - overhang)
             window_state = chunk.state_after(next_start - start)
             self.state = chunk.state_after(end - start)
@@ -206,6 +206,15 @@ class Trainer:
         self._history_x = x[start:].copy() if overhang else None
         self._history_state = window_state if overhang else None
         return losses
+
+    def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):
+        """Gradient of window [start, end) of x, y into self.grad through `chunk`; returns
+        (loss, count). The one place the loop hands data to a chunk: the distributed
+        trainer (engine/distributed) sends its workers the window's indices instead."""
+        start, end = window
+        window_resets = {} if resets is None else {"resets": resets[start:end]}
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
+                                      **window_resets)
 
     def _update(self, loss, chunk):
         """Check, clip, step; returns the update's history record (None if skipped).
