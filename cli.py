@@ -15,6 +15,7 @@ import click
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
 from engine.demos import DEMOS, load_demo
+from engine.distributed import ClusterUnavailable, WorkerFailed, connect
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
@@ -40,10 +41,11 @@ class Bptt(click.Group):
         except click.ClickException as error:
             click.echo(f"Error: {error.format_message()}", err=True)
             sys.exit(BAD_INPUT)
-        except (DataError, engine.CheckpointError, engine.PlotUnavailable, ValueError, TypeError) as error:
+        except (DataError, engine.CheckpointError, engine.PlotUnavailable, ClusterUnavailable, ValueError,
+                TypeError) as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(BAD_INPUT)
-        except engine.TrainingDiverged as error:
+        except (engine.TrainingDiverged, WorkerFailed) as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
         except OSError as error:  # a failed write (disk full, permissions): one line, not a traceback
@@ -157,12 +159,15 @@ def _memory_option(value):
               help="Checkpoint path, written after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output with its own settings.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Train on the Ray cluster whose head is at HOST:PORT (needs Ray: extra 'ray').")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray workers, one batch shard each (with --ray) [default: 2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
           layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
-          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, quiet,
-          as_json):
+          lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, ray_address,
+          workers, quiet, as_json):
     """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
     z-score normalised, cut into --streams parallel streams, with a validation tail.
 
@@ -170,6 +175,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     Examples:
       bptt train --demo mackey-glass --hidden 32 --epochs 30
       bptt train prices.csv --targets close --inputs close,volume --k1 100 --k2 200
+      bptt train prices.csv --ray 10.0.0.1:6379 --workers 8 --streams 64
     """
     check_writable(output, "'-o' / '--output'")
     check_writable(plot, "'--plot'")
@@ -179,6 +185,12 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
     if cell != "rnn" and nonlinearity != "tanh":
         raise click.UsageError("--nonlinearity applies to --cell rnn only")
+    if workers is not None and ray_address is None:
+        raise click.UsageError("--workers applies to training on a Ray cluster: give --ray ADDRESS")
+    cluster = None
+    if ray_address is not None:
+        connect(ray_address)  # within seconds, before any work
+        cluster = dict(address=ray_address, workers=workers or 2)
     source = data_source(data, demo)
     model_options = dict(cell=cell, hidden_size=hidden, num_layers=layers, dtype=dtype, init=init,
                          forget_bias=forget_bias, seed=seed)
@@ -208,7 +220,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         model, trainer, _ = engine.train_series(
             source, output, model_options, trainer_options, data_options, schedule_options,
             epochs=epochs, patience=patience, resume=resume, on_start=progress and progress.on_start,
-            on_update=progress and progress.on_update, on_epoch=on_epoch)
+            on_update=progress and progress.on_update, on_epoch=on_epoch, cluster=cluster)
     except KeyboardInterrupt:
         saved = (f"{output} holds epoch {completed[-1]}; continue with --resume -o {output}"
                  if completed else "no epoch was completed in this run, nothing was saved")

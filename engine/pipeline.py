@@ -1,5 +1,6 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
 train with checkpoints, forecast ahead, evaluate against the persistence baseline."""
+import functools
 import math
 import os
 
@@ -18,7 +19,7 @@ DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill
 
 def train_series(source, output, model_options=None, trainer_options=None, data_options=None,
                  schedule=None, epochs=10, patience=None, resume=False, on_start=None,
-                 on_update=None, on_epoch=None, key=None):
+                 on_update=None, on_epoch=None, key=None, cluster=None):
     """Train on a series (path, demo Series or array) and checkpoint to `output` after
     every epoch, so an interrupted run loses at most one epoch.
 
@@ -29,11 +30,13 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     resume: continue the checkpoint at `output` up to `epochs` epochs in all, with its
     own model, trainer and data settings. on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
-    Trainer.fit. Returns (model, trainer, data)."""
+    Trainer.fit. cluster: optional {"address", "workers"}: train on a Ray cluster with
+    engine.distributed.RayTrainer (also when resuming). Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
     _check_writable(output)
+    new_trainer, restored_trainer = _trainer_makers(cluster)
     if resume:
-        model, trainer = load(output)
+        model, trainer = load(output, trainer_factory=restored_trainer)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
         data_options = _stored_data_options(read_metadata(output))
@@ -47,7 +50,7 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2],
                       **(model_options or {}))
-        trainer = Trainer(model, schedule=schedule, **(trainer_options or {}))
+        trainer = new_trainer(model, schedule=schedule, **(trainer_options or {}))
     _check_data_fits(model, trainer, data)
     validation = None if data.x_val is None else (data.x_val, data.y_val)
     metadata = {"data": data.metadata}
@@ -66,6 +69,16 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
                     patience=patience, on_update=on_update, on_epoch=checkpoint)
     save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
+
+
+def _trainer_makers(cluster):
+    """(new, from_config) trainer constructors: Trainer's, or RayTrainer's on `cluster`."""
+    if cluster is None:
+        return Trainer, None
+    from engine.distributed import RayTrainer
+
+    return (functools.partial(RayTrainer, **cluster),
+            lambda model, config: RayTrainer.from_config(model, config, **cluster))
 
 
 def _resolve_schedule(options, total_updates):

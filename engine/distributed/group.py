@@ -122,9 +122,9 @@ class WorkerGroup:
                     streams = [s for _, s in self.layout[w]]
                     raise WorkerFailed(
                         f"Ray worker {w} (streams {streams[0].start}..{streams[-1].stop - 1}) died "
-                        f"{failures} times in update {update} ({_first_line(error)}); stopped after "
-                        f"{self.max_retries} replacements, the model keeps the parameters of update "
-                        f"{update - 1}") from None
+                        f"{failures} times in update {update} ({_first_line(error)}); gave up after "
+                        f"{self.max_retries} replacement{'' if self.max_retries == 1 else 's'}, the "
+                        f"model keeps the parameters of update {update - 1}") from None
                 pending = None
 
     def _replace(self, w):

@@ -69,6 +69,11 @@ class RayTrainer(Trainer):
         rest is communication and Ray's per-call overhead)."""
         return dict(self._group.timing)
 
+    def worker_pids(self):
+        """Process ids of the workers, in shard order (for monitoring, and for tests that
+        kill one to check recovery)."""
+        return self._group.pids()
+
     def close(self):
         """Stop the workers (they also stop when the trainer is garbage collected)."""
         self._group.close()
