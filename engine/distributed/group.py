@@ -126,6 +126,10 @@ class WorkerGroup:
                         f"{self.max_retries} replacement{'' if self.max_retries == 1 else 's'}, the "
                         f"model keeps the parameters of update {update - 1}") from None
                 pending = None
+            except self.ray.exceptions.RayTaskError as error:  # the worker raised: retrying cannot help
+                cause = getattr(error, "cause", None) or error
+                raise WorkerFailed(f"Ray worker {w} failed in update {update}: {type(cause).__name__}: "
+                                   f"{_first_line(cause)}") from error
 
     def _replace(self, w):
         """A new actor in place of worker w, loading w's data from the object store."""
@@ -186,6 +190,9 @@ def _map_state(function, state):
 
 
 def _same_bits(a, b):
+    """a and b are the same state, bit for bit (a NaN equals itself, -0.0 differs from 0.0)."""
+    if a is None or b is None:
+        return a is b
     parts_a, parts_b = (a, b) if isinstance(a, tuple) else ((a,), (b,))
     return len(parts_a) == len(parts_b) and all(
         x.shape == y.shape and x.dtype == y.dtype
