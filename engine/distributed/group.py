@@ -69,6 +69,8 @@ class WorkerGroup:
     def send(self, x, y, resets=None):
         """Cut x (T, B, I), y (T, B, O) or (T, B), resets (T, B) into the shards, put
         each worker's shards in the object store once and have it load them."""
+        if not self.actors:
+            raise RuntimeError("this RayTrainer was closed: its workers are gone")
         B = x.shape[1]
         s = self.shards_per_worker
         slices = list(enumerate(shard_slices(B, min(len(self.actors) * s, B))))
@@ -195,9 +197,13 @@ def _same_bits(a, b):
         return a is b
     parts_a, parts_b = (a, b) if isinstance(a, tuple) else ((a,), (b,))
     return len(parts_a) == len(parts_b) and all(
-        x.shape == y.shape and x.dtype == y.dtype
-        and np.array_equal(np.ascontiguousarray(x).view(f"u{x.itemsize}"), np.ascontiguousarray(y).view(f"u{y.itemsize}"))
+        x.shape == y.shape and x.dtype == y.dtype and np.array_equal(_bits(x), _bits(y))
         for x, y in zip(parts_a, parts_b))
+
+
+def _bits(array):
+    """The array's values as unsigned integers of the same width."""
+    return np.ascontiguousarray(array).view(f"u{array.itemsize}")
 
 
 def _first_line(error):
