@@ -231,7 +231,7 @@ def test_bad_options_and_a_cluster_too_small_fail_at_once(cluster):
         RayTrainer(model(), workers=2, shards=3)
     with pytest.raises(ValueError, match="workers"):
         RayTrainer(model(), workers=0)
-    with pytest.raises(ClusterUnavailable, match="need 3 CPUs; the Ray cluster has 2"):
+    with pytest.raises(ClusterUnavailable, match=r"3 workers need 3 CPUs \(1 each\); the Ray cluster has 2$"):
         RayTrainer(model(), workers=3)
 
 

@@ -41,7 +41,7 @@ class WorkerGroup:
         cpus = shards_per_worker if cpus_per_worker is None else cpus_per_worker
         available = ray.cluster_resources().get("CPU", 0)
         if workers * cpus > available:
-            raise ClusterUnavailable(f"{workers} workers of {cpus} CPUs each need {workers * cpus} CPUs; "
+            raise ClusterUnavailable(f"{workers} workers need {workers * cpus} CPUs ({cpus} each); "
                                      f"the Ray cluster has {available:g}")
         self.actor_class = ray.remote(Worker).options(num_cpus=cpus, max_restarts=0,
                                                       scheduling_strategy="SPREAD")
