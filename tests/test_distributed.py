@@ -222,7 +222,11 @@ def test_checkpoints_move_between_the_cluster_and_one_machine(cluster, tmp_path)
     with on_cluster:
         assert on_cluster.shards_per_worker == 2
         stream(on_cluster, x, y, 1)
-    assert_same_run(on_cluster, local)
+        assert_same_run(on_cluster, local)
+        # An exception inside a worker is not retried: one WorkerFailed naming it.
+        on_cluster._group._request = lambda w, state: 10 ** 6  # a state step no worker holds
+        with pytest.raises(WorkerFailed, match=r"Ray worker 0 failed in update \d+: KeyError: 1000000$"):
+            stream(on_cluster, x, y, 0)
 
 
 def test_bad_options_and_a_cluster_too_small_fail_at_once(cluster):
