@@ -16,6 +16,7 @@ from click.core import ParameterSource
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
 from engine.demos import DEMOS, load_demo
+from engine.distributed import ClusterUnavailable, WorkerFailed, connect
 from engine.files import OutputError, atomic_write, check_output
 from engine.grad_flow import describe as describe_grad_flow
 from engine.initializers import INITS
@@ -45,12 +46,16 @@ class Bptt(click.Group):
         except click.ClickException as error:
             click.echo(f"Error: {error.format_message()}", err=True)
             sys.exit(BAD_INPUT)
-        except (DataError, engine.CheckpointError, engine.PlotUnavailable, ValueError, TypeError) as error:
+        except (DataError, engine.CheckpointError, engine.PlotUnavailable, ClusterUnavailable, ValueError,
+                TypeError) as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(BAD_INPUT)
         except engine.TrainingDiverged as error:
             click.echo(f"Error: {error.reason} Lower --lr, clip gradients (--clip-norm, --clip-value), "
                        "or skip such updates with --on-divergence skip.", err=True)
+            sys.exit(1)
+        except WorkerFailed as error:
+            click.echo(f"Error: {error}", err=True)
             sys.exit(1)
         except OSError as error:  # a failed write (disk full, permissions): one line, not a traceback
             click.echo(f"Error: {error}", err=True)
@@ -193,12 +198,15 @@ def _memory_option(value):
                    "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 20 updates); else "
                    "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
                    "panels. --resume keeps the checkpoint's choice.")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Train on the Ray cluster whose head is at HOST:PORT (needs Ray: extra 'ray').")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray workers, one batch shard each (with --ray) [default: 2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
           layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value,
           on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output,
-          resume, plot, diagnostics, quiet, as_json):
+          resume, plot, diagnostics, ray_address, workers, quiet, as_json):
     """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
     z-score normalised, cut into --streams parallel streams, with a validation tail.
 
@@ -206,12 +214,19 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     Examples:
       bptt train --demo mackey-glass --hidden 32 --epochs 30
       bptt train prices.csv --targets close --inputs close,volume --k1 100 --k2 200
+      bptt train prices.csv --ray 10.0.0.1:6379 --workers 8 --streams 64
     """
     check_writable(output, "'-o' / '--output'", inputs=[data])
     check_writable(plot, "'--plot'", inputs=[data], outputs=[output])
     if plot:
         engine.require_matplotlib(plot)  # before any work, so nothing is lost later
     arguments = train_arguments(click.get_current_context().params)
+    if workers is not None and ray_address is None:
+        raise click.UsageError("--workers applies to training on a Ray cluster: give --ray ADDRESS")
+    cluster = None
+    if ray_address is not None:
+        connect(ray_address)  # within seconds, before any work
+        cluster = dict(address=ray_address, workers=workers or 2)
     source = data_source(data, demo)
     context = click.get_current_context()
     explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
@@ -234,7 +249,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     try:
         model, trainer, _ = engine.train_series(
             source, output, **arguments, resume=resume, on_start=progress and progress.on_start,
-            on_update=progress and progress.on_update, on_epoch=on_epoch)
+            on_update=progress and progress.on_update, on_epoch=on_epoch, cluster=cluster)
     except engine.pipeline.ResumeConflict as error:
         given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
                          for name in _SET_BY[error.option] if name in explicit)

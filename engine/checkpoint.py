@@ -117,9 +117,11 @@ def save(path, model, trainer=None, metadata=None):
     _atomic_savez(os.fspath(path), arrays)
 
 
-def load(path):
+def load(path, trainer_factory=None):
     """Read a checkpoint written by `save`: returns (model, trainer), trainer None when the
-    file holds a model only. Raises CheckpointError with the reason otherwise."""
+    file holds a model only. Raises CheckpointError with the reason otherwise.
+    trainer_factory(model, config): builds the trainer to restore (default
+    Trainer.from_config; RayTrainer.from_checkpoint continues on a cluster)."""
     from engine.trainer import Trainer
 
     arrays, meta = _read(path)
@@ -128,7 +130,7 @@ def load(path):
         model.load_state_dict({name: arrays[f"model/{name}"] for name in model.views})
         if meta["trainer"] is None:
             return model, None
-        trainer = Trainer.from_config(model, meta["trainer"]["config"])
+        trainer = (trainer_factory or Trainer.from_config)(model, meta["trainer"]["config"])
         _restore_trainer(trainer, meta["trainer"], arrays)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise CheckpointError(f"{path}: checkpoint content does not match format "

@@ -1,5 +1,6 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
 train with checkpoints, forecast ahead, evaluate against the persistence baseline."""
+import functools
 import inspect
 import math
 import os
@@ -29,7 +30,7 @@ RECIPE_SCHEMA = {  # the data recipe train_series stores in a checkpoint's user 
 
 def train_series(source, output, model_options=None, trainer_options=None, data_options=None,
                  schedule=None, epochs=10, patience=None, resume=False, on_start=None,
-                 on_update=None, on_epoch=None, key=None):
+                 on_update=None, on_epoch=None, key=None, cluster=None):
     """Train on a series (path, demo Series or array) and checkpoint to `output` after
     every epoch, so an interrupted run loses at most one epoch.
 
@@ -43,14 +44,17 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     first that does not), except RESUMABLE trainer options (lr, memory), which apply.
     on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
-    Trainer.fit. source may also be TrainingData already prepared (a sweep prepares
-    once for many runs); output None writes no checkpoint. Returns (model, trainer, data)."""
+    Trainer.fit. cluster: optional {"address", "workers"}: train on a Ray cluster with
+    engine.distributed.RayTrainer (also when resuming). source may also be TrainingData
+    already prepared (a sweep prepares once for many runs); output None writes no
+    checkpoint. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
     if output is not None:  # before any work: never an input, a link or read-only
         check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
                      what="checkpoint")
+    new_trainer, restored_trainer = _trainer_makers(cluster)
     if resume:
-        model, trainer = load(output)
+        model, trainer = load(output, trainer_factory=restored_trainer)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
         recipe = read_recipe(output, read_metadata(output)["user"])
@@ -74,7 +78,7 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2],
                       **(model_options or {}))
-        trainer = Trainer(model, schedule=schedule, **(trainer_options or {}))
+        trainer = new_trainer(model, schedule=schedule, **(trainer_options or {}))
     _check_data_fits(model, trainer, data)
     validation = None if data.x_val is None else (data.x_val, data.y_val)
     metadata = {"data": data.metadata}
@@ -95,6 +99,16 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     if output is not None:
         save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
+
+
+def _trainer_makers(cluster):
+    """(new, from_config) trainer constructors: Trainer's, or RayTrainer's on `cluster`."""
+    if cluster is None:
+        return Trainer, None
+    from engine.distributed import RayTrainer
+
+    return (functools.partial(RayTrainer, **cluster),
+            lambda model, config: RayTrainer.from_config(model, config, **cluster))
 
 
 def _resolve_schedule(options, total_updates):

@@ -233,12 +233,11 @@ class Trainer:
         while chunk_start < T:
             end = min(chunk_start + stride, T)
             chunk = self._chunk(end - start, x.shape[1])
-            window_resets = None if resets is None else resets[start:end]
-            value, count = chunk.forward_backward(x[start:end], y[start:end], self.loss,
-                                                  window_state, chunk_start - start, window_resets)
+            value, count = self._forward_backward(chunk, x, y, (start, end), window_state,
+                                                  chunk_start - start, resets)
             if self.grad_flow is not None and count:
                 self.grad_flow.measure(x[start:end], y[start:end], window_state, chunk_start - start,
-                                       window_resets)
+                                       None if resets is None else resets[start:end])
             next_start = max(start, end - overhang)
             window_state = chunk.state_after(next_start - start)
             self.state = chunk.state_after(end - start)
@@ -259,6 +258,15 @@ class Trainer:
         self._history_state = window_state if overhang else None
         self._history_resets = resets[start:].copy() if overhang and resets is not None else None
         return losses
+
+    def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):
+        """Gradient of window [start, end) of x, y into self.grad through `chunk`; returns
+        (loss, count). The one place the loop hands data to a chunk: the distributed
+        trainer (engine/distributed) sends its workers the window's indices instead."""
+        start, end = window
+        window_resets = {} if resets is None else {"resets": resets[start:end]}
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
+                                      **window_resets)
 
     def _update(self, loss, chunk):
         """Check, clip, step; returns the update's history record (None if skipped).
