@@ -15,20 +15,25 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.series import DataError, Series, as_series, listing, read_file
+from engine.series import times
 
 FILL_METHODS = ("ffill", "zero", "linear")
 
 
 # ---------------------------------------------------------------- reading
 
-def load_series(path, columns=None, key=None):
+def load_series(source, columns=None, key=None, time_column=None):
     """Read a series from a CSV file (header optional; delimiter , ; tab or whitespace;
-    empty / NA / NaN cells are missing; lines starting with # are skipped), a .npy array
-    (T,) or (T, C), or a .npz archive: its only array, the array named `key`, or several
-    1-D arrays of one length taken as columns named by their keys. columns: the columns to
-    keep (see select_columns), all by default; a non-numeric cell in a kept column raises
-    DataError naming file, line and column. Returns a Series with values (T, C)."""
-    return select_columns(read_file(path, key), columns)
+    empty / NA / NaN cells are missing; lines starting with # are skipped; .gz, .bz2 and
+    .zst compressed), a Parquet or Feather / Arrow file, a .npy array (T,) or (T, C), or a
+    .npz archive: its only array, the array named `key`, or several 1-D arrays of one length
+    taken as columns named by their keys. source may also be in memory: a numpy array, a
+    pandas DataFrame / Series or a pyarrow Table. time_column: the column of time stamps
+    (default: the first column of dates/times, if any), kept as Series.time and checked to
+    increase. columns: the columns to keep (see select_columns), all by default; a
+    non-numeric cell in a kept column raises DataError naming file, line and column.
+    Returns a Series with values (T, C)."""
+    return select_columns(as_series(source, key, time_column), columns)
 
 
 # ---------------------------------------------------------------- columns and missing inputs
@@ -48,7 +53,8 @@ def select_columns(series, spec, option="columns"):
     for index in indices:
         if series.names[index] in series.invalid:
             raise DataError(series.invalid[series.names[index]])
-    return Series(series.values[:, indices], tuple(series.names[i] for i in indices), series.source)
+    return Series(series.values[:, indices], tuple(series.names[i] for i in indices), series.source,
+                  time=series.time, time_name=series.time_name)
 
 
 def _column_index(series, token, option):
@@ -254,6 +260,8 @@ def prepare_training_data(source, inputs=None, targets=None, horizon=1, streams=
     recipe = {"source": series.source, "columns": list(series.names), "inputs": list(input_names),
               "targets": list(target_names), "horizon": _positive_int("horizon", horizon),
               "fill": fill, "difference": bool(difference)}
+    if series.time is not None:
+        recipe["time"] = times.describe(series.time, series.time_name)
     features, levels, base = _features(series, recipe)
     x, y = frame(features, levels, horizon)
     if difference:
