@@ -18,6 +18,10 @@ TIME_KEY = b"bptt.time_column"     # the time column's name, absent without one
 CSV_KEY = b"bptt.csv"              # {"header": bool} when rows are the data lines of a CSV file
 
 _MISSING = pa.array(MISSING)
+# text layouts of time stamps tried after ISO 8601 (day-first or month-first with "/" is
+# ambiguous, so it is not guessed)
+TIME_FORMATS = ("%Y/%m/%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y-%m",
+                "%d.%m.%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
 
 
 def normalize(table, source, time_column=None, csv_header=None):
@@ -77,10 +81,15 @@ def _cleaned(column):
 
 
 def _time_column(table, requested):
-    """The name of the time column: `requested` (checked), else the first date/time column."""
+    """The name of the time column: `requested` (checked), else the first column of dates
+    or times, or of text that parses as such (see _parse_times)."""
     if requested is None:
-        return next((name for name, field in zip(table.column_names, table.schema)
-                     if _is_temporal(field.type)), None)
+        for name, column in zip(table.column_names, table.columns):
+            if _is_temporal(column.type) or (_is_text(column.type)
+                                             and _parse_times(column.slice(0, 20)) is not None
+                                             and _parse_times(column) is not None):
+                return name
+        return None
     requested = str(requested)
     if requested not in table.column_names:
         raise DataError(f"time column: unknown column {requested!r} in {source_of(table)}; "
@@ -92,21 +101,44 @@ def _is_temporal(kind):
     return pa.types.is_timestamp(kind) or pa.types.is_date(kind)
 
 
+def _is_text(kind):
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _parse_times(column):
+    """A text column as timestamps, if all of it parses as ISO 8601 or one of TIME_FORMATS
+    (blank cells are missing times), else None."""
+    trimmed = pc.utf8_trim_whitespace(column)
+    trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    if trimmed.null_count == len(trimmed):
+        return None
+    try:
+        return pc.cast(trimmed, pa.timestamp("us"))
+    except pa.ArrowInvalid:
+        pass
+    for layout in TIME_FORMATS:
+        try:
+            return pc.strptime(trimmed, format=layout, unit="us")
+        except pa.ArrowInvalid:
+            continue
+    return None
+
+
 def _as_timestamps(table, name):
-    """The column `name` as timestamps: dates and times as they are, text parsed (ISO 8601)."""
+    """The column `name` as timestamps: dates and times as they are, text parsed."""
     column = table.column(name)
     if pa.types.is_timestamp(column.type):
         return column
     if pa.types.is_date(column.type):
         return pc.cast(column, pa.timestamp("s"))
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    if _is_text(column.type):
+        parsed = _parse_times(column)
+        if parsed is not None:
+            return parsed
         trimmed = pc.utf8_trim_whitespace(column)
-        try:
-            return pc.cast(trimmed, pa.timestamp("us"))
-        except pa.ArrowInvalid:
-            row = _first_failure(trimmed, lambda part: pc.cast(part, pa.timestamp("us")))
-            raise DataError(f"{place(table, row)}, {label(table, name)}: not a date or time: "
-                            f"{trimmed[row].as_py()!r}") from None
+        row = _first_failure(trimmed, lambda part: pc.cast(part, pa.timestamp("us")))
+        raise DataError(f"{place(table, row)}, {label(table, name)}: not a date or time: "
+                        f"{trimmed[row].as_py()!r}")
     raise DataError(f'time column "{name}" of {source_of(table)} holds {column.type} values, '
                     "not dates or times")
 
