@@ -11,6 +11,7 @@ import sys
 import time
 
 import click
+import numpy as np
 
 import engine
 from engine.data import FILL_METHODS, DataError, as_series
@@ -18,6 +19,7 @@ from engine.demos import DEMOS, load_demo
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
+from engine.pipeline import forecast_times
 
 BAD_INPUT = 2
 SCHEDULES = ("constant", "step", "cosine")
@@ -65,13 +67,14 @@ def main():
     """
 
 
-def data_source(path, demo):
-    """The series to read: a file path or a demo, exactly one of them."""
+def data_source(path, demo, key=None, time_column=None):
+    """The series to read: a file path or a demo, exactly one of them. key: the array of
+    an .npz file; time_column: the column of time stamps (default: the first of dates)."""
     if (path is None) == (demo is None):
         raise click.UsageError("give either a DATA file or --demo NAME" if path is None
                                else "give a DATA file or --demo NAME, not both")
     # the whole file, a non-numeric column noted, not raised: only the columns used must be numbers
-    return load_demo(demo) if demo else as_series(path)
+    return load_demo(demo) if demo else as_series(path, key, time_column)
 
 
 def check_writable(path, option):
@@ -91,6 +94,9 @@ demo_option = click.option("--demo", type=click.Choice(sorted(DEMOS)),
                            help="Use a bundled generated series instead of DATA.")
 json_flag = click.option("--json", "as_json", is_flag=True,
                          help="Print JSON on stdout (train: one record per epoch).")
+key_option = click.option("--key", metavar="NAME", help="The array of an .npz DATA file to use.")
+time_column_option = click.option("--time-column", metavar="NAME",
+                                  help="The column of dates/times [default: the first column that parses as dates].")
 
 
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
@@ -115,6 +121,8 @@ def _memory_option(value):
 @main.command()
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @demo_option
+@key_option
+@time_column_option
 @click.option("--inputs", help="Input columns by name or 0-based index, comma separated [default: the targets].")
 @click.option("--targets", help="Target columns by name or index, comma separated [default: all columns].")
 @click.option("--horizon", default=1, show_default=True, type=click.IntRange(min=1), help="Forecast this many steps ahead.")
@@ -159,11 +167,12 @@ def _memory_option(value):
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
-def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
+def train(data, demo, key, time_column, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
           layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value, optimizer,
           lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output, resume, plot, quiet,
           as_json):
-    """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
+    """Train a model on DATA (CSV, also .gz/.bz2/.zst, Parquet, Feather, .npy or .npz) or a
+    --demo series: next-step forecasting,
     z-score normalised, cut into --streams parallel streams, with a validation tail.
 
     \b
@@ -179,7 +188,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
         raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
     if cell != "rnn" and nonlinearity != "tanh":
         raise click.UsageError("--nonlinearity applies to --cell rnn only")
-    source = data_source(data, demo)
+    source = data_source(data, demo, key, time_column)
     model_options = dict(cell=cell, hidden_size=hidden, num_layers=layers, dtype=dtype, init=init,
                          forget_bias=forget_bias, seed=seed)
     if cell == "rnn":
@@ -242,28 +251,38 @@ def _summary(trainer, output, seconds, plot, restored):
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @demo_option
+@key_option
+@time_column_option
 @click.option("--steps", default=1, show_default=True, type=click.IntRange(min=1), help="Steps to forecast past the end.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the CSV here [default: stdout].")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save forecast against the observed tail to this PNG.")
-def forecast(checkpoint, data, demo, steps, output, plot):
+def forecast(checkpoint, data, demo, key, time_column, steps, output, plot):
     """Forecast --steps steps past the end of DATA with the model in CHECKPOINT.
 
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
-    beyond the first step. Writes CSV (one column per target) in original units."""
+    beyond the first step. Writes CSV (one column per target) in original units, the
+    first column "time" (the next time stamps) when DATA has a regular time column,
+    else "step"."""
     check_writable(output, "'-o' / '--output'")
     check_writable(plot, "'--plot'")
     if plot:
         engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
-    source = data_source(data, demo)
+    source = data_source(data, demo, key, time_column)
     forecasts = engine.forecast_series(model, metadata, source, steps)
+    stamps = forecast_times(metadata, source, steps)
     names = metadata["data"]["targets"]
     stream = open(output, "w", newline="") if output else sys.stdout
     try:
         writer = csv.writer(stream)
-        writer.writerow(["step"] + names)
-        for step, row in enumerate(forecasts, start=1):
-            writer.writerow([step] + [f"{value:.10g}" for value in row])
+        if stamps is None:
+            writer.writerow(["step"] + names)
+            labels = range(1, steps + 1)
+        else:
+            writer.writerow(["time"] + names)
+            labels = _time_labels(stamps)
+        for label, row in zip(labels, forecasts):
+            writer.writerow([label] + [f"{value:.10g}" for value in row])
     finally:
         if output:
             stream.close()
@@ -272,16 +291,33 @@ def forecast(checkpoint, data, demo, steps, output, plot):
         engine.plot_forecast(observed, forecasts, names, plot)
 
 
+def _time_labels(stamps):
+    """ISO 8601 text of datetime64 stamps, without the zero parts: 2024-03-01, 2024-03-01T06:00."""
+    text = np.datetime_as_string(stamps, unit="s")
+    if all(label.endswith("T00:00:00") for label in text):
+        return [label[:10] for label in text]
+    return [label[:-3] if label.endswith(":00") else label for label in text]
+
+
+def _start_option(value):
+    """--from: a row number, or a date/time (checked against the series later)."""
+    return None if value is None else int(value) if value.isdigit() else value
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @demo_option
+@key_option
+@time_column_option
+@click.option("--from", "start", metavar="DATE|ROW", callback=lambda ctx, param, value: _start_option(value),
+              help="Score only from this row (0-based) or date on; the state warms up on the rows before.")
 @json_flag
-def evaluate(checkpoint, data, demo, as_json):
+def evaluate(checkpoint, data, demo, key, time_column, start, as_json):
     """Score the model in CHECKPOINT on DATA: MSE, MAE and RMSE of its forecasts in
     original units, beside the persistence baseline (tomorrow = today) on the same targets."""
     model, metadata = engine.load_for_inference(checkpoint)
-    metrics = engine.evaluate_series(model, metadata, data_source(data, demo))
+    metrics = engine.evaluate_series(model, metadata, data_source(data, demo, key, time_column), start=start)
     if as_json:
         click.echo(json.dumps(metrics))
         return
@@ -321,6 +357,10 @@ def info(checkpoint, as_json):
         click.echo(f"Data:     {data['source']}; targets {data['targets']}, inputs {data['inputs']}, "
                    f"horizon {data['horizon']}, {data['streams']} streams"
                    + (", differenced" if data["difference"] else ""))
+        if data.get("time"):
+            stamps = data["time"]
+            click.echo(f"          time column \"{stamps['column']}\" {stamps['first']} .. {stamps['last']}, "
+                       f"frequency {stamps['frequency'] or 'irregular'}")
         for part in ("input", "target"):
             norm = data[f"{part}_norm"]
             click.echo(f"          {part} mean {_numbers(norm['mean'])}, std {_numbers(norm['std'])}")

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from engine.series import csv_files, tables
 from engine.series.base import MISSING, DataError, Series, listing
+from engine.series.buffers import arrow_floats
 
 __all__ = ["DataError", "MISSING", "Series", "listing", "read_file", "read_table", "as_table",
            "as_series"]
@@ -59,8 +60,8 @@ def read_table(path, key=None, time_column=None):
         return tables.normalize(table, path, time_column, csv_header=layout.has_header)
     try:
         if kind == "parquet":
-            import pyarrow.parquet as parquet
-            table = parquet.read_table(path)
+            import pyarrow.parquet as parquet   # ParquetFile: read_table would import pandas
+            table = parquet.ParquetFile(path).read(use_threads=True)
         else:
             table = _read_arrow(path)
     except (OSError, pa.ArrowException) as error:
@@ -152,7 +153,7 @@ def _from_pandas(obj):
 
 def _table_of(values, names):
     """A (T, C) array as a table of C float64 columns."""
-    return pa.table([pa.array(values[:, index]) for index in range(values.shape[1])],
+    return pa.table([arrow_floats(values[:, index]) for index in range(values.shape[1])],
                     names=list(names))
 
 

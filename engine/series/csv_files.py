@@ -12,12 +12,12 @@ import csv
 import itertools
 import re
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from engine.series.base import MISSING, DataError
+from engine.series.buffers import true_mask
 
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 SAMPLE_LINES = 20                  # content lines the delimiter and header are judged on
@@ -64,7 +64,7 @@ def read_csv(path):
     table = _read_typed(path, layout, cleaned)
     if layout.delimiter is None:
         table = _trim_blank_ends(_without_comment_rows(table))
-    elif not cleaned and _comment_rows(table).any():
+    elif not cleaned and _has_comment_rows(table):
         table = _read_typed(path, layout, cleaned=True)
     if table.num_rows == 0:
         raise DataError(f"{path}: the file holds a header line but no data rows")
@@ -147,17 +147,22 @@ def _read_error(path, error):
 
 
 def _comment_rows(table):
-    """(T,) bool numpy: rows whose first cell is text starting with # (a comment line)."""
+    """Arrow bool per row: the first cell is text starting with # (a comment line), or None
+    when the first column is not text."""
     column = table.column(0)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return np.zeros(table.num_rows, dtype=bool)
-    starts = pc.starts_with(pc.utf8_ltrim_whitespace(column), "#")
-    return pc.fill_null(starts, False).to_numpy(zero_copy_only=False)
+        return None
+    return pc.starts_with(pc.utf8_ltrim_whitespace(column), "#")
+
+
+def _has_comment_rows(table):
+    comments = _comment_rows(table)
+    return comments is not None and bool(pc.any(comments).as_py())
 
 
 def _without_comment_rows(table):
-    comments = _comment_rows(table)
-    return table.filter(pa.array(~comments)) if comments.any() else table
+    """A one-column table (text, no nulls) without its comment lines."""
+    return table.filter(pc.invert(_comment_rows(table))) if _has_comment_rows(table) else table
 
 
 def sniff(path):
@@ -299,10 +304,8 @@ def _skip_blank_or_comment(row):
 
 def _trim_blank_ends(table):
     """A one-column table read as text without its leading and trailing blank lines."""
-    column = table.column(0)
-    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), False)
-    kept = pc.invert(blank).to_numpy(zero_copy_only=False)
-    rows = kept.nonzero()[0]
+    lengths = pc.utf8_length(pc.utf8_trim_whitespace(table.column(0)))
+    rows = true_mask(pc.cast(lengths, pa.bool_())).nonzero()[0]
     if len(rows) == 0:
         return table.slice(0, 0)
     return table.slice(int(rows[0]), int(rows[-1]) - int(rows[0]) + 1)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.series import csv_files, times
+from engine.series.buffers import numpy_values, text_array, true_mask
 from engine.series.base import MISSING, DataError, Series, listing
 
 # schema metadata of a table from read_table / as_table
@@ -17,7 +18,10 @@ SOURCE_KEY = b"bptt.source"        # the path, or "array", "pandas.DataFrame", .
 TIME_KEY = b"bptt.time_column"     # the time column's name, absent without one
 CSV_KEY = b"bptt.csv"              # {"header": bool} when rows are the data lines of a CSV file
 
-_MISSING = pa.array(MISSING)
+
+
+_MISSING = text_array(MISSING)
+_NULL_TEXT = pa.nulls(1, pa.string())[0]
 # text layouts of time stamps tried after ISO 8601 (day-first or month-first with "/" is
 # ambiguous, so it is not guessed)
 TIME_FORMATS = ("%Y/%m/%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y-%m",
@@ -68,7 +72,7 @@ def _text_as_numbers(column):
         pass
     trimmed, missing = _cleaned(column)
     try:
-        return pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), trimmed), pa.float64())
+        return pc.cast(pc.if_else(missing, _NULL_TEXT, trimmed), pa.float64())
     except pa.ArrowInvalid:
         return None
 
@@ -76,7 +80,7 @@ def _text_as_numbers(column):
 def _cleaned(column):
     """(cells without surrounding whitespace, mask of missing cells) of a text column."""
     trimmed = pc.utf8_trim_whitespace(column)
-    missing = pc.fill_null(pc.is_in(pc.utf8_lower(trimmed), value_set=_MISSING), True)
+    missing = pc.or_(pc.is_null(trimmed), pc.is_in(pc.utf8_lower(trimmed), value_set=_MISSING))
     return trimmed, missing
 
 
@@ -109,7 +113,8 @@ def _parse_times(column):
     """A text column as timestamps, if all of it parses as ISO 8601 or one of TIME_FORMATS
     (blank cells are missing times), else None."""
     trimmed = pc.utf8_trim_whitespace(column)
-    trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    blank = pc.invert(pc.cast(pc.utf8_length(trimmed), pa.bool_()))
+    trimmed = pc.if_else(blank, _NULL_TEXT, trimmed)
     if trimmed.null_count == len(trimmed):
         return None
     try:
@@ -191,16 +196,16 @@ def bad_cell_message(table, name):
     """The message for the first non-numeric (or infinite) cell of column `name`."""
     column = table.column(name)
     if pa.types.is_floating(column.type):
-        row = int(np.argmax(np.isinf(_float_values(column))))
+        row = int(np.argmax(np.isinf(np.concatenate([numpy_values(chunk) for chunk in column.chunks]))))
         cell = str(column[row].as_py())
-    elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    elif _is_text(column.type):
         trimmed, missing = _cleaned(column)
-        cleaned = pc.if_else(missing, pa.scalar(None, pa.string()), trimmed)
+        cleaned = pc.if_else(missing, _NULL_TEXT, trimmed)
         row = _first_failure(cleaned, lambda part: pc.cast(part, pa.float64()))
         cell = trimmed[row].as_py()
     else:
-        row = int(pc.index(pc.is_valid(column), True).as_py())
-        cell = str(column[max(row, 0)].as_py())
+        row = int(np.argmax(true_mask(pc.is_valid(column))))
+        cell = str(column[row].as_py())
     return f"{place(table, max(row, 0))}, {label(table, name)}: not a finite number: {cell!r}"
 
 
@@ -244,7 +249,7 @@ def to_series(table):
             continue
         start = 0
         for chunk in column.chunks:
-            values[start:start + len(chunk), index] = _float_values(chunk)
+            values[start:start + len(chunk), index] = numpy_values(chunk)
             start += len(chunk)
         if np.isinf(values[:, index]).any():
             problems.append(name)
@@ -254,20 +259,15 @@ def to_series(table):
     return Series(values, tuple(names), source_of(table), _Problems(table, problems), stamps, time_name)
 
 
-def _float_values(array):
-    """A float64 Arrow array or chunked array as numpy, nulls as NaN."""
-    return pc.fill_null(array, np.nan).to_numpy(zero_copy_only=False)
-
-
 def _times(table, name):
     """(T,) datetime64 of the time column, with no gap and strictly increasing."""
     column = table.column(name)
     if column.null_count:
-        row = int(pc.index(pc.is_null(column), True).as_py())
+        row = int(np.argmax(true_mask(pc.is_null(column))))
         raise DataError(f'{place(table, row)}: the time column "{name}" has no value')
-    stamps = column.to_numpy()
-    if column.type.tz is not None:
-        stamps = stamps.astype(f"datetime64[{column.type.unit}]")
+    # the stored integers count units since 1970 in UTC, with or without a time zone
+    stamps = np.concatenate([numpy_values(chunk) for chunk in column.chunks] or [np.zeros(0, np.int64)])
+    stamps = stamps.view(f"datetime64[{column.type.unit}]")
     row = times.first_out_of_order(stamps)
     if row is not None:
         raise DataError(f'{place(table, row)}: the time column "{name}" must increase; '

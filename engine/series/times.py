@@ -73,7 +73,7 @@ def row_at(stamps, when):
     except ValueError:
         raise DataError(f"from: expected a row number or a date/time such as 2024-03-01; "
                         f"got {when!r}") from None
-    row = int(np.searchsorted(stamps, moment.astype(stamps.dtype), side="left"))
+    row = int(np.searchsorted(stamps.astype("datetime64[us]"), moment.astype("datetime64[us]")))
     if row == len(stamps):
         raise DataError(f"from: {when} is after the last time of the series ({stamps[-1]})")
     return row
