@@ -262,15 +262,17 @@ def prepare_training_data(source, inputs=None, targets=None, horizon=1, streams=
               "fill": fill, "difference": bool(difference)}
     if series.time is not None:
         recipe["time"] = times.describe(series.time, series.time_name)
-    features, levels, base = _features(series, recipe)
+    features, levels, base = _features(series, recipe, need_base=bool(difference))
     x, y = frame(features, levels, horizon)
     if difference:
         y = y - base[:len(y)]
     train, validation = split_validation(x, y, val_fraction)
     _require_targets(train[1], target_names, "the training part")
     input_norm, target_norm = Normalizer.fit(train[0]), Normalizer.fit(train[1])
-    x_train, y_train = to_streams(input_norm.transform(train[0]), target_norm.transform(train[1]),
-                                  streams, min_steps)
+    # cut first, then normalise the fresh stream arrays in place: no full-length temporaries
+    x_train, y_train = to_streams(train[0], train[1], streams, min_steps)
+    _normalize_in_place(x_train, input_norm)
+    _normalize_in_place(y_train, target_norm)
     x_val = y_val = None
     if validation is not None:
         _require_targets(validation[1], target_names, "the validation tail")
@@ -314,14 +316,22 @@ def to_original_units(y_hat, base, metadata):
     return levels + base if metadata["difference"] else levels
 
 
-def _features(series, recipe):
+def _normalize_in_place(values, norm):
+    """values (..., C) -> (values - mean) / std, overwriting values (as Normalizer.transform)."""
+    np.subtract(values, norm.mean, out=values)
+    np.divide(values, norm.std, out=values)
+
+
+def _features(series, recipe, need_base=True):
     """Apply a recipe's column choice, fill and differencing to a series: returns inputs
-    (T', I) finite, levels (T', O) the raw targets, base (T', O) their last observed values,
-    with T' = T, or T - 1 with differencing (the first step has no change)."""
+    (T', I) finite, levels (T', O) the raw targets, base (T', O) their last observed values
+    (None unless need_base or differencing), with T' = T, or T - 1 with differencing (the
+    first step has no change)."""
     inputs = select_columns(series, recipe["inputs"], "inputs")
     levels = select_columns(series, recipe["targets"], "targets").values
     filled = fill_missing(inputs.values, recipe["fill"], inputs.names)
-    base = _last_observed(levels)
+    del inputs   # (T, I) copy, no longer needed
+    base = _last_observed(levels) if need_base or recipe["difference"] else None
     if not recipe["difference"]:
         return filled, levels, base
     # target columns among the inputs become their changes; other inputs stay levels

@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as parquet
 
 from engine.series import csv_files, tables
 from engine.series.base import MISSING, DataError, Series, listing
@@ -39,7 +40,9 @@ def read_file(path, key=None, time_column=None):
         return _series_from_array(_load_arrays(path)["array"], None, path)
     if kind == "npz":
         return _series_from_npz(_load_arrays(path), key, path)
-    return tables.to_series(read_table(path, key, time_column))
+    series = tables.to_series(read_table(path, key, time_column))
+    pa.default_memory_pool().release_unused()   # the table's buffers, kept by the allocator
+    return series
 
 
 def read_table(path, key=None, time_column=None):
@@ -59,8 +62,7 @@ def read_table(path, key=None, time_column=None):
         table, layout = csv_files.read_csv(path)
         return tables.normalize(table, path, time_column, csv_header=layout.has_header)
     try:
-        if kind == "parquet":
-            import pyarrow.parquet as parquet   # ParquetFile: read_table would import pandas
+        if kind == "parquet":   # ParquetFile: parquet.read_table would import pandas
             table = parquet.ParquetFile(path).read(use_threads=True)
         else:
             table = _read_arrow(path)

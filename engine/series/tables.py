@@ -256,7 +256,9 @@ def to_series(table):
     stamps = None
     if time_name is not None:
         stamps = _times(table, time_name)
-    return Series(values, tuple(names), source_of(table), _Problems(table, problems), stamps, time_name)
+    # the problems keep only their own columns, so the rest of the table can be freed
+    return Series(values, tuple(names), source_of(table), _Problems(table.select(problems), problems),
+                  stamps, time_name)
 
 
 def _times(table, name):
