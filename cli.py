@@ -400,7 +400,9 @@ def gradcheck(cell, nonlinearity, input_size, hidden, output_size, layers, steps
 @click.option("--peers", is_flag=True, help="Also time PyTorch and JAX side by side, when installed (extra 'bench').")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the records to this JSON file.")
 @click.option("--quick", is_flag=True, help="A few configurations and short rounds: under a minute.")
-def bench(configs, peers, json_path, quick):
+@click.option("--io", "reading", is_flag=True,
+              help="Also time reading a 2M-row CSV and Parquet against pandas and numpy (bench.io; 200k rows with --quick).")
+def bench(configs, peers, json_path, quick, reading):
     """Benchmark the training step (steps/s, GFLOP/s, ratio to each peer), peak memory,
     full-BPTT memory growth and compile time. Progress goes to stderr, the table to stdout."""
     from bench import format_table, run_bench
@@ -413,3 +415,7 @@ def bench(configs, peers, json_path, quick):
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     click.echo(format_table(records))
+    if reading:
+        from bench.io import ROWS, format_io, run_io
+        click.echo(format_io(run_io(ROWS // 10 if quick else ROWS, repeats=1 if quick else 3,
+                                    echo=lambda line: click.echo(line, err=True))))

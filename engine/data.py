@@ -330,12 +330,13 @@ def _features(series, recipe, need_base=True):
     inputs = select_columns(series, recipe["inputs"], "inputs")
     levels = select_columns(series, recipe["targets"], "targets").values
     filled = fill_missing(inputs.values, recipe["fill"], inputs.names)
-    del inputs   # (T, I) copy, no longer needed
+    input_names = inputs.names
+    del inputs   # its (T, I) copy, no longer needed
     base = _last_observed(levels) if need_base or recipe["difference"] else None
     if not recipe["difference"]:
         return filled, levels, base
     # target columns among the inputs become their changes; other inputs stay levels
-    changed = [index for index, name in enumerate(inputs.names) if name in recipe["targets"]]
+    changed = [index for index, name in enumerate(input_names) if name in recipe["targets"]]
     features = filled[1:].copy()
     features[:, changed] = difference(filled[:, changed])
     return features, levels[1:], base[1:]

@@ -237,3 +237,12 @@ def test_key_chooses_an_npz_array(tmp_path):
     np.savez(tmp_path / "empty.npz")
     with pytest.raises(DataError, match="the archive holds no arrays"):
         load_series(tmp_path / "empty.npz")
+
+
+def test_bench_io_measures_in_fresh_processes():
+    from bench.io import format_io, run_io
+
+    records = run_io(rows=2000, repeats=1, readers=("engine",), echo=lambda line: None)
+    assert records[0]["reader"] == "engine" and records[0]["seconds"] > 0
+    assert 0 < records[0]["read_mib"] < records[0]["peak_mib"]
+    assert "| engine, CSV |" in format_io(records)

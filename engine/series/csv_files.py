@@ -340,14 +340,10 @@ def data_lines(path, layout=None):
     in Python, only to name the line of a problem)."""
     layout = layout or sniff(path)
     single = layout.delimiter is None
-    with open_stream(path) as stream:
-        raw = stream.read()
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.split("\n")
     skip_header = layout.has_header
     started = False
     pending = []            # blank lines of a one-column file, rows only if a value follows
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(_physical_lines(path), 1):
         line = line.rstrip("\r").lstrip("\ufeff") if number == 1 else line.rstrip("\r")
         stripped = line.strip()
         if stripped.startswith("#"):
@@ -363,6 +359,21 @@ def data_lines(path, layout=None):
         yield from pending
         pending = []
         yield number, line
+
+
+def _physical_lines(path):
+    """The decoded lines of the file, read a block at a time."""
+    with open_stream(path) as stream:
+        carry = b""
+        while True:
+            block = stream.read(_CHUNK)
+            if not block:
+                break
+            lines = (carry + block).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                yield line.decode("utf-8", errors="replace")
+        yield carry.decode("utf-8", errors="replace")
 
 
 def line_of_row(path, row):
