@@ -84,6 +84,10 @@ def test_ragged_binary_and_unknown_files(tmp_path):
         load_series(write(tmp_path, b"PK\x03\x04junk", "sheet.xlsx"))
     with pytest.raises(DataError, match=r"bad\.parquet: not a readable Parquet file"):
         load_series(write(tmp_path, b"PAR1 not really", "bad.parquet"))
+    with pytest.raises(DataError, match=r"bad\.csv\.gz: cannot read the file \(.*inflate"):
+        load_series(write(tmp_path, b"not gzip at all", "bad.csv.gz"))
+    with pytest.raises(DataError, match=r'only\.csv: no columns of values besides the time column "day"'):
+        load_series(write(tmp_path, "day\n2024-01-01\n2024-01-02\n", "only.csv"))
 
 
 @pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".bz2", bz2.compress)])

@@ -192,7 +192,7 @@ def _sample_lines(path):
     with open_stream(path) as stream:
         data = b""
         while len(data) < _SAMPLE_LIMIT:
-            chunk = stream.read(_CHUNK // 16)
+            chunk = _read_block(stream, _CHUNK // 16, path)
             data += chunk
             if not chunk or data.count(b"\n") > 4 * SAMPLE_LINES:
                 break
@@ -361,12 +361,20 @@ def data_lines(path, layout=None):
         yield number, line
 
 
+def _read_block(stream, size, path):
+    """Up to `size` bytes; a corrupt compressed file is a DataError naming it."""
+    try:
+        return stream.read(size)
+    except (OSError, pa.ArrowException) as error:
+        raise DataError(f"{path}: cannot read the file ({first_line(error)})") from None
+
+
 def _physical_lines(path):
     """The decoded lines of the file, read a block at a time."""
     with open_stream(path) as stream:
         carry = b""
         while True:
-            block = stream.read(_CHUNK)
+            block = _read_block(stream, _CHUNK, path)
             if not block:
                 break
             lines = (carry + block).split(b"\n")
