@@ -74,6 +74,8 @@ def data_source(path, demo, key=None, time_column=None):
         raise click.UsageError("give either a DATA file or --demo NAME" if path is None
                                else "give a DATA file or --demo NAME, not both")
     # the whole file, a non-numeric column noted, not raised: only the columns used must be numbers
+    if time_column == "none":
+        time_column = False
     return load_demo(demo) if demo else as_series(path, key, time_column)
 
 
@@ -96,7 +98,7 @@ json_flag = click.option("--json", "as_json", is_flag=True,
                          help="Print JSON on stdout (train: one record per epoch).")
 key_option = click.option("--key", metavar="NAME", help="The array of an .npz DATA file to use.")
 time_column_option = click.option("--time-column", metavar="NAME",
-                                  help="The column of dates/times [default: the first column that parses as dates].")
+                                  help="The column of dates/times, or 'none' [default: the first column that parses as dates].")
 
 
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}

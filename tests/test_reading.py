@@ -146,6 +146,11 @@ def test_time_column_named_and_checked(tmp_path):
     with pytest.raises(DataError, match=r'order\.csv, line 4: the time column "t" must increase; '
                                         r'2024-01-02T00:00:00 does not come after 2024-01-03T00:00:00 \(line 3\)'):
         load_series(out_of_order)
+    unordered = load_series(out_of_order, columns="v", time_column=False)
+    assert unordered.time is None and unordered.values.shape == (3, 1)
+    assert run("train", out_of_order, "--time-column", "none", "--targets", "v", "--hidden", "2", "--k1", "1",
+               "--epochs", "1", "--streams", "1", "--val-fraction", "0", "-q",
+               "-o", tmp_path / "m.npz").exit_code == 0
     with pytest.raises(DataError, match=r'line 3: the time column "t" has no value'):
         load_series(write(tmp_path, "t,v\n2024-01-01,1\n,2\n", "gap.csv"))
 

@@ -33,7 +33,7 @@ _MAGIC = {b"PAR1": "parquet", b"ARROW1": "arrow", b"FEA1": "arrow", b"PK\x03\x04
 def read_file(path, key=None, time_column=None):
     """The whole file as a Series whose non-numeric columns are only noted in `invalid`.
     key: the array of an .npz archive; time_column: the column of time stamps (default:
-    the first column of dates or times, if any)."""
+    the first column of dates or times, if any; False: none, dates are then text)."""
     path = _existing(path)
     kind = _kind(path)
     if kind == "npy":

@@ -86,7 +86,9 @@ def _cleaned(column):
 
 def _time_column(table, requested):
     """The name of the time column: `requested` (checked), else the first column of dates
-    or times, or of text that parses as such (see _parse_times)."""
+    or times, or of text that parses as such (see _parse_times); False: none."""
+    if requested is False:
+        return None
     if requested is None:
         for name, column in zip(table.column_names, table.columns):
             if _is_temporal(column.type) or (_is_text(column.type)
@@ -274,5 +276,6 @@ def _times(table, name):
     if row is not None:
         raise DataError(f'{place(table, row)}: the time column "{name}" must increase; '
                         f"{stamps[row]} does not come after {stamps[row - 1]} "
-                        f"({place(table, row - 1).rsplit(', ', 1)[-1]}); sort the rows by time")
+                        f"({place(table, row - 1).rsplit(', ', 1)[-1]}); sort the rows by time "
+                        "(or read the file without a time column: --time-column none)")
     return stamps
