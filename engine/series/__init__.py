@@ -40,9 +40,7 @@ def read_file(path, key=None, time_column=None):
         return _series_from_array(_load_arrays(path)["array"], None, path)
     if kind == "npz":
         return _series_from_npz(_load_arrays(path), key, path)
-    series = tables.to_series(read_table(path, key, time_column))
-    pa.default_memory_pool().release_unused()   # the table's buffers, kept by the allocator
-    return series
+    return tables.to_series(read_table(path, key, time_column))   # no reference kept: freed as copied
 
 
 def read_table(path, key=None, time_column=None):

@@ -166,8 +166,7 @@ def _first_failure(column, convert):
 # ---------------------------------------------------------------- places in the source
 
 def source_of(table):
-    metadata = table.schema.metadata or {}
-    return metadata.get(SOURCE_KEY, b"table").decode()
+    return _source(table.schema.metadata)
 
 
 def time_column_of(table):
@@ -235,32 +234,54 @@ class _Problems(Mapping):
 def to_series(table):
     """A Series from a normalised table: the time column (checked to increase) as `time`,
     the other columns as values (T, C) float64 built column by column from the Arrow
-    buffers; columns that are not all finite numbers are NaN there and noted in `invalid`."""
+    buffers; columns that are not all finite numbers are NaN there and noted in `invalid`.
+
+    Memory: each column's Arrow buffers are let go once copied (if the caller holds no
+    other reference to the table, as read_file does not), and the (T, C) array only becomes
+    resident as it is filled, so the peak stays near the table's size, not twice it."""
     time_name = time_column_of(table)
     names = [name for name in table.column_names if name != time_name]
     if not names:
         raise DataError(f"{source_of(table)}: no columns of values besides the time column "
                         f'"{time_name}"')
-    values = np.empty((table.num_rows, len(names)))
-    problems = []
-    for index, name in enumerate(names):
-        column = table.column(name)
-        if not pa.types.is_floating(column.type):
-            values[:, index] = np.nan
-            problems.append(name)
-            continue
-        start = 0
-        for chunk in column.chunks:
-            values[start:start + len(chunk), index] = numpy_values(chunk)
-            start += len(chunk)
-        if np.isinf(values[:, index]).any():
-            problems.append(name)
+    metadata, rows = table.schema.metadata, table.num_rows
+    columns = dict(zip(table.column_names, table.columns))
+    del table
     stamps = None
     if time_name is not None:
-        stamps = _times(table, time_name)
-    # the problems keep only their own columns, so the rest of the table can be freed
-    return Series(values, tuple(names), source_of(table), _Problems(table.select(problems), problems),
-                  stamps, time_name)
+        stamps = _times(_one_column_table(time_name, columns.pop(time_name), metadata), time_name)
+    pool = pa.default_memory_pool()
+    pool.release_unused()   # the reader's scratch buffers, kept by the allocator
+    values = np.empty((rows, len(names)))
+    problems = {}   # name -> column, kept to locate the bad cell when asked
+    for index, name in enumerate(names):
+        column = columns.pop(name)
+        if not pa.types.is_floating(column.type):
+            values[:, index] = np.nan
+            problems[name] = column
+        elif not _copied_finite(column, values[:, index]):
+            problems[name] = column
+        del column
+        pool.release_unused()   # hand the column's buffers back before filling the next
+    kept = pa.table(list(problems.values()), names=list(problems)).replace_schema_metadata(metadata)
+    return Series(values, tuple(names), _source(metadata), _Problems(kept, problems), stamps, time_name)
+
+
+def _copied_finite(column, out):
+    """Copy a float64 chunked column into out (T,) (NaN for nulls); True if no value is infinite."""
+    start = 0
+    for chunk in column.chunks:
+        out[start:start + len(chunk)] = numpy_values(chunk)
+        start += len(chunk)
+    return not np.isinf(out).any()
+
+
+def _one_column_table(name, column, metadata):
+    return pa.table([column], names=[name]).replace_schema_metadata(metadata)
+
+
+def _source(metadata):
+    return (metadata or {}).get(SOURCE_KEY, b"table").decode()
 
 
 def _times(table, name):
