@@ -22,18 +22,18 @@ FILL_METHODS = ("ffill", "zero", "linear")
 
 # ---------------------------------------------------------------- reading
 
-def load_series(source, columns=None, key=None, time_column=None):
+def load_series(path, columns=None, key=None, time_column=None):
     """Read a series from a CSV file (header optional; delimiter , ; tab or whitespace;
     empty / NA / NaN cells are missing; lines starting with # are skipped; .gz, .bz2 and
     .zst compressed), a Parquet or Feather / Arrow file, a .npy array (T,) or (T, C), or a
     .npz archive: its only array, the array named `key`, or several 1-D arrays of one length
-    taken as columns named by their keys. source may also be in memory: a numpy array, a
-    pandas DataFrame / Series or a pyarrow Table. time_column: the column of time stamps
-    (default: the first column of dates/times, if any), kept as Series.time and checked to
-    increase. columns: the columns to keep (see select_columns), all by default; a
+    taken as columns named by their keys. `path` may also be data in memory: a numpy
+    array, a pandas DataFrame / Series or a pyarrow Table. time_column: the column of time
+    stamps (default: the first column of dates/times, if any; False: none), kept as
+    Series.time and checked to increase. columns: the columns to keep (see select_columns), all by default; a
     non-numeric cell in a kept column raises DataError naming file, line and column.
     Returns a Series with values (T, C)."""
-    return select_columns(as_series(source, key, time_column), columns)
+    return select_columns(as_series(path, key, time_column), columns)
 
 
 # ---------------------------------------------------------------- columns and missing inputs

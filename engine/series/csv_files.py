@@ -75,7 +75,8 @@ def _read_typed(path, layout, cleaned):
     """The whole file with the column types pyarrow infers from the first block (numbers as
     float64), each column that later fails to convert read again as text. Giving the
     types saves pyarrow's inference of every block: a third less time and memory."""
-    types = {name: _wanted(kind) for name, kind in zip(layout.names, _first_block_types(path, layout, cleaned))}
+    first_block = _first_block_types(path, layout, cleaned)
+    types = {name: _wanted(kind) for name, kind in zip(layout.names, first_block)}
     while True:
         try:
             return _read(path, layout, cleaned, types)
@@ -280,11 +281,12 @@ class _Cleaned:
 
     def _next_lines(self):
         chunk = self._raw.read(_CHUNK)
+        end_of_file = not chunk
         if self._skip:
             dropped = min(self._skip, len(chunk))
             chunk, self._skip = chunk[dropped:], self._skip - dropped
         data = self._carry + chunk
-        if not chunk:
+        if end_of_file:
             self._done, lines, self._carry = True, data, b""
         else:
             end = data.rfind(b"\n") + 1
