@@ -36,11 +36,13 @@ _SINGLE = "\x1f"                   # "delimiter" of a one-column file: never spl
 class Layout:
     """What the first lines say: delimiter ("," ";" "\t" " " or None for one column),
     column names, whether the first content line is a header, and where the data rows
-    begin: after `skip_lines` physical lines, at byte `offset` (past any byte-order mark)."""
+    begin: after `skip_lines` physical lines, at byte `offset` (past any byte-order mark);
+    the column types are inferred from `head`."""
 
-    def __init__(self, delimiter, names, has_header, skip_lines, offset):
+    def __init__(self, delimiter, names, has_header, skip_lines, offset, head):
         self.delimiter, self.names, self.has_header = delimiter, names, has_header
         self.skip_lines, self.offset = skip_lines, offset
+        self.head = head    # the first lines of the file, whole, as read (bytes)
 
 
 def open_stream(path):
@@ -76,7 +78,7 @@ def _read_typed(path, layout, cleaned):
     float64), each column that later fails to convert read again as text. Giving the
     types saves pyarrow's inference of every block: a third less time and memory."""
     first_block = _first_block_types(path, layout, cleaned)
-    types = {name: _wanted(kind) for name, kind in zip(layout.names, first_block)}
+    types = None if first_block is None else {name: _wanted(kind) for name, kind in zip(layout.names, first_block)}
     while True:
         try:
             return _read(path, layout, cleaned, types)
@@ -115,16 +117,18 @@ def _options(layout, cleaned, types):
 
 
 def _first_block_types(path, layout, cleaned):
-    """The column types pyarrow infers from the first block of data rows."""
-    with open_stream(path) as raw:
-        try:
-            with pacsv.open_csv(_Cleaned(raw, layout) if cleaned else raw,
-                                *_options(layout, cleaned, None)) as reader:
-                return reader.schema.types
-        except pa.ArrowInvalid as error:
-            raise _read_error(path, error) from None
-        except (OSError, pa.ArrowException) as error:
-            raise DataError(f"{path}: cannot read the file ({first_line(error)})") from None
+    """The column types pyarrow infers from the lines sniff read (layout.head), or None
+    (pyarrow infers every block) when those lines hold no data row."""
+    head = pa.BufferReader(layout.head)
+    read_options, parse_options, convert_options = _options(layout, cleaned, None)
+    read_options.use_threads = False
+    try:
+        return pacsv.read_csv(_Cleaned(head, layout) if cleaned else head, read_options,
+                              parse_options, convert_options).schema.types
+    except pa.ArrowInvalid as error:
+        if "Empty CSV file" in str(error):
+            return None
+        raise _read_error(path, error) from None
 
 
 def _read(path, layout, cleaned, types):
@@ -168,7 +172,7 @@ def _without_comment_rows(table):
 
 def sniff(path):
     """The Layout from the first content lines (today's rules, unchanged)."""
-    lines = list(_sample_lines(path))
+    head, lines = _sample(path)
     content = [(start, text) for start, text in lines if text.strip() and not text.lstrip().startswith("#")]
     if not content:
         raise DataError(f"{path}: the file holds no data")
@@ -185,11 +189,12 @@ def sniff(path):
     if skip_lines >= len(lines):
         raise DataError(f"{path}: the file holds a header line but no data rows")
     offset = lines[skip_lines][0] if has_header else lines[0][0]   # past a byte-order mark
-    return Layout(delimiter, names, has_header, skip_lines, offset)
+    return Layout(delimiter, names, has_header, skip_lines, offset, head)
 
 
-def _sample_lines(path):
-    """(byte offset, text) of the first lines, enough to hold SAMPLE_LINES content lines."""
+def _sample(path):
+    """The first lines of the file (bytes, whole lines) and their (byte offset, text),
+    enough to hold SAMPLE_LINES content lines."""
     with open_stream(path) as stream:
         data = b""
         while len(data) < _SAMPLE_LIMIT:
@@ -199,19 +204,18 @@ def _sample_lines(path):
                 break
     if b"\x00" in data:
         raise DataError(f"{path}: cannot read the file as UTF-8 text (it holds NUL bytes: a binary file?)")
-    complete = len(data) < _SAMPLE_LIMIT and not chunk
-    if not complete:
+    if chunk:   # more follows: keep whole lines only
         data = data[:data.rfind(b"\n") + 1] or data
+    lines = []
     start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     for raw in data[start:].split(b"\n"):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            if complete or start + len(raw) < len(data):
-                raise DataError(f"{path}: cannot read the file as UTF-8 text ({error})") from None
-            break   # a character cut at the end of the sample
-        yield start, text.rstrip("\r")
+            raise DataError(f"{path}: cannot read the file as UTF-8 text ({error})") from None
+        lines.append((start, text.rstrip("\r")))
         start += len(raw) + 1
+    return data, lines
 
 
 def split(line, delimiter):
