@@ -11,6 +11,7 @@ import sys
 import time
 
 import click
+import numpy as np
 from click.core import ParameterSource
 
 import engine
@@ -22,6 +23,7 @@ from engine.grad_flow import describe as describe_grad_flow
 from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
+from engine.pipeline import forecast_times
 from engine.sweep.space import NOT_SETTINGS
 from engine.trainer import ON_DIVERGENCE
 
@@ -79,13 +81,16 @@ def main():
     """
 
 
-def data_source(path, demo):
-    """The series to read: a file path or a demo, exactly one of them."""
+def data_source(path, demo, key=None, time_column=None):
+    """The series to read: a file path or a demo, exactly one of them. key: the array of
+    an .npz file; time_column: the column of time stamps (default: the first of dates)."""
     if (path is None) == (demo is None):
         raise click.UsageError("give either a DATA file or --demo NAME" if path is None
                                else "give a DATA file or --demo NAME, not both")
     # the whole file, a non-numeric column noted, not raised: only the columns used must be numbers
-    return load_demo(demo) if demo else as_series(path)
+    if time_column == "none":
+        time_column = False
+    return load_demo(demo) if demo else as_series(path, key, time_column)
 
 
 def check_writable(path, option, inputs=(), outputs=()):
@@ -119,6 +124,9 @@ def _finite_or_null(value):
     if isinstance(value, (list, tuple)):
         return [_finite_or_null(item) for item in value]
     return value
+key_option = click.option("--key", metavar="NAME", help="The array of an .npz DATA file to use.")
+time_column_option = click.option("--time-column", metavar="NAME",
+                                  help="The column of dates/times, or 'none' [default: the first column that parses as dates].")
 
 
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
@@ -143,6 +151,8 @@ def _memory_option(value):
 @main.command()
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @demo_option
+@key_option
+@time_column_option
 @click.option("--inputs", help="Input columns by name or 0-based index, comma separated [default: the targets].")
 @click.option("--targets", help="Target columns by name or index, comma separated [default: all columns].")
 @click.option("--horizon", default=1, show_default=True, type=click.IntRange(min=1), help="Forecast this many steps ahead.")
@@ -203,12 +213,13 @@ def _memory_option(value):
 @click.option("--workers", type=click.IntRange(min=1), help="Ray workers, one batch shard each (with --ray) [default: 2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
-def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, difference, cell, hidden,
-          layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm, clip_value,
-          on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype, output,
-          resume, plot, diagnostics, ray_address, workers, quiet, as_json):
-    """Train a model on DATA (CSV, .npy or .npz) or a --demo series: next-step forecasting,
-    z-score normalised, cut into --streams parallel streams, with a validation tail.
+def train(data, demo, key, time_column, inputs, targets, horizon, streams, val_fraction, fill, difference,
+          cell, hidden, layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm,
+          clip_value, on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype,
+          output, resume, plot, diagnostics, ray_address, workers, quiet, as_json):
+    """Train a model on DATA (CSV, also .gz/.bz2/.zst, Parquet, Feather, .npy or .npz) or a
+    --demo series: next-step forecasting, z-score normalised, cut into --streams parallel
+    streams, with a validation tail.
 
     \b
     Examples:
@@ -227,7 +238,7 @@ def train(data, demo, inputs, targets, horizon, streams, val_fraction, fill, dif
     if ray_address is not None:
         connect(ray_address)  # within seconds, before any work
         cluster = dict(address=ray_address, workers=workers or 2)
-    source = data_source(data, demo)
+    source = data_source(data, demo, key, time_column)
     context = click.get_current_context()
     explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if resume:  # only what the user gave goes on, for the pipeline to refuse what conflicts
@@ -352,49 +363,77 @@ def _summary(trainer, output, seconds, plot, restored):
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @demo_option
+@key_option
+@time_column_option
 @click.option("--steps", default=1, show_default=True, type=click.IntRange(min=1), help="Steps to forecast past the end.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the CSV here [default: stdout].")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save forecast against the observed tail to this PNG.")
-def forecast(checkpoint, data, demo, steps, output, plot):
+def forecast(checkpoint, data, demo, key, time_column, steps, output, plot):
     """Forecast --steps steps past the end of DATA with the model in CHECKPOINT.
 
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
-    beyond the first step. Writes CSV (one column per target) in original units."""
+    beyond the first step. Writes CSV (one column per target) in original units, the
+    first column "time" (the next time stamps) when DATA has a regular time column,
+    else "step"."""
     check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data])
     check_writable(plot, "'--plot'", inputs=[checkpoint, data], outputs=[output])
     if plot:
         engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
-    source = data_source(data, demo)
+    source = data_source(data, demo, key, time_column)
     forecasts = engine.forecast_series(model, metadata, source, steps)
+    stamps = forecast_times(metadata, source, steps)
     names = metadata["data"]["targets"]
     if output:
         with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
-            _write_forecast_csv(stream, names, forecasts)
+            _write_forecast_csv(stream, names, forecasts, stamps)
     else:
-        _write_forecast_csv(sys.stdout, names, forecasts)
+        _write_forecast_csv(sys.stdout, names, forecasts, stamps)
     if plot:
         observed = engine.data.select_columns(engine.data.as_series(source), names).values
         engine.plot_forecast(observed, forecasts, names, plot)
 
 
-def _write_forecast_csv(stream, names, forecasts):
+def _write_forecast_csv(stream, names, forecasts, stamps):
+    """One row per forecast step: its time stamp ("time") or number ("step"), then the targets."""
     writer = csv.writer(stream)
-    writer.writerow(["step"] + names)
-    for step, row in enumerate(forecasts, start=1):
-        writer.writerow([step] + [f"{value:.10g}" for value in row])
+    if stamps is None:
+        writer.writerow(["step"] + names)
+        labels = range(1, len(forecasts) + 1)
+    else:
+        writer.writerow(["time"] + names)
+        labels = _time_labels(stamps)
+    for label, row in zip(labels, forecasts):
+        writer.writerow([label] + [f"{value:.10g}" for value in row])
+
+
+def _time_labels(stamps):
+    """ISO 8601 text of datetime64 stamps, without the zero parts: 2024-03-01, 2024-03-01T06:00."""
+    text = np.datetime_as_string(stamps, unit="s")
+    if all(label.endswith("T00:00:00") for label in text):
+        return [label[:10] for label in text]
+    return [label[:-3] if label.endswith(":00") else label for label in text]
+
+
+def _start_option(value):
+    """--from: a row number, or a date/time (checked against the series later)."""
+    return None if value is None else int(value) if value.isdigit() else value
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @demo_option
+@key_option
+@time_column_option
+@click.option("--from", "start", metavar="DATE|ROW", callback=lambda ctx, param, value: _start_option(value),
+              help="Score only from this row (0-based) or date on; the state warms up on the rows before.")
 @json_flag
-def evaluate(checkpoint, data, demo, as_json):
+def evaluate(checkpoint, data, demo, key, time_column, start, as_json):
     """Score the model in CHECKPOINT on DATA: MSE, MAE and RMSE of its forecasts in
     original units, beside the persistence baseline (tomorrow = today) on the same targets."""
     model, metadata = engine.load_for_inference(checkpoint)
-    metrics = engine.evaluate_series(model, metadata, data_source(data, demo))
+    metrics = engine.evaluate_series(model, metadata, data_source(data, demo, key, time_column), start=start)
     if as_json:
         click.echo(to_json(metrics))
         return
@@ -437,6 +476,10 @@ def info(checkpoint, as_json):
         click.echo(f"Data:     {data['source']}; targets {data['targets']}, inputs {data['inputs']}, "
                    f"horizon {data['horizon']}, {data['streams']} streams"
                    + (", differenced" if data["difference"] else ""))
+        if data.get("time"):
+            stamps = data["time"]
+            click.echo(f"          time column \"{stamps['column']}\" {stamps['first']} .. {stamps['last']}, "
+                       f"frequency {stamps['frequency'] or 'irregular'}")
         for part in ("input", "target"):
             norm = data[f"{part}_norm"]
             click.echo(f"          {part} mean {_numbers(norm['mean'])}, std {_numbers(norm['std'])}")
@@ -476,7 +519,9 @@ def gradcheck(cell, nonlinearity, input_size, hidden, output_size, layers, steps
 @click.option("--peers", is_flag=True, help="Also time PyTorch and JAX side by side, when installed (extra 'bench').")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the records to this JSON file.")
 @click.option("--quick", is_flag=True, help="A few configurations and short rounds: under a minute.")
-def bench(configs, peers, json_path, quick):
+@click.option("--io", "reading", is_flag=True,
+              help="Also time reading a 2M-row CSV and Parquet against pandas and numpy (bench.io; 200k rows with --quick).")
+def bench(configs, peers, json_path, quick, reading):
     """Benchmark the training step (steps/s, GFLOP/s, ratio to each peer), peak memory,
     full-BPTT memory growth and compile time. Progress goes to stderr, the table to stdout."""
     from bench import format_table, run_bench
@@ -490,6 +535,10 @@ def bench(configs, peers, json_path, quick):
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     click.echo(format_table(records))
+    if reading:
+        from bench.io import ROWS, format_io, run_io
+        click.echo(format_io(run_io(ROWS // 10 if quick else ROWS, repeats=1 if quick else 3,
+                                    echo=lambda line: click.echo(line, err=True))))
 
 
 @main.command("export")
@@ -530,6 +579,8 @@ def export(checkpoint, format_, output, with_normalization, force):
 @main.command()
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @demo_option
+@key_option
+@time_column_option
 @click.option("--space", "space", multiple=True, metavar="NAME=SPEC",
               help="Sweep a train option (repeatable): a list 32,64,128, a range 1e-4..1e-1:log, or 1..4:int.")
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
@@ -548,7 +599,7 @@ def export(checkpoint, format_, output, with_normalization, force):
 @click.option("--workers", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
-def sweep(data, demo, space, trials, seeds, sampler, prune, output_dir, resume, address, workers, quiet,
+def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, output_dir, resume, address, workers, quiet,
           as_json, **train_options):
     """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
     a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
@@ -566,7 +617,7 @@ def sweep(data, demo, space, trials, seeds, sampler, prune, output_dir, resume, 
     dimensions = dict(engine.sweep.space.parse_assignment(text) for text in space)
     if not dimensions:
         raise click.UsageError("give at least one --space NAME=SPEC, e.g. --space lr=1e-4..1e-1:log")
-    source = data_source(data, demo)
+    source = data_source(data, demo, key, time_column)
     try:
         outcome = engine.sweep.run(source, dimensions, trials=trials, seeds=seeds, executor="ray" if address else "local",
                                    address=address, output_dir=output_dir, sampler=sampler, prune=prune,

@@ -3,6 +3,7 @@ train with checkpoints, forecast ahead, evaluate against the persistence baselin
 import functools
 import inspect
 import math
+import numbers
 import os
 
 import numpy as np
@@ -15,6 +16,8 @@ from engine.footprint import require, training_bytes
 from engine.model import Model
 from engine.optim import make_optimizer
 from engine.schedules import make_schedule
+from engine.series import as_series
+from engine.series.times import infer_frequency, next_stamps, row_at
 from engine.shards import default_shards
 from engine.trainer import Trainer
 from engine.validation import check_float, check_int
@@ -152,27 +155,59 @@ def forecast_series(model, metadata, source, steps, key=None):
     return forecasts
 
 
-def evaluate_series(model, metadata, source, key=None):
+def forecast_times(metadata, source, steps, key=None):
+    """The time stamps of forecast_series's `steps` forecasts: (steps,) datetime64 after the
+    series' last time, at its frequency (inferred from the series, else the one stored at
+    training), or None when the series has no time column or no regular frequency."""
+    series = as_series(source, key)
+    if series.time is None:
+        return None
+    frequency = infer_frequency(series.time) or (metadata["data"].get("time") or {}).get("frequency")
+    return None if frequency is None else next_stamps(series.time[-1], frequency, check_int("steps", steps))
+
+
+def evaluate_series(model, metadata, source, key=None, start=None):
     """MSE, MAE and RMSE of the model's forecasts over a series, in original units, beside
-    the persistence baseline on the same targets. Returns a dict of floats."""
+    the persistence baseline on the same targets. start: score only the rows from this
+    one on (a row number, or a date/time of a series with a time column: its first row at
+    or after it), the state warmed up on every row before. Returns a dict of floats."""
     recipe = metadata["data"]
-    data = prepare_forecast_data(source, recipe, key=key)
+    series = as_series(source, key)
+    first = _start_row(series, start)
+    data = prepare_forecast_data(series, recipe)
     horizon = recipe["horizon"]
     if len(data.x) <= horizon:
         raise DataError(f"the series has {len(data.x)} usable steps; evaluation needs more than "
                         f"the horizon ({horizon})")
     y_hat, _ = model.forward(data.x)
     predictions = to_original_units(y_hat[:-horizon, 0], data.base[:-horizon], recipe)
-    targets = data.levels[horizon:]
+    targets = data.levels[horizon:].copy()
+    # targets[i] is row i + horizon of the series (one more with differencing)
+    targets[:max(first - horizon - int(recipe["difference"]), 0)] = np.nan
     baseline = persistence_baseline(data.levels, horizon)
     scored = np.isfinite(targets) & np.isfinite(baseline)  # the baseline needs a past value
     targets = np.where(scored, targets, np.nan)
     if not scored.any():
-        raise DataError("the series has no observed target to evaluate")
+        raise DataError("the series has no observed target to evaluate" +
+                        (f" from row {first} on" if first else ""))
     return {"mse": mse(predictions, targets), "mae": mae(predictions, targets),
             "rmse": rmse(predictions, targets), "baseline_mse": mse(baseline, targets),
             "baseline_mae": mae(baseline, targets), "baseline_rmse": rmse(baseline, targets),
             "steps": int(scored.any(axis=1).sum())}
+
+
+def _start_row(series, start):
+    """The row `start` names: a row number (0-based), or a date/time in the series' times."""
+    if start is None:
+        return 0
+    steps = len(series.values)
+    if isinstance(start, numbers.Integral) and not isinstance(start, bool):
+        if not 0 <= start < steps:
+            raise DataError(f"from: row {start} is outside the series (rows 0..{steps - 1})")
+        return int(start)
+    if series.time is None:
+        raise DataError(f"from: {series.source} has no time column; give a row number (0..{steps - 1})")
+    return row_at(series.time, start)
 
 
 def load_for_inference(path):
