@@ -1,14 +1,16 @@
 """Plain-text tables of benchmark records (see bench.runner.run_bench)."""
+from bench.resets import MAX_COST
 
 
 def format_table(records):
     """Throughput (thousands of steps/s, GFLOP/s, engine/peer ratios), peak memory and
     start time per configuration; the engine's phases and workspace; full-BPTT memory
-    growth; compile time. Sections without records are left out."""
+    growth; the cost of resets; compile time. Sections without records are left out."""
     train = [r for r in records if r["kind"] == "train"]
     peers = sorted({r["impl"] for r in train} - {"engine"})
     sections = [_throughput(train, peers), _phases([r for r in train if r["impl"] == "engine"]),
                 _growth([r for r in records if r["kind"] == "full_bptt"]),
+                _resets([r for r in records if r["kind"] == "resets"]),
                 _compile([r for r in records if r["kind"] == "compile"])]
     return "\n\n".join(section for section in sections if section)
 
@@ -59,6 +61,14 @@ def _growth(growth):
                      "" if workspace is None else f"{workspace / 2**20:.1f}"])
     title = "Full BPTT over T steps (one update), peak memory of a fresh process"
     return title + "\n" + _columns(header, rows)
+
+
+def _resets(resets):
+    return "\n".join(
+        f"Resets ({r['config']}, a reset every {r['period']} steps per stream): "
+        f"{r['seconds_per_step_resets'] * 1e3:.3f} ms per step against {r['seconds_per_step'] * 1e3:.3f} ms "
+        f"without, cost {r['cost'] * 100:+.1f}% ({r['cpu_cost'] * 100:+.1f}% in CPU time; target "
+        f"<= {MAX_COST * 100:.0f}%; other cores {r['other_load']:.2f})" for r in resets)
 
 
 def _compile(compiles):

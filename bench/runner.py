@@ -19,7 +19,10 @@ import tempfile
 import time
 
 from bench.configs import CONFIGS, DTYPE, get_config
-from bench.workloads import available, make_workload
+from bench.resets import CONFIG as RESETS_CONFIG
+from bench.resets import RESET_PERIOD, ResetsWorkload
+from bench.workloads import available, make_data, make_workload
+from engine.files import atomic_write
 from engine.model import Model
 from engine.workspace import Workspace
 
@@ -41,8 +44,9 @@ def run_bench(configs=None, peers=False, quick=False, json_path=None, echo=print
               rounds=None, profiles=True):
     """Benchmark `configs` (names of bench.configs.CONFIGS; default all, or a few with
     quick) on the engine and, with `peers`, on every peer installed. Returns the records:
-    kind "train" one per (config, impl), "full_bptt" one per (impl, T) and "compile" one
-    for the engine (these two only with `profiles`). quick: fewer and shorter rounds,
+    kind "train" one per (config, impl), "full_bptt" one per (impl, T), "resets" one (the
+    cost of a reset mask) and "compile" one for the engine (these three only with
+    `profiles`). quick: fewer and shorter rounds,
     full BPTT over 1k steps only, no compile time. rounds overrides the number of rounds.
     json_path: also write the records there as a JSON list."""
     settings = dict(QUICK if quick else FULL)
@@ -62,11 +66,13 @@ def run_bench(configs=None, peers=False, quick=False, json_path=None, echo=print
     if profiles:
         echo(f"full-BPTT memory ({GROWTH_CONFIG}) ...")
         records += growth_records(get_config(GROWTH_CONFIG), impls, settings["growth_steps"])
+        echo(f"resets ({RESETS_CONFIG}, a reset every {RESET_PERIOD} steps per stream) ...")
+        records.append(resets_record(settings["rounds"], settings["round_s"]))
         if settings["compile_time"]:
             echo("compile time ...")
             records.append(compile_record())
     if json_path is not None:
-        with open(json_path, "w") as out:
+        with atomic_write(json_path, "w") as out:  # a failed write leaves any old file whole
             json.dump(records, out, indent=1)
     return records
 
@@ -172,6 +178,31 @@ class OtherLoad:
         own = os.times()
         busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
         return time.perf_counter(), busy, own.user + own.system
+
+
+def resets_record(rounds, round_s):
+    """The engine's step on RESETS_CONFIG with a reset every RESET_PERIOD steps per stream
+    against the same step without resets, rounds alternated: medians and their ratio, in
+    wall time and in this process's CPU time (steadier when other processes compete)."""
+    config = get_config(RESETS_CONFIG)
+    steps = {"plain": make_workload("engine", config).step,
+             "resets": ResetsWorkload(config, *make_data(config)).step}
+    for step in steps.values():
+        step()  # warm-up
+    n = steps_per_round(steps["plain"], round_s)
+    wall, cpu = ({name: [] for name in steps} for _ in range(2))
+    meter = OtherLoad()
+    for r in range(rounds):
+        for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+            started = time.process_time()
+            wall[name].append(time_steps(steps[name], n))
+            cpu[name].append((time.process_time() - started) / n)
+    plain, resets = (statistics.median(wall[name]) for name in steps)
+    cpu_plain, cpu_resets = (statistics.median(cpu[name]) for name in steps)
+    return {"kind": "resets", "config": config.name, "impl": "engine", "period": RESET_PERIOD,
+            "seconds_per_step": plain, "seconds_per_step_resets": resets, "cost": resets / plain - 1,
+            "cpu_cost": cpu_resets / cpu_plain - 1, "rounds": rounds, "steps_per_round": n,
+            "other_load": meter.cores()}
 
 
 # ------------------------------------------------------------------- memory and compile

@@ -5,7 +5,7 @@ The engine owns the loop over layers; each layer's time loop runs in a kernel.
 import numpy as np
 
 from engine.blas import set_blas_threads
-from engine.validation import as_inputs, as_state, as_targets, check_choice
+from engine.validation import as_inputs, as_resets, as_state, as_targets, check_choice
 from engine.workspace import Workspace
 from kernels.gru import gru_backward, gru_forward
 from kernels.head import cross_entropy_gradient, head_backward, head_forward, mse_gradient
@@ -18,8 +18,16 @@ LOSSES = ("mse", "cross_entropy")
 set_blas_threads(1)
 
 
-def forward_chunk(model, workspace, x, state):
-    """Run every layer and the head over x (T, B, I) from `state`; fills `workspace`."""
+def forward_chunk(model, workspace, x, state, resets=None):
+    """Run every layer and the head over x (T, B, I) from `state`; fills `workspace`.
+
+    resets: optional (T, B) booleans, True where a stream starts a new series: the state
+    entering that step is zero in every layer (kept in workspace.resets for backward)."""
+    if resets is None:
+        workspace.resets[...] = False
+    else:
+        np.copyto(workspace.resets, resets)
+    resets = workspace.resets
     h0, c0 = _state_parts(model, state)
     layer_input = x
     for k, buffers in enumerate(workspace.layers):
@@ -30,13 +38,13 @@ def forward_chunk(model, workspace, x, state):
         if model.cell == "lstm":
             buffers.c[0] = c0[k]
             lstm_forward(buffers.h, buffers.c, buffers.gates, buffers.recurrent,
-                         layer_input, weight_ih, weight_hh, bias_ih, bias_hh)
+                         layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
         elif model.cell == "gru":
             gru_forward(buffers.h, buffers.gates, buffers.hidden_n, buffers.recurrent,
-                        layer_input, weight_ih, weight_hh, bias_ih, bias_hh)
+                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
         else:
             rnn_forward(buffers.h, buffers.gates, buffers.recurrent,
-                        layer_input, weight_ih, weight_hh, bias_ih, bias_hh, model.relu)
+                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, model.relu)
         layer_input = buffers.h[1:]
     T, B = workspace.shape
     head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
@@ -44,7 +52,9 @@ def forward_chunk(model, workspace, x, state):
 
 
 def state_after(model, workspace, step):
-    """Copy of the state after `step` steps of the chunk last run forward (0 = initial)."""
+    """Copy of the state after `step` steps of the chunk last run forward (0 = initial).
+    After a backward, a stream reset at `step` gets the zero state it enters that step
+    with (the same state, as far as the steps from `step` on are concerned)."""
     h = np.stack([buffers.h[step] for buffers in workspace.layers])
     if model.cell == "lstm":
         return h, np.stack([buffers.c[step] for buffers in workspace.layers])
@@ -58,10 +68,12 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
 
     state_grad: optional dL/d(final state) (h, or (h, c) for LSTM), each (L, B, H).
     divisor: divide the summed loss by this instead of the chunk's own target count (a
-    segment of a longer sequence uses the whole sequence's count).
+    segment of a longer sequence uses the whole sequence's count). The resets are those
+    of the last forward_chunk: no gradient crosses them.
     Afterwards each layer's dh_state (and dc_state) holds dL/d(initial state) and its
     dh_norm_sq the squared norm of dL/dh_t per step. Returns (loss, count of targets)."""
     T, B = workspace.shape
+    resets = workspace.resets
     y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
     if loss == "mse":
         value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), first_step * B, divisor)
@@ -83,15 +95,17 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
             buffers.dc_state[...] = 0 if dc_final is None else dc_final[k]
             lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
                           buffers.dc_state, buffers.dh_norm_sq, buffers.dh, above_grad, above_weight,
-                          buffers.h, buffers.c, buffers.gates, layer_input, weight_hh)
+                          buffers.h, buffers.c, buffers.gates, layer_input, resets,
+                          weight_hh)
         elif model.cell == "gru":
             gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
                          buffers.dh_norm_sq, buffers.dh, buffers.direct, above_grad, above_weight,
-                         buffers.h, buffers.gates, buffers.hidden_n, layer_input, weight_hh)
+                         buffers.h, buffers.gates, buffers.hidden_n, layer_input, resets,
+                         weight_hh)
         else:
             rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
                          buffers.dh_norm_sq, buffers.dh, above_grad, above_weight, buffers.h,
-                         buffers.gates, layer_input, weight_hh, model.relu)
+                         buffers.gates, layer_input, resets, weight_hh, model.relu)
         above_grad, above_weight = buffers.gates, weight_ih
     return value, count
 
@@ -104,20 +118,23 @@ def initial_state_grad(model, workspace):
     return dh
 
 
-def loss_and_grad(model, x, y, loss="mse", state=None):
+def loss_and_grad(model, x, y, loss="mse", state=None, resets=None):
     """Loss and exact gradients of full BPTT over the whole sequence x (T, B, I).
 
     y: (T, B, O) for "mse" (NaN = missing, masked), (T, B) integer classes for
     "cross_entropy" (-1 ignored); the loss is the mean over the counted targets.
     Returns (loss, grads): grads is keyed like model.state_dict(), plus "h_0" (and
-    "c_0" for LSTM), the gradient with respect to the initial state (L, B, H)."""
+    "c_0" for LSTM), the gradient with respect to the initial state (L, B, H).
+    resets: optional (T, B) booleans, True where stream b starts a new series at step t:
+    the state entering it is zero and no gradient crosses it (DESIGN.md 11)."""
     check_choice("loss", loss, LOSSES)
     x = as_inputs(x, model)
     T, B, _ = x.shape
     y = as_targets(y, loss, model, T, B)
     state = as_state(state, model, B)
+    resets = as_resets(resets, T, B)
     workspace = Workspace(model, T, B)
-    forward_chunk(model, workspace, x, state)
+    forward_chunk(model, workspace, x, state, resets)
     grad = np.zeros_like(model.params)
     grads = model.layout.views(grad)
     value, count = backward_chunk(model, workspace, x, y, loss, grads)

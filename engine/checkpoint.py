@@ -11,22 +11,102 @@ import os
 
 import numpy as np
 
-from engine.files import atomic_write
+from engine.files import atomic_write, check_output
 from engine.history import UPDATE_FIELDS, History
 from engine.model import Model
+from engine.validation import as_resets
 
 FORMAT = "bptt-checkpoint"
 VERSION = 1
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, corrupted or not ours."""
 
 
+# ---------------------------------------------------------------- metadata schema
+# A schema is a type name ("int", "number", "str", "bool", "dict", "list"), a tuple of
+# alternatives (None: null allowed), a dict {key: schema} of required keys (a key ending
+# in "?" is optional; other keys are allowed, for forward compatibility) or a list
+# [schema] of items. Types are JSON's: a bool is not an int, an int is a number.
+
+MODEL_SCHEMA = {"cell": "str", "input_size": "int", "hidden_size": "int", "output_size": "int",
+                "num_layers": "int", "nonlinearity": "str", "dtype": "str", "init": "str",
+                "forget_bias": "number", "seed": "int"}
+TRAINER_CONFIG_SCHEMA = {
+    "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
+    "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",
+    "shards": ("int", None), "memory": ("int", "str", None), "history_updates?": ("int", None),
+    "optimizer": {"name": "str", "lr": "number"}, "schedule": {"name": "str"}}
+SCHEMAS = {  # per format version: the whole metadata entry
+    1: {"format": "str", "version": "int", "model": MODEL_SCHEMA, "user": "dict",
+        "trainer": (None, {"config": TRAINER_CONFIG_SCHEMA, "step": "int", "epoch": "int",
+                           "skipped": "int", "best": (None, {"loss": "number", "epoch": "int"}),
+                           "epochs": [{"epoch": "int", "loss": "number", "val_loss?": "number"}]})},
+}
+_TYPES = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+          "dict": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list)}
+
+
+def schema_problems(value, schema, where):
+    """Every way `value` departs from `schema` (see above), as ["where: what", ...]."""
+    if schema is None:
+        return [] if value is None else [f"{where} must be null; got {_describe(value)}"]
+    if isinstance(schema, str):
+        return [] if _TYPES[schema](value) else [f"{where} must be {_article(schema)}; got {_describe(value)}"]
+    if isinstance(schema, tuple):
+        if value is None and None in schema:
+            return []
+        for option in (option for option in schema if option is not None):
+            problems = schema_problems(value, option, where)
+            if not problems or not isinstance(option, str):
+                return problems  # a dict alternative explains itself in detail
+        return [f"{where} must be {' or '.join('null' if o is None else _article(o) for o in schema)}; "
+                f"got {_describe(value)}"]
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return [f"{where} must be a list; got {_describe(value)}"]
+        return [p for index, item in enumerate(value) for p in schema_problems(item, schema[0], f"{where}[{index}]")]
+    if not isinstance(value, dict):
+        return [f"{where} must be a dict; got {_describe(value)}"]
+    problems = []
+    for key, item_schema in schema.items():
+        name = key.rstrip("?")
+        if name in value:
+            problems += schema_problems(value[name], item_schema, f"{where}.{name}")
+        elif not key.endswith("?"):
+            problems.append(f"{where}.{name} is missing")
+    return problems
+
+
+def check_schema(path, value, schema, where):
+    """Raise CheckpointError naming every problem of `value` against `schema`."""
+    problems = schema_problems(value, schema, where)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(f"{path}: checkpoint content does not match format {FORMAT} "
+                              f"v{VERSION}: {shown}")
+
+
+def _article(type_name):
+    return {"int": "an integer", "number": "a number", "str": "a string", "bool": "true or false",
+            "dict": "a dict", "list": "a list"}.get(type_name, "a dict")
+
+
+def _describe(value):
+    return "null" if value is None else f"{type(value).__name__} {json.dumps(value)[:40]}"
+
+
 def save(path, model, trainer=None, metadata=None):
     """Write `model` (and `trainer`, if given, so training resumes exactly) to `path`
-    atomically: a crash mid-write leaves any previous file intact. metadata: optional
-    JSON-able dict stored as is (the CLI keeps the data normalisation there)."""
+    atomically: a crash mid-write leaves any previous file intact. A `path` that is a
+    symbolic link, a device, FIFO or directory, or read-only, is refused (OutputError).
+    metadata: optional JSON-able dict stored as is (the CLI keeps the data normalisation there)."""
+    check_output(path, what="checkpoint")
     meta = {"format": FORMAT, "version": VERSION, "model": model.config,
             "trainer": None, "user": metadata or {}}
     arrays = {f"model/{name}": view for name, view in model.views.items()}
@@ -37,9 +117,11 @@ def save(path, model, trainer=None, metadata=None):
     _atomic_savez(os.fspath(path), arrays)
 
 
-def load(path):
+def load(path, trainer_factory=None):
     """Read a checkpoint written by `save`: returns (model, trainer), trainer None when the
-    file holds a model only. Raises CheckpointError with the reason otherwise."""
+    file holds a model only. Raises CheckpointError with the reason otherwise.
+    trainer_factory(model, config): builds the trainer to restore (default
+    Trainer.from_config; RayTrainer.from_checkpoint continues on a cluster)."""
     from engine.trainer import Trainer
 
     arrays, meta = _read(path)
@@ -48,7 +130,7 @@ def load(path):
         model.load_state_dict({name: arrays[f"model/{name}"] for name in model.views})
         if meta["trainer"] is None:
             return model, None
-        trainer = Trainer.from_config(model, meta["trainer"]["config"])
+        trainer = (trainer_factory or Trainer.from_config)(model, meta["trainer"]["config"])
         _restore_trainer(trainer, meta["trainer"], arrays)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise CheckpointError(f"{path}: checkpoint content does not match format "
@@ -67,15 +149,22 @@ def _read(path):
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as file:
+        magic = file.read(len(_NPY_MAGIC))
+    if not magic:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): the file is empty")
+    if magic.startswith(_NPY_MAGIC):
+        raise CheckpointError(f"{path}: not a {FORMAT} file (a single .npy array, not an .npz archive)")
+    if not magic.startswith(_ZIP_MAGICS):
+        raise CheckpointError(f"{path}: not a bptt checkpoint (the file is not an .npz archive)")
     try:
-        with open(path, "rb") as file:
-            contents = np.load(file, allow_pickle=False)
-            if not isinstance(contents, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{path}: not a {FORMAT} file (a single .npy array, not an .npz archive)")
-            with contents as archive:
-                arrays = {name: archive[name] for name in archive.files}
-    except CheckpointError:
-        raise
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as error:
+        if "pickle" in str(error):  # numpy's message would suggest loading it unsafely: never
+            raise CheckpointError(f"{path}: not a bptt checkpoint (it holds pickled Python objects, "
+                                  "which a checkpoint never does)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {error}") from None
     except Exception as error:  # a damaged zip can raise almost anything (NotImplementedError, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
                               f"{type(error).__name__}: {error}") from None
@@ -89,7 +178,20 @@ def _read(path):
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')} is not "
                               f"supported (this version reads {VERSION})")
+    check_schema(path, meta, SCHEMAS[VERSION], "metadata")
+    if meta["trainer"] is not None:
+        _check_optimizer_config(path, meta["trainer"]["config"]["optimizer"])
     return arrays, meta
+
+
+def _check_optimizer_config(path, config):
+    """Every hyper-parameter of the stored optimizer is there: none may fall back to a default."""
+    from engine.optim import OPTIMIZERS
+
+    if config["name"] in OPTIMIZERS:  # an unknown name is reported when the trainer is rebuilt
+        missing = [key for key in OPTIMIZERS[config["name"]].hyperparameters if key not in config]
+        if missing:
+            check_schema(path, config, dict.fromkeys(missing, "number"), "metadata.trainer.config.optimizer")
 
 
 def _trainer_metadata(trainer):
@@ -107,6 +209,8 @@ def _trainer_arrays(trainer):
                 arrays[f"trainer/{name}_{part}"] = array
     if trainer._history_x is not None:
         arrays["trainer/history_x"] = trainer._history_x
+    if trainer._history_resets is not None:
+        arrays["trainer/history_resets"] = trainer._history_resets
     if trainer.best is not None:
         arrays["trainer/best_params"] = trainer.best["params"]
     return arrays
@@ -122,8 +226,11 @@ def _restore_trainer(trainer, meta, arrays):
         trainer.optimizer_state[key][...] = stored
     trainer.step, trainer.epoch, trainer.skipped = meta["step"], meta["epoch"], meta["skipped"]
     columns = {f: arrays[f"history/{f}"] for f in UPDATE_FIELDS}
-    if any(column.shape != (trainer.step,) for column in columns.values()):
-        raise ValueError(f"history columns must hold one entry per update ({trainer.step}); got shapes "
+    kept = len(columns["step"])  # the latest updates (Trainer(history_updates=N) keeps N)
+    if (any(column.shape != (kept,) for column in columns.values()) or kept > trainer.step
+            or not np.array_equal(columns["step"], np.arange(trainer.step - kept + 1, trainer.step + 1))):
+        raise ValueError(f"history columns must hold one entry per update for the latest updates, "
+                         f"ending at update {trainer.step}; got shapes "
                          f"{ {f: column.shape for f, column in columns.items()} }")
     trainer.history = History.from_arrays(columns, meta["epochs"])
     trainer.state = _state_entry(model, arrays, "state")
@@ -136,6 +243,12 @@ def _restore_trainer(trainer, meta, arrays):
             raise ValueError(f"trainer/history_x (shape {history_x.shape}) does not match the carried "
                              "state and the model's input_size, or is not finite")
         trainer._history_x = np.ascontiguousarray(history_x, dtype=model.dtype)
+    history_resets = arrays.get("trainer/history_resets")
+    if history_resets is not None:
+        if trainer._history_x is None:
+            raise ValueError("trainer/history_resets is stored without trainer/history_x")
+        trainer._history_resets = as_resets(history_resets, *trainer._history_x.shape[:2],
+                                            name="trainer/history_resets")
     trainer._last_good[...] = model.params
     if meta["best"] is not None:
         best_params = arrays["trainer/best_params"]

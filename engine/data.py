@@ -15,20 +15,25 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.series import DataError, Series, as_series, listing, read_file
+from engine.series import times
 
 FILL_METHODS = ("ffill", "zero", "linear")
 
 
 # ---------------------------------------------------------------- reading
 
-def load_series(path, columns=None, key=None):
+def load_series(path, columns=None, key=None, time_column=None):
     """Read a series from a CSV file (header optional; delimiter , ; tab or whitespace;
-    empty / NA / NaN cells are missing; lines starting with # are skipped), a .npy array
-    (T,) or (T, C), or a .npz archive: its only array, the array named `key`, or several
-    1-D arrays of one length taken as columns named by their keys. columns: the columns to
-    keep (see select_columns), all by default; a non-numeric cell in a kept column raises
-    DataError naming file, line and column. Returns a Series with values (T, C)."""
-    return select_columns(read_file(path, key), columns)
+    empty / NA / NaN cells are missing; lines starting with # are skipped; .gz, .bz2 and
+    .zst compressed), a Parquet or Feather / Arrow file, a .npy array (T,) or (T, C), or a
+    .npz archive: its only array, the array named `key`, or several 1-D arrays of one length
+    taken as columns named by their keys. `path` may also be data in memory: a numpy
+    array, a pandas DataFrame / Series or a pyarrow Table. time_column: the column of time
+    stamps (default: the first column of dates/times, if any; False: none), kept as
+    Series.time and checked to increase. columns: the columns to keep (see select_columns), all by default; a
+    non-numeric cell in a kept column raises DataError naming file, line and column.
+    Returns a Series with values (T, C)."""
+    return select_columns(as_series(path, key, time_column), columns)
 
 
 # ---------------------------------------------------------------- columns and missing inputs
@@ -48,7 +53,8 @@ def select_columns(series, spec, option="columns"):
     for index in indices:
         if series.names[index] in series.invalid:
             raise DataError(series.invalid[series.names[index]])
-    return Series(series.values[:, indices], tuple(series.names[i] for i in indices), series.source)
+    return Series(series.values[:, indices], tuple(series.names[i] for i in indices), series.source,
+                  time=series.time, time_name=series.time_name)
 
 
 def _column_index(series, token, option):
@@ -122,11 +128,16 @@ class Normalizer:
         empty = np.isnan(values).all(axis=0)
         if empty.any():
             raise DataError(f"cannot fit the normalisation: column {np.argmax(empty)} holds no values")
-        # columns of huge magnitude are scaled to <= 1 first, so the squares cannot overflow
-        magnitude = np.nanmax(np.abs(values), axis=0)
-        scale = np.where(magnitude > 1e150, magnitude, 1.0)
-        mean = np.nanmean(values / scale, axis=0) * scale
-        std = np.nanstd(values / scale, axis=0) * scale
+        # Scaled by a power of two per column (exact) so that sums and squares cannot
+        # overflow, even for values near the float64 limit (1e300 squared is inf).
+        scale = np.ldexp(1.0, np.frexp(np.nanmax(np.abs(values), axis=0))[1])
+        scale = np.where(scale > 0, scale, 1.0)  # an all-zero column
+        scaled = values / scale
+        mean = np.nanmean(scaled, axis=0) * scale
+        std = np.nanstd(scaled, axis=0) * scale
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            raise DataError("cannot fit the normalisation: the values' spread exceeds the float64 "
+                            "range; rescale the data")
         return cls(mean, np.where(std > 0, std, 1.0))
 
     def transform(self, values):
@@ -257,15 +268,19 @@ def prepare_training_data(source, inputs=None, targets=None, horizon=1, streams=
     recipe = {"source": series.source, "columns": list(series.names), "inputs": list(input_names),
               "targets": list(target_names), "horizon": _positive_int("horizon", horizon),
               "fill": fill, "difference": bool(difference)}
-    features, levels, base = _features(series, recipe)
+    if series.time is not None:
+        recipe["time"] = times.describe(series.time, series.time_name)
+    features, levels, base = _features(series, recipe, need_base=bool(difference))
     x, y = frame(features, levels, horizon)
     if difference:
         y = y - base[:len(y)]
     train, validation = split_validation(x, y, val_fraction)
     _require_targets(train[1], target_names, "the training part")
     input_norm, target_norm = Normalizer.fit(train[0]), Normalizer.fit(train[1])
-    x_train, y_train = to_streams(input_norm.transform(train[0]), target_norm.transform(train[1]),
-                                  streams, min_steps)
+    # cut first, then normalise the fresh stream arrays in place: no full-length temporaries
+    x_train, y_train = to_streams(train[0], train[1], streams, min_steps)
+    _normalize_in_place(x_train, input_norm)
+    _normalize_in_place(y_train, target_norm)
     x_val = y_val = None
     if validation is not None:
         _require_targets(validation[1], target_names, "the validation tail")
@@ -309,18 +324,27 @@ def to_original_units(y_hat, base, metadata):
     return levels + base if metadata["difference"] else levels
 
 
-def _features(series, recipe):
+def _normalize_in_place(values, norm):
+    """values (..., C) -> (values - mean) / std, overwriting values (as Normalizer.transform)."""
+    np.subtract(values, norm.mean, out=values)
+    np.divide(values, norm.std, out=values)
+
+
+def _features(series, recipe, need_base=True):
     """Apply a recipe's column choice, fill and differencing to a series: returns inputs
-    (T', I) finite, levels (T', O) the raw targets, base (T', O) their last observed values,
-    with T' = T, or T - 1 with differencing (the first step has no change)."""
+    (T', I) finite, levels (T', O) the raw targets, base (T', O) their last observed values
+    (None unless need_base or differencing), with T' = T, or T - 1 with differencing (the
+    first step has no change)."""
     inputs = select_columns(series, recipe["inputs"], "inputs")
     levels = select_columns(series, recipe["targets"], "targets").values
     filled = fill_missing(inputs.values, recipe["fill"], inputs.names)
-    base = _last_observed(levels)
+    input_names = inputs.names
+    del inputs   # its (T, I) copy, no longer needed
+    base = _last_observed(levels) if need_base or recipe["difference"] else None
     if not recipe["difference"]:
         return filled, levels, base
     # target columns among the inputs become their changes; other inputs stay levels
-    changed = [index for index, name in enumerate(inputs.names) if name in recipe["targets"]]
+    changed = [index for index, name in enumerate(input_names) if name in recipe["targets"]]
     features = filled[1:].copy()
     features[:, changed] = difference(filled[:, changed])
     return features, levels[1:], base[1:]
@@ -370,7 +394,8 @@ def _errors(y_hat, y):
 def mse(y_hat, y):
     """Mean squared error over the observed targets (nan when none)."""
     errors = _errors(y_hat, y)
-    return float(np.mean(errors ** 2)) if errors.size else math.nan
+    with np.errstate(over="ignore"):  # errors beyond 1e154 square to inf: the honest answer
+        return float(np.mean(errors ** 2)) if errors.size else math.nan
 
 
 def rmse(y_hat, y):

@@ -83,7 +83,7 @@ def sensors(count=50, seed=0, shortest=300, longest=20_000):
         ids.append(f"sensor-{index:02d}")
         members.append(_series(value, f"sensors[{ids[-1]}]"))
         times.append(end - (length - 1 - steps) * np.timedelta64(1, "h"))
-    return Panel(tuple(ids), tuple(members), tuple(times), "demo:sensors")
+    return Panel(tuple(ids), tuple(members), tuple(times), "demo:sensors", "time")
 
 
 DEMOS = {"sine": sine, "mackey-glass": mackey_glass, "trend": trend}

@@ -23,11 +23,12 @@ class OutputError(ValueError):
     """An output path that must not be written (bad input: the CLI exits with 2)."""
 
 
-def check_output(path, inputs=(), what="output"):
+def check_output(path, inputs=(), what="output", outputs=()):
     """Raise OutputError unless `path` can be written without destroying anything.
 
     inputs: paths this command reads; the output may not be any of them (compared after
-    resolving links). An existing output must be a regular file (not a link, device,
+    resolving links). outputs: the command's other outputs, which it may not be either.
+    An existing output must be a regular file (not a link, device,
     FIFO, socket or directory) that its owner may write (the mode bits, since root passes
     every access check). Its directory must exist and be writable."""
     path = os.fspath(path)
@@ -36,6 +37,10 @@ def check_output(path, inputs=(), what="output"):
         if source is not None and os.path.exists(source) and os.path.realpath(source) == target:
             raise OutputError(f"{path}: the {what} would overwrite the input {os.fspath(source)}; "
                               "choose another path")
+    for other in outputs:
+        if other is not None and os.path.realpath(other) == target:
+            raise OutputError(f"{path}: the {what} is also the path of another output of this "
+                              "command; choose another path")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise OutputError(f"cannot write {path}: directory {directory} does not exist")
@@ -62,7 +67,8 @@ def atomic_write(path, mode="wb", **open_options):
     On a clean exit the data are flushed, fsynced and renamed over `path` (and the
     directory fsynced); on any exception, SIGTERM included, the temporary is removed and
     `path` is untouched. Stale temporaries of the same target left by a killed process are
-    removed first. The new file gets the permissions of any file the user creates."""
+    removed first. A file that replaces another keeps the old file's permission bits (a
+    private file stays private); a new one gets those of any file the user creates."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -73,6 +79,7 @@ def atomic_write(path, mode="wb", **open_options):
                                         f"{secrets.token_hex(4)}{_TEMPORARY_SUFFIX}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        _keep_permissions(descriptor, path)
         with _sigterm_raises(), os.fdopen(descriptor, mode, **open_options) as file:
             yield file
             file.flush()
@@ -81,11 +88,23 @@ def atomic_write(path, mode="wb", **open_options):
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:
+            error.filename = path  # "File too large: 'f.csv'", not only "File too large"
         if isinstance(error, Terminated):  # cleaned up: now end as SIGTERM would have
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
         raise
     _fsync_directory(directory)
+
+
+def _keep_permissions(descriptor, path):
+    """Give the temporary behind `descriptor` the permission bits of the regular file at `path`."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(status.st_mode):
+        os.fchmod(descriptor, stat.S_IMODE(status.st_mode))
 
 
 def _remove_stale_temporaries(directory, name):

@@ -13,6 +13,12 @@ class History:
         self.updates = []
         self.epochs = []
 
+    def append_update(self, record, keep=None):
+        """Add an update record, keeping only the latest `keep` (None: all, 0: none)."""
+        self.updates.append(record)
+        if keep is not None and len(self.updates) > keep:
+            del self.updates[:len(self.updates) - keep]  # a pointer move of at most `keep` entries
+
     def column(self, field):
         """One field of every update as an array, e.g. history.column("grad_norm")."""
         missing = [index for index, record in enumerate(self.updates) if field not in record]

@@ -1,10 +1,11 @@
 """The recurrent model: PyTorch-compatible parameters in one flat buffer."""
 import numpy as np
 
+from engine.footprint import model_bytes, require
 from engine.initializers import INITS, initialize
 from engine.parameters import GATES, ParameterLayout
-from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_state, check_choice,
-                               check_float, check_int)
+from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_resets, as_state,
+                               check_choice, check_float, check_int)
 
 CELLS = tuple(GATES)
 NONLINEARITIES = ("tanh", "relu")
@@ -44,6 +45,9 @@ class Model:
         self.seed = check_int("seed", seed, minimum=0)
         self.gates = GATES[cell]
         self.relu = nonlinearity == "relu"
+        require(model_bytes(cell, self.input_size, self.hidden_size, self.output_size, self.num_layers,
+                            self.dtype.itemsize),
+                f"a model of {self.num_layers} layer(s) x {self.hidden_size} hidden")  # before allocating
         self.layout = ParameterLayout(cell, self.input_size, self.hidden_size,
                                       self.output_size, self.num_layers)
         self.params = np.zeros(self.layout.size, dtype=self.dtype)  # (P,) flat parameters
@@ -99,23 +103,26 @@ class Model:
             return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
         return np.zeros(shape, self.dtype)
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, resets=None):
         """Outputs y_hat (T, B, O) for inputs x (T, B, I) from `state` (zeros if None),
-        and the final state. Runs in chunks of INFERENCE_CHUNK steps, so memory stays
-        bounded on long series."""
+        and the final state. resets: optional (T, B) booleans, True where stream b starts
+        a new series at step t (its state entering step t is zero). Runs in chunks of
+        INFERENCE_CHUNK steps, so memory stays bounded on long series."""
         from engine.bptt import forward_chunk, state_after
         from engine.workspace import Workspace
 
         x = as_inputs(x, self)
         T, B, _ = x.shape
         state = as_state(state, self, B)
+        resets = as_resets(resets, T, B)
         y_hat = np.empty((T, B, self.output_size), dtype=self.dtype)
         workspace = None
         for start in range(0, T, INFERENCE_CHUNK):
             chunk = x[start:start + INFERENCE_CHUNK]
             if workspace is None or workspace.shape[0] != len(chunk):
                 workspace = Workspace(self, len(chunk), B)
-            forward_chunk(self, workspace, chunk, state)
+            forward_chunk(self, workspace, chunk, state,
+                          None if resets is None else resets[start:start + len(chunk)])
             y_hat[start:start + len(chunk)] = workspace.y_hat
             state = state_after(self, workspace, len(chunk))
         return y_hat, state

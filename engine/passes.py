@@ -2,9 +2,9 @@
 or memory-bounded by recomputation.
 
 Both are built around the flat gradient grad (P,) they write, and offer
-run(x, y, loss, state, first_step) -> (loss, count), the gradient of the mean loss over
-the targets of steps >= first_step; state_after(step) after a run; dh_norm_sq() (L, T);
-nbytes.
+run(x, y, loss, state, first_step, resets=None) -> (loss, count), the gradient of the
+mean loss over the targets of steps >= first_step (resets: optional (T, B) booleans, see
+engine.bptt.forward_chunk); state_after(step) after a run; dh_norm_sq() (L, T); nbytes.
 """
 import math
 
@@ -26,8 +26,8 @@ class StoredPass:
     def nbytes(self):
         return self.workspace.nbytes
 
-    def run(self, x, y, loss, state, first_step):
-        forward_chunk(self.model, self.workspace, x, state)
+    def run(self, x, y, loss, state, first_step, resets=None):
+        forward_chunk(self.model, self.workspace, x, state, resets)
         return backward_chunk(self.model, self.workspace, x, y, loss, self.grad_views, first_step)
 
     def state_after(self, step):
@@ -54,6 +54,7 @@ class RecomputePass:
         self.segment_views = model.layout.views(self.segment_grad)
         self.norm_sq = np.zeros((model.num_layers, T), dtype=model.dtype)
         self.x = None
+        self.resets = None  # (T, B) of the last run, or None
 
     @property
     def nbytes(self):
@@ -61,9 +62,9 @@ class RecomputePass:
                           for part in (start if isinstance(start, tuple) else (start,)))
         return self.workspace.nbytes + state_bytes + self.segment_grad.nbytes + self.norm_sq.nbytes
 
-    def run(self, x, y, loss, state, first_step):
+    def run(self, x, y, loss, state, first_step, resets=None):
         grad = self.grad
-        self.x = x
+        self.x, self.resets = x, resets
         for index, (start, stop) in enumerate(self.segments):  # forward sweep: segment starts
             self.starts[index] = state
             workspace = self._forward(index)
@@ -100,7 +101,8 @@ class RecomputePass:
         """Run segment `index` forward from its stored start state; its workspace."""
         start, stop = self.segments[index]
         workspace = self.workspace if stop - start == self.workspace.shape[0] else self.workspace.first(stop - start)
-        forward_chunk(self.model, workspace, self.x[start:stop], self.starts[index])
+        resets = None if self.resets is None else self.resets[start:stop]
+        forward_chunk(self.model, workspace, self.x[start:stop], self.starts[index], resets)
         return workspace
 
 

@@ -1,29 +1,43 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
 train with checkpoints, forecast ahead, evaluate against the persistence baseline.
 Each also takes a panel of many series (engine.panel, DESIGN.md section 13)."""
+import functools
 import glob
 import inspect
 import math
+import numbers
 import os
 
 import numpy as np
 
-from engine.checkpoint import load, read_metadata, save
-from engine.data import (DataError, Normalizer, mae, mse, persistence_baseline,
+from engine.checkpoint import check_schema, load, read_metadata, save
+from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
+from engine.files import check_output
+from engine.footprint import require, training_bytes
 from engine.model import Model
-from engine.panel import (PANEL_DATA_OPTIONS, Panel, evaluate_panel, forecast_panel,
+from engine.optim import make_optimizer
+from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evaluate_panel, forecast_panel,
                           is_panel_recipe, prepare_panel_training_data)
 from engine.schedules import make_schedule
+from engine.series import as_series
+from engine.series.times import infer_frequency, next_stamps, row_at
+from engine.shards import default_shards
 from engine.trainer import Trainer
-from engine.validation import check_int
+from engine.validation import check_float, check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
+RESUMABLE = ("lr", "memory")  # trainer options a resumed run may change
+_NORM_SCHEMA = {"mean": ["number"], "std": ["number"]}
+RECIPE_SCHEMA = {  # the data recipe train_series stores in a checkpoint's user metadata
+    "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
+    "fill": ("str", None), "difference": "bool", "streams": "int", "val_fraction": "number",
+    "input_norm": _NORM_SCHEMA, "target_norm": _NORM_SCHEMA}
 
 
 def train_series(source, output, model_options=None, trainer_options=None, data_options=None,
                  schedule=None, epochs=10, patience=None, resume=False, on_start=None,
-                 on_update=None, on_epoch=None, key=None):
+                 on_update=None, on_epoch=None, key=None, cluster=None):
     """Train on a series (path, demo Series or array) and checkpoint to `output` after
     every epoch, so an interrupted run loses at most one epoch.
 
@@ -32,30 +46,50 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     prepare_training_data. schedule: keyword arguments of engine.schedules.make_schedule;
     a "cosine" schedule without total_steps runs over all the updates of the run.
     resume: continue the checkpoint at `output` up to `epochs` epochs in all, with its
-    own model, trainer and data settings. A panel (an engine.panel.Panel, a directory or
-    glob of files, or data_options with id_column, series_columns or scale; see
-    engine.panel.prepare_panel_training_data) trains on its series packed into the
-    streams with resets. on_start(info) gets {"epochs",
+    own model, trainer and data settings and its stored normalisation (never refitted).
+    A panel (an engine.panel.Panel, a directory or glob of files, or data_options with
+    id_column, series_columns or scale; see engine.panel.prepare_panel_training_data)
+    trains on its series packed into the streams with resets.
+    Options given with resume must agree with the checkpoint (ResumeConflict names the
+    first that does not), except RESUMABLE trainer options (lr, memory), which apply.
+    on_start(info) gets {"epochs",
     "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
-    Trainer.fit. Returns (model, trainer, data)."""
+    Trainer.fit. cluster: optional {"address", "workers"}: train on a Ray cluster with
+    engine.distributed.RayTrainer (also when resuming). source may also be TrainingData
+    already prepared (a sweep prepares once for many runs); output None writes no
+    checkpoint. Returns (model, trainer, data)."""
     epochs = check_int("epochs", epochs)
-    _check_writable(output)
+    if output is not None:  # before any work: never an input, a link or read-only
+        check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
+                     what="checkpoint")
+    new_trainer, restored_trainer = _trainer_makers(cluster)
     if resume:
-        model, trainer = load(output)
+        model, trainer = load(output, trainer_factory=restored_trainer)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
-        data_options = _stored_data_options(read_metadata(output))
-    data = _prepare_training_data(source, key, data_options)
+        recipe = read_recipe(output, read_metadata(output)["user"])
+        _check_resume_options(model, trainer, recipe, model_options or {}, trainer_options or {},
+                              data_options or {}, schedule or {})
+        for name in RESUMABLE:
+            if name in (trainer_options or {}):
+                _resume_with(trainer, name, trainer_options[name])
+        data_options = {name: recipe[name] for name in DATA_OPTIONS + _panel_options(recipe)}
+        if is_panel_recipe(recipe):
+            data_options["scaling"] = recipe["scaling"]  # the statistics of each series, kept
+    data = source if isinstance(source, TrainingData) else _prepare_training_data(source, key, data_options)
+    if resume:
+        data = _with_normalisation(data, recipe)
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
     if k1 is not None:
         k1 = check_int("k1", k1)  # before the schedule divides by it
     updates_per_epoch = 1 if k1 is None else math.ceil(steps / k1)
     if not resume:
+        _require_training_memory(model_options or {}, trainer_options or {}, data)
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2],
                       **(model_options or {}))
-        trainer = Trainer(model, schedule=schedule, **(trainer_options or {}))
+        trainer = new_trainer(model, schedule=schedule, **(trainer_options or {}))
     _check_data_fits(model, trainer, data)
     validation = None if data.x_val is None else (data.x_val, data.y_val)
     metadata = {"data": data.metadata}
@@ -65,15 +99,17 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
                   "steps_per_update": (steps if k1 is None else k1) * streams})
 
     def checkpoint(record):
-        save(output, model, trainer, metadata)
+        if output is not None:
+            save(output, model, trainer, metadata)
         if on_epoch is not None:
             on_epoch(record)
 
     if remaining > 0:
-        resets = {"resets": data.resets} if hasattr(data, "resets") else {}
         trainer.fit(data.x_train, data.y_train, epochs=remaining, validation=validation,
-                    patience=patience, on_update=on_update, on_epoch=checkpoint, **resets)
-    save(output, model, trainer, metadata)  # early stopping may have restored the best
+                    patience=patience, on_update=on_update, on_epoch=checkpoint,
+                    resets=getattr(data, "resets", None))
+    if output is not None:
+        save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
 
 
@@ -82,8 +118,6 @@ def _prepare_training_data(source, key, options):
     options = dict(options or {})
     panel_options = {name: options.pop(name) for name in PANEL_DATA_OPTIONS if name in options}
     if is_panel_source(source, panel_options):
-        if "resets" not in inspect.signature(Trainer.fit).parameters:
-            raise DataError("training on a panel needs resets in Trainer.fit (issue 12 item 1)")
         return prepare_panel_training_data(source, key=key, **options, **panel_options)
     given = [name for name, value in panel_options.items() if value is not None]
     if given:
@@ -102,6 +136,21 @@ def is_panel_source(source, options):
         path = os.fspath(source)
         return os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path))
     return False
+
+
+def _panel_options(recipe):
+    """The panel data options a recipe stores (none for a single series)."""
+    return PANEL_DATA_OPTIONS if is_panel_recipe(recipe) else ()
+
+
+def _trainer_makers(cluster):
+    """(new, from_config) trainer constructors: Trainer's, or RayTrainer's on `cluster`."""
+    if cluster is None:
+        return Trainer, None
+    from engine.distributed import RayTrainer
+
+    return (functools.partial(RayTrainer, **cluster),
+            lambda model, config: RayTrainer.from_config(model, config, **cluster))
 
 
 def _resolve_schedule(options, total_updates):
@@ -137,6 +186,7 @@ def forecast_series(model, metadata, source, steps, key=None, **panel_options):
                         f"this one has horizon {horizon}, inputs {recipe['inputs']}, targets {recipe['targets']}")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     level = data.base[-1].copy()  # (O,) last observed level
+    require(steps * len(level) * 8, f"--steps {steps} forecasts")  # before allocating them
     forecasts = np.empty((steps, len(level)))
     output = y_hat[-1:]  # (1, 1, O)
     for step in range(steps):
@@ -149,28 +199,46 @@ def forecast_series(model, metadata, source, steps, key=None, **panel_options):
     return forecasts
 
 
-def evaluate_series(model, metadata, source, key=None, **panel_options):
+def forecast_times(metadata, source, steps, key=None):
+    """The time stamps of forecast_series's `steps` forecasts: (steps,) datetime64 after the
+    series' last time, at its frequency (inferred from the series, else the one stored at
+    training), or None when the series has no time column or no regular frequency."""
+    series = as_series(source, key)
+    if series.time is None:
+        return None
+    frequency = infer_frequency(series.time) or (metadata["data"].get("time") or {}).get("frequency")
+    return None if frequency is None else next_stamps(series.time[-1], frequency, check_int("steps", steps))
+
+
+def evaluate_series(model, metadata, source, key=None, start=None, **panel_options):
     """MSE, MAE and RMSE of the model's forecasts over a series, in original units, beside
-    the persistence baseline on the same targets. Returns a dict of floats. For a model
-    trained on a panel: engine.panel.evaluate_panel (per-series and aggregate metrics),
-    panel_options its season, start, series_id, id_column, series_columns, time_column."""
+    the persistence baseline on the same targets. start: score only the rows from this
+    one on (a row number, or a date/time of a series with a time column: its first row at
+    or after it), the state warmed up on every row before. Returns a dict of floats. For
+    a model trained on a panel: engine.panel.evaluate_panel (per-series and aggregate
+    metrics), panel_options its season, series_id, id_column, series_columns, time_column."""
     recipe = metadata["data"]
     if is_panel_recipe(recipe):
-        return evaluate_panel(model, metadata, source, key=key, **panel_options)
+        return evaluate_panel(model, metadata, source, key=key, start=start, **panel_options)
     source = _single_series_only(source, panel_options)
-    data = prepare_forecast_data(source, recipe, key=key)
+    series = as_series(source, key)
+    first = _start_row(series, start)
+    data = prepare_forecast_data(series, recipe)
     horizon = recipe["horizon"]
     if len(data.x) <= horizon:
         raise DataError(f"the series has {len(data.x)} usable steps; evaluation needs more than "
                         f"the horizon ({horizon})")
     y_hat, _ = model.forward(data.x)
     predictions = to_original_units(y_hat[:-horizon, 0], data.base[:-horizon], recipe)
-    targets = data.levels[horizon:]
+    targets = data.levels[horizon:].copy()
+    # targets[i] is row i + horizon of the series (one more with differencing)
+    targets[:max(first - horizon - int(recipe["difference"]), 0)] = np.nan
     baseline = persistence_baseline(data.levels, horizon)
     scored = np.isfinite(targets) & np.isfinite(baseline)  # the baseline needs a past value
     targets = np.where(scored, targets, np.nan)
     if not scored.any():
-        raise DataError("the series has no observed target to evaluate")
+        raise DataError("the series has no observed target to evaluate" +
+                        (f" from row {first} on" if first else ""))
     return {"mse": mse(predictions, targets), "mae": mae(predictions, targets),
             "rmse": rmse(predictions, targets), "baseline_mse": mse(baseline, targets),
             "baseline_mae": mae(baseline, targets), "baseline_rmse": rmse(baseline, targets),
@@ -190,28 +258,136 @@ def _single_series_only(source, panel_options):
     return source
 
 
+def _start_row(series, start):
+    """The row `start` names: a row number (0-based), or a date/time in the series' times."""
+    if start is None:
+        return 0
+    steps = len(series.values)
+    if isinstance(start, numbers.Integral) and not isinstance(start, bool):
+        if not 0 <= start < steps:
+            raise DataError(f"from: row {start} is outside the series (rows 0..{steps - 1})")
+        return int(start)
+    if series.time is None:
+        raise DataError(f"from: {series.source} has no time column; give a row number (0..{steps - 1})")
+    return row_at(series.time, start)
+
+
 def load_for_inference(path):
     """(model, metadata) of a checkpoint written by train_series; errors if it has no data recipe."""
     model, _ = load(path)
     metadata = read_metadata(path)["user"]
-    if "data" not in metadata:
-        raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
+    read_recipe(path, metadata)
     return model, metadata
 
 
-def _check_writable(output):
-    """The checkpoint's directory must exist before training starts, not at the first save."""
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise ValueError(f"output: cannot write {output}: directory {directory} does not exist")
+def read_recipe(path, user_metadata):
+    """The data recipe in a checkpoint's user metadata, checked whole against RECIPE_SCHEMA
+    (PANEL_RECIPE_SCHEMA for a panel's)."""
+    if "data" not in user_metadata:
+        raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
+    recipe = user_metadata["data"]
+    check_schema(path, recipe, PANEL_RECIPE_SCHEMA if is_panel_recipe(recipe) else RECIPE_SCHEMA,
+                 "metadata.user.data")
+    return user_metadata["data"]
 
 
-def _stored_data_options(metadata):
-    recipe = metadata["user"].get("data")
-    if recipe is None:
-        raise DataError("the checkpoint has no data recipe (not written by bptt train)")
-    names = DATA_OPTIONS + (PANEL_DATA_OPTIONS if is_panel_recipe(recipe) else ())
-    return {name: recipe[name] for name in names}
+class ResumeConflict(ValueError):
+    """An option given with resume disagrees with the checkpoint: option (its name here),
+    given and stored (the values)."""
+
+    def __init__(self, option, given, stored):
+        super().__init__(f"resume: {option}={given!r} conflicts with the checkpoint's {option}={stored!r}; "
+                         "a resumed run keeps the checkpoint's settings (only epochs, patience, "
+                         f"{', '.join(RESUMABLE)} may change): drop the option or train a new model")
+        self.option, self.given, self.stored = option, given, stored
+
+
+def _check_resume_options(model, trainer, recipe, model_options, trainer_options, data_options, schedule):
+    """Raise ResumeConflict for the first given option that differs from the checkpoint's."""
+    stored = {**model.config, **trainer.config, "optimizer": trainer.optimizer.name,
+              **{name: recipe[name] for name in DATA_OPTIONS + _panel_options(recipe)}}
+    given = {**model_options, **data_options,
+             **{name: value for name, value in trainer_options.items() if name not in RESUMABLE}}
+    if "k2" in given and given["k2"] is None:  # k2 None means k2 = k1
+        given["k2"] = given.get("k1", stored["k1"])
+    for name in ("inputs", "targets"):  # a spec ("temp,2") as the column names it chooses
+        if given.get(name) is not None:
+            given[name] = _column_names(given[name], recipe["columns"])
+    if "optimizer" in given and not isinstance(given["optimizer"], str):
+        given["optimizer"] = given["optimizer"].name
+    for name, value in given.items():
+        if name in stored and value != stored[name]:
+            raise ResumeConflict(name, value, stored[name])
+    stored_schedule = _schedule_settings(trainer.schedule.config)
+    for name, value in schedule.items():
+        if value != stored_schedule.get(name, value):
+            raise ResumeConflict("schedule" if name == "name" else name, value, stored_schedule[name])
+
+
+def _column_names(spec, columns):
+    """The names a column spec (None, "a,2" or a list) chooses among `columns`."""
+    tokens = [token.strip() for token in spec.split(",")] if isinstance(spec, str) else list(spec)
+    return [columns[int(token)] if str(token).isdigit() and str(token) not in columns
+            and int(token) < len(columns) else str(token) for token in tokens]
+
+
+def _schedule_settings(config):
+    """A schedule config as make_schedule's options: {"name", "warmup_steps"[, "step_size"]}."""
+    warmup = config.get("warmup_steps", 0) if config["name"] == "warmup" else 0
+    inner = config["after"] if config["name"] == "warmup" else config
+    return {"warmup_steps": warmup, **{key: value for key, value in inner.items()
+                                        if key in ("name", "step_size")}}
+
+
+def _resume_with(trainer, name, value):
+    """Apply a RESUMABLE option to a loaded trainer (validated as Trainer does)."""
+    if name == "lr":
+        trainer.optimizer.lr = check_float("lr", value, minimum=0, strictly_greater=True)
+    else:
+        trainer.memory = value if value in (None, "sqrt") else check_int("memory", value)
+
+
+def _with_normalisation(data, recipe):
+    """The training data normalised with the recipe's stored statistics, not refitted ones
+    (a panel's data is prepared with them already)."""
+    if is_panel_recipe(recipe):
+        return data
+    stored = {part: recipe[f"{part}_norm"] for part in ("input", "target")}
+    if all(data.metadata[f"{part}_norm"] == stored[part] for part in stored):
+        return data  # the same data: the same statistics, bit for bit
+    norms = {part: (Normalizer.from_dict(data.metadata[f"{part}_norm"]), Normalizer.from_dict(stored[part]))
+             for part in stored}
+
+    def renormalise(values, part):
+        refitted, kept = norms[part]
+        return None if values is None else kept.transform(refitted.inverse_transform(values))
+    return data._replace(x_train=renormalise(data.x_train, "input"), y_train=renormalise(data.y_train, "target"),
+                         x_val=renormalise(data.x_val, "input"), y_val=renormalise(data.y_val, "target"),
+                         metadata={**data.metadata, "input_norm": stored["input"], "target_norm": stored["target"]})
+
+
+def _require_training_memory(model_options, trainer_options, data):
+    """Before the model is made, the whole run's buffers must fit in memory (a model that fits
+    alone may not with its optimizer state). Invalid options are left to Model and Trainer."""
+    model, trainer = {**_defaults(Model), **model_options}, {**_defaults(Trainer), **trainer_options}
+    steps, streams, inputs = data.x_train.shape
+    try:
+        k1 = trainer["k1"] and check_int("k1", trainer["k1"])
+        window = steps if k1 is None else min(max(check_int("k2", trainer["k2"] or k1), k1), steps)
+        needed = training_bytes(
+            model["cell"], inputs, check_int("hidden_size", model["hidden_size"]), data.y_train.shape[2],
+            check_int("num_layers", model["num_layers"]), np.dtype(model["dtype"]).itemsize, window, streams,
+            min(trainer["shards"] or default_shards(streams), streams),
+            len(make_optimizer(trainer["optimizer"], trainer["lr"]).buffer_names()), trainer["memory"])
+    except (KeyError, TypeError, ValueError):
+        return
+    require(needed, f"training {model['num_layers']} layer(s) x {model['hidden_size']} hidden on windows "
+                    f"of {window} steps x {streams} streams")
+
+
+def _defaults(cls):
+    return {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
 
 
 def _check_data_fits(model, trainer, data):

@@ -3,6 +3,8 @@ import os
 
 import numpy as np
 
+from engine.files import atomic_write
+
 
 class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
@@ -28,21 +30,67 @@ def require_matplotlib(path=None):
     return plt
 
 
-def plot_training(history, path):
-    """Per-update loss and per-epoch train / validation loss, on a log scale, to `path`."""
+def plot_training(history, path, clip_norm=None):
+    """Per-update loss and per-epoch train / validation loss, on a log scale, to `path`.
+
+    With diagnostics (epoch records holding "grad_flow", engine/grad_flow.py) a second row
+    adds the gradient flow: the top layer's relative norm |dL/dh_(c-k)| / |dL/dh_c| against
+    the steps back k, one line per epoch, with the reach threshold; and the pre-clip
+    gradient norm per update with `clip_norm` drawn and the clipped updates marked."""
     plt = require_matplotlib()
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].plot(history.column("loss"), linewidth=0.8)
-    axes[0].set(title="loss per update", xlabel="update", yscale="log")
+    flows = [record for record in history.epochs if record.get("grad_flow", {}).get("layers")]
+    rows = 2 if flows else 1
+    figure, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    axes[0, 0].plot(history.column("loss"), linewidth=0.8)
+    axes[0, 0].set(title="loss per update", xlabel="update", yscale="log")
     epochs = [record["epoch"] for record in history.epochs]
-    axes[1].plot(epochs, [record["loss"] for record in history.epochs], "o-", label="train")
+    axes[0, 1].plot(epochs, [record["loss"] for record in history.epochs], "o-", label="train")
     if history.epochs and "val_loss" in history.epochs[0]:
-        axes[1].plot(epochs, [record["val_loss"] for record in history.epochs], "o-", label="validation")
-    axes[1].set(title="loss per epoch", xlabel="epoch", yscale="log")
-    axes[1].legend()
+        axes[0, 1].plot(epochs, [record["val_loss"] for record in history.epochs], "o-", label="validation")
+    axes[0, 1].set(title="loss per epoch", xlabel="epoch", yscale="log")
+    axes[0, 1].xaxis.get_major_locator().set_params(integer=True)
+    axes[0, 1].legend()
+    if flows:
+        _plot_reach(axes[1, 0], flows, plt)
+        _plot_grad_norms(axes[1, 1], history, clip_norm)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
+
+
+def _plot_reach(axis, flows, plt):
+    """The top layer's epoch profiles r_k against k, coloured from first to last epoch."""
+    from engine.grad_flow import REACH_THRESHOLD
+
+    colours = plt.get_cmap("viridis")(np.linspace(0, 1, len(flows)))
+    for colour, record in zip(colours, flows):
+        flow = record["grad_flow"]
+        axis.plot(flow["layers"][-1]["profile"], color=colour, linewidth=1.2,
+                  label=f"epoch {record['epoch']}: reach {flow['reach']}, {flow['verdict']}")
+    axis.axhline(REACH_THRESHOLD, color="grey", linestyle="--", linewidth=0.8)
+    axis.annotate("reach threshold", (0, REACH_THRESHOLD), textcoords="offset points", xytext=(2, 3),
+                  fontsize=8, color="grey")
+    origin = "first target" if flows[-1]["grad_flow"]["source"] == "overhang" else "probed loss"
+    axis.set(title="gradient flow (top layer): |dL/dh| back through time", yscale="log",
+             xlabel=f"steps k before the {origin}", ylabel="|dL/dh| relative to k = 0")
+    if len(flows) > 6:  # a legend for the first and last epochs only
+        handles, labels = axis.get_legend_handles_labels()
+        axis.legend([handles[0], handles[-1]], [labels[0], labels[-1]], fontsize=8)
+    else:
+        axis.legend(fontsize=8)
+
+
+def _plot_grad_norms(axis, history, clip_norm):
+    """Pre-clip gradient norm per update, the clip threshold and the clipped updates."""
+    norms = history.column("grad_norm")
+    axis.plot(norms, linewidth=0.6, color="tab:blue", label="pre-clip norm")
+    if clip_norm is not None:
+        axis.axhline(clip_norm, color="tab:red", linewidth=1.0, label=f"clip_norm {clip_norm:g}")
+        clipped = np.flatnonzero(norms > clip_norm)
+        axis.plot(clipped, norms[clipped], ".", color="tab:red", markersize=2,
+                  label=f"clipped ({len(clipped)} of {len(norms)})")
+    axis.set(title="gradient norm per update (before clipping)", xlabel="update", yscale="log")
+    axis.legend(fontsize=8)
 
 
 def plot_forecast(actual, forecast, names, path, context=500):
@@ -59,5 +107,12 @@ def plot_forecast(actual, forecast, names, path, context=500):
         axis.set(title=name, xlabel="steps from the end of the data")
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
     plt.close(figure)
+
+
+def _save(figure, path):
+    """figure to `path` through engine.files.atomic_write, in the format of its extension (PNG without one)."""
+    extension = os.path.splitext(os.fspath(path))[1][1:].lower()
+    with atomic_write(path) as file:
+        figure.savefig(file, format=extension or "png", dpi=110)

@@ -2,6 +2,8 @@
 import sys
 import time
 
+from engine.grad_flow import describe as describe_grad_flow
+
 
 class Progress:
     """Redraws one status line on `stream` at most `rate` times a second (a terminal),
@@ -36,6 +38,8 @@ class Progress:
         if "val_loss" in record:
             line += f"  val_loss {record['val_loss']:.5g}"
         line += f"  {record['seconds']:.2f}s"
+        if "grad_flow" in record:
+            line += f"  {describe_grad_flow(record['grad_flow'])}"
         self.stream.write(("\r\x1b[K" if self.interactive else "") + line + "\n")
         self.stream.flush()
         self.started = time.perf_counter()

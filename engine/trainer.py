@@ -6,18 +6,28 @@ import numpy as np
 
 from engine.bptt import LOSSES
 from engine.clip import clip_grad_norm, clip_grad_value
+from engine.footprint import chunk_bytes, require, trainer_bytes
+from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
 from engine.shards import ShardedChunk, default_shards
-from engine.validation import as_inputs, as_targets, check_choice, check_float, check_int
+from engine.validation import as_inputs, as_resets, as_targets, check_choice, check_float, check_int
 
 ON_DIVERGENCE = ("raise", "skip")
+HISTORY_UPDATES = 1000  # update records a Trainer keeps by default (the latest)
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss or gradient turned non-finite; the model keeps its last good parameters."""
+    """A loss or gradient turned non-finite; the model keeps its last good parameters.
+
+    reason: what happened, without advice (the CLI gives its own, in option names)."""
+
+    def __init__(self, reason):
+        super().__init__(f"{reason} Lower the learning rate, clip gradients (clip_norm), "
+                         "or pass on_divergence='skip'.")
+        self.reason = reason
 
 
 class Trainer:
@@ -36,17 +46,24 @@ class Trainer:
     on_divergence: "raise" stops with TrainingDiverged, "skip" drops the update and
     counts it (streams whose state overflowed restart from zeros at the next chunk).
     diagnostics: record the norm of dL/dh_t for every step of each update's window and
-    every layer (History.updates[i]["dh_norms"]).
+    every layer (History.updates[i]["dh_norms"]), and give each epoch record a
+    "grad_flow" summary: reach, decay, clipped_fraction, max_grad_norm, verdict, per-layer
+    detail (engine/grad_flow.py defines them; `self.grad_flow` accumulates them). The
+    parameters are bit-identical with and without diagnostics.
     shards: split the B streams into this many shards trained in parallel threads
     (default: one per core); results are bit-reproducible for a given count.
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
     memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
+    history_updates: keep the records of the last N updates in history.updates (default
+    HISTORY_UPDATES = 1000, so a streaming loop's memory stays bounded; None keeps all, 0
+    none). The counters step and skipped and the epoch records are exact regardless, and
+    checkpoints store the records kept.
     """
 
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
-                 diagnostics=False, shards=None, memory=None):
+                 diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES):
         self.model = model
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
@@ -61,8 +78,14 @@ class Trainer:
         self.diagnostics = bool(diagnostics)
         self.shards = None if shards is None else check_int("shards", shards)
         self.memory = memory if memory in (None, "sqrt") else check_int("memory", memory)
+        self.grad_flow = (GradFlow(model, self.loss, self.k1, self.k2, self.clip_norm, self.shards, self.memory)
+                          if self.diagnostics else None)
+        self.history_updates = (None if history_updates is None
+                                else check_int("history_updates", history_updates, minimum=0))
         self.optimizer = make_optimizer(optimizer, lr)
         self.schedule = make_schedule(schedule)
+        require(trainer_bytes(model.params.nbytes, len(self.optimizer.buffer_names())),
+                "the trainer's gradient and optimizer state")  # before allocating them
         self.optimizer_state = self.optimizer.init(model.params)
         self.grad = np.zeros_like(model.params)  # (P,) flat gradient, model.params' layout
         self._last_good = model.params.copy()  # params and optimizer state before a step
@@ -94,26 +117,33 @@ class Trainer:
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, memory=self.memory, optimizer=self.optimizer.config,
-                    schedule=self.schedule.config)
+                    schedule=self.schedule.config, history_updates=self.history_updates)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
         self.state = None if batch is None else self.model.init_state(batch)
         self._history_x = None       # (n, B, I) inputs before the next chunk (k2 > k1)
         self._history_state = None   # state at the start of _history_x
+        self._history_resets = None  # (n, B) resets of _history_x, or None
 
     # ---------------------------------------------------------------- public training
 
     def fit(self, x, y, epochs=1, validation=None, patience=None, on_update=None,
-            on_epoch=None):
+            on_epoch=None, resets=None):
         """Train for `epochs` more epochs over x (T, B, I), y (T, B, O) or (T, B).
 
-        Each epoch starts from a zero state. validation: optional (x_val, y_val), whose
+        Each epoch starts from a zero state. resets: optional (T, B) booleans, True where
+        stream b starts a new series at step t: its state is zeroed there and no gradient
+        crosses it (many series packed end to end in B streams, DESIGN.md 11). validation: optional (x_val, y_val), whose
         loss is computed after each epoch from a zero state. patience: stop when the
         validation loss (training loss without validation) has not improved for this
         many epochs, and restore the best parameters. on_update(record) / on_epoch(record)
         are called after each update / epoch. Returns the History."""
         x, y = self._check_data(x, y)
+        if not _counts_targets(self.loss, y):  # else every epoch would end with loss nan, 0 updates
+            raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
+        self._check_chunk_memory(x.shape[0], x.shape[1])
+        resets = as_resets(resets, *x.shape[:2])
         epochs = check_int("epochs", epochs)
         patience = None if patience is None else check_int("patience", patience)
         if validation is not None:
@@ -123,11 +153,16 @@ class Trainer:
         for _ in range(epochs):
             started = time.perf_counter()
             self.reset_state(x.shape[1])
-            losses = self._train_sequence(x, y, on_update)
+            if self.grad_flow is not None:
+                self.grad_flow.restart()
+            losses = self._train_sequence(x, y, on_update, resets=resets)
             record = {"epoch": self.epoch + 1, "loss": _weighted_mean(losses),
                       "updates": len(losses), "seconds": time.perf_counter() - started}
             if validation is not None:
                 record["val_loss"] = self.evaluate(*validation)
+            if self.grad_flow is not None:
+                record["grad_flow"] = self.grad_flow.summary(self.history.epochs[-1].get("grad_flow")
+                                                             if self.history.epochs else None)
             self.epoch += 1
             self.history.epochs.append(record)
             stop = patience is not None and self._early_stopping(record, patience)
@@ -139,37 +174,49 @@ class Trainer:
             self.model.params[...] = self.best["params"]
         return self.history
 
-    def partial_fit(self, x, y, reset=None):
+    def partial_fit(self, x, y, reset=None, resets=None):
         """Streaming update: train on the next piece x (T, B, I), y of B streams, carrying
         the state (and, for k2 > k1, the last k2 - k1 inputs) from the previous call.
 
-        reset: optional (B,) booleans, streams that start a new series with this piece;
-        their state is zeroed. When any stream resets, the carried inputs are dropped
-        for all streams, so this piece's first update backpropagates within it only.
-        Returns {"loss", "updates", "steps"} for this piece."""
+        resets: optional (T, B) booleans, True where stream b starts a new series at step
+        t of this piece (see fit). reset: optional (B,) booleans, the shorthand for
+        resets[0]: streams that start a new series with this piece. The carried inputs
+        stay: a window reaching back into them stops, for a reset stream, at the reset.
+        A piece of another number of streams than the carried state is an error: call
+        reset_state() first to start afresh. Returns {"loss", "updates", "steps"}."""
         x, y = self._check_data(x, y)
-        B = x.shape[1]
-        if self.state is None or _batch_of(self.state) != B:
-            self.reset_state(B)
+        T, B = x.shape[:2]
+        resets = as_resets(resets, T, B)
         if reset is not None:
-            self._reset_streams(np.asarray(reset), B)
-        losses = self._train_sequence(x, y, None, streaming=True)
+            if resets is not None:
+                raise ValueError("pass reset (the shorthand for resets[0]) or resets, not both")
+            resets = np.zeros((T, B), dtype=bool)
+            resets[0] = _as_reset(reset, B)
+        if self.state is None:
+            self.reset_state(B)
+        elif _batch_of(self.state) != B:
+            raise ValueError(f"partial_fit: x has {B} streams but the carried state has "
+                             f"{_batch_of(self.state)}; call reset_state() first to drop it and start afresh")
+        self._check_chunk_memory(T + (0 if self._history_x is None else len(self._history_x)), B)
+        losses = self._train_sequence(x, y, None, streaming=True, resets=resets)
         return {"loss": _weighted_mean(losses), "updates": len(losses), "steps": x.shape[0]}
 
-    def evaluate(self, x, y, state=None):
-        """Mean loss of the model on x (T, B, I), y from `state` (zeros if None)."""
+    def evaluate(self, x, y, state=None, resets=None):
+        """Mean loss of the model on x (T, B, I), y from `state` (zeros if None), with
+        optional (T, B) resets (see fit)."""
         x, y = self._check_data(x, y, name="evaluate")
-        y_hat, _ = self.model.forward(x, state)
+        y_hat, _ = self.model.forward(x, state, resets)
         return mean_loss(self.loss, y_hat, y)
 
     # ---------------------------------------------------------------- the TBPTT loop
 
-    def _train_sequence(self, x, y, on_update, streaming=False):
+    def _train_sequence(self, x, y, on_update, streaming=False, resets=None):
         """Updates over x (T, B, I) continuing the carried state; returns [(loss, count)].
 
         Window of an update: [start, end) where [chunk_start, end) holds its k1 new
         steps and start = max(0, chunk_start - (k2 - k1)) reaches back into the inputs
-        before them (the carried history, prepended here, when streaming)."""
+        before them (the carried history, prepended here, when streaming). resets
+        (T, B) or None: sliced with the window, the kernels cut it at each reset."""
         overhang = 0 if self.k1 is None else self.k2 - self.k1
         first = 0
         window_state = self.state
@@ -177,6 +224,7 @@ class Trainer:
             first = len(self._history_x)
             x = np.concatenate([self._history_x, x])
             y = np.concatenate([_no_targets(y, first), y])
+            resets = _join_resets(self._history_resets, resets, first, len(x) - first, x.shape[1])
             window_state = self._history_state
         T = x.shape[0]
         stride = T if self.k1 is None else self.k1
@@ -185,8 +233,11 @@ class Trainer:
         while chunk_start < T:
             end = min(chunk_start + stride, T)
             chunk = self._chunk(end - start, x.shape[1])
-            value, count = chunk.forward_backward(x[start:end], y[start:end], self.loss,
-                                                  window_state, chunk_start - start)
+            value, count = self._forward_backward(chunk, x, y, (start, end), window_state,
+                                                  chunk_start - start, resets)
+            if self.grad_flow is not None and count:
+                self.grad_flow.measure(x[start:end], y[start:end], window_state, chunk_start - start,
+                                       None if resets is None else resets[start:end])
             next_start = max(start, end - overhang)
             window_state = chunk.state_after(next_start - start)
             self.state = chunk.state_after(end - start)
@@ -205,7 +256,17 @@ class Trainer:
             start, chunk_start = next_start, end
         self._history_x = x[start:].copy() if overhang else None
         self._history_state = window_state if overhang else None
+        self._history_resets = resets[start:].copy() if overhang and resets is not None else None
         return losses
+
+    def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):
+        """Gradient of window [start, end) of x, y into self.grad through `chunk`; returns
+        (loss, count). The one place the loop hands data to a chunk: the distributed
+        trainer (engine/distributed) sends its workers the window's indices instead."""
+        start, end = window
+        window_resets = {} if resets is None else {"resets": resets[start:end]}
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
+                                      **window_resets)
 
     def _update(self, loss, chunk):
         """Check, clip, step; returns the update's history record (None if skipped).
@@ -238,16 +299,16 @@ class Trainer:
                   "clipped": bool(clipped), "lr": float(lr)}
         if self.diagnostics:
             record["dh_norms"] = chunk.dh_norms()
-        self.history.updates.append(record)
+            if self.grad_flow is not None:
+                self.grad_flow.observe(record)
+        self.history.append_update(record, self.history_updates)
         return record
 
     def _diverged(self, loss, norm, what=None):
         what = what or ("the loss" if not np.isfinite(loss) else "the gradient norm")
         if self.on_divergence == "raise":
-            raise TrainingDiverged(
-                f"training diverged at update {self.step + 1}: {what} is not finite "
-                f"(loss {loss}, gradient norm {norm}); the last good parameters are kept. "
-                "Lower the learning rate, clip gradients (clip_norm), or pass on_divergence='skip'.")
+            raise TrainingDiverged(f"training diverged at update {self.step + 1}: {what} is not finite "
+                                   f"(loss {loss}, gradient norm {norm}); the last good parameters are kept.")
         self.skipped += 1
         return None
 
@@ -261,14 +322,17 @@ class Trainer:
             return False
         return record["epoch"] - self.best["epoch"] >= patience
 
-    def _reset_streams(self, reset, B):
-        if reset.shape != (B,) or reset.dtype.kind not in "bi":
-            raise ValueError(f"reset must be {B} booleans, one per stream; got {reset.dtype} array of shape {reset.shape}")
-        reset = reset.astype(bool)
-        if reset.any():
-            for part in (self.state if self.model.cell == "lstm" else (self.state,)):
-                part[:, reset] = 0
-            self._history_x = self._history_state = None
+    def _check_chunk_memory(self, steps, B):
+        """Before the buffers for the longest window over `steps` steps of B streams are made."""
+        window = steps if self.k1 is None else min(self.k2, steps)
+        if (window, B) in self._chunks:
+            return
+        model = self.model
+        shards = min(self.shards or default_shards(B), B)
+        require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
+                            model.num_layers, window, B, shards, model.dtype.itemsize, model.params.nbytes,
+                            self.memory),
+                f"training on windows of {window} steps x {B} streams")
 
     def _chunk(self, T, B):
         """Buffers for a window of T steps of B streams, made once per shape."""
@@ -300,6 +364,29 @@ def _no_targets(y, steps):
     """Targets for `steps` history steps that must not count: NaN, or -1 for classes."""
     filler = np.full((steps,) + y.shape[1:], -1 if y.dtype.kind == "i" else np.nan, dtype=y.dtype)
     return filler
+
+
+def _counts_targets(loss, y):
+    """Whether y holds any target the loss counts: a finite value (mse) or a class >= 0."""
+    return bool(np.isfinite(y).any() if loss == "mse" else (y >= 0).any())
+
+
+def _as_reset(reset, B):
+    """partial_fit's (B,) reset mask as booleans."""
+    reset = np.asarray(reset)
+    if reset.shape != (B,) or reset.dtype.kind not in "bi" or np.any((reset != 0) & (reset != 1)):
+        raise ValueError(f"reset must be {B} booleans, one per stream; got {reset.dtype} array of shape {reset.shape}")
+    return reset.astype(bool)
+
+
+def _join_resets(history, resets, steps, T, B):
+    """(steps + T, B): the resets of the `steps` carried history steps, then the piece's
+    T steps; either may be None (no reset), and None when both are."""
+    if history is None and resets is None:
+        return None
+    history = np.zeros((steps, B), bool) if history is None else history
+    resets = np.zeros((T, B), bool) if resets is None else resets
+    return np.concatenate([history, resets])
 
 
 def _batch_of(state):

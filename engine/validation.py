@@ -116,3 +116,22 @@ def as_state(state, model, batch):
             raise ValueError(f"state {part} must be finite in {model.dtype}")
         checked.append(array)
     return tuple(checked) if model.cell == "lstm" else checked[0]
+
+
+def as_resets(resets, T, B, name="resets"):
+    """resets as a C-contiguous (T, B) boolean array (None stays None): True where stream b
+    starts a new series at step t (DESIGN.md 11). Booleans, or integers 0 and 1."""
+    if resets is None:
+        return None
+    try:
+        array = np.asarray(resets)
+    except Exception as error:  # ragged lists and the like
+        raise TypeError(f"{name} must be a (T, B) array of booleans; got {type(resets).__name__} ({error})") from None
+    if array.dtype.kind not in "biu":
+        raise TypeError(f"{name} must hold booleans (or integers 0 and 1); got dtype {array.dtype}")
+    if array.shape != (T, B):
+        raise ValueError(f"{name} must have shape {(T, B)} (T, B), one flag per step and stream of x; "
+                         f"got {array.shape}")
+    if array.dtype.kind != "b" and np.any((array != 0) & (array != 1)):
+        raise ValueError(f"{name} must hold only 0 and 1 (or booleans); got {array[(array != 0) & (array != 1)][0]}")
+    return np.ascontiguousarray(array, dtype=np.bool_)

@@ -50,7 +50,8 @@ class LayerBuffers:
 class Workspace:
     """All buffers for one chunk shape: one LayerBuffers per layer, plus the head's.
 
-    y_hat: (T, B, O) head output. dy: (T, B, O) dL/dy_hat."""
+    y_hat: (T, B, O) head output. dy: (T, B, O) dL/dy_hat. resets: (T, B) booleans of the
+    chunk last run forward, True where a stream starts a new series (DESIGN.md 11)."""
 
     def __init__(self, model, T, B):
         self.shape = (T, B)
@@ -58,19 +59,20 @@ class Workspace:
                        for _ in range(model.num_layers)]
         self.y_hat = np.zeros((T, B, model.output_size), dtype=model.dtype)
         self.dy = np.zeros_like(self.y_hat)
+        self.resets = np.zeros((T, B), dtype=np.bool_)
 
     def first(self, steps):
         """A workspace for chunks of `steps` <= T steps, as views of this one's memory."""
         part = copy.copy(self)
         part.shape = (steps, self.shape[1])
         part.layers = [layer.first(steps) for layer in self.layers]
-        part.y_hat, part.dy = self.y_hat[:steps], self.dy[:steps]
+        part.y_hat, part.dy, part.resets = self.y_hat[:steps], self.dy[:steps], self.resets[:steps]
         return part
 
     @property
     def nbytes(self):
         """Bytes held by every buffer of this workspace."""
-        arrays = [a for layer in self.layers for a in layer.arrays()] + [self.y_hat, self.dy]
+        arrays = [a for layer in self.layers for a in layer.arrays()] + [self.y_hat, self.dy, self.resets]
         return sum(a.nbytes for a in arrays)
 
     @property

@@ -2,7 +2,7 @@
 import numba
 import numpy as np
 
-from kernels.config import JIT_OPTIONS, jit
+from kernels.config import JIT_OPTIONS, inline_jit, jit
 
 
 @jit
@@ -19,6 +19,24 @@ def gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dgates, h,
     np.dot(dgates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (GH, T*B) x (T*B, H)
     column_sums(dbias_ih, dgates_2d)
     dbias_hh[:] = dbias_ih
+
+
+@inline_jit
+def zero_reset_rows(rows, resets_t):
+    """Zero row b of rows (B, N) where resets_t[b] (B,) is True: streams that start a new
+    series at this step. Per step it reads B booleans; it writes only the reset rows."""
+    for b in range(rows.shape[0]):
+        if resets_t[b]:
+            rows[b] = 0
+
+
+@jit
+def zero_reset_states(h, resets):
+    """Zero h[t, b] (T, B, H) where resets[t, b] (T, B): after it, row t holds the state
+    entering step t (no longer the output of step t-1), which the whole-chunk dW_hh GEMM
+    reads as h_prev."""
+    for t in range(resets.shape[0]):
+        zero_reset_rows(h[t], resets[t])
 
 
 @jit

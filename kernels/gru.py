@@ -10,16 +10,18 @@ Per-row helpers take 1-D rows so the inner loops vectorise (see kernels/lstm.py)
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
-from kernels.common import column_sums, squared_norm
+from kernels.common import column_sums, squared_norm, zero_reset_rows
 from kernels.config import inline_jit, jit
 
 
 @jit
-def gru_forward(h, gates, hidden_n, recurrent, x, weight_ih, weight_hh_t, bias_ih, bias_hh):
+def gru_forward(h, gates, hidden_n, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh):
     """h: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
     gates: (T, B, 3H) out, the activated gates r, z, n. hidden_n: (T, B, H) out,
     W_hn h_{t-1} + b_hn per step (the backward pass needs it). recurrent: (B, 3H)
-    scratch. x: (T, B, I). weight_ih: (3H, I).
+    scratch. x: (T, B, I). resets: (T, B) booleans, True where a new series starts: the
+    state entering that step is zero (h[t] keeps the output of step t - 1).
+    weight_ih: (3H, I).
     weight_hh_t: (H, 3H), a C-contiguous transpose of weight_hh (twice as fast as a transposed
     view at H <= 64, measured here). biases: (3H,)."""
     T, B, I = x.shape
@@ -27,9 +29,22 @@ def gru_forward(h, gates, hidden_n, recurrent, x, weight_ih, weight_hh_t, bias_i
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 3 * H))
     for t in range(T):
         np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 3H)
+        zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
             _cell_forward(h[t + 1, b], gates[t, b], hidden_n[t, b], h[t, b], recurrent[b],
                           bias_ih, bias_hh, H)
+            if resets[t, b]:  # redo h_t with h_prev = 0 (the common loop stays as it was)
+                _restart_forward(h[t + 1, b], gates[t, b], H)
+
+
+@inline_jit
+def _restart_forward(h_next, gates, H):
+    """The step of a stream whose state is zero: h_t = (1 - z) * n. gates: (3H,) the
+    activated gates (with h_prev = 0 in their recurrent part)."""
+    one = h_next.dtype.type(1)
+    gz, gn = gates[H:2 * H], gates[2 * H:]
+    for j in range(H):
+        h_next[j] = (one - gz[j]) * gn[j]
 
 
 @inline_jit
@@ -55,7 +70,7 @@ def _cell_forward(h_next, gates, hidden_n, h_prev, recurrent, bias_ih, bias_hh, 
 
 @jit
 def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, dh, direct,
-                 above_grad, above_weight, h, gates, hidden_n, x, weight_hh):
+                 above_grad, above_weight, h, gates, hidden_n, x, resets, weight_hh):
     """Backward over the chunk that gru_forward filled; overwrites every gradient output.
 
     dweight_*, dbias_*: out, shaped like the parameters. dh_state: (B, H) in: dL/d(final
@@ -64,16 +79,22 @@ def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_s
     lstm_backward). h, gates, hidden_n: forward caches, overwritten: in the time loop
     gates takes the hidden-side pre-activation gradients (r, z, r * dn) and hidden_n the
     input-side dn; after it gates holds the input-side gradients (r, z, dn), which the
-    layer below reads as its above_grad. No (T, B, 3H) scratch is needed."""
+    layer below reads as its above_grad. No (T, B, 3H) scratch is needed. resets: as
+    in gru_forward; no gradient crosses a reset, and afterwards row t of h holds the
+    zero state entering a reset step (see lstm_backward)."""
     T, B, I = x.shape
     H = h.shape[2]
     for t in range(T - 1, -1, -1):
         np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
+        # h[t] as the output of step t - 1 is no longer read (the step t - 1 cell reads
+        # h[t - 1]): from here on it is h_prev, zero for reset streams.
+        zero_reset_rows(h[t], resets[t])
         for b in range(B):
             _cell_backward(gates[t, b], hidden_n[t, b], direct[b], dh[b], dh_state[b], h[t, b], H)
         dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
         dh_state += direct  # plus the path h' = ... + z * h
+        zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
     gates_2d = gates.reshape(T * B, 3 * H)
     np.dot(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
     column_sums(dbias_hh, gates_2d)

@@ -10,15 +10,17 @@ inner loop lets LLVM prove the gate blocks apart and vectorise the loop.
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
-from kernels.common import gate_weight_gradients, squared_norm
+from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
 
 
 @jit
-def lstm_forward(h, c, gates, recurrent, x, weight_ih, weight_hh_t, bias_ih, bias_hh):
+def lstm_forward(h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh):
     """h, c: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
     gates: (T, B, 4H) out, the activated gates i, f, g, o (kept for the backward pass).
-    recurrent: (B, 4H) scratch. x: (T, B, I). weight_ih: (4H, I).
+    recurrent: (B, 4H) scratch. x: (T, B, I). resets: (T, B) booleans, True where a new
+    series starts: the state entering that step is zero (h[t] keeps the output of step
+    t - 1, which the head and the layer above read). weight_ih: (4H, I).
     weight_hh_t: (H, 4H), a C-contiguous transpose of weight_hh (twice as fast as a transposed
     view at H <= 64, measured here).
     bias_ih, bias_hh: (4H,)."""
@@ -28,9 +30,23 @@ def lstm_forward(h, c, gates, recurrent, x, weight_ih, weight_hh_t, bias_ih, bia
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 4 * H))
     for t in range(T):
         np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 4H)
+        zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
             _cell_forward(h[t + 1, b], c[t + 1, b], gates[t, b], c[t, b], recurrent[b],
                           bias_ih, bias_hh, H)
+            if resets[t, b]:  # redo c_t, h_t with c_prev = 0 (the common loop stays as it was)
+                _restart_forward(h[t + 1, b], c[t + 1, b], gates[t, b], H)
+
+
+@inline_jit
+def _restart_forward(h_next, c_next, gates, H):
+    """The step of a stream whose state is zero: c_t = i * g, h_t = o * tanh(c_t).
+    gates: (4H,) the activated gates (with h_prev = 0 in their recurrent part)."""
+    gi, gg, go = gates[:H], gates[2 * H:3 * H], gates[3 * H:]
+    for j in range(H):
+        c_t = gi[j] * gg[j]
+        c_next[j] = c_t
+        h_next[j] = go[j] * tanh(c_t)
 
 
 @inline_jit
@@ -57,7 +73,7 @@ def _cell_forward(h_next, c_next, gates, c_prev, recurrent, bias_ih, bias_hh, H)
 
 @jit
 def lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state, dh_norm_sq,
-                  dh, above_grad, above_weight, h, c, gates, x, weight_hh):
+                  dh, above_grad, above_weight, h, c, gates, x, resets, weight_hh):
     """Backward over the chunk that lstm_forward filled; overwrites every gradient output.
 
     dweight_*, dbias_*: out, shaped like the parameters. dh_state, dc_state: (B, H) in:
@@ -67,15 +83,23 @@ def lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state
     above_weight: (K, H) its weight: dL/dh_t from above is above_grad[t] above_weight,
     formed per step so no (T, B, H) buffer is needed. h, c, gates: the forward caches;
     gates is overwritten with the gradients of the gate pre-activations (what the layer
-    below reads as its above_grad)."""
+    below reads as its above_grad). resets: as in lstm_forward; no gradient
+    crosses a reset, and afterwards rows t of h and c hold the zero state entering a
+    reset step (the head and the layer above, which read them as outputs, are done)."""
     T, B, I = x.shape
     H = h.shape[2]
     for t in range(T - 1, -1, -1):
         np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
         for b in range(B):
             _cell_backward(gates[t, b], dh[b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
+            if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
+                gates[t, b, H:2 * H] = 0
         dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
+        zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
+        zero_reset_rows(dc_state, resets[t])
+    zero_reset_states(h, resets)  # h[:T] is now h_prev of every step, for the dW_hh GEMM
+    zero_reset_states(c, resets)
     gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, gates, h, x)
 
 

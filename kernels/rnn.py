@@ -2,15 +2,17 @@
 import numpy as np
 
 from kernels.activations import tanh
-from kernels.common import gate_weight_gradients, squared_norm
+from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
 
 
 @jit
-def rnn_forward(h, gates, recurrent, x, weight_ih, weight_hh_t, bias_ih, bias_hh, relu):
+def rnn_forward(h, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh, relu):
     """h: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
     gates: (T, B, H) scratch for the hoisted input projection (reused by backward).
-    recurrent: (B, H) scratch. x: (T, B, I). weight_ih: (H, I).
+    recurrent: (B, H) scratch. x: (T, B, I). resets: (T, B) booleans, True where a new
+    series starts: the state entering that step is zero (h[t] keeps the output of step
+    t - 1). weight_ih: (H, I).
     weight_hh_t: (H, H), a C-contiguous transpose of weight_hh (twice as fast as a transposed
     view at H <= 64, measured here).
     biases: (H,). relu: True for ReLU, False for tanh."""
@@ -19,6 +21,7 @@ def rnn_forward(h, gates, recurrent, x, weight_ih, weight_hh_t, bias_ih, bias_hh
     np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, H))
     for t in range(T):
         np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, H)
+        zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
             _cell_forward(h[t + 1, b], gates[t, b], recurrent[b], bias_ih, bias_hh, relu)
 
@@ -37,13 +40,15 @@ def _cell_forward(h_next, gates, recurrent, bias_ih, bias_hh, relu):
 
 @jit
 def rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, dh,
-                 above_grad, above_weight, h, gates, x, weight_hh, relu):
+                 above_grad, above_weight, h, gates, x, resets, weight_hh, relu):
     """Backward over the chunk that rnn_forward filled; overwrites every gradient output.
 
     dweight_*, dbias_*: out. dh_state: (B, H) in: dL/d(final h); out: dL/dh_0.
     dh_norm_sq: (T,) out. dh: (B, H) scratch. above_grad (T, B, K), above_weight (K, H):
     dL/dh_t from above is above_grad[t] above_weight (see lstm_backward). h: forward
-    cache. gates: overwritten with the pre-activation gradients."""
+    cache. gates: overwritten with the pre-activation gradients. resets: (T, B) as in
+    rnn_forward; no gradient crosses a reset, and afterwards row t of h holds the zero
+    state entering a reset step (see lstm_backward)."""
     T, B, I = x.shape
     for t in range(T - 1, -1, -1):
         np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H)
@@ -51,6 +56,8 @@ def rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_s
             _cell_backward(gates[t, b], dh[b], dh_state[b], h[t + 1, b], relu)
         dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, H) x (H, H)
+        zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
+    zero_reset_states(h, resets)  # h[:T] is now h_prev of every step, for the dW_hh GEMM
     gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, gates, h, x)
 
 

@@ -7,7 +7,9 @@ float64 whatever the inputs' dtype.
 
 params: a dict keyed like Model.state_dict(): weight_ih_l{k} (G*H, I_k),
 weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k} (G*H,), head.weight (O, H),
-head.bias (O,). State: h (L, B, H); for "lstm" the pair (h, c).
+head.bias (O,). State: h (L, B, H); for "lstm" the pair (h, c). resets: optional (T, B)
+booleans, True where stream b starts a new series at step t: the state entering step t
+is replaced by zeros (a constant, so no gradient flows back past it).
 """
 import numpy as np
 
@@ -120,7 +122,7 @@ def _initial_state(cell, params, state, B):
     return [np.array(state[k], dtype=np.float64) for k in range(L)], [None] * L
 
 
-def run(params, x, cell, state=None, nonlinearity="tanh"):
+def run(params, x, cell, state=None, nonlinearity="tanh", resets=None):
     """Forward over x (T, B, I). Returns y_hat (T, B, O), the final state, the
     per-step caches caches[t][k] and the top layer's outputs h_top (T, B, H)."""
     x = np.asarray(x, dtype=np.float64)
@@ -136,6 +138,10 @@ def run(params, x, cell, state=None, nonlinearity="tanh"):
         step_caches = []
         for k in range(L):
             W_ih, W_hh, b_ih, b_hh = layer_params(params, k)
+            if resets is not None:  # a new series: the state entering step t is zero
+                h[k] = np.where(resets[t][:, None], 0.0, h[k])
+                if cell == "lstm":
+                    c[k] = np.where(resets[t][:, None], 0.0, c[k])
             if cell == "lstm":
                 h[k], c[k], cache = lstm_step(layer_input, h[k], c[k], W_ih, W_hh, b_ih, b_hh)
             elif cell == "gru":
@@ -151,9 +157,9 @@ def run(params, x, cell, state=None, nonlinearity="tanh"):
     return np.stack(y_hat), final, caches, np.stack(h_top)
 
 
-def forward(params, x, cell, state=None, nonlinearity="tanh"):
+def forward(params, x, cell, state=None, nonlinearity="tanh", resets=None):
     """y_hat (T, B, O) and the final state."""
-    y_hat, final, _, _ = run(params, x, cell, state, nonlinearity)
+    y_hat, final, _, _ = run(params, x, cell, state, nonlinearity, resets)
     return y_hat, final
 
 
@@ -194,11 +200,11 @@ def loss_value_and_dy(loss, y_hat, y):
     return total / count, dy / count
 
 
-def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh"):
+def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh", resets=None):
     """Loss and gradients of full BPTT over x (T, B, I); grads keyed like params plus
     "h_0" (and "c_0" for lstm), the gradients with respect to the initial state."""
     relu = nonlinearity == "relu"
-    y_hat, _, caches, h_top = run(params, x, cell, state, nonlinearity)
+    y_hat, _, caches, h_top = run(params, x, cell, state, nonlinearity, resets)
     value, dy = loss_value_and_dy(loss, y_hat, y)
     T, B, _ = y_hat.shape
     L = num_layers(params)
@@ -225,6 +231,10 @@ def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh
             else:
                 step = rnn_step_backward(dh, cache, W_ih, W_hh, relu)
             dh_next[k] = step["dh"]
+            if resets is not None:  # h_{t-1}, c_{t-1} of a reset stream were replaced by zeros
+                dh_next[k] = np.where(resets[t][:, None], 0.0, dh_next[k])
+                if cell == "lstm":
+                    dc_next[k] = np.where(resets[t][:, None], 0.0, dc_next[k])
             dh_from_above = step["dx"]
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 grads[f"{kind}_l{k}"] += step[kind]

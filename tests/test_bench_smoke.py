@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from bench import format_table, run_bench
@@ -40,3 +41,16 @@ def test_configs():
     assert get_config("deep").min_activation_bytes() == 100 * 6 * 128 * 32 * 2 * 4
     with pytest.raises(ValueError, match="unknown benchmark configuration"):
         get_config("huge")
+
+
+def test_resets_record():
+    from bench.resets import RESET_PERIOD, reset_masks
+    from bench.runner import resets_record
+
+    masks = reset_masks(100, 32)
+    assert len(masks) == RESET_PERIOD
+    stream = np.concatenate(masks)[:, 5]  # 37 chunks of one stream, end to end
+    assert np.all(np.diff(np.flatnonzero(stream)) == RESET_PERIOD)
+    record = resets_record(rounds=1, round_s=0.01)
+    assert record["kind"] == "resets" and record["seconds_per_step_resets"] > 0
+    assert "a reset every 37 steps per stream" in format_table([record])

@@ -280,12 +280,17 @@ def test_missing_file_and_directory(tmp_path):
     assert_checkpoint_error(tmp_path, "is a directory")
 
 
-@pytest.mark.parametrize("content", [b"", b"epoch,loss\n1,0.5\n", b"PK\x03\x04garbage"],
-                         ids=["empty", "csv", "fake-zip"])
-def test_not_a_zip_file(tmp_path, content):
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "not a readable checkpoint (truncated or corrupted?): the file is empty"),
+    (b"epoch,loss\n1,0.5\n", "not a bptt checkpoint (the file is not an .npz archive)"),
+    (bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)), "not a bptt checkpoint"),
+    (b"PK\x03\x04garbage", "not a readable checkpoint (truncated or corrupted?)")],
+    ids=["empty", "csv", "random-bytes", "fake-zip"])
+def test_not_a_zip_file(tmp_path, content, fragment):
     path = tmp_path / "bad.npz"
     path.write_bytes(content)
-    assert_checkpoint_error(path, "not a readable checkpoint")
+    message = assert_checkpoint_error(path, fragment)
+    assert "allow_pickle" not in message and "unsafe" not in message  # never advise loading it unsafely
 
 
 def test_foreign_npz_and_npy(tmp_path):
@@ -354,7 +359,8 @@ def test_pickled_object_arrays_are_refused_not_run(checkpoint_path, tmp_path):
         arrays = {name: archive[name] for name in archive.files}
     change(arrays, None)
     np.savez(checkpoint_path, **arrays)  # np.savez pickles the object array
-    assert_checkpoint_error(checkpoint_path, "allow_pickle=False")
+    message = assert_checkpoint_error(checkpoint_path, "not a bptt checkpoint", "pickled Python objects")
+    assert "allow_pickle" not in message
     assert not marker.exists()
 
 
@@ -418,3 +424,17 @@ def test_saved_file_gets_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_save_refuses_a_link_or_a_read_only_file(tmp_path):
+    from engine.files import OutputError
+
+    model = engine.Model(hidden_size=3)
+    (tmp_path / "real.npz").write_bytes(b"keep")
+    (tmp_path / "link.npz").symlink_to("real.npz")
+    with pytest.raises(OutputError, match="symbolic link"):
+        engine.save(tmp_path / "link.npz", model)
+    (tmp_path / "real.npz").chmod(0o444)
+    with pytest.raises(OutputError, match="read-only"):
+        engine.save(tmp_path / "real.npz", model)
+    assert (tmp_path / "link.npz").is_symlink() and (tmp_path / "real.npz").read_bytes() == b"keep"

@@ -400,8 +400,12 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     full = run("train", *settings, "--epochs", "3", "-o", straight)
     assert_ok(full)
     assert_ok(run("train", *settings, "--epochs", "1", "-o", resumed))
-    # --resume keeps the checkpoint's own settings: a different --hidden is not applied
-    second = run("train", *settings, "--epochs", "3", "--hidden", "32", "-o", resumed, "--resume")
+    # --resume keeps the checkpoint's own settings: a different --hidden is refused, the same one is fine
+    before = resumed.read_bytes()
+    assert_bad_input(run("train", *settings, "--epochs", "3", "--hidden", "32", "-o", resumed, "--resume"),
+                     "--resume: --hidden 32 conflicts with the checkpoint's hidden size 8")
+    assert resumed.read_bytes() == before
+    second = run("train", *settings, "--epochs", "3", "-o", resumed, "--resume")
     assert_ok(second)
     assert [record["epoch"] for record in json_lines(second.stdout)] == [2, 3]
     for key in ("loss", "val_loss", "updates"):
@@ -617,9 +621,9 @@ def test_train_output_path_problems_are_found_before_training(tmp_path):
 
 CHECKPOINT_ERRORS = {
     "missing": ("absent.npz", ["absent.npz: no such checkpoint file"]),
-    "unreadable": ("junk.npz", ["junk.npz: not a readable checkpoint"]),
+    "unreadable": ("junk.npz", ["junk.npz: not a bptt checkpoint (the file is not an .npz archive)"]),
     "foreign": ("foreign.npz", ["foreign.npz: not a bptt-checkpoint file"]),
-    "a data file": ("good.csv", ["good.csv: not a readable checkpoint"]),
+    "a data file": ("good.csv", ["good.csv: not a bptt checkpoint"]),
     "an npy array": ("array.npy", ["array.npy: not a"]),
 }
 

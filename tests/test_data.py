@@ -61,15 +61,16 @@ def test_csv_non_numeric_cell_names_file_line_and_column(tmp_path):
 
 
 def test_csv_unused_text_column_is_no_error(tmp_path):
-    path = write(tmp_path, "date,temp,load\n2024-01-01,1,2\n2024-01-02,3,\n2024-01-03,5,6\n")
+    # (a column of dates is no longer a text column but the time column: tests/test_reading.py)
+    path = write(tmp_path, "site,temp,load\nnorth,1,2\nsouth,3,\neast,5,6\n")
     np.testing.assert_array_equal(load_series(path, columns="temp,load").values,
                                   [[1, 2], [3, np.nan], [5, 6]])
     data = prepare_training_data(path, targets="load", inputs="temp")
-    assert data.metadata["columns"] == ["date", "temp", "load"]
+    assert data.metadata["columns"] == ["site", "temp", "load"]
     assert data.x_train.shape == (2, 1, 1)
-    with pytest.raises(DataError, match=r'line 2, column "date": not a finite number: \'2024-01-01\''):
+    with pytest.raises(DataError, match=r'line 2, column "site": not a finite number: \'north\''):
         load_series(path)
-    with pytest.raises(DataError, match=r'line 2, column "date"'):
+    with pytest.raises(DataError, match=r'line 2, column "site"'):
         prepare_training_data(path)                             # targets default to all columns
 
 

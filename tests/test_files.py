@@ -121,3 +121,37 @@ def test_sigterm_during_a_write_removes_the_temporary_and_ends_the_process(tmp_p
     assert "not reached" not in result.stdout
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    private = tmp_path / "forecast.csv"
+    private.write_text("old")
+    private.chmod(0o600)
+    with atomic_write(private, "w") as file:
+        file.write("new")
+    assert private.read_text() == "new"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_two_outputs_of_one_command_may_not_share_a_path(tmp_path):
+    with pytest.raises(OutputError, match="another output"):
+        check_output(tmp_path / "m.npz", outputs=[tmp_path / "." / "m.npz"])
+    check_output(tmp_path / "plot.png", outputs=[tmp_path / "m.npz", None])
+
+
+def test_ctrl_c_during_a_write_removes_the_temporary(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(path) as file:
+            file.write(b"partial")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_a_failed_write_names_the_target(tmp_path):
+    path = tmp_path / "f.csv"
+    with pytest.raises(OSError, match=r"\[Errno 28\] No space left on device: '.*f\.csv'"):
+        with atomic_write(path, "w"):
+            raise OSError(28, "No space left on device")
+    assert os.listdir(tmp_path) == []

@@ -1,6 +1,5 @@
 """Panels (engine.panel): sources and their errors, packing into streams with resets,
 per-series scaling, per-series metrics, evaluation and forecasts, the sensors demo."""
-import inspect
 import json
 import math
 
@@ -443,46 +442,60 @@ def test_predictions_unpack_per_series():
 
 # ---------------------------------------------------------------- packed training = separate runs
 
-needs_resets = pytest.mark.skipif(
-    "resets" not in inspect.signature(engine.loss_and_grad).parameters
-    or "resets" not in inspect.signature(engine.Trainer.fit).parameters,
-    reason="resets (issue 12 item 1) are not on this branch yet")
+def model_parameters(grads):
+    """The gradients of the model's parameters (not of its initial state)."""
+    return {name: grad for name, grad in grads.items() if name not in ("h_0", "c_0")}
 
 
-@needs_resets
+def separate_runs(data):
+    """Each packed run on its own from a zero state: (x (T, 1, I), y (T, 1, O)) per piece
+    (a whole series when the layout cuts none)."""
+    return [(data.x_train[step:step + stop - first, stream, None], data.y_train[step:step + stop - first, stream, None])
+            for _, first, stop, stream, step in data.layout.pieces]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_packed_gradient_equals_separate_series(cell):
+@pytest.mark.parametrize("streams", [2, 3])   # 2: every series whole; 3: the longest cut in two
+def test_packed_gradient_equals_separate_series(cell, layers, streams):
     panel, _ = panel_and_metadata(lengths=(60, 25, 90, 14))
-    data = prepare_panel_training_data(panel, streams=3)
-    model = small_model(cell)
+    data = prepare_panel_training_data(panel, streams=streams)
+    assert len(data.layout.pieces) == (4 if streams == 2 else 5)
+    model = engine.Model(cell=cell, input_size=1, hidden_size=5, output_size=1, num_layers=layers,
+                         dtype="float64", seed=0)
     loss, grads = engine.loss_and_grad(model, data.x_train, data.y_train, resets=data.resets)
-    xs, ys = data.layout.unpack(data.x_train), data.layout.unpack(data.y_train)
-    total = sum(np.isfinite(y).sum() for y in ys)
+    for name in ("h_0", "c_0"):   # every stream starts with a reset: no gradient reaches the initial state
+        assert not np.any(grads.pop(name, 0.0))
+    runs = separate_runs(data)
+    total = sum(np.isfinite(y).sum() for _, y in runs)
     expected_loss, expected = 0.0, {name: 0.0 for name in grads}
-    for x, y in zip(xs, ys):
+    for x, y in runs:
         weight = np.isfinite(y).sum() / total
-        one_loss, one_grads = engine.loss_and_grad(model, x[:, None], y[:, None])
+        one_loss, one_grads = engine.loss_and_grad(model, x, y)
         expected_loss += weight * one_loss
         for name in grads:
             expected[name] = expected[name] + weight * one_grads[name]
-    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    assert loss == pytest.approx(expected_loss, rel=1e-12, abs=1e-12)
     for name in grads:
-        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-12, atol=1e-12)
+    outputs, _ = model.forward(data.x_train, resets=data.resets)
+    for (x, _), (_, first, stop, stream, step) in zip(runs, data.layout.pieces):
+        np.testing.assert_allclose(outputs[step:step + stop - first, stream], model.forward(x)[0][:, 0],
+                                   rtol=1e-12, atol=1e-12)
 
 
-@needs_resets
 def test_packed_fit_equals_one_step_on_the_combined_gradient():
     panel, _ = panel_and_metadata(lengths=(60, 25, 90, 14))
     data = prepare_panel_training_data(panel, streams=3)
     packed, separate = small_model(), small_model()
     engine.Trainer(packed, optimizer="sgd", lr=0.1, k1=None, clip_norm=None).fit(
         data.x_train, data.y_train, resets=data.resets)
-    xs, ys = data.layout.unpack(data.x_train), data.layout.unpack(data.y_train)
-    total = sum(np.isfinite(y).sum() for y in ys)
+    runs = separate_runs(data)
+    total = sum(np.isfinite(y).sum() for _, y in runs)
     expected = separate.state_dict()
-    for x, y in zip(xs, ys):
-        _, grads = engine.loss_and_grad(separate, x[:, None], y[:, None])
-        for name, grad in grads.items():
+    for x, y in runs:
+        _, grads = engine.loss_and_grad(separate, x, y)
+        for name, grad in model_parameters(grads).items():
             expected[name] = expected[name] - 0.1 * np.isfinite(y).sum() / total * grad
     for name, value in packed.state_dict().items():
         np.testing.assert_allclose(value, expected[name], rtol=1e-10, atol=1e-12)
@@ -570,11 +583,6 @@ def test_panel_options_on_a_single_series_model_are_an_error(tmp_path):
     assert result.exit_code == 2 and "season: only for a model trained on a panel" in result.stderr
 
 
-needs_reader = pytest.mark.skipif(not hasattr(engine.series, "read_table"),
-                                  reason="text ids and dates in CSV need engine.series.read_table")
-
-
-@needs_resets
 def test_train_series_on_a_panel_packs_with_resets(tmp_path):
     panel = sensors(count=6, longest=1_500)
     model, trainer, data = engine.train_series(
@@ -591,8 +599,6 @@ def test_train_series_on_a_panel_packs_with_resets(tmp_path):
     assert trainer.epoch == 3
 
 
-@needs_resets
-@needs_reader
 def test_cli_long_csv_of_40_series_trains_evaluates_from_a_date_and_forecasts(tmp_path):
     panel = sensors(count=40, shortest=200, longest=1_000)
     rows = to_long(panel)
@@ -615,4 +621,4 @@ def test_cli_long_csv_of_40_series_trains_evaluates_from_a_date_and_forecasts(tm
     assert forecast.exit_code == 0, forecast.stderr
     lines = forecast.stdout.splitlines()
     assert lines[0] == "id,time,value" and len(lines) == 1 + 40 * 3
-    assert lines[1].startswith("sensor-00,2026-01-01T01:00:00,")
+    assert lines[1].startswith("sensor-00,2026-01-01T01:00,")   # times as a single-series forecast writes them

@@ -56,9 +56,11 @@ def test_train_series_checkpoints_every_epoch_with_its_data_recipe(tmp_path):
 def test_train_series_resume_matches_one_run(tmp_path):
     one, _, _ = train(tmp_path, wave(), "one.npz", epochs=3)
     train(tmp_path, wave(), "two.npz", epochs=1)
-    # a resumed run takes the checkpoint's own settings; the ones given here are ignored
-    resumed, trainer, _ = engine.train_series(wave(), tmp_path / "two.npz", dict(hidden_size=99),
-                                              dict(k1=7), dict(streams=5), epochs=3, resume=True)
+    # a resumed run takes the checkpoint's own settings; conflicting ones are refused
+    with pytest.raises(engine.pipeline.ResumeConflict, match="hidden_size=99 conflicts with the checkpoint's hidden_size=8"):
+        engine.train_series(wave(), tmp_path / "two.npz", dict(hidden_size=99), epochs=3, resume=True)
+    resumed, trainer, _ = engine.train_series(wave(), tmp_path / "two.npz", dict(hidden_size=8),
+                                              dict(k1=20), epochs=3, resume=True)
     assert (trainer.epoch, trainer.k1, resumed.hidden_size) == (3, 20, 8)
     np.testing.assert_array_equal(resumed.params, one.params)
 
@@ -80,7 +82,7 @@ def test_train_series_validates_before_writing_anything(tmp_path, options, messa
 
 def test_train_series_output_directory_is_checked_before_training(tmp_path):
     epochs = []
-    with pytest.raises(ValueError, match="output: cannot write .* directory .* does not exist"):
+    with pytest.raises(ValueError, match="cannot write .* directory .* does not exist"):
         engine.train_series(wave(), tmp_path / "missing" / "m.npz", dict(SMALL_MODEL), dict(k1=20),
                             on_epoch=epochs.append)
     assert epochs == []

@@ -56,11 +56,12 @@ def chunk_ends(T, k1):
 
 
 def brute_force(model, x, y, loss, ends, overhang, optimizer, state=None, schedule=None,
-                step=0, optimizer_state=None):
+                step=0, optimizer_state=None, resets=None):
     """Truncated BPTT by brute force on a copy of `model` over one sequence x (T, B, I).
 
     ends: the end of each chunk (increasing, the last = T); each chunk [c, e) starts at
     the previous end. overhang: k2 - k1, the steps before c the window reaches back.
+    resets: optional (T, B), passed on with each window (to loss_and_grad, Model.forward).
     Returns a dict:
       updates: per update {"loss", "grad_norm", "lr", "params" (after the update),
                "window" (start, end), "chunk_start", "params_before", "state" (at the
@@ -83,14 +84,15 @@ def brute_force(model, x, y, loss, ends, overhang, optimizer, state=None, schedu
         targets = mask_first(y[start:end], chunk_start - start, loss)
         if has_targets(targets, loss):
             value, grads = engine.loss_and_grad(reference, x[start:end], targets, loss,
-                                                copy_state(window_state))
+                                                copy_state(window_state), window(resets, start, end))
             gradient = flat_gradient(reference, grads)
             before = dict(params_before=reference.params.copy(), state=copy_state(window_state))
         # Carry the state with the parameters of this update, before its step.
-        _, final_state = reference.forward(x[start:end], window_state)
+        _, final_state = reference.forward(x[start:end], window_state, window(resets, start, end))
         window_start = max(start, end - overhang)
         if window_start > start:
-            _, window_state = reference.forward(x[start:window_start], window_state)
+            _, window_state = reference.forward(x[start:window_start], window_state,
+                                                window(resets, start, window_start))
         if has_targets(targets, loss):
             lr = schedule(step, optimizer.lr)
             optimizer.step(reference.params, gradient, optimizer_state, lr)
@@ -101,6 +103,10 @@ def brute_force(model, x, y, loss, ends, overhang, optimizer, state=None, schedu
         chunk_start = end
     return dict(updates=updates, params=reference.params.copy(), state=final_state,
                 optimizer_state=optimizer_state, model=reference)
+
+
+def window(resets, start, end):
+    return None if resets is None else resets[start:end]
 
 
 def epochs_brute_force(model, x, y, loss, k1, k2, optimizer, epochs):
@@ -272,25 +278,22 @@ def test_partial_fit_pieces_with_partial_chunks(k1, k2):
 @pytest.mark.parametrize("k1,k2", [(3, None), (3, 5)])
 def test_reset_mask_restarts_chosen_streams(variant, k1, k2):
     """reset=[True, False, True]: streams 0 and 2 start the second piece from zeros,
-    stream 1 carries its state on; the piece's first window starts at the piece (the
-    carried inputs are dropped), later windows reach back within it."""
+    stream 1 carries its state on. Exact: the piece's first window still reaches back
+    into the carried inputs, and for streams 0 and 2 the reset cuts it (DESIGN.md 11),
+    as training over the whole sequence with resets[6] = reset does."""
     model, x, y = make_problem(*variant, 2, "mse", T=15, B=3)
     overhang = (k2 or k1) - k1
-    first = brute_force(model, x[:6], y[:6], "mse", chunk_ends(6, k1), overhang, sgd())
+    reset = np.array([True, False, True])
+    resets = np.zeros((15, 3), dtype=bool)
+    resets[6] = reset
+    ends = chunk_ends(6, k1) + [6 + end for end in chunk_ends(9, k1)]
+    expected = brute_force(model, x, y, "mse", ends, overhang, sgd(), resets=resets)
     trainer = engine.Trainer(model, optimizer=sgd(), k1=k1, k2=k2, clip_norm=None)
     trainer.partial_fit(x[:6], y[:6])
-    assert_states_close(trainer.state, first["state"])
-
-    reset = np.array([True, False, True])
-    state = copy_state(first["state"])
-    for part in (state if isinstance(state, tuple) else (state,)):
-        part[:, reset] = 0
-    second = brute_force(first["model"], x[6:], y[6:], "mse", chunk_ends(9, k1), overhang, sgd(),
-                         state=state, step=len(first["updates"]))
     trainer.partial_fit(x[6:], y[6:], reset=reset)
-    assert_updates_match(trainer.history.updates, None, first["updates"] + second["updates"])
-    assert_close(model.params, second["params"], REL, "final parameters")
-    assert_states_close(trainer.state, second["state"])
+    assert_updates_match(trainer.history.updates, None, expected["updates"])
+    assert_close(model.params, expected["params"], REL, "final parameters")
+    assert_states_close(trainer.state, expected["state"])
 
 
 def test_reset_mask_all_false_changes_nothing_and_all_true_is_reset_state():

@@ -9,7 +9,7 @@ over every series), evaluate.py (metrics per series, forecasts per (id, time)).
 """
 from engine.panel.evaluate import evaluate_panel, forecast_panel, score
 from engine.panel.packing import Layout, pack_layout
-from engine.panel.prepare import (PANEL_DATA_OPTIONS, PanelTrainingData, SeriesFrames,
+from engine.panel.prepare import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, PanelTrainingData, SeriesFrames,
                                   forward_series, is_panel_recipe, prepare_panel_frames,
                                   prepare_panel_training_data)
 from engine.panel.scaling import SCALES, PanelScaler
@@ -20,6 +20,6 @@ from engine.panel.sources import (Panel, as_panel, check_frequencies, file_id, f
 __all__ = ["Panel", "as_panel", "from_long", "from_wide", "from_files", "single", "to_long", "file_id",
            "frequency", "check_frequencies", "future_times", "Layout", "pack_layout",
            "PanelScaler", "SCALES", "PanelTrainingData", "SeriesFrames", "PANEL_DATA_OPTIONS",
-           "is_panel_recipe",
+           "PANEL_RECIPE_SCHEMA", "is_panel_recipe",
            "prepare_panel_training_data", "prepare_panel_frames", "forward_series",
            "evaluate_panel", "forecast_panel", "score"]

@@ -16,6 +16,13 @@ VAL_WARMUP = 200   # training steps replayed before each validation tail to warm
 PANEL_OPTIONS = ("id_column", "series_columns", "time_column")
 # the options of prepare_panel_training_data beyond those of engine.data.prepare_training_data
 PANEL_DATA_OPTIONS = ("scale", "val_warmup") + PANEL_OPTIONS
+_NORMS = {"mean": ["number"], "std": ["number"]}
+PANEL_RECIPE_SCHEMA = {  # the data recipe of a panel in a checkpoint (engine.checkpoint schemas)
+    "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
+    "fill": ("str", None), "difference": "bool", "streams": "int", "val_fraction": "number",
+    "id_column": ("str", None), "series_columns": ("str", ["str"], None), "time_column": ("str", "bool", None),
+    "ids": ["str"], "val_warmup": "int", "frequency": ("str", None), "scale": "str",
+    "scaling": {"scale": "str", "inputs": "dict", "targets": "dict"}}
 
 
 class PanelTrainingData(NamedTuple):
@@ -49,7 +56,7 @@ class SeriesFrames(NamedTuple):
 def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, streams=1,
                                 val_fraction=0.0, fill=None, difference=False, scale=None,
                                 val_warmup=VAL_WARMUP, id_column=None, series_columns=None,
-                                time_column=None, key=None):
+                                time_column=None, key=None, scaling=None):
     """Training data from a panel (a Panel or anything engine.panel.as_panel reads with
     id_column / series_columns / time_column).
 
@@ -61,7 +68,8 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
     (engine.panel.pack_layout, cut into pieces when long). Errors name the series.
     Returns PanelTrainingData; its metadata holds the single-series recipe keys, the
     panel options, ids, streams, val_fraction, val_warmup, train_steps, val_steps,
-    frequency, scale and scaling (PanelScaler.to_dict())."""
+    frequency, scale and scaling (PanelScaler.to_dict()). scaling: such a record to use
+    instead of fitting one (a resumed run keeps its statistics)."""
     horizon = _positive_int("horizon", horizon)
     if isinstance(val_warmup, bool) or not isinstance(val_warmup, (int, np.integer)) or val_warmup < 0:
         raise DataError(f"val_warmup must be an integer >= 0; got {val_warmup!r}")
@@ -72,7 +80,7 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
     recipe = {"source": panel.source, "columns": list(panel.names), "inputs": list(input_names),
               "targets": list(target_names), "horizon": horizon, "fill": fill,
               "difference": bool(difference), "id_column": id_column,
-              "series_columns": series_columns, "time_column": time_column}
+              "series_columns": series_columns, "time_column": panel.time_name or time_column}
     train, validation = [], []
     for series_id, one in zip(panel.ids, panel.series):
         features, levels, base = _named(series_id, _features, one, recipe)
@@ -82,7 +90,8 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
         part, tail = _named(series_id, split_validation, x, y, val_fraction)
         train.append(part)
         validation.append(tail)
-    scaler = PanelScaler.fit(scale, panel.ids, [x for x, _ in train], [y for _, y in train])
+    scaler = (PanelScaler.from_dict(scaling) if scaling is not None
+              else PanelScaler.fit(scale, panel.ids, [x for x, _ in train], [y for _, y in train]))
     norms = [scaler.for_series(series_id) for series_id in panel.ids]
     x_parts = [norm_x.transform(x) for (x, _), (norm_x, _) in zip(train, norms)]
     y_parts = [norm_y.transform(y) for (_, y), (_, norm_y) in zip(train, norms)]

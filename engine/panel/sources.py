@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine import series as series_module
-from engine.series import DataError, Series, listing
+from engine.series import DataError, Series, listing, tables
 
 COMPRESSION = (".gz", ".bz2", ".zst")
 _DAY = 86_400 * 10 ** 9   # nanoseconds
@@ -26,11 +26,12 @@ class Panel:
     """ids: N series ids (str, unique); series: N Series, values (T_i, C) float64 (NaN
     missing) with the same C column names; times: N arrays (T_i,) of datetime64[ns] or of
     numbers, increasing, or None when the source has no time column; source: where it
-    came from."""
+    came from; time_name: the name of the time column, or None."""
     ids: tuple
     series: tuple
     times: tuple
     source: str = "array"
+    time_name: str = None
 
     def __len__(self):
         return len(self.ids)
@@ -54,13 +55,14 @@ class Panel:
     def select(self, series_id):
         """The panel of the one series `series_id`."""
         i = self.index(series_id)
-        return Panel((self.ids[i],), (self.series[i],), (self.times[i],), self.source)
+        return Panel((self.ids[i],), (self.series[i],), (self.times[i],), self.source, self.time_name)
 
 
-def single(source, series_id="series", times=None):
-    """A Series (or anything engine.series.as_series takes) as a panel of one id."""
+def single(source, series_id="series"):
+    """A Series (or anything engine.series.as_series takes) as a panel of one id, with the
+    series' time stamps."""
     one = series_module.as_series(source)
-    return Panel((str(series_id),), (one,), (times,), one.source)
+    return Panel((str(series_id),), (one,), (one.time,), one.source, one.time_name)
 
 
 # ---------------------------------------------------------------- sources
@@ -70,9 +72,10 @@ def from_long(data, id_column, time_column=None, min_length=1, source=None):
     per (id, time), rows in any order. Rows are grouped by id (ids sorted) and sorted by
     time within each id (kept in their order without a time column). Every other numeric
     column is a value column; text columns are kept as unusable (an error if selected).
-    Errors: a missing id, a duplicate (id, time), an id with fewer than min_length rows,
-    series of different frequencies."""
-    table = _as_table(data)
+    time_column: as in _table (default: the first column of dates). Errors: a missing
+    id, a duplicate (id, time), an id with fewer than min_length rows, series of
+    different frequencies."""
+    table, time_column = _table(data, time_column)
     source = source or "table"
     ids = _column(table, id_column, source)
     if ids.null_count:
@@ -113,7 +116,7 @@ def from_long(data, id_column, time_column=None, min_length=1, source=None):
                   tuple(Series(values[a:b], value_names, f"{source}[{n}]", invalid)
                         for n, a, b in zip(names, starts, stops)),
                   tuple(None if times is None else times[a:b] for a, b in zip(starts, stops)),
-                  source)
+                  source, time_column)
     check_frequencies(panel)
     return panel
 
@@ -124,7 +127,7 @@ def from_wide(data, series_columns="all", time_column=None, source=None):
     names, or a comma string "a,b,c". Each series is named by its column, holds one value
     column "value", and drops its leading and trailing missing cells (series of different
     lengths side by side); rows must be in time order."""
-    table = _as_table(data)
+    table, time_column = _table(data, time_column)
     source = source or "table"
     times = _increasing_times(table, time_column, source)
     if series_columns == "all":
@@ -146,7 +149,7 @@ def from_wide(data, series_columns="all", time_column=None, source=None):
         ids.append(name)
         members.append(Series(value[rows, None], ("value",), f"{source}[{name}]"))
         stamps.append(None if times is None else times[rows])
-    panel = Panel(tuple(ids), tuple(members), tuple(stamps), source)
+    panel = Panel(tuple(ids), tuple(members), tuple(stamps), source, time_column)
     check_frequencies(panel)
     return panel
 
@@ -168,17 +171,21 @@ def from_files(pattern, time_column=None, key=None):
     if repeated:
         raise DataError(f"{pattern}: several files give the series id {repeated[0]!r}; "
                         "ids are file names without extension and must be unique")
-    members, stamps = [], []
+    members, stamps, time_names = [], [], set()
     for path in paths:
-        table = _read_table(path, time_column, key)
-        times = _increasing_times(table, time_column, path)
-        values, names, invalid = _values(table, exclude=(time_column,), source=path)
+        table, time_name = _table(path, time_column, key)
+        time_names.add(time_name)
+        times = _increasing_times(table, time_name, path)
+        values, names, invalid = _values(table, exclude=(time_name,), source=path)
         if members and names != members[0].names:
             raise DataError(f"{path}: columns {listing(names)} differ from those of {paths[0]} "
                             f"({listing(members[0].names)}); every file must hold the same columns")
         members.append(Series(values, names, path, invalid))
         stamps.append(times)
-    panel = Panel(tuple(ids), tuple(members), tuple(stamps), pattern)
+    if len(time_names) > 1:
+        raise DataError(f"{pattern}: the files' time columns differ ({', '.join(sorted(map(str, time_names)))}); "
+                        "name one with time_column")
+    panel = Panel(tuple(ids), tuple(members), tuple(stamps), pattern, time_names.pop())
     check_frequencies(panel)
     return panel
 
@@ -191,24 +198,24 @@ def as_panel(source, id_column=None, series_columns=None, time_column=None, key=
         return source
     if id_column is not None and series_columns is not None:
         raise DataError("give id_column (long format) or series_columns (wide format), not both")
+    if isinstance(source, Series) and id_column is None and series_columns is None:
+        return single(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path)):
             return from_files(path, time_column, key)
-        table = _read_table(path, time_column, key)
+        table, time_column = _table(path, time_column, key)
         name = file_id(path)
     else:
-        table, path, name = None, "table", "series"
+        table, time_column = _table(source, time_column)
+        path, name = "table", "series"
     if id_column is not None:
-        return from_long(table if table is not None else source, id_column, time_column, source=path)
+        return from_long(table, id_column, time_column, source=path)
     if series_columns is not None:
-        return from_wide(table if table is not None else source, series_columns, time_column, source=path)
-    if table is None and isinstance(source, Series) and time_column is None:
-        return single(source, name)
-    table = table if table is not None else _as_table(source)
+        return from_wide(table, series_columns, time_column, source=path)
     times = _increasing_times(table, time_column, path)
     values, names, invalid = _values(table, exclude=(time_column,), source=path)
-    return Panel((name,), (Series(values, names, path, invalid),), (times,), path)
+    return Panel((name,), (Series(values, names, path, invalid),), (times,), path, time_column)
 
 
 def to_long(panel, id_column="id", time_column="time"):
@@ -284,28 +291,24 @@ def future_times(times, steps):
 
 # ---------------------------------------------------------------- tables
 
-def _as_table(data):
-    """Adapter until engine.series.as_table lands (then: return series_module.as_table(data)):
-    a pyarrow Table from a Table, a pandas DataFrame (its index a column unless a plain
-    range), a Series or an array (T,) / (T, C) with columns "0", "1", ..."""
-    if hasattr(series_module, "as_table"):
-        return series_module.as_table(data)
-    if isinstance(data, pa.Table):
-        return data
-    if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
-        return pa.Table.from_pandas(data, preserve_index=None)
-    one = series_module.as_series(data)
-    return pa.table({name: one.values[:, i] for i, name in enumerate(one.names)})
-
-
-def _read_table(path, time_column=None, key=None):
-    """Adapter until engine.series.read_table lands (then only its first branch stays): a
-    file as a pyarrow Table. Today's reader (engine.series.read_file) gives numbers only,
-    so a text time column needs read_table."""
-    if hasattr(series_module, "read_table"):
-        return series_module.read_table(path, key=key, time_column=time_column)
-    one = series_module.read_file(path, key)
-    return pa.table({name: one.values[:, i] for i, name in enumerate(one.names)})
+def _table(data, time_column=None, key=None):
+    """(table, time column name or None): a path through engine.series.read_table, other
+    data through engine.series.as_table. time_column: a column of dates or times (parsed
+    as engine.series does) or of numbers (a step count), None for the first column of
+    dates if any (engine.series' default), False for none."""
+    named = time_column not in (None, False)
+    if isinstance(data, pa.Table) and tables.SOURCE_KEY in (data.schema.metadata or {}):
+        table = data   # read here already
+    elif isinstance(data, (str, os.PathLike)):
+        table = series_module.read_table(data, key=key, time_column=False if named else time_column)
+    else:
+        table = series_module.as_table(data, time_column=False if named else time_column)
+    if not named:
+        return table, tables.time_column_of(table) if time_column is None else None
+    kind = _column(table, time_column, tables.source_of(table)).type
+    if not (_is_numeric(kind) or pa.types.is_timestamp(kind)):
+        table = tables.normalize(table, tables.source_of(table), time_column)
+    return table, time_column
 
 
 def _column(table, name, source):

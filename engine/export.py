@@ -1,0 +1,129 @@
+"""Export a trained model for deployment, where this project is not installed.
+
+Formats (FORMATS):
+- "onnx": a graph of the standard RNN / LSTM / GRU operators, run by onnxruntime and
+  other ONNX runtimes (engine/export_onnx.py); float32 always.
+- "safetensors": exactly the state_dict arrays under PyTorch's names, in the checkpoint's
+  dtype, with the model config (and the data recipe, if any) as string metadata.
+- "torch": the same state_dict as a torch.save file of tensors (.pt), loadable with
+  torch.load(path, weights_only=True).
+
+The safetensors and torch files hold the parameters of a module pair: torch.nn.LSTM /
+GRU / RNN(input_size, hidden_size, num_layers, nonlinearity for RNN) takes every entry
+but "head.weight" and "head.bias", which go to torch.nn.Linear(hidden_size, output_size)
+as "weight" and "bias" (see split_state_dict).
+
+onnx, safetensors and torch are optional: each is imported only when its format is
+written, and a missing one fails with one line saying what to install.
+"""
+import importlib
+import io
+import json
+import os
+
+from engine.checkpoint import load, read_metadata
+from engine.files import OutputError, atomic_write, check_output
+from engine.validation import check_choice
+
+FORMATS = ("onnx", "safetensors", "torch")
+INSTALL = {"onnx": "pip install 'bptt[export]'", "safetensors": "pip install 'bptt[export]'",
+           "torch": "pip install torch"}
+HEAD = ("head.weight", "head.bias")
+
+
+class ExportUnavailable(RuntimeError):
+    """The package a format needs is not installed."""
+
+
+def require(format):
+    """Import the package --format `format` needs, or fail with one line saying what to install."""
+    module = _PACKAGES[format]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExportUnavailable(f"--format {format} needs {module.split('.')[0]}: "
+                                f"{INSTALL[format]}") from None
+
+
+def export_checkpoint(checkpoint, output, format, with_normalization=False, force=False):
+    """Write the model of `checkpoint` (from engine.save or bptt train) to `output` in
+    `format`. with_normalization (onnx only): the checkpoint's data z-score in the graph.
+    force: replace an existing output file (never the checkpoint itself, a link or
+    anything but a regular file). Returns a one-line summary."""
+    _check_request(output, format, with_normalization, force, inputs=[checkpoint])
+    model, _ = load(checkpoint)
+    recipe = read_metadata(checkpoint)["user"].get("data")
+    if with_normalization and recipe is None:
+        raise ValueError(f"{checkpoint}: holds no data recipe (not written by bptt train), so there "
+                         "is no normalisation to include; export without --with-normalization")
+    return _write(model, recipe, output, format, with_normalization)
+
+
+def export_model(model, output, format, recipe=None, with_normalization=False, force=False):
+    """export_checkpoint for an engine.Model in memory; recipe: its data recipe, if any
+    (TrainingData.metadata), needed by with_normalization."""
+    _check_request(output, format, with_normalization, force)
+    if with_normalization and recipe is None:
+        raise ValueError("with_normalization needs the data recipe (recipe=TrainingData.metadata)")
+    return _write(model, recipe, output, format, with_normalization)
+
+
+def split_state_dict(state_dict):
+    """(recurrent, head): the entries for torch.nn.LSTM/GRU/RNN and for torch.nn.Linear."""
+    recurrent = {name: value for name, value in state_dict.items() if name not in HEAD}
+    head = {name.removeprefix("head."): state_dict[name] for name in HEAD}
+    return recurrent, head
+
+
+def deployment_recipe(recipe):
+    """The data recipe without the training file's path (which may name the user's machine)."""
+    return {key: value for key, value in recipe.items() if key != "source"}
+
+
+def _check_request(output, format, with_normalization, force, inputs=()):
+    """Everything checkable before any work: the format, its package, the output path."""
+    check_choice("format", format, FORMATS)
+    if with_normalization and format != "onnx":
+        raise ValueError("--with-normalization applies to --format onnx only (the safetensors "
+                         "metadata holds the normalisation anyway)")
+    check_output(output, inputs=inputs)
+    if os.path.lexists(output) and not force:
+        raise OutputError(f"{output} exists; refusing to replace it without --force")
+    require(format)
+
+
+def _write(model, recipe, output, format, with_normalization):
+    data = _WRITERS[format](model, recipe, with_normalization)
+    with atomic_write(output) as file:
+        file.write(data)
+    note = ""
+    if format == "onnx":
+        note = ", with the normalisation" if with_normalization else ", normalised units"
+        if model.dtype != "float32":
+            note += f", {model.dtype} parameters rounded to float32"
+    return (f"Exported the {model.cell} model ({model.num_layers} x {model.hidden_size}) to {output} "
+            f"({format}{note}).")
+
+
+def _onnx_bytes(model, recipe, with_normalization):
+    from engine.export_onnx import onnx_model
+    return onnx_model(model, recipe if with_normalization else None).SerializeToString()
+
+
+def _safetensors_bytes(model, recipe, with_normalization):
+    safetensors_numpy = require("safetensors")
+    metadata = {name: str(value) for name, value in model.config.items()}
+    if recipe is not None:
+        metadata["data"] = json.dumps(deployment_recipe(recipe))
+    return safetensors_numpy.save(model.state_dict(), metadata=metadata)
+
+
+def _torch_bytes(model, recipe, with_normalization):
+    torch = require("torch")
+    buffer = io.BytesIO()
+    torch.save({name: torch.from_numpy(array) for name, array in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+_PACKAGES = {"onnx": "onnx", "safetensors": "safetensors.numpy", "torch": "torch"}
+_WRITERS = {"onnx": _onnx_bytes, "safetensors": _safetensors_bytes, "torch": _torch_bytes}

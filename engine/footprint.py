@@ -1,0 +1,122 @@
+"""Memory estimates made before allocating, so that a size the machine cannot hold fails at
+once with one clear error (the estimate and the memory available) instead of a MemoryError
+traceback, or the kernel killing the process minutes later.
+
+The estimates follow the engine's buffers: the flat parameters and their copies
+(gradient, last good parameters, optimizer moments and their last good copies), the
+per-chunk activation workspace of each shard (engine/workspace.py), and forecast arrays.
+"""
+import math
+import os
+
+from engine.parameters import GATES
+
+_MEMINFO = "/proc/meminfo"
+# Python objects per layer beside the arrays' data (views, buffer headers; measured with
+# 20,000 layers): they dominate for deep, narrow stacks.
+MODEL_LAYER_OBJECTS = 2_560      # the model's parameter views and layout
+TRAINING_LAYER_OBJECTS = 10_240  # gradient views, workspaces and optimizer bookkeeping
+
+
+class MemoryEstimateError(ValueError):
+    """The estimated memory exceeds what the machine has available (bad input: exit 2)."""
+
+
+def available_bytes():
+    """Memory the machine can give now: MemAvailable of /proc/meminfo, else the free physical
+    pages (os.sysconf); None when neither is known."""
+    try:
+        with open(_MEMINFO) as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def require(nbytes, what):
+    """Raise MemoryEstimateError when `nbytes` (an estimate) exceeds the available memory."""
+    available = available_bytes()
+    if available is not None and nbytes > available:
+        raise MemoryEstimateError(f"{what} needs about {format_bytes(nbytes)} of memory, but this machine "
+                                  f"has {format_bytes(available)} available; choose smaller sizes")
+
+
+def format_bytes(nbytes):
+    """1536 -> '1.5 KiB'; huge values stay readable ('3.2e+04 TiB')."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.3g} TiB"
+
+
+def parameter_count(cell, input_size, hidden_size, output_size, num_layers):
+    """Entries of the flat parameter buffer (PyTorch's layout, DESIGN.md section 3)."""
+    gates_hidden = GATES[cell] * hidden_size
+    first = gates_hidden * (input_size + hidden_size) + 2 * gates_hidden
+    deeper = gates_hidden * (2 * hidden_size) + 2 * gates_hidden
+    return first + (num_layers - 1) * deeper + output_size * hidden_size + output_size
+
+
+def parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize):
+    """The flat parameter buffer."""
+    return parameter_count(cell, input_size, hidden_size, output_size, num_layers) * itemsize
+
+
+def model_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize):
+    """A Model: its parameter buffer and the Python objects of its layers."""
+    return (parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize)
+            + num_layers * MODEL_LAYER_OBJECTS)
+
+
+def trainer_bytes(parameter_nbytes, optimizer_buffers):
+    """A Trainer's copies of the parameter buffer: gradient, last good parameters, and each
+    optimizer moment with its last good copy."""
+    return parameter_nbytes * (2 + 2 * optimizer_buffers)
+
+
+def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize):
+    """Bytes of Workspace(model, T, B) (engine/workspace.py), computed without allocating."""
+    H, G = hidden_size, GATES[cell]
+    states = (2 if cell == "lstm" else 1) * (T + 1) * B * H       # h, c
+    steps = T * B * G * H + (T * B * H if cell == "gru" else 0)    # gates, hidden_n
+    scratch = B * G * H + H * G * H + B * H * (2 + (cell == "gru") + (cell == "lstm"))
+    per_layer = states + steps + scratch + T                       # + dh_norm_sq
+    return (num_layers * per_layer + 2 * T * B * output_size) * itemsize + T * B  # + y_hat, dy; resets
+
+
+def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, shards, itemsize,
+                parameter_nbytes, memory=None):
+    """Buffers of the Trainer's chunks of T steps and B streams in `shards` shards: each
+    shard's workspace (with memory "sqrt" or a byte budget, about one segment's), the extra
+    shards' gradients and their input and target copies."""
+    total = (shards - 1) * parameter_nbytes
+    for shard in range(shards):
+        streams = B // shards + (shard < B % shards)
+        if memory is None:
+            total += workspace_bytes(cell, hidden_size, output_size, num_layers, T, streams, itemsize)
+        elif memory == "sqrt":
+            segment = max(1, math.ceil(math.sqrt(T)))
+            total += workspace_bytes(cell, hidden_size, output_size, num_layers, segment, streams, itemsize)
+        else:
+            total += min(memory, workspace_bytes(cell, hidden_size, output_size, num_layers, T, streams,
+                                                 itemsize))
+        if shards > 1:
+            total += T * streams * (input_size + output_size) * max(itemsize, 8)
+    return total
+
+
+def training_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, window, streams,
+                   shards, optimizer_buffers, memory=None):
+    """A training run's buffers: the model's parameters, the Trainer's copies of them and
+    the chunk buffers of its longest window (`window` steps x `streams` streams)."""
+    sizes = (cell, input_size, hidden_size, output_size, num_layers)
+    parameters = parameter_bytes(*sizes, itemsize)
+    return (model_bytes(*sizes, itemsize) + trainer_bytes(parameters, optimizer_buffers)
+            + chunk_bytes(*sizes, window, streams, shards, itemsize, parameters, memory)
+            + num_layers * TRAINING_LAYER_OBJECTS)

@@ -1,0 +1,237 @@
+"""Hyper-parameter sweeps (DESIGN.md section 14): many configurations and seeds trained on
+the same prepared data, searched and pruned by Optuna, on this machine or a Ray cluster.
+
+    engine.sweep.run("data.csv", {"lr": "1e-4..1e-1:log", "hidden": [16, 32, 64]},
+                     trials=20, seeds=3, epochs=10, output_dir="sweep", cell="gru", k1=25)
+
+Settings are `bptt train`'s options by name (engine/sweep/space.py); a trial is a call of
+engine.train_series per seed (engine/sweep/trial.py); local.py and ray_tune.py execute the
+trials; report.py writes the folder. Optuna (extra `sweep`) and Ray (extra `ray`) are
+imported only when a sweep runs.
+"""
+import os
+import threading
+
+from engine.checkpoint import CheckpointError, read_metadata
+from engine.series import as_series
+from engine.sweep import report
+from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
+from engine.sweep.progress import SweepProgress
+from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, default_settings, parse_space,
+                                train_arguments)
+from engine.sweep.trial import COMPLETE, Prepared, run_trial
+from engine.validation import check_choice, check_int
+
+SAMPLERS = ("tpe", "random", "grid")
+EXECUTORS = ("local", "ray")
+OUTPUTS = ("results.csv", "summary.json", "best.npz", "sensitivity.png")
+
+__all__ = ["run", "SweepError", "ExtraUnavailable", "Dimension", "parse_space", "SAMPLERS", "EXECUTORS"]
+
+
+class Plan:
+    """Everything a trial needs: the swept dimensions, every other setting, the seeds, the
+    number of trials, pruning, and the prepared data."""
+
+    def __init__(self, dimensions, settings, seeds, trials, prune, prepared):
+        self.dimensions, self.settings, self.seeds = dimensions, settings, seeds
+        self.trials, self.prune, self.prepared = trials, prune, prepared
+
+
+def run(source, space, trials=20, seeds=1, epochs=None, executor="local", address=None,
+        output_dir="sweep", sampler="tpe", prune=True, resume=False, workers=None, progress=None,
+        **train_options):
+    """Sweep `space` ({train option: SPEC or list}, see engine/sweep/space.py) over a series
+    (path, Series or array). trials: configurations to try (with --resume: in all); seeds:
+    each configuration is trained with initialisation seeds seed, seed + 1, ... (train's
+    `seed`, default 0); epochs: per trial (train's `epochs` otherwise); executor "local"
+    (threads, `workers` trials at a time, default one per core and seed) or "ray" (Ray
+    Tune on the cluster at `address`, "auto" or host:port); sampler "tpe", "random" or
+    "grid"; prune: Optuna's Hyperband pruner (Ray: ASHA) on the validation loss after each
+    epoch. train_options: any other `bptt train` option by parameter name, fixed.
+    progress: a file for progress lines (None: none).
+
+    Writes results.csv, summary.json, best.npz and sensitivity.png (with matplotlib) in
+    output_dir. Returns {"results": one dict per trial and seed, "configurations": one per
+    trial with mean and spread over seeds, "best": the best configuration or None,
+    "summary": the summary.json record}."""
+    trials = check_int("trials", trials)
+    seed_count = check_int("seeds", seeds)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("executor", executor, EXECUTORS)
+    require_optuna()
+    dimensions = parse_space(space)
+    if sampler == "grid":
+        for dimension in dimensions:
+            dimension.grid()  # raises unless a list or an integer range
+    settings = _settings(train_options, dimensions, epochs)
+    seed_list = [settings["seed"] + index for index in range(seed_count)]
+    arguments = _check_settings(settings, dimensions)
+    if executor == "ray" and resume:
+        raise SweepError("--resume continues local sweeps (Optuna's journal); a Ray sweep starts afresh")
+    _check_output_dir(output_dir, resume)
+    prepared = Prepared(as_series(source), arguments["data_options"])
+    if not os.path.isdir(output_dir):
+        os.mkdir(output_dir)
+    plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared)
+    meta = {"space": {d.option: d.spec() for d in dimensions}, "seeds": seed_list,
+            "epochs": settings["epochs"], "sampler": sampler, "prune": bool(prune),
+            "fixed": {name: repr(value) for name, value in sorted(settings.items())}}
+    writer = _Outputs(output_dir, plan, progress)
+    if executor == "local":
+        _run_local(plan, meta, sampler, output_dir, resume, workers, writer)
+    else:
+        from engine.sweep.ray_tune import run_ray
+
+        writer.start(0)
+        run_ray(plan, address, sampler, settings["seed"], writer.on_trial)
+    return writer.finish()
+
+
+def _settings(train_options, dimensions, epochs):
+    """Every train option's value: train's defaults, then the fixed options given."""
+    settings = default_settings()
+    for name, value in train_options.items():
+        if name not in settings:
+            why = "not a setting of a sweep" if name in NOT_SETTINGS else "not a bptt train option"
+            raise SweepError(f"{name}: {why}")
+        settings[name] = value
+    swept_and_fixed = sorted({d.name for d in dimensions} & set(train_options))
+    if swept_and_fixed:
+        raise SweepError(f"--{swept_and_fixed[0].replace('_', '-')} is both swept (--space) and fixed")
+    if len({d.name for d in dimensions}) != len(dimensions):
+        raise SweepError("a setting is given twice in --space")
+    if epochs is not None:
+        settings["epochs"] = check_int("epochs", epochs)
+    return settings
+
+
+def _check_settings(settings, dimensions):
+    """train_series arguments of the first point of the space: bad fixed settings fail now,
+    not in every trial."""
+    import click
+
+    first = {d.name: d.choices[0] if d.choices is not None else d.low for d in dimensions}
+    try:
+        arguments = train_arguments({**settings, **first})
+    except click.ClickException as error:
+        raise SweepError(error.format_message()) from None
+    if not arguments["data_options"]["val_fraction"]:
+        raise SweepError("--val-fraction 0: a sweep compares validation losses, it needs a validation tail")
+    return arguments
+
+
+def _check_output_dir(path, resume):
+    """The output folder may be created, or is empty, or (resume) holds a sweep."""
+    path = os.fspath(path)
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        raise SweepError(f"-o {path}: exists and is not a directory")
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise SweepError(f"-o {path}: directory is not writable")
+        if os.listdir(path) and not resume:
+            raise SweepError(f"-o {path}: directory is not empty; continue the sweep there with "
+                             "--resume or choose a new directory")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise SweepError(f"-o {path}: cannot create it, directory {parent} does not exist")
+    if resume:
+        raise SweepError(f"--resume: {path} does not exist, there is no sweep to resume")
+
+
+def _run_local(plan, meta, sampler, output_dir, resume, workers, writer):
+    from engine.sweep.local import finished_trials, make_sampler
+
+    optuna = require_optuna()
+    pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=plan.settings["epochs"])
+              if plan.prune else optuna.pruners.NopPruner())
+    study = open_study(output_dir, make_sampler(sampler, plan.dimensions, plan.settings["seed"]),
+                       pruner, meta, resume)
+    done = finished_trials(study)
+    writer.start(len(done))
+    for number, values, rows in done:
+        writer.add(report.configuration(number, values, rows))
+    workers = workers or max(1, (os.cpu_count() or 1) // len(plan.seeds))
+    run_local(plan, study, check_int("workers", workers), writer.on_trial)
+
+
+class _Outputs:
+    """Collects finished trials and keeps the folder current after each one: results.csv,
+    summary.json, and best.npz whenever a configuration beats the best so far."""
+
+    def __init__(self, output_dir, plan, stream):
+        self.paths = {name: os.path.join(output_dir, name) for name in OUTPUTS}
+        self.plan = plan
+        self.configurations = []
+        self.saved = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
+        self.progress = SweepProgress(plan.trials, stream) if stream is not None else None
+        self._lock = threading.Lock()
+
+    def start(self, done):
+        if self.progress is not None:
+            self.progress.start(done)
+
+    def add(self, record):
+        self.configurations.append(record)
+
+    def on_trial(self, number, values, rows, runs):
+        """A finished trial (from the executor's threads): record, report, save."""
+        record = report.configuration(number, values, rows)
+        with self._lock:
+            best = report.best_configuration(self.configurations)
+            self.configurations.append(record)
+            better = best is None or record["mean_val_loss"] < best["mean_val_loss"]
+            if record["state"] == COMPLETE and better and runs is not None:
+                self._save_best(record, runs)
+            self._write()
+            if self.progress is not None:
+                self.progress.on_trial(record, report.best_configuration(self.configurations))
+
+    def _save_best(self, record, runs):
+        """best.npz: the configuration's best seed, from its run here or (runs None: it ran
+        on another machine) retrained here, identically: same settings, seed, one shard."""
+        row = min(record["rows"], key=lambda row: row["best_val_loss"])
+        if runs is None:
+            values = {d.name: record["values"][d.option] for d in self.plan.dimensions}
+            _, runs = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
+                                lambda *report: False)
+        report.save_best(self.paths["best.npz"], runs[row["seed"]], record, row["seed"])
+        self.saved = record["trial"]
+
+    def _write(self):
+        self.configurations.sort(key=lambda record: record["trial"])
+        report.write_results(self.paths["results.csv"], self.plan.dimensions, self.configurations)
+        self.summary = report.summary(self.plan.dimensions, self.configurations, self.plan.settings,
+                                      self.plan.seeds, self.plan.settings["epochs"])
+        report.write_summary(self.paths["summary.json"], self.summary)
+
+    def finish(self):
+        """The last outputs (with the sensitivity plot) and the results."""
+        from engine.plots import PlotUnavailable
+
+        with self._lock:
+            best = report.best_configuration(self.configurations)
+            if best is not None and best["trial"] != self.saved:
+                self._save_best(best, None)
+            self._write()
+            try:
+                report.plot_sensitivity(self.paths["sensitivity.png"], self.plan.dimensions, self.configurations)
+                self.summary["plot"] = "sensitivity.png"
+            except PlotUnavailable:
+                self.summary["plot"] = "not drawn: matplotlib is not installed (pip install matplotlib)"
+            report.write_summary(self.paths["summary.json"], self.summary)
+        if self.progress is not None:
+            self.progress.finish()
+        results = [{"trial": c["trial"], **c["values"], **row}
+                   for c in self.configurations for row in c["rows"]]
+        return {"results": results, "configurations": self.configurations,
+                "best": report.best_configuration(self.configurations), "summary": self.summary}
+
+
+def _saved_trial(path):
+    """The trial number of the best model an earlier (resumed) sweep saved, or None."""
+    try:
+        return read_metadata(path)["user"]["sweep"]["trial"]
+    except (CheckpointError, KeyError, TypeError):
+        return None

@@ -1,0 +1,194 @@
+"""The search space of a sweep, in `bptt train`'s vocabulary.
+
+A sweep's settings are `bptt train`'s options: their names, types, defaults and their
+translation into engine.train_series arguments are read from the train command itself
+(cli.py), so an option added to train is a sweep setting too, with the same validation.
+`--space NAME=SPEC` makes one of them a dimension of the search:
+    32,64,128           a list of values (any option, choices and flags included)
+    1e-4..1e-1:log      a range, sampled on a log scale (numeric options)
+    1..4:int            a range of integers (an integer option's range is one anyway)
+Every value and range end goes through the option's own click type, so `hidden=0,8` fails
+as `bptt train --hidden 0` does.
+"""
+from dataclasses import dataclass
+
+import click
+
+# train options that have no meaning in a sweep: its own data source, outputs and output
+# format replace them.
+NOT_SETTINGS = ("data", "demo", "output", "resume", "plot", "quiet", "as_json", "ray_address", "workers",
+                "key", "time_column")
+# settings that define the task or its validation data: sweeping them would compare
+# losses on different data. The seed is swept by --seeds, epochs is the sweep's budget.
+NOT_SWEPT = ("inputs", "targets", "horizon", "val_fraction", "fill", "difference", "seed", "epochs",
+             "id_column", "series_columns", "scale")
+
+
+class SweepError(ValueError):
+    """A bad sweep specification (the CLI exits with status 2)."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One swept setting: `name` is train's parameter name (clip_norm), `option` its
+    spelling on the command line (clip-norm). Either `choices` or a range low..high
+    (integer and/or log scale)."""
+    name: str
+    option: str
+    choices: tuple = None
+    low: float = None
+    high: float = None
+    integer: bool = False
+    log: bool = False
+
+    def distribution(self):
+        """The Optuna distribution of this dimension."""
+        import optuna
+
+        if self.choices is not None:
+            return optuna.distributions.CategoricalDistribution(self.choices)
+        if self.integer:
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
+
+    def grid(self):
+        """The values a grid search visits: the list, or every integer of an integer range."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.integer and not self.log:
+            return list(range(int(self.low), int(self.high) + 1))
+        raise SweepError(f"--sampler grid needs lists or integer ranges; --space {self.option} is a "
+                         f"{'log ' if self.log else ''}range: give its values as a list")
+
+    def spec(self):
+        """The SPEC string that parses back to this dimension (stored with a sweep)."""
+        if self.choices is not None:
+            return ",".join(str(value) for value in self.choices)
+        modifiers = [word for word, on in (("int", self.integer), ("log", self.log)) if on]
+        return f"{self.low}..{self.high}" + "".join(f":{word}" for word in modifiers)
+
+
+def train_command():
+    """The `bptt train` click command, whose options are the sweep's settings."""
+    from cli import train
+
+    return train
+
+
+def train_arguments(settings):
+    """engine.train_series keyword arguments for a complete dict of train option values."""
+    from cli import train_arguments as arguments
+
+    return arguments(settings)
+
+
+def settings_parameters():
+    """{name: click.Parameter} of every train option that is a sweep setting."""
+    return {param.name: param for param in train_command().params if param.name not in NOT_SETTINGS}
+
+
+def default_settings():
+    """{name: default} of every sweep setting, as `bptt train` would use them."""
+    from cli import main
+
+    # Under the group's context, as `bptt train` runs: a context of its own would make
+    # click cache train's help option without the group's "-h" spelling.
+    with main.make_context("bptt", ["train"], resilient_parsing=True) as parent:
+        params = train_command().make_context("train", [], parent=parent).params
+    return {name: params[name] for name in settings_parameters()}
+
+
+def parse_space(space):
+    """{name or option spelling: SPEC string or list of values} -> [Dimension]."""
+    if not isinstance(space, dict):
+        raise SweepError(f"space must be a dict of setting name -> SPEC or list; got {type(space).__name__}")
+    return [parse_dimension(name, spec) for name, spec in space.items()]
+
+
+def parse_assignment(text):
+    """'NAME=SPEC' (the CLI's --space) -> (name, spec)."""
+    name, equals, spec = text.partition("=")
+    if not equals or not name.strip() or not spec.strip():
+        raise SweepError(f"--space {text}: expected NAME=SPEC, e.g. lr=1e-4..1e-1:log or hidden=32,64,128")
+    return name.strip(), spec.strip()
+
+
+def parse_dimension(name, spec):
+    """One dimension from a train option name and a SPEC (string or list of values)."""
+    param = _parameter(name)
+    option = _option_spelling(param)
+    where = f"--space {option}={spec if isinstance(spec, str) else ','.join(map(str, spec))}"
+    if param.name in NOT_SWEPT:
+        why = ("sweep initialisations with --seeds" if param.name == "seed" else
+               "--epochs is the budget of every trial" if param.name == "epochs" else
+               "it changes the task or the validation data, so the losses would not compare")
+        raise SweepError(f"{where}: --{option} cannot be swept ({why}); give it as a fixed setting")
+    if isinstance(spec, str) and ".." in spec:
+        return _range(param, option, spec, where)
+    values = spec.split(",") if isinstance(spec, str) else list(spec)
+    if not values or any(isinstance(value, str) and not value.strip() for value in values):
+        raise SweepError(f"{where}: an empty value in the list")
+    choices = tuple(dict.fromkeys(_convert(param, value.strip() if isinstance(value, str) else value, where)
+                                  for value in values))
+    return Dimension(param.name, option, choices=choices)
+
+
+def _range(param, option, spec, where):
+    bounds, *modifiers = spec.split(":")
+    unknown = set(modifiers) - {"int", "log"}
+    if unknown:
+        raise SweepError(f"{where}: unknown range modifier {sorted(unknown)[0]!r} (use :log and/or :int)")
+    kind = getattr(param.type, "name", "")
+    if isinstance(param.type, click.Choice) or param.is_flag or kind not in ("float", "integer", "float range",
+                                                                             "integer range"):
+        raise SweepError(f"{where}: --{option} takes {_what(param)}, not a number range; give a list")
+    low_text, _, high_text = bounds.partition("..")
+    low, high = (_convert(param, text.strip(), where) for text in (low_text, high_text))
+    integer = "int" in modifiers or "integer" in kind
+    if integer and (low != int(low) or high != int(high)):
+        raise SweepError(f"{where}: an :int range needs whole-number ends")
+    if not low < high:
+        raise SweepError(f"{where}: the range is empty (its low end must be below its high end)")
+    log = "log" in modifiers
+    if log and low <= 0:
+        raise SweepError(f"{where}: a :log range needs a positive low end")
+    if integer:
+        return Dimension(param.name, option, low=int(low), high=int(high), integer=True, log=log)
+    return Dimension(param.name, option, low=float(low), high=float(high), log=log)
+
+
+def _parameter(name):
+    parameters = settings_parameters()
+    key = str(name).strip().lstrip("-").replace("-", "_")
+    if key in parameters:
+        return parameters[key]
+    for param in parameters.values():  # an option whose parameter name differs from its flag
+        if any(flag.lstrip("-").replace("-", "_") == key for flag in param.opts):
+            return param
+    known = ", ".join(sorted(_option_spelling(param) for param in parameters.values()
+                             if param.name not in NOT_SWEPT))
+    raise SweepError(f"--space {name}: unknown setting; a sweep can vary any bptt train option: {known}")
+
+
+def _option_spelling(param):
+    """The long option of a parameter without dashes: clip-norm."""
+    longs = [flag for flag in param.opts if flag.startswith("--")]
+    return (longs or param.opts)[0].lstrip("-")
+
+
+def _convert(param, value, where):
+    """A value through the train option's own type (and callback), as `bptt train` parses it."""
+    context = click.Context(train_command())
+    try:
+        converted = param.type_cast_value(context, value)
+        if param.callback is not None:
+            converted = param.callback(context, param, converted)
+    except click.BadParameter as error:
+        raise SweepError(f"{where}: {error.format_message()}") from None
+    return converted
+
+
+def _what(param):
+    if isinstance(param.type, click.Choice):
+        return "one of " + ", ".join(map(str, param.type.choices))
+    return "a flag (true/false)" if param.is_flag else f"a {getattr(param.type, 'name', 'value')}"

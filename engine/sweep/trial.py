@@ -1,0 +1,150 @@
+"""One trial of a sweep: a configuration trained with S initialisation seeds.
+
+Each seed is a call of engine.train_series, the function behind `bptt train`, on data
+prepared once for the whole sweep, single-shard (the sweep parallelises over trials).
+The S seeds run in threads and advance in lockstep: after every epoch the trial reports
+the mean over seeds of the best validation loss so far, and the executor (Optuna's pruner
+or Ray Tune's scheduler) may stop all seeds together, so every configuration yields S
+rows of results however early it was stopped.
+"""
+import math
+import threading
+import time
+
+import click
+
+from engine.data import prepare_training_data
+from engine.pipeline import train_series
+from engine.sweep.space import train_arguments
+from engine.trainer import TrainingDiverged
+
+COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
+
+
+class Prepared:
+    """The series of a sweep, read once, and its training data prepared once per distinct
+    data recipe (only --streams may vary between trials). Thread-safe."""
+
+    def __init__(self, series, data_options):
+        self.series = series
+        self._lock = threading.Lock()
+        self._data = {_key(data_options): prepare_training_data(series, **data_options)}
+
+    def data(self, data_options):
+        key = _key(data_options)
+        with self._lock:
+            if key not in self._data:
+                self._data[key] = prepare_training_data(self.series, **data_options)
+            return self._data[key]
+
+    def __getstate__(self):  # shipped to Ray workers: the lock stays behind
+        return {"series": self.series, "_data": self._data}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock())
+
+
+def _key(data_options):
+    return tuple(sorted(data_options.items()))
+
+
+def run_trial(settings, seeds, prepared, report):
+    """Train the configuration `settings` (every train option by name) once per seed in
+    `seeds`. report(epoch, mean_best_val_loss, seed_best_val_losses) is called in this
+    thread after each epoch of all seeds; it returns True to stop the trial there (pruning).
+
+    Returns (rows, runs): rows one dict per seed {"seed", "epochs", "best_val_loss",
+    "state", "seconds", "error"}; runs {seed: (model, trainer, data)} of completed seeds."""
+    lockstep = _Lockstep(len(seeds))
+    rows, runs = [None] * len(seeds), {}
+
+    def train_seed(index, seed):
+        started, losses = time.perf_counter(), []
+        state, error = COMPLETE, None
+
+        def on_epoch(record):
+            losses.append(record["val_loss"])
+            lockstep.arrive(index, min(losses))
+
+        try:
+            arguments = train_arguments(dict(settings, seed=seed))
+            arguments["trainer_options"]["shards"] = 1  # the sweep runs trials in parallel instead
+            # patience = epochs when not set: never stops early, but restores the best epoch's
+            # parameters, so a saved model has the best validation loss reported for it
+            arguments["patience"] = arguments["patience"] or arguments["epochs"]
+            data = prepared.data(arguments.pop("data_options"))
+            runs[seed] = train_series(data, None, **arguments, on_epoch=on_epoch)
+        except _Stopped:
+            state = PRUNED
+        except (TrainingDiverged, ValueError, TypeError) as failure:
+            state, error = FAILED, str(failure)
+        except click.ClickException as failure:  # an invalid combination of settings
+            state, error = FAILED, failure.format_message()
+        finally:
+            lockstep.leave(index)
+        rows[index] = {"seed": seed, "epochs": len(losses),
+                       "best_val_loss": min(losses) if losses and state != FAILED else math.nan,
+                       "state": state, "seconds": time.perf_counter() - started, "error": error}
+
+    threads = [threading.Thread(target=train_seed, args=(index, seed), daemon=True)
+               for index, seed in enumerate(seeds)]
+    for thread in threads:
+        thread.start()
+    lockstep.follow(report)
+    for thread in threads:
+        thread.join()
+    return rows, runs
+
+
+class _Stopped(Exception):
+    """Raised in a seed's on_epoch when the trial is pruned."""
+
+
+class _Lockstep:
+    """S seed runs meet after every epoch; the trial's own thread reports each epoch's mean
+    of the seeds' best losses and decides whether they go on. A seed that ends (done, early
+    stopping, failure) leaves; its best loss still counts in later epochs' means."""
+
+    def __init__(self, count):
+        self._condition = threading.Condition()
+        self._best = [[] for _ in range(count)]   # per seed: best loss after each epoch
+        self._left = [False] * count
+        self._decided = 0                         # epochs released
+        self._stop = False
+
+    def arrive(self, index, best_loss):
+        """From seed `index`'s thread after its epoch: wait for the decision on that epoch."""
+        with self._condition:
+            self._best[index].append(best_loss)
+            epoch = len(self._best[index])
+            self._condition.notify_all()
+            self._condition.wait_for(lambda: self._decided >= epoch)
+            if self._stop:
+                raise _Stopped()
+
+    def leave(self, index):
+        with self._condition:
+            self._left[index] = True
+            self._condition.notify_all()
+
+    def follow(self, report):
+        """Run in the trial's thread until every seed has left."""
+        epoch = 0
+        while True:
+            epoch += 1
+            with self._condition:
+                self._condition.wait_for(lambda: all(len(best) >= epoch or left
+                                                     for best, left in zip(self._best, self._left)))
+                reached = [best[min(epoch, len(best)) - 1] for best in self._best if best]
+                arrived = any(len(best) >= epoch for best in self._best)
+            if not arrived:
+                return
+            stop = True  # if report raises, the seeds are released to stop, not left waiting
+            try:
+                stop = bool(report(epoch, sum(reached) / len(reached), reached))
+            finally:
+                with self._condition:
+                    self._stop, self._decided = stop, epoch
+                    self._condition.notify_all()
+            if stop:
+                return

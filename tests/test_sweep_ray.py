@@ -1,0 +1,69 @@
+"""`bptt sweep --ray` on a two-node Ray cluster on loopback (one CPU per node): the issue's
+Done-when command at a small scale, results in the local sweep's format, trials spread
+over both nodes, and the best model usable by evaluate."""
+import csv
+import json
+import os
+
+# Before Ray is imported (it reads them then): keep 127.0.0.1 as it is, no auth tokens.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+import engine  # noqa: E402
+from cli import main  # noqa: E402
+
+pytest.importorskip("optuna")
+pytest.importorskip("ray.tune")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two nodes of one CPU on 127.0.0.1, the dashboard off; traffic stays on loopback."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def test_done_when_command_on_a_two_node_cluster(cluster, tmp_path):
+    import ray
+
+    out = tmp_path / "sw"
+    result = CliRunner().invoke(main, [
+        "sweep", "--demo", "mackey-glass", "--space", "lr=1e-3..3e-2:log", "--space", "hidden=8,16",
+        "--trials", "4", "--seeds", "2", "--epochs", "3", "--k1", "25", "-o", str(out),
+        "--ray", cluster.address], prog_name="bptt")
+    assert result.exit_code == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
+    assert not ray.is_initialized()  # the sweep disconnected from the cluster it joined
+    assert sorted(path.name for path in out.iterdir()) == ["best.npz", "results.csv", "sensitivity.png",
+                                                          "summary.json"]
+    with open(out / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 8
+    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "state", "seconds", "error"]
+    assert sorted(row["trial"] for row in rows) == sorted("00112233")
+    assert all(row["state"] in ("complete", "pruned") and 1 <= int(row["epochs"]) <= 3 for row in rows)
+    assert len([line for line in result.stderr.splitlines() if line.startswith("trial ")]) == 4
+
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["best"]
+    assert best is not None and summary["complete"] >= 1
+    best_rows = [row for row in rows if int(row["trial"]) == best["trial"]]
+    assert {row["state"] for row in best_rows} == {"complete"}
+    assert best["val_loss"] == pytest.approx(sum(float(row["best_val_loss"]) for row in best_rows) / 2)
+    # best.npz was retrained on the driver from the winning settings and seed: one shard,
+    # the same code, so the same validation loss as on the worker
+    model, trainer = engine.load(out / "best.npz")
+    seed = engine.read_metadata(out / "best.npz")["user"]["sweep"]["seed"]
+    assert model.hidden_size == best["settings"]["hidden"]
+    assert min(record["val_loss"] for record in trainer.history.epochs) == pytest.approx(
+        best["val_loss_per_seed"][str(seed)], rel=1e-4)
+    evaluated = CliRunner().invoke(main, ["evaluate", str(out / "best.npz"), "--demo", "mackey-glass", "--json"])
+    assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["mse"] > 0
