@@ -1,16 +1,15 @@
 """Entry point `python -m bench.panel`: a panel of many short series (1,000 series of
 100 to 5,000 steps by default, the `tiny` model: LSTM, I=1, H=32, k1=100) trained for one
 epoch two ways: packed end to end into B streams with resets (engine.panel.pack_layout),
-against one Trainer.fit call per series (B=1). Prints steps/s of each and their ratio.
-The packed run needs resets in Trainer.fit (DESIGN.md section 11)."""
+against one Trainer.fit call per series (B=1). Prints steps/s of each and their ratio,
+and the load of the machine (other processes' CPU skews both)."""
 import argparse
-import inspect
-import sys
+import os
 import time
 
 import numpy as np
 
-ROUNDS = 3
+ROUNDS = 2
 
 
 def make_panel(count, shortest, longest, seed=0):
@@ -21,9 +20,9 @@ def make_panel(count, shortest, longest, seed=0):
             for length in lengths]
 
 
-def trained_steps_per_second(fit, steps):
-    """Best of ROUNDS after a warm-up round (compilation, buffers)."""
-    fit()
+def trained_steps_per_second(fit, steps, warm_up):
+    """Best of ROUNDS of `fit` (an epoch of `steps` steps) after `warm_up()` (compilation)."""
+    warm_up()
     best = min(_timed(fit) for _ in range(ROUNDS))
     return steps / best
 
@@ -46,8 +45,6 @@ def main():
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--k1", type=int, default=100)
     args = parser.parse_args()
-    if "resets" not in inspect.signature(engine.Trainer.fit).parameters:
-        sys.exit("Error: the packed run needs Trainer.fit(..., resets=...) (issue 12 item 1)")
     series = make_panel(args.series, args.shortest, args.longest)
     inputs = [values[:-1].astype(np.float32) for values in series]    # next-step framing
     targets = [values[1:].astype(np.float32) for values in series]
@@ -64,14 +61,16 @@ def main():
     def packed():
         packed_trainer.fit(x, y, resets=resets)
 
-    def separate():
-        for x_i, y_i in zip(inputs, targets):
+    def separate(count=None):
+        for x_i, y_i in list(zip(inputs, targets))[:count]:
             separate_trainer.fit(x_i[:, None], y_i[:, None])
 
-    packed_rate = trained_steps_per_second(packed, steps)
-    separate_rate = trained_steps_per_second(separate, steps)
+    load = os.getloadavg()[0]
+    packed_rate = trained_steps_per_second(packed, steps, packed)
+    separate_rate = trained_steps_per_second(separate, steps, lambda: separate(10))
     print(f"{args.series} series of {args.shortest}..{args.longest} steps ({steps} in all), "
-          f"lstm H={args.hidden}, k1={args.k1}; one epoch, best of {ROUNDS}")
+          f"lstm H={args.hidden}, k1={args.k1}; one epoch, best of {ROUNDS}; "
+          f"load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} cores)")
     print(f"packed into {args.streams} streams ({layout.steps} steps each, "
           f"{1 - steps / (layout.steps * args.streams):.1%} padding): {packed_rate / 1e3:10.1f} k steps/s")
     print(f"one fit call per series (B=1):          {separate_rate / 1e3:10.1f} k steps/s")
