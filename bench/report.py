@@ -5,12 +5,14 @@ from bench.resets import MAX_COST
 def format_table(records):
     """Throughput (thousands of steps/s, GFLOP/s, engine/peer ratios), peak memory and
     start time per configuration; the engine's phases and workspace; full-BPTT memory
-    growth; the cost of resets; compile time. Sections without records are left out."""
+    growth; the cost of resets; packing a panel; compile time. Sections without records
+    are left out."""
     train = [r for r in records if r["kind"] == "train"]
     peers = sorted({r["impl"] for r in train} - {"engine"})
     sections = [_throughput(train, peers), _phases([r for r in train if r["impl"] == "engine"]),
                 _growth([r for r in records if r["kind"] == "full_bptt"]),
                 _resets([r for r in records if r["kind"] == "resets"]),
+                _panel([r for r in records if r["kind"] == "panel"]),
                 _compile([r for r in records if r["kind"] == "compile"])]
     return "\n\n".join(section for section in sections if section)
 
@@ -69,6 +71,12 @@ def _resets(resets):
         f"{r['seconds_per_step_resets'] * 1e3:.3f} ms per step against {r['seconds_per_step'] * 1e3:.3f} ms "
         f"without, cost {r['cost'] * 100:+.1f}% ({r['cpu_cost'] * 100:+.1f}% in CPU time; target "
         f"<= {MAX_COST * 100:.0f}%; other cores {r['other_load']:.2f})" for r in resets)
+
+
+def _panel(panels):
+    from bench.panel import describe  # here: `python -m bench.panel` runs clean
+
+    return "\n".join(describe(r) for r in panels)
 
 
 def _compile(compiles):

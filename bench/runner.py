@@ -45,7 +45,8 @@ def run_bench(configs=None, peers=False, quick=False, json_path=None, echo=print
     """Benchmark `configs` (names of bench.configs.CONFIGS; default all, or a few with
     quick) on the engine and, with `peers`, on every peer installed. Returns the records:
     kind "train" one per (config, impl), "full_bptt" one per (impl, T), "resets" one (the
-    cost of a reset mask) and "compile" one for the engine (these three only with
+    cost of a reset mask), "panel" one (bench.panel: packing against one call per series)
+    and "compile" one for the engine (these four only with
     `profiles`). quick: fewer and shorter rounds,
     full BPTT over 1k steps only, no compile time. rounds overrides the number of rounds.
     json_path: also write the records there as a JSON list."""
@@ -68,6 +69,11 @@ def run_bench(configs=None, peers=False, quick=False, json_path=None, echo=print
         records += growth_records(get_config(GROWTH_CONFIG), impls, settings["growth_steps"])
         echo(f"resets ({RESETS_CONFIG}, a reset every {RESET_PERIOD} steps per stream) ...")
         records.append(resets_record(settings["rounds"], settings["round_s"]))
+        from bench.panel import FULL_PANEL, QUICK_PANEL, panel_record  # here: `python -m bench.panel` runs clean
+
+        sizes = QUICK_PANEL if quick else FULL_PANEL
+        echo(f"panel ({sizes['series']} series, packed against one call per series) ...")
+        records.append(panel_record(**sizes))
         if settings["compile_time"]:
             echo("compile time ...")
             records.append(compile_record())

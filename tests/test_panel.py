@@ -622,3 +622,13 @@ def test_cli_long_csv_of_40_series_trains_evaluates_from_a_date_and_forecasts(tm
     lines = forecast.stdout.splitlines()
     assert lines[0] == "id,time,value" and len(lines) == 1 + 40 * 3
     assert lines[1].startswith("sensor-00,2026-01-01T01:00,")   # times as a single-series forecast writes them
+
+
+def test_bench_panel_record():
+    from bench.panel import panel_record
+    from bench.report import format_table
+
+    record = panel_record(series=5, shortest=20, longest=60, streams=2, hidden=4, k1=10, rounds=1)
+    assert record["kind"] == "panel" and record["steps"] > 0 and 0 <= record["padding"] < 1
+    assert record["ratio"] == pytest.approx(record["packed_steps_per_s"] / record["separate_steps_per_s"])
+    assert "Panel: 5 series of 20..60 steps" in format_table([record])
