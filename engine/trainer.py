@@ -116,8 +116,9 @@ class Trainer:
         """JSON-able settings, enough to rebuild the trainer around a model."""
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
-                    diagnostics=self.diagnostics, shards=self.shards, memory=self.memory, optimizer=self.optimizer.config,
-                    schedule=self.schedule.config, history_updates=self.history_updates)
+                    diagnostics=self.diagnostics, shards=self.shards, memory=self.memory,
+                    optimizer=self.optimizer.config, schedule=self.schedule.config,
+                    history_updates=self.history_updates)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -134,8 +135,8 @@ class Trainer:
 
         Each epoch starts from a zero state. resets: optional (T, B) booleans, True where
         stream b starts a new series at step t: its state is zeroed there and no gradient
-        crosses it (many series packed end to end in B streams, DESIGN.md 11). validation: optional (x_val, y_val), whose
-        loss is computed after each epoch from a zero state. patience: stop when the
+        crosses it (many series packed end to end in B streams). validation: optional
+        (x_val, y_val), whose loss is computed after each epoch from a zero state. patience: stop when the
         validation loss (training loss without validation) has not improved for this
         many epochs, and restore the best parameters. on_update(record) / on_epoch(record)
         are called after each update / epoch. Returns the History."""
@@ -299,8 +300,7 @@ class Trainer:
                   "clipped": bool(clipped), "lr": float(lr)}
         if self.diagnostics:
             record["dh_norms"] = chunk.dh_norms()
-            if self.grad_flow is not None:
-                self.grad_flow.observe(record)
+            self.grad_flow.observe(record)
         self.history.append_update(record, self.history_updates)
         return record
 

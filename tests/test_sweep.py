@@ -267,10 +267,10 @@ def test_an_unreachable_ray_address_fails_fast(tmp_path):
     started = time.perf_counter()
     result = run("sweep", "--demo", "sine", "--space", "lr=1e-3,1e-2", "--ray", "127.0.0.1:1",
                  "-o", tmp_path / "sw", "--epochs", 1, "--hidden", 4)
-    assert_one_error(result, "127.0.0.1:1", "no Ray cluster reachable")
+    assert_one_error(result, "127.0.0.1:1", "cannot reach the Ray cluster")
     assert time.perf_counter() - started < 10
     assert_one_error(run("sweep", "--demo", "sine", "--space", "lr=1e-3,1e-2", "--ray", "nowhere",
-                         "-o", tmp_path / "sw"), "host:port")
+                         "-o", tmp_path / "sw"), "HOST:PORT")
 
 
 def test_results_csv_rows_hold_nan_free_numbers_for_complete_rows(tmp_path):

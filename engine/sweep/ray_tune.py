@@ -9,16 +9,12 @@ import json
 import math
 import os
 import shutil
-import socket
 import tempfile
 import time
 
 from engine.sweep.local import ExtraUnavailable, make_sampler, quiet_optuna
 from engine.sweep.space import SweepError
 from engine.sweep.trial import COMPLETE, PRUNED, run_trial
-
-CONNECT_TIMEOUT = 5.0  # seconds to reach host:port before saying it is unreachable
-
 
 def require_ray():
     try:
@@ -81,23 +77,18 @@ def _quiet_tune():
 
 
 def _connect(ray, address):
-    """Connect to the cluster (True if this call did); an unreachable one fails fast."""
+    """Connect to the cluster (True if this call did); an unreachable one fails within
+    seconds, as for training on a cluster (engine/distributed/cluster.py)."""
+    from engine.distributed.cluster import ClusterUnavailable, connect
+
     if ray.is_initialized():
         return False
     if address is None:
         raise SweepError("--ray needs an address: auto, or the head node's host:port")
-    if address != "auto":
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise SweepError(f"--ray {address}: expected auto or host:port")
-        try:
-            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
-        except OSError as error:
-            raise SweepError(f"--ray {address}: no Ray cluster reachable there ({error})") from None
     try:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise SweepError(f"--ray {address}: cannot connect to a Ray cluster ({error})") from None
+        connect(address)
+    except ClusterUnavailable as error:
+        raise SweepError(f"--ray {address}: {error}") from None
     return True
 
 
