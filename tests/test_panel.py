@@ -632,3 +632,11 @@ def test_bench_panel_record():
     assert record["kind"] == "panel" and record["steps"] > 0 and 0 <= record["padding"] < 1
     assert record["ratio"] == pytest.approx(record["packed_steps_per_s"] / record["separate_steps_per_s"])
     assert "Panel: 5 series of 20..60 steps" in format_table([record])
+
+
+def test_sweep_refuses_a_panel_clearly(tmp_path):
+    result = run("sweep", "--demo", "sensors", "--space", "lr=1e-3,1e-2", "-o", tmp_path / "sweep")
+    assert result.exit_code == 2 and "bptt sweep runs on one series" in result.stderr
+    assert not (tmp_path / "sweep").exists()
+    result = run("sweep", "--demo", "sine", "--space", "scale=series,global", "-o", tmp_path / "sweep")
+    assert result.exit_code == 2 and "--scale cannot be swept" in result.stderr
