@@ -619,7 +619,7 @@ def gradcheck(cell, nonlinearity, input_size, hidden, output_size, layers, steps
 
 @main.command()
 @click.option("--config", "configs", multiple=True, metavar="NAME",
-              help="A configuration of DESIGN.md section 10 (repeatable) [default: all; --quick: a few].")
+              help="A standard configuration of bench/configs.py: single, tiny, small, medium, large, deep, gru-small, ... (repeatable) [default: all; --quick: a few].")
 @click.option("--peers", is_flag=True, help="Also time PyTorch and JAX side by side, when installed (extra 'bench').")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the records to this JSON file.")
 @click.option("--quick", is_flag=True, help="A few configurations and short rounds: under a minute.")
