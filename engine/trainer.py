@@ -10,7 +10,8 @@ from engine.history import History
 from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
-from engine.shards import ShardedChunk, default_shards
+from engine.shards import ShardedChunk
+from engine.thread_plan import plan_for
 from engine.validation import as_inputs, as_targets, check_choice, check_float, check_int
 
 ON_DIVERGENCE = ("raise", "skip")
@@ -38,7 +39,9 @@ class Trainer:
     diagnostics: record the norm of dL/dh_t for every step of each update's window and
     every layer (History.updates[i]["dh_norms"]).
     shards: split the B streams into this many shards trained in parallel threads
-    (default: one per core); results are bit-reproducible for a given count.
+    (default: the thread plan's choice for the shape and core count, engine/thread_plan.py;
+    `thread_plan` holds the plan of the first chunk); results are bit-reproducible for a
+    given count.
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
     memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
@@ -74,14 +77,18 @@ class Trainer:
         self.best = None       # early stopping: {"loss", "epoch", "params"}
         self.reset_state()
         self._chunks = {}
+        self.thread_plan = None  # JSON-able plan of the first chunk built (engine/thread_plan.py)
 
     @classmethod
     def from_config(cls, model, config):
         """A trainer for `model` with the settings of `config` (see Trainer.config)."""
         settings = dict(config)
+        thread_plan = settings.pop("thread_plan", None)
         optimizer = optimizer_from_config(settings.pop("optimizer"))
         schedule = schedule_from_config(settings.pop("schedule"))
-        return cls(model, optimizer=optimizer, schedule=schedule, **settings)
+        trainer = cls(model, optimizer=optimizer, schedule=schedule, **settings)
+        trainer.thread_plan = thread_plan  # a record until the first chunk chooses again here
+        return trainer
 
     @property
     def lr(self):
@@ -90,11 +97,13 @@ class Trainer:
 
     @property
     def config(self):
-        """JSON-able settings, enough to rebuild the trainer around a model."""
+        """JSON-able settings, enough to rebuild the trainer around a model, and the
+        thread plan of its first chunk (a record: a rebuilt trainer chooses again when it
+        first trains, unless `shards` fixes the count)."""
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, memory=self.memory, optimizer=self.optimizer.config,
-                    schedule=self.schedule.config)
+                    schedule=self.schedule.config, thread_plan=self.thread_plan)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -273,8 +282,10 @@ class Trainer:
     def _chunk(self, T, B):
         """Buffers for a window of T steps of B streams, made once per shape."""
         if (T, B) not in self._chunks:
-            shards = min(self.shards or default_shards(B), B)
-            self._chunks[T, B] = ShardedChunk(self.model, T, B, shards, self.grad, self.memory)
+            plan = plan_for(self.model, T, B, self.shards)
+            if not self._chunks:
+                self.thread_plan = plan
+            self._chunks[T, B] = ShardedChunk(self.model, T, B, plan["shards"], self.grad, self.memory)
         return self._chunks[T, B]
 
     def _check_data(self, x, y, name=None):
