@@ -11,7 +11,7 @@ jitted np.dot loop as the kernels call it:
   is the element-wise pass, fitted as fixed + rows * H * per_unit per cell;
 - shard overhead: one extra shard's serial cost per update (a thread-pool round trip
   and a tiny pass's Python, which holds the GIL), and the gradient combination per
-  parameter (kernels.common.combine_scaled).
+  parameter (kernels.common.combine_scaled) on buffers larger than the caches.
 
 Prints one JSON object: the raw figures and "fit", the constants to paste into
 engine/thread_plan.py, and "check", the model against each measured pass.
@@ -109,7 +109,9 @@ def shard_overhead_seconds(rounds, round_s):
 
 
 def combine_seconds_per_param(rounds, round_s):
-    size = 1 << 20
+    """Gradient combination per parameter, on buffers larger than the caches: with many
+    shards the gradients together outgrow them (conservative for small models)."""
+    size = 1 << 24
     out, other = np.ones(size, np.float32), np.ones(size, np.float32)
     return median_seconds(lambda n: [combine_scaled(out, 0.5, other, 0.5) for _ in range(n)],
                           rounds, round_s) / size
