@@ -114,8 +114,8 @@ class CostModel:
     whole-chunk GEMMs. elementwise: cell -> (fixed, per_unit), per step fixed + M * H *
     per_unit. shard_overhead_s: serial cost of one more shard per update and layer.
     combine_s_per_param: serial cost of adding one shard's gradient, per parameter.
-    An H between the measured ones is interpolated log-log; beyond them, GEMM times
-    scale with H ** 2 and rates stay those of the nearest H."""
+    An H between the measured ones is interpolated log-log; above them, GEMM times
+    scale with H ** 2; below them, and for rates, the nearest H's figures are used."""
 
     gemm_rows: list
     gemm: dict
@@ -159,13 +159,15 @@ class CostModel:
         return float(np.interp(rows, self.gemm_rows, seconds))
 
     def _by_hidden(self, H, G, value_at, scale):
-        """value_at("H,G") at this H: log-log between the measured H of this G; beyond
-        them, the nearest one's times (H / H_measured) ** scale."""
+        """value_at("H,G") at this H: log-log between the measured H of this G; above
+        them, the largest one's times (H / H_largest) ** scale; below them, the smallest
+        one's (at small H a call's fixed cost dominates)."""
         measured = sorted(int(key.split(",")[0]) for key in self.chunk_flops_per_s
                           if int(key.split(",")[1]) == G)
-        nearest = min(max(H, measured[0]), measured[-1])
-        if nearest != H:
-            return value_at(f"{nearest},{G}") * (H / nearest) ** scale
+        if H <= measured[0]:
+            return value_at(f"{measured[0]},{G}")
+        if H >= measured[-1]:
+            return value_at(f"{measured[-1]},{G}") * (H / measured[-1]) ** scale
         values = [value_at(f"{h},{G}") for h in measured]
         return math.exp(np.interp(math.log(H), np.log(measured), np.log(values)))
 
