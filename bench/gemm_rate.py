@@ -9,9 +9,10 @@ jitted np.dot loop as the kernels call it:
 - passes: seconds per step of one shard's forward + backward over a chunk (the engine's
   StoredPass, as each shard runs it), per cell, H and M; what the GEMMs above do not explain
   is the element-wise pass, fitted as fixed + rows * H * per_unit per cell;
-- shard overhead: one extra shard's serial cost per update (a thread-pool round trip
-  and a tiny pass's Python, which holds the GIL), and the gradient combination per
-  parameter (kernels.common.combine_scaled) on buffers larger than the caches.
+- per update: the Python of a shard's pass (a pass too small to compute anything; it
+  holds the GIL, so the shards' run one after another), a thread-pool round trip, and
+  the gradient combination per parameter (kernels.common.combine_scaled) on buffers
+  larger than the caches.
 
 Prints one JSON object: the raw figures and "fit", the constants to paste into
 engine/thread_plan.py, and "check", the model against each measured pass.
@@ -88,24 +89,20 @@ def pass_seconds(cell, H, M, rounds, round_s):
     return median_seconds(run, rounds, round_s) / PASS_STEPS
 
 
-def shard_overhead_seconds(rounds, round_s):
-    """Serial cost of one more shard per update: a thread-pool round trip plus the Python
-    of a pass too small to compute anything (T = 1, one row, H = 4)."""
+def pass_python_seconds(rounds, round_s):
+    """The Python of one shard's pass per update and layer: a pass too small to compute
+    anything (T = 1, one stream, H = 4), in this thread."""
     model = Model("rnn", 1, 4, 1, dtype="float32")
     x, y = np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32)
     shard_pass, state = StoredPass(model, 1, 1, np.zeros_like(model.params)), model.init_state(1)
-    pool = ThreadPoolExecutor(max_workers=1)
+    return median_seconds(lambda n: [shard_pass.run(x, y, "mse", state, 0) for _ in range(n)],
+                          rounds, round_s)
 
-    def tiny_pass():
-        shard_pass.run(x, y, "mse", state, 0)
 
-    def run(n):
-        for _ in range(n):
-            pool.submit(tiny_pass).result()
-
-    seconds = median_seconds(run, rounds, round_s)
-    pool.shutdown()
-    return seconds
+def handoff_seconds(rounds, round_s):
+    """A thread-pool round trip (submit, run nothing, wait), as each extra shard makes."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return median_seconds(lambda n: [pool.submit(int).result() for _ in range(n)], rounds, round_s)
 
 
 def combine_seconds_per_param(rounds, round_s):
@@ -131,7 +128,8 @@ def measure(hidden, gates, rows, pass_rows, rounds, round_s):
     passes = [{"cell": cell, "H": H, "M": M, "seconds_per_step": pass_seconds(cell, H, M, rounds, round_s)}
               for cell in CELL_GATES for H in hidden for M in pass_rows]
     return {"gemm": gemm, "chunk": chunk, "passes": passes,
-            "shard_overhead_s": shard_overhead_seconds(rounds, round_s),
+            "pass_python_s": pass_python_seconds(rounds, round_s),
+            "handoff_s": handoff_seconds(rounds, round_s),
             "combine_s_per_param": combine_seconds_per_param(rounds, round_s)}
 
 
@@ -147,7 +145,7 @@ def fit(measured):
                             for kind in ("forward", "backward")]
     constants = dict(gemm_rows=rows, gemm=gemm,
                      chunk_flops_per_s={f"{r['H']},{r['G']}": r["flops_per_s"] for r in measured["chunk"]},
-                     shard_overhead_s=measured["shard_overhead_s"],
+                     pass_python_s=measured["pass_python_s"], handoff_s=measured["handoff_s"],
                      combine_s_per_param=measured["combine_s_per_param"])
     without_elementwise = thread_plan.CostModel(elementwise={}, **constants)
     elementwise = {}
@@ -193,7 +191,8 @@ def module_text(constants, measured_on):
     lines += ["    },", "    elementwise={  # cell: (fixed, per_unit) seconds per step"]
     lines += [f"        \"{cell}\": ({fixed:.3g}, {per_unit:.3g})," for cell, (fixed, per_unit)
               in constants["elementwise"].items()]
-    lines += ["    },", f"    shard_overhead_s={constants['shard_overhead_s']:.3g},",
+    lines += ["    },", f"    pass_python_s={constants['pass_python_s']:.3g},",
+              f"    handoff_s={constants['handoff_s']:.3g},",
               f"    combine_s_per_param={constants['combine_s_per_param']:.3g},", ")"]
     return "\n".join(lines)
 

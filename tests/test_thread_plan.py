@@ -69,7 +69,7 @@ def test_a_cheap_model_splits_less_than_an_expensive_one():
 def test_free_shards_would_split_to_one_stream_each():
     """The model itself, with the per-shard serial costs set to zero: one stream per
     shard is then the fastest (so what keeps shards fat above is those costs)."""
-    free = thread_plan.CostModel(**{**thread_plan.MEASURED, "shard_overhead_s": 0.0,
+    free = thread_plan.CostModel(**{**thread_plan.MEASURED, "pass_python_s": 0.0, "handoff_s": 0.0,
                                     "combine_s_per_param": 0.0})
     plan = choose_plan("lstm", 8, 256, 64, 1, 64, model=free)
     assert plan["rows_per_shard"] <= 2
