@@ -75,10 +75,16 @@ def test_free_shards_would_split_to_one_stream_each():
     assert plan["rows_per_shard"] <= 2
 
 
-@pytest.mark.parametrize("name", [name for name, config in CONFIGS.items() if config.batch > 1])
+# Measured fastest with two shards on 2 cores (python -m bench.plans --measure, quiet,
+# 2026-12-01). Not tiny: one shard measured faster there (0.91x with two) while the model
+# predicts 1.7x, a known miss of the model (README, Performance).
+TWO_SHARDS_MEASURED_BEST = ("small", "medium", "large", "deep", "gru-small", "gru-medium",
+                            "rnn-small", "rnn-medium")
+
+
+@pytest.mark.parametrize("name", TWO_SHARDS_MEASURED_BEST)
 def test_two_core_choices_match_the_best_measured(name):
-    """On 2 cores, two shards were measured fastest on every standard configuration
-    with more than one stream (the README's Performance table)."""
+    """On 2 cores the plan takes two shards where two were measured fastest."""
     assert _plan(CONFIGS[name], 2)["shards"] == 2
 
 
