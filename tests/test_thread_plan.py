@@ -76,8 +76,8 @@ def test_free_shards_would_split_to_one_stream_each():
 
 
 # Measured fastest with two shards on 2 cores (python -m bench.plans --measure, quiet,
-# 2026-12-01). Not tiny: one shard measured faster there (0.91x with two) while the model
-# predicts 1.7x, a known miss of the model (README, Performance).
+# 2026-12-01). Not tiny: two quiet runs gave two shards 0.91x and 1.19x of one (too close
+# to call) while the model predicts 1.7x, a known miss (README, Performance).
 TWO_SHARDS_MEASURED_BEST = ("small", "medium", "large", "deep", "gru-small", "gru-medium",
                             "rnn-small", "rnn-medium")
 
