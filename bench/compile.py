@@ -1,9 +1,12 @@
 """Entry point `python -m bench.compile`: start the engine and make one training update
 with every kernel signature training can use (both dtypes, every cell, both losses,
 every optimizer, norm and value clipping); prints {"seconds": ...} as JSON.
+--dtypes float32: only those dtypes' kernels (what a float32-only user compiles; Numba
+compiles a dtype's specialisations on their first call only).
 
 Run it in a fresh process with NUMBA_CACHE_DIR set to an empty directory for the cold
 compile time, and again with the same directory for the cached start."""
+import argparse
 import json
 import time
 
@@ -15,7 +18,7 @@ LOSSES = ("mse", "cross_entropy")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 
-def start_all():
+def start_all(dtypes=DTYPES):
     """Import the engine and train every combination once on a tiny two-layer model."""
     import engine
     from engine.trainer import Trainer
@@ -23,7 +26,7 @@ def start_all():
     T, B, I, H, O = 3, 2, 2, 3, 2
     x = np.ones((T, B, I))
     targets = {"mse": np.zeros((T, B, O)), "cross_entropy": np.zeros((T, B), np.int64)}
-    for dtype in DTYPES:
+    for dtype in dtypes:
         for cell in CELLS:
             for loss in LOSSES:
                 for optimizer in OPTIMIZERS:
@@ -34,6 +37,9 @@ def start_all():
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    dtypes = parser.parse_args().dtypes
     started = time.perf_counter()
-    start_all()
+    start_all(dtypes)
     print(json.dumps({"seconds": time.perf_counter() - started}))

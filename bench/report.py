@@ -25,10 +25,12 @@ def _throughput(train, peers):
     for r in train:
         ratios = [_ratio(r.get(f"ratio_{peer}")) for peer in peers]
         rows.append([r["config"], r["impl"], f"{r['steps_per_s'] / 1e3:.1f}", f"{r['gflops']:.2f}",
-                     *ratios, f"{r['peak_mb']:.0f}", f"{r['first_step_s']:.2f}", f"{r['other_load']:.2f}"])
+                     *ratios, f"{r['peak_mb']:.0f}", f"{r['first_step_s']:.2f}", f"{r['other_load']:.2f}",
+                     _plan(r.get("plan"))])
     title = ("Training step (forward, MSE, backward, clip, Adam), float32; vs = engine / peer; "
-             "other cores = CPU used by other processes meanwhile")
-    return title + "\n" + _columns(header + ["peak MB", "first step s", "other cores"], rows)
+             "other cores = CPU used by other processes meanwhile; plan = the engine's shards x "
+             "streams per shard (engine/thread_plan.py)")
+    return title + "\n" + _columns(header + ["peak MB", "first step s", "other cores", "plan"], rows)
 
 
 def _phases(engine):
@@ -82,6 +84,10 @@ def _panel(panels):
 def _compile(compiles):
     return "\n".join(f"Engine compile, all kernels: cold {r['cold_s']:.1f} s, cached start "
                      f"{r['cached_s']:.2f} s" for r in compiles)
+
+
+def _plan(plan):
+    return "" if plan is None else f"{plan['shards']}x{plan['rows_per_shard']}"
 
 
 def _ratio(value):

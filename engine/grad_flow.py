@@ -48,7 +48,8 @@ import math
 
 import numpy as np
 
-from engine.shards import ShardedChunk, default_shards
+from engine.shards import ShardedChunk
+from engine.thread_plan import plan_for
 
 REACH_THRESHOLD = 0.01   # r_k below this no longer counts as reaching
 VANISHING_FACTOR = 4     # vanishing: reach < span / VANISHING_FACTOR
@@ -143,7 +144,7 @@ class GradFlow:
 
     def _probe_chunk(self, T, B):
         if (T, B) not in self._probe_chunks:
-            shards = min(self.shards or default_shards(B), B)
+            shards = plan_for(self.model, T, B, self.shards)["shards"]  # as the trainer's chunk
             self._probe_chunks[T, B] = ShardedChunk(self.model, T, B, shards, self._probe_grad, self.memory)
         return self._probe_chunks[T, B]
 

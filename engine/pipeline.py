@@ -22,7 +22,7 @@ from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evalua
 from engine.schedules import make_schedule
 from engine.series import as_series
 from engine.series.times import infer_frequency, next_stamps, row_at
-from engine.shards import default_shards
+from engine.thread_plan import available_cores
 from engine.trainer import Trainer
 from engine.validation import check_float, check_int
 
@@ -377,7 +377,7 @@ def _require_training_memory(model_options, trainer_options, data):
         needed = training_bytes(
             model["cell"], inputs, check_int("hidden_size", model["hidden_size"]), data.y_train.shape[2],
             check_int("num_layers", model["num_layers"]), np.dtype(model["dtype"]).itemsize, window, streams,
-            min(trainer["shards"] or default_shards(streams), streams),
+            min(trainer["shards"] or available_cores(), streams),  # the most shards a plan may use
             len(make_optimizer(trainer["optimizer"], trainer["lr"]).buffer_names()), trainer["memory"])
     except (KeyError, TypeError, ValueError):
         return

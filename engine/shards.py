@@ -17,11 +17,6 @@ from kernels.common import combine_scaled
 _POOL = None
 
 
-def default_shards(batch):
-    """One shard per core, but at least one stream per shard (at most 2 cores here)."""
-    return max(1, min(batch, os.cpu_count() or 1))
-
-
 def _pool():
     global _POOL
     if _POOL is None:

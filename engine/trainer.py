@@ -12,7 +12,8 @@ from engine.history import History
 from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
-from engine.shards import ShardedChunk, default_shards
+from engine.shards import ShardedChunk
+from engine.thread_plan import plan_for
 from engine.validation import as_inputs, as_resets, as_targets, check_choice, check_float, check_int
 
 ON_DIVERGENCE = ("raise", "skip")
@@ -51,7 +52,9 @@ class Trainer:
     detail (engine/grad_flow.py defines them; `self.grad_flow` accumulates them). The
     parameters are bit-identical with and without diagnostics.
     shards: split the B streams into this many shards trained in parallel threads
-    (default: one per core); results are bit-reproducible for a given count.
+    (default: the thread plan's choice for the shape and core count, engine/thread_plan.py;
+    `thread_plan` holds the plan of the first chunk); results are bit-reproducible for a
+    given count.
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
     memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
@@ -97,14 +100,18 @@ class Trainer:
         self.best = None       # early stopping: {"loss", "epoch", "params"}
         self.reset_state()
         self._chunks = {}
+        self.thread_plan = None  # JSON-able plan of the first chunk built (engine/thread_plan.py)
 
     @classmethod
     def from_config(cls, model, config):
         """A trainer for `model` with the settings of `config` (see Trainer.config)."""
         settings = dict(config)
+        thread_plan = settings.pop("thread_plan", None)
         optimizer = optimizer_from_config(settings.pop("optimizer"))
         schedule = schedule_from_config(settings.pop("schedule"))
-        return cls(model, optimizer=optimizer, schedule=schedule, **settings)
+        trainer = cls(model, optimizer=optimizer, schedule=schedule, **settings)
+        trainer.thread_plan = thread_plan  # a record until the first chunk chooses again here
+        return trainer
 
     @property
     def lr(self):
@@ -113,12 +120,14 @@ class Trainer:
 
     @property
     def config(self):
-        """JSON-able settings, enough to rebuild the trainer around a model."""
+        """JSON-able settings, enough to rebuild the trainer around a model, and the
+        thread plan of its first chunk (a record: a rebuilt trainer chooses again when it
+        first trains, unless `shards` fixes the count)."""
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, memory=self.memory,
                     optimizer=self.optimizer.config, schedule=self.schedule.config,
-                    history_updates=self.history_updates)
+                    history_updates=self.history_updates, thread_plan=self.thread_plan)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -328,7 +337,7 @@ class Trainer:
         if (window, B) in self._chunks:
             return
         model = self.model
-        shards = min(self.shards or default_shards(B), B)
+        shards = plan_for(model, window, B, self.shards)["shards"]
         require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
                             model.num_layers, window, B, shards, model.dtype.itemsize, model.params.nbytes,
                             self.memory),
@@ -337,8 +346,10 @@ class Trainer:
     def _chunk(self, T, B):
         """Buffers for a window of T steps of B streams, made once per shape."""
         if (T, B) not in self._chunks:
-            shards = min(self.shards or default_shards(B), B)
-            self._chunks[T, B] = ShardedChunk(self.model, T, B, shards, self.grad, self.memory)
+            plan = plan_for(self.model, T, B, self.shards)
+            if not self._chunks:
+                self.thread_plan = plan
+            self._chunks[T, B] = ShardedChunk(self.model, T, B, plan["shards"], self.grad, self.memory)
         return self._chunks[T, B]
 
     def _check_data(self, x, y, name=None):

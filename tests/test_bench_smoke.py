@@ -24,6 +24,8 @@ def test_run_bench_tiny_engine(tmp_path):
     assert json.loads(path.read_text()) == records
     table = format_table(records)
     assert "tiny" in table and "engine" in table
+    plan = records[0]["plan"]  # the thread plan the Trainer chose, shown as shards x streams
+    assert f"{plan['shards']}x{plan['rows_per_shard']}" in table
 
 
 def test_full_bptt_memory_growth():

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import engine
+import engine.thread_plan
 from cli import main
 
 # Read by Ray when it is imported: without them Ray 2.60 rewrites 127.0.0.1 to the
@@ -246,7 +247,8 @@ def test_cli_trains_on_the_cluster_as_on_one_machine(cluster, tmp_path, monkeypa
     ray_run = ["-o", tmp_path / "ray.npz", "--ray", cluster.address, "--workers", "2"]
     for args in (["--epochs", "1", *ray_run], ["--epochs", "2", "--resume", *ray_run],
                  ["--epochs", "2", "-o", tmp_path / "local.npz"]):
-        monkeypatch.setattr(engine.trainer, "default_shards", lambda streams: 2)  # the local run's shards
+        planned = engine.thread_plan.plan_for  # the local run's shards: 2, as the cluster's workers
+        monkeypatch.setattr(engine.trainer, "plan_for", lambda model, T, B, shards=None: planned(model, T, B, shards or 2))
         result = CliRunner().invoke(main, [*common, *map(str, args)])
         assert result.exit_code == 0, result.output
     ours, trainer = engine.load(tmp_path / "ray.npz")

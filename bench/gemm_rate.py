@@ -1,0 +1,239 @@
+"""Entry point `python -m bench.gemm_rate`: the single-threaded costs that the thread plan
+(engine/thread_plan.py) models, measured here, and the model's constants fitted to them.
+
+Measured, float32, with the kernels' BLAS (SciPy's OpenBLAS, one thread) called from a
+jitted np.dot loop as the kernels call it:
+- gemm: the per-step recurrent GEMMs of one shard of M rows, forward (M, H) x (H, G*H)
+  and backward (M, G*H) x (G*H, H), for H in 32..512, G in 1, 3, 4, M in 1..128;
+- chunk: a whole-chunk weight-gradient GEMM (G*H, T*M) x (T*M, H), its rate in FLOP/s;
+- passes: seconds per step of one shard's forward + backward over a chunk (the engine's
+  StoredPass, as each shard runs it), per cell, H and M; what the GEMMs above do not explain
+  is the element-wise pass, fitted as fixed + rows * H * per_unit per cell;
+- per update: the Python of a shard's pass (a pass too small to compute anything; it
+  holds the GIL, so the shards' run one after another), a thread-pool round trip, and
+  the gradient combination per parameter (kernels.common.combine_scaled) on buffers
+  larger than the caches.
+
+Prints one JSON object: the raw figures and "fit", the constants to paste into
+engine/thread_plan.py, and "check", the model against each measured pass.
+--quick: fewer sizes and rounds (a smoke run, not for fitting)."""
+import argparse
+import json
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+from engine import thread_plan
+from engine.blas import blas_threads
+from engine.model import Model
+from engine.passes import StoredPass  # importing the engine sets one BLAS thread
+from kernels.common import combine_scaled
+
+HIDDEN = (32, 64, 128, 256, 512)
+GATES = (1, 3, 4)
+ROWS = (1, 2, 4, 8, 16, 32, 64, 128)
+PASS_ROWS = (1, 4, 16, 64)
+PASS_STEPS = 50   # T of the measured passes
+PASS_INPUT = 8    # I of the measured passes
+CELL_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+ROUNDS = 5
+ROUND_S = 0.02
+
+
+@numba.njit(nogil=True)
+def repeat_dot(a, b, out, n):
+    """n times out = a b, as the kernels' time loops call np.dot."""
+    for _ in range(n):
+        np.dot(a, b, out)
+
+
+def median_seconds(call, rounds, round_s):
+    """Median over `rounds` of the seconds per call, each round about round_s long."""
+    call(1)  # warm-up (compilation, caches)
+    started = time.perf_counter()
+    call(3)
+    n = max(1, round(round_s / ((time.perf_counter() - started) / 3)))
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call(n)
+        samples.append((time.perf_counter() - started) / n)
+    return statistics.median(samples)
+
+
+def gemm_seconds(M, K, N, rounds, round_s):
+    """Seconds of one (M, K) x (K, N) float32 GEMM through the jitted loop."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((M, K), dtype=np.float32)
+    b = rng.standard_normal((K, N), dtype=np.float32) / np.float32(np.sqrt(K))
+    out = np.empty((M, N), np.float32)
+    return median_seconds(lambda n: repeat_dot(a, b, out, n), rounds, round_s)
+
+
+def pass_seconds(cell, H, M, rounds, round_s):
+    """Seconds per step of one shard's forward + backward over PASS_STEPS steps."""
+    model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((PASS_STEPS, M, PASS_INPUT), dtype=np.float32)
+    y = rng.standard_normal((PASS_STEPS, M, 1), dtype=np.float32)
+    shard_pass, state = StoredPass(model, PASS_STEPS, M, np.zeros_like(model.params)), model.init_state(M)
+
+    def run(n):
+        for _ in range(n):
+            shard_pass.run(x, y, "mse", state, 0)
+
+    return median_seconds(run, rounds, round_s) / PASS_STEPS
+
+
+def pass_python_seconds(rounds, round_s):
+    """The Python of one shard's pass per update and layer: a pass too small to compute
+    anything (T = 1, one stream, H = 4), in this thread."""
+    model = Model("rnn", 1, 4, 1, dtype="float32")
+    x, y = np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32)
+    shard_pass, state = StoredPass(model, 1, 1, np.zeros_like(model.params)), model.init_state(1)
+    return median_seconds(lambda n: [shard_pass.run(x, y, "mse", state, 0) for _ in range(n)],
+                          rounds, round_s)
+
+
+def handoff_seconds(rounds, round_s):
+    """A thread-pool round trip (submit, run nothing, wait), as each extra shard makes."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return median_seconds(lambda n: [pool.submit(int).result() for _ in range(n)], rounds, round_s)
+
+
+def combine_seconds_per_param(rounds, round_s):
+    """Gradient combination per parameter, on buffers larger than the caches: with many
+    shards the gradients together outgrow them (conservative for small models)."""
+    size = 1 << 24
+    out, other = np.ones(size, np.float32), np.ones(size, np.float32)
+    return median_seconds(lambda n: [combine_scaled(out, 0.5, other, 0.5) for _ in range(n)],
+                          rounds, round_s) / size
+
+
+def measure(hidden, gates, rows, pass_rows, rounds, round_s):
+    gemm = []
+    for H in hidden:
+        for G in gates:
+            for M in rows:
+                gemm.append({"H": H, "G": G, "M": M,
+                             "forward_s": gemm_seconds(M, H, G * H, rounds, round_s),
+                             "backward_s": gemm_seconds(M, G * H, H, rounds, round_s)})
+    chunk_rows = PASS_STEPS * 16
+    chunk = [{"H": H, "G": G, "flops_per_s": 2 * G * H * chunk_rows * H
+              / gemm_seconds(G * H, chunk_rows, H, rounds, round_s)} for H in hidden for G in gates]
+    passes = [{"cell": cell, "H": H, "M": M, "seconds_per_step": pass_seconds(cell, H, M, rounds, round_s)}
+              for cell in CELL_GATES for H in hidden for M in pass_rows]
+    return {"gemm": gemm, "chunk": chunk, "passes": passes,
+            "pass_python_s": pass_python_seconds(rounds, round_s),
+            "handoff_s": handoff_seconds(rounds, round_s),
+            "combine_s_per_param": combine_seconds_per_param(rounds, round_s)}
+
+
+def fit(measured):
+    """The thread plan's constants from the measurements (see engine/thread_plan.py)."""
+    keys = sorted({(r["H"], r["G"]) for r in measured["gemm"]})
+    rows = sorted({r["M"] for r in measured["gemm"]})
+    gemm = {}
+    for H, G in keys:
+        timed = sorted((r for r in measured["gemm"] if (r["H"], r["G"]) == (H, G)), key=lambda r: r["M"])
+        # More rows never cost less: a running maximum irons out timing noise.
+        gemm[f"{H},{G}"] = [np.maximum.accumulate([r[f"{kind}_s"] for r in timed]).tolist()
+                            for kind in ("forward", "backward")]
+    constants = dict(gemm_rows=rows, gemm=gemm,
+                     chunk_flops_per_s={f"{r['H']},{r['G']}": r["flops_per_s"] for r in measured["chunk"]},
+                     pass_python_s=measured["pass_python_s"], handoff_s=measured["handoff_s"],
+                     combine_s_per_param=measured["combine_s_per_param"])
+    without_elementwise = thread_plan.CostModel(elementwise={}, **constants)
+    elementwise = {}
+    for cell in CELL_GATES:
+        passes = [r for r in measured["passes"] if r["cell"] == cell]
+        seconds = np.array([r["seconds_per_step"] for r in passes])
+        # What the GEMMs and the per-update overhead leave is the element-wise pass:
+        # fixed + M * H * per_unit, fitted to minimise the relative error of the whole.
+        residual = seconds - [without_elementwise.shard_step_seconds(
+            cell, PASS_INPUT, r["H"], r["M"], 1, PASS_STEPS, elementwise=False) for r in passes]
+        design = np.array([[1.0, r["M"] * r["H"]] for r in passes]) / seconds[:, None]
+        (fixed, per_unit), *_ = np.linalg.lstsq(design, residual / seconds, rcond=None)
+        elementwise[cell] = (max(float(fixed), 0.0), max(float(per_unit), 0.0))
+    return {**constants, "elementwise": elementwise}
+
+
+def check(measured, constants):
+    """The fitted model against each measured pass: modelled / measured."""
+    model = thread_plan.CostModel(**constants)
+    return [{**r, "model_ratio": model.shard_step_seconds(r["cell"], PASS_INPUT, r["H"], r["M"], 1,
+                                                          PASS_STEPS) / r["seconds_per_step"]}
+            for r in measured["passes"]]
+
+
+def _cpu_name():
+    with open("/proc/cpuinfo") as cpuinfo:
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    return names[0] if names else "unknown CPU"
+
+
+def module_text(constants, measured_on):
+    """engine/thread_plan.py's MEASURED_ON and MEASURED, as Python source."""
+    def numbers(values):
+        return "[" + ", ".join(f"{value:.3g}" for value in values) + "]"
+
+    lines = [f"MEASURED_ON = {measured_on!r}", "MEASURED = dict(",
+             f"    gemm_rows={constants['gemm_rows']},",
+             "    gemm={  # \"H,G\": [forward, backward] seconds of one per-step GEMM at gemm_rows"]
+    lines += [f"        \"{key}\": [{numbers(forward)},\n{' ' * (12 + len(key))}{numbers(backward)}],"
+              for key, (forward, backward) in constants["gemm"].items()]
+    lines += ["    },", "    chunk_flops_per_s={"]
+    lines += [f"        \"{key}\": {rate:.3g}," for key, rate in constants["chunk_flops_per_s"].items()]
+    lines += ["    },", "    elementwise={  # cell: (fixed, per_unit) seconds per step"]
+    lines += [f"        \"{cell}\": ({fixed:.3g}, {per_unit:.3g})," for cell, (fixed, per_unit)
+              in constants["elementwise"].items()]
+    lines += ["    },", f"    pass_python_s={constants['pass_python_s']:.3g},",
+              f"    handoff_s={constants['handoff_s']:.3g},",
+              f"    combine_s_per_param={constants['combine_s_per_param']:.3g},", ")"]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few sizes and rounds: a smoke run")
+    parser.add_argument("--refit", metavar="JSON", help="fit the measurements of an earlier run's output")
+    parser.add_argument("--module", action="store_true",
+                        help="print the constants as engine/thread_plan.py's source instead of JSON")
+    args = parser.parse_args()
+    if args.refit:
+        with open(args.refit) as earlier:
+            report = json.load(earlier)
+        report.update(fit=fit(report), check=check(report, fit(report)))
+    else:
+        report = run(args.quick)
+    if args.module:
+        print(module_text(report["fit"], f"{report['date']}, {report['machine']}, load average "
+                                         f"{report['load_average'][0]}, python -m bench.gemm_rate"))
+    else:
+        print(json.dumps(report))
+
+
+def run(quick):
+    """Measure and fit: the report main prints."""
+    if quick:
+        settings = dict(hidden=(32, 64), gates=GATES, rows=(1, 4, 16), pass_rows=(1, 4), rounds=1,
+                        round_s=0.002)
+    else:
+        settings = dict(hidden=HIDDEN, gates=GATES, rows=ROWS, pass_rows=PASS_ROWS, rounds=ROUNDS,
+                        round_s=ROUND_S)
+    measured = measure(**settings)
+    constants = fit(measured)
+    with open("/proc/loadavg") as loadavg:
+        load = loadavg.read().split()[:3]
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "load_average": load,
+            "blas_threads": blas_threads(), **measured, "fit": constants,
+            "check": check(measured, constants)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Entry point `python -m bench.plans [--cores 2 16 64]`: the thread plan (engine/thread_plan.py)
+of every DESIGN.md section 10 configuration on these core counts, as a Markdown table:
+shards x streams per shard, and the modelled speed-up over one shard (from the model,
+nothing timed).
+
+--measure [CONFIG ...]: check the model on this machine instead: the training step
+(Trainer.partial_fit, as bptt bench times it) with every shard count up to this
+machine's cores, measured (median of alternated rounds) beside the model's prediction."""
+import argparse
+import statistics
+
+from bench.configs import CONFIGS, DTYPE, OUTPUT_SIZE, get_config
+from bench.runner import steps_per_round, time_steps
+from bench.workloads import CLIP_NORM, LR, SEED, make_data
+from engine.model import Model
+from engine.thread_plan import COST_MODEL, available_cores, choose_plan
+from engine.trainer import Trainer
+
+CORES = (2, 16, 64)
+
+
+def plan_table(cores=CORES):
+    header = ["config", "cell", "H", "B"] + [f"{count} cores" for count in cores]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for config in CONFIGS.values():
+        cells = [config.name, config.cell, str(config.hidden_size), str(config.batch)]
+        for count in cores:
+            plan = choose_plan(config.cell, config.input_size, config.hidden_size, config.batch,
+                               config.num_layers, count, config.chunk, OUTPUT_SIZE)
+            cells.append(f"{plan['shards']} x {plan['rows_per_shard']} ({plan['modelled_speedup']:.1f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def measured_table(names, rounds=5, round_s=0.2):
+    """Seconds per step with each shard count on this machine, measured and modelled."""
+    cores = available_cores()
+    lines = ["| config | shards | measured ms/step | modelled ms/step | measured speed-up | modelled |",
+             "|---|---|---|---|---|---|"]
+    for config in map(get_config, names):
+        x, y = make_data(config)
+        counts = list(range(1, min(config.batch, cores) + 1))
+        steps = {}
+        for shards in counts:
+            trainer = Trainer(Model(*config.model_args(), dtype=DTYPE, seed=SEED), optimizer="adam", lr=LR,
+                              k1=config.chunk, clip_norm=CLIP_NORM, schedule="constant", shards=shards)
+            steps[shards] = lambda trainer=trainer: trainer.partial_fit(x, y)
+        calls = {shards: steps_per_round(step, round_s) for shards, step in steps.items()}
+        seconds = {shards: [] for shards in counts}
+        for r in range(rounds):
+            for shards in counts[r % len(counts):] + counts[:r % len(counts)]:  # rotate the order
+                seconds[shards].append(time_steps(steps[shards], calls[shards]) / config.chunk)
+        measured = {shards: statistics.median(values) for shards, values in seconds.items()}
+        modelled = {shards: COST_MODEL.step_seconds(config.cell, config.input_size, config.hidden_size,
+                                                    config.batch, config.num_layers, config.chunk, shards)
+                    for shards in counts}
+        for shards in counts:
+            lines.append(f"| {config.name} | {shards} | {measured[shards] * 1e3:.3f} | "
+                         f"{modelled[shards] * 1e3:.3f} | {measured[1] / measured[shards]:.2f}x | "
+                         f"{modelled[1] / modelled[shards]:.2f}x |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, nargs="+", default=list(CORES))
+    parser.add_argument("--measure", nargs="*", metavar="CONFIG",
+                        help="time every shard count here for these configurations (default all)")
+    args = parser.parse_args()
+    if args.measure is None:
+        print(plan_table(args.cores))
+    else:
+        print(measured_table(args.measure or list(CONFIGS)))
+
+
+if __name__ == "__main__":
+    main()
