@@ -53,7 +53,7 @@ class Trainer:
     parameters are bit-identical with and without diagnostics.
     shards: split the B streams into this many shards trained in parallel threads
     (default: the thread plan's choice for the shape and core count, engine/thread_plan.py;
-    `thread_plan` holds the plan of the first chunk); results are bit-reproducible for a
+    `thread_plan` holds the plan of the longest window); results are bit-reproducible for a
     given count.
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
@@ -100,7 +100,7 @@ class Trainer:
         self.best = None       # early stopping: {"loss", "epoch", "params"}
         self.reset_state()
         self._chunks = {}
-        self.thread_plan = None  # JSON-able plan of the first chunk built (engine/thread_plan.py)
+        self.thread_plan = None  # JSON-able plan of the longest window built (engine/thread_plan.py)
 
     @classmethod
     def from_config(cls, model, config):
@@ -110,7 +110,7 @@ class Trainer:
         optimizer = optimizer_from_config(settings.pop("optimizer"))
         schedule = schedule_from_config(settings.pop("schedule"))
         trainer = cls(model, optimizer=optimizer, schedule=schedule, **settings)
-        trainer.thread_plan = thread_plan  # a record until the first chunk chooses again here
+        trainer.thread_plan = thread_plan  # a record, replaced by the plan of a window as long or longer
         return trainer
 
     @property
@@ -121,8 +121,8 @@ class Trainer:
     @property
     def config(self):
         """JSON-able settings, enough to rebuild the trainer around a model, and the
-        thread plan of its first chunk (a record: a rebuilt trainer chooses again when it
-        first trains, unless `shards` fixes the count)."""
+        thread plan of its longest window so far (a record: a rebuilt trainer chooses
+        again for each window shape, unless `shards` fixes the count)."""
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, memory=self.memory,
@@ -347,8 +347,8 @@ class Trainer:
         """Buffers for a window of T steps of B streams, made once per shape."""
         if (T, B) not in self._chunks:
             plan = plan_for(self.model, T, B, self.shards)
-            if not self._chunks:
-                self.thread_plan = plan
+            if self.thread_plan is None or T >= self.thread_plan["steps"]:
+                self.thread_plan = plan  # the longest window's: k2 steps once streaming
             self._chunks[T, B] = ShardedChunk(self.model, T, B, plan["shards"], self.grad, self.memory)
         return self._chunks[T, B]
 

@@ -18,7 +18,8 @@ def gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dgates, h,
     np.dot(dgates_2d.T, x.reshape(T * B, I), dweight_ih)  # (GH, T*B) x (T*B, I)
     np.dot(dgates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (GH, T*B) x (T*B, H)
     column_sums(dbias_ih, dgates_2d)
-    dbias_hh[:] = dbias_ih
+    for row in range(dbias_ih.shape[0]):  # a loop, not dbias_hh[:] = dbias_ih: the slice copy
+        dbias_hh[row] = dbias_ih[row]      # compiles Numba's shape-error text, seconds of cold start
 
 
 @inline_jit

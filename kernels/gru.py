@@ -98,7 +98,10 @@ def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_s
     gates_2d = gates.reshape(T * B, 3 * H)
     np.dot(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
     column_sums(dbias_hh, gates_2d)
-    gates[:, :, 2 * H:] = hidden_n  # the n block: input side dn instead of r * dn
+    for t in range(T):  # the n block: input side dn instead of r * dn (a loop: see common.py)
+        for b in range(B):
+            for j in range(H):
+                gates[t, b, 2 * H + j] = hidden_n[t, b, j]
     np.dot(gates_2d.T, x.reshape(T * B, I), dweight_ih)  # (3H, T*B) x (T*B, I)
     column_sums(dbias_ih, gates_2d)
 

@@ -118,7 +118,8 @@ def test_trainer_default_comes_from_the_plan(monkeypatch):
     monkeypatch.setattr(thread_plan, "available_cores", lambda: 3)
     _, trainer = _train()
     plan = trainer.thread_plan
-    assert plan == choose_plan("lstm", 2, 8, 6, 2, 3, steps=4)  # the first chunk: k1 steps
+    longest = max(T for T, _ in trainer._chunks)  # the plan recorded: the longest window's
+    assert plan == choose_plan("lstm", 2, 8, 6, 2, 3, steps=longest)
     assert plan["chosen_by"] == "model" and plan["cores"] == 3
     for (T, B), chunk in trainer._chunks.items():
         assert len(chunk.slices) == choose_plan("lstm", 2, 8, B, 2, 3, steps=T)["shards"]
