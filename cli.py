@@ -250,8 +250,8 @@ def _memory_option(value):
 @click.option("--workers", type=click.IntRange(min=1), help="Ray workers, one batch shard each (with --ray) [default: 2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
-def train(data, demo, key, time_column, id_column, series_columns, scale, inputs, targets, horizon, streams, val_fraction, fill, difference,
-          cell, hidden, layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm,
+def train(data, demo, key, time_column, id_column, series_columns, scale, inputs, targets, horizon,
+          streams, val_fraction, fill, difference, cell, hidden, layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm,
           clip_value, on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype,
           output, resume, plot, diagnostics, ray_address, workers, quiet, as_json):
     """Train a model on DATA (CSV, also .gz/.bz2/.zst, Parquet, Feather, .npy or .npz) or a
@@ -703,8 +703,8 @@ def export(checkpoint, format_, output, with_normalization, force):
 @click.option("--workers", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
-def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, output_dir, resume, address, workers, quiet,
-          as_json, **train_options):
+def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, output_dir, resume, address,
+          workers, quiet, as_json, **train_options):
     """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
     a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
 
