@@ -9,6 +9,10 @@ jitted np.dot loop as the kernels call it:
 - passes: seconds per step of one shard's forward + backward over a chunk (the engine's
   StoredPass, as each shard runs it), per cell, H and M; what the GEMMs above do not explain
   is the element-wise pass, fitted as fixed + rows * H * per_unit per cell;
+- two threads on one chunk, against the single-thread model: two shards of M streams
+  side by side (engine/shards.py) over the model's two shards, shards_ratio; the pass
+  of M streams with its hidden units split between two threads (engine/split.py) over
+  the model's one thread, split_ratio;
 - per update: the Python of a shard's pass (a pass too small to compute anything; it
   holds the GIL, so the shards' run one after another), a thread-pool round trip, and
   the gradient combination per parameter (kernels.common.combine_scaled) on buffers
@@ -30,7 +34,10 @@ import numpy as np
 from engine import thread_plan
 from engine.blas import blas_threads
 from engine.model import Model
+from engine.bptt import SERIAL
 from engine.passes import StoredPass  # importing the engine sets one BLAS thread
+from engine.shards import ShardedChunk
+from engine.split import SplitLayers
 from kernels.common import combine_scaled
 
 HIDDEN = (32, 64, 128, 256, 512)
@@ -74,17 +81,36 @@ def gemm_seconds(M, K, N, rounds, round_s):
     return median_seconds(lambda n: repeat_dot(a, b, out, n), rounds, round_s)
 
 
-def pass_seconds(cell, H, M, rounds, round_s):
-    """Seconds per step of one shard's forward + backward over PASS_STEPS steps."""
+def pass_seconds(cell, H, M, rounds, round_s, split=1):
+    """Seconds per step of one shard's forward + backward over PASS_STEPS steps, its hidden
+    units split among `split` threads when > 1."""
     model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((PASS_STEPS, M, PASS_INPUT), dtype=np.float32)
     y = rng.standard_normal((PASS_STEPS, M, 1), dtype=np.float32)
-    shard_pass, state = StoredPass(model, PASS_STEPS, M, np.zeros_like(model.params)), model.init_state(M)
+    layers = SplitLayers(model, split, M) if split > 1 else SERIAL
+    shard_pass = StoredPass(model, PASS_STEPS, M, np.zeros_like(model.params), layers)
+    state = model.init_state(M)
 
     def run(n):
         for _ in range(n):
             shard_pass.run(x, y, "mse", state, 0)
+
+    return median_seconds(run, rounds, round_s) / PASS_STEPS
+
+
+def two_shards_seconds(cell, H, M, rounds, round_s):
+    """Seconds per step of two shards of M streams each side by side (engine/shards.py),
+    forward + backward over PASS_STEPS steps, gradients combined."""
+    model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((PASS_STEPS, 2 * M, PASS_INPUT), dtype=np.float32)
+    y = rng.standard_normal((PASS_STEPS, 2 * M, 1), dtype=np.float32)
+    chunk, state = ShardedChunk(model, PASS_STEPS, 2 * M, 2, np.zeros_like(model.params)), model.init_state(2 * M)
+
+    def run(n):
+        for _ in range(n):
+            chunk.forward_backward(x, y, "mse", state, 0)
 
     return median_seconds(run, rounds, round_s) / PASS_STEPS
 
@@ -127,7 +153,14 @@ def measure(hidden, gates, rows, pass_rows, rounds, round_s):
               / gemm_seconds(G * H, chunk_rows, H, rounds, round_s)} for H in hidden for G in gates]
     passes = [{"cell": cell, "H": H, "M": M, "seconds_per_step": pass_seconds(cell, H, M, rounds, round_s)}
               for cell in CELL_GATES for H in hidden for M in pass_rows]
-    return {"gemm": gemm, "chunk": chunk, "passes": passes,
+    split_passes = [{"cell": cell, "H": H, "M": M,
+                     "seconds_per_step": pass_seconds(cell, H, M, rounds, round_s, split=2)}
+                    for cell in CELL_GATES for H in hidden if H // 2 >= thread_plan.MIN_BLOCK
+                    for M in pass_rows]
+    shard_pairs = [{"cell": cell, "H": H, "M": M, "seconds_per_step": two_shards_seconds(cell, H, M, rounds, round_s)}
+                   for cell in CELL_GATES for H in hidden for M in pass_rows]
+    return {"gemm": gemm, "chunk": chunk, "passes": passes, "split_passes": split_passes,
+            "shard_pairs": shard_pairs,
             "pass_python_s": pass_python_seconds(rounds, round_s),
             "handoff_s": handoff_seconds(rounds, round_s),
             "combine_s_per_param": combine_seconds_per_param(rounds, round_s)}
@@ -147,7 +180,8 @@ def fit(measured):
                      chunk_flops_per_s={f"{r['H']},{r['G']}": r["flops_per_s"] for r in measured["chunk"]},
                      pass_python_s=measured["pass_python_s"], handoff_s=measured["handoff_s"],
                      combine_s_per_param=measured["combine_s_per_param"])
-    without_elementwise = thread_plan.CostModel(elementwise={}, **constants)
+    without_elementwise = thread_plan.CostModel(elementwise={}, concurrent_rows=[], shards_ratio={},
+                                                split_ratio={}, **constants)
     elementwise = {}
     for cell in CELL_GATES:
         passes = [r for r in measured["passes"] if r["cell"] == cell]
@@ -159,7 +193,22 @@ def fit(measured):
         design = np.array([[1.0, r["M"] * r["H"]] for r in passes]) / seconds[:, None]
         (fixed, per_unit), *_ = np.linalg.lstsq(design, residual / seconds, rcond=None)
         elementwise[cell] = (max(float(fixed), 0.0), max(float(per_unit), 0.0))
-    return {**constants, "elementwise": elementwise}
+    one_thread = thread_plan.CostModel(elementwise=elementwise, concurrent_rows=[], shards_ratio={},
+                                       split_ratio={}, **constants)
+    concurrent_rows = sorted({r["M"] for r in measured["split_passes"]})
+
+    def ratios(records, modelled):
+        table = {}
+        for r in sorted(records, key=lambda r: (r["cell"], r["H"], r["M"])):
+            table.setdefault(f"{r['cell']},{r['H']}", []).append(r["seconds_per_step"] / modelled(r))
+        return table
+
+    shards_ratio = ratios(measured["shard_pairs"], lambda r: one_thread.step_seconds(
+        r["cell"], PASS_INPUT, r["H"], 2 * r["M"], 1, PASS_STEPS, 2))
+    split_ratio = ratios(measured["split_passes"], lambda r: one_thread.shard_step_seconds(
+        r["cell"], PASS_INPUT, r["H"], r["M"], 1, PASS_STEPS))
+    return {**constants, "elementwise": elementwise, "concurrent_rows": concurrent_rows,
+            "shards_ratio": shards_ratio, "split_ratio": split_ratio}
 
 
 def check(measured, constants):
@@ -167,7 +216,7 @@ def check(measured, constants):
     model = thread_plan.CostModel(**constants)
     return [{**r, "model_ratio": model.shard_step_seconds(r["cell"], PASS_INPUT, r["H"], r["M"], 1,
                                                           PASS_STEPS) / r["seconds_per_step"]}
-            for r in measured["passes"]]
+            for r in measured["passes"]]  # (split_ratio is the split passes themselves: no check)
 
 
 def _cpu_name():
@@ -193,7 +242,14 @@ def module_text(constants, measured_on):
               in constants["elementwise"].items()]
     lines += ["    },", f"    pass_python_s={constants['pass_python_s']:.3g},",
               f"    handoff_s={constants['handoff_s']:.3g},",
-              f"    combine_s_per_param={constants['combine_s_per_param']:.3g},", ")"]
+              f"    combine_s_per_param={constants['combine_s_per_param']:.3g},",
+              f"    concurrent_rows={constants['concurrent_rows']},"]
+    for name, what in (("shards_ratio", "two shards of M side by side / the model's two"),
+                       ("split_ratio", "M streams split on two threads / the model's one thread")):
+        lines += [f"    {name}={{  # \"cell,H\": {what}, at concurrent_rows"]
+        lines += [f"        \"{key}\": {numbers(ratios)}," for key, ratios in constants[name].items()]
+        lines += ["    },"]
+    lines += [")"]
     return "\n".join(lines)
 
 

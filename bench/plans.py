@@ -1,19 +1,20 @@
 """Entry point `python -m bench.plans [--cores 2 16 64]`: the thread plan (engine/thread_plan.py)
 of every DESIGN.md section 10 configuration on these core counts, as a Markdown table:
-shards x streams per shard, and the modelled speed-up over one shard (from the model,
-nothing timed).
+shards x streams per shard (or streams/hN: N threads sharing each step by hidden
+blocks), and the modelled speed-up over one thread (from the model, nothing timed).
 
 --measure [CONFIG ...]: check the model on this machine instead: the training step
-(Trainer.partial_fit, as bptt bench times it) with every shard count up to this
-machine's cores, measured (median of alternated rounds) beside the model's prediction."""
+(Trainer.partial_fit, as bptt bench times it) with every plan up to this machine's
+cores, measured (median of alternated rounds) beside the model's prediction."""
 import argparse
 import statistics
 
 from bench.configs import CONFIGS, DTYPE, OUTPUT_SIZE, get_config
+from bench.report import plan_label
 from bench.runner import steps_per_round, time_steps
 from bench.workloads import CLIP_NORM, LR, SEED, make_data
 from engine.model import Model
-from engine.thread_plan import COST_MODEL, available_cores, choose_plan
+from engine.thread_plan import COST_MODEL, available_cores, choose_plan, shard_rows, split_counts
 from engine.trainer import Trainer
 
 CORES = (2, 16, 64)
@@ -27,37 +28,44 @@ def plan_table(cores=CORES):
         for count in cores:
             plan = choose_plan(config.cell, config.input_size, config.hidden_size, config.batch,
                                config.num_layers, count, config.chunk, OUTPUT_SIZE)
-            cells.append(f"{plan['shards']} x {plan['rows_per_shard']} ({plan['modelled_speedup']:.1f}x)")
+            cells.append(f"{plan_label(plan)} ({plan['modelled_speedup']:.1f}x)")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def measured_table(names, rounds=5, round_s=0.2):
-    """Seconds per step with each shard count on this machine, measured and modelled."""
+    """Seconds per step with each plan on this machine, measured and modelled."""
     cores = available_cores()
-    lines = ["| config | shards | measured ms/step | modelled ms/step | measured speed-up | modelled |",
+    lines = ["| config | plan | measured ms/step | modelled ms/step | measured speed-up | modelled |",
              "|---|---|---|---|---|---|"]
     for config in map(get_config, names):
         x, y = make_data(config)
-        counts = list(range(1, min(config.batch, cores) + 1))
+        plans = [(shards, 1) for shards in range(1, min(config.batch, cores) + 1)]
+        plans += [(1, n) for n in split_counts(config.hidden_size, cores)]
         steps = {}
-        for shards in counts:
+        for shards, split in plans:
             trainer = Trainer(Model(*config.model_args(), dtype=DTYPE, seed=SEED), optimizer="adam", lr=LR,
-                              k1=config.chunk, clip_norm=CLIP_NORM, schedule="constant", shards=shards)
-            steps[shards] = lambda trainer=trainer: trainer.partial_fit(x, y)
-        calls = {shards: steps_per_round(step, round_s) for shards, step in steps.items()}
-        seconds = {shards: [] for shards in counts}
+                              k1=config.chunk, clip_norm=CLIP_NORM, schedule="constant", shards=shards,
+                              split=split)
+            steps[shards, split] = lambda trainer=trainer: trainer.partial_fit(x, y)
+        calls = {plan: steps_per_round(step, round_s) for plan, step in steps.items()}
+        seconds = {plan: [] for plan in plans}
         for r in range(rounds):
-            for shards in counts[r % len(counts):] + counts[:r % len(counts)]:  # rotate the order
-                seconds[shards].append(time_steps(steps[shards], calls[shards]) / config.chunk)
-        measured = {shards: statistics.median(values) for shards, values in seconds.items()}
-        modelled = {shards: COST_MODEL.step_seconds(config.cell, config.input_size, config.hidden_size,
-                                                    config.batch, config.num_layers, config.chunk, shards)
-                    for shards in counts}
-        for shards in counts:
-            lines.append(f"| {config.name} | {shards} | {measured[shards] * 1e3:.3f} | "
-                         f"{modelled[shards] * 1e3:.3f} | {measured[1] / measured[shards]:.2f}x | "
-                         f"{modelled[1] / modelled[shards]:.2f}x |")
+            for plan in plans[r % len(plans):] + plans[:r % len(plans)]:  # rotate the order
+                seconds[plan].append(time_steps(steps[plan], calls[plan]) / config.chunk)
+        measured = {plan: statistics.median(values) for plan, values in seconds.items()}
+        modelled = {(shards, split): COST_MODEL.step_seconds(config.cell, config.input_size, config.hidden_size,
+                                                             config.batch, config.num_layers, config.chunk, shards)
+                    if split == 1 else
+                    COST_MODEL.split_step_seconds(config.cell, config.input_size, config.hidden_size,
+                                                  config.batch, config.num_layers, config.chunk, split)
+                    for shards, split in plans}
+        for shards, split in plans:
+            label = plan_label({"shards": shards, "split": split,
+                                "rows_per_shard": max(shard_rows(config.batch, shards))})
+            lines.append(f"| {config.name} | {label} | {measured[shards, split] * 1e3:.3f} | "
+                         f"{modelled[shards, split] * 1e3:.3f} | {measured[1, 1] / measured[shards, split]:.2f}x | "
+                         f"{modelled[1, 1] / modelled[shards, split]:.2f}x |")
     return "\n".join(lines)
 
 

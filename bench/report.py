@@ -26,10 +26,11 @@ def _throughput(train, peers):
         ratios = [_ratio(r.get(f"ratio_{peer}")) for peer in peers]
         rows.append([r["config"], r["impl"], f"{r['steps_per_s'] / 1e3:.1f}", f"{r['gflops']:.2f}",
                      *ratios, f"{r['peak_mb']:.0f}", f"{r['first_step_s']:.2f}", f"{r['other_load']:.2f}",
-                     _plan(r.get("plan"))])
+                     plan_label(r.get("plan"))])
     title = ("Training step (forward, MSE, backward, clip, Adam), float32; vs = engine / peer; "
              "other cores = CPU used by other processes meanwhile; plan = the engine's shards x "
-             "streams per shard (engine/thread_plan.py)")
+             "streams per shard, or streams/h threads sharing each step by hidden blocks "
+             "(engine/thread_plan.py)")
     return title + "\n" + _columns(header + ["peak MB", "first step s", "other cores", "plan"], rows)
 
 
@@ -86,8 +87,14 @@ def _compile(compiles):
                      f"{r['cached_s']:.2f} s" for r in compiles)
 
 
-def _plan(plan):
-    return "" if plan is None else f"{plan['shards']}x{plan['rows_per_shard']}"
+def plan_label(plan):
+    """"2x32": two shards of 32 streams; "64/h2": one shard of 64 streams, its hidden units
+    split between two threads."""
+    if plan is None:
+        return ""
+    if plan.get("split", 1) > 1:
+        return f"{plan['rows_per_shard']}/h{plan['split']}"
+    return f"{plan['shards']}x{plan['rows_per_shard']}"
 
 
 def _ratio(value):

@@ -115,7 +115,7 @@ def train_records(config, impls, rounds, round_s):
         record.update(measure_memory(config.name, impl))
         records.append(record)
     engine_record = records[0]
-    engine_record["plan"] = engine.trainer.thread_plan  # shards the Trainer chose (engine/thread_plan.py)
+    engine_record["plan"] = engine.trainer.thread_plan  # what the Trainer chose (engine/thread_plan.py)
     for phase in engine.phases:
         engine_record[f"{phase}_s"] = statistics.median(phase_seconds[phase])
     workspace = Workspace(engine.model, config.chunk, config.batch)

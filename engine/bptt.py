@@ -18,11 +18,13 @@ LOSSES = ("mse", "cross_entropy")
 set_blas_threads(1)
 
 
-def forward_chunk(model, workspace, x, state, resets=None):
+def forward_chunk(model, workspace, x, state, resets=None, layers=None):
     """Run every layer and the head over x (T, B, I) from `state`; fills `workspace`.
 
     resets: optional (T, B) booleans, True where a stream starts a new series: the state
-    entering that step is zero in every layer (kept in workspace.resets for backward)."""
+    entering that step is zero in every layer (kept in workspace.resets for backward).
+    layers: how each layer's kernels run (default SERIAL; engine/split.py the other)."""
+    layers = SERIAL if layers is None else layers
     if resets is None:
         workspace.resets[...] = False
     else:
@@ -31,12 +33,27 @@ def forward_chunk(model, workspace, x, state, resets=None):
     h0, c0 = _state_parts(model, state)
     layer_input = x
     for k, buffers in enumerate(workspace.layers):
-        weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
-        np.copyto(buffers.weight_hh_t, weight_hh.T)
-        weight_hh = buffers.weight_hh_t  # (H, G*H) contiguous: the faster GEMM layout
         buffers.h[0] = h0[k]
         if model.cell == "lstm":
             buffers.c[0] = c0[k]
+        layers.forward(model, k, buffers, layer_input, resets)
+        layer_input = buffers.h[1:]
+    T, B = workspace.shape
+    head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
+                 model.views["head.weight"], model.views["head.bias"])
+
+
+class SerialLayers:
+    """Each layer's whole time loop in one kernel call on the calling thread (the plan of
+    batch shards, engine/shards.py: parallelism comes from running shards side by side)."""
+
+    nbytes = 0  # no buffers of its own
+
+    def forward(self, model, k, buffers, layer_input, resets):
+        weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
+        np.copyto(buffers.weight_hh_t, weight_hh.T)
+        weight_hh = buffers.weight_hh_t  # (H, G*H) contiguous: the faster GEMM layout
+        if model.cell == "lstm":
             lstm_forward(buffers.h, buffers.c, buffers.gates, buffers.recurrent,
                          layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
         elif model.cell == "gru":
@@ -45,10 +62,32 @@ def forward_chunk(model, workspace, x, state, resets=None):
         else:
             rnn_forward(buffers.h, buffers.gates, buffers.recurrent,
                         layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, model.relu)
-        layer_input = buffers.h[1:]
-    T, B = workspace.shape
-    head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
-                 model.views["head.weight"], model.views["head.bias"])
+
+    def above_weight(self, model, k):
+        """(K, H) the weight through which layer k's output feeds what is above it."""
+        if k == model.num_layers - 1:
+            return model.views["head.weight"]
+        return model.layer_parameters(k + 1)[0]
+
+    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets):
+        """grads: layer k's (dweight_ih, dweight_hh, dbias_ih, dbias_hh) outputs."""
+        above_weight = self.above_weight(model, k)
+        weight_hh = model.layer_parameters(k)[1]
+        if model.cell == "lstm":
+            lstm_backward(*grads, buffers.dh_state, buffers.dc_state, buffers.dh_norm_sq,
+                          buffers.dh, above_grad, above_weight, buffers.h, buffers.c,
+                          buffers.gates, layer_input, resets, weight_hh)
+        elif model.cell == "gru":
+            gru_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, buffers.direct,
+                         above_grad, above_weight, buffers.h, buffers.gates, buffers.hidden_n,
+                         layer_input, resets, weight_hh)
+        else:
+            rnn_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, above_grad,
+                         above_weight, buffers.h, buffers.gates, layer_input, resets, weight_hh,
+                         model.relu)
+
+
+SERIAL = SerialLayers()
 
 
 def state_after(model, workspace, step):
@@ -62,16 +101,17 @@ def state_after(model, workspace, step):
 
 
 def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state_grad=None,
-                   divisor=0):
+                   divisor=0, layers=None):
     """Backpropagate the mean loss over the targets of steps >= first_step through the
     chunk last run forward; overwrites `grad_views` (name -> array, like model.views).
 
     state_grad: optional dL/d(final state) (h, or (h, c) for LSTM), each (L, B, H).
     divisor: divide the summed loss by this instead of the chunk's own target count (a
     segment of a longer sequence uses the whole sequence's count). The resets are those
-    of the last forward_chunk: no gradient crosses them.
+    of the last forward_chunk: no gradient crosses them. layers: as in forward_chunk.
     Afterwards each layer's dh_state (and dc_state) holds dL/d(initial state) and its
     dh_norm_sq the squared norm of dL/dh_t per step. Returns (loss, count of targets)."""
+    layers = SERIAL if layers is None else layers
     T, B = workspace.shape
     resets = workspace.resets
     y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
@@ -80,33 +120,19 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
     else:
         value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), first_step * B, divisor)
     top = workspace.layers[-1]
-    head_weight = model.views["head.weight"]
     head_backward(grad_views["head.weight"], grad_views["head.bias"], dy, top.h[1:].reshape(T * B, -1))
-    # What each layer feeds, and the weight it feeds it through: dL/dh_t = above_grad[t] above_weight.
-    above_grad, above_weight = workspace.dy, head_weight
+    # What each layer feeds: dL/dh_t = above_grad[t] layers.above_weight(model, k).
+    above_grad = workspace.dy
     dh_final, dc_final = _state_parts(model, state_grad)
     for k in range(model.num_layers - 1, -1, -1):
         buffers = workspace.layers[k]
         layer_input = workspace.layers[k - 1].h[1:] if k > 0 else x
-        weight_ih, weight_hh, _, _ = model.layer_parameters(k)
-        dweight_ih, dweight_hh, dbias_ih, dbias_hh = (grad_views[n] for n in model.layout.layer_names(k))
         buffers.dh_state[...] = 0 if dh_final is None else dh_final[k]
         if model.cell == "lstm":
             buffers.dc_state[...] = 0 if dc_final is None else dc_final[k]
-            lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
-                          buffers.dc_state, buffers.dh_norm_sq, buffers.dh, above_grad, above_weight,
-                          buffers.h, buffers.c, buffers.gates, layer_input, resets,
-                          weight_hh)
-        elif model.cell == "gru":
-            gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
-                         buffers.dh_norm_sq, buffers.dh, buffers.direct, above_grad, above_weight,
-                         buffers.h, buffers.gates, buffers.hidden_n, layer_input, resets,
-                         weight_hh)
-        else:
-            rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, buffers.dh_state,
-                         buffers.dh_norm_sq, buffers.dh, above_grad, above_weight, buffers.h,
-                         buffers.gates, layer_input, resets, weight_hh, model.relu)
-        above_grad, above_weight = buffers.gates, weight_ih
+        grads = tuple(grad_views[n] for n in model.layout.layer_names(k))
+        layers.backward(model, k, buffers, grads, above_grad, layer_input, resets)
+        above_grad = buffers.gates
     return value, count
 
 

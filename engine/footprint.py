@@ -91,11 +91,15 @@ def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize):
 
 
 def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, shards, itemsize,
-                parameter_nbytes, memory=None):
+                parameter_nbytes, memory=None, split=1):
     """Buffers of the Trainer's chunks of T steps and B streams in `shards` shards: each
     shard's workspace (with memory "sqrt" or a byte budget, about one segment's), the extra
-    shards' gradients and their input and target copies."""
+    shards' gradients and their input and target copies; with `split` threads on hidden
+    blocks (engine/split.py), their copies of the weights in block order and their
+    gradient scratch (about three parameter sets) and per-step scratch."""
     total = (shards - 1) * parameter_nbytes
+    if split > 1:
+        total += 3 * parameter_nbytes + num_layers * B * hidden_size * (2 * split + 4 + GATES[cell]) * itemsize
     for shard in range(shards):
         streams = B // shards + (shard < B % shards)
         if memory is None:

@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-from engine.shards import ShardedChunk
+from engine.shards import chunk_for
 from engine.thread_plan import plan_for
 
 REACH_THRESHOLD = 0.01   # r_k below this no longer counts as reaching
@@ -68,11 +68,11 @@ class GradFlow:
     model, loss, shards, memory: as the trainer's (the probe runs the same chunks).
     k1, k2: the truncation (k1 None: full BPTT). clip_norm: the trainer's, or None."""
 
-    def __init__(self, model, loss, k1, k2, clip_norm, shards=None, memory=None):
+    def __init__(self, model, loss, k1, k2, clip_norm, shards=None, memory=None, split=None):
         self.model, self.loss = model, loss
         self.clip_norm = clip_norm
         self.source = "overhang" if k1 is not None and k2 > k1 else "probe"
-        self.shards, self.memory = shards, memory
+        self.shards, self.memory, self.split = shards, memory, split
         self._probe_grad = np.zeros_like(model.params) if self.source == "probe" else None
         self._probe_chunks = {}
         self._first_step = 0  # overhang: the first target step of the window just run
@@ -144,8 +144,8 @@ class GradFlow:
 
     def _probe_chunk(self, T, B):
         if (T, B) not in self._probe_chunks:
-            shards = plan_for(self.model, T, B, self.shards)["shards"]  # as the trainer's chunk
-            self._probe_chunks[T, B] = ShardedChunk(self.model, T, B, shards, self._probe_grad, self.memory)
+            plan = plan_for(self.model, T, B, self.shards, split=self.split)  # as the trainer's chunk
+            self._probe_chunks[T, B] = chunk_for(self.model, T, B, plan, self._probe_grad, self.memory)
         return self._probe_chunks[T, B]
 
     # ---------------------------------------------------------------- summary

@@ -5,30 +5,34 @@ Both are built around the flat gradient grad (P,) they write, and offer
 run(x, y, loss, state, first_step, resets=None) -> (loss, count), the gradient of the
 mean loss over the targets of steps >= first_step (resets: optional (T, B) booleans, see
 engine.bptt.forward_chunk); state_after(step) after a run; dh_norm_sq() (L, T); nbytes.
+`layers` chooses how each layer's kernels run: engine.bptt.SERIAL (the default) or the
+hidden-block plan's engine.split.SplitLayers.
 """
 import math
 
 import numpy as np
 
-from engine.bptt import backward_chunk, forward_chunk, initial_state_grad, state_after
+from engine.bptt import SERIAL, backward_chunk, forward_chunk, initial_state_grad, state_after
 from engine.workspace import Workspace
 
 
 class StoredPass:
     """Keeps every step's activations: the fastest, memory linear in T."""
 
-    def __init__(self, model, T, B, grad):
+    def __init__(self, model, T, B, grad, layers=SERIAL):
         self.model = model
+        self.layers = layers
         self.workspace = Workspace(model, T, B)
         self.grad_views = model.layout.views(grad)
 
     @property
     def nbytes(self):
-        return self.workspace.nbytes
+        return self.workspace.nbytes + self.layers.nbytes
 
     def run(self, x, y, loss, state, first_step, resets=None):
-        forward_chunk(self.model, self.workspace, x, state, resets)
-        return backward_chunk(self.model, self.workspace, x, y, loss, self.grad_views, first_step)
+        forward_chunk(self.model, self.workspace, x, state, resets, self.layers)
+        return backward_chunk(self.model, self.workspace, x, y, loss, self.grad_views, first_step,
+                              layers=self.layers)
 
     def state_after(self, step):
         return state_after(self.model, self.workspace, step)
@@ -44,8 +48,9 @@ class RecomputePass:
     activations plus T / segment states; time: one more forward pass. The gradient is the
     same as StoredPass's up to the order of floating-point sums."""
 
-    def __init__(self, model, T, B, grad, segment):
+    def __init__(self, model, T, B, grad, segment, layers=SERIAL):
         self.model = model
+        self.layers = layers
         self.grad = grad
         self.segments = [(start, min(start + segment, T)) for start in range(0, T, segment)]
         self.workspace = Workspace(model, segment, B)
@@ -60,7 +65,8 @@ class RecomputePass:
     def nbytes(self):
         state_bytes = sum(part.nbytes for start in self.starts if start is not None
                           for part in (start if isinstance(start, tuple) else (start,)))
-        return self.workspace.nbytes + state_bytes + self.segment_grad.nbytes + self.norm_sq.nbytes
+        return (self.workspace.nbytes + self.layers.nbytes + state_bytes + self.segment_grad.nbytes
+                + self.norm_sq.nbytes)
 
     def run(self, x, y, loss, state, first_step, resets=None):
         grad = self.grad
@@ -77,7 +83,7 @@ class RecomputePass:
             workspace = self._forward(index)
             value, _ = backward_chunk(self.model, workspace, x[start:stop], y[start:stop], loss,
                                       self.segment_views, min(max(first_step - start, 0), stop - start),
-                                      state_grad, divisor=count)
+                                      state_grad, divisor=count, layers=self.layers)
             grad += self.segment_grad
             total += value
             state_grad = initial_state_grad(self.model, workspace)
@@ -102,7 +108,7 @@ class RecomputePass:
         start, stop = self.segments[index]
         workspace = self.workspace if stop - start == self.workspace.shape[0] else self.workspace.first(stop - start)
         resets = None if self.resets is None else self.resets[start:stop]
-        forward_chunk(self.model, workspace, self.x[start:stop], self.starts[index], resets)
+        forward_chunk(self.model, workspace, self.x[start:stop], self.starts[index], resets, self.layers)
         return workspace
 
 

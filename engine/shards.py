@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from engine.bptt import SERIAL
 from engine.passes import RecomputePass, StoredPass, segment_length
+from engine.split import SplitLayers
 from kernels.common import combine_scaled
 
 _POOL = None
@@ -31,14 +33,18 @@ class ShardedChunk:
     grad: (P,) the flat gradient the combined result is written to (shard 0 writes there
     directly). Shard k's inputs are copied into its own contiguous (T, B_k, .) buffers.
     memory: None stores every step's activations; "sqrt" or a byte budget per shard
-    recomputes them by segments (engine/passes.py)."""
+    recomputes them by segments (engine/passes.py). split: with one shard, the number of
+    threads that share each step by blocks of hidden units (engine/split.py)."""
 
-    def __init__(self, model, T, B, shards, grad, memory=None):
+    def __init__(self, model, T, B, shards, grad, memory=None, split=1):
+        if split > 1 and shards > 1:
+            raise ValueError(f"split={split} runs one shard; got shards={shards}")
         bounds = np.linspace(0, B, shards + 1).round().astype(int)
         self.model = model
         self.slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
         self.grads = [grad] + [np.zeros_like(grad) for _ in self.slices[1:]]
-        self.passes = [_make_pass(model, T, s.stop - s.start, g, memory) for s, g in zip(self.slices, self.grads)]
+        self.passes = [_make_pass(model, T, s.stop - s.start, g, memory, split)
+                       for s, g in zip(self.slices, self.grads)]
         self.inputs = [np.empty((T, s.stop - s.start, model.input_size), model.dtype)
                        for s in self.slices] if shards > 1 else None
         self.targets = None  # allocated on first use, when the target dtype is known
@@ -93,9 +99,17 @@ class ShardedChunk:
                            for weight, shard_pass in zip(self.weights, self.passes)))
 
 
-def _make_pass(model, T, B, grad, memory):
+def chunk_for(model, T, B, plan, grad, memory=None):
+    """The ShardedChunk of a thread plan (engine/thread_plan.py)."""
+    return ShardedChunk(model, T, B, plan["shards"], grad, memory, plan["split"])
+
+
+def _make_pass(model, T, B, grad, memory, split):
+    layers = SplitLayers(model, split, B) if split > 1 else SERIAL
     segment = T if memory is None else segment_length(model, T, B, memory)
-    return StoredPass(model, T, B, grad) if segment >= T else RecomputePass(model, T, B, grad, segment)
+    if segment >= T:
+        return StoredPass(model, T, B, grad, layers)
+    return RecomputePass(model, T, B, grad, segment, layers)
 
 
 def _slice_state(state, part):

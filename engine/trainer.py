@@ -12,7 +12,8 @@ from engine.history import History
 from engine.losses import mean_loss
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
-from engine.shards import ShardedChunk
+from engine.shards import chunk_for
+from engine.split import check_split
 from engine.thread_plan import plan_for
 from engine.validation import as_inputs, as_resets, as_targets, check_choice, check_float, check_int
 
@@ -55,6 +56,10 @@ class Trainer:
     (default: the thread plan's choice for the shape and core count, engine/thread_plan.py;
     `thread_plan` holds the plan of the longest window); results are bit-reproducible for a
     given count.
+    split: share each step of one shard of all B streams among this many threads, each
+    owning H / split hidden units (engine/split.py; H must be a multiple of it). Like
+    shards, an explicit choice; the two cannot both exceed 1. Given neither, the thread
+    plan chooses between them.
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
     memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
@@ -66,7 +71,8 @@ class Trainer:
 
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
-                 diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES):
+                 diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES,
+                 split=None):
         self.model = model
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
@@ -80,9 +86,10 @@ class Trainer:
         self.on_divergence = check_choice("on_divergence", on_divergence, ON_DIVERGENCE)
         self.diagnostics = bool(diagnostics)
         self.shards = None if shards is None else check_int("shards", shards)
+        self.split = None if split is None else check_split(model, split, self.shards)
         self.memory = memory if memory in (None, "sqrt") else check_int("memory", memory)
-        self.grad_flow = (GradFlow(model, self.loss, self.k1, self.k2, self.clip_norm, self.shards, self.memory)
-                          if self.diagnostics else None)
+        self.grad_flow = (GradFlow(model, self.loss, self.k1, self.k2, self.clip_norm, self.shards, self.memory,
+                                   self.split) if self.diagnostics else None)
         self.history_updates = (None if history_updates is None
                                 else check_int("history_updates", history_updates, minimum=0))
         self.optimizer = make_optimizer(optimizer, lr)
@@ -122,10 +129,10 @@ class Trainer:
     def config(self):
         """JSON-able settings, enough to rebuild the trainer around a model, and the
         thread plan of its longest window so far (a record: a rebuilt trainer chooses
-        again for each window shape, unless `shards` fixes the count)."""
+        again for each window shape, unless `shards` or `split` fixes it)."""
         return dict(loss=self.loss, k1=self.k1, k2=self.k2, clip_norm=self.clip_norm,
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
-                    diagnostics=self.diagnostics, shards=self.shards, memory=self.memory,
+                    diagnostics=self.diagnostics, shards=self.shards, split=self.split, memory=self.memory,
                     optimizer=self.optimizer.config, schedule=self.schedule.config,
                     history_updates=self.history_updates, thread_plan=self.thread_plan)
 
@@ -337,19 +344,19 @@ class Trainer:
         if (window, B) in self._chunks:
             return
         model = self.model
-        shards = plan_for(model, window, B, self.shards)["shards"]
+        plan = plan_for(model, window, B, self.shards, split=self.split)
         require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
-                            model.num_layers, window, B, shards, model.dtype.itemsize, model.params.nbytes,
-                            self.memory),
+                            model.num_layers, window, B, plan["shards"], model.dtype.itemsize,
+                            model.params.nbytes, self.memory, plan["split"]),
                 f"training on windows of {window} steps x {B} streams")
 
     def _chunk(self, T, B):
         """Buffers for a window of T steps of B streams, made once per shape."""
         if (T, B) not in self._chunks:
-            plan = plan_for(self.model, T, B, self.shards)
+            plan = plan_for(self.model, T, B, self.shards, split=self.split)
             if self.thread_plan is None or T >= self.thread_plan["steps"]:
                 self.thread_plan = plan  # the longest window's: k2 steps once streaming
-            self._chunks[T, B] = ShardedChunk(self.model, T, B, plan["shards"], self.grad, self.memory)
+            self._chunks[T, B] = chunk_for(self.model, T, B, plan, self.grad, self.memory)
         return self._chunks[T, B]
 
     def _check_data(self, x, y, name=None):

@@ -7,11 +7,13 @@
 
 Per-row helpers take 1-D rows so the inner loops vectorise (see kernels/lstm.py).
 """
+import numba
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
+from kernels.blocks import block_weight_gradients, from_above, input_projection, sum_partials
 from kernels.common import column_sums, squared_norm, zero_reset_rows
-from kernels.config import inline_jit, jit
+from kernels.config import inline_jit, jit, parallel_jit
 
 
 @jit
@@ -127,3 +129,72 @@ def _cell_backward(gates, hidden_n, direct, dh, dh_state, h_prev, H):
         gz[j] = dz
         gn[j] = dn * r
         hidden_n[j] = dn
+
+
+@parallel_jit
+def gru_forward_split(h, gates, hidden_n, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh):
+    """gru_forward for the hidden-block plan (see kernels/lstm.py lstm_forward_split):
+    gates (n, T, B, 3Hb), recurrent (n, B, 3Hb), weight_ih (n, 3Hb, I), weight_hh_t
+    (n, H, 3Hb), biases (n, 3Hb); h, hidden_n (T, B, H) as in gru_forward."""
+    T, B, I = x.shape
+    n, _, _, width = gates.shape
+    Hb = width // 3
+    for k in numba.prange(n):
+        input_projection(gates, x, weight_ih, k)
+    for t in range(T):
+        for k in numba.prange(n):
+            lo = k * Hb
+            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 3Hb)
+            zero_reset_rows(recurrent[k], resets[t])
+            for b in range(B):
+                _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], hidden_n[t, b, lo:lo + Hb],
+                              h[t, b, lo:lo + Hb], recurrent[k, b], bias_ih[k], bias_hh[k], Hb)
+                if resets[t, b]:
+                    _restart_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], Hb)
+
+
+@parallel_jit
+def gru_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, split,
+                       above_grad, above_weight, h, gates, hidden_n, x, resets, weight_hh, order):
+    """gru_backward for the hidden-block plan (arguments as in lstm_backward_split;
+    split.direct (B, H) carries dL/dh_{t-1} through z * h, each block its own columns)."""
+    T, B, I = x.shape
+    H = h.shape[2]
+    dh, state, scratch, partials, norms, direct = (split.dh, split.state, split.scratch, split.partials,
+                                                   split.norms, split.direct)
+    n, _, _, width = gates.shape
+    Hb = width // 3
+    partials[T % 2] = 0
+    partials[T % 2, 0] = dh_state
+    direct[:] = 0
+    for t in range(T - 1, -1, -1):
+        reading, writing = partials[(t + 1) % 2], partials[t % 2]
+        for k in numba.prange(n):
+            lo = k * Hb
+            from_above(dh[k], above_grad, t, above_weight[k], scratch[k])
+            sum_partials(state[k], reading, lo)
+            for b in range(B):
+                for u in range(Hb):  # plus the path h' = ... + z * h of step t + 1
+                    state[k, b, u] += direct[b, lo + u]
+                if resets[t, b]:  # h[t] is h_prev from here on: zero for a reset stream
+                    h[t, b, lo:lo + Hb] = 0
+                _cell_backward(gates[k, t, b], hidden_n[t, b, lo:lo + Hb], direct[b, lo:lo + Hb],
+                               dh[k, b], state[k, b], h[t, b, lo:lo + Hb], Hb)
+                if resets[t, b]:  # nothing flows back past a reset
+                    direct[b, lo:lo + Hb] = 0
+            norms[k] = squared_norm(dh[k])
+            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, 3Hb) x (3Hb, H)
+            zero_reset_rows(writing[k], resets[t])
+        dh_norm_sq[t] = norms.sum()
+    sum_partials(dh_state, partials[0], 0)
+    dh_state += direct
+    blocks = gates.reshape(n, T * B, width)
+    block_weight_gradients(dweight_hh, dbias_hh, split.hh_parts, split.bias_parts, blocks,
+                           h[:T].reshape(T * B, H), order)
+    for k in numba.prange(n):  # the n gates: input side dn instead of r * dn
+        for t in range(T):
+            for b in range(B):
+                for u in range(Hb):
+                    gates[k, t, b, 2 * Hb + u] = hidden_n[t, b, k * Hb + u]
+    block_weight_gradients(dweight_ih, dbias_ih, split.ih_parts, split.bias_parts, blocks,
+                           x.reshape(T * B, I), order)

@@ -10,8 +10,11 @@ inner loop lets LLVM prove the gate blocks apart and vectorise the loop.
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
+import numba
+
+from kernels.blocks import block_gate_weight_gradients, from_above, input_projection, sum_partials
 from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
-from kernels.config import inline_jit, jit
+from kernels.config import inline_jit, jit, parallel_jit
 
 
 @jit
@@ -122,3 +125,67 @@ def _cell_backward(gates, dh, dh_state, dc_state, c_prev, c_t, H):
         gg[j] = dc_t * i * (one - g * g)
         go[j] = dh_t * tanh_c * o * (one - o)
         dc_state[j] = dc_t * f
+
+
+@parallel_jit
+def lstm_forward_split(h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh):
+    """lstm_forward for the hidden-block plan (kernels/blocks.py), n = gates.shape[0]
+    threads. gates: (n, T, B, 4Hb) out, block k the activated gates i, f, g, o of its
+    units. recurrent: (n, B, 4Hb) scratch. weight_ih: (n, 4Hb, I), block k the rows of
+    W_ih for its gates. weight_hh_t: (n, H, 4Hb), the columns of W_hh^T for them.
+    bias_ih, bias_hh: (n, 4Hb). h, c, x, resets: as in lstm_forward."""
+    T, B, I = x.shape
+    n, _, _, width = gates.shape
+    Hb = width // 4
+    for k in numba.prange(n):
+        input_projection(gates, x, weight_ih, k)
+    for t in range(T):
+        for k in numba.prange(n):
+            lo = k * Hb
+            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 4Hb)
+            zero_reset_rows(recurrent[k], resets[t])
+            for b in range(B):
+                _cell_forward(h[t + 1, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], gates[k, t, b],
+                              c[t, b, lo:lo + Hb], recurrent[k, b], bias_ih[k], bias_hh[k], Hb)
+                if resets[t, b]:
+                    _restart_forward(h[t + 1, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], gates[k, t, b], Hb)
+
+
+@parallel_jit
+def lstm_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state, dh_norm_sq,
+                        split, above_grad, above_weight, h, c, gates, x, resets, weight_hh, order):
+    """lstm_backward for the hidden-block plan. dweight_ih (4H, I), dweight_hh (4H, H),
+    dbias_ih, dbias_hh (4H, 1): out, in the parameters' own row order. dh_state, dc_state:
+    (B, H) as in lstm_backward. split: the plan's scratch (engine/split.py).
+    above_grad: (J, T, B, K) what the layer feeds, in J blocks (the head's outputs: J =
+    1; the layer above's gate gradients: its blocks); above_weight: (n, J, K, Hb), block k
+    the columns of its units. gates: (n, T, B, 4Hb), overwritten with the pre-activation
+    gradients. weight_hh: (n, 4Hb, H), block k the rows of W_hh for its gates. order:
+    (4H,) the parameter row of each block-order row."""
+    T = x.shape[0]
+    B = x.shape[1]
+    dh, state, scratch, partials, norms = split.dh, split.state, split.scratch, split.partials, split.norms
+    n, _, _, width = gates.shape
+    Hb = width // 4
+    partials[T % 2] = 0
+    partials[T % 2, 0] = dh_state
+    for t in range(T - 1, -1, -1):
+        reading, writing = partials[(t + 1) % 2], partials[t % 2]
+        for k in numba.prange(n):
+            lo = k * Hb
+            from_above(dh[k], above_grad, t, above_weight[k], scratch[k])
+            sum_partials(state[k], reading, lo)  # dL/dh_t through time, its units
+            for b in range(B):
+                _cell_backward(gates[k, t, b], dh[k, b], state[k, b], dc_state[b, lo:lo + Hb],
+                               c[t, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], Hb)
+                if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
+                    gates[k, t, b, Hb:2 * Hb] = 0
+                    dc_state[b, lo:lo + Hb] = 0
+            norms[k] = squared_norm(dh[k])
+            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, 4Hb) x (4Hb, H): its share of dL/dh_{t-1}
+            zero_reset_rows(writing[k], resets[t])
+        dh_norm_sq[t] = norms.sum()
+    sum_partials(dh_state, partials[0], 0)
+    zero_reset_states(h, resets)
+    zero_reset_states(c, resets)
+    block_gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x, order)

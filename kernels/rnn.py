@@ -1,9 +1,11 @@
 """Elman RNN layer over one chunk: h' = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu."""
+import numba
 import numpy as np
 
 from kernels.activations import tanh
+from kernels.blocks import block_gate_weight_gradients, from_above, input_projection, sum_partials
 from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
-from kernels.config import inline_jit, jit
+from kernels.config import inline_jit, jit, parallel_jit
 
 
 @jit
@@ -74,3 +76,49 @@ def _cell_backward(dgates, dh, dh_state, h_t, relu):
             dgates[j] = dh_t if h_t[j] > zero else zero
         else:
             dgates[j] = dh_t * (one - h_t[j] * h_t[j])
+
+
+@parallel_jit
+def rnn_forward_split(h, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh, relu):
+    """rnn_forward for the hidden-block plan (see kernels/lstm.py lstm_forward_split):
+    gates (n, T, B, Hb), recurrent (n, B, Hb), weight_ih (n, Hb, I), weight_hh_t
+    (n, H, Hb), biases (n, Hb)."""
+    T, B, I = x.shape
+    n, _, _, Hb = gates.shape
+    for k in numba.prange(n):
+        input_projection(gates, x, weight_ih, k)
+    for t in range(T):
+        for k in numba.prange(n):
+            lo = k * Hb
+            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, Hb)
+            zero_reset_rows(recurrent[k], resets[t])
+            for b in range(B):
+                _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], recurrent[k, b],
+                              bias_ih[k], bias_hh[k], relu)
+
+
+@parallel_jit
+def rnn_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, split,
+                       above_grad, above_weight, h, gates, x, resets, weight_hh, order, relu):
+    """rnn_backward for the hidden-block plan (arguments as in lstm_backward_split)."""
+    T = x.shape[0]
+    B = x.shape[1]
+    dh, state, scratch, partials, norms = split.dh, split.state, split.scratch, split.partials, split.norms
+    n, _, _, Hb = gates.shape
+    partials[T % 2] = 0
+    partials[T % 2, 0] = dh_state
+    for t in range(T - 1, -1, -1):
+        reading, writing = partials[(t + 1) % 2], partials[t % 2]
+        for k in numba.prange(n):
+            lo = k * Hb
+            from_above(dh[k], above_grad, t, above_weight[k], scratch[k])
+            sum_partials(state[k], reading, lo)
+            for b in range(B):
+                _cell_backward(gates[k, t, b], dh[k, b], state[k, b], h[t + 1, b, lo:lo + Hb], relu)
+            norms[k] = squared_norm(dh[k])
+            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, Hb) x (Hb, H)
+            zero_reset_rows(writing[k], resets[t])
+        dh_norm_sq[t] = norms.sum()
+    sum_partials(dh_state, partials[0], 0)
+    zero_reset_states(h, resets)
+    block_gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x, order)

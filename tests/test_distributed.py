@@ -236,6 +236,8 @@ def test_bad_options_and_a_cluster_too_small_fail_at_once(cluster):
         RayTrainer(model(), workers=2, shards=3)
     with pytest.raises(ValueError, match="workers"):
         RayTrainer(model(), workers=0)
+    with pytest.raises(ValueError, match="split"):
+        RayTrainer(model(), workers=1, split=2)
     with pytest.raises(ClusterUnavailable, match=r"3 workers need 3 CPUs \(1 each\); the Ray cluster has 2$"):
         RayTrainer(model(), workers=3)
 
@@ -248,7 +250,7 @@ def test_cli_trains_on_the_cluster_as_on_one_machine(cluster, tmp_path, monkeypa
     for args in (["--epochs", "1", *ray_run], ["--epochs", "2", "--resume", *ray_run],
                  ["--epochs", "2", "-o", tmp_path / "local.npz"]):
         planned = engine.thread_plan.plan_for  # the local run's shards: 2, as the cluster's workers
-        monkeypatch.setattr(engine.trainer, "plan_for", lambda model, T, B, shards=None: planned(model, T, B, shards or 2))
+        monkeypatch.setattr(engine.trainer, "plan_for", lambda model, T, B, shards=None, **plan: planned(model, T, B, shards or 2, **plan))
         result = CliRunner().invoke(main, [*common, *map(str, args)])
         assert result.exit_code == 0, result.output
     ours, trainer = engine.load(tmp_path / "ray.npz")

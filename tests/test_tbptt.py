@@ -161,20 +161,24 @@ def variant_id(variant):
 
 # --------------------------------------------------------------------------- fit
 
-@pytest.mark.parametrize("shards", [1, 2], ids=["1shard", "2shards"])
+PLANS = {"1shard": dict(shards=1), "2shards": dict(shards=2), "split3": dict(split=3)}
+
+
+@pytest.mark.parametrize("plan", list(PLANS))
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_fit_updates_equal_brute_force(variant, num_layers, loss, mode, shards):
+def test_fit_updates_equal_brute_force(variant, num_layers, loss, mode, plan):
     """Two epochs of fit over 13 steps of 3 streams (missing targets included), the
-    streams in one shard or two uneven ones: every update's loss, gradient norm and
-    resulting parameters equal the brute force."""
+    streams in one shard, two uneven ones, or one shard whose 3 hidden units are split
+    among threads: every update's loss, gradient norm and resulting parameters equal the
+    brute force."""
     k1, k2 = MODES[mode]
     model, x, y = make_problem(*variant, num_layers, loss, B=3)
     expected, expected_params = epochs_brute_force(model, x, y, loss, k1, k2, sgd(), epochs=2)
     trainer = engine.Trainer(model, loss=loss, optimizer=sgd(), k1=k1, k2=k2, clip_norm=None,
-                             shards=shards)
+                             **PLANS[plan])
     params_after = []
     history = trainer.fit(x, y, epochs=2, on_update=lambda record: params_after.append(model.params.copy()))
     per_epoch = len(chunk_ends(len(x), k1))
@@ -367,11 +371,12 @@ def brute_force_dh_norms(model, x, y, loss, state):
     return norms
 
 
-@pytest.mark.parametrize("shards,memory", [(1, None), (1, "sqrt"), (2, None)],
-                         ids=["1shard", "1shard-recompute", "2shards"])
+@pytest.mark.parametrize("plan,memory", [("1shard", None), ("1shard", "sqrt"), ("2shards", None),
+                                         ("split3", None), ("split3", "sqrt")],
+                         ids=["1shard", "1shard-recompute", "2shards", "split3", "split3-recompute"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_diagnostics_record_dh_norm_per_step_and_layer(variant, num_layers, shards, memory):
+def test_diagnostics_record_dh_norm_per_step_and_layer(variant, num_layers, plan, memory):
     """diagnostics=True: each update's "dh_norms" (L, window) holds the norm of the total
     dL/dh_t over all streams for every step of its window (the k2 - k1 steps before the
     chunk included) and every layer, as a NumPy backward over the same window computes it."""
@@ -380,7 +385,7 @@ def test_diagnostics_record_dh_norm_per_step_and_layer(variant, num_layers, shar
     expected = brute_force(model, x, y, "mse", chunk_ends(13, k1), k2 - k1, sgd())
     replay = engine.Model(**model.config)
     trainer = engine.Trainer(model, optimizer=sgd(), k1=k1, k2=k2, clip_norm=None,
-                             diagnostics=True, shards=shards, memory=memory)
+                             diagnostics=True, memory=memory, **PLANS[plan])
     trainer.fit(x, y)
     records = trainer.history.updates
     assert len(records) == len(expected["updates"]) == 5
