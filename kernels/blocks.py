@@ -41,12 +41,29 @@ def from_above(dh, above_grad, t, above_weight, scratch):
                 dh[b, u] += scratch[b, u]
 
 
-@inline_jit
-def input_projection(gates, x, weight_ih, k):
-    """Block k of the hoisted input projection: gates[k] (T, B, G*Hb) = x (T, B, I)
+@parallel_jit
+def input_projection(gates, x, weight_ih):
+    """The hoisted input projection, a block per thread: gates[k] (T, B, G*Hb) = x (T, B, I)
     weight_ih[k]^T, weight_ih: (n, G*Hb, I)."""
     T, B, I = x.shape
-    np.dot(x.reshape(T * B, I), weight_ih[k].T, gates[k].reshape(T * B, gates.shape[3]))
+    for k in numba.prange(gates.shape[0]):
+        np.dot(x.reshape(T * B, I), weight_ih[k].T, gates[k].reshape(T * B, gates.shape[3]))
+
+
+@inline_jit
+def seed_partials(partials, dh_state, T):
+    """Before backward's time loop: the parity buffer step T - 1 reads holds dL/d(final h)
+    (B, H) as block 0's partial and zeros as the others'."""
+    partials[T % 2] = 0
+    partials[T % 2, 0] = dh_state
+
+
+@inline_jit
+def gradient_into_step(dh, state, above_grad, t, above_weight, scratch, partials, lo):
+    """One block's dL/dh_t at the start of backward step t: dh (B, Hb) from above (see
+    from_above), state (B, Hb) through time (the summed partials of its units)."""
+    from_above(dh, above_grad, t, above_weight, scratch)
+    sum_partials(state, partials, lo)
 
 
 @parallel_jit

@@ -11,7 +11,8 @@ import numba
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
-from kernels.blocks import block_weight_gradients, from_above, input_projection, sum_partials
+from kernels.blocks import (block_weight_gradients, gradient_into_step, input_projection,
+                            seed_partials, sum_partials)
 from kernels.common import column_sums, squared_norm, zero_reset_rows
 from kernels.config import inline_jit, jit, parallel_jit
 
@@ -139,8 +140,7 @@ def gru_forward_split(h, gates, hidden_n, recurrent, x, resets, weight_ih, weigh
     T, B, I = x.shape
     n, _, _, width = gates.shape
     Hb = width // 3
-    for k in numba.prange(n):
-        input_projection(gates, x, weight_ih, k)
+    input_projection(gates, x, weight_ih)
     for t in range(T):
         for k in numba.prange(n):
             lo = k * Hb
@@ -164,15 +164,13 @@ def gru_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_
                                                    split.norms, split.direct)
     n, _, _, width = gates.shape
     Hb = width // 3
-    partials[T % 2] = 0
-    partials[T % 2, 0] = dh_state
+    seed_partials(partials, dh_state, T)
     direct[:] = 0
     for t in range(T - 1, -1, -1):
         reading, writing = partials[(t + 1) % 2], partials[t % 2]
         for k in numba.prange(n):
             lo = k * Hb
-            from_above(dh[k], above_grad, t, above_weight[k], scratch[k])
-            sum_partials(state[k], reading, lo)
+            gradient_into_step(dh[k], state[k], above_grad, t, above_weight[k], scratch[k], reading, lo)
             for b in range(B):
                 for u in range(Hb):  # plus the path h' = ... + z * h of step t + 1
                     state[k, b, u] += direct[b, lo + u]

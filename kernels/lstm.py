@@ -12,7 +12,8 @@ import numpy as np
 from kernels.activations import sigmoid, tanh
 import numba
 
-from kernels.blocks import block_gate_weight_gradients, from_above, input_projection, sum_partials
+from kernels.blocks import (block_gate_weight_gradients, gradient_into_step, input_projection,
+                            seed_partials, sum_partials)
 from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit, parallel_jit
 
@@ -137,8 +138,7 @@ def lstm_forward_split(h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t
     T, B, I = x.shape
     n, _, _, width = gates.shape
     Hb = width // 4
-    for k in numba.prange(n):
-        input_projection(gates, x, weight_ih, k)
+    input_projection(gates, x, weight_ih)
     for t in range(T):
         for k in numba.prange(n):
             lo = k * Hb
@@ -167,14 +167,12 @@ def lstm_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc
     dh, state, scratch, partials, norms = split.dh, split.state, split.scratch, split.partials, split.norms
     n, _, _, width = gates.shape
     Hb = width // 4
-    partials[T % 2] = 0
-    partials[T % 2, 0] = dh_state
+    seed_partials(partials, dh_state, T)
     for t in range(T - 1, -1, -1):
         reading, writing = partials[(t + 1) % 2], partials[t % 2]
         for k in numba.prange(n):
             lo = k * Hb
-            from_above(dh[k], above_grad, t, above_weight[k], scratch[k])
-            sum_partials(state[k], reading, lo)  # dL/dh_t through time, its units
+            gradient_into_step(dh[k], state[k], above_grad, t, above_weight[k], scratch[k], reading, lo)
             for b in range(B):
                 _cell_backward(gates[k, t, b], dh[k, b], state[k, b], dc_state[b, lo:lo + Hb],
                                c[t, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], Hb)

@@ -3,7 +3,8 @@ import numba
 import numpy as np
 
 from kernels.activations import tanh
-from kernels.blocks import block_gate_weight_gradients, from_above, input_projection, sum_partials
+from kernels.blocks import (block_gate_weight_gradients, gradient_into_step, input_projection,
+                            seed_partials, sum_partials)
 from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit, parallel_jit
 
@@ -85,8 +86,7 @@ def rnn_forward_split(h, gates, recurrent, x, resets, weight_ih, weight_hh_t, bi
     (n, H, Hb), biases (n, Hb)."""
     T, B, I = x.shape
     n, _, _, Hb = gates.shape
-    for k in numba.prange(n):
-        input_projection(gates, x, weight_ih, k)
+    input_projection(gates, x, weight_ih)
     for t in range(T):
         for k in numba.prange(n):
             lo = k * Hb
@@ -105,14 +105,12 @@ def rnn_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_
     B = x.shape[1]
     dh, state, scratch, partials, norms = split.dh, split.state, split.scratch, split.partials, split.norms
     n, _, _, Hb = gates.shape
-    partials[T % 2] = 0
-    partials[T % 2, 0] = dh_state
+    seed_partials(partials, dh_state, T)
     for t in range(T - 1, -1, -1):
         reading, writing = partials[(t + 1) % 2], partials[t % 2]
         for k in numba.prange(n):
             lo = k * Hb
-            from_above(dh[k], above_grad, t, above_weight[k], scratch[k])
-            sum_partials(state[k], reading, lo)
+            gradient_into_step(dh[k], state[k], above_grad, t, above_weight[k], scratch[k], reading, lo)
             for b in range(B):
                 _cell_backward(gates[k, t, b], dh[k, b], state[k, b], h[t + 1, b, lo:lo + Hb], relu)
             norms[k] = squared_norm(dh[k])
