@@ -1,13 +1,13 @@
-"""Entry point `python -m bench.gemm_blocks`: would the per-step recurrent GEMM run faster
-as several smaller GEMMs? Measured for the 2-core shards of the DESIGN.md section 10
-configurations (M = B / 2 rows), float32, through a jitted np.dot loop as the kernels
-call it (SciPy's OpenBLAS, one thread).
+"""Entry point `python -m bench.gemm_blocks`: the per-step recurrent GEMMs of the two thread
+plans (engine/thread_plan.py) with two threads side by side, for the DESIGN.md section 10
+configurations, float32, through np.dot in a jitted parallel loop as the kernels call it
+(SciPy's OpenBLAS, one thread each).
 
-For each shape (M, K) x (K, N), forward (M, H) x (H, G*H) and backward (M, G*H) x (G*H, H),
-it times the single call the kernels make today and every blocking into row blocks of
-m rows and column blocks of n columns (the weights stored block by block, each block
-contiguous, as Numba's np.dot needs), and prints the best. Prints a Markdown table
-(GFLOP/s of one call, of the best blocking, and that blocking)."""
+Batch shards: each thread multiplies its B / 2 streams by the whole weight, forward
+(B/2, H) x (H, GH), backward (B/2, GH) x (GH, H). Hidden blocks (engine/split.py): each
+thread multiplies all B streams by its half of the weight, forward (B, H) x (H, GH/2),
+backward (B, GH/2) x (GH/2, H). Same FLOPs; one parallel region per product, as one step.
+Prints a Markdown table of the total GFLOP/s of the two threads (median of ROUNDS)."""
 import statistics
 import time
 
@@ -16,70 +16,51 @@ import numpy as np
 
 from bench.configs import CONFIGS
 from engine.parameters import GATES
-from engine.passes import StoredPass  # noqa: F401  importing the engine sets one BLAS thread
+from engine.split import available
 
-ROUNDS = 5
-ROUND_S = 0.05
+ROUNDS = 7
+ROUND_S = 0.1
 
 
-@numba.njit(nogil=True)
-def blocked_dot(a, blocks, out, rows, n):
-    """n times out = a w, w given as column blocks (N / n_b, K, n_b), in row blocks of
-    `rows` rows: out (N / n_b, M, n_b), block c holding columns c*n_b.. of the product."""
-    M = a.shape[0]
+@numba.njit(nogil=True, parallel=True)
+def side_by_side(a, weight, out, n):
+    """n steps: thread k computes out[k] = a[k] weight[k] (two threads, one region a step)."""
     for _ in range(n):
-        for column in range(blocks.shape[0]):
-            for start in range(0, M, rows):
-                np.dot(a[start:start + rows], blocks[column], out[column, start:start + rows])
+        for k in numba.prange(2):
+            np.dot(a[k], weight[k], out[k])
 
 
-def seconds(M, K, N, rows, columns):
+def gflops(M, K, N):
+    """Total GFLOP/s of two threads each multiplying (M, K) x (K, N)."""
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((M, K), dtype=np.float32)
-    weight = rng.standard_normal((K, N), dtype=np.float32)
-    blocks = np.ascontiguousarray(weight.reshape(K, N // columns, columns).transpose(1, 0, 2))
-    out = np.empty((N // columns, M, columns), np.float32)
-    blocked_dot(a, blocks, out, rows, 1)
-    expected = a @ weight
-    error = np.abs(out.transpose(1, 0, 2).reshape(M, N) - expected).max()
-    assert error <= 1e-4 * np.abs(expected).max(), "the blocked product differs"
+    a = rng.standard_normal((2, M, K), dtype=np.float32)
+    weight = rng.standard_normal((2, K, N), dtype=np.float32) / np.float32(np.sqrt(K))
+    out = np.empty((2, M, N), np.float32)
+    side_by_side(a, weight, out, 2)
     started = time.perf_counter()
-    blocked_dot(a, blocks, out, rows, 3)
+    side_by_side(a, weight, out, 3)
     n = max(1, round(ROUND_S / ((time.perf_counter() - started) / 3)))
     samples = []
     for _ in range(ROUNDS):
         started = time.perf_counter()
-        blocked_dot(a, blocks, out, rows, n)
+        side_by_side(a, weight, out, n)
         samples.append((time.perf_counter() - started) / n)
-    return statistics.median(samples)
-
-
-def best_blocking(M, K, N):
-    """(seconds of one call, (seconds, rows, columns) of the fastest blocking)."""
-    single = seconds(M, K, N, M, N)
-    candidates = []
-    rows = M
-    while rows >= 1:
-        columns = N
-        while columns >= 32 and N % columns == 0:
-            candidates.append((seconds(M, K, N, rows, columns), rows, columns))
-            columns //= 2
-        rows //= 2
-    return single, min(candidates)
+    return 2 * 2 * M * K * N / statistics.median(samples) / 1e9
 
 
 def main():
-    print("| config | GEMM | M x K x N | one call GFLOP/s | best blocked GFLOP/s | row x column block |")
-    print("|---|---|---|---|---|---|")
+    if not available():
+        raise SystemExit("Numba's omp threading layer does not load here: nothing to measure")
+    numba.set_num_threads(2)
+    print("| config | forward: shards | forward: hidden blocks | backward: shards | backward: hidden blocks |")
+    print("|---|---|---|---|---|")
     for config in CONFIGS.values():
         if config.batch < 2:
             continue
-        M, H, G = config.batch // 2, config.hidden_size, GATES[config.cell]
-        for kind, (K, N) in (("forward", (H, G * H)), ("backward", (G * H, H))):
-            flops = 2 * M * K * N
-            single, (blocked, rows, columns) = best_blocking(M, K, N)
-            print(f"| {config.name} | {kind} | {M} x {K} x {N} | {flops / single / 1e9:.0f} | "
-                  f"{flops / blocked / 1e9:.0f} | {rows} x {columns} |", flush=True)
+        B, H = config.batch, config.hidden_size
+        GH = GATES[config.cell] * H
+        rates = [gflops(B // 2, H, GH), gflops(B, H, GH // 2), gflops(B // 2, GH, H), gflops(B, GH // 2, H)]
+        print(f"| {config.name} | " + " | ".join(f"{rate:.0f}" for rate in rates) + " |", flush=True)
 
 
 if __name__ == "__main__":
