@@ -90,16 +90,30 @@ def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize):
     return (num_layers * per_layer + 2 * T * B * output_size) * itemsize + T * B  # + y_hat, dy; resets
 
 
+def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, itemsize):
+    """engine.split.SplitLayers' buffers for B streams in n hidden blocks: per layer the
+    weights in block order (W_ih, W_hh and its transpose, biases, the weight above), the
+    per-step scratch and the blocks' gradient parts; and the block order (int64)."""
+    G, H = GATES[cell], hidden_size
+    GH = G * H
+    total = GH * 8
+    for k in range(num_layers):
+        layer_input = input_size if k == 0 else H
+        above = output_size * H if k == num_layers - 1 else GH * H
+        total += itemsize * (2 * GH * layer_input + 3 * GH * H + 3 * GH + above
+                             + B * GH + 4 * B * H + 2 * n * B * H + n)
+    return total
+
+
 def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, shards, itemsize,
                 parameter_nbytes, memory=None, split=1):
     """Buffers of the Trainer's chunks of T steps and B streams in `shards` shards: each
     shard's workspace (with memory "sqrt" or a byte budget, about one segment's), the extra
-    shards' gradients and their input and target copies; with `split` threads on hidden
-    blocks (engine/split.py), their copies of the weights in block order and their
-    gradient scratch (about three parameter sets) and per-step scratch."""
+    shards' gradients and their input and target copies; with `split` hidden blocks, their
+    buffers (split_bytes)."""
     total = (shards - 1) * parameter_nbytes
     if split > 1:
-        total += 3 * parameter_nbytes + num_layers * B * hidden_size * (2 * split + 4 + GATES[cell]) * itemsize
+        total += split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, split, itemsize)
     for shard in range(shards):
         streams = B // shards + (shard < B % shards)
         if memory is None:

@@ -7,8 +7,8 @@ forward and once in backward, inside one Numba kernel per layer (kernels/blocks.
 describes the block order of the gate columns). For large per-step work this is faster
 than batch shards; engine/thread_plan.py chooses. Results are deterministic for a given n.
 
-Numba's threading layer must be "omp" (about 2 us per parallel region here; "workqueue"
-costs about 100 us, 10-50% of a step): `available()` says whether it loaded.
+Numba's threading layer must be "omp" (2.2 us per parallel region here; "workqueue" 48 us,
+python -m bench.threading_layers): `available()` says whether it loaded.
 """
 from typing import NamedTuple
 
@@ -47,30 +47,20 @@ def max_split_threads():
     return numba.config.NUMBA_NUM_THREADS if available() else 1
 
 
-def splits(model, threads):
-    """Whether this model's hidden units split into `threads` equal blocks here. (More
-    blocks than Numba's threads run several per thread, with the same result.)"""
-    return threads > 1 and model.hidden_size % threads == 0 and why_not_split(threads) is None
-
-
-def why_not_split(threads):
-    """None when the split kernels can run here, else the reason."""
-    if not available():
-        return f"Numba's {THREADING_LAYER!r} threading layer does not load here"
-    return None
-
-
 def check_split(model, split, shards=None):
     """`split` as an explicit Trainer choice: an int >= 1 this model and process can run,
-    with at most one shard (ValueError otherwise)."""
+    with at most one shard (ValueError otherwise). More blocks than Numba's threads run
+    several per thread, with the same result."""
     split = check_int("split", split)
-    if split > 1 and shards is not None and shards > 1:
+    if split == 1:
+        return split
+    if shards is not None and shards > 1:
         raise ValueError(f"split={split} shares the steps of one shard among threads; "
                          f"it cannot be combined with shards={shards}")
-    if split > 1 and not splits(model, split):
-        reason = (f"{model.hidden_size} hidden units are not a multiple of it" if model.hidden_size % split
-                  else why_not_split(split))
-        raise ValueError(f"split={split} cannot run here: {reason}")
+    if model.hidden_size % split:
+        raise ValueError(f"split={split} cannot run here: {model.hidden_size} hidden units are not a multiple of it")
+    if not available():
+        raise ValueError(f"split={split} cannot run here: Numba's {THREADING_LAYER!r} threading layer does not load")
     return split
 
 

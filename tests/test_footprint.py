@@ -28,6 +28,8 @@ def test_estimates_equal_what_the_engine_allocates(cell, layers):
     estimate = footprint.chunk_bytes(cell, 3, 5, 2, layers, 7, 4, 2, 8, model.params.nbytes)
     shard_copies = sum(array.nbytes for array in chunk.inputs) + 7 * 4 * 2 * 8 + model.params.nbytes
     assert estimate == chunk.nbytes + shard_copies
+    split = ShardedChunk(model, 7, 4, 1, trainer.grad, split=5)  # 5 blocks of one unit
+    assert footprint.chunk_bytes(cell, 3, 5, 2, layers, 7, 4, 1, 8, model.params.nbytes, split=5) == split.nbytes
 
 
 def test_available_memory_is_read_from_meminfo_or_sysconf(monkeypatch, tmp_path):
