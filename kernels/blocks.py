@@ -14,6 +14,7 @@ units. Every sum has a fixed order, so the result depends on n, not on schedulin
 import numba
 import numpy as np
 
+from kernels.common import zero_fill
 from kernels.config import inline_jit, jit, parallel_jit
 
 
@@ -54,8 +55,8 @@ def input_projection(gates, x, weight_ih):
 def seed_partials(partials, dh_state, T):
     """Before backward's time loop: the parity buffer step T - 1 reads holds dL/d(final h)
     (B, H) as block 0's partial and zeros as the others'."""
-    partials[T % 2] = 0
-    partials[T % 2, 0] = dh_state
+    zero_fill(partials[T % 2].reshape(-1))
+    copy_row(partials[T % 2, 0].reshape(-1), dh_state.reshape(-1))
 
 
 @inline_jit
@@ -72,19 +73,17 @@ def block_weight_gradients(dweight, dbias, parts, bias_parts, dgates, inputs, or
     parameters' row order, each thread its own block's rows. dgates: (n, T*B, G*Hb);
     inputs: (T*B, K); parts (n, G*Hb, K), bias_parts (n, G*Hb, 1): scratch; order: (GH,)
     the parameter row of each block-order row."""
-    n = dgates.shape[0]
-    for k in numba.prange(n):
+    n, rows = parts.shape[0], parts.shape[1]
+    for k in numba.prange(n):  # one parallel region: each costs about a second of cold compile
         np.dot(dgates[k].T, inputs, parts[k])
         bias = bias_parts[k]
-        bias[:] = 0
+        zero_fill(bias.reshape(-1))
         for row in range(dgates.shape[1]):
             for column in range(dgates.shape[2]):
                 bias[column, 0] += dgates[k, row, column]
-    rows = parts.shape[1]
-    for p in numba.prange(n * rows):
-        k, row = p // rows, p % rows
-        copy_row(dweight[order[p]], parts[k, row])
-        dbias[order[p], 0] = bias_parts[k, row, 0]
+        for row in range(rows):
+            copy_row(dweight[order[k * rows + row]], parts[k, row])
+            dbias[order[k * rows + row], 0] = bias[row, 0]
 
 
 @jit

@@ -28,7 +28,34 @@ def zero_reset_rows(rows, resets_t):
     series at this step. Per step it reads B booleans; it writes only the reset rows."""
     for b in range(rows.shape[0]):
         if resets_t[b]:
-            rows[b] = 0
+            zero_fill(rows[b])
+
+
+@inline_jit
+def zero_fill(row):
+    """row (N,) = 0, as a loop: a slice assignment (row[:] = 0, a[i, lo:hi] = 0) compiles
+    Numba's general set-slice code, about 0.3 s of cold start at each site
+    (python -m bench.compile_profile). Whole C-contiguous arrays pass as a.reshape(-1)."""
+    for j in range(row.shape[0]):
+        row[j] = 0
+
+
+@inline_jit
+def add_into(out, other):
+    """out (N,) += other (N,), as a loop (an array expression compiles Numba's
+    broadcasting code, and in a parallel kernel a parallel region of its own)."""
+    for j in range(out.shape[0]):
+        out[j] += other[j]
+
+
+@inline_jit
+def ordered_sum(values):
+    """Sum of values (N,) in index order (values.sum() in a parallel kernel becomes a
+    parallel reduction: compiled separately, and its order is the scheduler's)."""
+    total = values[0]
+    for j in range(1, values.shape[0]):
+        total += values[j]
+    return total
 
 
 @jit
@@ -43,7 +70,7 @@ def zero_reset_states(h, resets):
 @jit
 def column_sums(out, matrix):
     """out: (N,) = sum over the rows of matrix (M, N)."""
-    out[:] = 0
+    zero_fill(out)
     for row in range(matrix.shape[0]):
         for column in range(matrix.shape[1]):
             out[column] += matrix[row, column]

@@ -13,7 +13,7 @@ import numpy as np
 from kernels.activations import sigmoid, tanh
 from kernels.blocks import (block_weight_gradients, gradient_into_step, input_projection,
                             seed_partials, sum_partials)
-from kernels.common import column_sums, squared_norm, zero_reset_rows
+from kernels.common import add_into, column_sums, ordered_sum, squared_norm, zero_fill, zero_reset_rows
 from kernels.config import inline_jit, jit, parallel_jit
 
 
@@ -96,7 +96,7 @@ def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_s
             _cell_backward(gates[t, b], hidden_n[t, b], direct[b], dh[b], dh_state[b], h[t, b], H)
         dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
-        dh_state += direct  # plus the path h' = ... + z * h
+        add_into(dh_state.reshape(-1), direct.reshape(-1))  # plus the path h' = ... + z * h
         zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
     gates_2d = gates.reshape(T * B, 3 * H)
     np.dot(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
@@ -165,7 +165,7 @@ def gru_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_
     n, _, _, width = gates.shape
     Hb = width // 3
     seed_partials(partials, dh_state, T)
-    direct[:] = 0
+    zero_fill(direct.reshape(-1))
     for t in range(T - 1, -1, -1):
         reading, writing = partials[(t + 1) % 2], partials[t % 2]
         for k in numba.prange(n):
@@ -175,21 +175,21 @@ def gru_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_
                 for u in range(Hb):  # plus the path h' = ... + z * h of step t + 1
                     state[k, b, u] += direct[b, lo + u]
                 if resets[t, b]:  # h[t] is h_prev from here on: zero for a reset stream
-                    h[t, b, lo:lo + Hb] = 0
+                    zero_fill(h[t, b, lo:lo + Hb])
                 _cell_backward(gates[k, t, b], hidden_n[t, b, lo:lo + Hb], direct[b, lo:lo + Hb],
                                dh[k, b], state[k, b], h[t, b, lo:lo + Hb], Hb)
                 if resets[t, b]:  # nothing flows back past a reset
-                    direct[b, lo:lo + Hb] = 0
+                    zero_fill(direct[b, lo:lo + Hb])
             norms[k] = squared_norm(dh[k])
             np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, 3Hb) x (3Hb, H)
             zero_reset_rows(writing[k], resets[t])
-        dh_norm_sq[t] = norms.sum()
+        dh_norm_sq[t] = ordered_sum(norms)
     sum_partials(dh_state, partials[0], 0)
-    dh_state += direct
+    add_into(dh_state.reshape(-1), direct.reshape(-1))
     blocks = gates.reshape(n, T * B, width)
     block_weight_gradients(dweight_hh, dbias_hh, split.hh_parts, split.bias_parts, blocks,
                            h[:T].reshape(T * B, H), order)
-    for k in numba.prange(n):  # the n gates: input side dn instead of r * dn
+    for k in range(n):  # the n gates: input side dn instead of r * dn (a copy: not worth a parallel region)
         for t in range(T):
             for b in range(B):
                 for u in range(Hb):

@@ -4,7 +4,7 @@ N = T*B rows, time-major, so the rows of step t are t*B .. t*B + B - 1.
 """
 import numpy as np
 
-from kernels.common import column_sums
+from kernels.common import column_sums, zero_fill
 from kernels.config import jit
 
 
@@ -38,7 +38,7 @@ def mse_gradient(dy, y_hat, y, first_row, divisor):
         for k in range(O):
             if np.isfinite(y[row, k]):
                 count += 1
-    dy[:] = 0
+    zero_fill(dy.reshape(-1))
     if count == 0:
         return 0.0, 0
     if divisor <= 0:
@@ -66,7 +66,7 @@ def cross_entropy_gradient(dlogits, logits, targets, first_row, divisor):
     for row in range(first_row, N):
         if targets[row] >= 0:
             count += 1
-    dlogits[:] = 0
+    zero_fill(dlogits.reshape(-1))
     if count == 0:
         return 0.0, 0
     if divisor <= 0:

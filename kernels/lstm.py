@@ -14,7 +14,7 @@ import numba
 
 from kernels.blocks import (block_gate_weight_gradients, gradient_into_step, input_projection,
                             seed_partials, sum_partials)
-from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
+from kernels.common import gate_weight_gradients, ordered_sum, squared_norm, zero_fill, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit, parallel_jit
 
 
@@ -97,7 +97,7 @@ def lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state
         for b in range(B):
             _cell_backward(gates[t, b], dh[b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
             if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
-                gates[t, b, H:2 * H] = 0
+                zero_fill(gates[t, b, H:2 * H])
         dh_norm_sq[t] = squared_norm(dh)
         np.dot(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
         zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
@@ -177,12 +177,12 @@ def lstm_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc
                 _cell_backward(gates[k, t, b], dh[k, b], state[k, b], dc_state[b, lo:lo + Hb],
                                c[t, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], Hb)
                 if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
-                    gates[k, t, b, Hb:2 * Hb] = 0
-                    dc_state[b, lo:lo + Hb] = 0
+                    zero_fill(gates[k, t, b, Hb:2 * Hb])
+                    zero_fill(dc_state[b, lo:lo + Hb])
             norms[k] = squared_norm(dh[k])
             np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, 4Hb) x (4Hb, H): its share of dL/dh_{t-1}
             zero_reset_rows(writing[k], resets[t])
-        dh_norm_sq[t] = norms.sum()
+        dh_norm_sq[t] = ordered_sum(norms)
     sum_partials(dh_state, partials[0], 0)
     zero_reset_states(h, resets)
     zero_reset_states(c, resets)

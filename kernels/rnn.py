@@ -5,7 +5,7 @@ import numpy as np
 from kernels.activations import tanh
 from kernels.blocks import (block_gate_weight_gradients, gradient_into_step, input_projection,
                             seed_partials, sum_partials)
-from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
+from kernels.common import gate_weight_gradients, ordered_sum, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit, parallel_jit
 
 
@@ -116,7 +116,7 @@ def rnn_backward_split(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_
             norms[k] = squared_norm(dh[k])
             np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, Hb) x (Hb, H)
             zero_reset_rows(writing[k], resets[t])
-        dh_norm_sq[t] = norms.sum()
+        dh_norm_sq[t] = ordered_sum(norms)
     sum_partials(dh_state, partials[0], 0)
     zero_reset_states(h, resets)
     block_gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x, order)
