@@ -52,7 +52,7 @@ DEFAULT_STEPS = 50  # T assumed when the chunk length is not known
 MIN_BLOCK = 32      # hidden units per thread, at least, in a hidden-block plan
 # Hidden-block times are modelled this much longer than measured split_ratio says:
 # against the shards, the uncorrected model overrated them by 1.15-1.6x on medium, deep
-# and gru-medium (python -m bench.plans --measure), and their kernels cost 5-20 s each to
+# and gru-medium (python -m bench.plans --measure), and their kernels cost 2-8 s each to
 # compile on first use; so a split must promise more than that to be chosen.
 SPLIT_CALIBRATION = 1.15
 
