@@ -23,7 +23,8 @@ element-wise pass, fixed + M * H * per_unit per cell, fitted to whole passes. Sh
 in parallel, so the largest shard sets the time. Ties go to fewer shards.
 
 Threads side by side slow each other (shared caches and memory bandwidth; on this
-machine two shards of 32 streams ran 1.2-1.4x slower than one alone). So each plan's
+machine two shards of 4-64 streams ran up to 1.3x slower than one alone, and up to 2.2x
+at one stream each). So each plan's
 single-thread model is corrected by a ratio measured with two threads, per cell and H,
 against M (the engine's own passes): shards_ratio, two shards run side by side over
 the model's two shards, multiplies the parallel part of any plan of >= 2 shards; a
@@ -31,7 +32,8 @@ hidden-block plan of n threads is shard_step(B) * split_ratio * 2 / n, split_rat
 being two threads sharing each step of M streams over one thread's model, barriers
 included. Beyond two threads both ratios are assumed to stay as measured with two (not
 measurable on 2 cores), and a hidden block keeps at least MIN_BLOCK units (narrower
-GEMMs lose their rate); hidden-block times are further multiplied by SPLIT_CALIBRATION
+GEMMs lose their rate); hidden-block times are further multiplied by SPLIT_CALIBRATION,
+and hidden blocks are left out where one thread's step is shorter than MIN_SPLIT_STEP_S
 (see there). Shards and hidden blocks are not combined.
 
 The constants (MEASURED) are timings from `python -m bench.gemm_rate --module`, which
@@ -50,104 +52,110 @@ from engine.parameters import GATES
 
 DEFAULT_STEPS = 50  # T assumed when the chunk length is not known
 MIN_BLOCK = 32      # hidden units per thread, at least, in a hidden-block plan
-# Hidden-block times are modelled this much longer than measured split_ratio says:
-# against the shards, the uncorrected model overrated them by 1.15-1.6x on medium, deep
-# and gru-medium (python -m bench.plans --measure), and their kernels cost 2-8 s each to
-# compile on first use; so a split must promise more than that to be chosen.
-SPLIT_CALIBRATION = 1.15
+# Hidden-block times are modelled this much longer than the measured split_ratio says, so
+# that a near tie goes to shards (whose kernels compile 5-10 s faster on first use): a split
+# must be modelled 2% faster. On 2026-12-02 (quiet) the Trainer's step measured, against
+# the model, 0.86-1.06 times the modelled split/shards ratio (geometric mean 0.98), and the
+# two plans 2-13% apart on the standard configurations (python -m bench.plans --measure).
+SPLIT_CALIBRATION = 1.02
+# Hidden blocks are considered only where one thread's modelled step of the whole batch
+# takes at least this long: below it a split saves microseconds per step (the quick
+# start's 8-stream, 64-unit demo: 2.3 of 25 us), less over a short run than its kernels
+# cost to compile on first use (about 9 s for an LSTM in float32).
+MIN_SPLIT_STEP_S = 1e-4
 
 # BEGIN MEASURED (python -m bench.gemm_rate --module)
-MEASURED_ON = '2026-12-01 23:41 UTC, AMD EPYC, 2 cores, load average 1.21, python -m bench.gemm_rate'
+MEASURED_ON = '2026-12-02 14:43 UTC, AMD EPYC, 2 cores, load average 1.16, python -m bench.gemm_rate'
 MEASURED = dict(
     gemm_rows=[1, 2, 4, 8, 16, 32, 64, 128],
     gemm={  # "H,G": [forward, backward] seconds of one per-step GEMM at gemm_rows
-        "32,1": [[1.92e-07, 1.18e-06, 1.18e-06, 1.4e-06, 1.4e-06, 1.79e-06, 2.71e-06, 4.71e-06],
-                [1.85e-07, 1.18e-06, 1.18e-06, 1.35e-06, 1.35e-06, 1.8e-06, 2.74e-06, 4.69e-06]],
-        "32,3": [[2.2e-07, 2.43e-06, 2.43e-06, 3.71e-06, 4.74e-06, 6.74e-06, 1.06e-05, 1.81e-05],
-                [2.62e-07, 2.88e-06, 2.88e-06, 3.64e-06, 4.64e-06, 6.62e-06, 9.88e-06, 1.73e-05]],
-        "32,4": [[3.7e-07, 4.28e-06, 4.28e-06, 4.54e-06, 5.65e-06, 8.76e-06, 1.31e-05, 2.19e-05],
-                [4.53e-07, 4.41e-06, 4.41e-06, 4.41e-06, 5.83e-06, 8.55e-06, 1.29e-05, 2.02e-05]],
-        "64,1": [[3.69e-07, 4.05e-06, 4.05e-06, 4.22e-06, 5.61e-06, 7.52e-06, 1.14e-05, 2.04e-05],
-                [3.46e-07, 4e-06, 4e-06, 4.61e-06, 5.07e-06, 7.53e-06, 1.13e-05, 2.06e-05]],
-        "64,3": [[8.85e-07, 1.09e-05, 1.09e-05, 1.21e-05, 1.47e-05, 2.12e-05, 3.17e-05, 6.23e-05],
-                [1.03e-06, 1.1e-05, 1.1e-05, 1.19e-05, 1.52e-05, 2.07e-05, 3.11e-05, 5.46e-05]],
-        "64,4": [[1.19e-06, 1.48e-05, 1.48e-05, 1.69e-05, 2.06e-05, 2.87e-05, 4.34e-05, 7.7e-05],
-                [1.39e-06, 1.57e-05, 1.57e-05, 1.7e-05, 2.04e-05, 2.97e-05, 4.26e-05, 7.58e-05]],
-        "128,1": [[1.23e-06, 1.57e-05, 1.57e-05, 1.67e-05, 2.04e-05, 2.85e-05, 4.25e-05, 7.25e-05],
-                 [1.3e-06, 1.63e-05, 1.63e-05, 1.68e-05, 2.01e-05, 2.72e-05, 4.2e-05, 7.41e-05]],
-        "128,3": [[3.36e-06, 4.68e-05, 4.68e-05, 5.04e-05, 5.61e-05, 8.07e-05, 0.000121, 0.000218],
-                 [3.8e-06, 3.98e-05, 4.27e-05, 4.27e-05, 5.9e-05, 8.45e-05, 0.000127, 0.000207]],
-        "128,4": [[4.42e-06, 6.15e-05, 7.22e-05, 8.66e-05, 0.0001, 0.0001, 0.000175, 0.000304],
-                 [4.79e-06, 7.1e-05, 7.3e-05, 8.73e-05, 8.73e-05, 9.96e-05, 0.000176, 0.00027]],
-        "256,1": [[4.6e-06, 6.28e-05, 6.28e-05, 6.28e-05, 7.51e-05, 9.82e-05, 0.00016, 0.000264],
-                 [4.86e-06, 6.08e-05, 6.08e-05, 6.08e-05, 7.66e-05, 0.000112, 0.000165, 0.000269]],
-        "256,3": [[1.75e-05, 0.000171, 0.000171, 0.000183, 0.000209, 0.000332, 0.000481, 0.000871],
-                 [1.74e-05, 0.000168, 0.000168, 0.000183, 0.00023, 0.000318, 0.000543, 0.000885]],
-        "256,4": [[2.84e-05, 0.000276, 0.000276, 0.000294, 0.000311, 0.000512, 0.000719, 0.00124],
-                 [2.56e-05, 0.000272, 0.000272, 0.000287, 0.000361, 0.000482, 0.000721, 0.00126]],
-        "512,1": [[2.54e-05, 0.00026, 0.00026, 0.000288, 0.000318, 0.000464, 0.00056, 0.000968],
-                 [2.2e-05, 0.000272, 0.000272, 0.000272, 0.000346, 0.000499, 0.000558, 0.000935]],
-        "512,3": [[6.08e-05, 0.000612, 0.00064, 0.000825, 0.000924, 0.00137, 0.00166, 0.00289],
-                 [6.37e-05, 0.000621, 0.000621, 0.000832, 0.000927, 0.00148, 0.00192, 0.00294]],
-        "512,4": [[8.25e-05, 0.000967, 0.000967, 0.00113, 0.00127, 0.00185, 0.0027, 0.00391],
-                 [8.22e-05, 0.000972, 0.000972, 0.00112, 0.00132, 0.00181, 0.00214, 0.00392]],
+        "32,1": [[9.55e-08, 5.16e-07, 5.17e-07, 6.17e-07, 7.72e-07, 1.11e-06, 1.77e-06, 3.16e-06],
+                [9.61e-08, 5.45e-07, 5.45e-07, 6.12e-07, 7.72e-07, 1.11e-06, 1.81e-06, 3.16e-06]],
+        "32,3": [[1.71e-07, 1.3e-06, 1.3e-06, 1.57e-06, 2e-06, 2.99e-06, 4.75e-06, 8.71e-06],
+                [1.84e-07, 1.45e-06, 1.45e-06, 1.58e-06, 2.05e-06, 2.99e-06, 4.91e-06, 8.84e-06]],
+        "32,4": [[1.59e-07, 1.66e-06, 1.7e-06, 2.03e-06, 2.6e-06, 3.89e-06, 6.31e-06, 1.16e-05],
+                [1.82e-07, 1.91e-06, 1.91e-06, 2.08e-06, 2.67e-06, 3.98e-06, 6.49e-06, 1.17e-05]],
+        "64,1": [[1.67e-07, 1.76e-06, 1.76e-06, 2.01e-06, 2.69e-06, 4.04e-06, 6.26e-06, 1.13e-05],
+                [1.87e-07, 1.77e-06, 1.77e-06, 2.09e-06, 2.76e-06, 3.88e-06, 6.33e-06, 1.15e-05]],
+        "64,3": [[3.86e-07, 4.86e-06, 4.86e-06, 5.88e-06, 7.46e-06, 1.11e-05, 1.79e-05, 3.2e-05],
+                [4.47e-07, 5.35e-06, 5.35e-06, 5.91e-06, 7.45e-06, 1.12e-05, 1.82e-05, 3.23e-05]],
+        "64,4": [[5.67e-07, 6.39e-06, 6.39e-06, 7.57e-06, 9.82e-06, 1.47e-05, 2.37e-05, 4.31e-05],
+                [6.2e-07, 6.94e-06, 6.94e-06, 7.8e-06, 9.94e-06, 1.49e-05, 2.4e-05, 4.32e-05]],
+        "128,1": [[6.05e-07, 6.83e-06, 6.83e-06, 7.61e-06, 9.76e-06, 1.46e-05, 2.36e-05, 4.26e-05],
+                 [6.22e-07, 6.87e-06, 6.87e-06, 7.61e-06, 9.8e-06, 1.45e-05, 2.37e-05, 4.3e-05]],
+        "128,3": [[1.92e-06, 2.05e-05, 2.05e-05, 2.27e-05, 2.89e-05, 4.3e-05, 6.92e-05, 0.000124],
+                 [1.76e-06, 2.09e-05, 2.09e-05, 2.32e-05, 2.89e-05, 4.32e-05, 7e-05, 0.000126]],
+        "128,4": [[2.3e-06, 2.69e-05, 2.69e-05, 3.05e-05, 3.93e-05, 5.77e-05, 9.32e-05, 0.000169],
+                 [2.32e-06, 2.85e-05, 2.85e-05, 3.1e-05, 3.98e-05, 5.85e-05, 0.000102, 0.00017]],
+        "256,1": [[2.31e-06, 2.77e-05, 2.77e-05, 3e-05, 3.9e-05, 5.8e-05, 9.36e-05, 0.000174],
+                 [2.32e-06, 2.74e-05, 2.74e-05, 3.02e-05, 3.9e-05, 5.8e-05, 9.36e-05, 0.000175]],
+        "256,3": [[7e-06, 8.58e-05, 8.58e-05, 9.46e-05, 0.000119, 0.000176, 0.000282, 0.000508],
+                 [6.91e-06, 9.01e-05, 9.01e-05, 9.48e-05, 0.000119, 0.000177, 0.000283, 0.000508]],
+        "256,4": [[1.01e-05, 0.000114, 0.000114, 0.000123, 0.00016, 0.000236, 0.000375, 0.000668],
+                 [1.01e-05, 0.000113, 0.000113, 0.000124, 0.000162, 0.000242, 0.000375, 0.000683]],
+        "512,1": [[1.01e-05, 0.000113, 0.000113, 0.000123, 0.000156, 0.00023, 0.000379, 0.00069],
+                 [1.01e-05, 0.000114, 0.000114, 0.000121, 0.000157, 0.000229, 0.000378, 0.000671]],
+        "512,3": [[4.08e-05, 0.000338, 0.000338, 0.000356, 0.000463, 0.000687, 0.00112, 0.00198],
+                 [3.8e-05, 0.000343, 0.000343, 0.000362, 0.00047, 0.000691, 0.00111, 0.00202]],
+        "512,4": [[4.85e-05, 0.000452, 0.000452, 0.000486, 0.000631, 0.000926, 0.0015, 0.00266],
+                 [4.14e-05, 0.00045, 0.00045, 0.000489, 0.000626, 0.000933, 0.00151, 0.00268]],
     },
     chunk_flops_per_s={
-        "32,1": 4.19e+10,
-        "32,3": 5.06e+10,
-        "32,4": 5.32e+10,
-        "64,1": 4.84e+10,
-        "64,3": 6.8e+10,
-        "64,4": 6.61e+10,
-        "128,1": 6.16e+10,
-        "128,3": 7.72e+10,
-        "128,4": 7.8e+10,
-        "256,1": 7.8e+10,
-        "256,3": 7.86e+10,
-        "256,4": 8.07e+10,
-        "512,1": 8.21e+10,
-        "512,3": 7.09e+10,
-        "512,4": 7.15e+10,
+        "32,1": 6.74e+10,
+        "32,3": 8.93e+10,
+        "32,4": 8.77e+10,
+        "64,1": 8.74e+10,
+        "64,3": 1.02e+11,
+        "64,4": 1.04e+11,
+        "128,1": 9.91e+10,
+        "128,3": 1.09e+11,
+        "128,4": 1.1e+11,
+        "256,1": 1.1e+11,
+        "256,3": 1.14e+11,
+        "256,4": 1.14e+11,
+        "512,1": 1.12e+11,
+        "512,3": 1.11e+11,
+        "512,4": 1.1e+11,
     },
     elementwise={  # cell: (fixed, per_unit) seconds per step
-        "rnn": (4.13e-07, 2.38e-09),
-        "gru": (0, 1.14e-08),
-        "lstm": (0, 3.62e-08),
+        "rnn": (2.03e-07, 1.41e-09),
+        "gru": (2.57e-07, 5.15e-09),
+        "lstm": (3.8e-07, 7.96e-09),
     },
-    pass_python_s=3.27e-05,
-    handoff_s=4.42e-05,
-    combine_s_per_param=7.33e-10,
+    pass_python_s=1.06e-05,
+    handoff_s=5.89e-05,
+    combine_s_per_param=2.2e-10,
     concurrent_rows=[1, 4, 16, 64],
     shards_ratio={  # "cell,H": two shards of M side by side / the model's two, at concurrent_rows
-        "gru,32": [1.42, 1.37, 1.34, 1.25],
-        "gru,64": [1.64, 1.22, 1.16, 1.36],
-        "gru,128": [1.43, 1.11, 1.22, 1.37],
-        "gru,256": [1.15, 1.09, 1.24, 1.45],
-        "gru,512": [1.89, 1.21, 1.2, 1.3],
-        "lstm,32": [1.81, 1.36, 1.17, 0.933],
-        "lstm,64": [1.09, 0.935, 0.973, 1.11],
-        "lstm,128": [1.08, 0.963, 1.1, 1.26],
-        "lstm,256": [1.09, 0.962, 1.07, 1.13],
-        "lstm,512": [2.02, 1.09, 1.13, 1.29],
-        "rnn,32": [1.46, 1.29, 1.73, 1.82],
-        "rnn,64": [0.926, 0.976, 1.18, 1.59],
-        "rnn,128": [1.51, 1.44, 1.57, 1.64],
-        "rnn,256": [1.63, 1.47, 1.64, 1.47],
-        "rnn,512": [1.41, 0.974, 1.12, 1.36],
+        "gru,32": [1.08, 1.04, 1.3, 1.2],
+        "gru,64": [1.25, 0.983, 1.01, 1.1],
+        "gru,128": [1.19, 1.05, 1.05, 1.05],
+        "gru,256": [1.29, 0.943, 1.18, 1.09],
+        "gru,512": [1.71, 1.05, 1.16, 1.1],
+        "lstm,32": [0.995, 1.05, 1.08, 1.07],
+        "lstm,64": [1.1, 1.05, 1.18, 1.04],
+        "lstm,128": [1.2, 0.965, 1, 1.12],
+        "lstm,256": [1.55, 0.99, 1.06, 1.09],
+        "lstm,512": [2.17, 1.07, 1.19, 1.07],
+        "rnn,32": [1.13, 1.3, 1.37, 1.13],
+        "rnn,64": [1.15, 1.02, 1.02, 1.07],
+        "rnn,128": [1.05, 0.998, 1.08, 1.08],
+        "rnn,256": [1.22, 0.977, 1.05, 1.07],
+        "rnn,512": [1.47, 1.04, 1.09, 1.06],
     },
     split_ratio={  # "cell,H": M streams split on two threads / the model's one thread, at concurrent_rows
-        "gru,64": [3.44, 1.12, 0.824, 0.713],
-        "gru,128": [1.86, 0.567, 0.562, 0.626],
-        "gru,256": [0.856, 0.64, 0.555, 0.583],
-        "gru,512": [1.21, 0.581, 0.502, 0.635],
-        "lstm,64": [2.32, 0.704, 0.573, 0.595],
-        "lstm,128": [1.37, 0.528, 0.506, 0.557],
-        "lstm,256": [0.793, 0.515, 0.548, 0.523],
-        "lstm,512": [1.27, 0.573, 0.552, 0.567],
-        "rnn,64": [6.68, 1.93, 1.65, 1.37],
-        "rnn,128": [3.52, 1.1, 1.24, 1.2],
-        "rnn,256": [1.82, 0.828, 0.94, 1.07],
-        "rnn,512": [1.35, 0.625, 0.692, 0.744],
+        "gru,64": [2.58, 0.904, 0.887, 0.802],
+        "gru,128": [2.59, 0.865, 0.906, 0.892],
+        "gru,256": [1.97, 0.672, 0.677, 0.676],
+        "gru,512": [1.29, 0.611, 0.635, 0.578],
+        "lstm,64": [2.64, 0.845, 0.792, 0.679],
+        "lstm,128": [1.21, 0.568, 0.68, 0.633],
+        "lstm,256": [0.939, 0.548, 0.602, 0.607],
+        "lstm,512": [1.29, 0.572, 0.602, 0.572],
+        "rnn,64": [4.19, 1.41, 1.17, 0.968],
+        "rnn,128": [2.15, 0.758, 0.755, 0.691],
+        "rnn,256": [1.33, 0.577, 0.602, 0.608],
+        "rnn,512": [1.06, 0.531, 0.579, 0.589],
     },
 )
 # END MEASURED
@@ -290,8 +298,9 @@ def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
     times = {(shards, 1): model.step_seconds(cell, input_size, hidden_size, batch, num_layers, steps,
                                              shards, output_size)
              for shards in range(1, max(1, min(batch, cores)) + 1)}
-    times.update({(1, n): model.split_step_seconds(cell, input_size, hidden_size, batch, num_layers, steps, n)
-                  for n in split_counts(hidden_size, max_split)})
+    if times[1, 1] >= MIN_SPLIT_STEP_S:
+        times.update({(1, n): model.split_step_seconds(cell, input_size, hidden_size, batch, num_layers, steps, n)
+                      for n in split_counts(hidden_size, max_split)})
     best = min(times, key=lambda plan: (times[plan], plan[0] * plan[1], plan[1]))  # ties: fewer threads
     shards, split = best
     return {"shards": shards, "split": split, "rows_per_shard": max(shard_rows(batch, shards)),

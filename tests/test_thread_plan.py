@@ -91,10 +91,11 @@ def test_free_shards_would_split_to_one_stream_each():
     assert plan["rows_per_shard"] <= 2
 
 
-# Measured fastest on 2 cores by a clear margin (python -m bench.plans --measure, quiet,
-# 2026-12-01): (shards, split). Left out as too close to call: tiny (two shards 0.91x and
-# 1.19x of one in two runs), deep (hidden blocks 7% ahead of two shards), gru-medium (two
-# shards 12% ahead in one run, 6% behind in another).
+# Measured fastest on 2 cores by a clear margin (the Trainer's step, rounds back to back,
+# quiet, 2026-12-02; the same choices on 2026-12-01 with python -m bench.plans --measure):
+# (shards, split). Left out as too close to call: tiny, gru-medium (the two plans within
+# 3%), deep (hidden blocks 6-7% ahead on both days, but within 5% in other runs of the
+# day before).
 MEASURED_BEST = {"small": (2, 1), "medium": (1, 2), "large": (1, 2), "rnn-medium": (2, 1)}
 
 
@@ -102,6 +103,17 @@ MEASURED_BEST = {"small": (2, 1), "medium": (1, 2), "large": (1, 2), "rnn-medium
 def test_two_core_choices_match_the_best_measured(name):
     plan = _plan(CONFIGS[name], 2)
     assert (plan["shards"], plan["split"]) == MEASURED_BEST[name]
+
+
+def test_small_per_step_work_never_splits(monkeypatch):
+    """The quick start's demo shape (LSTM, 64 units, 8 streams): one thread's step is
+    below MIN_SPLIT_STEP_S, so no hidden blocks, although without that rule the model
+    would split it (their compile costs more than they save on such a model)."""
+    demo = ("lstm", 1, 64, 8, 1, 2, 50)
+    assert thread_plan.COST_MODEL.shard_step_seconds("lstm", 1, 64, 8, 1, 50) < thread_plan.MIN_SPLIT_STEP_S
+    assert choose_plan(*demo)["split"] == 1
+    monkeypatch.setattr(thread_plan, "MIN_SPLIT_STEP_S", 0.0)
+    assert choose_plan(*demo)["split"] == 2
 
 
 def test_one_stream_is_one_shard():
