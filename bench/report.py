@@ -31,7 +31,21 @@ def _throughput(train, peers):
              "other cores = CPU used by other processes meanwhile; plan = the engine's shards x "
              "streams per shard, or streams/h threads sharing each step by hidden blocks "
              "(engine/thread_plan.py)")
-    return title + "\n" + _columns(header + ["peak MB", "first step s", "other cores", "plan"], rows)
+    table = _columns(header + ["peak MB", "first step s", "other cores", "plan"], rows)
+    return title + "\n" + table + _blas_line([r for r in train if r["impl"] == "engine"])
+
+
+def _blas_line(engine):
+    """Which OpenBLAS kernels the engine's GEMMs ran, and whether OPENBLAS_CORETYPE forced
+    them (a forced older set, such as Haswell's AVX2 on an AVX-512 CPU, runs GEMMs at about
+    half speed; the peers' BLAS ignores it)."""
+    core = next((r.get("blas_core") for r in engine if r.get("blas_core")), None)
+    if core is None:
+        return ""
+    forced = next((r.get("openblas_coretype") for r in engine if r.get("openblas_coretype")), None)
+    how = (f"forced by OPENBLAS_CORETYPE={forced}; unset, OpenBLAS picks the kernels for this CPU"
+           if forced else "OpenBLAS's own pick for this CPU")
+    return f"\nengine BLAS: SciPy's OpenBLAS, {core} kernels ({how})"
 
 
 def _phases(engine):

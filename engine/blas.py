@@ -39,6 +39,9 @@ def _function(names):
 
 _set_threads = _function(_SETTERS)
 _get_threads = _function(_GETTERS)
+_get_core = _function(("scipy_openblas_get_corename", "openblas_get_corename"))
+if _get_core is not None:
+    _get_core.restype = ctypes.c_char_p
 
 
 def set_blas_threads(count):
@@ -50,3 +53,9 @@ def set_blas_threads(count):
 def blas_threads():
     """Threads of the kernels' BLAS, or None when it cannot be told."""
     return None if _get_threads is None else int(_get_threads())
+
+
+def blas_core():
+    """The CPU kernel set the kernels' OpenBLAS runs ("Haswell": AVX2, "SkylakeX": AVX-512,
+    ...): its own pick for this CPU, or what OPENBLAS_CORETYPE forces; None when unknown."""
+    return None if _get_core is None else _get_core().decode()

@@ -1,6 +1,9 @@
 """Smoke test of the benchmark harness: run_bench keeps working (not its timings)."""
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -26,6 +29,28 @@ def test_run_bench_tiny_engine(tmp_path):
     assert "tiny" in table and "engine" in table
     plan = records[0]["plan"]  # the thread plan the Trainer chose, shown as shards x streams
     assert f"{plan['shards']}x{plan['rows_per_shard']}" in table
+    core = records[0]["blas_core"]  # the OpenBLAS kernels the GEMMs ran, named under the table
+    assert records[0]["openblas_coretype"] == os.environ.get("OPENBLAS_CORETYPE")
+    assert core is None or f"SciPy's OpenBLAS, {core} kernels" in table
+
+
+@pytest.mark.parametrize("forced", ["Sandybridge", None])
+def test_blas_core_names_the_kernels_and_what_forced_them(forced):
+    """OPENBLAS_CORETYPE picks OpenBLAS's kernels at load: blas_core() reports it, and the
+    bench table says whether it was forced (in a fresh process: the library is loaded once)."""
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    if forced:
+        env["OPENBLAS_CORETYPE"] = forced
+    script = ("import os; from engine.blas import blas_core; from bench.report import _blas_line; "
+              "print(blas_core()); print(_blas_line([{'blas_core': blas_core(), "
+              "'openblas_coretype': os.environ.get('OPENBLAS_CORETYPE')}]).strip())")
+    core, line = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                check=True).stdout.splitlines()
+    if forced:
+        assert core == forced and line.endswith(f"(forced by OPENBLAS_CORETYPE={forced}; unset, "
+                                                "OpenBLAS picks the kernels for this CPU)")
+    else:
+        assert core and line.endswith("(OpenBLAS's own pick for this CPU)")
 
 
 def test_full_bptt_memory_growth():
