@@ -12,7 +12,9 @@ jitted np.dot loop as the kernels call it:
 - two threads on one chunk, against the single-thread model: two shards of M streams
   side by side (engine/shards.py) over the model's two shards, shards_ratio; the pass
   of M streams with its hidden units split between two threads (engine/split.py) over
-  the model's one thread, split_ratio;
+  the model's one thread, split_ratio; the three passes of each shape are timed in
+  alternated rounds of PASS_ROUND_S (the machine's speed drifts by 15% over minutes: timed
+  one after another, the ratios were off by up to 12%);
 - per update: the Python of a shard's pass (a pass too small to compute anything; it
   holds the GIL, so the shards' run one after another), a thread-pool round trip, and
   the gradient combination per parameter (kernels.common.combine_scaled) on buffers
@@ -49,6 +51,7 @@ PASS_INPUT = 8    # I of the measured passes
 CELL_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 ROUNDS = 5
 ROUND_S = 0.02
+PASS_ROUND_S = 0.2  # a pass takes up to 0.15 s: shorter rounds time single calls
 
 
 @numba.njit(nogil=True)
@@ -60,16 +63,26 @@ def repeat_dot(a, b, out, n):
 
 def median_seconds(call, rounds, round_s):
     """Median over `rounds` of the seconds per call, each round about round_s long."""
-    call(1)  # warm-up (compilation, caches)
-    started = time.perf_counter()
-    call(3)
-    n = max(1, round(round_s / ((time.perf_counter() - started) / 3)))
-    samples = []
-    for _ in range(rounds):
+    return alternated_medians({"call": call}, rounds, round_s)["call"]
+
+
+def alternated_medians(calls, rounds, round_s):
+    """Median seconds per call of each of `calls` (name -> call(n), n calls), over `rounds`
+    rounds of about round_s each, the calls' rounds taking turns: drift in the machine's
+    speed (15% over minutes here) then reaches all of them alike."""
+    counts = {}
+    for name, call in calls.items():
+        call(1)  # warm-up (compilation, caches)
         started = time.perf_counter()
-        call(n)
-        samples.append((time.perf_counter() - started) / n)
-    return statistics.median(samples)
+        call(3)
+        counts[name] = max(1, round(round_s / ((time.perf_counter() - started) / 3)))
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call(counts[name])
+            samples[name].append((time.perf_counter() - started) / counts[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def gemm_seconds(M, K, N, rounds, round_s):
@@ -81,9 +94,9 @@ def gemm_seconds(M, K, N, rounds, round_s):
     return median_seconds(lambda n: repeat_dot(a, b, out, n), rounds, round_s)
 
 
-def pass_seconds(cell, H, M, rounds, round_s, split=1):
-    """Seconds per step of one shard's forward + backward over PASS_STEPS steps, its hidden
-    units split among `split` threads when > 1."""
+def pass_runner(cell, H, M, split=1):
+    """run(n): n forward + backward passes of one shard of M streams over PASS_STEPS steps,
+    its hidden units split among `split` threads when > 1."""
     model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((PASS_STEPS, M, PASS_INPUT), dtype=np.float32)
@@ -96,11 +109,11 @@ def pass_seconds(cell, H, M, rounds, round_s, split=1):
         for _ in range(n):
             shard_pass.run(x, y, "mse", state, 0)
 
-    return median_seconds(run, rounds, round_s) / PASS_STEPS
+    return run
 
 
-def two_shards_seconds(cell, H, M, rounds, round_s):
-    """Seconds per step of two shards of M streams each side by side (engine/shards.py),
+def two_shards_runner(cell, H, M):
+    """run(n): n passes of two shards of M streams each side by side (engine/shards.py),
     forward + backward over PASS_STEPS steps, gradients combined."""
     model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
     rng = np.random.default_rng(0)
@@ -112,7 +125,17 @@ def two_shards_seconds(cell, H, M, rounds, round_s):
         for _ in range(n):
             chunk.forward_backward(x, y, "mse", state, 0)
 
-    return median_seconds(run, rounds, round_s) / PASS_STEPS
+    return run
+
+
+def pass_seconds_per_step(cell, H, M, rounds, round_s):
+    """Seconds per step of one thread's pass of M streams ("one"), of the same pass with
+    its hidden units split between two threads ("split", where blocks of MIN_BLOCK units
+    fit) and of two shards of M streams side by side ("pair"), their rounds alternated."""
+    runners = {"one": pass_runner(cell, H, M), "pair": two_shards_runner(cell, H, M)}
+    if H // 2 >= thread_plan.MIN_BLOCK:
+        runners["split"] = pass_runner(cell, H, M, split=2)
+    return {name: seconds / PASS_STEPS for name, seconds in alternated_medians(runners, rounds, round_s).items()}
 
 
 def pass_python_seconds(rounds, round_s):
@@ -140,7 +163,7 @@ def combine_seconds_per_param(rounds, round_s):
                           rounds, round_s) / size
 
 
-def measure(hidden, gates, rows, pass_rows, rounds, round_s):
+def measure(hidden, gates, rows, pass_rows, rounds, round_s, pass_round_s):
     gemm = []
     for H in hidden:
         for G in gates:
@@ -151,14 +174,11 @@ def measure(hidden, gates, rows, pass_rows, rounds, round_s):
     chunk_rows = PASS_STEPS * 16
     chunk = [{"H": H, "G": G, "flops_per_s": 2 * G * H * chunk_rows * H
               / gemm_seconds(G * H, chunk_rows, H, rounds, round_s)} for H in hidden for G in gates]
-    passes = [{"cell": cell, "H": H, "M": M, "seconds_per_step": pass_seconds(cell, H, M, rounds, round_s)}
-              for cell in CELL_GATES for H in hidden for M in pass_rows]
-    split_passes = [{"cell": cell, "H": H, "M": M,
-                     "seconds_per_step": pass_seconds(cell, H, M, rounds, round_s, split=2)}
-                    for cell in CELL_GATES for H in hidden if H // 2 >= thread_plan.MIN_BLOCK
-                    for M in pass_rows]
-    shard_pairs = [{"cell": cell, "H": H, "M": M, "seconds_per_step": two_shards_seconds(cell, H, M, rounds, round_s)}
-                   for cell in CELL_GATES for H in hidden for M in pass_rows]
+    timed = {(cell, H, M): pass_seconds_per_step(cell, H, M, rounds, pass_round_s)
+             for cell in CELL_GATES for H in hidden for M in pass_rows}
+    passes, split_passes, shard_pairs = ([{"cell": cell, "H": H, "M": M, "seconds_per_step": seconds[name]}
+                                          for (cell, H, M), seconds in timed.items() if name in seconds]
+                                         for name in ("one", "split", "pair"))
     return {"gemm": gemm, "chunk": chunk, "passes": passes, "split_passes": split_passes,
             "shard_pairs": shard_pairs,
             "pass_python_s": pass_python_seconds(rounds, round_s),
@@ -277,10 +297,10 @@ def run(quick):
     """Measure and fit: the report main prints."""
     if quick:
         settings = dict(hidden=(32, 64), gates=GATES, rows=(1, 4, 16), pass_rows=(1, 4), rounds=1,
-                        round_s=0.002)
+                        round_s=0.002, pass_round_s=0.002)
     else:
         settings = dict(hidden=HIDDEN, gates=GATES, rows=ROWS, pass_rows=PASS_ROWS, rounds=ROUNDS,
-                        round_s=ROUND_S)
+                        round_s=ROUND_S, pass_round_s=PASS_ROUND_S)
     measured = measure(**settings)
     constants = fit(measured)
     with open("/proc/loadavg") as loadavg:
