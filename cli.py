@@ -214,6 +214,13 @@ def _memory_option(value):
 @click.option("--memory", callback=lambda ctx, param, value: _memory_option(value),
               help="Bound activation memory by recomputation: 'sqrt' (keep the state every ~sqrt(window) "
                    "steps) or a byte budget per thread such as 200M [default: store every step].")
+@click.option("--shards", type=click.IntRange(min=1),
+              help="Run the streams as this many batch shards, one thread each [default: the thread plan's "
+                   "choice for this model and machine]. On a machine other work keeps busy, shards suffer "
+                   "less than --split.")
+@click.option("--split", type=click.IntRange(min=1),
+              help="Share every step of one shard among this many threads by blocks of hidden units "
+                   "(--hidden a multiple of it) [default: the thread plan's choice].")
 @click.option("--clip-norm", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Clip the global gradient norm (0 disables).")
 @click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), help="Clip each gradient entry to +-VALUE.")
@@ -251,7 +258,7 @@ def _memory_option(value):
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag
 def train(data, demo, key, time_column, id_column, series_columns, scale, inputs, targets, horizon,
-          streams, val_fraction, fill, difference, cell, hidden, layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, clip_norm,
+          streams, val_fraction, fill, difference, cell, hidden, layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, shards, split, clip_norm,
           clip_value, on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype,
           output, resume, plot, diagnostics, ray_address, workers, quiet, as_json):
     """Train a model on DATA (CSV, also .gz/.bz2/.zst, Parquet, Feather, .npy or .npz) or a
@@ -272,6 +279,9 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
     arguments = train_arguments(click.get_current_context().params)
     if workers is not None and ray_address is None:
         raise click.UsageError("--workers applies to training on a Ray cluster: give --ray ADDRESS")
+    if ray_address is not None and (shards is not None or split is not None):
+        raise click.UsageError("with --ray the batch shards are the cluster's workers (--workers); "
+                               "--shards and --split apply to training on this machine")
     cluster = None
     if ray_address is not None:
         connect(ray_address)  # within seconds, before any work
@@ -306,8 +316,9 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
     except engine.pipeline.ResumeConflict as error:
         given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
                          for name in _SET_BY[error.option] if name in explicit)
+        stored = "unset" if error.stored is None else repr(error.stored)
         raise click.UsageError(f"--resume: {given} conflicts with the checkpoint's {error.option.replace('_', ' ')} "
-                               f"{error.stored!r}; a resumed run keeps its checkpoint's settings (only --epochs, "
+                               f"{stored}; a resumed run keeps its checkpoint's settings (only --epochs, "
                                "--patience, --lr and --memory may change)") from None
     except KeyboardInterrupt:
         saved = (f"{output} holds epoch {completed[-1]}; continue with --resume -o {output}"
@@ -328,6 +339,7 @@ _SET_BY = {  # an option of train_series on --resume -> the train options that s
     "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
+    "shards": ("shards",), "split": ("split",),
     "on_divergence": ("on_divergence",), "name": ("schedule",), "schedule": ("schedule",),
     "warmup_steps": ("warmup",), "step_size": ("step_size",), **{name: (name,) for name in engine.pipeline.DATA_OPTIONS + PANEL_TRAIN_OPTIONS + ("time_column",)}}
 
@@ -348,7 +360,7 @@ def train_arguments(options):
     trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
                            k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
                            clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
-                           diagnostics=o["diagnostics"])
+                           diagnostics=o["diagnostics"], shards=o.get("shards"), split=o.get("split"))
     schedule_options = dict(name=o["schedule"], warmup_steps=o["warmup"])
     if o["schedule"] == "step":
         schedule_options["step_size"] = o["step_size"]

@@ -223,6 +223,28 @@ def test_train_options_reach_the_checkpoint(tmp_path):
     np.testing.assert_allclose(data["input_norm"]["mean"], [values[:15999].mean()], rtol=1e-12)
 
 
+def test_train_shards_and_split_fix_the_thread_plan(tmp_path):
+    """--shards and --split are Trainer(shards=..., split=...): recorded in the checkpoint's
+    config and plan as an explicit choice; together, or with --ray, they are refused."""
+    for option, value in (("--shards", 2), ("--split", 2)):
+        if option == "--split" and not engine.split.available():
+            continue  # no omp threading layer here: the refusal is tested in test_split.py
+        output = tmp_path / f"{option[2:]}.npz"
+        assert_ok(run("train", "--demo", "sine", *FAST, option, value, "-q", "-o", output))
+        config = engine.read_metadata(output)["trainer"]["config"]
+        assert config[option[2:]] == value
+        assert config["thread_plan"]["chosen_by"] == "explicit" and config["thread_plan"][option[2:]] == value
+    assert_bad_input(run("train", "--demo", "sine", *FAST, "--shards", 2, "--split", 2, "-o", tmp_path / "x.npz"),
+                     "cannot be combined with shards=2")
+    assert_bad_input(run("train", "--demo", "sine", *FAST, "--shards", 2, "--ray", "127.0.0.1:1",
+                         "-o", tmp_path / "x.npz"), "--shards and --split apply to training on this machine")
+    resumed = run("train", "--demo", "sine", *FAST, "--shards", 1, "--resume", "-o", tmp_path / "shards.npz")
+    assert_bad_input(resumed, "--shards 1 conflicts with the checkpoint's shards 2")
+    assert_ok(run("train", "--demo", "sine", *FAST[:-1], "3", "--resume", "-q", "-o", tmp_path / "shards.npz"))
+    assert engine.read_metadata(tmp_path / "shards.npz")["trainer"]["config"]["thread_plan"]["shards"] == 2
+    assert "--shards" not in run("sweep", "--help").stdout  # trials run side by side, one thread each
+
+
 def test_train_lstm_forget_bias_and_rnn_nonlinearity(tmp_path):
     assert_ok(run("train", "--demo", "sine", *FAST, "--forget-bias", "1.5", "-q", "-o", tmp_path / "l.npz"))
     model, _ = engine.load(tmp_path / "l.npz")

@@ -17,7 +17,7 @@ import click
 # train options that have no meaning in a sweep: its own data source, outputs and output
 # format replace them.
 NOT_SETTINGS = ("data", "demo", "output", "resume", "plot", "quiet", "as_json", "ray_address", "workers",
-                "key", "time_column")
+                "key", "time_column", "shards", "split")  # the sweep runs trials side by side, one thread each
 # settings that define the task or its validation data: sweeping them would compare
 # losses on different data. The seed is swept by --seeds, epochs is the sweep's budget.
 NOT_SWEPT = ("inputs", "targets", "horizon", "val_fraction", "fill", "difference", "seed", "epochs",
