@@ -4,8 +4,9 @@ shards x streams per shard (or streams/hN: N threads sharing each step by hidden
 blocks), and the modelled speed-up over one thread (from the model, nothing timed).
 
 --measure [CONFIG ...]: check the model on this machine instead: the training step
-(Trainer.partial_fit, as bptt bench times it) with every plan up to this machine's
-cores, measured (median of alternated rounds) beside the model's prediction."""
+(Trainer.partial_fit, as bptt bench times it but without its pauses between rounds) with
+every plan up to this machine's cores, measured (median of alternated rounds) beside the
+model's prediction."""
 import argparse
 import statistics
 
@@ -48,11 +49,11 @@ def measured_table(names, rounds=5, round_s=0.2):
                               k1=config.chunk, clip_norm=CLIP_NORM, schedule="constant", shards=shards,
                               split=split)
             steps[shards, split] = lambda trainer=trainer: trainer.partial_fit(x, y)
-        calls = {plan: steps_per_round(step, round_s) for plan, step in steps.items()}
+        calls = {plan: steps_per_round(step, round_s, settle_s=0) for plan, step in steps.items()}
         seconds = {plan: [] for plan in plans}
         for r in range(rounds):
             for plan in plans[r % len(plans):] + plans[:r % len(plans)]:  # rotate the order
-                seconds[plan].append(time_steps(steps[plan], calls[plan]) / config.chunk)
+                seconds[plan].append(time_steps(steps[plan], calls[plan], settle_s=0) / config.chunk)
         measured = {plan: statistics.median(values) for plan, values in seconds.items()}
         modelled = {(shards, split): COST_MODEL.step_seconds(config.cell, config.input_size, config.hidden_size,
                                                              config.batch, config.num_layers, config.chunk, shards)

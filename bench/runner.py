@@ -142,14 +142,16 @@ def check_losses(config, losses):
                                  f"engine's {reference}; not timing a different computation")
 
 
-def steps_per_round(step, round_s):
+def steps_per_round(step, round_s, settle_s=SETTLE_S):
     """Steps that take about round_s seconds, from one timed warm step (at least 1)."""
-    return max(1, round(round_s / time_steps(step, 1)))
+    return max(1, round(round_s / time_steps(step, 1, settle_s)))
 
 
-def time_steps(step, n):
-    """Seconds per call of `step` over n calls, after the other thread pools settle."""
-    time.sleep(SETTLE_S)
+def time_steps(step, n, settle_s=SETTLE_S):
+    """Seconds per call of `step` over n calls, after a pause of settle_s for the other
+    implementations' thread pools to settle (0 when only the engine runs: after a pause
+    this machine runs the next updates of a small model up to 1.5x slower)."""
+    time.sleep(settle_s)
     started = time.perf_counter()
     for _ in range(n):
         step()

@@ -81,3 +81,18 @@ def test_resets_record():
     record = resets_record(rounds=1, round_s=0.01)
     assert record["kind"] == "resets" and record["seconds_per_step_resets"] > 0
     assert "a reset every 37 steps per stream" in format_table([record])
+
+
+def test_plans_measure_times_every_plan_without_pauses(monkeypatch):
+    """bench.plans --measure times the engine alone: no pause for peers' thread pools
+    between its rounds (after one, small models ran up to 1.5x slower here)."""
+    import bench.runner
+    from bench.plans import measured_table
+    from engine.thread_plan import available_cores
+
+    pauses = []
+    monkeypatch.setattr(bench.runner.time, "sleep", lambda seconds: pauses.append(seconds))
+    table = measured_table(["tiny"], rounds=1, round_s=0.001)
+    rows = [line for line in table.splitlines() if line.startswith("| tiny |")]
+    assert len(rows) == min(16, available_cores())  # one row per shard count; H = 32 has no split
+    assert all(seconds == 0 for seconds in pauses), pauses
