@@ -94,16 +94,22 @@ def gemm_seconds(M, K, N, rounds, round_s):
     return median_seconds(lambda n: repeat_dot(a, b, out, n), rounds, round_s)
 
 
+def _pass_problem(cell, H, streams):
+    """The measured passes' model and data: (model, x (PASS_STEPS, streams, PASS_INPUT),
+    y (PASS_STEPS, streams, 1), initial state), float32."""
+    model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((PASS_STEPS, streams, PASS_INPUT), dtype=np.float32)
+    y = rng.standard_normal((PASS_STEPS, streams, 1), dtype=np.float32)
+    return model, x, y, model.init_state(streams)
+
+
 def pass_runner(cell, H, M, split=1):
     """run(n): n forward + backward passes of one shard of M streams over PASS_STEPS steps,
     its hidden units split among `split` threads when > 1."""
-    model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((PASS_STEPS, M, PASS_INPUT), dtype=np.float32)
-    y = rng.standard_normal((PASS_STEPS, M, 1), dtype=np.float32)
+    model, x, y, state = _pass_problem(cell, H, M)
     layers = SplitLayers(model, split, M) if split > 1 else SERIAL
     shard_pass = StoredPass(model, PASS_STEPS, M, np.zeros_like(model.params), layers)
-    state = model.init_state(M)
 
     def run(n):
         for _ in range(n):
@@ -115,11 +121,8 @@ def pass_runner(cell, H, M, split=1):
 def two_shards_runner(cell, H, M):
     """run(n): n passes of two shards of M streams each side by side (engine/shards.py),
     forward + backward over PASS_STEPS steps, gradients combined."""
-    model = Model(cell, PASS_INPUT, H, 1, dtype="float32")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((PASS_STEPS, 2 * M, PASS_INPUT), dtype=np.float32)
-    y = rng.standard_normal((PASS_STEPS, 2 * M, 1), dtype=np.float32)
-    chunk, state = ShardedChunk(model, PASS_STEPS, 2 * M, 2, np.zeros_like(model.params)), model.init_state(2 * M)
+    model, x, y, state = _pass_problem(cell, H, 2 * M)
+    chunk = ShardedChunk(model, PASS_STEPS, 2 * M, 2, np.zeros_like(model.params))
 
     def run(n):
         for _ in range(n):
