@@ -93,7 +93,8 @@ def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize):
 def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, itemsize):
     """engine.split.SplitLayers' buffers for B streams in n hidden blocks: per layer the
     weights in block order (W_ih, W_hh and its transpose, biases, the weight above), the
-    per-step scratch and the blocks' gradient parts; and the block order (int64)."""
+    backward's per-step scratch and the blocks' gradient parts; and the block order (int64).
+    Forward's per-step scratch is the workspace's own, viewed in blocks."""
     G, H = GATES[cell], hidden_size
     GH = G * H
     total = GH * 8
@@ -101,7 +102,7 @@ def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, it
         layer_input = input_size if k == 0 else H
         above = output_size * H if k == num_layers - 1 else GH * H
         total += itemsize * (2 * GH * layer_input + 3 * GH * H + 3 * GH + above
-                             + B * GH + 4 * B * H + 2 * n * B * H + n)
+                             + 4 * B * H + 2 * n * B * H + 2 * n)
     return total
 
 

@@ -1,21 +1,23 @@
-"""Pieces of the hidden-block kernels (the `split` plan, engine/split.py).
+"""Pieces of the layer kernels, which run a layer's hidden units in n blocks.
 
-In that plan n threads share one chunk of all B streams: thread k owns the hidden units
-k*Hb .. (k+1)*Hb - 1 (Hb = H / n) of every layer. The gate columns of a layer are kept in
+Thread plans (engine/thread_plan.py) run a layer either whole on one thread (n = 1: the
+serial plan, each batch shard) or split into n blocks of Hb = H / n hidden units shared by
+W worker threads (the hidden-block plan, engine/split.py): worker w owns blocks w, w + W,
+.. and every worker runs the same kernel call. The gate columns of a layer are kept in
 block order, block k holding gate 0, 1, .. G-1 of its units (G*Hb columns), and stored
-block by block: gates (n, T, B, G*Hb), so one thread's part of every per-step product
-and of the element-wise pass is contiguous (the element-wise pass ran at half speed on
-blocks strided within (T, B, GH) rows, measured here). Per step,
-each thread computes its block of the recurrent GEMM and of the element-wise pass, and
-for backward its own partial dL/dh_{t-1} (B, H) over its gate columns; the threads meet
-once per step (the end of a prange), after which each sums the n partials of its own
-units. Every sum has a fixed order, so the result depends on n, not on scheduling.
+block by block: gates (n, T, B, G*Hb), so one block's part of every per-step product and
+of the element-wise pass is contiguous (the element-wise pass ran at half speed on blocks
+strided within (T, B, GH) rows, measured here). With n = 1 this is the parameters' own
+layout. Per step, each block computes its part of the recurrent GEMM and of the
+element-wise pass, and for backward its own partial dL/dh_{t-1} (B, H) over its gate
+columns; the workers meet once per step (kernels/sync.py), after which each sums the n
+partials of its own units. Every sum has a fixed order, so the result depends on n, not
+on W or on scheduling.
 """
-import numba
 import numpy as np
 
-from kernels.common import zero_fill
-from kernels.config import inline_jit, jit, parallel_jit
+from kernels.common import column_sums, zero_fill
+from kernels.config import inline_jit, jit
 
 
 @inline_jit
@@ -42,63 +44,97 @@ def from_above(dh, above_grad, t, above_weight, scratch):
                 dh[b, u] += scratch[b, u]
 
 
-@parallel_jit
-def input_projection(gates, x, weight_ih):
-    """The hoisted input projection, a block per thread: gates[k] (T, B, G*Hb) = x (T, B, I)
-    weight_ih[k]^T, weight_ih: (n, G*Hb, I)."""
+@jit
+def input_projection(worker, workers, gates, x, weight_ih):
+    """The hoisted input projection of the worker's blocks: gates[k] (T, B, G*Hb) =
+    x (T, B, I) weight_ih[k]^T, weight_ih: (n, G*Hb, I)."""
     T, B, I = x.shape
-    for k in numba.prange(gates.shape[0]):
+    for k in range(worker, gates.shape[0], workers):
         np.dot(x.reshape(T * B, I), weight_ih[k].T, gates[k].reshape(T * B, gates.shape[3]))
 
 
 @inline_jit
-def seed_partials(partials, dh_state, T):
-    """Before backward's time loop: the parity buffer step T - 1 reads holds dL/d(final h)
-    (B, H) as block 0's partial and zeros as the others'."""
-    zero_fill(partials[T % 2].reshape(-1))
-    copy_row(partials[T % 2, 0].reshape(-1), dh_state.reshape(-1))
+def seed_partials(worker, workers, partials, dh_state, T):
+    """With n > 1 blocks, before backward's time loop: the parity buffer step T - 1 reads
+    holds dL/d(final h) (B, H) as block 0's partial and zeros as the others'."""
+    if partials.shape[1] == 1:  # one block: dh_state itself carries dL/dh_t (gradient_into_step)
+        return
+    for k in range(worker, partials.shape[1], workers):
+        if k == 0:
+            copy_row(partials[T % 2, 0].reshape(-1), dh_state.reshape(-1))
+        else:
+            zero_fill(partials[T % 2, k].reshape(-1))
 
 
 @inline_jit
-def gradient_into_step(dh, state, above_grad, t, above_weight, scratch, partials, lo):
-    """One block's dL/dh_t at the start of backward step t: dh (B, Hb) from above (see
-    from_above), state (B, Hb) through time (the summed partials of its units)."""
-    from_above(dh, above_grad, t, above_weight, scratch)
-    sum_partials(state, partials, lo)
+def gradient_into_step(split, dh_state, above_grad, t, above_weight, reading, n, k, Hb):
+    """Block k's dL/dh_t at the start of backward step t: split.dh[k] (B, Hb) from above
+    (see from_above). Returns the (B, Hb) array of dL/dh_t through time: with one block
+    dh_state itself, else split.state[k], the summed partials of its units."""
+    from_above(split.dh[k], above_grad, t, above_weight, split.scratch[k])
+    if n == 1:
+        return dh_state
+    sum_partials(split.state[k], reading, k * Hb)
+    return split.state[k]
 
 
-@parallel_jit
-def block_weight_gradients(dweight, dbias, parts, bias_parts, dgates, inputs, order):
+@inline_jit
+def finish_state(worker, workers, dh_state, partials, Hb):
+    """With n > 1 blocks, after step 0: dh_state (B, H) = dL/dh_0, each worker summing
+    the partials (n, B, H) of its blocks' units."""
+    n = partials.shape[0]
+    if n == 1:
+        return
+    for k in range(worker, n, workers):
+        sum_partials(dh_state[:, k * Hb:(k + 1) * Hb], partials, k * Hb)
+
+
+@inline_jit
+def zero_reset_columns(h, resets, lo, Hb):
+    """Zero h[t, b, lo:lo+Hb] (h (T+1, B, H)) where resets[t, b] (T, B): afterwards row t
+    holds the state entering step t (no longer the output of step t-1), which the
+    whole-chunk dW_hh GEMM reads as h_prev."""
+    for t in range(resets.shape[0]):
+        for b in range(resets.shape[1]):
+            if resets[t, b]:
+                zero_fill(h[t, b, lo:lo + Hb])
+
+
+@jit
+def block_weight_gradients(worker, workers, dweight, dbias, parts, bias_parts, dgates, inputs, order):
     """dweight (GH, K) = dgates^T inputs and dbias (GH, 1) its column sums, in the
-    parameters' row order, each thread its own block's rows. dgates: (n, T*B, G*Hb);
-    inputs: (T*B, K); parts (n, G*Hb, K), bias_parts (n, G*Hb, 1): scratch; order: (GH,)
-    the parameter row of each block-order row."""
-    n, rows = parts.shape[0], parts.shape[1]
-    for k in numba.prange(n):  # one parallel region: each costs about a second of cold compile
+    parameters' row order, each worker its own blocks' rows. dgates: (n, T*B, G*Hb);
+    inputs: (T*B, K); with n > 1, parts (n, G*Hb, K), bias_parts (n, G*Hb, 1): scratch,
+    and order (GH,): the parameter row of each block-order row."""
+    n = dgates.shape[0]
+    if n == 1:  # block order is the parameters' order
+        np.dot(dgates[0].T, inputs, dweight)
+        column_sums(dbias.reshape(-1), dgates[0])
+        return
+    rows = parts.shape[1]
+    for k in range(worker, n, workers):
         np.dot(dgates[k].T, inputs, parts[k])
         bias = bias_parts[k]
-        zero_fill(bias.reshape(-1))
-        for row in range(dgates.shape[1]):
-            for column in range(dgates.shape[2]):
-                bias[column, 0] += dgates[k, row, column]
+        column_sums(bias.reshape(-1), dgates[k])
         for row in range(rows):
             copy_row(dweight[order[k * rows + row]], parts[k, row])
             dbias[order[k * rows + row], 0] = bias[row, 0]
 
 
 @jit
-def block_gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, dgates, h, x,
-                                order):
-    """kernels.common.gate_weight_gradients for the hidden-block plan: dgates (n, T, B,
-    G*Hb); split: the plan's scratch (engine/split.py); outputs (biases (GH, 1)) in the
-    parameters' row order."""
+def block_gate_weight_gradients(worker, workers, dweight_ih, dweight_hh, dbias_ih, dbias_hh, split,
+                                dgates, h, x, order):
+    """The whole-chunk weight gradients of RNN and LSTM (whose input- and hidden-side
+    pre-activation gradients are the same array; the GRU arranges its own): dgates
+    (n, T, B, G*Hb); h (T+1, B, H), row t the h_{t-1} of step t; x (T, B, I); split: the
+    layer's scratch (engine/split.py); outputs (biases (GH, 1)) in the parameters' row order."""
     T, B, I = x.shape
     H = h.shape[2]
     blocks = dgates.reshape(dgates.shape[0], T * B, dgates.shape[3])
-    block_weight_gradients(dweight_hh, dbias_hh, split.hh_parts, split.bias_parts, blocks,
-                           h[:T].reshape(T * B, H), order)
-    block_weight_gradients(dweight_ih, dbias_ih, split.ih_parts, split.bias_parts, blocks,
+    block_weight_gradients(worker, workers, dweight_ih, dbias_ih, split.ih_parts, split.bias_parts, blocks,
                            x.reshape(T * B, I), order)
+    block_weight_gradients(worker, workers, dweight_hh, dbias_hh, split.hh_parts, split.bias_parts, blocks,
+                           h[:T].reshape(T * B, H), order)
 
 
 @inline_jit

@@ -227,8 +227,6 @@ def test_train_shards_and_split_fix_the_thread_plan(tmp_path):
     """--shards and --split are Trainer(shards=..., split=...): recorded in the checkpoint's
     config and plan as an explicit choice; together, or with --ray, they are refused."""
     for option, value in (("--shards", 2), ("--split", 2)):
-        if option == "--split" and not engine.split.available():
-            continue  # no omp threading layer here: the refusal is tested in test_split.py
         output = tmp_path / f"{option[2:]}.npz"
         assert_ok(run("train", "--demo", "sine", *FAST, option, value, "-q", "-o", output))
         config = engine.read_metadata(output)["trainer"]["config"]
