@@ -11,12 +11,11 @@ from kernels.gru import gru_backward, gru_forward
 from kernels.head import cross_entropy_gradient, head_backward, head_forward, mse_gradient
 from kernels.lstm import lstm_backward, lstm_forward
 from kernels.rnn import rnn_backward, rnn_forward
-from kernels.sync import SYNC_SIZE
 
 LOSSES = ("mse", "cross_entropy")
 
 # The kernels' GEMMs run single-threaded; parallelism comes from the thread plan's own
-# threads (engine/thread_plan.py).
+# threads (batch shards, engine/shards.py; hidden blocks, engine/split.py).
 set_blas_threads(1)
 
 
@@ -46,39 +45,24 @@ def forward_chunk(model, workspace, x, state, resets=None, layers=None):
 
 
 class SerialLayers:
-    """Each layer's whole time loop in one kernel call on the calling thread, its units in
-    one block (the plan of batch shards, engine/shards.py: parallelism comes from running
-    shards side by side). The kernels take every array in blocks (kernels/blocks.py):
-    with one block they are the buffers and parameters themselves, viewed with a leading
-    axis of 1; engine/split.py overrides the methods that give them."""
+    """Each layer's whole time loop in one kernel call on the calling thread (the plan of
+    batch shards, engine/shards.py: parallelism comes from running shards side by side)."""
 
     nbytes = 0  # no buffers of its own
-    order = np.zeros(0, np.intp)  # block-order rows: not read with one block
-    sync = np.zeros(SYNC_SIZE, np.int64)  # not touched by a single worker
-
-    def run(self, kernel, *args):
-        """kernel(worker, workers, sync, *args) on every worker: here one, this thread."""
-        kernel(0, 1, self.sync, *args)
-
-    def blocked(self, array):
-        """(.., W) buffer -> (n, .., W / n), block k the columns of its units' gates."""
-        return array[None]
-
-    def forward_weights(self, model, k, buffers):
-        """Layer k's weight_ih (n, G*Hb, I), weight_hh_t (n, H, G*Hb), biases (n, G*Hb)."""
-        weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
-        np.copyto(buffers.weight_hh_t, weight_hh.T)  # (H, G*H) contiguous: the faster GEMM layout
-        return weight_ih[None], buffers.weight_hh_t[None], bias_ih[None], bias_hh[None]
 
     def forward(self, model, k, buffers, layer_input, resets):
-        weights = self.forward_weights(model, k, buffers)
-        gates, recurrent = self.blocked(buffers.gates), self.blocked(buffers.recurrent)
+        weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
+        np.copyto(buffers.weight_hh_t, weight_hh.T)
+        weight_hh = buffers.weight_hh_t  # (H, G*H) contiguous: the faster GEMM layout
         if model.cell == "lstm":
-            self.run(lstm_forward, buffers.h, buffers.c, gates, recurrent, layer_input, resets, *weights)
+            lstm_forward(buffers.h, buffers.c, buffers.gates, buffers.recurrent,
+                         layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
         elif model.cell == "gru":
-            self.run(gru_forward, buffers.h, gates, buffers.hidden_n, recurrent, layer_input, resets, *weights)
+            gru_forward(buffers.h, buffers.gates, buffers.hidden_n, buffers.recurrent,
+                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
         else:
-            self.run(rnn_forward, buffers.h, gates, recurrent, layer_input, resets, *weights, model.relu)
+            rnn_forward(buffers.h, buffers.gates, buffers.recurrent,
+                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, model.relu)
 
     def above_weight(self, model, k):
         """(K, H) the weight through which layer k's output feeds what is above it."""
@@ -86,28 +70,22 @@ class SerialLayers:
             return model.views["head.weight"]
         return model.layer_parameters(k + 1)[0]
 
-    def backward_operands(self, model, k, buffers, above_grad):
-        """Layer k's backward scratch, above_grad (J, T, B, K) in blocks, above_weight
-        (n, J, K, Hb) and weight_hh (n, G*Hb, H)."""
-        weight_hh = model.layer_parameters(k)[1]
-        return buffers.scratch, above_grad[None], self.above_weight(model, k)[None, None], weight_hh[None]
-
     def backward(self, model, k, buffers, grads, above_grad, layer_input, resets):
         """grads: layer k's (dweight_ih, dweight_hh, dbias_ih, dbias_hh) outputs."""
-        dweight_ih, dweight_hh, dbias_ih, dbias_hh = grads
-        outputs = dweight_ih, dweight_hh, dbias_ih.reshape(-1, 1), dbias_hh.reshape(-1, 1)
-        scratch, above_grad, above_weight, weight_hh = self.backward_operands(model, k, buffers, above_grad)
-        gates = self.blocked(buffers.gates)
+        above_weight = self.above_weight(model, k)
+        weight_hh = model.layer_parameters(k)[1]
         if model.cell == "lstm":
-            self.run(lstm_backward, *outputs, buffers.dh_state, buffers.dc_state, buffers.dh_norm_sq, scratch,
-                     above_grad, above_weight, buffers.h, buffers.c, gates, layer_input, resets, weight_hh,
-                     self.order)
+            lstm_backward(*grads, buffers.dh_state, buffers.dc_state, buffers.dh_norm_sq,
+                          buffers.dh, above_grad, above_weight, buffers.h, buffers.c,
+                          buffers.gates, layer_input, resets, weight_hh)
         elif model.cell == "gru":
-            self.run(gru_backward, *outputs, buffers.dh_state, buffers.dh_norm_sq, scratch, above_grad,
-                     above_weight, buffers.h, gates, buffers.hidden_n, layer_input, resets, weight_hh, self.order)
+            gru_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, buffers.direct,
+                         above_grad, above_weight, buffers.h, buffers.gates, buffers.hidden_n,
+                         layer_input, resets, weight_hh)
         else:
-            self.run(rnn_backward, *outputs, buffers.dh_state, buffers.dh_norm_sq, scratch, above_grad,
-                     above_weight, buffers.h, gates, layer_input, resets, weight_hh, self.order, model.relu)
+            rnn_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, above_grad,
+                         above_weight, buffers.h, buffers.gates, layer_input, resets, weight_hh,
+                         model.relu)
 
 
 SERIAL = SerialLayers()

@@ -11,13 +11,16 @@ faster than batch shards; engine/thread_plan.py chooses. Results are determinist
 given n, whatever W.
 """
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from engine.bptt import SerialLayers
 from engine.validation import check_int
-from engine.workspace import BlockScratch
+from kernels.gru import gru_backward_split, gru_forward_split
+from kernels.lstm import lstm_backward_split, lstm_forward_split
+from kernels.rnn import rnn_backward_split, rnn_forward_split
 from kernels.sync import ABORT, SYNC_SIZE
 
 
@@ -45,6 +48,20 @@ def check_split(model, split, shards=None):
 def block_order(G, H, n):
     """(G*H,) the standard gate row of each row in block order (kernels/blocks.py)."""
     return np.ascontiguousarray(np.arange(G * H).reshape(G, n, H // n).transpose(1, 0, 2).reshape(-1))
+
+
+class BlockScratch(NamedTuple):
+    """Per-layer scratch of the backward split kernels (n blocks of Hb = H / n units, B
+    streams)."""
+    dh: np.ndarray          # (n, B, Hb) dL/dh_t from above, then total, of each block
+    state: np.ndarray       # (n, B, Hb) dL/dh_t through time of each block
+    scratch: np.ndarray     # (n, B, Hb) a term of dh from above
+    partials: np.ndarray    # (2, n, B, H) each block's share of dL/dh_{t-1}, by step parity
+    norms: np.ndarray       # (2, n) squared norm of each block's dL/dh_t, by step parity
+    ih_parts: np.ndarray    # (n, G*Hb, I) each block's rows of dW_ih
+    hh_parts: np.ndarray    # (n, G*Hb, H) of dW_hh
+    bias_parts: np.ndarray  # (n, G*Hb, 1) of the bias gradient
+    direct: np.ndarray      # (B, H) GRU's dL/dh_{t-1} through z * h (unused otherwise)
 
 
 class LayerBlocks:
@@ -104,19 +121,39 @@ class SplitLayers(SerialLayers):
         if errors:
             raise errors[0]
 
-    def blocked(self, array):
-        """A (.., G*H) gate buffer as the kernels hold it in n blocks: (n, .., G*Hb)."""
+    def _blocked(self, array):
+        """A (.., G*H) buffer as the split kernels hold it in n blocks: (n, .., G*Hb)."""
         return array.reshape((self.n,) + array.shape[:-1] + (array.shape[-1] // self.n,))
 
-    def forward_weights(self, model, k, buffers):
+    def forward(self, model, k, buffers, layer_input, resets):
         self._refresh(model, k)
         blocks = self.blocks[k]
-        return blocks.weight_ih, blocks.weight_hh_t, blocks.bias_ih, blocks.bias_hh
+        gates, recurrent = self._blocked(buffers.gates), self._blocked(buffers.recurrent)
+        weights = blocks.weight_ih, blocks.weight_hh_t, blocks.bias_ih, blocks.bias_hh
+        if model.cell == "lstm":
+            self.run(lstm_forward_split, buffers.h, buffers.c, gates, recurrent, layer_input, resets, *weights)
+        elif model.cell == "gru":
+            self.run(gru_forward_split, buffers.h, gates, buffers.hidden_n, recurrent, layer_input, resets,
+                     *weights)
+        else:
+            self.run(rnn_forward_split, buffers.h, gates, recurrent, layer_input, resets, *weights, model.relu)
 
-    def backward_operands(self, model, k, buffers, above_grad):
+    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets):
         blocks = self.blocks[k]
-        above_grad = above_grad[None] if k == model.num_layers - 1 else self.blocked(above_grad)
-        return blocks.scratch, above_grad, blocks.above_weight, blocks.weight_hh
+        dweight_ih, dweight_hh, dbias_ih, dbias_hh = grads
+        outputs = dweight_ih, dweight_hh, dbias_ih.reshape(-1, 1), dbias_hh.reshape(-1, 1)
+        above_grad = above_grad[None] if k == model.num_layers - 1 else self._blocked(above_grad)
+        above = blocks.scratch, above_grad, blocks.above_weight
+        gates = self._blocked(buffers.gates)
+        if model.cell == "lstm":
+            self.run(lstm_backward_split, *outputs, buffers.dh_state, buffers.dc_state, buffers.dh_norm_sq,
+                     *above, buffers.h, buffers.c, gates, layer_input, resets, blocks.weight_hh, self.order)
+        elif model.cell == "gru":
+            self.run(gru_backward_split, *outputs, buffers.dh_state, buffers.dh_norm_sq, *above, buffers.h,
+                     gates, buffers.hidden_n, layer_input, resets, blocks.weight_hh, self.order)
+        else:
+            self.run(rnn_backward_split, *outputs, buffers.dh_state, buffers.dh_norm_sq, *above, buffers.h,
+                     gates, layer_input, resets, blocks.weight_hh, self.order, model.relu)
 
     def _refresh(self, model, k):
         """Copy layer k's weights (and the weight above it) into block order."""

@@ -1,34 +1,10 @@
 """Per-chunk activation buffers, allocated once per chunk shape (T, B) and reused."""
 import copy
-from typing import NamedTuple
 
 import numpy as np
 
 _STATE_ROWS = ("h", "c")  # (T+1, B, H): row 0 the initial state
 _STEP_ROWS = ("gates", "hidden_n", "dh_norm_sq")  # (T, ...)
-
-
-class BlockScratch(NamedTuple):
-    """Per-layer scratch of the backward kernels, for n blocks of Hb = H / n units
-    (kernels/blocks.py) and B streams. With one block only dh, norms and direct are used."""
-    dh: np.ndarray          # (n, B, Hb) dL/dh_t from above, then total, of each block
-    state: np.ndarray       # (n, B, Hb) dL/dh_t through time of each block
-    scratch: np.ndarray     # (n, B, Hb) a term of dh from above
-    partials: np.ndarray    # (2, n, B, H) each block's share of dL/dh_{t-1}, by step parity
-    norms: np.ndarray       # (2, n) squared norm of each block's dL/dh_t, by step parity
-    ih_parts: np.ndarray    # (n, G*Hb, I) each block's rows of dW_ih
-    hh_parts: np.ndarray    # (n, G*Hb, H) of dW_hh
-    bias_parts: np.ndarray  # (n, G*Hb, 1) of the bias gradient
-    direct: np.ndarray      # (B, H) GRU's dL/dh_{t-1} through z * h (unused otherwise)
-
-
-def one_block_scratch(dh, direct):
-    """BlockScratch of a layer run whole, over its buffers dh and direct (B, H) (direct
-    None but for the GRU); the arrays a single block never reads are empty."""
-    unused = np.zeros((1, 0, 0), dh.dtype)
-    one = dh.reshape((1,) + dh.shape)
-    return BlockScratch(one, one, one, np.zeros((2, 1, 0, 0), dh.dtype), np.zeros((2, 1), dh.dtype),
-                        unused, unused, unused, dh if direct is None else direct)
 
 
 class LayerBuffers:
@@ -40,8 +16,7 @@ class LayerBuffers:
     hidden_n (T, B, H) GRU's W_hn h + b_hn (None otherwise).
     Per-step scratch: recurrent (B, G*H); dh, dh_state, dc_state, direct (B, H); and
     dh_norm_sq (T,) the squared norm of dL/dh_t per step. weight_hh_t (H, G*H): a
-    contiguous transpose of the layer's weight_hh for the forward GEMM. scratch: the
-    backward kernels' BlockScratch for the layer run whole (views of dh and direct)."""
+    contiguous transpose of the layer's weight_hh for the forward GEMM."""
 
     def __init__(self, cell, gates, T, B, H, dtype):
         def empty(*shape):
@@ -58,10 +33,9 @@ class LayerBuffers:
         self.dh_state = empty(B, H)
         self.dc_state = empty(B, H) if cell == "lstm" else None
         self.dh_norm_sq = empty(T)
-        self.scratch = one_block_scratch(self.dh, self.direct)
 
     def arrays(self):
-        return [a for a in vars(self).values() if isinstance(a, np.ndarray)]
+        return [a for a in vars(self).values() if a is not None]
 
     def first(self, steps):
         """Buffers for the first `steps` steps only: views sharing this memory."""

@@ -1,18 +1,19 @@
-"""Pieces of the layer kernels, which run a layer's hidden units in n blocks.
+"""Pieces of the hidden-block kernels (the `split` plan, engine/split.py).
 
-Thread plans (engine/thread_plan.py) run a layer either whole on one thread (n = 1: the
-serial plan, each batch shard) or split into n blocks of Hb = H / n hidden units shared by
-W worker threads (the hidden-block plan, engine/split.py): worker w owns blocks w, w + W,
-.. and every worker runs the same kernel call. The gate columns of a layer are kept in
-block order, block k holding gate 0, 1, .. G-1 of its units (G*Hb columns), and stored
-block by block: gates (n, T, B, G*Hb), so one block's part of every per-step product and
-of the element-wise pass is contiguous (the element-wise pass ran at half speed on blocks
-strided within (T, B, GH) rows, measured here). With n = 1 this is the parameters' own
-layout. Per step, each block computes its part of the recurrent GEMM and of the
-element-wise pass, and for backward its own partial dL/dh_{t-1} (B, H) over its gate
-columns; the workers meet once per step (kernels/sync.py), after which each sums the n
-partials of its own units. Every sum has a fixed order, so the result depends on n, not
-on W or on scheduling.
+In that plan W worker threads share one chunk of all B streams, the hidden units of every
+layer split into n blocks of Hb = H / n: worker w computes blocks w, w + W, .. (one each
+when n = W). The gate columns of a layer are kept in block order, block k holding gate
+0, 1, .. G-1 of its units (G*Hb columns), and stored block by block: gates (n, T, B, G*Hb),
+so one block's part of every per-step product and of the element-wise pass is contiguous
+(the element-wise pass ran at half speed on blocks strided within (T, B, GH) rows,
+measured here). Every worker runs the same kernel call. Per step, each block computes its
+part of the recurrent GEMM and of the element-wise pass, and for backward its own partial
+dL/dh_{t-1} (B, H) over its gate columns; the workers meet once per step at a barrier
+(kernels/sync.py), after which each sums the n partials of its own units. Every sum has a
+fixed order, so the result depends on n, not on W or on scheduling.
+
+The helpers shared by the three cells are compiled once (@jit, not inlined): a
+specialisation per dtype serves every cell's kernel.
 """
 import numpy as np
 
@@ -53,12 +54,10 @@ def input_projection(worker, workers, gates, x, weight_ih):
         np.dot(x.reshape(T * B, I), weight_ih[k].T, gates[k].reshape(T * B, gates.shape[3]))
 
 
-@inline_jit
+@jit
 def seed_partials(worker, workers, partials, dh_state, T):
-    """With n > 1 blocks, before backward's time loop: the parity buffer step T - 1 reads
-    holds dL/d(final h) (B, H) as block 0's partial and zeros as the others'."""
-    if partials.shape[1] == 1:  # one block: dh_state itself carries dL/dh_t (gradient_into_step)
-        return
+    """Before backward's time loop: the parity buffer step T - 1 reads holds dL/d(final h)
+    (B, H) as block 0's partial and zeros as the others'."""
     for k in range(worker, partials.shape[1], workers):
         if k == 0:
             copy_row(partials[T % 2, 0].reshape(-1), dh_state.reshape(-1))
@@ -66,30 +65,25 @@ def seed_partials(worker, workers, partials, dh_state, T):
             zero_fill(partials[T % 2, k].reshape(-1))
 
 
-@inline_jit
-def gradient_into_step(split, dh_state, above_grad, t, above_weight, reading, n, k, Hb):
+@jit
+def gradient_into_step(split, above_grad, t, above_weight, reading, k, Hb):
     """Block k's dL/dh_t at the start of backward step t: split.dh[k] (B, Hb) from above
-    (see from_above). Returns the (B, Hb) array of dL/dh_t through time: with one block
-    dh_state itself, else split.state[k], the summed partials of its units."""
+    (see from_above); returns split.state[k] (B, Hb), dL/dh_t through time, the summed
+    partials of its units."""
     from_above(split.dh[k], above_grad, t, above_weight, split.scratch[k])
-    if n == 1:
-        return dh_state
     sum_partials(split.state[k], reading, k * Hb)
     return split.state[k]
 
 
-@inline_jit
+@jit
 def finish_state(worker, workers, dh_state, partials, Hb):
-    """With n > 1 blocks, after step 0: dh_state (B, H) = dL/dh_0, each worker summing
-    the partials (n, B, H) of its blocks' units."""
-    n = partials.shape[0]
-    if n == 1:
-        return
-    for k in range(worker, n, workers):
+    """After step 0: dh_state (B, H) = dL/dh_0, each worker summing the partials
+    (n, B, H) of its blocks' units."""
+    for k in range(worker, partials.shape[0], workers):
         sum_partials(dh_state[:, k * Hb:(k + 1) * Hb], partials, k * Hb)
 
 
-@inline_jit
+@jit
 def zero_reset_columns(h, resets, lo, Hb):
     """Zero h[t, b, lo:lo+Hb] (h (T+1, B, H)) where resets[t, b] (T, B): afterwards row t
     holds the state entering step t (no longer the output of step t-1), which the
@@ -104,15 +98,10 @@ def zero_reset_columns(h, resets, lo, Hb):
 def block_weight_gradients(worker, workers, dweight, dbias, parts, bias_parts, dgates, inputs, order):
     """dweight (GH, K) = dgates^T inputs and dbias (GH, 1) its column sums, in the
     parameters' row order, each worker its own blocks' rows. dgates: (n, T*B, G*Hb);
-    inputs: (T*B, K); with n > 1, parts (n, G*Hb, K), bias_parts (n, G*Hb, 1): scratch,
-    and order (GH,): the parameter row of each block-order row."""
-    n = dgates.shape[0]
-    if n == 1:  # block order is the parameters' order
-        np.dot(dgates[0].T, inputs, dweight)
-        column_sums(dbias.reshape(-1), dgates[0])
-        return
+    inputs: (T*B, K); parts (n, G*Hb, K), bias_parts (n, G*Hb, 1): scratch; order (GH,):
+    the parameter row of each block-order row."""
     rows = parts.shape[1]
-    for k in range(worker, n, workers):
+    for k in range(worker, dgates.shape[0], workers):
         np.dot(dgates[k].T, inputs, parts[k])
         bias = bias_parts[k]
         column_sums(bias.reshape(-1), dgates[k])

@@ -5,6 +5,23 @@ import numpy as np
 from kernels.config import JIT_OPTIONS, inline_jit, jit
 
 
+@jit
+def gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dgates, h, x):
+    """Whole-chunk GEMMs after the time loop (RNN and LSTM, whose input- and hidden-side
+    pre-activation gradients are the same array; the GRU arranges its own).
+
+    dgates: (T, B, G*H). h: (T+1, B, H) hidden states, row t the h_{t-1} of step t.
+    x: (T, B, I). Overwrites dweight_ih (GH, I), dweight_hh (GH, H), both biases (GH,)."""
+    T, B, I = x.shape
+    H = h.shape[2]
+    dgates_2d = dgates.reshape(T * B, dgates.shape[2])
+    np.dot(dgates_2d.T, x.reshape(T * B, I), dweight_ih)  # (GH, T*B) x (T*B, I)
+    np.dot(dgates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (GH, T*B) x (T*B, H)
+    column_sums(dbias_ih, dgates_2d)
+    for row in range(dbias_ih.shape[0]):  # a loop, not dbias_hh[:] = dbias_ih: the slice copy
+        dbias_hh[row] = dbias_ih[row]      # compiles Numba's shape-error text, seconds of cold start
+
+
 @inline_jit
 def zero_reset_rows(rows, resets_t):
     """Zero row b of rows (B, N) where resets_t[b] (B,) is True: streams that start a new
@@ -24,6 +41,14 @@ def zero_fill(row):
 
 
 @inline_jit
+def add_into(out, other):
+    """out (N,) += other (N,), as a loop (an array expression compiles Numba's
+    broadcasting code, and in a parallel kernel a parallel region of its own)."""
+    for j in range(out.shape[0]):
+        out[j] += other[j]
+
+
+@inline_jit
 def ordered_sum(values):
     """Sum of values (N,) in index order (values.sum() in a parallel kernel becomes a
     parallel reduction: compiled separately, and its order is the scheduler's)."""
@@ -31,6 +56,15 @@ def ordered_sum(values):
     for j in range(1, values.shape[0]):
         total += values[j]
     return total
+
+
+@jit
+def zero_reset_states(h, resets):
+    """Zero h[t, b] (T, B, H) where resets[t, b] (T, B): after it, row t holds the state
+    entering step t (no longer the output of step t-1), which the whole-chunk dW_hh GEMM
+    reads as h_prev."""
+    for t in range(resets.shape[0]):
+        zero_reset_rows(h[t], resets[t])
 
 
 @jit

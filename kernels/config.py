@@ -15,3 +15,8 @@ def inline_jit(function):
     """Compile a small scalar helper that is inlined into its callers."""
     return numba.njit(inline="always", **JIT_OPTIONS)(function)
 
+
+def parallel_jit(function):
+    """Compile a kernel whose numba.prange loops run on Numba's thread pool (the
+    hidden-block plan, engine/split.py); the threading layer is chosen there."""
+    return numba.njit(parallel=True, **JIT_OPTIONS)(function)

@@ -11,39 +11,32 @@ import numpy as np
 
 from kernels.activations import sigmoid, tanh
 from kernels.blocks import block_weight_gradients, finish_state, gradient_into_step, input_projection, seed_partials
-from kernels.common import ordered_sum, squared_norm, zero_fill, zero_reset_rows
+from kernels.common import add_into, column_sums, ordered_sum, squared_norm, zero_fill, zero_reset_rows
 from kernels.config import inline_jit, jit
 from kernels.sync import wait
 
 
 @jit
-def gru_forward(worker, workers, sync, h, gates, hidden_n, recurrent, x, resets, weight_ih, weight_hh_t,
-                bias_ih, bias_hh):
-    """Forward over one chunk in blocks and workers (see kernels/lstm.py lstm_forward).
-
-    h: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
-    gates: (n, T, B, 3Hb) out, block k the activated gates r, z, n of its units.
-    hidden_n: (T, B, H) out, W_hn h_{t-1} + b_hn per step (the backward pass needs it).
-    recurrent: (n, B, 3Hb) scratch. x: (T, B, I). resets: (T, B) booleans, True where a
-    new series starts: the state entering that step is zero (h[t] keeps the output of
-    step t - 1). weight_ih: (n, 3Hb, I); weight_hh_t: (n, H, 3Hb), C-contiguous; biases
-    (n, 3Hb): block k's gate rows (columns of W_hh^T)."""
+def gru_forward(h, gates, hidden_n, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh):
+    """h: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
+    gates: (T, B, 3H) out, the activated gates r, z, n. hidden_n: (T, B, H) out,
+    W_hn h_{t-1} + b_hn per step (the backward pass needs it). recurrent: (B, 3H)
+    scratch. x: (T, B, I). resets: (T, B) booleans, True where a new series starts: the
+    state entering that step is zero (h[t] keeps the output of step t - 1).
+    weight_ih: (3H, I).
+    weight_hh_t: (H, 3H), a C-contiguous transpose of weight_hh (twice as fast as a transposed
+    view at H <= 64, measured here). biases: (3H,)."""
     T, B, I = x.shape
-    n, _, _, width = gates.shape
-    Hb = width // 3
-    input_projection(worker, workers, gates, x, weight_ih)
+    H = h.shape[2]
+    np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 3 * H))
     for t in range(T):
-        for k in range(worker, n, workers):
-            lo = k * Hb
-            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 3Hb)
-            zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
-            for b in range(B):
-                _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], hidden_n[t, b, lo:lo + Hb],
-                              h[t, b, lo:lo + Hb], recurrent[k, b], bias_ih[k], bias_hh[k], Hb)
-                if resets[t, b]:  # redo h_t with h_prev = 0 (the common loop stays as it was)
-                    _restart_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], Hb)
-        if not wait(sync, workers):
-            return
+        np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 3H)
+        zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
+        for b in range(B):
+            _cell_forward(h[t + 1, b], gates[t, b], hidden_n[t, b], h[t, b], recurrent[b],
+                          bias_ih, bias_hh, H)
+            if resets[t, b]:  # redo h_t with h_prev = 0 (the common loop stays as it was)
+                _restart_forward(h[t + 1, b], gates[t, b], H)
 
 
 @inline_jit
@@ -78,68 +71,41 @@ def _cell_forward(h_next, gates, hidden_n, h_prev, recurrent, bias_ih, bias_hh, 
 
 
 @jit
-def gru_backward(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq,
-                 split, above_grad, above_weight, h, gates, hidden_n, x, resets, weight_hh, order):
+def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, dh, direct,
+                 above_grad, above_weight, h, gates, hidden_n, x, resets, weight_hh):
     """Backward over the chunk that gru_forward filled; overwrites every gradient output.
-    Arguments as in kernels/lstm.py lstm_backward (3Hb gate columns per block);
-    split.direct (B, H) carries dL/dh_{t-1} through z * h, each block its own columns.
 
-    h, gates, hidden_n: forward caches, overwritten: in the time loop gates takes the
-    hidden-side pre-activation gradients (r, z, r * dn) and hidden_n the input-side dn;
-    after it gates holds the input-side gradients (r, z, dn), which the layer below reads
-    as its above_grad. No (T, B, 3H) scratch is needed. No gradient crosses a reset, and
-    afterwards row t of h holds the zero state entering a reset step."""
+    dweight_*, dbias_*: out, shaped like the parameters. dh_state: (B, H) in: dL/d(final
+    h); out: dL/dh_0. dh_norm_sq: (T,) out. dh, direct: (B, H) scratch. above_grad
+    (T, B, K), above_weight (K, H): dL/dh_t from above is above_grad[t] above_weight (see
+    lstm_backward). h, gates, hidden_n: forward caches, overwritten: in the time loop
+    gates takes the hidden-side pre-activation gradients (r, z, r * dn) and hidden_n the
+    input-side dn; after it gates holds the input-side gradients (r, z, dn), which the
+    layer below reads as its above_grad. No (T, B, 3H) scratch is needed. resets: as
+    in gru_forward; no gradient crosses a reset, and afterwards row t of h holds the
+    zero state entering a reset step (see lstm_backward)."""
     T, B, I = x.shape
     H = h.shape[2]
-    n, _, _, width = gates.shape
-    Hb = width // 3
-    partials, norms, direct = split.partials, split.norms, split.direct
-    seed_partials(worker, workers, partials, dh_state, T)
-    for k in range(worker, n, workers):
-        for b in range(B):
-            zero_fill(direct[b, k * Hb:(k + 1) * Hb])
-    if not wait(sync, workers):
-        return
     for t in range(T - 1, -1, -1):
-        reading, writing = partials[(t + 1) % 2], partials[t % 2]
-        for k in range(worker, n, workers):
-            lo = k * Hb
-            through = gradient_into_step(split, dh_state, above_grad, t, above_weight[k], reading, n, k, Hb)
-            dh = split.dh[k]
-            for b in range(B):
-                for u in range(Hb):  # plus the path h' = ... + z * h of step t + 1
-                    through[b, u] += direct[b, lo + u]
-                # h[t] as the output of step t - 1 is no longer read (the step t - 1 cell
-                # reads h[t - 1]): from here on it is h_prev, zero for reset streams.
-                if resets[t, b]:
-                    zero_fill(h[t, b, lo:lo + Hb])
-                _cell_backward(gates[k, t, b], hidden_n[t, b, lo:lo + Hb], direct[b, lo:lo + Hb],
-                               dh[b], through[b], h[t, b, lo:lo + Hb], Hb)
-                if resets[t, b]:  # nothing flows back past a reset
-                    zero_fill(direct[b, lo:lo + Hb])
-            norms[t % 2, k] = squared_norm(dh)
-            into = through if n == 1 else writing[k]  # dL/dh_{t-1} via W_hh, or this block's share
-            np.dot(gates[k, t], weight_hh[k], into)  # (B, 3Hb) x (3Hb, H)
-            zero_reset_rows(into, resets[t])
-        if not wait(sync, workers):
-            return
-        if worker == 0:
-            dh_norm_sq[t] = ordered_sum(norms[t % 2])
-    finish_state(worker, workers, dh_state, partials[0], Hb)
-    blocks = gates.reshape(n, T * B, width)
-    block_weight_gradients(worker, workers, dweight_hh, dbias_hh, split.hh_parts, split.bias_parts, blocks,
-                           h[:T].reshape(T * B, H), order)
-    for k in range(worker, n, workers):
-        lo = k * Hb
+        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
+        # h[t] as the output of step t - 1 is no longer read (the step t - 1 cell reads
+        # h[t - 1]): from here on it is h_prev, zero for reset streams.
+        zero_reset_rows(h[t], resets[t])
         for b in range(B):
-            for u in range(Hb):
-                dh_state[b, lo + u] += direct[b, lo + u]
-        for t in range(T):  # the n gates: input side dn instead of r * dn
-            for b in range(B):
-                for u in range(Hb):
-                    gates[k, t, b, 2 * Hb + u] = hidden_n[t, b, lo + u]
-    block_weight_gradients(worker, workers, dweight_ih, dbias_ih, split.ih_parts, split.bias_parts, blocks,
-                           x.reshape(T * B, I), order)
+            _cell_backward(gates[t, b], hidden_n[t, b], direct[b], dh[b], dh_state[b], h[t, b], H)
+        dh_norm_sq[t] = squared_norm(dh)
+        np.dot(gates[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
+        add_into(dh_state.reshape(-1), direct.reshape(-1))  # plus the path h' = ... + z * h
+        zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
+    gates_2d = gates.reshape(T * B, 3 * H)
+    np.dot(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
+    column_sums(dbias_hh, gates_2d)
+    for t in range(T):  # the n block: input side dn instead of r * dn (a loop: see common.py)
+        for b in range(B):
+            for j in range(H):
+                gates[t, b, 2 * H + j] = hidden_n[t, b, j]
+    np.dot(gates_2d.T, x.reshape(T * B, I), dweight_ih)  # (3H, T*B) x (T*B, I)
+    column_sums(dbias_ih, gates_2d)
 
 
 @inline_jit
@@ -163,3 +129,86 @@ def _cell_backward(gates, hidden_n, direct, dh, dh_state, h_prev, H):
         gz[j] = dz
         gn[j] = dn * r
         hidden_n[j] = dn
+
+
+@jit
+def gru_forward_split(worker, workers, sync, h, gates, hidden_n, recurrent, x, resets, weight_ih,
+                      weight_hh_t, bias_ih, bias_hh):
+    """gru_forward for the hidden-block plan (see kernels/lstm.py lstm_forward_split):
+    gates (n, T, B, 3Hb), recurrent (n, B, 3Hb), weight_ih (n, 3Hb, I), weight_hh_t
+    (n, H, 3Hb), biases (n, 3Hb); h, hidden_n (T, B, H) as in gru_forward."""
+    T, B, I = x.shape
+    n, _, _, width = gates.shape
+    Hb = width // 3
+    input_projection(worker, workers, gates, x, weight_ih)
+    for t in range(T):
+        for k in range(worker, n, workers):
+            lo = k * Hb
+            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 3Hb)
+            zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
+            for b in range(B):
+                _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], hidden_n[t, b, lo:lo + Hb],
+                              h[t, b, lo:lo + Hb], recurrent[k, b], bias_ih[k], bias_hh[k], Hb)
+                if resets[t, b]:  # redo h_t with h_prev = 0 (the common loop stays as it was)
+                    _restart_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], Hb)
+        if not wait(sync, workers):
+            return
+
+
+@jit
+def gru_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state,
+                       dh_norm_sq, split, above_grad, above_weight, h, gates, hidden_n, x, resets, weight_hh,
+                       order):
+    """gru_backward for the hidden-block plan (arguments as in kernels/lstm.py
+    lstm_backward_split; split.direct (B, H) carries dL/dh_{t-1} through z * h, each block
+    its own columns)."""
+    T, B, I = x.shape
+    H = h.shape[2]
+    n, _, _, width = gates.shape
+    Hb = width // 3
+    partials, norms, direct = split.partials, split.norms, split.direct
+    seed_partials(worker, workers, partials, dh_state, T)
+    for k in range(worker, n, workers):
+        for b in range(B):
+            zero_fill(direct[b, k * Hb:(k + 1) * Hb])
+    if not wait(sync, workers):
+        return
+    for t in range(T - 1, -1, -1):
+        reading, writing = partials[(t + 1) % 2], partials[t % 2]
+        for k in range(worker, n, workers):
+            lo = k * Hb
+            state = gradient_into_step(split, above_grad, t, above_weight[k], reading, k, Hb)
+            dh = split.dh[k]
+            for b in range(B):
+                for u in range(Hb):  # plus the path h' = ... + z * h of step t + 1
+                    state[b, u] += direct[b, lo + u]
+                # h[t] as the output of step t - 1 is no longer read (the step t - 1 cell
+                # reads h[t - 1]): from here on it is h_prev, zero for reset streams.
+                if resets[t, b]:
+                    zero_fill(h[t, b, lo:lo + Hb])
+                _cell_backward(gates[k, t, b], hidden_n[t, b, lo:lo + Hb], direct[b, lo:lo + Hb],
+                               dh[b], state[b], h[t, b, lo:lo + Hb], Hb)
+                if resets[t, b]:  # nothing flows back past a reset
+                    zero_fill(direct[b, lo:lo + Hb])
+            norms[t % 2, k] = squared_norm(dh)
+            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, 3Hb) x (3Hb, H): its share of dL/dh_{t-1}
+            zero_reset_rows(writing[k], resets[t])  # nothing flows back past a reset
+        if not wait(sync, workers):
+            return
+        if worker == 0:
+            dh_norm_sq[t] = ordered_sum(norms[t % 2])
+    finish_state(worker, workers, dh_state, partials[0], Hb)
+    blocks = gates.reshape(n, T * B, width)
+    block_weight_gradients(worker, workers, dweight_hh, dbias_hh, split.hh_parts, split.bias_parts, blocks,
+                           h[:T].reshape(T * B, H), order)
+    for k in range(worker, n, workers):
+        lo = k * Hb
+        for b in range(B):
+            for u in range(Hb):
+                dh_state[b, lo + u] += direct[b, lo + u]
+        for t in range(T):  # the n gates: input side dn instead of r * dn
+            for b in range(B):
+                for u in range(Hb):
+                    gates[k, t, b, 2 * Hb + u] = hidden_n[t, b, lo + u]
+    block_weight_gradients(worker, workers, dweight_ih, dbias_ih, split.ih_parts, split.bias_parts, blocks,
+                           x.reshape(T * B, I), order)

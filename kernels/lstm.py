@@ -12,42 +12,33 @@ import numpy as np
 from kernels.activations import sigmoid, tanh
 from kernels.blocks import (block_gate_weight_gradients, finish_state, gradient_into_step, input_projection,
                             seed_partials, zero_reset_columns)
-from kernels.common import ordered_sum, squared_norm, zero_fill, zero_reset_rows
+from kernels.common import gate_weight_gradients, ordered_sum, squared_norm, zero_fill, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
 from kernels.sync import wait
 
 
 @jit
-def lstm_forward(worker, workers, sync, h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t,
-                 bias_ih, bias_hh):
-    """Forward over one chunk, the layer's units in n = gates.shape[0] blocks of Hb
-    (kernels/blocks.py); this call runs the blocks of `worker` of `workers` (serial: 0 of 1),
-    meeting the others at each step's end (sync: kernels/sync.py).
-
-    h, c: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
-    gates: (n, T, B, 4Hb) out, block k the activated gates i, f, g, o of its units (kept
-    for the backward pass). recurrent: (n, B, 4Hb) scratch. x: (T, B, I). resets: (T, B)
-    booleans, True where a new series starts: the state entering that step is zero (h[t]
-    keeps the output of step t - 1, which the head and the layer above read).
-    weight_ih: (n, 4Hb, I), block k the rows of W_ih for its gates. weight_hh_t: (n, H, 4Hb),
-    C-contiguous columns of W_hh^T for them (twice as fast as a transposed view at H <= 64,
-    measured here). bias_ih, bias_hh: (n, 4Hb)."""
+def lstm_forward(h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh):
+    """h, c: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
+    gates: (T, B, 4H) out, the activated gates i, f, g, o (kept for the backward pass).
+    recurrent: (B, 4H) scratch. x: (T, B, I). resets: (T, B) booleans, True where a new
+    series starts: the state entering that step is zero (h[t] keeps the output of step
+    t - 1, which the head and the layer above read). weight_ih: (4H, I).
+    weight_hh_t: (H, 4H), a C-contiguous transpose of weight_hh (twice as fast as a transposed
+    view at H <= 64, measured here).
+    bias_ih, bias_hh: (4H,)."""
     T, B, I = x.shape
-    n, _, _, width = gates.shape
-    Hb = width // 4
-    input_projection(worker, workers, gates, x, weight_ih)  # one GEMM per block: (T*B, I) x (I, 4Hb)
+    H = h.shape[2]
+    # Input projection of the whole chunk: one GEMM, (T*B, I) x (I, 4H).
+    np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 4 * H))
     for t in range(T):
-        for k in range(worker, n, workers):
-            lo = k * Hb
-            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 4Hb)
-            zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
-            for b in range(B):
-                _cell_forward(h[t + 1, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], gates[k, t, b],
-                              c[t, b, lo:lo + Hb], recurrent[k, b], bias_ih[k], bias_hh[k], Hb)
-                if resets[t, b]:  # redo c_t, h_t with c_prev = 0 (the common loop stays as it was)
-                    _restart_forward(h[t + 1, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], gates[k, t, b], Hb)
-        if not wait(sync, workers):
-            return
+        np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 4H)
+        zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
+        for b in range(B):
+            _cell_forward(h[t + 1, b], c[t + 1, b], gates[t, b], c[t, b], recurrent[b],
+                          bias_ih, bias_hh, H)
+            if resets[t, b]:  # redo c_t, h_t with c_prev = 0 (the common loop stays as it was)
+                _restart_forward(h[t + 1, b], c[t + 1, b], gates[t, b], H)
 
 
 @inline_jit
@@ -84,59 +75,35 @@ def _cell_forward(h_next, c_next, gates, c_prev, recurrent, bias_ih, bias_hh, H)
 
 
 @jit
-def lstm_backward(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state,
-                  dh_norm_sq, split, above_grad, above_weight, h, c, gates, x, resets, weight_hh, order):
-    """Backward over the chunk that lstm_forward filled, in its blocks and workers;
-    overwrites every gradient output.
+def lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state, dh_norm_sq,
+                  dh, above_grad, above_weight, h, c, gates, x, resets, weight_hh):
+    """Backward over the chunk that lstm_forward filled; overwrites every gradient output.
 
-    dweight_ih (4H, I), dweight_hh (4H, H), dbias_ih, dbias_hh (4H, 1): out, in the
-    parameters' own row order. dh_state, dc_state: (B, H) in: dL/d(final h, c); out:
-    dL/d(h_0, c_0). dh_norm_sq: (T,) out, squared norm of the total dL/dh_t per step
-    (diagnostics). split: the layer's scratch (engine/split.py BlockScratch). above_grad:
-    (J, T, B, K) the gradient of what this layer feeds, in J blocks (the head's outputs:
-    J = 1; the layer above's gate pre-activations: its blocks); above_weight: (n, J, K, Hb),
-    block k the columns of its units: dL/dh_t from above is formed per step from them, so
-    no (T, B, H) buffer is needed. h, c, gates: the forward caches; gates is overwritten
-    with the gradients of the gate pre-activations (what the layer below reads as its
-    above_grad). weight_hh: (n, 4Hb, H), block k the rows of W_hh for its gates. order:
-    (4H,) the parameter row of each block-order row. resets: as in lstm_forward; no
-    gradient crosses a reset, and afterwards rows t of h and c hold the zero state entering
-    a reset step (the head and the layer above, which read them as outputs, are done)."""
-    T, B = x.shape[0], x.shape[1]
-    n, _, _, width = gates.shape
-    Hb = width // 4
-    partials, norms = split.partials, split.norms
-    seed_partials(worker, workers, partials, dh_state, T)
-    if not wait(sync, workers):
-        return
+    dweight_*, dbias_*: out, shaped like the parameters. dh_state, dc_state: (B, H) in:
+    dL/d(final h, c); out: dL/d(h_0, c_0). dh_norm_sq: (T,) out, squared norm of the total
+    dL/dh_t per step (diagnostics). dh: (B, H) scratch. above_grad: (T, B, K) gradient of
+    what this layer feeds (the head's outputs, or the next layer's gate pre-activations),
+    above_weight: (K, H) its weight: dL/dh_t from above is above_grad[t] above_weight,
+    formed per step so no (T, B, H) buffer is needed. h, c, gates: the forward caches;
+    gates is overwritten with the gradients of the gate pre-activations (what the layer
+    below reads as its above_grad). resets: as in lstm_forward; no gradient
+    crosses a reset, and afterwards rows t of h and c hold the zero state entering a
+    reset step (the head and the layer above, which read them as outputs, are done)."""
+    T, B, I = x.shape
+    H = h.shape[2]
     for t in range(T - 1, -1, -1):
-        reading, writing = partials[(t + 1) % 2], partials[t % 2]
-        for k in range(worker, n, workers):
-            lo = k * Hb
-            through = gradient_into_step(split, dh_state, above_grad, t, above_weight[k], reading, n, k, Hb)
-            dh = split.dh[k]
-            for b in range(B):
-                _cell_backward(gates[k, t, b], dh[b], through[b], dc_state[b, lo:lo + Hb],
-                               c[t, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], Hb)
-                if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
-                    zero_fill(gates[k, t, b, Hb:2 * Hb])
-                    zero_fill(dc_state[b, lo:lo + Hb])
-            norms[t % 2, k] = squared_norm(dh)
-            into = through if n == 1 else writing[k]  # dL/dh_{t-1}, or this block's share of it
-            np.dot(gates[k, t], weight_hh[k], into)  # (B, 4Hb) x (4Hb, H)
-            zero_reset_rows(into, resets[t])  # nothing flows back past a reset
-        if not wait(sync, workers):
-            return
-        if worker == 0:
-            dh_norm_sq[t] = ordered_sum(norms[t % 2])
-    finish_state(worker, workers, dh_state, partials[0], Hb)
-    for k in range(worker, n, workers):  # h[:T] becomes h_prev of every step, for the dW_hh GEMM
-        zero_reset_columns(h, resets, k * Hb, Hb)
-        zero_reset_columns(c, resets, k * Hb, Hb)
-    if not wait(sync, workers):
-        return
-    block_gate_weight_gradients(worker, workers, dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x,
-                                order)
+        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
+        for b in range(B):
+            _cell_backward(gates[t, b], dh[b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
+            if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
+                zero_fill(gates[t, b, H:2 * H])
+        dh_norm_sq[t] = squared_norm(dh)
+        np.dot(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
+        zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
+        zero_reset_rows(dc_state, resets[t])
+    zero_reset_states(h, resets)  # h[:T] is now h_prev of every step, for the dW_hh GEMM
+    zero_reset_states(c, resets)
+    gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, gates, h, x)
 
 
 @inline_jit
@@ -158,3 +125,79 @@ def _cell_backward(gates, dh, dh_state, dc_state, c_prev, c_t, H):
         gg[j] = dc_t * i * (one - g * g)
         go[j] = dh_t * tanh_c * o * (one - o)
         dc_state[j] = dc_t * f
+
+
+@jit
+def lstm_forward_split(worker, workers, sync, h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t,
+                       bias_ih, bias_hh):
+    """lstm_forward for the hidden-block plan (kernels/blocks.py): the layer's units in
+    n = gates.shape[0] blocks of Hb; this call runs the blocks of `worker` of `workers`,
+    meeting the others at each step's end (sync: kernels/sync.py).
+    gates: (n, T, B, 4Hb) out, block k the activated gates i, f, g, o of its units.
+    recurrent: (n, B, 4Hb) scratch. weight_ih: (n, 4Hb, I), block k the rows of W_ih for
+    its gates. weight_hh_t: (n, H, 4Hb), the columns of W_hh^T for them. bias_ih, bias_hh:
+    (n, 4Hb). h, c, x, resets: as in lstm_forward."""
+    T, B, I = x.shape
+    n, _, _, width = gates.shape
+    Hb = width // 4
+    input_projection(worker, workers, gates, x, weight_ih)  # one GEMM per block: (T*B, I) x (I, 4Hb)
+    for t in range(T):
+        for k in range(worker, n, workers):
+            lo = k * Hb
+            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 4Hb)
+            zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
+            for b in range(B):
+                _cell_forward(h[t + 1, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], gates[k, t, b],
+                              c[t, b, lo:lo + Hb], recurrent[k, b], bias_ih[k], bias_hh[k], Hb)
+                if resets[t, b]:  # redo c_t, h_t with c_prev = 0 (the common loop stays as it was)
+                    _restart_forward(h[t + 1, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], gates[k, t, b], Hb)
+        if not wait(sync, workers):
+            return
+
+
+@jit
+def lstm_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state,
+                        dc_state, dh_norm_sq, split, above_grad, above_weight, h, c, gates, x, resets,
+                        weight_hh, order):
+    """lstm_backward for the hidden-block plan, in the blocks and workers of
+    lstm_forward_split. dweight_ih (4H, I), dweight_hh (4H, H), dbias_ih, dbias_hh (4H, 1):
+    out, in the parameters' own row order. dh_state, dc_state: (B, H) as in lstm_backward.
+    split: the plan's scratch (engine/split.py). above_grad: (J, T, B, K) what the layer
+    feeds, in J blocks (the head's outputs: J = 1; the layer above's gate gradients: its
+    blocks); above_weight: (n, J, K, Hb), block k the columns of its units. gates: (n, T, B,
+    4Hb), overwritten with the pre-activation gradients. weight_hh: (n, 4Hb, H), block k the
+    rows of W_hh for its gates. order: (4H,) the parameter row of each block-order row."""
+    T, B = x.shape[0], x.shape[1]
+    n, _, _, width = gates.shape
+    Hb = width // 4
+    partials, norms = split.partials, split.norms
+    seed_partials(worker, workers, partials, dh_state, T)
+    if not wait(sync, workers):
+        return
+    for t in range(T - 1, -1, -1):
+        reading, writing = partials[(t + 1) % 2], partials[t % 2]
+        for k in range(worker, n, workers):
+            lo = k * Hb
+            state = gradient_into_step(split, above_grad, t, above_weight[k], reading, k, Hb)
+            dh = split.dh[k]
+            for b in range(B):
+                _cell_backward(gates[k, t, b], dh[b], state[b], dc_state[b, lo:lo + Hb],
+                               c[t, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], Hb)
+                if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
+                    zero_fill(gates[k, t, b, Hb:2 * Hb])
+                    zero_fill(dc_state[b, lo:lo + Hb])
+            norms[t % 2, k] = squared_norm(dh)
+            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, 4Hb) x (4Hb, H): its share of dL/dh_{t-1}
+            zero_reset_rows(writing[k], resets[t])  # nothing flows back past a reset
+        if not wait(sync, workers):
+            return
+        if worker == 0:
+            dh_norm_sq[t] = ordered_sum(norms[t % 2])
+    finish_state(worker, workers, dh_state, partials[0], Hb)
+    for k in range(worker, n, workers):  # h[:T] becomes h_prev of every step, for the dW_hh GEMM
+        zero_reset_columns(h, resets, k * Hb, Hb)
+        zero_reset_columns(c, resets, k * Hb, Hb)
+    if not wait(sync, workers):
+        return
+    block_gate_weight_gradients(worker, workers, dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x,
+                                order)

@@ -4,35 +4,29 @@ import numpy as np
 from kernels.activations import tanh
 from kernels.blocks import (block_gate_weight_gradients, finish_state, gradient_into_step, input_projection,
                             seed_partials, zero_reset_columns)
-from kernels.common import ordered_sum, squared_norm, zero_reset_rows
+from kernels.common import gate_weight_gradients, ordered_sum, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
 from kernels.sync import wait
 
 
 @jit
-def rnn_forward(worker, workers, sync, h, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih,
-                bias_hh, relu):
-    """Forward over one chunk in blocks and workers (see kernels/lstm.py lstm_forward).
-
-    h: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
-    gates: (n, T, B, Hb) scratch for the hoisted input projection (reused by backward).
-    recurrent: (n, B, Hb) scratch. x: (T, B, I). resets: (T, B) booleans, True where a
-    new series starts: the state entering that step is zero (h[t] keeps the output of
-    step t - 1). weight_ih: (n, Hb, I); weight_hh_t: (n, H, Hb), C-contiguous; biases
-    (n, Hb): block k's rows (columns of W_hh^T). relu: True for ReLU, False for tanh."""
+def rnn_forward(h, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih, bias_hh, relu):
+    """h: (T+1, B, H); row 0 holds the initial state (input), rows 1.. are written.
+    gates: (T, B, H) scratch for the hoisted input projection (reused by backward).
+    recurrent: (B, H) scratch. x: (T, B, I). resets: (T, B) booleans, True where a new
+    series starts: the state entering that step is zero (h[t] keeps the output of step
+    t - 1). weight_ih: (H, I).
+    weight_hh_t: (H, H), a C-contiguous transpose of weight_hh (twice as fast as a transposed
+    view at H <= 64, measured here).
+    biases: (H,). relu: True for ReLU, False for tanh."""
     T, B, I = x.shape
-    n, _, _, Hb = gates.shape
-    input_projection(worker, workers, gates, x, weight_ih)
+    H = h.shape[2]
+    np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, H))
     for t in range(T):
-        for k in range(worker, n, workers):
-            lo = k * Hb
-            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, Hb)
-            zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
-            for b in range(B):
-                _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], recurrent[k, b],
-                              bias_ih[k], bias_hh[k], relu)
-        if not wait(sync, workers):
-            return
+        np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, H)
+        zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
+        for b in range(B):
+            _cell_forward(h[t + 1, b], gates[t, b], recurrent[b], bias_ih, bias_hh, relu)
 
 
 @inline_jit
@@ -48,41 +42,26 @@ def _cell_forward(h_next, gates, recurrent, bias_ih, bias_hh, relu):
 
 
 @jit
-def rnn_backward(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq,
-                 split, above_grad, above_weight, h, gates, x, resets, weight_hh, order, relu):
+def rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_sq, dh,
+                 above_grad, above_weight, h, gates, x, resets, weight_hh, relu):
     """Backward over the chunk that rnn_forward filled; overwrites every gradient output.
-    Arguments as in kernels/lstm.py lstm_backward (Hb gate columns per block); gates is
-    overwritten with the pre-activation gradients. No gradient crosses a reset, and
-    afterwards row t of h holds the zero state entering a reset step."""
-    T, B = x.shape[0], x.shape[1]
-    n, _, _, Hb = gates.shape
-    partials, norms = split.partials, split.norms
-    seed_partials(worker, workers, partials, dh_state, T)
-    if not wait(sync, workers):
-        return
+
+    dweight_*, dbias_*: out. dh_state: (B, H) in: dL/d(final h); out: dL/dh_0.
+    dh_norm_sq: (T,) out. dh: (B, H) scratch. above_grad (T, B, K), above_weight (K, H):
+    dL/dh_t from above is above_grad[t] above_weight (see lstm_backward). h: forward
+    cache. gates: overwritten with the pre-activation gradients. resets: (T, B) as in
+    rnn_forward; no gradient crosses a reset, and afterwards row t of h holds the zero
+    state entering a reset step (see lstm_backward)."""
+    T, B, I = x.shape
     for t in range(T - 1, -1, -1):
-        reading, writing = partials[(t + 1) % 2], partials[t % 2]
-        for k in range(worker, n, workers):
-            lo = k * Hb
-            through = gradient_into_step(split, dh_state, above_grad, t, above_weight[k], reading, n, k, Hb)
-            dh = split.dh[k]
-            for b in range(B):
-                _cell_backward(gates[k, t, b], dh[b], through[b], h[t + 1, b, lo:lo + Hb], relu)
-            norms[t % 2, k] = squared_norm(dh)
-            into = through if n == 1 else writing[k]  # dL/dh_{t-1} via W_hh, or this block's share
-            np.dot(gates[k, t], weight_hh[k], into)  # (B, Hb) x (Hb, H)
-            zero_reset_rows(into, resets[t])  # nothing flows back past a reset
-        if not wait(sync, workers):
-            return
-        if worker == 0:
-            dh_norm_sq[t] = ordered_sum(norms[t % 2])
-    finish_state(worker, workers, dh_state, partials[0], Hb)
-    for k in range(worker, n, workers):  # h[:T] becomes h_prev of every step, for the dW_hh GEMM
-        zero_reset_columns(h, resets, k * Hb, Hb)
-    if not wait(sync, workers):
-        return
-    block_gate_weight_gradients(worker, workers, dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x,
-                                order)
+        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H)
+        for b in range(B):
+            _cell_backward(gates[t, b], dh[b], dh_state[b], h[t + 1, b], relu)
+        dh_norm_sq[t] = squared_norm(dh)
+        np.dot(gates[t], weight_hh, dh_state)  # (B, H) x (H, H)
+        zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
+    zero_reset_states(h, resets)  # h[:T] is now h_prev of every step, for the dW_hh GEMM
+    gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, gates, h, x)
 
 
 @inline_jit
@@ -98,3 +77,60 @@ def _cell_backward(dgates, dh, dh_state, h_t, relu):
             dgates[j] = dh_t if h_t[j] > zero else zero
         else:
             dgates[j] = dh_t * (one - h_t[j] * h_t[j])
+
+
+@jit
+def rnn_forward_split(worker, workers, sync, h, gates, recurrent, x, resets, weight_ih, weight_hh_t,
+                      bias_ih, bias_hh, relu):
+    """rnn_forward for the hidden-block plan (see kernels/lstm.py lstm_forward_split):
+    gates (n, T, B, Hb), recurrent (n, B, Hb), weight_ih (n, Hb, I), weight_hh_t
+    (n, H, Hb), biases (n, Hb)."""
+    T, B, I = x.shape
+    n, _, _, Hb = gates.shape
+    input_projection(worker, workers, gates, x, weight_ih)
+    for t in range(T):
+        for k in range(worker, n, workers):
+            lo = k * Hb
+            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, Hb)
+            zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
+            for b in range(B):
+                _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], recurrent[k, b], bias_ih[k],
+                              bias_hh[k], relu)
+        if not wait(sync, workers):
+            return
+
+
+@jit
+def rnn_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state,
+                       dh_norm_sq, split, above_grad, above_weight, h, gates, x, resets, weight_hh, order,
+                       relu):
+    """rnn_backward for the hidden-block plan (arguments as in kernels/lstm.py
+    lstm_backward_split)."""
+    T, B = x.shape[0], x.shape[1]
+    n, _, _, Hb = gates.shape
+    partials, norms = split.partials, split.norms
+    seed_partials(worker, workers, partials, dh_state, T)
+    if not wait(sync, workers):
+        return
+    for t in range(T - 1, -1, -1):
+        reading, writing = partials[(t + 1) % 2], partials[t % 2]
+        for k in range(worker, n, workers):
+            lo = k * Hb
+            state = gradient_into_step(split, above_grad, t, above_weight[k], reading, k, Hb)
+            dh = split.dh[k]
+            for b in range(B):
+                _cell_backward(gates[k, t, b], dh[b], state[b], h[t + 1, b, lo:lo + Hb], relu)
+            norms[t % 2, k] = squared_norm(dh)
+            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, Hb) x (Hb, H): its share of dL/dh_{t-1}
+            zero_reset_rows(writing[k], resets[t])  # nothing flows back past a reset
+        if not wait(sync, workers):
+            return
+        if worker == 0:
+            dh_norm_sq[t] = ordered_sum(norms[t % 2])
+    finish_state(worker, workers, dh_state, partials[0], Hb)
+    for k in range(worker, n, workers):  # h[:T] becomes h_prev of every step, for the dW_hh GEMM
+        zero_reset_columns(h, resets, k * Hb, Hb)
+    if not wait(sync, workers):
+        return
+    block_gate_weight_gradients(worker, workers, dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x,
+                                order)
