@@ -1,13 +1,16 @@
 """Entry point `python -m bench.threading_layers`: what one parallel region costs under each
-of Numba's threading layers (workqueue, omp, tbb) on this machine, for choosing the layer
-of a kernel that synchronises its threads once per step.
+of Numba's threading layers (workqueue, omp, tbb) on this machine, against one barrier of
+the hidden-block kernels (kernels/sync.py: threads of the engine's own, meeting once per
+step inside a nogil kernel), for choosing how a kernel synchronises its threads per step.
 
 Each layer runs in its own process (NUMBA_THREADING_LAYER is fixed at the first parallel
 call). A jitted loop runs `REGIONS` parallel regions in a row, each a prange over the
 threads touching one value per thread: almost no work, so the time per region is the
 fork-join (wake, schedule, barrier). The same loop with the prange made serial gives the
 loop's own cost, subtracted. Prints one JSON line per layer: {"layer", "threads",
-"us_per_region"} (median of ROUNDS), or {"layer", "error"} when it cannot load."""
+"us_per_region"} (median of ROUNDS), or {"layer", "error"} when it cannot load; then
+{"layer": "engine barrier", "threads", "us_per_region"}: the same loop in two Python
+threads, each step ending in kernels.sync.wait."""
 import json
 import os
 import statistics
@@ -52,6 +55,44 @@ def _measure():
             "us_per_region": (per_region[0] - per_region[1]) * 1e6}
 
 
+def _measure_barrier(threads=2):
+    """Seconds per step of a jitted loop run by `threads` threads that meet at
+    kernels.sync.wait after each step, less the same loop alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+    import numpy as np
+
+    from kernels.sync import SYNC_SIZE, wait
+
+    @numba.njit(nogil=True)
+    def steps(worker, workers, sync, values, count):
+        for _ in range(count):
+            values[worker] += 1.0
+            wait(sync, workers)
+
+    values, sync = np.zeros(threads), np.zeros(SYNC_SIZE, np.int64)
+    pool = ThreadPoolExecutor(threads - 1)
+
+    def together(count):
+        sync[...] = 0
+        futures = [pool.submit(steps, w, threads, sync, values, count) for w in range(1, threads)]
+        steps(0, threads, sync, values, count)
+        for future in futures:
+            future.result()
+
+    per_step = []
+    for run in (together, lambda count: steps(0, 1, sync, values, count)):
+        run(10)  # compile
+        samples = []
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            run(REGIONS * 10)
+            samples.append((time.perf_counter() - started) / (REGIONS * 10))
+        per_step.append(statistics.median(samples))
+    return {"layer": "engine barrier", "threads": threads, "us_per_region": (per_step[0] - per_step[1]) * 1e6}
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(_measure()))
@@ -65,6 +106,7 @@ def main():
         else:
             reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
             print(json.dumps({"layer": layer, "error": f"cannot load: {reason}"}))
+    print(json.dumps(_measure_barrier()))
 
 
 if __name__ == "__main__":
