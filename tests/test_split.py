@@ -1,6 +1,10 @@
 """The hidden-block plan (engine/split.py, kernels/blocks.py): the split kernels against the
 serial ones (which tests/test_kernels.py checks against the NumPy reference), float64
-central differences through them, and the Trainer's explicit `split`."""
+central differences through them, the Trainer's explicit `split`, and its threads'
+barrier (kernels/sync.py) when a worker fails."""
+import threading
+
+import numba
 import numpy as np
 import pytest
 
@@ -10,6 +14,7 @@ from conftest import make_case_impl
 from engine.bptt import SERIAL
 from engine.passes import RecomputePass, StoredPass
 from engine.split import SplitLayers, block_order, check_split
+from kernels.sync import wait
 
 REL = 1e-12  # float64: the two plans differ only in the order of their sums
 
@@ -155,3 +160,36 @@ def test_trainer_split_is_explicit_reproducible_and_recorded(tmp_path):
     assert loaded.split == 3 and loaded.thread_plan == plan
     model_c, _ = _train(split=1)
     assert np.allclose(model_a.params, model_c.params, rtol=1e-4, atol=1e-5)  # float32 sums reordered
+
+
+@numba.njit(nogil=True)
+def _steps(worker, workers, sync, count, failing):
+    """`count` steps meeting at the barrier; worker `failing` raises at its first step."""
+    for _ in range(count):
+        if worker == failing:
+            raise ValueError("worker failed")
+        if not wait(sync, workers):
+            return
+
+
+@pytest.mark.parametrize("failing", [0, 1], ids=["calling-thread", "pool-thread"])
+def test_a_failing_worker_releases_the_others_and_its_error_is_raised(failing):
+    """The others are waiting for the failed worker at their barrier: they must leave it
+    (the abort flag), run must raise the error, and the next call must work."""
+    layers = SplitLayers(engine.Model("lstm", 2, 4, 1), 2, 3)
+    assert layers.workers == 2
+    outcome = []
+
+    def call(failing):
+        try:
+            layers.run(_steps, 10_000, failing)
+            outcome.append(None)
+        except ValueError as error:
+            outcome.append(str(error))
+
+    for expected, worker in (("worker failed", failing), (None, -1)):
+        thread = threading.Thread(target=call, args=(worker,), daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "a worker is still waiting at the barrier"
+        assert outcome.pop() == expected
