@@ -53,8 +53,8 @@ from engine.parameters import GATES
 DEFAULT_STEPS = 50  # T assumed when the chunk length is not known
 MIN_BLOCK = 32      # hidden units per thread, at least, in a hidden-block plan
 # Hidden-block times are modelled this much longer than the measured split_ratio says, so
-# that a near tie goes to shards: a split must be modelled 2% faster. Shards compile 5-10 s
-# faster on first use and suffer less on a busy machine (a split's threads meet every step,
+# that a near tie goes to shards: a split must be modelled 2% faster. Shards compile about
+# 3 s faster on first use (an LSTM in float32) and suffer less on a busy machine (a split's threads meet every step,
 # so one preempted thread stalls both: rnn-medium's split measured 0.200-0.271 ms per step
 # in four runs where two shards measured 0.195-0.226). On 2026-12-02 (quiet) the Trainer's
 # step measured 0.97-1.10 times the modelled split/shards ratio on the standard
@@ -63,7 +63,8 @@ SPLIT_CALIBRATION = 1.02
 # Hidden blocks are considered only where one thread's modelled step of the whole batch
 # takes at least this long: below it a split saves microseconds per step (the quick
 # start's 8-stream, 64-unit demo: 2.3 of 25 us), less over a short run than its kernels
-# cost to compile on first use (about 9 s for an LSTM in float32).
+# cost to compile on first use (about 3 s for an LSTM in float32: 9.1 s for the first
+# update with split=2 from an empty cache, 6.2 s with one shard).
 MIN_SPLIT_STEP_S = 1e-4
 
 # BEGIN MEASURED (python -m bench.gemm_rate --module)

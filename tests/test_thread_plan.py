@@ -55,7 +55,7 @@ def test_the_plan_is_the_modelled_best():
 @pytest.mark.parametrize("cell,I,H,B,L", SHAPES[::3])
 def test_hidden_block_plans_are_runnable(cell, I, H, B, L):
     """A split plan has one shard, H a multiple of its threads, MIN_BLOCK units per
-    thread, no more threads than cores; max_split=1 (no omp layer) never splits."""
+    thread, no more threads than cores; max_split=1 (one thread allowed) never splits."""
     for cores in CORE_COUNTS:
         plan = choose_plan(cell, I, H, B, L, cores)
         if plan["split"] > 1:
