@@ -17,8 +17,9 @@ specialisation per dtype serves every cell's kernel.
 """
 import numpy as np
 
-from kernels.common import column_sums, zero_fill
+from kernels.common import column_sums, ordered_sum, squared_norm, zero_fill, zero_reset_rows
 from kernels.config import inline_jit, jit
+from kernels.sync import wait
 
 
 @inline_jit
@@ -81,6 +82,27 @@ def finish_state(worker, workers, dh_state, partials, Hb):
     (n, B, H) of its blocks' units."""
     for k in range(worker, partials.shape[0], workers):
         sum_partials(dh_state[:, k * Hb:(k + 1) * Hb], partials, k * Hb)
+
+
+@jit
+def share_into_previous(norms, k, dh, dgates, weight_hh, writing, resets_t):
+    """The end of block k's backward step: the squared norm of its dL/dh_t dh (B, Hb) into
+    norms[k], and its share of dL/dh_{t-1}, writing (B, H) = dgates (B, G*Hb) weight_hh
+    (G*Hb, H), zero for the streams reset at this step (nothing flows back past a reset)."""
+    norms[k] = squared_norm(dh)
+    np.dot(dgates, weight_hh, writing)
+    zero_reset_rows(writing, resets_t)
+
+
+@jit
+def meet_after_backward_step(worker, workers, sync, dh_norm_sq, norms, t):
+    """The workers' barrier at the end of backward step t, after which worker 0 sums the
+    blocks' squared norms (n,) into dh_norm_sq[t]. False once aborted (kernels/sync.py)."""
+    if not wait(sync, workers):
+        return False
+    if worker == 0:
+        dh_norm_sq[t] = ordered_sum(norms)
+    return True
 
 
 @jit

@@ -10,8 +10,9 @@ Per-row helpers take 1-D rows so the inner loops vectorise (see kernels/lstm.py)
 import numpy as np
 
 from kernels.activations import sigmoid, tanh
-from kernels.blocks import block_weight_gradients, finish_state, gradient_into_step, input_projection, seed_partials
-from kernels.common import add_into, column_sums, ordered_sum, squared_norm, zero_fill, zero_reset_rows
+from kernels.blocks import (block_weight_gradients, finish_state, gradient_into_step, input_projection,
+                            meet_after_backward_step, seed_partials, share_into_previous)
+from kernels.common import add_into, column_sums, squared_norm, zero_fill, zero_reset_rows
 from kernels.config import inline_jit, jit
 from kernels.sync import wait
 
@@ -190,13 +191,9 @@ def gru_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, 
                                dh[b], state[b], h[t, b, lo:lo + Hb], Hb)
                 if resets[t, b]:  # nothing flows back past a reset
                     zero_fill(direct[b, lo:lo + Hb])
-            norms[t % 2, k] = squared_norm(dh)
-            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, 3Hb) x (3Hb, H): its share of dL/dh_{t-1}
-            zero_reset_rows(writing[k], resets[t])  # nothing flows back past a reset
-        if not wait(sync, workers):
+            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])  # (B, 3Hb) x (3Hb, H)
+        if not meet_after_backward_step(worker, workers, sync, dh_norm_sq, norms[t % 2], t):
             return
-        if worker == 0:
-            dh_norm_sq[t] = ordered_sum(norms[t % 2])
     finish_state(worker, workers, dh_state, partials[0], Hb)
     blocks = gates.reshape(n, T * B, width)
     block_weight_gradients(worker, workers, dweight_hh, dbias_hh, split.hh_parts, split.bias_parts, blocks,

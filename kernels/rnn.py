@@ -3,8 +3,8 @@ import numpy as np
 
 from kernels.activations import tanh
 from kernels.blocks import (block_gate_weight_gradients, finish_state, gradient_into_step, input_projection,
-                            seed_partials, zero_reset_columns)
-from kernels.common import gate_weight_gradients, ordered_sum, squared_norm, zero_reset_rows, zero_reset_states
+                            meet_after_backward_step, seed_partials, share_into_previous, zero_reset_columns)
+from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
 from kernels.sync import wait
 
@@ -120,13 +120,9 @@ def rnn_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, 
             dh = split.dh[k]
             for b in range(B):
                 _cell_backward(gates[k, t, b], dh[b], state[b], h[t + 1, b, lo:lo + Hb], relu)
-            norms[t % 2, k] = squared_norm(dh)
-            np.dot(gates[k, t], weight_hh[k], writing[k])  # (B, Hb) x (Hb, H): its share of dL/dh_{t-1}
-            zero_reset_rows(writing[k], resets[t])  # nothing flows back past a reset
-        if not wait(sync, workers):
+            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])  # (B, Hb) x (Hb, H)
+        if not meet_after_backward_step(worker, workers, sync, dh_norm_sq, norms[t % 2], t):
             return
-        if worker == 0:
-            dh_norm_sq[t] = ordered_sum(norms[t % 2])
     finish_state(worker, workers, dh_state, partials[0], Hb)
     for k in range(worker, n, workers):  # h[:T] becomes h_prev of every step, for the dW_hh GEMM
         zero_reset_columns(h, resets, k * Hb, Hb)
