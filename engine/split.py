@@ -5,7 +5,7 @@ w, w + W, .. (one each when n = W, the plan's choice) of the recurrent GEMM and 
 element-wise pass, so each per-step GEMM keeps all B rows instead of B / n (a batch
 shard's). Every thread runs the same nogil kernel call (kernels/blocks.py describes the
 block order of the gate columns); they meet once per step in forward and in backward at a
-spinning barrier inside it (kernels/sync.py, 0.1 us here), the calling thread being
+spinning barrier inside it (kernels/sync.py, about 0.17 us here), the calling thread being
 worker 0 and the others this plan's own pool threads. For large per-step work this is
 faster than batch shards; engine/thread_plan.py chooses. Results are deterministic for a
 given n, whatever W.
@@ -112,14 +112,13 @@ class SplitLayers(SerialLayers):
         self.sync[...] = 0
         futures = [self._pool.submit(_work, kernel, w, self.workers, self.sync, args)
                    for w in range(1, self.workers)]
-        errors = []
-        for outcome in [lambda: _work(kernel, 0, self.workers, self.sync, args)] + [f.result for f in futures]:
-            try:
-                outcome()
-            except BaseException as error:  # noqa: B036 (re-raised below)
-                errors.append(error)
-        if errors:
-            raise errors[0]
+        try:
+            _work(kernel, 0, self.workers, self.sync, args)
+        finally:  # the pool's calls end too (the abort flag releases them): wait for them
+            errors = [future.exception() for future in futures]
+        for error in errors:
+            if error is not None:
+                raise error
 
     def _blocked(self, array):
         """A (.., G*H) buffer as the split kernels hold it in n blocks: (n, .., G*Hb)."""

@@ -106,17 +106,6 @@ def meet_after_backward_step(worker, workers, sync, dh_norm_sq, norms, t):
 
 
 @jit
-def zero_reset_columns(h, resets, lo, Hb):
-    """Zero h[t, b, lo:lo+Hb] (h (T+1, B, H)) where resets[t, b] (T, B): afterwards row t
-    holds the state entering step t (no longer the output of step t-1), which the
-    whole-chunk dW_hh GEMM reads as h_prev."""
-    for t in range(resets.shape[0]):
-        for b in range(resets.shape[1]):
-            if resets[t, b]:
-                zero_fill(h[t, b, lo:lo + Hb])
-
-
-@jit
 def block_weight_gradients(worker, workers, dweight, dbias, parts, bias_parts, dgates, inputs, order):
     """dweight (GH, K) = dgates^T inputs and dbias (GH, 1) its column sums, in the
     parameters' row order, each worker its own blocks' rows. dgates: (n, T*B, G*Hb);

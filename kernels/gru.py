@@ -191,7 +191,8 @@ def gru_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, 
                                dh[b], state[b], h[t, b, lo:lo + Hb], Hb)
                 if resets[t, b]:  # nothing flows back past a reset
                     zero_fill(direct[b, lo:lo + Hb])
-            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])  # (B, 3Hb) x (3Hb, H)
+            # this block's share of dL/dh_{t-1}: (B, 3Hb) x (3Hb, H)
+            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])
         if not meet_after_backward_step(worker, workers, sync, dh_norm_sq, norms[t % 2], t):
             return
     finish_state(worker, workers, dh_state, partials[0], Hb)

@@ -11,7 +11,7 @@ import numpy as np
 
 from kernels.activations import sigmoid, tanh
 from kernels.blocks import (block_gate_weight_gradients, finish_state, gradient_into_step, input_projection,
-                            meet_after_backward_step, seed_partials, share_into_previous, zero_reset_columns)
+                            meet_after_backward_step, seed_partials, share_into_previous)
 from kernels.common import gate_weight_gradients, squared_norm, zero_fill, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
 from kernels.sync import wait
@@ -186,13 +186,14 @@ def lstm_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih,
                 if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
                     zero_fill(gates[k, t, b, Hb:2 * Hb])
                     zero_fill(dc_state[b, lo:lo + Hb])
-            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])  # (B, 4Hb) x (4Hb, H)
+            # this block's share of dL/dh_{t-1}: (B, 4Hb) x (4Hb, H)
+            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])
         if not meet_after_backward_step(worker, workers, sync, dh_norm_sq, norms[t % 2], t):
             return
     finish_state(worker, workers, dh_state, partials[0], Hb)
-    for k in range(worker, n, workers):  # h[:T] becomes h_prev of every step, for the dW_hh GEMM
-        zero_reset_columns(h, resets, k * Hb, Hb)
-        zero_reset_columns(c, resets, k * Hb, Hb)
+    if worker == 0:  # h[:T] becomes h_prev of every step, for the dW_hh GEMM (only reset rows are written)
+        zero_reset_states(h, resets)
+        zero_reset_states(c, resets)
     if not wait(sync, workers):
         return
     block_gate_weight_gradients(worker, workers, dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x,

@@ -3,7 +3,7 @@ import numpy as np
 
 from kernels.activations import tanh
 from kernels.blocks import (block_gate_weight_gradients, finish_state, gradient_into_step, input_projection,
-                            meet_after_backward_step, seed_partials, share_into_previous, zero_reset_columns)
+                            meet_after_backward_step, seed_partials, share_into_previous)
 from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
 from kernels.sync import wait
@@ -120,12 +120,13 @@ def rnn_backward_split(worker, workers, sync, dweight_ih, dweight_hh, dbias_ih, 
             dh = split.dh[k]
             for b in range(B):
                 _cell_backward(gates[k, t, b], dh[b], state[b], h[t + 1, b, lo:lo + Hb], relu)
-            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])  # (B, Hb) x (Hb, H)
+            # this block's share of dL/dh_{t-1}: (B, Hb) x (Hb, H)
+            share_into_previous(norms[t % 2], k, dh, gates[k, t], weight_hh[k], writing[k], resets[t])
         if not meet_after_backward_step(worker, workers, sync, dh_norm_sq, norms[t % 2], t):
             return
     finish_state(worker, workers, dh_state, partials[0], Hb)
-    for k in range(worker, n, workers):  # h[:T] becomes h_prev of every step, for the dW_hh GEMM
-        zero_reset_columns(h, resets, k * Hb, Hb)
+    if worker == 0:  # h[:T] becomes h_prev of every step, for the dW_hh GEMM (only reset rows are written)
+        zero_reset_states(h, resets)
     if not wait(sync, workers):
         return
     block_gate_weight_gradients(worker, workers, dweight_ih, dweight_hh, dbias_ih, dbias_hh, split, gates, h, x,
