@@ -1,5 +1,5 @@
-"""The standard benchmark configurations of DESIGN.md section 10, their FLOPs and the
-minimum activation memory of DESIGN.md section 9."""
+"""The standard benchmark configurations (docs/performance.md), their FLOPs and the
+minimum activation memory the backward pass needs."""
 from dataclasses import asdict, dataclass
 
 from engine.parameters import GATES
@@ -8,7 +8,7 @@ DTYPE = "float32"
 DTYPE_BYTES = 4
 OUTPUT_SIZE = 1  # every configuration regresses one value per step (MSE)
 
-# Values stored per step, stream and layer, in units of H (DESIGN.md section 9):
+# Values stored per step, stream and layer, in units of H (what backward needs):
 # LSTM the activated gates (4H), c and h; GRU the gates (3H), h and W_hn h + b_hn; RNN h.
 STORED_PER_STEP = {"lstm": 4 + 1 + 1, "gru": 3 + 1 + 1, "rnn": 1}
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-# Read when Ray is imported: without them Ray 2.60 leaves loopback (DESIGN.md section 15).
+# Read when Ray is imported: without them Ray 2.60 leaves loopback (docs/ray.md).
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 MODELS = {"small": 16, "medium": 64, "large": 256}  # LSTM hidden size, I = O = 1

@@ -1,5 +1,5 @@
 """Entry point `python -m bench.gemm_blocks`: the per-step recurrent GEMMs of the two thread
-plans (engine/thread_plan.py) with two threads side by side, for the DESIGN.md section 10
+plans (engine/thread_plan.py) with two threads side by side, for the standard (bench/configs.py)
 configurations, float32, through np.dot in a jitted parallel loop as the kernels call it
 (SciPy's OpenBLAS, one thread each).
 

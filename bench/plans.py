@@ -1,5 +1,5 @@
 """Entry point `python -m bench.plans [--cores 2 16 64]`: the thread plan (engine/thread_plan.py)
-of every DESIGN.md section 10 configuration on these core counts, as a Markdown table:
+of every standard configuration (bench/configs.py) on these core counts, as a Markdown table:
 shards x streams per shard (or streams/hN: N threads sharing each step by hidden
 blocks), and the modelled speed-up over one thread (from the model, nothing timed).
 

@@ -1,4 +1,4 @@
-"""Series packed end to end in the streams (DESIGN.md 11): the engine's training step with
+"""Series packed end to end in the streams (resets, docs/data.md): the engine's training step with
 a reset every RESET_PERIOD steps per stream, to time against the same step without."""
 import numpy as np
 

@@ -1,6 +1,6 @@
 """bptt engine: recurrent models trained with (truncated) backpropagation through time.
 
-The public API (DESIGN.md section 4): Model, loss_and_grad, Trainer, save, load; the
+The public API (README, docs/training.md): Model, loss_and_grad, Trainer, save, load; the
 pipeline functions behind the `bptt` command; optimizers in engine.optim and learning-rate
 schedules in engine.schedules; engine.export writes ONNX, safetensors and PyTorch files
 (importing their packages only when used).

@@ -153,7 +153,7 @@ def loss_and_grad(model, x, y, loss="mse", state=None, resets=None):
     Returns (loss, grads): grads is keyed like model.state_dict(), plus "h_0" (and
     "c_0" for LSTM), the gradient with respect to the initial state (L, B, H).
     resets: optional (T, B) booleans, True where stream b starts a new series at step t:
-    the state entering it is zero and no gradient crosses it (DESIGN.md 11)."""
+    the state entering it is zero and no gradient crosses it."""
     check_choice("loss", loss, LOSSES)
     x = as_inputs(x, model)
     T, B, _ = x.shape

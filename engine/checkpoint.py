@@ -1,4 +1,4 @@
-"""Checkpoints: one .npz of arrays plus a JSON metadata entry (DESIGN.md section 7).
+"""Checkpoints: one .npz of arrays plus a JSON metadata entry, loaded without pickle.
 
 Entries: "metadata" (JSON: format, version, model and trainer config, counters, epoch
 records, best epoch, user data such as the normalisation); "model/<name>" the

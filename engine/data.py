@@ -3,7 +3,7 @@ filling missing inputs, z-score normalisation, differencing, next-step framing, 
 streams, the validation tail, the persistence baseline and forecast metrics. Pure NumPy.
 
 A series is (T, C): T time steps of C columns. Model-ready arrays are time-major, inputs
-x (T, B, I) and targets y (T, B, O) (DESIGN.md section 3); NaN targets are missing values
+x (T, B, I) and targets y (T, B, O), time-major as PyTorch's; NaN targets are missing values
 that the loss skips, inputs must be finite. Every problem with the data raises DataError,
 a ValueError with a one-line message naming the file (line, column) or option to change.
 """

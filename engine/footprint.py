@@ -56,7 +56,7 @@ def format_bytes(nbytes):
 
 
 def parameter_count(cell, input_size, hidden_size, output_size, num_layers):
-    """Entries of the flat parameter buffer (PyTorch's layout, DESIGN.md section 3)."""
+    """Entries of the flat parameter buffer (PyTorch's layout and order)."""
     gates_hidden = GATES[cell] * hidden_size
     first = gates_hidden * (input_size + hidden_size) + 2 * gates_hidden
     deeper = gates_hidden * (2 * hidden_size) + 2 * gates_hidden

@@ -73,7 +73,7 @@ class Model:
         return tuple(self.views[name] for name in self.layout.layer_names(k))
 
     def state_dict(self):
-        """Copies of the parameters keyed by PyTorch's names (section 3 of DESIGN.md)."""
+        """Copies of the parameters keyed by PyTorch's names (weight_ih_l0, ..., head.weight)."""
         return {name: view.copy() for name, view in self.views.items()}
 
     def load_state_dict(self, state_dict):

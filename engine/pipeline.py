@@ -1,6 +1,6 @@
 """Whole jobs on a series, as library functions the `bptt` command only wraps:
 train with checkpoints, forecast ahead, evaluate against the persistence baseline.
-Each also takes a panel of many series (engine.panel, DESIGN.md section 13)."""
+Each also takes a panel of many series (engine.panel, docs/data.md)."""
 import functools
 import glob
 import inspect

@@ -1,5 +1,5 @@
 """The Trainer: truncated BPTT(k1, k2) over B parallel streams, clipping, optimizer steps,
-streaming updates, divergence handling, early stopping and history (DESIGN.md 4-8)."""
+streaming updates, divergence handling, early stopping and history (docs/training.md)."""
 import time
 
 import numpy as np

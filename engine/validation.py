@@ -1,4 +1,4 @@
-"""Input checks shared by every public entry point (DESIGN.md section 8).
+"""Input checks shared by every public entry point (docs/safety.md).
 
 Each check raises one ValueError or TypeError that names the argument and says what was
 expected, before any computation starts.
@@ -120,7 +120,7 @@ def as_state(state, model, batch):
 
 def as_resets(resets, T, B, name="resets"):
     """resets as a C-contiguous (T, B) boolean array (None stays None): True where stream b
-    starts a new series at step t (DESIGN.md 11). Booleans, or integers 0 and 1."""
+    starts a new series at step t (a zero state there). Booleans, or integers 0 and 1."""
     if resets is None:
         return None
     try:

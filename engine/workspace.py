@@ -10,7 +10,7 @@ _STEP_ROWS = ("gates", "hidden_n", "dh_norm_sq")  # (T, ...)
 class LayerBuffers:
     """Buffers of one layer for a chunk of T steps and B streams.
 
-    Stored for the backward pass (the minimum, DESIGN.md section 9): h (T+1, B, H) hidden
+    Stored for the backward pass (the minimum backward needs): h (T+1, B, H) hidden
     states, row 0 the initial state; c (T+1, B, H) LSTM cell states (None otherwise);
     gates (T, B, G*H) activated gates, overwritten by their gradients in backward;
     hidden_n (T, B, H) GRU's W_hn h + b_hn (None otherwise).
@@ -51,7 +51,7 @@ class Workspace:
     """All buffers for one chunk shape: one LayerBuffers per layer, plus the head's.
 
     y_hat: (T, B, O) head output. dy: (T, B, O) dL/dy_hat. resets: (T, B) booleans of the
-    chunk last run forward, True where a stream starts a new series (DESIGN.md 11)."""
+    chunk last run forward, True where a stream starts a new series (a zero state, no gradient across)."""
 
     def __init__(self, model, T, B):
         self.shape = (T, B)

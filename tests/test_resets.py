@@ -1,4 +1,4 @@
-"""Resets (DESIGN.md 11): many series packed end to end in B streams, one mask per step.
+"""Resets (docs/data.md): many series packed end to end in B streams, one mask per step.
 
 A packed run must equal running each series on its own (outputs, final states and every
 gradient, float64, to 1e-12) for every cell, 1 and 2 layers; the engine must equal the

@@ -1,6 +1,6 @@
 """Every Trainer update against a brute-force construction of truncated BPTT(k1, k2).
 
-The reference (DESIGN.md section 5) never touches the Trainer: for each chunk [c, e) of
+The reference (docs/training.md, TBPTT(k1, k2)) never touches the Trainer: for each chunk [c, e) of
 new steps it takes the window [max(0, c - (k2 - k1)), e), the state at the window's start
 carried forward by Model.forward, and engine.loss_and_grad over the window with the
 targets before c masked out (NaN / -1), so the loss is the mean over the chunk's targets
@@ -283,7 +283,7 @@ def test_partial_fit_pieces_with_partial_chunks(k1, k2):
 def test_reset_mask_restarts_chosen_streams(variant, k1, k2):
     """reset=[True, False, True]: streams 0 and 2 start the second piece from zeros,
     stream 1 carries its state on. Exact: the piece's first window still reaches back
-    into the carried inputs, and for streams 0 and 2 the reset cuts it (DESIGN.md 11),
+    into the carried inputs, and for streams 0 and 2 the reset cuts it (no gradient crosses a reset),
     as training over the whole sequence with resets[6] = reset does."""
     model, x, y = make_problem(*variant, 2, "mse", T=15, B=3)
     overhang = (k2 or k1) - k1

@@ -1,4 +1,4 @@
-"""Bad input (DESIGN.md section 8): every public entry point of the core rejects it before
+"""Bad input (docs/safety.md): every public entry point of the core rejects it before
 computing, with one error whose message names the argument."""
 import numpy as np
 import pytest

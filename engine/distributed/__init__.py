@@ -1,4 +1,4 @@
-"""Training across machines: synchronous data-parallel BPTT on Ray (DESIGN.md section 15).
+"""Training across machines: synchronous data-parallel BPTT on Ray (docs/ray.md).
 
 RayTrainer is the Trainer with its batch shards in Ray actors; with the same number of
 shards it ends with exactly the parameters of Trainer(shards=...). Ray (extra `ray`) is

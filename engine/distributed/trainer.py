@@ -1,4 +1,4 @@
-"""RayTrainer: the Trainer with its batch shards in Ray workers (DESIGN.md section 15)."""
+"""RayTrainer: the Trainer with its batch shards in Ray workers (docs/ray.md)."""
 from engine.checkpoint import load
 from engine.distributed.chunk import RemoteChunk
 from engine.distributed.cluster import connect

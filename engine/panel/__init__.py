@@ -1,4 +1,4 @@
-"""Many series in one model (DESIGN.md section 13): panel sources, packing into streams
+"""Many series in one model (docs/data.md): panel sources, packing into streams
 with resets, per-series scaling, per-series evaluation and forecasts.
 
     from engine.panel import as_panel, prepare_panel_training_data, evaluate_panel

@@ -1,5 +1,5 @@
-"""Per-series evaluation and forecasts of a model trained on a panel (DESIGN.md section
-13): metrics per series and over the panel, and forecasts per (id, time) in each
+"""Per-series evaluation and forecasts of a model trained on a panel (docs/forecasting.md):
+metrics per series and over the panel, and forecasts per (id, time) in each
 series' original units."""
 import math
 import numbers

@@ -1,4 +1,4 @@
-"""Packing many series end to end into B parallel streams (DESIGN.md sections 11, 13).
+"""Packing many series end to end into B parallel streams, with resets (docs/data.md).
 
 Series are placed longest first, each into the currently shortest stream; with `cut`, a
 series longer than its share ceil(sum T_i / B) is first cut into contiguous pieces of

@@ -1,6 +1,6 @@
 """Model-ready arrays from a panel: per series the recipe of engine.data (columns, fill,
 differencing, next-step framing), the validation tail of each series, scaling per series
-or global, and the series packed into streams with resets (DESIGN.md sections 11, 13).
+or global, and the series packed into streams with resets (docs/data.md).
 And back: running a model over every series of a panel without packing artefacts."""
 from typing import NamedTuple
 

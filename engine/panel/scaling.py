@@ -1,6 +1,6 @@
 """Scaling a panel: a z-score per series (the default with more than one series), or one
 for the whole panel, fitted on the training parts only and stored per id as JSON in the
-checkpoint's data recipe (DESIGN.md section 13)."""
+checkpoint's data recipe (docs/data.md)."""
 from dataclasses import dataclass
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Panels: one or many series, each (T_i, C) with an id and optional timestamps
-(DESIGN.md section 13), built from pyarrow Tables in long format (one row per id and
+(docs/data.md), built from pyarrow Tables in long format (one row per id and
 time), wide format (one column per series) or from a directory / glob of files (one
 series per file). A single series is the panel of one id.
 

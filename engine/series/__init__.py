@@ -1,6 +1,6 @@
 """Reading a time series as a Series: values (T, C) float64 with NaN for missing cells,
 column names and, when the data has one, a time column. Every problem raises DataError
-naming the file, line and column (DESIGN.md sections 8 and 12).
+naming the file, line and column (docs/data.md).
 
 Sources: CSV (optionally .gz / .bz2 / .zst), Parquet and Feather / Arrow IPC files, read
 by pyarrow (engine/series/csv_files.py for CSV); .npy / .npz files, read by NumPy without

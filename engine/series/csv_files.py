@@ -3,7 +3,7 @@ multi-threaded reader. Python only looks at the first lines (delimiter, header) 
 something is wrong, rescans the file to name the line; the cells themselves never become
 Python objects.
 
-The rules (DESIGN.md section 12): delimiter , ; tab or runs of whitespace, detected from the
+The rules (docs/data.md): delimiter , ; tab or runs of whitespace, detected from the
 first lines; a header when the first line holds text and no number; lines starting with #
 skipped anywhere; empty / NA / NaN / null cells missing (any case); quoted cells the csv way;
 in a one-column file a blank line between values is a missing value.

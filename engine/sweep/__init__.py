@@ -1,4 +1,4 @@
-"""Hyper-parameter sweeps (DESIGN.md section 14): many configurations and seeds trained on
+"""Hyper-parameter sweeps (docs/sweeps.md): many configurations and seeds trained on
 the same prepared data, searched and pruned by Optuna, on this machine or a Ray cluster.
 
     engine.sweep.run("data.csv", {"lr": "1e-4..1e-1:log", "hidden": [16, 32, 64]},
