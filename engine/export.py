@@ -16,33 +16,19 @@ as "weight" and "bias" (see split_state_dict).
 onnx, safetensors and torch are optional: each is imported only when its format is
 written, and a missing one fails with one line saying what to install.
 """
-import importlib
 import io
 import json
 import os
 
 from engine.checkpoint import load, read_metadata
+from engine.export_packages import ExportUnavailable, deployment_recipe, require
 from engine.files import OutputError, atomic_write, check_output
 from engine.validation import check_choice
 
 FORMATS = ("onnx", "safetensors", "torch")
-INSTALL = {"onnx": "pip install 'bptt[export]'", "safetensors": "pip install 'bptt[export]'",
-           "torch": "pip install torch"}
+__all__ = ["FORMATS", "ExportUnavailable", "export_checkpoint", "export_model", "split_state_dict",
+           "require", "deployment_recipe"]
 HEAD = ("head.weight", "head.bias")
-
-
-class ExportUnavailable(RuntimeError):
-    """The package a format needs is not installed."""
-
-
-def require(format):
-    """Import the package --format `format` needs, or fail with one line saying what to install."""
-    module = _PACKAGES[format]
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ExportUnavailable(f"--format {format} needs {module.split('.')[0]}: "
-                                f"{INSTALL[format]}") from None
 
 
 def export_checkpoint(checkpoint, output, format, with_normalization=False, force=False):
@@ -73,11 +59,6 @@ def split_state_dict(state_dict):
     recurrent = {name: value for name, value in state_dict.items() if name not in HEAD}
     head = {name.removeprefix("head."): state_dict[name] for name in HEAD}
     return recurrent, head
-
-
-def deployment_recipe(recipe):
-    """The data recipe without the training file's path (which may name the user's machine)."""
-    return {key: value for key, value in recipe.items() if key != "source"}
 
 
 def _check_request(output, format, with_normalization, force, inputs=()):
@@ -125,5 +106,4 @@ def _torch_bytes(model, recipe, with_normalization):
     return buffer.getvalue()
 
 
-_PACKAGES = {"onnx": "onnx", "safetensors": "safetensors.numpy", "torch": "torch"}
 _WRITERS = {"onnx": _onnx_bytes, "safetensors": _safetensors_bytes, "torch": _torch_bytes}

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from engine.data import Normalizer
-from engine.export import deployment_recipe, require
+from engine.export_packages import deployment_recipe, require
 
 OPSET = 17  # RNN/LSTM/GRU-14 and everything else here: supported by onnxruntime since 1.12
 OPERATORS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
