@@ -18,11 +18,10 @@ written, and a missing one fails with one line saying what to install.
 """
 import io
 import json
-import os
 
 from engine.checkpoint import load, read_metadata
 from engine.export_packages import ExportUnavailable, deployment_recipe, require
-from engine.files import OutputError, atomic_write, check_output
+from engine.files import atomic_write, check_output
 from engine.validation import check_choice
 
 FORMATS = ("onnx", "safetensors", "torch")
@@ -67,9 +66,7 @@ def _check_request(output, format, with_normalization, force, inputs=()):
     if with_normalization and format != "onnx":
         raise ValueError("--with-normalization applies to --format onnx only (the safetensors "
                          "metadata holds the normalisation anyway)")
-    check_output(output, inputs=inputs)
-    if os.path.lexists(output) and not force:
-        raise OutputError(f"{output} exists; refusing to replace it without --force")
+    check_output(output, inputs=inputs, replace=force)
     require(format)
 
 

@@ -23,14 +23,16 @@ class OutputError(ValueError):
     """An output path that must not be written (bad input: the CLI exits with 2)."""
 
 
-def check_output(path, inputs=(), what="output", outputs=()):
+def check_output(path, inputs=(), what="output", outputs=(), replace=True, hint=""):
     """Raise OutputError unless `path` can be written without destroying anything.
 
     inputs: paths this command reads; the output may not be any of them (compared after
     resolving links). outputs: the command's other outputs, which it may not be either.
     An existing output must be a regular file (not a link, device,
     FIFO, socket or directory) that its owner may write (the mode bits, since root passes
-    every access check). Its directory must exist and be writable."""
+    every access check). Its directory must exist and be writable. replace False: an
+    existing file is refused too, the user's --force (force=True) being what replaces it;
+    hint: more to say in that refusal (" or --resume to continue it")."""
     path = os.fspath(path)
     target = os.path.realpath(path)
     for source in inputs:
@@ -58,6 +60,8 @@ def check_output(path, inputs=(), what="output", outputs=()):
                           "refusing to replace it")
     if not status.st_mode & stat.S_IWUSR:
         raise OutputError(f"{path} is read-only; refusing to overwrite it")
+    if not replace:
+        raise OutputError(f"{path} exists; pass --force to replace it{hint}")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,275 @@
+"""Every option of a training job, defined once: `bptt train`'s options (cli.py builds its
+click options from OPTIONS), the keyword options of engine.train_series, and the settings
+of a sweep (engine/sweep/space.py parses `--space NAME=SPEC` against them).
+
+An Option has its Python name (the CLI flag with underscores), a kind, a default, a range
+or choices, a help text and its flag. `Option.parse` turns a Python value or a command-line
+string into a checked value; `train_arguments` translates a complete set of option values
+into what Model, Trainer, the schedule and data preparation take (the one place that
+knows, for the CLI, the library and the sweep alike).
+"""
+from dataclasses import dataclass
+import numbers
+
+from engine.data import FILL_METHODS
+from engine.initializers import INITS
+from engine.model import CELLS
+from engine.optim import OPTIMIZERS
+from engine.panel import SCALES
+from engine.trainer import ON_DIVERGENCE
+
+SCHEDULES = ("constant", "step", "cosine")
+KINDS = ("int", "float", "choice", "flag", "text", "columns", "memory")
+_TRUE, _FALSE = ("true", "1", "yes", "y", "on"), ("false", "0", "no", "n", "off")
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option. kind: "int" / "float" (within minimum..maximum, an open end
+    excluded), "choice" (one of `choices`), "flag" (a bool), "text", "columns" (a
+    comma-separated string or a list of names / 0-based indices) or "memory" ("sqrt" or a
+    byte count, "200M" on the command line). default None: unset unless given."""
+    name: str
+    kind: str
+    default: object = None
+    help: str = ""
+    choices: tuple = None
+    minimum: float = None
+    maximum: float = None
+    min_open: bool = False
+    max_open: bool = False
+    metavar: str = None
+
+    @property
+    def flag(self):
+        """The command-line spelling: --clip-norm."""
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, value):
+        """`value` (a Python value, or the text given on the command line) checked and
+        converted; ValueError naming the option when it is not valid for it."""
+        if value is None and self.default is None and self.kind != "flag":
+            return None
+        parse = getattr(self, f"_parse_{self.kind}")
+        try:
+            return parse(value)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise ValueError(f"{self.name} ({self.flag}): {error}") from None
+
+    def _parse_int(self, value):
+        if isinstance(value, str):
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"expected an integer; got {value!r}")
+        return self._in_range(int(value))
+
+    def _parse_float(self, value):
+        if isinstance(value, str):
+            value = float(value.strip())
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"expected a number; got {value!r}")
+        return self._in_range(float(value))
+
+    def _in_range(self, value):
+        low = self.minimum is None or (value > self.minimum if self.min_open else value >= self.minimum)
+        high = self.maximum is None or (value < self.maximum if self.max_open else value <= self.maximum)
+        if not (low and high) or value != value:
+            raise ValueError(f"{value!r} is not in the range {self.range_text()}")
+        return value
+
+    def range_text(self):
+        """The valid range as text: x>=1, 0<=x<1."""
+        low = "" if self.minimum is None else f"{self.minimum:g}{'<' if self.min_open else '<='}"
+        high = "" if self.maximum is None else f"{'<' if self.max_open else '<='}{self.maximum:g}"
+        return low + "x" + high if high else f"x{'>' if self.min_open else '>='}{self.minimum:g}"
+
+    def _parse_choice(self, value):
+        if value not in self.choices:
+            raise ValueError(f"expected one of {', '.join(map(str, self.choices))}; got {value!r}")
+        return value
+
+    def _parse_flag(self, value):
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        if not isinstance(value, (bool, type(None))) and type(value).__name__ != "bool_":
+            raise TypeError(f"expected true or false; got {value!r}")
+        return bool(value)
+
+    def _parse_text(self, value):
+        if not isinstance(value, str) and not (self.name == "time_column" and value is False):
+            raise TypeError(f"expected text; got {value!r}")
+        return value
+
+    def _parse_columns(self, value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)) and value and all(
+                isinstance(item, str) or (isinstance(item, numbers.Integral) and not isinstance(item, bool))
+                for item in value):
+            return list(value)
+        raise TypeError(f"expected column names or 0-based indices, a list or comma separated; got {value!r}")
+
+    def _parse_memory(self, value):
+        return parse_memory(value)
+
+
+def parse_memory(value):
+    """`memory`: None, "sqrt", or a byte count (an int, or text with an optional K/M/G
+    suffix: "200M") -> Trainer(memory=...)."""
+    if value is None or value == "sqrt":
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        count = int(value)
+    elif isinstance(value, str):
+        number, unit = (value[:-1], value[-1:].upper()) if value[-1:].upper() in ("K", "M", "G") else (value, "")
+        try:
+            count = int(float(number) * _UNITS[unit])  # inf and 1e400 overflow, nan is a ValueError
+        except (ValueError, OverflowError):
+            raise ValueError(f"expected 'sqrt' or a finite byte count such as 200M; got {value!r}") from None
+    else:
+        raise TypeError(f"expected 'sqrt' or a byte count such as 200M; got {value!r}")
+    if count < 1:
+        raise ValueError(f"must be positive; got {value!r}")
+    return count
+
+
+OPTIONS = {option.name: option for option in (
+    # reading the data
+    Option("key", "text", metavar="NAME", help="The array of an .npz DATA file to use."),
+    Option("time_column", "text", metavar="NAME",
+           help="The column of dates/times, or 'none' [default: the first column that parses as dates]."),
+    Option("id_column", "text", help="Long format: the column naming the series of each row (a panel); "
+                                     "rows are sorted by --time-column per series."),
+    Option("series_columns", "text", help="Wide format: one column per series, comma separated, or 'all'."),
+    Option("scale", "choice", choices=SCALES,
+           help="Panel z-score: per series or one for all [default: series with more than one series]."),
+    # preparing it
+    Option("inputs", "columns", help="Input columns by name or 0-based index, comma separated [default: the targets]."),
+    Option("targets", "columns", help="Target columns by name or index, comma separated [default: all columns]."),
+    Option("horizon", "int", 1, "Forecast this many steps ahead.", minimum=1),
+    Option("streams", "int", 8, "Cut the series into this many contiguous parallel streams (the batch).", minimum=1),
+    Option("val_fraction", "float", 0.1, "Hold out this final fraction of time for validation.",
+           minimum=0, maximum=1, max_open=True),
+    Option("fill", "choice", choices=FILL_METHODS,
+           help="How to fill missing inputs [default: missing inputs are an error]."),
+    Option("difference", "flag", False, "Model the changes of the targets instead of their levels (trending series)."),
+    # the model
+    Option("cell", "choice", "lstm", "Recurrent cell: lstm, gru, or rnn (Elman).", choices=CELLS),
+    Option("hidden", "int", 64, "Hidden units per layer.", minimum=1),
+    Option("layers", "int", 1, "Stacked recurrent layers.", minimum=1),
+    Option("nonlinearity", "choice", "tanh", "Activation of --cell rnn.", choices=("tanh", "relu")),
+    Option("init", "choice", "default", "default: PyTorch's uniform; xavier: Glorot; orthogonal / identity (IRNN): "
+                                        "recurrent weights.", choices=INITS),
+    Option("forget_bias", "float", 0.0, "LSTM forget-gate bias."),
+    # truncated BPTT and threads
+    Option("k1", "int", 50, "Truncated BPTT: one update every k1 steps.", minimum=1),
+    Option("k2", "int", help="Backpropagate through the last k2 >= k1 steps [default: k1].", minimum=1),
+    Option("full_bptt", "flag", False, "No truncation: one update per epoch over each whole stream."),
+    Option("memory", "memory", help="Bound activation memory by recomputation: 'sqrt' (keep the state every "
+                                    "~sqrt(window) steps) or a byte budget per thread such as 200M "
+                                    "[default: store every step]."),
+    Option("shards", "int", minimum=1,
+           help="Run the streams as this many batch shards, one thread each [default: the thread plan's "
+                "choice for this model and machine]. On a machine other work keeps busy, shards suffer "
+                "less than --split."),
+    Option("split", "int", minimum=1,
+           help="Share every step of one shard among this many threads by blocks of hidden units "
+                "(--hidden a multiple of it) [default: the thread plan's choice]."),
+    # the update
+    Option("clip_norm", "float", 1.0, "Clip the global gradient norm (0 disables).", minimum=0),
+    Option("clip_value", "float", help="Clip each gradient entry to +-VALUE.", minimum=0, min_open=True),
+    Option("on_divergence", "choice", "raise", "On a non-finite loss or gradient: stop (raise) or drop that "
+                                               "update and go on (skip).", choices=ON_DIVERGENCE),
+    Option("optimizer", "choice", "adam", "The optimizer (PyTorch's update rules and defaults).",
+           choices=tuple(sorted(OPTIMIZERS))),
+    Option("lr", "float", 3e-3, "Learning rate.", minimum=0, min_open=True),
+    Option("schedule", "choice", "constant", "Learning-rate schedule (step: x0.1 every --step-size updates; "
+                                             "cosine: to 0 over the run).", choices=SCHEDULES),
+    Option("step_size", "int", 1000, "Updates per step of --schedule step.", minimum=1),
+    Option("warmup", "int", 0, "Linear warm-up updates.", minimum=0),
+    # the run
+    Option("epochs", "int", 20, "Epochs in all (with --resume: including those already done).", minimum=1),
+    Option("patience", "int", help="Early stopping: epochs without improvement; restores the best.", minimum=1),
+    Option("seed", "int", 0, "Seed of the initial parameters (and of nothing else: the data order is fixed).",
+           minimum=0),
+    Option("dtype", "choice", "float32", "Floating-point type of the parameters and the computation.",
+           choices=("float32", "float64")),
+    Option("diagnostics", "flag", False,
+           "Report the gradient flow every epoch: how far back the gradient reaches, the share of updates "
+           "clipped and a verdict (healthy, exploding, vanishing), with advice (docs/training.md)."),
+)}
+
+# options that make the data a panel of series
+PANEL_OPTIONS = ("id_column", "series_columns", "scale")
+# train_series's arguments (model, trainer, schedule and data options, by their names there)
+# -> the options that set them: on resume only what was given is checked against the checkpoint
+# (diagnostics is not among them: a resumed run keeps its checkpoint's choice)
+SET_BY = {
+    "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
+    "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
+    "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
+    "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
+    "shards": ("shards",), "split": ("split",), "on_divergence": ("on_divergence",),
+    "name": ("schedule",), "warmup_steps": ("warmup",),
+    "step_size": ("step_size",),
+    **{name: (name,) for name in ("inputs", "targets", "horizon", "streams", "val_fraction", "fill",
+                                  "difference", "time_column") + PANEL_OPTIONS}}
+
+
+def defaults():
+    """{name: default} of every option."""
+    return {name: option.default for name, option in OPTIONS.items()}
+
+
+def check_names(names):
+    """TypeError for a name that is not an option, naming the valid ones."""
+    unknown = [name for name in names if name not in OPTIONS]
+    if unknown:
+        raise TypeError(f"unknown training option {unknown[0]!r}; the options are {', '.join(OPTIONS)}")
+
+
+def parse_options(given):
+    """Every option's value: the defaults, then `given` ({name: value}) checked by each option."""
+    check_names(given)
+    return {**defaults(), **{name: OPTIONS[name].parse(value) for name, value in given.items()}}
+
+
+def train_arguments(values):
+    """The arguments of a training run for a complete dict of option values (parse_options):
+    {"model_options": Model's keywords, "trainer_options": Trainer's, "schedule":
+    engine.schedules.make_schedule's, "data_options": data preparation's, "epochs",
+    "patience", "key", "time_column"}. Bad combinations raise ValueError."""
+    o = values
+    if o["full_bptt"] and o["k2"] is not None:
+        raise ValueError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
+    if o["cell"] != "rnn" and o["nonlinearity"] != "tanh":
+        raise ValueError("--nonlinearity applies to --cell rnn only")
+    model_options = dict(cell=o["cell"], hidden_size=o["hidden"], num_layers=o["layers"], dtype=o["dtype"],
+                         init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"])
+    if o["cell"] == "rnn":
+        model_options["nonlinearity"] = o["nonlinearity"]
+    trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
+                           k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
+                           clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
+                           diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"])
+    schedule = dict(name=o["schedule"], warmup_steps=o["warmup"])
+    if o["schedule"] == "step":
+        schedule["step_size"] = o["step_size"]
+    data_options = dict(inputs=o["inputs"], targets=o["targets"], horizon=o["horizon"], streams=o["streams"],
+                        val_fraction=o["val_fraction"], fill=o["fill"], difference=o["difference"],
+                        **{name: o[name] for name in PANEL_OPTIONS if o[name] is not None})
+    return dict(model_options=model_options, trainer_options=trainer_options, schedule=schedule,
+                data_options=data_options, epochs=o["epochs"], patience=o["patience"], key=o["key"],
+                time_column=False if o["time_column"] == "none" else o["time_column"])
+
+
+def given_only(arguments, given):
+    """`arguments` (train_arguments) reduced to what the options named in `given` set: a
+    resumed run checks only those against its checkpoint."""
+    given = set(given)
+    reduced = dict(arguments)
+    for group in ("model_options", "trainer_options", "schedule", "data_options"):
+        reduced[group] = {name: value for name, value in arguments[group].items()
+                          if given & set(SET_BY.get(name, ()))}
+    return reduced
