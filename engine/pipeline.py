@@ -7,8 +7,10 @@ import inspect
 import math
 import numbers
 import os
+import warnings
 
 import numpy as np
+import pyarrow as pa
 
 from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
@@ -16,6 +18,7 @@ from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persiste
 from engine.files import check_output
 from engine.footprint import require, training_bytes
 from engine.model import Model
+from engine.options import given_only, parse_options, train_arguments
 from engine.optim import make_optimizer
 from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evaluate_panel, forecast_panel,
                           is_panel_recipe, prepare_panel_training_data)
@@ -35,33 +38,68 @@ RECIPE_SCHEMA = {  # the data recipe train_series stores in a checkpoint's user 
     "input_norm": _NORM_SCHEMA, "target_norm": _NORM_SCHEMA}
 
 
-def train_series(source, output, model_options=None, trainer_options=None, data_options=None,
-                 schedule=None, epochs=10, patience=None, resume=False, on_start=None,
-                 on_update=None, on_epoch=None, key=None, cluster=None):
-    """Train on a series (path, demo Series or array) and checkpoint to `output` after
-    every epoch, so an interrupted run loses at most one epoch.
+def train_series(data, output="model.npz", *legacy, resume=False, force=False, on_start=None,
+                 on_update=None, on_epoch=None, cluster=None, **options):
+    """Train on a series and checkpoint to `output` after every epoch, as `bptt train` does,
+    so an interrupted run loses at most one epoch. Returns (model, trainer, data).
 
-    model_options / trainer_options: keyword arguments of Model / Trainer (input_size and
-    output_size come from the data). data_options: keyword arguments of
-    prepare_training_data. schedule: keyword arguments of engine.schedules.make_schedule;
-    a "cosine" schedule without total_steps runs over all the updates of the run.
-    resume: continue the checkpoint at `output` up to `epochs` epochs in all, with its
-    own model, trainer and data settings and its stored normalisation (never refitted).
-    A panel (an engine.panel.Panel, a directory or glob of files, or data_options with
-    id_column, series_columns or scale; see engine.panel.prepare_panel_training_data)
-    trains on its series packed into the streams with resets.
-    Options given with resume must agree with the checkpoint (ResumeConflict names the
-    first that does not), except RESUMABLE trainer options (lr, memory), which apply.
-    on_start(info) gets {"epochs",
-    "updates_per_epoch", "steps_per_update"} before training; on_update / on_epoch as in
-    Trainer.fit. cluster: optional {"address", "workers"}: train on a Ray cluster with
-    engine.distributed.RayTrainer (also when resuming). source may also be TrainingData
-    already prepared (a sweep prepares once for many runs); output None writes no
-    checkpoint. Returns (model, trainer, data)."""
+    data: a path (CSV, Parquet, Arrow, .npy, .npz), a directory or glob of files (a panel),
+    a numpy array, a pandas DataFrame / Series, a pyarrow Table, an engine Series or Panel,
+    or TrainingData already prepared (a sweep prepares once for many runs; its data options
+    are then not used). options: `bptt train`'s options by their Python names
+    (engine.options.OPTIONS: hidden=16, k1=50, streams=16, epochs=5, inputs="a,b", ...),
+    with the same defaults; an unknown name is a TypeError naming the valid ones.
+    output: never replaced unless force (nor an input, a link or read-only); None writes
+    no checkpoint. resume: continue the checkpoint at `output` up to `epochs` epochs in
+    all, with its own model, trainer and data settings and its stored normalisation (never
+    refitted); the options given must agree with it (ResumeConflict names the first that
+    does not), except epochs, patience, lr and memory, which apply. on_start(info) gets
+    {"epochs", "done", "updates_per_epoch", "steps_per_update"} before training; on_update /
+    on_epoch as in Trainer.fit. cluster: optional {"address", "workers"}: train on a Ray
+    cluster with engine.distributed.RayTrainer (also when resuming).
+
+    The form train_series(source, output, model_options=, trainer_options=, data_options=,
+    schedule=, epochs=, patience=, key=) with dicts of Model / Trainer / data-preparation /
+    make_schedule keywords is deprecated and still works for this release."""
+    if legacy or _legacy_form(options):
+        warnings.warn("train_series(source, output, model_options=, trainer_options=, data_options=, "
+                      "schedule=, ...) is deprecated; use train_series(data, output, **options) with "
+                      "bptt train's option names (hidden=, k1=, streams=, epochs=, ...)",
+                      DeprecationWarning, stacklevel=2)
+        return _train_legacy(data, output, *legacy, resume=resume, force=force, on_start=on_start,
+                             on_update=on_update, on_epoch=on_epoch, cluster=cluster, **options)
+    arguments = train_arguments(parse_options(options))
+    if resume:  # only what was given goes on, to be checked against the checkpoint
+        arguments = given_only(arguments, options)
+    return _train(data, output, **arguments, resume=resume, force=force, on_start=on_start,
+                  on_update=on_update, on_epoch=on_epoch, cluster=cluster)
+
+
+_LEGACY_KEYWORDS = ("model_options", "trainer_options", "data_options")
+
+
+def _legacy_form(options):
+    """The old call form: option dicts (or a schedule given as a dict)."""
+    return any(name in options for name in _LEGACY_KEYWORDS) or isinstance(options.get("schedule"), dict)
+
+
+def _train_legacy(source, output, model_options=None, trainer_options=None, data_options=None,
+                  schedule=None, epochs=10, patience=None, resume=False, on_start=None, on_update=None,
+                  on_epoch=None, key=None, cluster=None, force=False):
+    """The deprecated form of train_series, with its own defaults (Model's and Trainer's, 10 epochs)."""
+    return _train(source, output, model_options=model_options or {}, trainer_options=trainer_options or {},
+                  data_options=data_options or {}, schedule=schedule or {}, epochs=epochs, patience=patience,
+                  key=key, time_column=None, resume=resume, force=force, on_start=on_start,
+                  on_update=on_update, on_epoch=on_epoch, cluster=cluster)
+
+
+def _train(source, output, *, model_options, trainer_options, data_options, schedule, epochs, patience,
+           key, time_column, resume, force, on_start, on_update, on_epoch, cluster):
+    """train_series with the arguments of engine.options.train_arguments."""
     epochs = check_int("epochs", epochs)
-    if output is not None:  # before any work: never an input, a link or read-only
+    if output is not None:  # before any work: never an input, a link or read-only, nor replaced unforced
         check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
-                     what="checkpoint")
+                     what="checkpoint", replace=force or resume, hint=" or --resume to continue it")
     new_trainer, restored_trainer = _trainer_makers(cluster)
     if resume:
         model, trainer = load(output, trainer_factory=restored_trainer)
@@ -76,7 +114,11 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
         data_options = {name: recipe[name] for name in DATA_OPTIONS + _panel_options(recipe)}
         if is_panel_recipe(recipe):
             data_options["scaling"] = recipe["scaling"]  # the statistics of each series, kept
-    data = source if isinstance(source, TrainingData) else _prepare_training_data(source, key, data_options)
+    if isinstance(source, TrainingData):
+        data = source
+    else:
+        source, data_options = _with_time_column(source, key, time_column, data_options)
+        data = _prepare_training_data(source, key, data_options)
     if resume:
         data = _with_normalisation(data, recipe)
     steps, streams = data.x_train.shape[:2]
@@ -111,6 +153,16 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
     if output is not None:
         save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
+
+
+def _with_time_column(source, key, time_column, data_options):
+    """(source, data_options) reading the times from `time_column` (a name, or False for
+    none): a panel's data options name it; a single series is read with it."""
+    if time_column is None or "time_column" in data_options:
+        return source, data_options
+    if is_panel_source(source, data_options):
+        return source, {**data_options, "time_column": time_column}
+    return as_series(source, key, time_column), data_options
 
 
 def _prepare_training_data(source, key, options):
@@ -161,7 +213,49 @@ def _resolve_schedule(options, total_updates):
     return make_schedule(**options)
 
 
-def forecast_series(model, metadata, source, steps, key=None, **panel_options):
+def forecast_series(model, data, steps=1, *legacy, key=None, time_column=None, id_column=None,
+                    series_columns=None, series_id=None):
+    """Forecast `steps` steps past the end of `data` with a trained model, as `bptt forecast`
+    does: a pyarrow Table (`.to_pandas()` for a DataFrame) in original units.
+
+    model: a checkpoint path (from bptt train or train_series) or the (model, metadata)
+    pair of load_for_inference. data: what train_series reads (a path, a panel's directory
+    or glob, an array, a pandas or pyarrow table); key: the array of an .npz file;
+    time_column: the column of time stamps (None: the first of dates; False or "none": no
+    time column). For a single series the columns are "time" (the next time stamps, when
+    the data has a regular time column) or "step" (1..steps, int64), then one float64
+    column per target name. For a model trained on a panel: one row per (id, time) or (id,
+    step), id_column / series_columns as at training, series_id one series only. The state
+    warms up over all of `data`; beyond the model's horizon the forecasts are fed back as
+    inputs, which needs a model whose inputs are its targets.
+
+    The form forecast_series(model, metadata, source, steps, key=None, **panel_options),
+    returning an array (steps, O) for a single series, is deprecated and still works for
+    this release."""
+    if _legacy_model(model):
+        warnings.warn("forecast_series(model, metadata, source, steps, ...) is deprecated; use "
+                      "forecast_series(checkpoint_path or (model, metadata), data, steps) (a pyarrow Table)",
+                      DeprecationWarning, stacklevel=2)
+        return _forecast(model, _checked_metadata(data), steps, *legacy, key=key,
+                         **_given(time_column=time_column, id_column=id_column, series_columns=series_columns,
+                                  series_id=series_id))
+    if legacy:
+        raise TypeError(f"forecast_series takes model, data and steps positionally; got {len(legacy)} more")
+    model, metadata = _inference_pair(model)
+    steps = check_int("steps", steps)
+    time_column = _time_column(time_column)
+    panel = _given(id_column=id_column, series_columns=series_columns, series_id=series_id)
+    if is_panel_recipe(metadata["data"]):
+        return _forecast(model, metadata, data, steps, key=key, **panel, **_given(time_column=time_column))
+    series = as_series(_single_series_only(data, panel), key, time_column)
+    forecasts = _forecast(model, metadata, series, steps)
+    stamps = forecast_times(metadata, series, steps)
+    first = {"step": pa.array(np.arange(1, steps + 1), pa.int64())} if stamps is None else {"time": pa.array(stamps)}
+    return pa.table({**first, **{name: pa.array(forecasts[:, index], pa.float64())
+                                 for index, name in enumerate(metadata["data"]["targets"])}})
+
+
+def _forecast(model, metadata, source, steps, key=None, **panel_options):
     """Forecast `steps` steps past the end of a series, in original units (steps, O).
 
     The state warms up over the whole series; beyond the model's horizon the forecasts
@@ -210,7 +304,74 @@ def forecast_times(metadata, source, steps, key=None):
     return None if frequency is None else next_stamps(series.time[-1], frequency, check_int("steps", steps))
 
 
-def evaluate_series(model, metadata, source, key=None, start=None, **panel_options):
+def evaluate_series(model, data, *legacy, start=None, season=None, key=None, time_column=None,
+                    id_column=None, series_columns=None, series_id=None):
+    """Score a trained model on `data`, as `bptt evaluate --json` prints it: a dict.
+
+    model: a checkpoint path or the (model, metadata) pair of load_for_inference; data,
+    key, time_column as forecast_series takes them. start: score only from this row
+    (0-based) or date/time on, the state warmed up on the rows before. A single series:
+    {"mse", "mae", "rmse", "baseline_mse", "baseline_mae", "baseline_rmse", "steps"} in
+    original units, the baseline persistence (tomorrow = today). A model trained on a
+    panel: the aggregate (mse, mae, rmse, smape, mase, ...) and "series", one record per
+    id; season: the period of the seasonal naive forecast that scales MASE (default 1).
+
+    The form evaluate_series(model, metadata, source, key=None, start=None,
+    **panel_options) is deprecated and still works for this release."""
+    if _legacy_model(model):
+        warnings.warn("evaluate_series(model, metadata, source, ...) is deprecated; use "
+                      "evaluate_series(checkpoint_path or (model, metadata), data, start=...)",
+                      DeprecationWarning, stacklevel=2)
+        return _evaluate(model, _checked_metadata(data), *legacy, start=start, key=key,
+                         **_given(season=season, time_column=time_column, id_column=id_column,
+                                  series_columns=series_columns, series_id=series_id))
+    if legacy:
+        raise TypeError(f"evaluate_series takes model and data positionally; got {len(legacy)} more")
+    model, metadata = _inference_pair(model)
+    time_column = _time_column(time_column)
+    panel = _given(id_column=id_column, series_columns=series_columns, series_id=series_id, season=season)
+    if is_panel_recipe(metadata["data"]):
+        return _evaluate(model, metadata, data, key=key, start=start,
+                         **_given(time_column=time_column), **panel)
+    if isinstance(data, (str, os.PathLike)) or time_column is not None:
+        data = as_series(data, key, time_column)
+    return _evaluate(model, metadata, data, start=start, **panel)
+
+
+def _legacy_model(model):
+    """The old call forms pass a Model first; the new ones a path or a (model, metadata) pair."""
+    return not isinstance(model, (str, os.PathLike, tuple, list))
+
+
+def _inference_pair(model):
+    """(Model, metadata) from a checkpoint path or a load_for_inference pair, checked."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_for_inference(model)
+    if len(model) != 2:
+        raise TypeError("model: give a checkpoint path or the (model, metadata) pair of load_for_inference")
+    return model[0], _checked_metadata(model[1])
+
+
+def _checked_metadata(metadata):
+    """A checkpoint's user metadata with its data recipe checked (DataError, CheckpointError)."""
+    if not isinstance(metadata, dict):
+        raise DataError(f"metadata: expected the checkpoint's user metadata (a dict, from "
+                        f"load_for_inference); got {type(metadata).__name__}")
+    read_recipe("metadata", metadata)
+    return metadata
+
+
+def _time_column(value):
+    """time_column as engine.series takes it: a name, None (the first column of dates), False ("none")."""
+    return False if value == "none" else value
+
+
+def _given(**options):
+    """The options that are set (not None)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _evaluate(model, metadata, source, key=None, start=None, **panel_options):
     """MSE, MAE and RMSE of the model's forecasts over a series, in original units, beside
     the persistence baseline on the same targets. start: score only the rows from this
     one on (a row number, or a date/time of a series with a time column: its first row at
