@@ -17,21 +17,17 @@ import numpy as np
 from click.core import ParameterSource
 
 import engine
-from engine.data import FILL_METHODS, DataError, as_series
+from engine.data import DataError, as_series
 from engine.demos import DEMOS, PANEL_DEMOS, load_demo
 from engine.distributed import ClusterUnavailable, WorkerFailed, connect
 from engine.files import OutputError, atomic_write, check_output
 from engine.grad_flow import describe as describe_grad_flow
-from engine.initializers import INITS
 from engine.model import CELLS
-from engine.optim import OPTIMIZERS
-from engine.panel import SCALES, is_panel_recipe
-from engine.pipeline import forecast_times
+from engine.options import OPTIONS, PANEL_OPTIONS, SET_BY, parse_memory, train_arguments
+from engine.panel import is_panel_recipe
 from engine.sweep.space import NOT_SETTINGS
-from engine.trainer import ON_DIVERGENCE
 
 BAD_INPUT = 2
-SCHEDULES = ("constant", "step", "cosine")
 LOSSES = ("mse", "cross_entropy")
 
 
@@ -107,15 +103,82 @@ def time_column_value(option):
     return False if option == "none" else option
 
 
-def check_writable(path, option, inputs=(), outputs=()):
+def check_writable(path, option, inputs=(), outputs=(), force=False, hint=""):
     """Fail before any work when writing `path` could destroy something (engine.files.check_output):
-    it may not be one of the command's `inputs` or other `outputs`, a link, a device or read-only."""
+    it may not be one of the command's `inputs` or other `outputs`, a link, a device or read-only,
+    nor an existing file unless `force` (--force; hint: what else the refusal may suggest)."""
     if path is None:
         return
     try:
-        check_output(path, inputs=inputs, outputs=outputs)
+        check_output(path, inputs=inputs, outputs=outputs, replace=force, hint=hint)
     except OutputError as error:
         raise click.BadParameter(str(error), param_hint=option) from None
+
+
+def option_from(option):
+    """The click option (a decorator) of an engine.options.Option."""
+    declarations, attributes = _click_spec(option)
+    return click.option(*declarations, **attributes)
+
+
+def _click_spec(option):
+    """(declarations, attributes) of the click.Option of an engine.options.Option: its flag,
+    Python name, type, default and help."""
+    attributes = dict(help=option.help, metavar=option.metavar)
+    if option.kind == "flag":
+        attributes.update(is_flag=True)
+    else:
+        attributes.update(type=_click_type(option), default=option.default, show_default=option.default is not None)
+    if option.kind == "memory":
+        attributes.update(callback=_memory_option)
+    return [option.flag, option.name], attributes
+
+
+def _click_type(option):
+    """The click type that checks what the option's parse checks (click's own messages)."""
+    if option.kind == "choice":
+        return click.Choice(option.choices)
+    if option.kind in ("int", "float") and option.minimum is not None:
+        bounded = click.IntRange if option.kind == "int" else click.FloatRange
+        return bounded(option.minimum, option.maximum, min_open=option.min_open, max_open=option.max_open)
+    return {"int": int, "float": float}.get(option.kind)  # text, columns, memory: strings
+
+
+def _memory_option(context, param, value):
+    """--memory as Trainer(memory=...) takes it: None, "sqrt" or bytes."""
+    try:
+        return parse_memory(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--memory'") from None
+
+
+def training_options(function):
+    """Every training option of engine.options, in its order (train; sweep's fixed settings)."""
+    for option in reversed(OPTIONS.values()):
+        function = option_from(option)(function)
+    return function
+
+
+def deprecated_spelling(flag, name, new, **attributes):
+    """A hidden option with an old spelling that still works for one release, with a one-line
+    notice on stderr naming the new one; the command takes the value with either_of."""
+    def notice(context, param, value):
+        if value is not None and context.get_parameter_source(param.name) is not ParameterSource.DEFAULT:
+            click.echo(f"Warning: {flag} is deprecated here; use {new} (the old spelling goes in the next "
+                       "release).", err=True)
+        return value
+    return click.option(flag, name, hidden=True, callback=notice, help=f"Deprecated spelling of {new}.",
+                        **attributes)
+
+
+def either_of(new_name, old_value, new_flag, old_flag):
+    """The value of an option given by its new spelling or its deprecated one (not both)."""
+    context = click.get_current_context()
+    if old_value is None:
+        return context.params[new_name]
+    if context.get_parameter_source(new_name) is not ParameterSource.DEFAULT:
+        raise click.UsageError(f"give {new_flag} or {old_flag} (its old spelling), not both")
+    return old_value
 
 
 demo_option = click.option("--demo", type=click.Choice(sorted({**DEMOS, **PANEL_DEMOS})),
@@ -123,26 +186,21 @@ demo_option = click.option("--demo", type=click.Choice(sorted({**DEMOS, **PANEL_
 data_argument = click.argument("data", required=False, type=click.Path())
 
 
-PANEL_TRAIN_OPTIONS = ("id_column", "series_columns", "scale")  # options that make DATA a panel
+PANEL_TRAIN_OPTIONS = PANEL_OPTIONS  # options that make DATA a panel
 
 
 def panel_source_options(function):
     """--id-column and --series-columns: how DATA holds many series (with --time-column)."""
-    for option in reversed((
-            click.option("--id-column", help="Long format: the column naming the series of each row (a panel); "
-                                             "rows are sorted by --time-column per series."),
-            click.option("--series-columns", help="Wide format: one column per series, comma separated, or 'all'."))):
-        function = option(function)
+    for name in ("series_columns", "id_column"):
+        function = option_from(OPTIONS[name])(function)
     return function
 
 
-def panel_options(**options):
-    """The given (non-None) panel options, named as engine.panel takes them."""
-    return {name: value for name, value in options.items() if value is not None}
-
-json_flag = click.option("--json", "as_json", is_flag=True,
-                         help="Print JSON on stdout (train: one record per epoch); a number that is "
-                              "not finite (a diverged loss, an overflowing metric) is null.")
+def json_flag(what):
+    """--json: print `what` as JSON on stdout instead of text."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help=f"Print {what} as JSON on stdout; a number that is not finite (a diverged loss, "
+                             "an overflowing metric) is null.")
 
 
 def to_json(value):
@@ -158,109 +216,28 @@ def _finite_or_null(value):
     if isinstance(value, (list, tuple)):
         return [_finite_or_null(item) for item in value]
     return value
-key_option = click.option("--key", metavar="NAME", help="The array of an .npz DATA file to use.")
-time_column_option = click.option("--time-column", metavar="NAME",
-                                  help="The column of dates/times, or 'none' [default: the first column that parses as dates].")
-
-
-_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
-
-
-def _memory_option(value):
-    """--memory: None, "sqrt", or bytes with an optional K/M/G suffix -> Trainer(memory=...)."""
-    if value is None or value == "sqrt":
-        return value
-    number, unit = value[:-1] if value[-1:].upper() in "KMG" else value, value[-1:].upper()
-    unit = unit if unit in "KMG" else ""
-    try:
-        count = int(float(number) * _UNITS[unit])  # inf and 1e400 overflow, nan is a ValueError
-    except (ValueError, OverflowError):
-        raise click.BadParameter(f"expected 'sqrt' or a finite byte count such as 200M; got {value!r}",
-                                 param_hint="'--memory'") from None
-    if count < 1:
-        raise click.BadParameter(f"must be positive; got {value!r}", param_hint="'--memory'")
-    return count
+key_option = option_from(OPTIONS["key"])
+time_column_option = option_from(OPTIONS["time_column"])
+force_option = click.option("--force", is_flag=True, help="Replace existing output files.")
 
 
 @main.command()
 @data_argument
 @demo_option
-@key_option
-@time_column_option
-@panel_source_options
-@click.option("--scale", type=click.Choice(SCALES),
-              help="Panel z-score: per series or one for all [default: series with more than one series].")
-@click.option("--inputs", help="Input columns by name or 0-based index, comma separated [default: the targets].")
-@click.option("--targets", help="Target columns by name or index, comma separated [default: all columns].")
-@click.option("--horizon", default=1, show_default=True, type=click.IntRange(min=1), help="Forecast this many steps ahead.")
-@click.option("--streams", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Cut the series into this many contiguous parallel streams (the batch).")
-@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Hold out this final fraction of time for validation.")
-@click.option("--fill", type=click.Choice(FILL_METHODS), help="How to fill missing inputs [default: missing inputs are an error].")
-@click.option("--difference", is_flag=True, help="Model the changes of the targets instead of their levels (trending series).")
-@click.option("--cell", default="lstm", show_default=True, type=click.Choice(CELLS))
-@click.option("--hidden", default=64, show_default=True, type=click.IntRange(min=1), help="Hidden units per layer.")
-@click.option("--layers", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--nonlinearity", default="tanh", show_default=True, type=click.Choice(("tanh", "relu")),
-              help="Activation of --cell rnn.")
-@click.option("--init", default="default", show_default=True, type=click.Choice(INITS),
-              help="default: PyTorch's uniform; xavier: Glorot; orthogonal / identity (IRNN): recurrent weights.")
-@click.option("--forget-bias", default=0.0, show_default=True, type=float, help="LSTM forget-gate bias.")
-@click.option("--k1", default=50, show_default=True, type=click.IntRange(min=1),
-              help="Truncated BPTT: one update every k1 steps.")
-@click.option("--k2", type=click.IntRange(min=1), help="Backpropagate through the last k2 >= k1 steps [default: k1].")
-@click.option("--full-bptt", is_flag=True, help="No truncation: one update per epoch over each whole stream.")
-@click.option("--memory", callback=lambda ctx, param, value: _memory_option(value),
-              help="Bound activation memory by recomputation: 'sqrt' (keep the state every ~sqrt(window) "
-                   "steps) or a byte budget per thread such as 200M [default: store every step].")
-@click.option("--shards", type=click.IntRange(min=1),
-              help="Run the streams as this many batch shards, one thread each [default: the thread plan's "
-                   "choice for this model and machine]. On a machine other work keeps busy, shards suffer "
-                   "less than --split.")
-@click.option("--split", type=click.IntRange(min=1),
-              help="Share every step of one shard among this many threads by blocks of hidden units "
-                   "(--hidden a multiple of it) [default: the thread plan's choice].")
-@click.option("--clip-norm", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="Clip the global gradient norm (0 disables).")
-@click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), help="Clip each gradient entry to +-VALUE.")
-@click.option("--on-divergence", default="raise", show_default=True, type=click.Choice(ON_DIVERGENCE),
-              help="On a non-finite loss or gradient: stop (raise) or drop that update and go on (skip).")
-@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(sorted(OPTIMIZERS)))
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option("--schedule", default="constant", show_default=True, type=click.Choice(SCHEDULES),
-              help="Learning-rate schedule (step: x0.1 every --step-size updates; cosine: to 0 over the run).")
-@click.option("--step-size", default=1000, show_default=True, type=click.IntRange(min=1), help="Updates per step of --schedule step.")
-@click.option("--warmup", default=0, show_default=True, type=click.IntRange(min=0), help="Linear warm-up updates.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Epochs in all (with --resume: including those already done).")
-@click.option("--patience", type=click.IntRange(min=1), help="Early stopping: epochs without improvement; restores the best.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(("float32", "float64")))
+@training_options
 @click.option("-o", "--output", default="model.npz", show_default=True, type=click.Path(dir_okay=False),
               help="Checkpoint path, written after every epoch.")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint (and --plot file) with a new run.")
 @click.option("--resume", is_flag=True,
               help="Continue training the checkpoint at --output with its own settings and normalisation "
                    "(--epochs, --patience, --lr, --memory may change; other options must agree with it).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save the training curves to this PNG (needs matplotlib).")
-@click.option("--diagnostics", is_flag=True,
-              help="Report the gradient flow per epoch (grad_flow): reach, the steps back until |dL/dh| falls "
-                   "below 1% of its size at the loss; decay, its per-step factor; the share of updates clipped; "
-                   "the largest pre-clip gradient norm; and a verdict. exploding: more than half the updates "
-                   "clipped, or the typical (geometric-mean) gradient norm 10x the previous epoch's, or one "
-                   "norm 100x the typical; vanishing: reach under a quarter of the span measured (k2 - k1 "
-                   "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 20 updates); else "
-                   "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
-                   "panels. --resume keeps the checkpoint's choice.")
 @click.option("--ray", "ray_address", metavar="ADDRESS",
               help="Train on the Ray cluster whose head is at HOST:PORT (needs Ray: extra 'ray').")
 @click.option("--workers", type=click.IntRange(min=1), help="Ray workers, one batch shard each (with --ray) [default: 2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@json_flag
-def train(data, demo, key, time_column, id_column, series_columns, scale, inputs, targets, horizon,
-          streams, val_fraction, fill, difference, cell, hidden, layers, nonlinearity, init, forget_bias, k1, k2, full_bptt, memory, shards, split, clip_norm,
-          clip_value, on_divergence, optimizer, lr, schedule, step_size, warmup, epochs, patience, seed, dtype,
-          output, resume, plot, diagnostics, ray_address, workers, quiet, as_json):
+@json_flag("one record per epoch")
+def train(data, demo, output, force, resume, plot, ray_address, workers, quiet, as_json, **options):
     """Train a model on DATA (CSV, also .gz/.bz2/.zst, Parquet, Feather, .npy or .npz) or a
     --demo series: next-step forecasting, z-score normalised, cut into --streams parallel
     streams, with a validation tail.
@@ -272,31 +249,28 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
       bptt train prices.csv --ray 10.0.0.1:6379 --workers 8 --streams 64
       bptt train meters.csv --id-column meter --time-column time --streams 32   (a panel)
     """
-    check_writable(output, "'-o' / '--output'", inputs=[data])
-    check_writable(plot, "'--plot'", inputs=[data], outputs=[output])
+    check_writable(output, "'-o' / '--output'", inputs=[data], force=force or resume,
+                   hint=" or --resume to continue it")
+    check_writable(plot, "'--plot'", inputs=[data], outputs=[output], force=force)
     if plot:
         engine.require_matplotlib(plot)  # before any work, so nothing is lost later
-    arguments = train_arguments(click.get_current_context().params)
+    train_arguments(options)  # bad combinations fail now (ValueError: exit 2)
     if workers is not None and ray_address is None:
         raise click.UsageError("--workers applies to training on a Ray cluster: give --ray ADDRESS")
-    if ray_address is not None and (shards is not None or split is not None):
+    if ray_address is not None and (options["shards"] is not None or options["split"] is not None):
         raise click.UsageError("with --ray the batch shards are the cluster's workers (--workers); "
                                "--shards and --split apply to training on this machine")
     cluster = None
     if ray_address is not None:
         connect(ray_address)  # within seconds, before any work
         cluster = dict(address=ray_address, workers=workers or 2)
-    panel = bool(set(PANEL_TRAIN_OPTIONS) & set(arguments["data_options"])) or demo in PANEL_DEMOS \
+    panel = any(options[name] is not None for name in PANEL_TRAIN_OPTIONS) or demo in PANEL_DEMOS \
         or is_panel_path(data)
-    source = data_source(data, demo, key, time_column, panel=panel)
-    if panel and time_column is not None:
-        arguments["data_options"]["time_column"] = time_column_value(time_column)
+    source = data_source(data, demo, options["key"], options["time_column"], panel=panel)
     context = click.get_current_context()
     explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if resume:  # only what the user gave goes on, for the pipeline to refuse what conflicts
-        for group in ("model_options", "trainer_options", "schedule", "data_options"):
-            arguments[group] = {key: value for key, value in arguments[group].items()
-                                if explicit & set(_SET_BY.get(key, ()))}
+        options = {name: value for name, value in options.items() if name in explicit}
     progress = None if quiet or as_json else engine.Progress()
 
     completed = []  # epochs finished (and checkpointed) in this run
@@ -311,11 +285,11 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
     started = time.perf_counter()
     try:
         model, trainer, _ = engine.train_series(
-            source, output, **arguments, resume=resume, on_start=progress and progress.on_start,
+            source, output, **options, resume=resume, force=force, on_start=progress and progress.on_start,
             on_update=progress and progress.on_update, on_epoch=on_epoch, cluster=cluster)
     except engine.pipeline.ResumeConflict as error:
         given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
-                         for name in _SET_BY[error.option] if name in explicit)
+                         for name in SET_BY[error.option] if name in explicit)
         stored = "unset" if error.stored is None else repr(error.stored)
         raise click.UsageError(f"--resume: {given} conflicts with the checkpoint's {error.option.replace('_', ' ')} "
                                f"{stored}; a resumed run keeps its checkpoint's settings (only --epochs, "
@@ -331,44 +305,7 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
     if last_flow and last_flow["verdict"] != "healthy" and not quiet:
         click.echo(_grad_flow_advice(last_flow, trainer), err=True)
     if not quiet:
-        _summary(trainer, output, time.perf_counter() - started, plot, restored=patience is not None)
-
-
-_SET_BY = {  # an option of train_series on --resume -> the train options that set it
-    "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
-    "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
-    "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
-    "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
-    "shards": ("shards",), "split": ("split",),
-    "on_divergence": ("on_divergence",), "name": ("schedule",), "schedule": ("schedule",),
-    "warmup_steps": ("warmup",), "step_size": ("step_size",), **{name: (name,) for name in engine.pipeline.DATA_OPTIONS + PANEL_TRAIN_OPTIONS + ("time_column",)}}
-
-
-def train_arguments(options):
-    """The keyword arguments of engine.train_series (model, trainer, data and schedule
-    options, epochs, patience) for `bptt train`'s option values by parameter name (the
-    sweep builds each trial's run with this too). Bad combinations raise UsageError."""
-    o = options
-    if o["full_bptt"] and o["k2"] is not None:
-        raise click.UsageError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
-    if o["cell"] != "rnn" and o["nonlinearity"] != "tanh":
-        raise click.UsageError("--nonlinearity applies to --cell rnn only")
-    model_options = dict(cell=o["cell"], hidden_size=o["hidden"], num_layers=o["layers"], dtype=o["dtype"],
-                         init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"])
-    if o["cell"] == "rnn":
-        model_options["nonlinearity"] = o["nonlinearity"]
-    trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
-                           k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
-                           clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
-                           diagnostics=o["diagnostics"], shards=o.get("shards"), split=o.get("split"))
-    schedule_options = dict(name=o["schedule"], warmup_steps=o["warmup"])
-    if o["schedule"] == "step":
-        schedule_options["step_size"] = o["step_size"]
-    data_options = dict(inputs=o["inputs"], targets=o["targets"], horizon=o["horizon"], streams=o["streams"],
-                        val_fraction=o["val_fraction"], fill=o["fill"], difference=o["difference"],
-                        **panel_options(**{name: o.get(name) for name in PANEL_TRAIN_OPTIONS}))
-    return dict(model_options=model_options, trainer_options=trainer_options, data_options=data_options,
-                schedule=schedule_options, epochs=o["epochs"], patience=o["patience"])
+        _summary(trainer, output, time.perf_counter() - started, plot, restored=context.params["patience"] is not None)
 
 
 def _grad_flow_advice(grad_flow, trainer):
@@ -425,8 +362,9 @@ def _summary(trainer, output, seconds, plot, restored):
 @click.option("--steps", default=1, show_default=True, type=click.IntRange(min=1), help="Steps to forecast past the end.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the CSV here [default: stdout].")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save forecast against the observed tail to this PNG.")
+@force_option
 def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns, series_id, steps, output,
-             plot):
+             plot, force):
     """Forecast --steps steps past the end of DATA with the model in CHECKPOINT.
 
     The state warms up over the whole of DATA; the forecasts are fed back as inputs
@@ -434,48 +372,27 @@ def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns
     first column "time" (the next time stamps) when DATA has a regular time column,
     else "step". For a model trained on a panel: one row per (id, time), or (id, step)
     without times."""
-    check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data])
-    check_writable(plot, "'--plot'", inputs=[checkpoint, data], outputs=[output])
+    check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data], force=force)
+    check_writable(plot, "'--plot'", inputs=[checkpoint, data], outputs=[output], force=force)
     if plot:
         engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
     panel = is_panel_recipe(metadata["data"])
     if panel and plot:
         raise click.UsageError("--plot draws one series; it is not available for a model trained on a panel")
-    options = panel_options(id_column=id_column, series_columns=series_columns, series_id=series_id,
-                            time_column=time_column_value(time_column) if panel else None)
     source = data_source(data, demo, key, time_column, panel=panel)
-    forecasts = engine.forecast_series(model, metadata, source, steps, key=key if panel else None, **options)
-    if panel:
-        if output:
-            with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
-                _write_table(stream, forecasts)
-        else:
-            _write_table(sys.stdout, forecasts)
-        return
-    stamps = forecast_times(metadata, source, steps)
-    names = metadata["data"]["targets"]
+    table = engine.forecast_series((model, metadata), source, steps, key=key, time_column=time_column,
+                                   id_column=id_column, series_columns=series_columns, series_id=series_id)
     if output:
         with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
-            _write_forecast_csv(stream, names, forecasts, stamps)
+            _write_table(stream, table)
     else:
-        _write_forecast_csv(sys.stdout, names, forecasts, stamps)
+        _write_table(sys.stdout, table)
     if plot:
+        names = metadata["data"]["targets"]
         observed = engine.data.select_columns(engine.data.as_series(source), names).values
+        forecasts = np.column_stack([table.column(name).to_numpy() for name in names])  # (steps, O)
         engine.plot_forecast(observed, forecasts, names, plot)
-
-
-def _write_forecast_csv(stream, names, forecasts, stamps):
-    """One row per forecast step: its time stamp ("time") or number ("step"), then the targets."""
-    writer = csv.writer(stream)
-    if stamps is None:
-        writer.writerow(["step"] + names)
-        labels = range(1, len(forecasts) + 1)
-    else:
-        writer.writerow(["time"] + names)
-        labels = _time_labels(stamps)
-    for label, row in zip(labels, forecasts):
-        writer.writerow([label] + [f"{value:.10g}" for value in row])
 
 
 def _time_labels(stamps):
@@ -514,7 +431,7 @@ def _start_option(value):
 @click.option("--id", "series_id", help="Panel: score only this series.")
 @click.option("--from", "start", metavar="DATE|ROW", callback=lambda ctx, param, value: _start_option(value),
               help="Score only from this row (0-based) or date on; the state warms up on the rows before.")
-@json_flag
+@json_flag("the metrics")
 def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns, season, series_id, start,
              as_json):
     """Score the model in CHECKPOINT on DATA: MSE, MAE and RMSE of its forecasts in
@@ -522,10 +439,10 @@ def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns
     For a model trained on a panel: MSE, MAE, RMSE, sMAPE and MASE per series and over all."""
     model, metadata = engine.load_for_inference(checkpoint)
     panel = is_panel_recipe(metadata["data"])
-    options = panel_options(id_column=id_column, series_columns=series_columns, season=season,
-                            series_id=series_id, time_column=time_column_value(time_column) if panel else None)
     source = data_source(data, demo, key, time_column, panel=panel)
-    metrics = engine.evaluate_series(model, metadata, source, key=key if panel else None, start=start, **options)
+    metrics = engine.evaluate_series((model, metadata), source, start=start, season=season, key=key,
+                                     time_column=time_column, id_column=id_column,
+                                     series_columns=series_columns, series_id=series_id)
     if panel:
         _report_panel(metrics, as_json)
         return
@@ -558,7 +475,7 @@ def _report_panel(metrics, as_json):
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@json_flag
+@json_flag("the checkpoint's metadata")
 def info(checkpoint, as_json):
     """Show what CHECKPOINT holds: model, training state and data normalisation."""
     metadata = engine.read_metadata(checkpoint)
@@ -606,19 +523,28 @@ def _numbers(values):
 
 
 @main.command()
-@click.option("--cell", default="lstm", show_default=True, type=click.Choice(CELLS))
-@click.option("--nonlinearity", default="tanh", show_default=True, type=click.Choice(("tanh", "relu")))
-@click.option("--inputs", "input_size", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--hidden", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--outputs", "output_size", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--steps", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--loss", default="mse", show_default=True, type=click.Choice(LOSSES))
+@click.option("--cell", default="lstm", show_default=True, type=click.Choice(CELLS), help="Recurrent cell to check.")
+@click.option("--nonlinearity", default="tanh", show_default=True, type=click.Choice(("tanh", "relu")),
+              help="Activation of --cell rnn.")
+@click.option("--input-size", "input_size", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Inputs per step of the random model.")
+@deprecated_spelling("--inputs", "old_input_size", "--input-size", type=click.IntRange(min=1))
+@click.option("--hidden", default=8, show_default=True, type=click.IntRange(min=1), help="Hidden units per layer.")
+@click.option("--output-size", "output_size", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Outputs per step (the linear head's size).")
+@deprecated_spelling("--outputs", "old_output_size", "--output-size", type=click.IntRange(min=1))
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1), help="Stacked recurrent layers.")
+@click.option("--steps", default=6, show_default=True, type=click.IntRange(min=1), help="Time steps of the random sequence.")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(min=1), help="Streams of the random sequence.")
+@click.option("--loss", default="mse", show_default=True, type=click.Choice(LOSSES), help="Loss of the check.")
 @click.option("--tolerance", default=1e-6, show_default=True, type=float, help="Fail above this relative error.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-def gradcheck(cell, nonlinearity, input_size, hidden, output_size, layers, steps, batch, loss, tolerance, seed):
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the random model and data.")
+def gradcheck(cell, nonlinearity, input_size, old_input_size, hidden, output_size, old_output_size, layers, steps,
+              batch, loss, tolerance, seed):
     """Check the analytic gradients of a random model against float64 central differences."""
+    input_size = either_of("input_size", old_input_size, "--input-size", "--inputs")
+    output_size = either_of("output_size", old_output_size, "--output-size", "--outputs")
     if cell != "rnn" and nonlinearity != "tanh":
         raise click.UsageError("--nonlinearity applies to --cell rnn only")
     result = engine.gradient_check(cell, input_size, hidden, output_size, layers, steps, batch, loss,
@@ -629,32 +555,46 @@ def gradcheck(cell, nonlinearity, input_size, hidden, output_size, layers, steps
     return 0 if passed else 1
 
 
+_STDOUT = "-"  # bench --json without a path: the records on stdout
+
+
 @main.command()
 @click.option("--config", "configs", multiple=True, metavar="NAME",
               help="A standard configuration of bench/configs.py: single, tiny, small, medium, large, deep, gru-small, ... (repeatable) [default: all; --quick: a few].")
 @click.option("--peers", is_flag=True, help="Also time PyTorch and JAX side by side, when installed (extra 'bench').")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the records to this JSON file.")
+@click.option("-o", "--output", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the records to this JSON file.")
+@click.option("--json", "as_json", is_flag=False, flag_value=_STDOUT, default=None, metavar="",
+              help="Print the records as JSON on stdout instead of the table (with --io, the reading "
+                   "records as a second JSON line).")
+@force_option
 @click.option("--quick", is_flag=True, help="A few configurations and short rounds: under a minute.")
 @click.option("--io", "reading", is_flag=True,
               help="Also time reading a 2M-row CSV and Parquet against pandas and numpy (bench.io; 200k rows with --quick).")
-def bench(configs, peers, json_path, quick, reading):
+def bench(configs, peers, json_path, as_json, force, quick, reading):
     """Benchmark the training step (steps/s, GFLOP/s, ratio to each peer), peak memory,
     full-BPTT memory growth and compile time. Progress goes to stderr, the table to stdout."""
     from bench import format_table, run_bench
     from bench.runner import BenchmarkError
 
-    check_writable(json_path, "'--json'")
+    if as_json not in (None, _STDOUT):  # the old form --json FILE
+        click.echo("Warning: --json FILE is deprecated here; use -o FILE (the old form goes in the next "
+                   "release).", err=True)
+        json_path = either_of("json_path", as_json, "-o", "--json FILE")
+        as_json = None
+    check_writable(json_path, "'-o' / '--output'", force=force)
     try:
         records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
                             echo=lambda line: click.echo(line, err=True))
     except BenchmarkError as error:  # implementations disagree, or a measurement failed
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
-    click.echo(format_table(records))
+    click.echo(to_json(records) if as_json else format_table(records))
     if reading:
         from bench.io import ROWS, format_io, run_io
-        click.echo(format_io(run_io(ROWS // 10 if quick else ROWS, repeats=1 if quick else 3,
-                                    echo=lambda line: click.echo(line, err=True))))
+        reads = run_io(ROWS // 10 if quick else ROWS, repeats=1 if quick else 3,
+                       echo=lambda line: click.echo(line, err=True))
+        click.echo(to_json(reads) if as_json else format_io(reads))
 
 
 @main.command("export")
@@ -666,7 +606,7 @@ def bench(configs, peers, json_path, quick, reading):
 @click.option("--with-normalization", is_flag=True,
               help="onnx: put the checkpoint's z-score in the graph, so x holds raw inputs and y "
                    "forecasts in original units (checkpoints from bptt train).")
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@force_option
 def export(checkpoint, format_, output, with_normalization, force):
     """Export the model in CHECKPOINT for deployment without bptt.
 
@@ -712,11 +652,12 @@ def export(checkpoint, format_, output, with_normalization, force):
 @click.option("--resume", is_flag=True, help="Continue the interrupted sweep in --output.")
 @click.option("--ray", "address", metavar="ADDRESS",
               help="Run the trials on a Ray cluster ('auto' or host:port; extra 'ray') instead of local threads.")
-@click.option("--workers", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
+@click.option("--parallel", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
+@deprecated_spelling("--workers", "workers", "--parallel", type=click.IntRange(min=1))
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@json_flag
+@json_flag("the summary and one result per trial and seed")
 def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, output_dir, resume, address,
-          workers, quiet, as_json, **train_options):
+          parallel, workers, quiet, as_json, **train_options):
     """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
     a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
 
@@ -727,6 +668,7 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
     """
     import engine.sweep
 
+    workers = either_of("parallel", workers, "--parallel", "--workers")
     context = click.get_current_context()
     fixed = {name: value for name, value in train_options.items()
              if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
@@ -759,6 +701,9 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
                    err=True)
 
 
-# Every `bptt train` option is a fixed setting of a sweep, from train's own definitions
-# (so an option added to train is one here too), except those the sweep replaces.
-sweep.params.extend(param for param in train.params if param.name not in NOT_SETTINGS)
+# Every training option (engine.options) is a fixed setting of a sweep, except those the
+# sweep replaces, as `bptt train` spells them.
+for _name, _option in OPTIONS.items():
+    if _name not in NOT_SETTINGS:
+        _declarations, _attributes = _click_spec(_option)
+        sweep.params.append(click.Option(_declarations, **_attributes))

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 ROWS = 2_000_000
-TRAIN_ARGS = ("--epochs", "1", "--hidden", "16", "--streams", "32", "--val-fraction", "0.05", "-q")
+TRAIN_OPTIONS = dict(epochs=1, hidden=16, streams=32, val_fraction=0.05)
 READERS = {  # name -> (file, description)
     "engine": ("csv", "engine, CSV"),
     "pandas": ("csv", "pandas.read_csv"),
@@ -74,16 +74,13 @@ def measure(reader, path):
 
 
 def measure_train(path):
-    """One process: `bptt train PATH` for one epoch; its peak RSS and time."""
-    from cli import main as bptt
+    """One process: `bptt train PATH` (engine.train_series, its defaults) for one epoch;
+    its peak RSS and time."""
+    import engine
 
     output = os.path.join(os.path.dirname(path), "model.npz")
     started = time.perf_counter()
-    try:
-        bptt(["train", path, *TRAIN_ARGS, "-o", output])
-    except SystemExit as exit:
-        if exit.code:
-            raise RuntimeError(f"bptt train exited with {exit.code}") from None
+    engine.train_series(path, output, force=True, **TRAIN_OPTIONS)
     return {"reader": "train", "seconds": time.perf_counter() - started,
             "peak_mib": _rss_mib("VmHWM")}
 
@@ -139,7 +136,8 @@ def format_io(records):
              "", "| reader | seconds | x pandas.read_csv | peak RSS MiB | RSS added by reading MiB |",
              "|---|---:|---:|---:|---:|"]
     for record in records:
-        name = (f"bptt train {' '.join(TRAIN_ARGS)}" if record["reader"] == "train"
+        name = ("bptt train " + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in TRAIN_OPTIONS.items())
+                if record["reader"] == "train"
                 else READERS[record["reader"]][1])
         ratio = f"{record['seconds'] / pandas:.2f}" if pandas and record["reader"] != "train" else ""
         added = f"{record['read_mib']:.0f}" if "read_mib" in record else ""

@@ -72,6 +72,8 @@ class Option:
         return self._in_range(float(value))
 
     def _in_range(self, value):
+        if self.minimum is None and self.maximum is None:
+            return value  # finiteness and the like: the model and trainer check their own
         low = self.minimum is None or (value > self.minimum if self.min_open else value >= self.minimum)
         high = self.maximum is None or (value < self.maximum if self.max_open else value <= self.maximum)
         if not (low and high) or value != value:
@@ -211,7 +213,7 @@ SET_BY = {
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
     "shards": ("shards",), "split": ("split",), "on_divergence": ("on_divergence",),
-    "name": ("schedule",), "warmup_steps": ("warmup",),
+    "name": ("schedule",), "schedule": ("schedule",), "warmup_steps": ("warmup",),
     "step_size": ("step_size",),
     **{name: (name,) for name in ("inputs", "targets", "horizon", "streams", "val_fraction", "fill",
                                   "difference", "time_column") + PANEL_OPTIONS}}

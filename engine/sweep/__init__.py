@@ -18,7 +18,7 @@ from engine.sweep import report
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
 from engine.sweep.progress import SweepProgress
 from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, default_settings, parse_space,
-                                train_arguments)
+                                settings_parameters, train_arguments)
 from engine.sweep.trial import COMPLETE, Prepared, run_trial
 from engine.validation import check_choice, check_int
 
@@ -95,7 +95,7 @@ def _settings(train_options, dimensions, epochs):
         if name not in settings:
             why = "not a setting of a sweep" if name in NOT_SETTINGS else "not a bptt train option"
             raise SweepError(f"{name}: {why}")
-        settings[name] = value
+        settings[name] = _checked(name, value)
     swept_and_fixed = sorted({d.name for d in dimensions} & set(train_options))
     if swept_and_fixed:
         raise SweepError(f"--{swept_and_fixed[0].replace('_', '-')} is both swept (--space) and fixed")
@@ -106,16 +106,19 @@ def _settings(train_options, dimensions, epochs):
     return settings
 
 
+def _checked(name, value):
+    """A fixed setting checked by its option (engine.options), as bptt train checks it."""
+    try:
+        return settings_parameters()[name].parse(value)
+    except ValueError as error:
+        raise SweepError(str(error)) from None
+
+
 def _check_settings(settings, dimensions):
     """train_series arguments of the first point of the space: bad fixed settings fail now,
     not in every trial."""
-    import click
-
     first = {d.name: d.choices[0] if d.choices is not None else d.low for d in dimensions}
-    try:
-        arguments = train_arguments({**settings, **first})
-    except click.ClickException as error:
-        raise SweepError(error.format_message()) from None
+    arguments = train_arguments({**settings, **first})
     if not arguments["data_options"]["val_fraction"]:
         raise SweepError("--val-fraction 0: a sweep compares validation losses, it needs a validation tail")
     return arguments

@@ -1,23 +1,22 @@
 """The search space of a sweep, in `bptt train`'s vocabulary.
 
-A sweep's settings are `bptt train`'s options: their names, types, defaults and their
-translation into engine.train_series arguments are read from the train command itself
-(cli.py), so an option added to train is a sweep setting too, with the same validation.
+A sweep's settings are the training options of engine/options.py (`bptt train`'s): their
+names, kinds, defaults and their translation into training arguments are read from there,
+so an option added to train is a sweep setting too, with the same validation.
 `--space NAME=SPEC` makes one of them a dimension of the search:
     32,64,128           a list of values (any option, choices and flags included)
     1e-4..1e-1:log      a range, sampled on a log scale (numeric options)
     1..4:int            a range of integers (an integer option's range is one anyway)
-Every value and range end goes through the option's own click type, so `hidden=0,8` fails
+Every value and range end goes through the option's own parser, so `hidden=0,8` fails
 as `bptt train --hidden 0` does.
 """
 from dataclasses import dataclass
 
-import click
+from engine import options
 
-# train options that have no meaning in a sweep: its own data source, outputs and output
-# format replace them.
-NOT_SETTINGS = ("data", "demo", "output", "resume", "plot", "quiet", "as_json", "ray_address", "workers",
-                "key", "time_column", "shards", "split")  # the sweep runs trials side by side, one thread each
+# training options that are not settings of a sweep: its own data source replaces them
+# (the sweep has its own --key and --time-column; it runs trials side by side, one thread each)
+NOT_SETTINGS = ("key", "time_column", "shards", "split")
 # settings that define the task or its validation data: sweeping them would compare
 # losses on different data. The seed is swept by --seeds, epochs is the sweep's budget.
 NOT_SWEPT = ("inputs", "targets", "horizon", "val_fraction", "fill", "difference", "seed", "epochs",
@@ -68,34 +67,23 @@ class Dimension:
         return f"{self.low}..{self.high}" + "".join(f":{word}" for word in modifiers)
 
 
-def train_command():
-    """The `bptt train` click command, whose options are the sweep's settings."""
-    from cli import train
-
-    return train
-
-
 def train_arguments(settings):
-    """engine.train_series keyword arguments for a complete dict of train option values."""
-    from cli import train_arguments as arguments
-
-    return arguments(settings)
+    """The training arguments (engine.options.train_arguments) for a complete dict of
+    option values; a bad combination is a SweepError."""
+    try:
+        return options.train_arguments(settings)
+    except ValueError as error:
+        raise SweepError(str(error)) from None
 
 
 def settings_parameters():
-    """{name: click.Parameter} of every train option that is a sweep setting."""
-    return {param.name: param for param in train_command().params if param.name not in NOT_SETTINGS}
+    """{name: engine.options.Option} of every training option that is a sweep setting."""
+    return {name: option for name, option in options.OPTIONS.items() if name not in NOT_SETTINGS}
 
 
 def default_settings():
     """{name: default} of every sweep setting, as `bptt train` would use them."""
-    from cli import main
-
-    # Under the group's context, as `bptt train` runs: a context of its own would make
-    # click cache train's help option without the group's "-h" spelling.
-    with main.make_context("bptt", ["train"], resilient_parsing=True) as parent:
-        params = train_command().make_context("train", [], parent=parent).params
-    return {name: params[name] for name in settings_parameters()}
+    return {name: option.default for name, option in settings_parameters().items()}
 
 
 def parse_space(space):
@@ -116,7 +104,7 @@ def parse_assignment(text):
 def parse_dimension(name, spec):
     """One dimension from a train option name and a SPEC (string or list of values)."""
     param = _parameter(name)
-    option = _option_spelling(param)
+    option = param.flag[2:]
     where = f"--space {option}={spec if isinstance(spec, str) else ','.join(map(str, spec))}"
     if param.name in NOT_SWEPT:
         why = ("sweep initialisations with --seeds" if param.name == "seed" else
@@ -138,13 +126,11 @@ def _range(param, option, spec, where):
     unknown = set(modifiers) - {"int", "log"}
     if unknown:
         raise SweepError(f"{where}: unknown range modifier {sorted(unknown)[0]!r} (use :log and/or :int)")
-    kind = getattr(param.type, "name", "")
-    if isinstance(param.type, click.Choice) or param.is_flag or kind not in ("float", "integer", "float range",
-                                                                             "integer range"):
+    if param.kind not in ("int", "float"):
         raise SweepError(f"{where}: --{option} takes {_what(param)}, not a number range; give a list")
     low_text, _, high_text = bounds.partition("..")
     low, high = (_convert(param, text.strip(), where) for text in (low_text, high_text))
-    integer = "int" in modifiers or "integer" in kind
+    integer = "int" in modifiers or param.kind == "int"
     if integer and (low != int(low) or high != int(high)):
         raise SweepError(f"{where}: an :int range needs whole-number ends")
     if not low < high:
@@ -162,33 +148,20 @@ def _parameter(name):
     key = str(name).strip().lstrip("-").replace("-", "_")
     if key in parameters:
         return parameters[key]
-    for param in parameters.values():  # an option whose parameter name differs from its flag
-        if any(flag.lstrip("-").replace("-", "_") == key for flag in param.opts):
-            return param
-    known = ", ".join(sorted(_option_spelling(param) for param in parameters.values()
-                             if param.name not in NOT_SWEPT))
+    known = ", ".join(sorted(param.flag[2:] for param in parameters.values() if param.name not in NOT_SWEPT))
     raise SweepError(f"--space {name}: unknown setting; a sweep can vary any bptt train option: {known}")
 
 
-def _option_spelling(param):
-    """The long option of a parameter without dashes: clip-norm."""
-    longs = [flag for flag in param.opts if flag.startswith("--")]
-    return (longs or param.opts)[0].lstrip("-")
-
-
 def _convert(param, value, where):
-    """A value through the train option's own type (and callback), as `bptt train` parses it."""
-    context = click.Context(train_command())
+    """A value through the option's own parser, as `bptt train` checks it."""
     try:
-        converted = param.type_cast_value(context, value)
-        if param.callback is not None:
-            converted = param.callback(context, param, converted)
-    except click.BadParameter as error:
-        raise SweepError(f"{where}: {error.format_message()}") from None
-    return converted
+        return param.parse(value)
+    except ValueError as error:
+        raise SweepError(f"{where}: {error}") from None
 
 
 def _what(param):
-    if isinstance(param.type, click.Choice):
-        return "one of " + ", ".join(map(str, param.type.choices))
-    return "a flag (true/false)" if param.is_flag else f"a {getattr(param.type, 'name', 'value')}"
+    if param.kind == "choice":
+        return "one of " + ", ".join(map(str, param.choices))
+    return "a flag (true/false)" if param.kind == "flag" else {"columns": "column names", "memory": "a size"}.get(
+        param.kind, "text")

@@ -11,8 +11,6 @@ import math
 import threading
 import time
 
-import click
-
 from engine.data import prepare_training_data
 from engine.pipeline import train_series
 from engine.sweep.space import train_arguments
@@ -67,19 +65,16 @@ def run_trial(settings, seeds, prepared, report):
             lockstep.arrive(index, min(losses))
 
         try:
-            arguments = train_arguments(dict(settings, seed=seed))
-            arguments["trainer_options"]["shards"] = 1  # the sweep runs trials in parallel instead
-            # patience = epochs when not set: never stops early, but restores the best epoch's
-            # parameters, so a saved model has the best validation loss reported for it
-            arguments["patience"] = arguments["patience"] or arguments["epochs"]
-            data = prepared.data(arguments.pop("data_options"))
-            runs[seed] = train_series(data, None, **arguments, on_epoch=on_epoch)
+            # one shard: the sweep runs trials in parallel instead. patience = epochs when not
+            # set: never stops early, but restores the best epoch's parameters, so a saved
+            # model has the best validation loss reported for it
+            options = dict(settings, seed=seed, shards=1, patience=settings["patience"] or settings["epochs"])
+            data = prepared.data(train_arguments(options)["data_options"])  # a SweepError is a ValueError
+            runs[seed] = train_series(data, None, **options, on_epoch=on_epoch)
         except _Stopped:
             state = PRUNED
         except (TrainingDiverged, ValueError, TypeError) as failure:
             state, error = FAILED, str(failure)
-        except click.ClickException as failure:  # an invalid combination of settings
-            state, error = FAILED, failure.format_message()
         finally:
             lockstep.leave(index)
         rows[index] = {"seed": seed, "epochs": len(losses),
