@@ -59,14 +59,14 @@ class Option:
 
     def _parse_int(self, value):
         if isinstance(value, str):
-            value = int(value.strip())
+            value = _number(int, value, "integer")
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"expected an integer; got {value!r}")
         return self._in_range(int(value))
 
     def _parse_float(self, value):
         if isinstance(value, str):
-            value = float(value.strip())
+            value = _number(float, value, "float")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"expected a number; got {value!r}")
         return self._in_range(float(value))
@@ -114,6 +114,14 @@ class Option:
 
     def _parse_memory(self, value):
         return parse_memory(value)
+
+
+def _number(kind, text, name):
+    """int or float of a command-line text, in click's words when it is not one."""
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid {name}") from None
 
 
 def parse_memory(value):

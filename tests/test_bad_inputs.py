@@ -83,7 +83,7 @@ CASES = {
     "-o a read-only file": (["forecast", "model.npz", "data.csv", "-o", "locked.csv"], 2, "locked.csv is read-only"),
     "train -o a read-only file": (["train", "data.csv", *TINY, "-o", "locked.csv"], 2, "is read-only"),
     "-o in a missing directory": (["train", "data.csv", *TINY, "-o", "nowhere/m.npz"], 2, "does not exist"),
-    "bench --json onto a link": (["bench", "--json", "link.npz"], 2, "symbolic link"),
+    "bench -o onto a link": (["bench", "-o", "link.npz"], 2, "symbolic link"),
     # -- --resume conflicts (item 6)
     "resume with another --hidden": (["train", "data.csv", "--resume", "-o", "model.npz", "--hidden", "32"], 2,
                                      "--hidden 32 conflicts with the checkpoint's hidden size 4"),

@@ -68,10 +68,10 @@ class Dimension:
 
 
 def train_arguments(settings):
-    """The training arguments (engine.options.train_arguments) for a complete dict of
-    option values; a bad combination is a SweepError."""
+    """The training arguments (engine.options.train_arguments) for the sweep settings (the
+    options that are not settings at their defaults); a bad combination is a SweepError."""
     try:
-        return options.train_arguments(settings)
+        return options.train_arguments({**options.defaults(), **settings})
     except ValueError as error:
         raise SweepError(str(error)) from None
 
