@@ -250,9 +250,15 @@ def forecast_series(model, data, steps=1, *legacy, key=None, time_column=None, i
     series = as_series(_single_series_only(data, panel), key, time_column)
     forecasts = _forecast(model, metadata, series, steps)
     stamps = forecast_times(metadata, series, steps)
-    first = {"step": pa.array(np.arange(1, steps + 1), pa.int64())} if stamps is None else {"time": pa.array(stamps)}
+    first = {"step": pa.array(np.arange(1, steps + 1), pa.int64())} if stamps is None else {"time": _timestamps(stamps)}
     return pa.table({**first, **{name: pa.array(forecasts[:, index], pa.float64())
                                  for index, name in enumerate(metadata["data"]["targets"])}})
+
+
+def _timestamps(stamps):
+    """datetime64 stamps as a pyarrow timestamp array (days and hours in seconds)."""
+    unit = np.datetime_data(stamps.dtype)[0]
+    return pa.array(stamps if unit in ("s", "ms", "us", "ns") else stamps.astype("datetime64[s]"))
 
 
 def _forecast(model, metadata, source, steps, key=None, **panel_options):

@@ -15,7 +15,7 @@ from engine.data import Normalizer, persistence_baseline, prepare_forecast_data,
 from engine.demos import load_demo
 from engine.progress import Progress
 
-SMALL_MODEL = dict(cell="lstm", hidden_size=8, seed=0)
+SMALL = dict(cell="lstm", hidden=8, seed=0, k1=20, lr=1e-2, streams=2, val_fraction=0.1)
 
 
 def wave(steps=1200, level=0.0, slope=0.0, seed=0):
@@ -25,10 +25,14 @@ def wave(steps=1200, level=0.0, slope=0.0, seed=0):
     return level + slope * t + np.sin(2 * np.pi * t / 24) + noise
 
 
-def train(tmp_path, source, name="m.npz", epochs=3, data=None, **kwargs):
-    return engine.train_series(source, tmp_path / name, dict(SMALL_MODEL), dict(k1=20, lr=1e-2),
-                               dict(dict(streams=2, val_fraction=0.1), **(data or {})),
-                               epochs=epochs, **kwargs)
+def train(tmp_path, source, name="m.npz", epochs=3, **options):
+    return engine.train_series(source, tmp_path / name, **dict(SMALL, epochs=epochs, **options))
+
+
+def forecast(checkpoint, data, steps):
+    """forecast_series's table as an array (steps, targets): every column after time/step."""
+    table = engine.forecast_series(checkpoint, data, steps)
+    return np.column_stack([column.to_numpy() for column in table.columns[1:]])
 
 
 # ---------------------------------------------------------------- train_series
@@ -58,21 +62,24 @@ def test_train_series_resume_matches_one_run(tmp_path):
     train(tmp_path, wave(), "two.npz", epochs=1)
     # a resumed run takes the checkpoint's own settings; conflicting ones are refused
     with pytest.raises(engine.pipeline.ResumeConflict, match="hidden_size=99 conflicts with the checkpoint's hidden_size=8"):
-        engine.train_series(wave(), tmp_path / "two.npz", dict(hidden_size=99), epochs=3, resume=True)
-    resumed, trainer, _ = engine.train_series(wave(), tmp_path / "two.npz", dict(hidden_size=8),
-                                              dict(k1=20), epochs=3, resume=True)
+        engine.train_series(wave(), tmp_path / "two.npz", hidden=99, epochs=3, resume=True)
+    resumed, trainer, _ = engine.train_series(wave(), tmp_path / "two.npz", hidden=8, k1=20, epochs=3, resume=True)
     assert (trainer.epoch, trainer.k1, resumed.hidden_size) == (3, 20, 8)
     np.testing.assert_array_equal(resumed.params, one.params)
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(trainer_options=dict(k1=0)), "k1 must be an integer >= 1"),
-    (dict(trainer_options=dict(k1=2.5)), "k1 must be an integer"),
-    (dict(epochs=0), "epochs must be an integer >= 1"),
-    (dict(patience=0), "patience must be an integer >= 1"),
-    (dict(model_options=dict(cell="lstm", nonlinearity="relu")), "nonlinearity applies to cell 'rnn' only"),
-    (dict(data_options=dict(streams=100), trainer_options=dict(k1=20)), "fewer than --k1 20"),
-    (dict(trainer_options=dict(k1=10, k2=5)), "k2 must be >= k1"),
+    (dict(k1=0), "k1 (--k1): 0 is not in the range x>=1"),
+    (dict(k1=2.5), "k1 (--k1): expected an integer; got 2.5"),
+    (dict(k1="ten"), "k1 (--k1): 'ten' is not a valid integer"),
+    (dict(epochs=0), "epochs (--epochs): 0 is not in the range x>=1"),
+    (dict(patience=0), "patience (--patience): 0 is not in the range x>=1"),
+    (dict(cell="gru", init="he"), "init (--init): expected one of default, xavier, orthogonal, identity; got 'he'"),
+    (dict(cell="lstm", nonlinearity="relu"), "--nonlinearity applies to --cell rnn only"),
+    (dict(full_bptt=True, k2=10), "--k2 truncates backpropagation; it cannot be combined with --full-bptt"),
+    (dict(streams=100, k1=20), "fewer than --k1 20"),
+    (dict(k1=10, k2=5), "k2 must be >= k1"),
+    (dict(hiden=8), "unknown training option 'hiden'; the options are key, time_column"),
 ])
 def test_train_series_validates_before_writing_anything(tmp_path, options, message):
     with pytest.raises((ValueError, TypeError), match=re.escape(message)):
@@ -83,9 +90,39 @@ def test_train_series_validates_before_writing_anything(tmp_path, options, messa
 def test_train_series_output_directory_is_checked_before_training(tmp_path):
     epochs = []
     with pytest.raises(ValueError, match="cannot write .* directory .* does not exist"):
-        engine.train_series(wave(), tmp_path / "missing" / "m.npz", dict(SMALL_MODEL), dict(k1=20),
-                            on_epoch=epochs.append)
+        engine.train_series(wave(), tmp_path / "missing" / "m.npz", **SMALL, on_epoch=epochs.append)
     assert epochs == []
+
+
+def test_train_series_has_the_command_line_defaults(tmp_path):
+    _, trainer, data = engine.train_series(wave(), tmp_path / "m.npz", hidden=4, epochs=1, k1=20)
+    assert (data.x_train.shape[1], data.metadata["val_fraction"], trainer.optimizer.lr) == (8, 0.1, 3e-3)
+    assert (trainer.k1, trainer.clip_norm, trainer.model.cell) == (20, 1.0, "lstm")
+
+
+def test_train_series_never_replaces_a_checkpoint_unless_forced(tmp_path):
+    train(tmp_path, wave(), epochs=1)
+    before = (tmp_path / "m.npz").read_bytes()
+    with pytest.raises(ValueError, match=r"m\.npz exists; pass --force to replace it or --resume to continue it"):
+        train(tmp_path, wave(), epochs=1, seed=1)
+    assert (tmp_path / "m.npz").read_bytes() == before
+    model, _, _ = train(tmp_path, wave(), epochs=1, seed=1, force=True)
+    loaded, _ = engine.load_for_inference(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.params, model.params)
+    assert (tmp_path / "m.npz").read_bytes() != before
+
+
+def test_train_series_old_form_warns_and_trains_as_before(tmp_path):
+    """train_series(source, output, model_options, trainer_options, data_options, epochs=)
+    (deprecated): the same run as the keyword form with the same settings."""
+    with pytest.warns(DeprecationWarning, match=r"train_series\(data, output, \*\*options\)"):
+        old, old_trainer, old_data = engine.train_series(
+            wave(), tmp_path / "old.npz", dict(cell="lstm", hidden_size=8, seed=0), dict(k1=20, lr=1e-2),
+            dict(streams=2, val_fraction=0.1), epochs=2)
+    new, new_trainer, new_data = train(tmp_path, wave(), "new.npz", epochs=2)
+    np.testing.assert_array_equal(old.params, new.params)
+    np.testing.assert_array_equal(old_trainer.history.column("loss"), new_trainer.history.column("loss"))
+    assert old_data.metadata == new_data.metadata
 
 
 # ---------------------------------------------------------------- forecast_series, evaluate_series
@@ -94,47 +131,93 @@ def test_train_series_output_directory_is_checked_before_training(tmp_path):
 def test_forecast_feeds_its_forecasts_back(tmp_path, difference):
     """Forecasting N steps = forecasting one step, appending it to the series, repeating."""
     series = wave(slope=0.002 if difference else 0.0)
-    train(tmp_path, series, epochs=2, data=dict(difference=difference))
-    model, metadata = engine.load_for_inference(tmp_path / "m.npz")
-    forecasts = engine.forecast_series(model, metadata, series, 5)
+    train(tmp_path, series, epochs=2, difference=difference)
+    forecasts = forecast(tmp_path / "m.npz", series, 5)
     assert forecasts.shape == (5, 1)
     grown = series.copy()
     for step in range(5):
-        one = engine.forecast_series(model, metadata, grown, 1)
+        one = forecast(tmp_path / "m.npz", grown, 1)
         np.testing.assert_allclose(one, forecasts[step:step + 1], rtol=1e-6)
         grown = np.append(grown, forecasts[step])
 
 
 def test_forecast_within_the_horizon_reads_the_last_outputs(tmp_path):
     series = wave()
-    train(tmp_path, series, epochs=1, data=dict(horizon=4))
+    train(tmp_path, series, epochs=1, horizon=4)
     model, metadata = engine.load_for_inference(tmp_path / "m.npz")
     data = prepare_forecast_data(series, metadata["data"])
     y_hat, _ = model.forward(data.x)
     expected = to_original_units(y_hat[-4:, 0], data.base[-4:], metadata["data"])
-    np.testing.assert_array_equal(engine.forecast_series(model, metadata, series, 4), expected)
-    np.testing.assert_array_equal(engine.forecast_series(model, metadata, series, 2), expected[:2])
+    np.testing.assert_array_equal(forecast(tmp_path / "m.npz", series, 4), expected)
+    np.testing.assert_array_equal(forecast((model, metadata), series, 2), expected[:2])
     with pytest.raises(ValueError, match="needs feeding forecasts back.*horizon 4"):
-        engine.forecast_series(model, metadata, series, 5)
+        forecast(tmp_path / "m.npz", series, 5)
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        engine.forecast_series(model, metadata, series, 0)
+        forecast(tmp_path / "m.npz", series, 0)
+
+
+def test_forecast_series_returns_a_labelled_table(tmp_path):
+    """Columns "step" (no time column) or "time" (the next stamps), then each target by name,
+    float64 in original units."""
+    import pyarrow as pa
+
+    values = np.stack([wave(level=10), wave(level=20, seed=1)], axis=1)
+    stamps = np.datetime64("2024-01-01T00:00:00") + np.arange(len(values)) * np.timedelta64(1, "h")
+    frame = pa.table({"time": stamps, "a": values[:, 0], "b": values[:, 1]})
+    train(tmp_path, frame, epochs=1, targets="a,b")
+    table = engine.forecast_series(tmp_path / "m.npz", frame, steps=3)
+    assert table.column_names == ["time", "a", "b"]
+    expected = stamps[-1] + np.arange(1, 4) * np.timedelta64(1, "h")
+    np.testing.assert_array_equal(table.column("time").to_numpy().astype("datetime64[s]"), expected)
+    assert table.schema.field("a").type == pa.float64()
+    train(tmp_path, values, "plain.npz", epochs=1)
+    plain = engine.forecast_series(tmp_path / "plain.npz", values, steps=2)
+    assert plain.column_names == ["step", "0", "1"]
+    assert plain.column("step").to_pylist() == [1, 2] and plain.schema.field("step").type == pa.int64()
+
+
+def test_forecast_and_evaluate_old_forms_warn_and_return_as_before(tmp_path):
+    """forecast_series(model, metadata, source, steps) and evaluate_series(model, metadata,
+    source) (deprecated): the array and dict they returned, equal to the new forms'."""
+    series = wave()
+    train(tmp_path, series, epochs=1)
+    model, metadata = engine.load_for_inference(tmp_path / "m.npz")
+    with pytest.warns(DeprecationWarning, match=r"forecast_series\(checkpoint_path or \(model, metadata\)"):
+        forecasts = engine.forecast_series(model, metadata, series, 3)
+    assert isinstance(forecasts, np.ndarray) and forecasts.shape == (3, 1)
+    np.testing.assert_array_equal(forecasts, forecast(tmp_path / "m.npz", series, 3))
+    with pytest.warns(DeprecationWarning, match=r"evaluate_series\(checkpoint_path or \(model, metadata\)"):
+        metrics = engine.evaluate_series(model, metadata, series, start=600)
+    assert metrics == engine.evaluate_series(tmp_path / "m.npz", series, start=600)
+
+
+@pytest.mark.parametrize("metadata", [{}, {"data": {"horizon": 1}}, None])
+def test_old_forms_with_bad_metadata_fail_cleanly(tmp_path, metadata):
+    """Metadata without a valid data recipe is a DataError / CheckpointError, not a KeyError."""
+    series = wave()
+    model = engine.Model(hidden_size=4)
+    with pytest.warns(DeprecationWarning), pytest.raises((engine.data.DataError, engine.CheckpointError)):
+        engine.forecast_series(model, metadata, series, 3)
+    with pytest.warns(DeprecationWarning), pytest.raises((engine.data.DataError, engine.CheckpointError)):
+        engine.evaluate_series(model, metadata, series)
+    with pytest.raises((engine.data.DataError, engine.CheckpointError)):
+        engine.forecast_series((model, metadata), series, 3)
 
 
 def test_forecast_with_other_inputs_cannot_run_past_the_horizon(tmp_path):
     table = np.stack([wave(), np.cos(2 * np.pi * np.arange(1200) / 24)], axis=1)
-    train(tmp_path, table, epochs=1, data=dict(targets="0", inputs="1"))
-    model, metadata = engine.load_for_inference(tmp_path / "m.npz")
-    assert engine.forecast_series(model, metadata, table, 1).shape == (1, 1)
+    train(tmp_path, table, epochs=1, targets="0", inputs="1")
+    assert forecast(tmp_path / "m.npz", table, 1).shape == (1, 1)
     with pytest.raises(ValueError, match=r"inputs equal to its targets.*inputs \['1'\], targets \['0'\]"):
-        engine.forecast_series(model, metadata, table, 2)
+        forecast(tmp_path / "m.npz", table, 2)
 
 
 def test_evaluate_series_against_a_direct_computation(tmp_path):
     series = wave(level=500)
     series[[100, 101, 700]] = np.nan     # missing targets: not scored, and the baseline holds the last value
-    train(tmp_path, series, epochs=3, data=dict(fill="linear"))
+    train(tmp_path, series, epochs=3, fill="linear")
     model, metadata = engine.load_for_inference(tmp_path / "m.npz")
-    metrics = engine.evaluate_series(model, metadata, series)
+    metrics = engine.evaluate_series(tmp_path / "m.npz", series)
     data = prepare_forecast_data(series, metadata["data"])
     y_hat, _ = model.forward(data.x)
     predictions = to_original_units(y_hat[:-1, 0], data.base[:-1], metadata["data"])[:, 0]
@@ -161,13 +244,11 @@ def test_load_for_inference_needs_a_data_recipe(tmp_path):
 def test_library_walkthrough_on_a_demo(tmp_path):
     """The command line's steps as functions: train on a demo, reload, forecast, evaluate."""
     series = load_demo("mackey-glass")
-    engine.train_series(series, tmp_path / "mg.npz", dict(cell="gru", hidden_size=8),
-                        dict(k1=25, lr=1e-2), dict(streams=8, val_fraction=0.1), epochs=2)
-    model, metadata = engine.load_for_inference(tmp_path / "mg.npz")
-    forecasts = engine.forecast_series(model, metadata, series, 10)
+    engine.train_series(series, tmp_path / "mg.npz", cell="gru", hidden=8, k1=25, lr=1e-2, streams=8, epochs=2)
+    forecasts = forecast(tmp_path / "mg.npz", series, 10)
     assert forecasts.shape == (10, 1)
     assert np.all((forecasts > 0.2) & (forecasts < 1.5))     # the attractor's range, original units
-    metrics = engine.evaluate_series(model, metadata, series)
+    metrics = engine.evaluate_series(tmp_path / "mg.npz", series)
     assert metrics["mse"] < 0.5 * metrics["baseline_mse"], metrics
 
 
