@@ -125,8 +125,8 @@ def test_normalization_in_graph_gives_forecasts_in_original_units(tmp_path, diff
     t = np.arange(600)
     series = np.c_[50 + 10 * np.sin(t / 9) + 0.05 * t, 3 * np.cos(t / 5)]  # (T, 2): target, extra input
     checkpoint = tmp_path / "model.npz"
-    engine.train_series(series, checkpoint, dict(cell="lstm", hidden_size=6), dict(k1=20),
-                        dict(targets="0", inputs="0,1", streams=2, difference=difference), epochs=1)
+    engine.train_series(series, checkpoint, cell="lstm", hidden=6, k1=20, targets="0", inputs="0,1", streams=2,
+                        difference=difference, epochs=1)
     assert_ok(run("export", checkpoint, "--format", "onnx", "-o", tmp_path / "raw.onnx", "--with-normalization"))
     model, metadata = engine.load_for_inference(checkpoint)
     recipe = metadata["data"]

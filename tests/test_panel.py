@@ -411,9 +411,9 @@ def test_forecast_panel_per_id_and_time(steps):
         norm_x, norm_y = scaler.for_series(series_id)
         single_recipe = {**{key: value for key, value in recipe.items() if key != "scaling"},
                          "input_norm": norm_x.to_dict(), "target_norm": norm_y.to_dict()}
-        expected = engine.forecast_series(model, {"data": single_recipe}, panel.series[index], steps)
-        np.testing.assert_allclose(frame["value"][index * steps:(index + 1) * steps], expected[:, 0],
-                                   rtol=1e-12)
+        expected = engine.forecast_series((model, {"data": single_recipe}), panel.series[index], steps)
+        np.testing.assert_allclose(frame["value"][index * steps:(index + 1) * steps],
+                                   expected.column("value").to_numpy(), rtol=1e-12)
     chosen = forecast_panel(model, metadata, panel, steps, series_id="s2")
     assert chosen["id"].to_pylist() == ["s2"] * steps
     np.testing.assert_array_equal(chosen["value"].to_numpy(), frame["value"][2 * steps:])
@@ -585,15 +585,13 @@ def test_panel_options_on_a_single_series_model_are_an_error(tmp_path):
 
 def test_train_series_on_a_panel_packs_with_resets(tmp_path):
     panel = sensors(count=6, longest=1_500)
-    model, trainer, data = engine.train_series(
-        panel, tmp_path / "panel.npz", {"hidden_size": 8}, {"k1": 50},
-        {"streams": 4, "val_fraction": 0.1}, epochs=2)
+    model, trainer, data = engine.train_series(panel, tmp_path / "panel.npz", hidden=8, k1=50, streams=4, epochs=2)
     assert data.resets.shape == data.x_train.shape[:2] and data.x_train.shape[1] == 4
     metadata = engine.read_metadata(tmp_path / "panel.npz")["user"]
     assert metadata["data"]["ids"] == list(panel.ids) and metadata["data"]["scale"] == "series"
-    result = engine.evaluate_series(model, metadata, panel, season=24)
-    untrained = engine.evaluate_series(engine.Model(input_size=1, hidden_size=8, output_size=1),
-                                       metadata, panel, season=24)
+    result = engine.evaluate_series(tmp_path / "panel.npz", panel, season=24)
+    untrained = engine.evaluate_series((engine.Model(input_size=1, hidden_size=8, output_size=1), metadata),
+                                       panel, season=24)
     assert len(result["series"]) == 6 and result["mase"] < untrained["mase"]
     model, trainer, _ = engine.train_series(panel, tmp_path / "panel.npz", epochs=3, resume=True)
     assert trainer.epoch == 3

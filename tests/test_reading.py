@@ -22,8 +22,6 @@ from engine.series import as_table, read_table
 from engine.series.tables import place, time_column_of
 from engine.series.times import infer_frequency, next_stamps
 
-FAST = dict(model=dict(hidden_size=4, seed=0), trainer=dict(k1=10), data=dict(streams=2))
-
 
 def write(tmp_path, text, name="data.csv"):
     path = tmp_path / name
@@ -184,8 +182,7 @@ def test_numpy_pandas_and_arrow_sources_agree(tmp_path):
     assert as_table(values).column_names == ["0", "1"]
     with pytest.raises(DataError, match="real numbers"):
         as_table(np.array(["x"]))
-    _, trainer, data = engine.train_series(frame, tmp_path / "m.npz", FAST["model"], FAST["trainer"],
-                                           FAST["data"], epochs=1)
+    _, trainer, data = engine.train_series(frame, tmp_path / "m.npz", hidden=4, k1=10, streams=2, epochs=1)
     assert data.metadata["time"]["frequency"] == "PT15M" and trainer.epoch == 1
 
 
@@ -218,10 +215,10 @@ def test_forecast_labels_and_evaluate_from(tmp_path):
     by_row = json.loads(run("evaluate", model, path, "--from", "228", "--json").stdout)
     assert by_date == by_row and by_date["steps"] == 12
     # the scored rows are exactly 228..239, after warming up on the rows before
-    loaded, metadata = engine.load_for_inference(model)
-    tail = engine.evaluate_series(loaded, metadata, path, start=228)
+    tail = engine.evaluate_series(model, path, start=228)
+    metadata = engine.read_metadata(model)["user"]
     assert tail["baseline_mae"] == pytest.approx(np.mean(np.abs(np.diff(values)[-12:])), rel=1e-5)
-    assert engine.evaluate_series(loaded, metadata, path, start=np.datetime64("2024-01-10T12")) == tail
+    assert engine.evaluate_series(engine.load_for_inference(model), path, start=np.datetime64("2024-01-10T12")) == tail
     result = run("evaluate", model, path, "--from", "2030-01-01")
     assert result.exit_code == 2 and "after the last time of the series" in result.stderr
     plain = tmp_path / "plain.csv"
