@@ -21,6 +21,7 @@ from engine.data import DataError, as_series
 from engine.demos import DEMOS, PANEL_DEMOS, load_demo
 from engine.distributed import ClusterUnavailable, WorkerFailed, connect
 from engine.files import OutputError, atomic_write, check_output
+from engine.first_run import compile_notice
 from engine.grad_flow import describe as describe_grad_flow
 from engine.model import CELLS
 from engine.options import OPTIONS, PANEL_OPTIONS, SET_BY, parse_memory, train_arguments
@@ -78,6 +79,14 @@ def main():
     Then:          bptt evaluate model.npz --demo sine
                    bptt forecast model.npz --demo sine --steps 48
     """
+
+
+def announce_first_compile(silent):
+    """Until the command ends: one line on stderr if the kernels compile (not yet in Numba's
+    cache; engine.first_run), unless `silent` (--quiet, --json)."""
+    if not silent:
+        click.get_current_context().with_resource(
+            compile_notice(lambda line: click.echo(line, err=True)))
 
 
 def data_source(path, demo, key=None, time_column=None, panel=False):
@@ -160,24 +169,21 @@ def training_options(function):
 
 
 def deprecated_spelling(flag, name, new, **attributes):
-    """A hidden option with an old spelling that still works for one release, with a one-line
-    notice on stderr naming the new one; the command takes the value with either_of."""
-    def notice(context, param, value):
-        if value is not None and context.get_parameter_source(param.name) is not ParameterSource.DEFAULT:
-            click.echo(f"Warning: {flag} is deprecated here; use {new} (the old spelling goes in the next "
-                       "release).", err=True)
-        return value
-    return click.option(flag, name, hidden=True, callback=notice, help=f"Deprecated spelling of {new}.",
-                        **attributes)
+    """A hidden option with an old spelling that still works for one release; the command
+    takes its value with either_of."""
+    return click.option(flag, name, hidden=True, help=f"Deprecated spelling of {new}.", **attributes)
 
 
 def either_of(new_name, old_value, new_flag, old_flag):
-    """The value of an option given by its new spelling or its deprecated one (not both)."""
+    """The value of an option given by its new spelling or its deprecated one (not both);
+    the old one with a one-line notice on stderr naming the new one."""
     context = click.get_current_context()
     if old_value is None:
         return context.params[new_name]
     if context.get_parameter_source(new_name) is not ParameterSource.DEFAULT:
         raise click.UsageError(f"give {new_flag} or {old_flag} (its old spelling), not both")
+    click.echo(f"Warning: {old_flag} is deprecated here; use {new_flag} (the old spelling goes in the next "
+               "release).", err=True)
     return old_value
 
 
@@ -255,6 +261,7 @@ def train(data, demo, output, force, resume, plot, ray_address, workers, quiet, 
     if plot:
         engine.require_matplotlib(plot)  # before any work, so nothing is lost later
     train_arguments(options)  # bad combinations fail now (ValueError: exit 2)
+    announce_first_compile(quiet or as_json)
     if workers is not None and ray_address is None:
         raise click.UsageError("--workers applies to training on a Ray cluster: give --ray ADDRESS")
     if ray_address is not None and (options["shards"] is not None or options["split"] is not None):
@@ -381,6 +388,7 @@ def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns
     if panel and plot:
         raise click.UsageError("--plot draws one series; it is not available for a model trained on a panel")
     source = data_source(data, demo, key, time_column, panel=panel)
+    announce_first_compile(False)
     table = engine.forecast_series((model, metadata), source, steps, key=key, time_column=time_column,
                                    id_column=id_column, series_columns=series_columns, series_id=series_id)
     if output:
@@ -440,6 +448,7 @@ def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns
     model, metadata = engine.load_for_inference(checkpoint)
     panel = is_panel_recipe(metadata["data"])
     source = data_source(data, demo, key, time_column, panel=panel)
+    announce_first_compile(as_json)
     metrics = engine.evaluate_series((model, metadata), source, start=start, season=season, key=key,
                                      time_column=time_column, id_column=id_column,
                                      series_columns=series_columns, series_id=series_id)
@@ -547,6 +556,7 @@ def gradcheck(cell, nonlinearity, input_size, old_input_size, hidden, output_siz
     output_size = either_of("output_size", old_output_size, "--output-size", "--outputs")
     if cell != "rnn" and nonlinearity != "tanh":
         raise click.UsageError("--nonlinearity applies to --cell rnn only")
+    announce_first_compile(False)
     result = engine.gradient_check(cell, input_size, hidden, output_size, layers, steps, batch, loss,
                                    nonlinearity, seed=seed)
     passed = result["max_rel_error"] <= tolerance
@@ -578,10 +588,7 @@ def bench(configs, peers, json_path, as_json, force, quick, reading):
     from bench.runner import BenchmarkError
 
     if as_json not in (None, _STDOUT):  # the old form --json FILE
-        click.echo("Warning: --json FILE is deprecated here; use -o FILE (the old form goes in the next "
-                   "release).", err=True)
-        json_path = either_of("json_path", as_json, "-o", "--json FILE")
-        as_json = None
+        json_path, as_json = either_of("json_path", as_json, "-o FILE", "--json FILE"), None
     check_writable(json_path, "'-o' / '--output'", force=force)
     try:
         records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
@@ -680,6 +687,7 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
                                "--scale, a directory or glob of files, --demo sensors) is not supported yet: "
                                "train it with bptt train")
     source = data_source(data, demo, key, time_column)
+    announce_first_compile(quiet or as_json)
     try:
         outcome = engine.sweep.run(source, dimensions, trials=trials, seeds=seeds, executor="ray" if address else "local",
                                    address=address, output_dir=output_dir, sampler=sampler, prune=prune,

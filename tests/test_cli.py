@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import click
 from click.testing import CliRunner
 
 import engine
@@ -705,3 +706,126 @@ def test_installed_command_in_a_subprocess(tmp_path):
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr == "Error: bad.csv, line 3, column \"a\": not a finite number: 'x'\n"
     assert not (tmp_path / "bad.npz").exists()
+
+
+# ---------------------------------------------------------------- help texts, spellings, overwriting
+
+def test_every_option_of_every_command_has_a_help_text():
+    missing = [f"{name} {param.opts[0]}" for name, command in main.commands.items() for param in command.params
+               if isinstance(param, click.Option) and not param.hidden and not (param.help or "").strip()]
+    assert missing == []
+    diagnostics = next(param.help for param in main.commands["train"].params if param.name == "diagnostics")
+    assert diagnostics.count(". ") + diagnostics.count(": ") <= 2 and len(diagnostics) < 300, diagnostics
+    for name in ("evaluate", "info", "sweep"):
+        json_help = next(param.help for param in main.commands[name].params if param.name == "as_json")
+        assert "train:" not in json_help, (name, json_help)
+
+
+def test_train_options_come_from_engine_options():
+    from engine.options import OPTIONS
+
+    params = {param.name: param for param in main.commands["train"].params}
+    for name, option in OPTIONS.items():
+        assert option.flag in params[name].opts and params[name].help == option.help, name
+        assert params[name].default == option.default or (option.kind == "flag" and params[name].default is False)
+
+
+@pytest.mark.parametrize("old, new, notice", [
+    (["gradcheck", "--inputs", "2", "--outputs", "1", "--hidden", "3", "--layers", "1", "--steps", "3"],
+     ["gradcheck", "--input-size", "2", "--output-size", "1", "--hidden", "3", "--layers", "1", "--steps", "3"],
+     "--inputs is deprecated here; use --input-size"),
+])
+def test_old_spellings_still_work_with_a_one_line_notice(old, new, notice):
+    before, after = run(*old), run(*new)
+    assert_ok(before)
+    assert_ok(after)
+    assert before.stdout == after.stdout
+    assert notice in before.stderr and after.stderr == ""
+    assert len([line for line in before.stderr.splitlines() if "deprecated" in line]) == 2  # --inputs, --outputs
+
+
+def test_sweep_workers_is_the_old_spelling_of_parallel(tmp_path):
+    pytest.importorskip("optuna")
+    common = ["sweep", "--demo", "sine", "--space", "lr=1e-3,1e-2", "--sampler", "grid", "--trials", "1",
+              "--hidden", "4", "--k1", "20", "--epochs", "1", "--streams", "2", "-q"]
+    old = run(*common, "--workers", "1", "-o", tmp_path / "old")
+    assert_ok(old)
+    assert old.stderr.splitlines() == ["Warning: --workers is deprecated here; use --parallel (the old spelling "
+                                       "goes in the next release)."]
+    assert_ok(run(*common, "--parallel", "1", "-o", tmp_path / "new"))
+    assert_bad_input(run(*common, "--parallel", "1", "--workers", "1", "-o", tmp_path / "both"),
+                     "give --parallel or --workers (its old spelling), not both")
+
+
+def test_bench_output_and_json_spellings(tmp_path, monkeypatch):
+    """bench -o FILE writes the records, --json prints them; --json FILE is the deprecated -o."""
+    import bench
+
+    records = [{"config": "tiny", "steps_per_s": 1.0}]
+
+    def fake_run_bench(configs, peers, quick, json_path, echo):
+        if json_path is not None:
+            Path(json_path).write_text(json.dumps(records))
+        return records
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    monkeypatch.setattr(bench, "format_table", lambda records: "the table")
+    printed = run("bench", "--json")
+    assert_ok(printed)
+    assert json.loads(printed.stdout) == records
+    written = run("bench", "-o", tmp_path / "b.json")
+    assert_ok(written)
+    assert json.loads((tmp_path / "b.json").read_text()) == records and written.stdout == "the table\n"
+    old = run("bench", "--json", tmp_path / "old.json")
+    assert_ok(old)
+    assert json.loads((tmp_path / "old.json").read_text()) == records
+    assert old.stderr.splitlines() == ["Warning: --json FILE is deprecated here; use -o FILE (the old spelling "
+                                       "goes in the next release)."]
+
+
+def _prepared_outputs(tmp_path, sine_model):
+    """{name: (argv writing tmp_path/name, argv with --force)} of every command that writes a file."""
+    checkpoint, _ = sine_model
+    train = ["train", "--demo", "sine", "--hidden", "4", "--k1", "20", "--epochs", "1", "-q"]
+    return {
+        "model.npz": train + ["-o", tmp_path / "model.npz"],
+        "curves.png": train + ["-o", tmp_path / "other.npz", "--plot", tmp_path / "curves.png"],
+        "forecast.csv": ["forecast", checkpoint, "--demo", "sine", "--steps", "2", "-o", tmp_path / "forecast.csv"],
+        "forecast.png": ["forecast", checkpoint, "--demo", "sine", "--steps", "2", "--plot", tmp_path / "forecast.png"],
+        "model.onnx": ["export", checkpoint, "--format", "onnx", "-o", tmp_path / "model.onnx"],
+        "bench.json": ["bench", "-o", tmp_path / "bench.json"],
+    }
+
+
+@pytest.mark.parametrize("name", ["model.npz", "curves.png", "forecast.csv", "forecast.png", "model.onnx",
+                                  "bench.json"])
+def test_every_writing_command_refuses_an_existing_output_without_force(sine_model, tmp_path, monkeypatch, name):
+    """One rule: an existing file is refused (exit 2, one Error line, the file unchanged, no
+    work done) unless --force, which replaces it."""
+    if name.endswith(".png"):
+        pytest.importorskip("matplotlib")
+    if name.endswith(".onnx"):
+        pytest.importorskip("onnx")
+    if name == "bench.json":
+        import bench
+
+        monkeypatch.setattr(bench, "run_bench", lambda configs, peers, quick, json_path, echo:
+                            Path(json_path).write_text("[]") and [])
+        monkeypatch.setattr(bench, "format_table", lambda records: "the table")
+    argv = _prepared_outputs(tmp_path, sine_model)[name]
+    target = tmp_path / name
+    target.write_bytes(b"the user's own work")
+    hint = " or --resume to continue it" if name == "model.npz" else ""
+    assert_bad_input(run(*argv), f"{target} exists; pass --force to replace it{hint}")
+    assert target.read_bytes() == b"the user's own work"
+    assert_nothing_written(tmp_path, "other.npz")
+    replaced = run(*argv, "--force")
+    assert_ok(replaced)
+    assert target.read_bytes() != b"the user's own work" and target.stat().st_size > 0
+
+
+def test_train_resume_continues_an_existing_checkpoint_without_force(tmp_path):
+    path = tmp_path / "m.npz"
+    assert_ok(run("train", "--demo", "sine", "--hidden", "4", "--k1", "20", "--epochs", "1", "-q", "-o", path))
+    assert_ok(run("train", "--demo", "sine", "--epochs", "2", "--resume", "-q", "-o", path))
+    assert engine.read_metadata(path)["trainer"]["epoch"] == 2
