@@ -1,11 +1,12 @@
 """bptt engine: recurrent models trained with (truncated) backpropagation through time.
 
 The public API (README, docs/training.md): Model, loss_and_grad, Trainer, save, load; the
-pipeline functions behind the `bptt` command; optimizers in engine.optim and learning-rate
-schedules in engine.schedules; engine.export writes ONNX, safetensors and PyTorch files
-(importing their packages only when used).
+pipeline functions behind the `bptt` command (train_series, forecast_series,
+evaluate_series), whose training options engine.options defines; optimizers in
+engine.optim and learning-rate schedules in engine.schedules; engine.export writes ONNX,
+safetensors and PyTorch files (importing their packages only when used).
 """
-from engine import data, export, optim, schedules
+from engine import data, export, optim, options, schedules
 from engine.bptt import loss_and_grad
 from engine.checkpoint import CheckpointError, load, read_metadata, save
 from engine.gradcheck import gradient_check
@@ -17,6 +18,6 @@ from engine.progress import Progress
 from engine.trainer import Trainer, TrainingDiverged
 
 __all__ = ["Model", "loss_and_grad", "Trainer", "TrainingDiverged", "History", "save", "load",
-           "read_metadata", "CheckpointError", "optim", "schedules", "data", "export", "train_series",
+           "read_metadata", "CheckpointError", "optim", "options", "schedules", "data", "export", "train_series",
            "forecast_series", "evaluate_series", "load_for_inference", "gradient_check",
            "Progress", "PlotUnavailable", "plot_training", "plot_forecast", "require_matplotlib"]

@@ -43,7 +43,9 @@ class Prepared:
 
 
 def _key(data_options):
-    return tuple(sorted(data_options.items()))
+    """A hashable key of a data recipe (a column list as a tuple)."""
+    return tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
+                        for name, value in data_options.items()))
 
 
 def run_trial(settings, seeds, prepared, report):
