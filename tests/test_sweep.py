@@ -281,3 +281,16 @@ def test_results_csv_rows_hold_nan_free_numbers_for_complete_rows(tmp_path):
     for row in read_rows(tmp_path / "sw"):
         assert row["state"] == "complete" and math.isfinite(float(row["best_val_loss"]))
         assert float(row["seconds"]) > 0 and row["epochs"] == "1"
+
+
+def test_library_sweep_takes_python_values_of_the_training_options(tmp_path):
+    """Fixed settings as engine.train_series takes them (a list of columns, a bool), checked by
+    engine.options like bptt train's; a bad one fails before any trial."""
+    series = np.c_[SERIES.values, np.roll(SERIES.values, 3)]
+    outcome = engine.sweep.run(series, {"hidden": [4, 8]}, trials=2, epochs=1, prune=False, sampler="grid",
+                               output_dir=tmp_path / "sw", inputs=["0", 1], targets=["0"], k1=20, streams=4)
+    assert [row["state"] for row in outcome["results"]] == ["complete", "complete"]
+    assert engine.read_metadata(tmp_path / "sw" / "best.npz")["user"]["data"]["inputs"] == ["0", "1"]
+    with pytest.raises(engine.sweep.SweepError, match=r"streams \(--streams\): 0 is not in the range x>=1"):
+        engine.sweep.run(series, {"hidden": [4]}, trials=1, epochs=1, output_dir=tmp_path / "bad", streams=0)
+    assert not (tmp_path / "bad").exists()
