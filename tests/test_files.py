@@ -61,6 +61,20 @@ def test_a_read_only_file_is_refused_even_for_root(tmp_path):
         check_output(locked)
 
 
+def test_an_existing_file_is_replaced_only_when_allowed(tmp_path):
+    """replace=False (a command without --force) refuses an existing file, with the hint."""
+    path = tmp_path / "model.npz"
+    check_output(path, replace=False)  # not there yet
+    path.write_bytes(b"work")
+    check_output(path)  # replacing is the low-level default (engine.save, atomic_write)
+    with pytest.raises(OutputError, match=r"model\.npz exists; pass --force to replace it or --resume to continue it$"):
+        check_output(path, replace=False, hint=" or --resume to continue it")
+    link = tmp_path / "link.npz"
+    link.symlink_to(path)
+    with pytest.raises(OutputError, match="symbolic link"):  # a link is refused even with --force
+        check_output(link, replace=True)
+
+
 def test_a_missing_directory_is_named(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         check_output(tmp_path / "missing" / "out.csv")
