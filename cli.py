@@ -150,7 +150,7 @@ def _click_type(option):
     if option.kind in ("int", "float") and option.minimum is not None:
         bounded = click.IntRange if option.kind == "int" else click.FloatRange
         return bounded(option.minimum, option.maximum, min_open=option.min_open, max_open=option.max_open)
-    return {"int": int, "float": float}.get(option.kind)  # text, columns, memory: strings
+    return {"int": int, "float": float}.get(option.kind)  # text, time, columns, memory: strings
 
 
 def _memory_option(context, param, value):

@@ -11,6 +11,8 @@ knows, for the CLI, the library and the sweep alike).
 from dataclasses import dataclass
 import numbers
 
+import numpy as np
+
 from engine.data import FILL_METHODS
 from engine.initializers import INITS
 from engine.model import CELLS
@@ -19,7 +21,6 @@ from engine.panel import SCALES
 from engine.trainer import ON_DIVERGENCE
 
 SCHEDULES = ("constant", "step", "cosine")
-KINDS = ("int", "float", "choice", "flag", "text", "columns", "memory")
 _TRUE, _FALSE = ("true", "1", "yes", "y", "on"), ("false", "0", "no", "n", "off")
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
 
@@ -27,9 +28,10 @@ _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
 @dataclass(frozen=True)
 class Option:
     """One training option. kind: "int" / "float" (within minimum..maximum, an open end
-    excluded), "choice" (one of `choices`), "flag" (a bool), "text", "columns" (a
-    comma-separated string or a list of names / 0-based indices) or "memory" ("sqrt" or a
-    byte count, "200M" on the command line). default None: unset unless given."""
+    excluded), "choice" (one of `choices`), "flag" (a bool), "text", "time" (a column name,
+    or False / "none" for no time column), "columns" (a comma-separated string or a list of
+    names / 0-based indices) or "memory" ("sqrt" or a byte count, "200M" on the command
+    line). default None: unset unless given."""
     name: str
     kind: str
     default: object = None
@@ -94,14 +96,17 @@ class Option:
     def _parse_flag(self, value):
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
-        if not isinstance(value, (bool, type(None))) and type(value).__name__ != "bool_":
+        if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"expected true or false; got {value!r}")
         return bool(value)
 
     def _parse_text(self, value):
-        if not isinstance(value, str) and not (self.name == "time_column" and value is False):
+        if not isinstance(value, str):
             raise TypeError(f"expected text; got {value!r}")
         return value
+
+    def _parse_time(self, value):
+        return False if value is False or value == "none" else self._parse_text(value)
 
     def _parse_columns(self, value):
         if isinstance(value, str):
@@ -147,7 +152,7 @@ def parse_memory(value):
 OPTIONS = {option.name: option for option in (
     # reading the data
     Option("key", "text", metavar="NAME", help="The array of an .npz DATA file to use."),
-    Option("time_column", "text", metavar="NAME",
+    Option("time_column", "time", metavar="NAME",
            help="The column of dates/times, or 'none' [default: the first column that parses as dates]."),
     Option("id_column", "text", help="Long format: the column naming the series of each row (a panel); "
                                      "rows are sorted by --time-column per series."),
@@ -271,7 +276,7 @@ def train_arguments(values):
                         **{name: o[name] for name in PANEL_OPTIONS if o[name] is not None})
     return dict(model_options=model_options, trainer_options=trainer_options, schedule=schedule,
                 data_options=data_options, epochs=o["epochs"], patience=o["patience"], key=o["key"],
-                time_column=False if o["time_column"] == "none" else o["time_column"])
+                time_column=o["time_column"])
 
 
 def given_only(arguments, given):

@@ -18,7 +18,7 @@ from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persiste
 from engine.files import check_output
 from engine.footprint import require, training_bytes
 from engine.model import Model
-from engine.options import given_only, parse_options, train_arguments
+from engine.options import OPTIONS, given_only, parse_options, train_arguments
 from engine.optim import make_optimizer
 from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evaluate_panel, forecast_panel,
                           is_panel_recipe, prepare_panel_training_data)
@@ -243,7 +243,7 @@ def forecast_series(model, data, steps=1, *legacy, key=None, time_column=None, i
         raise TypeError(f"forecast_series takes model, data and steps positionally; got {len(legacy)} more")
     model, metadata = _inference_pair(model)
     steps = check_int("steps", steps)
-    time_column = _time_column(time_column)
+    time_column = OPTIONS["time_column"].parse(time_column)  # "none" is False: no time column
     panel = _given(id_column=id_column, series_columns=series_columns, series_id=series_id)
     if is_panel_recipe(metadata["data"]):
         return _forecast(model, metadata, data, steps, key=key, **panel, **_given(time_column=time_column))
@@ -334,7 +334,7 @@ def evaluate_series(model, data, *legacy, start=None, season=None, key=None, tim
     if legacy:
         raise TypeError(f"evaluate_series takes model and data positionally; got {len(legacy)} more")
     model, metadata = _inference_pair(model)
-    time_column = _time_column(time_column)
+    time_column = OPTIONS["time_column"].parse(time_column)
     panel = _given(id_column=id_column, series_columns=series_columns, series_id=series_id, season=season)
     if is_panel_recipe(metadata["data"]):
         return _evaluate(model, metadata, data, key=key, start=start,
@@ -365,11 +365,6 @@ def _checked_metadata(metadata):
                         f"load_for_inference); got {type(metadata).__name__}")
     read_recipe("metadata", metadata)
     return metadata
-
-
-def _time_column(value):
-    """time_column as engine.series takes it: a name, None (the first column of dates), False ("none")."""
-    return False if value == "none" else value
 
 
 def _given(**options):

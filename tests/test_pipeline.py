@@ -170,6 +170,8 @@ def test_forecast_series_returns_a_labelled_table(tmp_path):
     expected = stamps[-1] + np.arange(1, 4) * np.timedelta64(1, "h")
     np.testing.assert_array_equal(table.column("time").to_numpy().astype("datetime64[s]"), expected)
     assert table.schema.field("a").type == pa.float64()
+    for none in ("none", False):  # the times not read: steps instead
+        assert engine.forecast_series(tmp_path / "m.npz", frame, 3, time_column=none).column_names == ["step", "a", "b"]
     train(tmp_path, values, "plain.npz", epochs=1)
     plain = engine.forecast_series(tmp_path / "plain.npz", values, steps=2)
     assert plain.column_names == ["step", "0", "1"]
