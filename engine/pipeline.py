@@ -2,7 +2,6 @@
 train with checkpoints, forecast ahead, evaluate against the persistence baseline.
 Each also takes a panel of many series (engine.panel, DESIGN.md section 13)."""
 import functools
-import glob
 import inspect
 import math
 import numbers
@@ -13,7 +12,7 @@ import numpy as np
 from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
-from engine.files import check_output
+from engine.files import check_output, is_file_pattern
 from engine.footprint import require, training_bytes
 from engine.model import Model
 from engine.optim import make_optimizer
@@ -132,10 +131,7 @@ def is_panel_source(source, options):
         return True
     if any(options.get(name) is not None for name in ("id_column", "series_columns", "scale")):
         return True
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        return os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path))
-    return False
+    return isinstance(source, (str, os.PathLike)) and is_file_pattern(source)
 
 
 def _panel_options(recipe):
