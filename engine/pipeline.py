@@ -13,7 +13,7 @@ from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine.files import check_output, is_file_pattern
-from engine.footprint import require, training_bytes
+from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
 from engine.optim import make_optimizer
 from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evaluate_panel, forecast_panel,
@@ -182,7 +182,7 @@ def forecast_series(model, metadata, source, steps, key=None, **panel_options):
                         f"this one has horizon {horizon}, inputs {recipe['inputs']}, targets {recipe['targets']}")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     level = data.base[-1].copy()  # (O,) last observed level
-    require(steps * len(level) * 8, f"--steps {steps} forecasts")  # before allocating them
+    require(forecast_bytes(steps, 1, len(level)), f"--steps {steps} forecasts")  # before allocating them
     forecasts = np.empty((steps, len(level)))
     output = y_hat[-1:]  # (1, 1, O)
     for step in range(steps):
@@ -246,6 +246,10 @@ def _single_series_only(source, panel_options):
     given = [name for name, value in panel_options.items() if value is not None]
     if given:
         raise DataError(f"{', '.join(given)}: only for a model trained on a panel of series")
+    if isinstance(source, (str, os.PathLike)) and is_file_pattern(source):
+        kind = "a directory" if os.path.isdir(source) else "a glob pattern"
+        raise DataError(f"{os.fspath(source)}: is {kind} of files (a panel of series); the model was "
+                        "trained on one series: give one data file")
     if isinstance(source, Panel):
         if len(source) != 1:
             raise DataError(f"the model was trained on one series; {source.source} is a panel of "

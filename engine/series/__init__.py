@@ -104,6 +104,8 @@ def as_series(source, key=None, time_column=None):
 
 def _existing(path):
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not a data file")
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such data file")
     return path
