@@ -42,6 +42,9 @@ def check_output(path, inputs=(), what="output", outputs=()):
     path = os.fspath(path)
     if not path:
         raise OutputError(f"the {what} path is empty; give a file name")
+    if path.endswith((os.sep, "/")):
+        raise OutputError(f"{path}: the {what} path names a directory (it ends with a slash); "
+                          "give a file name")
     target = os.path.realpath(path)
     for source in (os.fspath(source) for source in inputs if source is not None):
         if is_file_pattern(source):
@@ -62,6 +65,8 @@ def check_output(path, inputs=(), what="output", outputs=()):
         status = os.lstat(path)
     except FileNotFoundError:
         return
+    except OSError as error:  # a name too long, a loop of links above it, ...
+        raise OutputError(f"cannot write {path}: {error.strerror}") from None
     if stat.S_ISLNK(status.st_mode):
         raise OutputError(f"{path} is a symbolic link (to {os.readlink(path)}); refusing to "
                           "replace it or write through it: give the real path")
