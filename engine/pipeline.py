@@ -23,7 +23,7 @@ from engine.series import as_series
 from engine.series.times import infer_frequency, next_stamps, row_at
 from engine.thread_plan import available_cores
 from engine.trainer import Trainer
-from engine.validation import check_float, check_int
+from engine.validation import check_float, check_in_dtype, check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
 RESUMABLE = ("lr", "memory")  # trainer options a resumed run may change
@@ -342,7 +342,8 @@ def _schedule_settings(config):
 def _resume_with(trainer, name, value):
     """Apply a RESUMABLE option to a loaded trainer (validated as Trainer does)."""
     if name == "lr":
-        trainer.optimizer.lr = check_float("lr", value, minimum=0, strictly_greater=True)
+        trainer.optimizer.lr = check_in_dtype("lr", check_float("lr", value, minimum=0, strictly_greater=True),
+                                              trainer.model.dtype)
     else:
         trainer.memory = value if value in (None, "sqrt") else check_int("memory", value)
 

@@ -48,6 +48,15 @@ def check_in_dtype(name, value, dtype):
     return value
 
 
+def check_options_in_dtype(options, dtype):
+    """Every number of `options` ({name: number, list of numbers or anything else}) within
+    the range of `dtype` (the kernels compute in it: lr=1e300 in float32 would be inf)."""
+    for name, value in options.items():
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(item, numbers.Real) and not isinstance(item, bool):
+                check_in_dtype(name, float(item), dtype)
+
+
 def as_numeric_array(name, value):
     """An ndarray of real numbers (not bool, object, string or complex)."""
     try:
