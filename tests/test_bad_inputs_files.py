@@ -37,6 +37,8 @@ def originals(tmp_path_factory):
         np.savetxt(root / "panel" / f"s{index}.csv", np.cos(np.arange(60) / (3 + index)), header="v", comments="")
     result = invoke("train", root / "panel", *PANEL_TINY, "-o", root / "panel.npz")
     assert result.exit_code == 0, result.stderr
+    shutil.copytree(root / "panel", root / "legacy")   # a panel where an older version wrote a checkpoint
+    shutil.copy(root / "model.npz", root / "legacy" / "model.npz")
     (root / "huge.csv").write_text("v\n1\n1e400\n2\n")
     np.savetxt(root / "edge.csv", np.full(400, 1.7e308), header="v", comments="")
     with np.load(root / "model.npz", allow_pickle=False) as archive:
@@ -71,6 +73,8 @@ CASES = {
                                        "among the files of the input panel"),
     "forecast glob -o a new match": (["forecast", "panel.npz", "panel/s*", "-o", "panel/s9.csv"],
                                      "among the files of the input panel/s*"),
+    "evaluate a panel holding a checkpoint": (["evaluate", "panel.npz", "legacy"],
+                                              "legacy/model.npz: is a bptt checkpoint, not a data series"),
     # 12: an empty output path, refused before any work
     "train -o ''": (["train", "data.csv", *TINY, "-o", ""], "path is empty"),
     "train --plot ''": (["train", "data.csv", *TINY, "-o", "new.npz", "--plot", ""], "path is empty"),

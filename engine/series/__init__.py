@@ -170,11 +170,15 @@ def _load_arrays(path, key=None):
             require(loaded.nbytes, f"reading {path}")
             return {"array": np.array(loaded)}
         with loaded:
+            if "metadata" in loaded.files and any(name.startswith("model/") for name in loaded.files):
+                raise DataError(f"{path}: is a bptt checkpoint, not a data series (a directory of series "
+                                "reads every file in it whose name does not start with a dot: keep "
+                                "checkpoints elsewhere, or give them such a name)")
             names = [key] if key in loaded.files else loaded.files
             members = {info.filename: info.file_size for info in loaded.zip.infolist()}
             require(sum(members.get(f"{name}.npy", members.get(name, 0)) for name in names), f"reading {path}")
             return {name: loaded[name] for name in names}
-    except MemoryEstimateError:
+    except (MemoryEstimateError, DataError):
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         message = str(error)
