@@ -39,7 +39,7 @@ def check_output(path, inputs=(), what="output", outputs=()):
     may not be either. An existing output must be a regular file (not a link, device,
     FIFO, socket or directory) that its owner may write (the mode bits, since root passes
     every access check). Its directory must exist and be writable. An empty path is refused."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     if not path:
         raise OutputError(f"the {what} path is empty; give a file name")
     if path.endswith((os.sep, "/")):

@@ -242,7 +242,8 @@ def test_a_failed_write_names_the_target(tmp_path):
 
 
 def test_a_path_naming_a_directory_or_too_long_a_name_is_refused(tmp_path):
-    with pytest.raises(OutputError, match="ends with a slash"):
-        check_output(f"{tmp_path}/new/")
+    for path in (f"{tmp_path}/new/", os.fsencode(f"{tmp_path}/new/")):
+        with pytest.raises(OutputError, match="ends with a slash"):
+            check_output(path)
     with pytest.raises(OutputError, match="File name too long"):
         check_output(tmp_path / ("n" * 256))
