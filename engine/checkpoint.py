@@ -197,7 +197,7 @@ def _metadata(path, archive, members):
         raise CheckpointError(f"{path}: not a {FORMAT} file (its metadata entry declares "
                               f"{format_bytes(info.file_size)}; bptt metadata is at most "
                               f"{format_bytes(MAX_METADATA_BYTES)})")
-    entry = _array(path, archive, info, "metadata")
+    entry = _array(path, archive, info)
     if entry.shape != () or entry.dtype.kind != "U":
         raise CheckpointError(f"{path}: not a {FORMAT} file (no bptt metadata entry)")
     text = str(entry)
@@ -252,8 +252,7 @@ def _members(path, archive, members, meta):
                                   f"{name} holds {shape[0]} updates, more than the "
                                   f"{meta['trainer']['step']} the metadata counts")
     require(sum(info.file_size for info in members.values()), f"reading {path}")
-    arrays = {name: _array(path, archive, members[name], name) for name in headers}
-    return arrays
+    return {name: _array(path, archive, members[name]) for name in headers}
 
 
 def _expected_shape(path, name, meta):
@@ -307,7 +306,7 @@ def _header(path, archive, info):
     return shape, dtype
 
 
-def _array(path, archive, info, name):
+def _array(path, archive, info):
     """The array of member `info`, its header checked first (no pickle)."""
     _header(path, archive, info)
     with archive.open(info) as file:
