@@ -7,19 +7,31 @@ the carried stream state and early-stopping copy; "history/<field>" per-update r
 Loaded with allow_pickle=False: reading a checkpoint never executes code.
 """
 import json
+import math
 import os
+import re
+import zipfile
 
 import numpy as np
 
 from engine.files import atomic_write, check_output
+from engine.footprint import format_bytes, parameter_count, require
 from engine.history import UPDATE_FIELDS, History
 from engine.model import Model
+from engine.parameters import GATES
 from engine.validation import as_resets
 
 FORMAT = "bptt-checkpoint"
 VERSION = 1
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+# Bounds checked before the metadata is parsed: one epoch record is about 60 characters,
+# stored as 4 bytes each (numpy's str), and the schema below nests 5 levels (user data a few more).
+MAX_METADATA_BYTES = 64 * 2 ** 20
+MAX_METADATA_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"')
+_OPENING, _CLOSING = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class CheckpointError(ValueError):
@@ -158,20 +170,45 @@ def _read(path):
     if not magic.startswith(_ZIP_MAGICS):
         raise CheckpointError(f"{path}: not a bptt checkpoint (the file is not an .npz archive)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        if "pickle" in str(error):  # numpy's message would suggest loading it unsafely: never
-            raise CheckpointError(f"{path}: not a bptt checkpoint (it holds pickled Python objects, "
-                                  "which a checkpoint never does)") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {error}") from None
-    except Exception as error:  # a damaged zip can raise almost anything (NotImplementedError, ...)
+        with zipfile.ZipFile(path) as archive:
+            members = {_entry_name(info): info for info in archive.infolist()}
+            meta = _metadata(path, archive, members)
+            arrays = _members(path, archive, members, meta)
+    except CheckpointError:
+        raise
+    except Exception as error:  # a damaged zip can raise almost anything (BadZipFile, NotImplementedError, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
                               f"{type(error).__name__}: {error}") from None
+    return arrays, meta
+
+
+def _entry_name(info):
+    """np.savez's member "name.npy" as the array's name (anything else keeps its full name)."""
+    return info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+
+
+def _metadata(path, archive, members):
+    """The metadata entry, checked: bounded in size and nesting before JSON parses it, then
+    against the schema of its format version."""
+    info = members.get("metadata")
+    if info is None:
+        raise CheckpointError(f"{path}: not a {FORMAT} file (no bptt metadata entry)")
+    if info.file_size > MAX_METADATA_BYTES:
+        raise CheckpointError(f"{path}: not a {FORMAT} file (its metadata entry declares "
+                              f"{format_bytes(info.file_size)}; bptt metadata is at most "
+                              f"{format_bytes(MAX_METADATA_BYTES)})")
+    entry = _array(path, archive, info)
+    if entry.shape != () or entry.dtype.kind != "U":
+        raise CheckpointError(f"{path}: not a {FORMAT} file (no bptt metadata entry)")
+    text = str(entry)
+    depth = _json_depth(text)
+    if depth > MAX_METADATA_DEPTH:
+        raise CheckpointError(f"{path}: not a {FORMAT} file (its metadata nests {depth} levels deep; "
+                              f"bptt metadata has at most {MAX_METADATA_DEPTH})")
     try:
-        meta = json.loads(str(arrays["metadata"]))
+        meta = json.loads(text)
         known = meta.get("format") == FORMAT
-    except (KeyError, ValueError, AttributeError):
+    except (ValueError, AttributeError):
         known = False
     if not known:
         raise CheckpointError(f"{path}: not a {FORMAT} file (no bptt metadata entry)")
@@ -181,7 +218,99 @@ def _read(path):
     check_schema(path, meta, SCHEMAS[VERSION], "metadata")
     if meta["trainer"] is not None:
         _check_optimizer_config(path, meta["trainer"]["config"]["optimizer"])
-    return arrays, meta
+    return meta
+
+
+def _json_depth(text):
+    """The deepest nesting of [ and { in JSON `text`, brackets inside strings not counted."""
+    outside = _JSON_STRING.sub('""', text).encode("utf-8", "surrogatepass")
+    codes = np.frombuffer(outside, np.uint8)
+    steps = np.isin(codes, _OPENING).astype(np.int64) - np.isin(codes, _CLOSING)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _members(path, archive, members, meta):
+    """Every array of the archive but the metadata, each checked before it is read: a name
+    the metadata expects, stored uncompressed (as np.savez writes), a shape the metadata
+    implies, and a declared size that is the header's shape; all of them must fit in memory."""
+    headers = {}
+    for name, info in members.items():
+        if name == "metadata":
+            continue
+        expected = _expected_shape(path, name, meta)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path}: not a {FORMAT} file (member {info.filename} is compressed; "
+                                  "bptt writes checkpoints uncompressed)")
+        shape, dtype = headers[name] = _header(path, archive, info)
+        if len(shape) != len(expected) or any(want is not None and got != want
+                                              for got, want in zip(shape, expected)):
+            implied = tuple("B" if want is None else want for want in expected)
+            raise CheckpointError(f"{path}: checkpoint content does not match format {FORMAT} v{VERSION}: "
+                                  f"{name} has shape {shape}, the metadata implies {implied}")
+        if name.startswith("history/") and shape[0] > meta["trainer"]["step"]:
+            raise CheckpointError(f"{path}: checkpoint content does not match format {FORMAT} v{VERSION}: "
+                                  f"{name} holds {shape[0]} updates, more than the "
+                                  f"{meta['trainer']['step']} the metadata counts")
+    require(sum(info.file_size for info in members.values()), f"reading {path}")
+    return {name: _array(path, archive, members[name]) for name in headers}
+
+
+def _expected_shape(path, name, meta):
+    """The shape the metadata implies for member `name` (None: an axis it does not fix, such
+    as the number of streams); a CheckpointError for a member no checkpoint has."""
+    model = meta["model"]
+    if model["cell"] not in GATES:
+        raise CheckpointError(f"{path}: checkpoint content does not match format {FORMAT} v{VERSION}: "
+                              f"metadata.model.cell {model['cell']!r} is not one of {', '.join(GATES)}")
+    rows, inputs, hidden = GATES[model["cell"]] * model["hidden_size"], model["input_size"], model["hidden_size"]
+    layer = re.fullmatch(r"model/(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)", name)
+    if layer and int(layer[2]) < model["num_layers"]:
+        return {"weight_ih": (rows, inputs if layer[2] == "0" else hidden), "weight_hh": (rows, hidden),
+                "bias_ih": (rows,), "bias_hh": (rows,)}[layer[1]]
+    if name in ("model/head.weight", "model/head.bias"):
+        return (model["output_size"], hidden)[:2 if name.endswith("weight") else 1]
+    if meta["trainer"] is not None:
+        parameters = parameter_count(model["cell"], inputs, hidden, model["output_size"], model["num_layers"])
+        if name == "optimizer/step":
+            return ()
+        if re.fullmatch(r"optimizer/\w+", name) or name == "trainer/best_params":
+            return (parameters,)
+        if name in {f"history/{field}" for field in UPDATE_FIELDS}:
+            return (None,)
+        if re.fullmatch(r"trainer/(state|history_state)_[hc]", name):
+            return (model["num_layers"], None, hidden)
+        if name == "trainer/history_x":
+            return (None, None, inputs)
+        if name == "trainer/history_resets":
+            return (None, None)
+    raise CheckpointError(f"{path}: not a {FORMAT} file (unexpected member {name!r}, which its "
+                          "metadata does not describe)")
+
+
+def _header(path, archive, info):
+    """(shape, dtype) of the .npy member `info`, read from its header alone; its declared size
+    must be the header plus exactly the data the shape needs."""
+    with archive.open(info) as file:
+        version = np.lib.format.read_magic(file)
+        if version not in _HEADER_READERS:
+            raise ValueError(f"{info.filename}: .npy format version {version} is not supported")
+        shape, _, dtype = _HEADER_READERS[version](file)
+        header = file.tell()
+    if dtype.hasobject:  # numpy would need pickle to read it, and pickle runs code: never
+        raise CheckpointError(f"{path}: not a bptt checkpoint (it holds pickled Python objects, "
+                              "which a checkpoint never does)")
+    if header + math.prod(shape) * dtype.itemsize != info.file_size:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): member "
+                              f"{info.filename} declares {info.file_size} bytes, its shape {shape} "
+                              f"of {dtype} needs {header + math.prod(shape) * dtype.itemsize}")
+    return shape, dtype
+
+
+def _array(path, archive, info):
+    """The array of member `info`, its header checked first (no pickle)."""
+    _header(path, archive, info)
+    with archive.open(info) as file:
+        return np.lib.format.read_array(file, allow_pickle=False)
 
 
 def _check_optimizer_config(path, config):

@@ -130,7 +130,9 @@ class Normalizer:
             raise DataError(f"cannot fit the normalisation: column {np.argmax(empty)} holds no values")
         # Scaled by a power of two per column (exact) so that sums and squares cannot
         # overflow, even for values near the float64 limit (1e300 squared is inf).
-        scale = np.ldexp(1.0, np.frexp(np.nanmax(np.abs(values), axis=0))[1])
+        # 2**(e - 1) for a largest magnitude m * 2**e (0.5 <= m < 1): finite up to the float64
+        # limit (2**e itself is inf there), and scaled values lie within [-2, 2).
+        scale = np.ldexp(1.0, np.frexp(np.nanmax(np.abs(values), axis=0))[1] - 1)
         scale = np.where(scale > 0, scale, 1.0)  # an all-zero column
         scaled = values / scale
         mean = np.nanmean(scaled, axis=0) * scale
@@ -141,12 +143,15 @@ class Normalizer:
         return cls(mean, np.where(std > 0, std, 1.0))
 
     def transform(self, values):
-        """values (..., C) in original units -> normalised, same shape."""
-        return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+        """values (..., C) in original units -> normalised, same shape (inf where a value is
+        beyond the float64 range in these units: callers check finiteness and say so)."""
+        with np.errstate(over="ignore"):
+            return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
 
     def inverse_transform(self, values):
-        """values (..., C) normalised -> original units, same shape."""
-        return np.asarray(values, dtype=np.float64) * self.std + self.mean
+        """values (..., C) normalised -> original units, same shape (inf beyond the range)."""
+        with np.errstate(over="ignore"):
+            return np.asarray(values, dtype=np.float64) * self.std + self.mean
 
     def to_dict(self):
         """{"mean": [C floats], "std": [C floats]}, JSON-ready for checkpoint metadata."""
@@ -321,13 +326,15 @@ def to_original_units(y_hat, base, metadata):
     """Model outputs y_hat (T, O) (normalised; changes with differencing) -> forecast levels
     (T, O) in original units; base (T, O) is ForecastData.base for the same rows."""
     levels = Normalizer.from_dict(metadata["target_norm"]).inverse_transform(y_hat)
-    return levels + base if metadata["difference"] else levels
+    with np.errstate(over="ignore"):  # a level beyond the float64 range is inf, reported as such
+        return levels + base if metadata["difference"] else levels
 
 
 def _normalize_in_place(values, norm):
     """values (..., C) -> (values - mean) / std, overwriting values (as Normalizer.transform)."""
-    np.subtract(values, norm.mean, out=values)
-    np.divide(values, norm.std, out=values)
+    with np.errstate(over="ignore"):  # inf beyond the range, refused by the finiteness checks
+        np.subtract(values, norm.mean, out=values)
+        np.divide(values, norm.std, out=values)
 
 
 def _features(series, recipe, need_base=True):
@@ -388,7 +395,8 @@ def _errors(y_hat, y):
     if y_hat.shape != y.shape:
         raise DataError(f"forecasts and targets must have the same shape; got {y_hat.shape} and {y.shape}")
     observed = ~np.isnan(y)
-    return y_hat[observed] - y[observed]
+    with np.errstate(over="ignore"):  # an error beyond the float64 range is inf: the honest answer
+        return y_hat[observed] - y[observed]
 
 
 def mse(y_hat, y):
@@ -406,7 +414,8 @@ def rmse(y_hat, y):
 def mae(y_hat, y):
     """Mean absolute error over the observed targets (nan when none)."""
     errors = _errors(y_hat, y)
-    return float(np.mean(np.abs(errors))) if errors.size else math.nan
+    with np.errstate(over="ignore"):  # a sum beyond the float64 range is inf
+        return float(np.mean(np.abs(errors))) if errors.size else math.nan
 
 
 def smape(y_hat, y):

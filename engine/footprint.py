@@ -80,6 +80,13 @@ def trainer_bytes(parameter_nbytes, optimizer_buffers):
     return parameter_nbytes * (2 + 2 * optimizer_buffers)
 
 
+def forecast_bytes(steps, series, outputs):
+    """Forecasts of `series` series `steps` steps ahead, `outputs` values each, with their
+    labels: the float64 forecasts and their copies into the output's columns (3 x 8 bytes
+    a value), the time stamps or step numbers and the series ids (5 x 8 bytes a row)."""
+    return steps * series * (24 * outputs + 40)
+
+
 def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize):
     """Bytes of Workspace(model, T, B) (engine/workspace.py), computed without allocating."""
     H, G = hidden_size, GATES[cell]

@@ -5,7 +5,7 @@ from engine.footprint import model_bytes, require
 from engine.initializers import INITS, initialize
 from engine.parameters import GATES, ParameterLayout
 from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_resets, as_state,
-                               check_choice, check_float, check_int)
+                               check_choice, check_float, check_in_dtype, check_int)
 
 CELLS = tuple(GATES)
 NONLINEARITIES = ("tanh", "relu")
@@ -39,7 +39,7 @@ class Model:
         self.dtype = np.dtype(check_choice("dtype", str(np.dtype(dtype)) if _is_dtype(dtype) else dtype,
                                            DTYPES))
         self.init = check_choice("init", init, INITS)
-        self.forget_bias = check_float("forget_bias", forget_bias)
+        self.forget_bias = check_in_dtype("forget_bias", check_float("forget_bias", forget_bias), self.dtype)
         if self.forget_bias != 0.0 and cell != "lstm":
             raise ValueError(f"forget_bias applies to cell 'lstm' only; got {forget_bias} for {cell!r}")
         self.seed = check_int("seed", seed, minimum=0)

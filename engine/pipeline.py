@@ -2,7 +2,6 @@
 train with checkpoints, forecast ahead, evaluate against the persistence baseline.
 Each also takes a panel of many series (engine.panel, docs/data.md)."""
 import functools
-import glob
 import inspect
 import math
 import numbers
@@ -15,8 +14,8 @@ import pyarrow as pa
 from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
-from engine.files import check_output
-from engine.footprint import require, training_bytes
+from engine.files import check_output, is_file_pattern
+from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
 from engine.options import OPTIONS, given_only, parse_options, train_arguments
 from engine.optim import make_optimizer
@@ -27,7 +26,7 @@ from engine.series import as_series
 from engine.series.times import infer_frequency, next_stamps, row_at
 from engine.thread_plan import available_cores
 from engine.trainer import Trainer
-from engine.validation import check_float, check_int
+from engine.validation import check_float, check_in_dtype, check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
 RESUMABLE = ("lr", "memory")  # trainer options a resumed run may change
@@ -184,10 +183,7 @@ def is_panel_source(source, options):
         return True
     if any(options.get(name) is not None for name in ("id_column", "series_columns", "scale")):
         return True
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        return os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path))
-    return False
+    return isinstance(source, (str, os.PathLike)) and is_file_pattern(source)
 
 
 def _panel_options(recipe):
@@ -286,7 +282,7 @@ def _forecast(model, metadata, source, steps, key=None, **panel_options):
                         f"this one has horizon {horizon}, inputs {recipe['inputs']}, targets {recipe['targets']}")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     level = data.base[-1].copy()  # (O,) last observed level
-    require(steps * len(level) * 8, f"--steps {steps} forecasts")  # before allocating them
+    require(forecast_bytes(steps, 1, len(level)), f"--steps {steps} forecasts")  # before allocating them
     forecasts = np.empty((steps, len(level)))
     output = y_hat[-1:]  # (1, 1, O)
     for step in range(steps):
@@ -412,6 +408,10 @@ def _single_series_only(source, panel_options):
     given = [name for name, value in panel_options.items() if value is not None]
     if given:
         raise DataError(f"{', '.join(given)}: only for a model trained on a panel of series")
+    if isinstance(source, (str, os.PathLike)) and is_file_pattern(source):
+        kind = "a directory" if os.path.isdir(source) else "a glob pattern"
+        raise DataError(f"{os.fspath(source)}: is {kind} of files (a panel of series); the model was "
+                        "trained on one series: give one data file")
     if isinstance(source, Panel):
         if len(source) != 1:
             raise DataError(f"the model was trained on one series; {source.source} is a panel of "
@@ -504,7 +504,8 @@ def _schedule_settings(config):
 def _resume_with(trainer, name, value):
     """Apply a RESUMABLE option to a loaded trainer (validated as Trainer does)."""
     if name == "lr":
-        trainer.optimizer.lr = check_float("lr", value, minimum=0, strictly_greater=True)
+        trainer.optimizer.lr = check_in_dtype("lr", check_float("lr", value, minimum=0, strictly_greater=True),
+                                              trainer.model.dtype)
     else:
         trainer.memory = value if value in (None, "sqrt") else check_int("memory", value)
 

@@ -1,9 +1,11 @@
 """Optional plots (matplotlib, the `plot` extra): training curves and forecast against actual."""
+import contextlib
 import os
+import warnings
 
 import numpy as np
 
-from engine.files import atomic_write
+from engine.files import OutputError, atomic_write
 
 
 class PlotUnavailable(RuntimeError):
@@ -40,22 +42,26 @@ def plot_training(history, path, clip_norm=None):
     plt = require_matplotlib()
     flows = [record for record in history.epochs if record.get("grad_flow", {}).get("layers")]
     rows = 2 if flows else 1
-    figure, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
-    axes[0, 0].plot(history.column("loss"), linewidth=0.8)
-    axes[0, 0].set(title="loss per update", xlabel="update", yscale="log")
-    epochs = [record["epoch"] for record in history.epochs]
-    axes[0, 1].plot(epochs, [record["loss"] for record in history.epochs], "o-", label="train")
-    if history.epochs and "val_loss" in history.epochs[0]:
-        axes[0, 1].plot(epochs, [record["val_loss"] for record in history.epochs], "o-", label="validation")
-    axes[0, 1].set(title="loss per epoch", xlabel="epoch", yscale="log")
-    axes[0, 1].xaxis.get_major_locator().set_params(integer=True)
-    axes[0, 1].legend()
-    if flows:
-        _plot_reach(axes[1, 0], flows, plt)
-        _plot_grad_norms(axes[1, 1], history, clip_norm)
-    figure.tight_layout()
-    _save(figure, path)
-    plt.close(figure)
+    with _figure(plt, path, rows, 2, (11, 4 * rows)) as axes:
+        axes[0, 0].plot(history.column("loss"), linewidth=0.8)
+        axes[0, 0].set(title="loss per update", xlabel="update", yscale=_scale(history.column("loss")))
+        epochs = [record["epoch"] for record in history.epochs]
+        losses = [record[key] for record in history.epochs for key in ("loss", "val_loss") if key in record]
+        axes[0, 1].plot(epochs, [record["loss"] for record in history.epochs], "o-", label="train")
+        if history.epochs and "val_loss" in history.epochs[0]:
+            axes[0, 1].plot(epochs, [record["val_loss"] for record in history.epochs], "o-", label="validation")
+        axes[0, 1].set(title="loss per epoch", xlabel="epoch", yscale=_scale(losses))
+        axes[0, 1].xaxis.get_major_locator().set_params(integer=True)
+        axes[0, 1].legend()
+        if flows:
+            _plot_reach(axes[1, 0], flows, plt)
+            _plot_grad_norms(axes[1, 1], history, clip_norm)
+
+
+def _scale(values):
+    """"log" when some value is positive and finite (all a log axis can show), else "linear"."""
+    values = np.asarray(values, dtype=np.float64)
+    return "log" if np.any(np.isfinite(values) & (values > 0)) else "linear"
 
 
 def _plot_reach(axis, flows, plt):
@@ -71,7 +77,8 @@ def _plot_reach(axis, flows, plt):
     axis.annotate("reach threshold", (0, REACH_THRESHOLD), textcoords="offset points", xytext=(2, 3),
                   fontsize=8, color="grey")
     origin = "first target" if flows[-1]["grad_flow"]["source"] == "overhang" else "probed loss"
-    axis.set(title="gradient flow (top layer): |dL/dh| back through time", yscale="log",
+    profiles = [value for record in flows for value in record["grad_flow"]["layers"][-1]["profile"]]
+    axis.set(title="gradient flow (top layer): |dL/dh| back through time", yscale=_scale(profiles),
              xlabel=f"steps k before the {origin}", ylabel="|dL/dh| relative to k = 0")
     if len(flows) > 6:  # a legend for the first and last epochs only
         handles, labels = axis.get_legend_handles_labels()
@@ -89,7 +96,7 @@ def _plot_grad_norms(axis, history, clip_norm):
         clipped = np.flatnonzero(norms > clip_norm)
         axis.plot(clipped, norms[clipped], ".", color="tab:red", markersize=2,
                   label=f"clipped ({len(clipped)} of {len(norms)})")
-    axis.set(title="gradient norm per update (before clipping)", xlabel="update", yscale="log")
+    axis.set(title="gradient norm per update (before clipping)", xlabel="update", yscale=_scale(norms))
     axis.legend(fontsize=8)
 
 
@@ -97,18 +104,37 @@ def plot_forecast(actual, forecast, names, path, context=500):
     """The last `context` observed steps (T, O) and the forecast after them (N, O), to `path`."""
     plt = require_matplotlib()
     actual = actual[-context:]
-    figure, axes = plt.subplots(len(names), 1, figsize=(11, 3 * len(names)), squeeze=False)
     past = np.arange(-len(actual), 0)
     future = np.arange(len(forecast))
-    for column, (axis, name) in enumerate(zip(axes[:, 0], names)):
-        axis.plot(past, actual[:, column], label="observed", linewidth=0.9)
-        axis.plot(future, forecast[:, column], label="forecast", linewidth=1.2)
-        axis.axvline(0, color="grey", linewidth=0.6)
-        axis.set(title=name, xlabel="steps from the end of the data")
-        axis.legend()
-    figure.tight_layout()
-    _save(figure, path)
-    plt.close(figure)
+    with _figure(plt, path, len(names), 1, (11, 3 * len(names))) as axes:
+        for column, (axis, name) in enumerate(zip(axes[:, 0], names)):
+            axis.plot(past, actual[:, column], label="observed", linewidth=0.9)
+            axis.plot(future, forecast[:, column], label="forecast", linewidth=1.2)
+            axis.axvline(0, color="grey", linewidth=0.6)
+            axis.set(title=name, xlabel="steps from the end of the data")
+            axis.legend()
+
+
+@contextlib.contextmanager
+def _figure(plt, path, rows, columns, size):
+    """The axes (rows, columns) of a new figure to draw on in the block; then laid out,
+    saved to `path` and closed. matplotlib's warnings (scales, layout, overflow in its
+    transforms) stay out of the command's output; values it cannot place on an axis (a
+    span beyond the float64 range) are one clear error, and nothing is written."""
+    figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield axes
+            figure.tight_layout()
+            _save(figure, path)
+    except OutputError:
+        raise
+    except (ValueError, OverflowError) as error:   # numpy's LinAlgError is a ValueError
+        raise ValueError(f"cannot draw the plot {path}: matplotlib failed on these values "
+                         f"({type(error).__name__}: {error}); the plot is not written") from None
+    finally:
+        plt.close(figure)
 
 
 def _save(figure, path):

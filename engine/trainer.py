@@ -15,7 +15,8 @@ from engine.schedules import make_schedule, schedule_from_config
 from engine.shards import chunk_for
 from engine.split import check_split
 from engine.thread_plan import plan_for
-from engine.validation import as_inputs, as_resets, as_targets, check_choice, check_float, check_int
+from engine.validation import (as_inputs, as_resets, as_targets, check_choice, check_float, check_int,
+                               check_options_in_dtype)
 
 ON_DIVERGENCE = ("raise", "skip")
 HISTORY_UPDATES = 1000  # update records a Trainer keeps by default (the latest)
@@ -93,6 +94,8 @@ class Trainer:
         self.history_updates = (None if history_updates is None
                                 else check_int("history_updates", history_updates, minimum=0))
         self.optimizer = make_optimizer(optimizer, lr)
+        check_options_in_dtype({"clip_norm": self.clip_norm, "clip_value": self.clip_value,
+                                **self.optimizer.config}, model.dtype)
         self.schedule = make_schedule(schedule)
         require(trainer_bytes(model.params.nbytes, len(self.optimizer.buffer_names())),
                 "the trainer's gradient and optimizer state")  # before allocating them

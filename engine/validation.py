@@ -38,6 +38,25 @@ def check_float(name, value, minimum=None, allow_none=False, strictly_greater=Fa
     return value
 
 
+def check_in_dtype(name, value, dtype):
+    """A finite float `value` that `dtype` holds: beyond its largest magnitude it would be
+    stored as infinity (forget_bias=1e300 in float32)."""
+    largest = float(np.finfo(dtype).max)
+    if abs(value) > largest:
+        raise ValueError(f"{name} must be within the range of {np.dtype(dtype)} "
+                         f"(magnitude at most {largest:.4g}); got {value:g}")
+    return value
+
+
+def check_options_in_dtype(options, dtype):
+    """Every number of `options` ({name: number, list of numbers or anything else}) within
+    the range of `dtype` (the kernels compute in it: lr=1e300 in float32 would be inf)."""
+    for name, value in options.items():
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(item, numbers.Real) and not isinstance(item, bool):
+                check_in_dtype(name, float(item), dtype)
+
+
 def as_numeric_array(name, value):
     """An ndarray of real numbers (not bool, object, string or complex)."""
     try:

@@ -438,3 +438,87 @@ def test_save_refuses_a_link_or_a_read_only_file(tmp_path):
     with pytest.raises(OutputError, match="read-only"):
         engine.save(tmp_path / "real.npz", model)
     assert (tmp_path / "link.npz").is_symlink() and (tmp_path / "real.npz").read_bytes() == b"keep"
+
+
+# --------------------------------------------------------------------------- bounded reading
+
+def add_member(path, name, payload_bytes, compression=zipfile.ZIP_DEFLATED):
+    """Append member `name` to the archive: a float64 .npy of payload_bytes zeros."""
+    import io
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (payload_bytes // 8,)})
+    with zipfile.ZipFile(path, "a", compression=compression) as archive:
+        with archive.open(name, "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            for _ in range(payload_bytes // 2 ** 20):
+                member.write(bytes(2 ** 20))
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("extra.npy", "unexpected member 'extra'"),
+    ("model/weight_ih_l7.npy", "unexpected member 'model/weight_ih_l7'"),     # a layer the model lacks
+    ("trainer/history_x.npy", "trainer/history_x.npy is compressed")])          # a known name, compressed
+def test_a_member_the_metadata_does_not_describe_is_refused_unread(checkpoint_path, name, fragment):
+    import tracemalloc
+    if name == "trainer/history_x.npy":
+        rewrite(checkpoint_path, lambda arrays, meta: arrays.pop("trainer/history_x"))
+    add_member(checkpoint_path, name, 64 * 2 ** 20)   # 64 MiB declared, about 64 KiB stored
+    tracemalloc.start()
+    try:
+        assert_checkpoint_error(checkpoint_path, fragment)
+        with pytest.raises(CheckpointError, match="not a bptt-checkpoint file"):
+            engine.read_metadata(checkpoint_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2 ** 20, peak
+
+
+def test_a_header_whose_shape_exceeds_the_members_size_is_refused_before_allocating(checkpoint_path):
+    import io
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (10 ** 6, 10 ** 6, 1)})
+    rewrite(checkpoint_path, lambda arrays, meta: arrays.pop("trainer/history_x"))
+    with zipfile.ZipFile(checkpoint_path, "a") as archive:
+        archive.writestr("trainer/history_x.npy", header.getvalue() + bytes(64))
+    assert_checkpoint_error(checkpoint_path, "truncated or corrupted", "trainer/history_x.npy declares")
+
+
+def test_a_member_of_another_shape_than_the_metadata_implies_is_refused_unread(checkpoint_path):
+    rewrite(checkpoint_path, lambda arrays, meta: arrays.update({"model/head.weight": np.zeros((300, 4))}))
+    assert_checkpoint_error(checkpoint_path, "does not match format bptt-checkpoint v1",
+                            "model/head.weight has shape (300, 4), the metadata implies (1, ")
+
+
+def test_more_history_than_updates_is_refused(checkpoint_path):
+    rewrite(checkpoint_path, lambda arrays, meta: meta["trainer"].update(step=1))
+    assert_checkpoint_error(checkpoint_path, "history/", "more than the 1 the metadata counts")
+
+
+def test_deeply_nested_metadata_is_refused_before_parsing(checkpoint_path):
+    def nest(arrays, meta):
+        meta["user"]["deep"] = json.loads("[" * 100 + "]" * 100)
+    rewrite(checkpoint_path, nest)
+    assert_checkpoint_error(checkpoint_path, "nests 102 levels deep", "at most 64")
+    with np.load(checkpoint_path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["metadata"] = np.array('{"text": "' + "[" * 200_000 + '"}')   # brackets in a string do not nest
+    np.savez(checkpoint_path, **arrays)
+    assert_checkpoint_error(checkpoint_path, "not a bptt-checkpoint file (no bptt metadata entry)")
+    arrays["metadata"] = np.array("[" * 200_000 + "]" * 200_000)
+    np.savez(checkpoint_path, **arrays)
+    assert_checkpoint_error(checkpoint_path, "nests 200000 levels deep")
+
+
+def test_metadata_larger_than_the_bound_is_refused_unread(checkpoint_path, monkeypatch):
+    monkeypatch.setattr(engine.checkpoint, "MAX_METADATA_BYTES", 1000)
+    assert_checkpoint_error(checkpoint_path, "its metadata entry declares", "bptt metadata is at most")
+
+
+def test_save_to_an_empty_path_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(engine.files.OutputError, match="path is empty"):
+        engine.save("", fresh_model())
+    assert os.listdir(tmp_path) == []

@@ -208,6 +208,17 @@ def test_normalizer_round_trip_and_dict():
         Normalizer.from_dict({"mean": [0.0]})
 
 
+@pytest.mark.filterwarnings("error")   # no overflow warning on the way
+def test_normalizer_fits_values_at_the_float64_limit():
+    largest = np.finfo(np.float64).max
+    values = np.array([[largest, largest], [-largest, largest], [largest, largest], [-largest, largest]])
+    norm = Normalizer.fit(values)
+    np.testing.assert_array_equal(norm.mean, [0, largest])
+    np.testing.assert_array_equal(norm.std, [largest, 1])
+    np.testing.assert_array_equal(norm.transform(values), [[1, 0], [-1, 0], [1, 0], [-1, 0]])
+    assert np.isinf(Normalizer(np.zeros(1), np.full(1, 1e-300)).transform(np.full((1, 1), 1e300))).all()
+
+
 def test_difference_round_trip():
     levels = np.cumsum(np.random.default_rng(1).normal(size=(20, 3)), axis=0)
     deltas = difference(levels)

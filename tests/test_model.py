@@ -336,3 +336,10 @@ def test_returned_state_is_not_reused(variant):
     model.forward(x[:3])
     for part, copy in zip(final if cell == "lstm" else (final,), kept):
         np.testing.assert_array_equal(part, copy)
+
+
+@pytest.mark.parametrize("dtype, value", [("float32", 1e300), ("float32", -3.5e38), ("float64", float("inf"))])
+def test_forget_bias_must_be_within_the_dtype(dtype, value):
+    with pytest.raises(ValueError, match="forget_bias must be"):
+        engine.Model(cell="lstm", hidden_size=4, dtype=dtype, forget_bias=value)
+    assert engine.Model(cell="lstm", hidden_size=4, dtype="float64", forget_bias=1e300).forget_bias == 1e300

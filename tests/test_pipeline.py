@@ -4,6 +4,7 @@ evaluate_series, load_for_inference (engine/pipeline.py), the progress display
 Trainer.partial_fit fed from a generator (documentation that runs)."""
 import io
 import math
+import os
 import re
 import sys
 
@@ -317,6 +318,21 @@ def test_plots_write_png(tmp_path):
     assert engine.require_matplotlib(tmp_path / "curves.svg") is engine.require_matplotlib()
     with pytest.raises(ValueError, match=r"cannot save a plot as \.csv; use \.png"):
         engine.require_matplotlib(tmp_path / "curves.csv")
+
+
+@pytest.mark.filterwarnings("error")   # matplotlib's warnings stay inside the plot functions
+def test_plots_of_zero_losses_and_values_matplotlib_cannot_place(tmp_path):
+    pytest.importorskip("matplotlib")
+    history = engine.History()
+    for step in range(1, 4):
+        history.append_update(dict(step=step, loss=0.0, grad_norm=0.0, clipped=False, lr=0.1))
+    history.epochs.append({"epoch": 1, "loss": 0.0, "val_loss": 0.0})
+    engine.plot_training(history, tmp_path / "zero.png")   # no log axis for values it cannot show
+    assert (tmp_path / "zero.png").read_bytes()[:4] == b"\x89PNG"
+    largest = np.finfo(np.float64).max
+    with pytest.raises(ValueError, match="cannot draw the plot .*edge.png: matplotlib failed"):
+        engine.plot_forecast(np.full((10, 1), largest), np.full((3, 1), -largest), ["x"], tmp_path / "edge.png")
+    assert sorted(os.listdir(tmp_path)) == ["zero.png"]
 
 
 # ---------------------------------------------------------------- streaming (README example)

@@ -252,3 +252,22 @@ def test_bench_io_measures_in_fresh_processes():
     assert records[0]["reader"] == "engine" and records[0]["seconds"] > 0
     assert 0 < records[0]["read_mib"] < records[0]["peak_mib"]
     assert "| engine, CSV |" in format_io(records)
+
+
+def test_npz_and_npy_sizes_are_estimated_before_reading(tmp_path, monkeypatch):
+    import zipfile
+    path = tmp_path / "data.npz"
+    np.savez(path, a=np.arange(100.0))
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("b.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False,
+                                                          "shape": (4 * 2 ** 20,)})
+            for _ in range(32):
+                member.write(bytes(2 ** 20))   # 32 MiB declared, a few KiB stored
+    np.save(tmp_path / "big.npy", np.zeros(2 ** 20))
+    monkeypatch.setattr(engine.footprint, "available_bytes", lambda: 4 * 2 ** 20)
+    with pytest.raises(engine.footprint.MemoryEstimateError, match="reading .*data.npz needs about 32 MiB"):
+        engine.series.read_file(path)
+    assert engine.series.read_file(path, key="a").values.shape == (100, 1)   # only the array asked for
+    with pytest.raises(engine.footprint.MemoryEstimateError, match="reading .*big.npy needs about 8 MiB"):
+        engine.series.read_file(tmp_path / "big.npy")

@@ -505,3 +505,14 @@ def test_lstm_learns_to_forecast_a_noisy_sine_well_below_persistence():
     assert val_loss < 0.4 * persistence, (val_loss, persistence)
     assert seconds < 10
     print(f"val_loss {val_loss:.4f}, persistence {persistence:.4f}, {seconds:.2f}s")
+
+
+@pytest.mark.parametrize("options, name", [({"lr": 1e300}, "lr"), ({"clip_norm": 1e300}, "clip_norm"),
+                                           ({"clip_value": 1e39}, "clip_value"),
+                                           ({"optimizer": engine.optim.Adam(eps=1e300)}, "eps")])
+def test_float_options_beyond_the_models_dtype_are_refused(options, name):
+    model = engine.Model(cell="rnn", input_size=1, hidden_size=4, output_size=1, dtype="float32")
+    with pytest.raises(ValueError, match=f"{name} must be within the range of float32"):
+        engine.Trainer(model, **options)
+    wide = engine.Model(cell="rnn", input_size=1, hidden_size=4, output_size=1, dtype="float64")
+    engine.Trainer(wide, **options)   # float64 holds them

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.data import mae, mase, mse, seasonal_naive, smape, to_original_units
+from engine.footprint import forecast_bytes, require
 from engine.panel.prepare import forward_series, prepare_panel_frames, stack_states
 from engine.panel.scaling import PanelScaler
 from engine.panel.sources import future_times
@@ -100,6 +101,8 @@ def forecast_panel(model, metadata, source, steps, series_id=None, key=None, **p
     recipe = metadata["data"]
     horizon = recipe["horizon"]
     frames, panel = prepare_panel_frames(source, recipe, series_id, key, **panel_options)
+    require(forecast_bytes(steps, len(frames), len(recipe["targets"])),
+            f"--steps {steps} forecasts of {len(frames)} series")  # before any of them is made
     outputs, states = forward_series(model, [frame.x for frame in frames])
     scaler = PanelScaler.from_dict(recipe["scaling"])
     target_norms = [scaler.for_series(frame.series_id)[1] for frame in frames]

@@ -5,7 +5,6 @@ series per file). A single series is the panel of one id.
 
 pandas DataFrames go through a Table; pandas is never imported here.
 """
-import glob
 import os
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine import series as series_module
+from engine.files import is_file_pattern, listed_files
 from engine.series import DataError, Series, listing, tables
 
 COMPRESSION = (".gz", ".bz2", ".zst")
@@ -159,11 +159,7 @@ def from_files(pattern, time_column=None, key=None):
     the files matching a glob pattern, in name order. id = the file name without its
     extension (and compression suffix); every file must hold the same columns."""
     pattern = os.fspath(pattern)
-    if os.path.isdir(pattern):
-        paths = [os.path.join(pattern, name) for name in sorted(os.listdir(pattern))
-                 if not name.startswith(".") and os.path.isfile(os.path.join(pattern, name))]
-    else:
-        paths = sorted(path for path in glob.glob(pattern) if os.path.isfile(path))
+    paths = listed_files(pattern)
     if not paths:
         raise DataError(f"{pattern}: no data files found")
     ids = [file_id(path) for path in paths]
@@ -202,7 +198,7 @@ def as_panel(source, id_column=None, series_columns=None, time_column=None, key=
         return single(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path)):
+        if is_file_pattern(path):
             return from_files(path, time_column, key)
         table, time_column = _table(path, time_column, key)
         name = file_id(path)

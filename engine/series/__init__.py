@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as parquet
 
+from engine.footprint import MemoryEstimateError, require
 from engine.series import csv_files, tables
 from engine.series.base import MISSING, DataError, Series, listing
 from engine.series.buffers import arrow_floats
@@ -39,7 +40,7 @@ def read_file(path, key=None, time_column=None):
     if kind == "npy":
         return _series_from_array(_load_arrays(path)["array"], None, path)
     if kind == "npz":
-        return _series_from_npz(_load_arrays(path), key, path)
+        return _series_from_npz(_load_arrays(path, key), key, path)
     return tables.to_series(read_table(path, key, time_column))   # no reference kept: freed as copied
 
 
@@ -104,6 +105,8 @@ def as_series(source, key=None, time_column=None):
 
 def _existing(path):
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not a data file")
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such data file")
     return path
@@ -157,14 +160,26 @@ def _table_of(values, names):
                     names=list(names))
 
 
-def _load_arrays(path):
-    """The arrays of a .npy ({"array": it}) or .npz file (by name), never unpickling."""
+def _load_arrays(path, key=None):
+    """The arrays of a .npy ({"array": it}) or .npz file (by name; only `key` when the
+    archive holds it), never unpickling; their sizes (an .npy's header, the sizes an .npz's
+    directory declares) must fit in memory before any is read."""
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
         if isinstance(loaded, np.ndarray):
-            return {"array": loaded}
+            require(loaded.nbytes, f"reading {path}")
+            return {"array": np.array(loaded)}
         with loaded:
-            return {name: loaded[name] for name in loaded.files}
+            if "metadata" in loaded.files and any(name.startswith("model/") for name in loaded.files):
+                raise DataError(f"{path}: is a bptt checkpoint, not a data series (a directory of series "
+                                "reads every file in it whose name does not start with a dot: keep "
+                                "checkpoints elsewhere, or give them such a name)")
+            names = [key] if key in loaded.files else loaded.files
+            members = {info.filename: info.file_size for info in loaded.zip.infolist()}
+            require(sum(members.get(f"{name}.npy", members.get(name, 0)) for name in names), f"reading {path}")
+            return {name: loaded[name] for name in names}
+    except (MemoryEstimateError, DataError):
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         message = str(error)
         if "allow_pickle" in message:   # never suggest loading it unsafely

@@ -390,6 +390,20 @@ def _physical_lines(path):
         yield carry.decode("utf-8", errors="replace")
 
 
+def cell_of_row(path, row, name):
+    """The cell of column `name` in data row `row` (0-based) of a CSV file, stripped, as
+    written in the file (a number too large for a float stays "1e400"); None if not found."""
+    layout = sniff(path)
+    if name not in layout.names:
+        return None
+    for index, (_, line) in enumerate(data_lines(path, layout)):
+        if index == row:
+            cells = split(line, layout.delimiter)
+            position = layout.names.index(name)
+            return cells[position].strip() if position < len(cells) else None
+    return None
+
+
 def line_of_row(path, row):
     """The line number of data row `row` (0-based) of a CSV file."""
     for index, (number, _) in enumerate(data_lines(path)):

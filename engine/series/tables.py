@@ -198,7 +198,7 @@ def bad_cell_message(table, name):
     column = table.column(name)
     if pa.types.is_floating(column.type):
         row = int(np.argmax(np.isinf(np.concatenate([numpy_values(chunk) for chunk in column.chunks]))))
-        cell = str(column[row].as_py())
+        cell = _as_written(table, row, name) or str(column[row].as_py())
     elif _is_text(column.type):
         trimmed, missing = _cleaned(column)
         cleaned = pc.if_else(missing, _NULL_TEXT, trimmed)
@@ -208,6 +208,14 @@ def bad_cell_message(table, name):
         row = int(np.argmax(true_mask(pc.is_valid(column))))
         cell = str(column[row].as_py())
     return f"{place(table, max(row, 0))}, {label(table, name)}: not a finite number: {cell!r}"
+
+
+def _as_written(table, row, name):
+    """The text of a cell in its CSV file (None for other sources): a float column holds
+    "1e400" as inf, which the user never wrote."""
+    if CSV_KEY not in (table.schema.metadata or {}):
+        return None
+    return csv_files.cell_of_row(source_of(table), row, name)
 
 
 # ---------------------------------------------------------------- table -> Series

@@ -127,6 +127,8 @@ def _check_settings(settings, dimensions):
 def _check_output_dir(path, resume):
     """The output folder may be created, or is empty, or (resume) holds a sweep."""
     path = os.fspath(path)
+    if not path:
+        raise SweepError("-o: the output folder path is empty; give a folder name")
     if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
         raise SweepError(f"-o {path}: exists and is not a directory")
     if os.path.isdir(path):
