@@ -37,6 +37,7 @@ class Bptt(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
+        _NOTICES.clear()
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Abort:
@@ -65,6 +66,8 @@ class Bptt(click.Group):
         except MemoryError as error:  # sizes no estimate caught (engine.footprint covers the usual ones)
             click.echo(f"Error: out of memory: {error or 'an allocation failed'}; choose smaller sizes", err=True)
             sys.exit(BAD_INPUT)
+        for notice in _NOTICES:  # after a run that went through, so that bad input stays one line
+            click.echo(notice, err=True)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -176,15 +179,19 @@ def deprecated_spelling(flag, name, new, **attributes):
 
 def either_of(new_name, old_value, new_flag, old_flag):
     """The value of an option given by its new spelling or its deprecated one (not both);
-    the old one with a one-line notice on stderr naming the new one."""
+    the old one with a one-line notice on stderr naming the new one, at the end of a run that
+    went through (a refused one prints only its Error line)."""
     context = click.get_current_context()
     if old_value is None:
         return context.params[new_name]
     if context.get_parameter_source(new_name) is not ParameterSource.DEFAULT:
         raise click.UsageError(f"give {new_flag} or {old_flag} (its old spelling), not both")
-    click.echo(f"Warning: {old_flag} is deprecated here; use {new_flag} (the old spelling goes in the next "
-               "release).", err=True)
+    _NOTICES.append(f"Warning: {old_flag} is deprecated here; use {new_flag} (the old spelling goes in the "
+                    "next release).")
     return old_value
+
+
+_NOTICES = []  # deprecation notices of this command, printed once it has run
 
 
 demo_option = click.option("--demo", type=click.Choice(sorted({**DEMOS, **PANEL_DEMOS})),

@@ -335,9 +335,10 @@ def evaluate_series(model, data, *legacy, start=None, season=None, key=None, tim
     if is_panel_recipe(metadata["data"]):
         return _evaluate(model, metadata, data, key=key, start=start,
                          **_given(time_column=time_column), **panel)
+    data = _single_series_only(data, panel)
     if isinstance(data, (str, os.PathLike)) or time_column is not None:
         data = as_series(data, key, time_column)
-    return _evaluate(model, metadata, data, start=start, **panel)
+    return _evaluate(model, metadata, data, start=start)
 
 
 def _legacy_model(model):

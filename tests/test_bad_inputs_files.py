@@ -81,7 +81,7 @@ CASES = {
     "forecast -o ''": (["forecast", "model.npz", "data.csv", "-o", ""], "path is empty"),
     "forecast --plot ''": (["forecast", "model.npz", "data.csv", "--plot", ""], "path is empty"),
     "export -o ''": (["export", "model.npz", "--format", "safetensors", "-o", ""], "path is empty"),
-    "bench --json ''": (["bench", "--quick", "--json", ""], "path is empty"),
+    "bench -o ''": (["bench", "--quick", "-o", ""], "path is empty"),
     "sweep -o ''": (["sweep", "data.csv", "--space", "hidden=4,5", "--trials", "2", "--epochs", "1",
                      "-o", "", "-q"], "path is empty"),
     # 9, 11: checkpoints whose reading would take unbounded memory or recursion

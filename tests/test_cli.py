@@ -781,6 +781,9 @@ def test_bench_output_and_json_spellings(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "old.json").read_text()) == records
     assert old.stderr.splitlines() == ["Warning: --json FILE is deprecated here; use -o FILE (the old spelling "
                                        "goes in the next release)."]
+    refused = run("bench", "--json", "")  # bad input under an old spelling: the Error line alone
+    assert_bad_input(refused, "path is empty")
+    assert len(refused.stderr.splitlines()) == 1
 
 
 def _prepared_outputs(tmp_path, sine_model):
