@@ -11,9 +11,10 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import click
-import numpy as np
+import pyarrow as pa
 from click.core import ParameterSource
 
 import engine
@@ -26,7 +27,9 @@ from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
 from engine.panel import SCALES, is_panel_recipe
-from engine.pipeline import forecast_times
+from engine.pipeline import forecast_labels
+from engine.series.times import GapWarning
+from engine.series.zones import labels as time_labels
 from engine.sweep.space import NOT_SETTINGS
 from engine.trainer import ON_DIVERGENCE
 
@@ -40,6 +43,7 @@ class Bptt(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
+        warnings.showwarning = _one_line_warning
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Abort:
@@ -69,6 +73,15 @@ class Bptt(click.Group):
             click.echo(f"Error: out of memory: {error or 'an allocation failed'}; choose smaller sizes", err=True)
             sys.exit(BAD_INPUT)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Gaps in the time stamps (engine.series.times.GapWarning) as one line "Warning: ..."
+    on stderr; other warnings as Python shows them."""
+    if issubclass(category, GapWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"), err=True)
 
 
 @click.group(cls=Bptt, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -453,7 +466,7 @@ def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns
         else:
             _write_table(sys.stdout, forecasts)
         return
-    stamps = forecast_times(metadata, source, steps)
+    stamps = forecast_labels(metadata, source, steps)
     names = metadata["data"]["targets"]
     if output:
         with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
@@ -473,33 +486,20 @@ def _write_forecast_csv(stream, names, forecasts, stamps):
         labels = range(1, len(forecasts) + 1)
     else:
         writer.writerow(["time"] + names)
-        labels = _time_labels(stamps)
+        labels = stamps
     for label, row in zip(labels, forecasts):
         writer.writerow([label] + [f"{value:.10g}" for value in row])
-
-
-def _time_labels(stamps):
-    """ISO 8601 text of datetime64 stamps, without the zero parts: 2024-03-01, 2024-03-01T06:00."""
-    text = np.datetime_as_string(stamps, unit="s")
-    if all(label.endswith("T00:00:00") for label in text):
-        return [label[:10] for label in text]
-    return [label[:-3] if label.endswith(":00") else label for label in text]
 
 
 def _write_table(stream, table):
     """A pyarrow Table as CSV: times as forecast writes them, numbers to 10 digits."""
     writer = csv.writer(stream)
     writer.writerow(table.column_names)
-    columns = [column.to_numpy(zero_copy_only=False) for column in table.columns]
-    columns = [_time_labels(values) if np.issubdtype(values.dtype, np.datetime64) else values
-               for values in columns]
+    columns = [time_labels(column.to_numpy(zero_copy_only=False), getattr(column.type, "tz", None))
+               if pa.types.is_timestamp(column.type) else column.to_numpy(zero_copy_only=False)
+               for column in table.columns]
     for row in zip(*columns):
         writer.writerow([f"{value:.10g}" if isinstance(value, float) else value for value in row])
-
-
-def _start_option(value):
-    """--from: a row number, or a date/time (checked against the series later)."""
-    return None if value is None else int(value) if value.isdigit() else value
 
 
 @main.command()
@@ -512,8 +512,10 @@ def _start_option(value):
 @click.option("--season", type=click.IntRange(min=1),
               help="Panel: the period of the seasonal naive forecast that scales MASE [default: 1, persistence].")
 @click.option("--id", "series_id", help="Panel: score only this series.")
-@click.option("--from", "start", metavar="DATE|ROW", callback=lambda ctx, param, value: _start_option(value),
-              help="Score only from this row (0-based) or date on; the state warms up on the rows before.")
+@click.option("--from", "start", metavar="DATE|ROW",
+              help="Score only from this row (0-based; negative from the end of each series: -5 scores the "
+                   "last 5 rows) or date/time on (the data's local time unless it has an offset such as "
+                   "+05:00); the state warms up on the rows before.")
 @json_flag
 def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns, season, series_id, start,
              as_json):

@@ -5,7 +5,6 @@ import functools
 import glob
 import inspect
 import math
-import numbers
 import os
 
 import numpy as np
@@ -21,7 +20,8 @@ from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evalua
                           is_panel_recipe, prepare_panel_training_data)
 from engine.schedules import make_schedule
 from engine.series import as_series
-from engine.series.times import infer_frequency, next_stamps, row_at
+from engine.series import zones
+from engine.series.times import infer_frequency, is_row, next_stamps, start_row
 from engine.thread_plan import available_cores
 from engine.trainer import Trainer
 from engine.validation import check_float, check_int
@@ -202,12 +202,23 @@ def forecast_series(model, metadata, source, steps, key=None, **panel_options):
 def forecast_times(metadata, source, steps, key=None):
     """The time stamps of forecast_series's `steps` forecasts: (steps,) datetime64 after the
     series' last time, at its frequency (inferred from the series, else the one stored at
-    training), or None when the series has no time column or no regular frequency."""
+    training), or None when the series has no time column or no frequency. For a series
+    with a time zone the stamps are UTC instants (forecast_labels writes them in the zone)."""
     series = as_series(source, key)
     if series.time is None:
         return None
-    frequency = infer_frequency(series.time) or (metadata["data"].get("time") or {}).get("frequency")
-    return None if frequency is None else next_stamps(series.time[-1], frequency, check_int("steps", steps))
+    frequency = (infer_frequency(series.time, series.time_zone)
+                 or (metadata["data"].get("time") or {}).get("frequency"))
+    if frequency is None:
+        return None
+    return next_stamps(series.time[-1], frequency, check_int("steps", steps), series.time_zone)
+
+
+def forecast_labels(metadata, source, steps, key=None):
+    """forecast_times as ISO 8601 text in the series' zone (with its offset), or None."""
+    series = as_series(source, key)
+    stamps = forecast_times(metadata, series, steps)
+    return None if stamps is None else zones.labels(stamps, series.time_zone)
 
 
 def evaluate_series(model, metadata, source, key=None, start=None, **panel_options):
@@ -259,17 +270,17 @@ def _single_series_only(source, panel_options):
 
 
 def _start_row(series, start):
-    """The row `start` names: a row number (0-based), or a date/time in the series' times."""
-    if start is None:
-        return 0
+    """The row `start` names (engine.series.times.start_row: a row, negative from the end,
+    or a date/time in the series' zone), which must be one of the series'."""
     steps = len(series.values)
-    if isinstance(start, numbers.Integral) and not isinstance(start, bool):
-        if not 0 <= start < steps:
-            raise DataError(f"from: row {start} is outside the series (rows 0..{steps - 1})")
-        return int(start)
-    if series.time is None:
-        raise DataError(f"from: {series.source} has no time column; give a row number (0..{steps - 1})")
-    return row_at(series.time, start)
+    row = start_row(start, steps, series.time, series.time_zone, series.source)
+    if is_row(start) and not -steps <= int(start) < steps:
+        raise DataError(f"from: row {start} is outside the series (rows 0..{steps - 1}, or -{steps}..-1 "
+                        "from the end)")
+    if row >= steps:
+        last = zones.labels(series.time[-1:], series.time_zone)[0]
+        raise DataError(f"from: {start} is after the last time of the series ({last})")
+    return row
 
 
 def load_for_inference(path):

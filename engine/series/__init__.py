@@ -43,22 +43,25 @@ def read_file(path, key=None, time_column=None):
     return tables.to_series(read_table(path, key, time_column))   # no reference kept: freed as copied
 
 
-def read_table(path, key=None, time_column=None):
+def read_table(path, key=None, time_column=None, text_columns=()):
     """A file as a pyarrow Table: numeric columns float64, the time column (named, or the
     first column of dates/times) as timestamps, other columns as text. The schema metadata
     names the source and the time column (engine.series.tables: source_of, time_column_of,
     place(table, row) for "FILE, line N"). Raises DataError for a file that cannot be read
-    (missing, empty, binary, ragged rows, unknown format)."""
+    (missing, empty, binary, ragged rows, unknown format). text_columns: columns read as
+    text, exactly as written (ids; engine.series.tables.as_text)."""
     path = _existing(path)
     kind = _kind(path)
     if kind in ("npy", "npz"):
         series = read_file(path, key)
-        return tables.normalize(_table_of(series.values, series.names), path, time_column)
+        return tables.normalize(_table_of(series.values, series.names), path, time_column,
+                                text_columns=text_columns)
     if kind == "zip":
         raise DataError(f"{path}: a ZIP archive, not a data file (.csv, .parquet, .feather, .npy, .npz)")
     if kind == "csv":
-        table, layout = csv_files.read_csv(path)
-        return tables.normalize(table, path, time_column, csv_header=layout.has_header)
+        table, layout = csv_files.read_csv(path, text_columns)
+        return tables.normalize(table, path, time_column, csv_header=layout.has_header,
+                                text_columns=text_columns)
     try:
         if kind == "parquet":   # ParquetFile: parquet.read_table would import pandas
             table = parquet.ParquetFile(path).read(use_threads=True)
@@ -69,13 +72,14 @@ def read_table(path, key=None, time_column=None):
                         f"({csv_files.first_line(error)})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: the file holds no data rows")
-    return tables.normalize(table, path, time_column)
+    return tables.normalize(table, path, time_column, text_columns=text_columns)
 
 
-def as_table(obj, time_column=None):
+def as_table(obj, time_column=None, text_columns=()):
     """An in-memory source as a pyarrow Table like read_table's: a numpy array (T,) or
     (T, C) (columns "0", "1", ...), a pandas DataFrame or Series (a DatetimeIndex becomes
-    the time column), or a pyarrow Table / RecordBatch."""
+    the time column, its zone kept), or a pyarrow Table / RecordBatch. text_columns: as
+    read_table's."""
     module = type(obj).__module__.split(".")[0]
     if module == "pyarrow" and isinstance(obj, (pa.Table, pa.RecordBatch)):
         table, source = pa.Table.from_batches([obj]) if isinstance(obj, pa.RecordBatch) else obj, \
@@ -87,7 +91,7 @@ def as_table(obj, time_column=None):
         table, source = _table_of(series.values, series.names), "array"
     if table.num_rows == 0:
         raise DataError(f"{source}: the series must hold at least one row")
-    return tables.normalize(table, source, time_column)
+    return tables.normalize(table, source, time_column, text_columns=text_columns)
 
 
 def as_series(source, key=None, time_column=None):
