@@ -306,6 +306,8 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
         arguments["data_options"]["time_column"] = time_column_value(time_column)
     context = click.get_current_context()
     explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if "step_size" in explicit and schedule != "step":
+        raise click.UsageError("--step-size applies to --schedule step")
     if resume:  # only what the user gave goes on, for the pipeline to refuse what conflicts
         for group in ("model_options", "trainer_options", "schedule", "data_options"):
             arguments[group] = {key: value for key, value in arguments[group].items()
@@ -329,7 +331,8 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
     except engine.pipeline.ResumeConflict as error:
         given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
                          for name in _SET_BY[error.option] if name in explicit)
-        stored = "unset" if error.stored is None else repr(error.stored)
+        given = given or f"the data's {error.option.replace('_', ' ')} {'none' if error.given is False else repr(error.given)}"
+        stored = "unset" if error.stored in (None, False) else repr(error.stored)
         raise click.UsageError(f"--resume: {given} conflicts with the checkpoint's {error.option.replace('_', ' ')} "
                                f"{stored}; a resumed run keeps its checkpoint's settings (only --epochs, "
                                "--patience, --lr and --memory may change)") from None

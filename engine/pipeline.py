@@ -78,6 +78,7 @@ def train_series(source, output, model_options=None, trainer_options=None, data_
             data_options["scaling"] = recipe["scaling"]  # the statistics of each series, kept
     data = source if isinstance(source, TrainingData) else _prepare_training_data(source, key, data_options)
     if resume:
+        _check_resume_time_column(data.metadata, recipe)
         data = _with_normalisation(data, recipe)
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
@@ -329,10 +330,22 @@ def _check_resume_options(model, trainer, recipe, model_options, trainer_options
     for name, value in given.items():
         if name in stored and value != stored[name]:
             raise ResumeConflict(name, value, stored[name])
+        if name not in stored and name in PANEL_DATA_OPTIONS and value is not None:
+            raise ResumeConflict(name, value, None)   # a panel option on a single-series checkpoint
     stored_schedule = _schedule_settings(trainer.schedule.config)
     for name, value in schedule.items():
         if value != stored_schedule.get(name, value):
             raise ResumeConflict("schedule" if name == "name" else name, value, stored_schedule[name])
+
+
+def _check_resume_time_column(metadata, recipe):
+    """A resumed single series keeps its checkpoint's time column (its record would be lost
+    or replaced): ResumeConflict when the data's differs."""
+    if is_panel_recipe(recipe):
+        return   # the panel's time_column is a data option, compared with the others
+    given, stored = ((record.get("time") or {}).get("column") for record in (metadata, recipe))
+    if given != stored:
+        raise ResumeConflict("time_column", False if given is None else given, stored)
 
 
 def _column_names(spec, columns):

@@ -206,15 +206,21 @@ def as_panel(source, id_column=None, series_columns=None, time_column=None, key=
     """A Panel from a Panel, a directory or glob of files, a file or in-memory data (Table,
     DataFrame, array, Series): long format with id_column, wide with series_columns, else
     one series (id: the file name without extension, or "series")."""
-    if isinstance(source, Panel):
-        return source
     if id_column is not None and series_columns is not None:
         raise DataError("give id_column (long format) or series_columns (wide format), not both")
+    layout = "id_column" if id_column is not None else "series_columns" if series_columns is not None else None
+    if isinstance(source, Panel):
+        if layout is not None:
+            raise DataError(f"{layout}: {source.source} is a panel already; {layout} applies to one table")
+        return source
     if isinstance(source, Series) and id_column is None and series_columns is None:
         return single(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path)):
+            if layout is not None:
+                raise DataError(f"{layout}: {path} names files of one series each (the ids are their names); "
+                                f"{layout} applies to one file holding many series")
             return from_files(path, time_column, key)
         table, time_column = _table(path, time_column, key, (id_column,) if id_column else ())
         name = file_id(path)

@@ -36,6 +36,7 @@ def read_file(path, key=None, time_column=None):
     the first column of dates or times, if any; False: none, dates are then text)."""
     path = _existing(path)
     kind = _kind(path)
+    _check_key(path, kind, key)
     if kind == "npy":
         return _series_from_array(_load_arrays(path)["array"], None, path)
     if kind == "npz":
@@ -52,6 +53,7 @@ def read_table(path, key=None, time_column=None, text_columns=()):
     text, exactly as written (ids; engine.series.tables.as_text)."""
     path = _existing(path)
     kind = _kind(path)
+    _check_key(path, kind, key)
     if kind in ("npy", "npz"):
         series = read_file(path, key)
         return tables.normalize(_table_of(series.values, series.names), path, time_column,
@@ -111,6 +113,12 @@ def _existing(path):
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such data file")
     return path
+
+
+def _check_key(path, kind, key):
+    """A key names an array of an .npz archive: given for any other file, it would be ignored."""
+    if key is not None and kind != "npz":
+        raise DataError(f"key {key!r}: names an array of an .npz archive; {path} is not one")
 
 
 def _kind(path):
