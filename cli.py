@@ -43,9 +43,11 @@ class Bptt(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
-        warnings.showwarning = _one_line_warning
         try:
-            code = super().main(args, prog_name, standalone_mode=False, **extra)
+            with warnings.catch_warnings():   # restores the caller's warning display afterwards
+                warnings.showwarning = _one_line_warning
+                warnings.simplefilter("default", GapWarning)   # once per run and place, never an error
+                code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Abort:
             click.echo("Interrupted.", err=True)
             sys.exit(130)

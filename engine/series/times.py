@@ -91,7 +91,7 @@ def spacing(stamps, zone=None):
     local = zones.to_local(stamps, zone)
     best = None   # (covered pairs, kind, count, one-step mask)
     for kind, (advance, counts) in _KINDS.items():
-        if kind == "business" and not np.is_busday(local.astype("datetime64[D]")).all():
+        if not _applies(kind, local):
             continue
         count = _most_common_positive(counts(local))
         if count is None:
@@ -104,6 +104,18 @@ def spacing(stamps, zone=None):
     covered, kind, count, one_step = best
     irregular = len(one_step) - covered
     return Spacing(_name(kind, count), irregular, None if not irregular else int(np.argmin(one_step)) + 1)
+
+
+def _applies(kind, local):
+    """Whether every stamp is on a day the kind of step lands on: month ends on the last
+    day of a month (so a step of 12 months from 1 January stays "P1Y"), business days on
+    Monday to Friday."""
+    day = local.astype("datetime64[D]")
+    if kind == "end":
+        return bool(((day + 1).astype("datetime64[M]") != day.astype("datetime64[M]")).all())
+    if kind == "business":
+        return bool(np.is_busday(day).all())
+    return True
 
 
 def infer_frequency(stamps, zone=None):

@@ -1,0 +1,210 @@
+"""Time stamps (issue 28, classes 3-7 and 19): calendar frequencies inferred from the
+stamps, gaps reported and tolerated, time zones kept in every label, --from with one
+meaning everywhere, and ids read as the text the file holds."""
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as parquet
+import pytest
+
+from engine.data import load_series, prepare_training_data
+from engine.panel import as_panel, from_long, future_times, to_long
+from engine.series import DataError, as_series, zones
+from engine.series.times import GapWarning, infer_frequency, next_stamps, spacing, start_row
+
+
+def days(*texts):
+    return np.array(texts, dtype="datetime64[D]")
+
+
+def text_of(stamps):
+    return [str(stamp)[:10] for stamp in stamps.astype("datetime64[D]")]
+
+
+def month_ends(start, count, every=1):
+    months = np.datetime64(start, "M") + np.arange(count) * every
+    return (months + 1).astype("datetime64[D]") - 1
+
+
+# ---------------------------------------------------------------- calendar frequencies
+
+def test_month_ends_continue_at_month_ends():
+    stamps = month_ends("2019-10", 4)   # 31 Oct, 30 Nov, 31 Dec, 31 Jan
+    assert infer_frequency(stamps) == "P1M/end"
+    assert text_of(next_stamps(stamps[-1], "P1M/end", 3)) == ["2020-02-29", "2020-03-31", "2020-04-30"]
+
+
+def test_quarter_and_year_ends():
+    quarters = month_ends("2019-03", 5, every=3)
+    assert infer_frequency(quarters) == "P3M/end"
+    assert text_of(next_stamps(quarters[-1], "P3M/end", 2)) == ["2020-06-30", "2020-09-30"]
+    years = month_ends("2015-12", 5, every=12)
+    assert infer_frequency(years) == "P1Y/end"
+    assert text_of(next_stamps(years[-1], "P1Y/end", 1)) == ["2020-12-31"]
+
+
+def test_month_quarter_and_year_starts_keep_their_day_and_time():
+    starts = np.datetime64("2023-11", "M") + np.arange(4)
+    stamps = starts.astype("datetime64[s]") + np.timedelta64(6, "h")
+    assert infer_frequency(stamps) == "P1M"
+    assert [str(s)[:16] for s in next_stamps(stamps[-1], "P1M", 2)] == ["2024-03-01T06:00", "2024-04-01T06:00"]
+    quarters = (np.datetime64("2023-01", "M") + 3 * np.arange(4)).astype("datetime64[D]")
+    assert infer_frequency(quarters) == "P3M"
+    years = (np.datetime64("2020-01", "M") + 12 * np.arange(3)).astype("datetime64[D]")
+    assert infer_frequency(years) == "P1Y"
+
+
+def test_business_days_skip_weekends():
+    stamps = np.busday_offset("2024-01-01", np.arange(15)).astype("datetime64[m]") + np.timedelta64(9 * 60, "m")
+    assert infer_frequency(stamps) == "P1D/business"   # not daily with a gap every weekend
+    after_friday = next_stamps(np.datetime64("2024-01-19T09:00"), "P1D/business", 2)
+    assert [str(s)[:16] for s in after_friday] == ["2024-01-22T09:00", "2024-01-23T09:00"]
+    every_day = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-15"))
+    assert infer_frequency(every_day) == "P1D"   # weekends present: calendar days
+
+
+def test_old_frequency_strings_still_read():
+    assert text_of(next_stamps(np.datetime64("2024-01-31"), "P1D", 1)) == ["2024-02-01"]
+    assert text_of(next_stamps(np.datetime64("2024-01-15"), "P1M", 1)) == ["2024-02-15"]
+    assert str(next_stamps(np.datetime64("2024-01-01T00:00"), "PT15M", 1)[0]) == "2024-01-01T00:15:00.000000"
+    with pytest.raises(DataError, match="unknown frequency 'P1W'"):
+        next_stamps(np.datetime64("2024-01-01"), "P1W", 1)
+
+
+# ---------------------------------------------------------------- gaps
+
+def test_one_missing_row_keeps_the_frequency_and_is_counted():
+    stamps = np.delete(np.arange(np.datetime64("2024-01-01T00"), np.datetime64("2024-01-03T00")), [5, 6, 30])
+    found = spacing(stamps)
+    assert found == ("PT1H", 2, 5)   # two pairs skip steps; the first ends at row 5
+    assert str(next_stamps(stamps[-1], found.frequency, 1)[0])[:13] == "2024-01-03T00"
+    months = np.delete(month_ends("2020-01", 12), 4)
+    assert spacing(months) == ("P1M/end", 1, 4)
+
+
+def test_no_step_covering_most_pairs_is_irregular():
+    assert spacing(days("2024-01-01", "2024-01-02", "2024-01-04")) == (None, 0, None)
+    assert spacing(days("2024-01-01", "2024-01-03", "2024-01-04", "2024-01-09", "2024-01-20")).frequency is None
+    assert spacing(days("2024-01-01")) == (None, 0, None)
+
+
+def test_gaps_warn_once_when_read_and_forecasts_stay_labelled(tmp_path):
+    stamps = np.delete(np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-03-01")), [10, 40, 41])
+    path = tmp_path / "gaps.csv"
+    path.write_text("date,v\n" + "".join(f"{stamp},{i % 7}\n" for i, stamp in enumerate(stamps)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        series = load_series(path)
+    gaps = [w for w in caught if issubclass(w.category, GapWarning)]
+    assert len(gaps) == 1
+    assert 'gaps.csv, time column "date": 2 gap(s) or uneven step(s)' in str(gaps[0].message)
+    assert "the first after 2024-01-10; the frequency P1D" in str(gaps[0].message)
+    assert infer_frequency(series.time) == "P1D"
+
+
+# ---------------------------------------------------------------- time zones
+
+def test_fixed_offsets_are_kept_in_labels_and_next_stamps(tmp_path):
+    path = tmp_path / "zoned.csv"
+    hours = np.datetime64("2024-01-10T20:00") + np.arange(4).astype("timedelta64[h]")
+    path.write_text("time,v\n" + "".join(f"{hour}+05:00,{i}\n" for i, hour in enumerate(hours)))
+    series = load_series(path)
+    assert series.time_zone == "+05:00"
+    assert str(series.time[-1])[:16] == "2024-01-10T18:00"   # UTC instants
+    assert zones.labels(series.time[-1:], "+05:00") == ["2024-01-10T23:00+05:00"]
+    following = next_stamps(series.time[-1], infer_frequency(series.time, "+05:00"), 2, "+05:00")
+    assert zones.labels(following, "+05:00") == ["2024-01-11T00:00+05:00", "2024-01-11T01:00+05:00"]
+    record = prepare_training_data(path).metadata["time"]
+    assert record == {"column": "time", "first": "2024-01-10T20:00+05:00", "last": "2024-01-10T23:00+05:00",
+                      "frequency": "PT1H", "zone": "+05:00"}
+
+
+def test_named_zones_step_in_wall_time_across_a_clock_change():
+    pandas = pytest.importorskip("pandas")
+    index = pandas.date_range("2024-03-28 09:00", periods=6, freq="D", tz="Europe/Paris")   # DST on 31 March
+    series = as_series(pandas.DataFrame({"v": np.arange(6.0)}, index=index))
+    assert series.time_zone == "Europe/Paris"
+    assert infer_frequency(series.time, series.time_zone) == "P1D"   # 23 hours on the change, still daily
+    following = next_stamps(series.time[-1], "P1D", 1, series.time_zone)
+    assert zones.labels(following, series.time_zone) == ["2024-04-03T09:00+02:00"]
+    assert zones.labels(series.time[:1], series.time_zone) == ["2024-03-28T09:00+01:00"]
+
+
+def test_parquet_and_arrow_zones_and_an_unknown_zone(tmp_path):
+    instants = np.datetime64("2024-01-01T00:00") + np.arange(3).astype("timedelta64[h]")
+    table = pa.table({"t": pa.array(instants.astype("datetime64[us]"), pa.timestamp("us", tz="-03:30")),
+                      "v": [1.0, 2.0, 3.0]})
+    parquet.write_table(table, tmp_path / "z.parquet")
+    series = load_series(tmp_path / "z.parquet")
+    assert series.time_zone == "-03:30" and zones.labels(series.time[:1], "-03:30") == ["2023-12-31T20:30-03:30"]
+    with pytest.raises(DataError, match="unknown time zone 'Mars/Olympus'"):
+        zones.check("Mars/Olympus")
+
+
+def test_a_mix_of_zoned_and_plain_stamps_names_line_and_column(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("v,when\n" + "".join(f"{day},2024-01-{day:02d}T10:00+01:00\n" for day in range(1, 25))
+                    + "25,2024-01-25T10:00\n")
+    with pytest.raises(DataError, match=r'mixed\.csv, line 26, column "when": the time column mixes stamps with '
+                                        r"and without a zone offset: '2024-01-25T10:00' has none"):
+        load_series(path)
+
+
+def test_panel_times_keep_their_zone(tmp_path):
+    path = tmp_path / "panel.csv"
+    path.write_text("id,time,v\n" + "".join(f"{name},2024-01-10T{hour:02d}:00+05:00,{hour}\n"
+                                            for name in "ab" for hour in range(6)))
+    panel = as_panel(path, id_column="id")
+    assert panel.time_zone == "+05:00"
+    ahead = future_times(panel.times[0], 1, panel.time_zone)
+    assert zones.labels(ahead, panel.time_zone) == ["2024-01-10T06:00+05:00"]
+    assert to_long(panel).schema.field("time").type == pa.timestamp("ns", tz="+05:00")
+
+
+# ---------------------------------------------------------------- --from
+
+def test_from_has_one_meaning():
+    stamps = np.datetime64("2024-01-10T18:00") + np.arange(5).astype("timedelta64[h]")   # UTC 18:00..22:00
+    assert start_row(None, 5) == 0 and start_row(3, 5) == 3 and start_row("3", 5) == 3
+    assert start_row(-2, 5) == 3 and start_row("-2", 5, stamps) == 3   # the last 2 rows, not the year -2
+    assert start_row(-50, 5) == 0
+    assert start_row("2024-01-10T20:00", 5, stamps) == 2   # plain stamps: as written
+    assert start_row("2024-01-11T01:00", 5, stamps, "+05:00") == 2   # the data's wall time
+    assert start_row("2024-01-10T20:00Z", 5, stamps, "+05:00") == 2   # an explicit offset converted
+    assert start_row("2024-01-11", 5, stamps) == 5   # after the end: the caller decides
+    with pytest.raises(DataError, match="from: the value is empty"):
+        start_row("  ", 5, stamps)
+    with pytest.raises(DataError, match="not a date from the year 1 on"):
+        start_row("-0005-01-01", 5, stamps)
+    with pytest.raises(DataError, match="has a zone offset, but the time column has none"):
+        start_row("2024-01-10T20:00+05:00", 5, stamps)
+    with pytest.raises(DataError, match="has no time column; give a row number"):
+        start_row("2024-01-10", 5)
+
+
+# ---------------------------------------------------------------- ids as text
+
+def test_long_format_ids_are_the_text_of_the_file(tmp_path):
+    path = tmp_path / "long.csv"
+    ids = ["02134", "2134", "9223372036854775808", "18446744073709551615", "10"]
+    path.write_text("id,v\n" + "".join(f"{name},{row}\n" for row in range(3) for name in ids))
+    panel = as_panel(path, id_column="id")
+    assert panel.ids == ("10", "02134", "2134", "9223372036854775808", "18446744073709551615")
+    assert panel.lengths == (3,) * 5
+    assert panel.select("02134").ids == ("02134",)
+    with pytest.raises(DataError, match="unknown series id '0010'"):
+        panel.select("0010")
+
+
+def test_integer_ids_of_other_sources_keep_every_digit(tmp_path):
+    table = pa.table({"id": pa.array([2 ** 64 - 1, 2 ** 63, 2 ** 63], pa.uint64()), "v": [1.0, 2.0, 3.0]})
+    parquet.write_table(table, tmp_path / "ids.parquet")
+    assert as_panel(tmp_path / "ids.parquet", id_column="id").ids == ("9223372036854775808",
+                                                                       "18446744073709551615")
+    assert from_long(table, "id").lengths == (2, 1)
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"id": [7, 7, 12], "v": [1.0, 2.0, 3.0]})
+    assert from_long(frame, "id").ids == ("7", "12")
+    floats = pa.table({"id": [1.0, 1.0, 2.5], "v": [1.0, 2.0, 3.0]})
+    assert from_long(floats, "id").ids == ("1", "2.5")
