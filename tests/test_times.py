@@ -1,6 +1,7 @@
 """Time stamps (issue 28, classes 3-7 and 19): calendar frequencies inferred from the
 stamps, gaps reported and tolerated, time zones kept in every label, --from with one
 meaning everywhere, and ids read as the text the file holds."""
+import json
 import warnings
 
 import numpy as np
@@ -208,3 +209,75 @@ def test_integer_ids_of_other_sources_keep_every_digit(tmp_path):
     assert from_long(frame, "id").ids == ("7", "12")
     floats = pa.table({"id": [1.0, 1.0, 2.5], "v": [1.0, 2.0, 3.0]})
     assert from_long(floats, "id").ids == ("1", "2.5")
+
+
+# ---------------------------------------------------------------- through the command
+
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from cli import main
+    return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="bptt")
+
+
+SMALL = ["--hidden", "4", "--epochs", "1", "--k1", "10", "--streams", "2", "-q"]
+
+
+def trained(tmp_path, name, header, rows, *options):
+    data = tmp_path / f"{name}.csv"
+    data.write_text(header + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    result = invoke("train", data, *SMALL, *options, "-o", tmp_path / f"{name}.npz")
+    assert result.exit_code == 0, result.stderr
+    return tmp_path / f"{name}.npz", data, result
+
+
+def test_forecasts_continue_month_ends_and_zones(tmp_path):
+    ends = month_ends("2015-01", 61)   # to 2020-01-31
+    model, data, _ = trained(tmp_path, "ends", "date,v", ((end, i % 12) for i, end in enumerate(ends)))
+    result = invoke("forecast", model, data, "--steps", "3")
+    assert [line.split(",")[0] for line in result.stdout.splitlines()] == ["time", "2020-02-29", "2020-03-31",
+                                                                          "2020-04-30"]
+    hours = np.datetime64("2024-01-08T00:00") + np.arange(72).astype("timedelta64[h]")
+    model, data, _ = trained(tmp_path, "zoned", "time,v", ((f"{hour}+05:00", i % 5) for i, hour in enumerate(hours)))
+    result = invoke("forecast", model, data, "--steps", "2")
+    assert [line.split(",")[0] for line in result.stdout.splitlines()] == ["time", "2024-01-11T00:00+05:00",
+                                                                          "2024-01-11T01:00+05:00"]
+    assert "2024-01-10T23:00+05:00" in invoke("info", model).stdout
+
+
+def test_a_gap_is_one_warning_line_and_forecasts_keep_their_times(tmp_path):
+    stamps = np.delete(np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-04-01")), [30])
+    model, data, trained_run = trained(tmp_path, "gap", "date,v", ((stamp, i % 7) for i, stamp in enumerate(stamps)))
+    warning = 'Warning: {}, time column "date": 1 gap(s) or uneven step(s) in the time stamps, the first after ' \
+              "2024-01-30; the frequency P1D of the other steps is used".format(data)
+    assert trained_run.stderr.splitlines() == [warning]
+    result = invoke("forecast", model, data, "--steps", "1")
+    assert result.stderr.splitlines() == [warning]
+    assert result.stdout.splitlines()[1].startswith("2024-04-01,")
+
+
+def test_from_minus_five_scores_the_last_five_rows_everywhere(tmp_path):
+    wave = np.round(np.sin(np.arange(80) / 4), 6)
+    plain, plain_data, _ = trained(tmp_path, "plain", "v", ((value,) for value in wave))
+    dates = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-01") + 80)
+    dated, dated_data, _ = trained(tmp_path, "dated", "date,v", zip(dates, wave))
+    panel, panel_data, _ = trained(tmp_path, "panel", "id,v", ((name, value) for value in wave for name in "ab"),
+                                   "--id-column", "id")
+    for model, data in ((plain, plain_data), (dated, dated_data)):
+        result = invoke("evaluate", model, data, "--from", "-5", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["steps"] == 5
+    result = invoke("evaluate", panel, panel_data, "--from", "-5", "--json")
+    assert [record["steps"] for record in json.loads(result.stdout)["series"]] == [5, 5]
+    by_date = invoke("evaluate", dated, dated_data, "--from", "2024-03-15", "--json")
+    assert json.loads(by_date.stdout)["steps"] == 6
+
+
+def test_look_alike_ids_stay_apart_through_the_command(tmp_path):
+    model, data, _ = trained(tmp_path, "ids", "id,v", ((name, i % 9) for i in range(80)
+                                                      for name in ("02134", "2134", "18446744073709551615")),
+                             "--id-column", "id")
+    result = invoke("forecast", model, data)
+    assert [line.split(",")[0] for line in result.stdout.splitlines()] == ["id", "02134", "2134",
+                                                                          "18446744073709551615"]
+    assert invoke("forecast", model, data, "--id", "02134").stdout.splitlines()[1].startswith("02134,")
