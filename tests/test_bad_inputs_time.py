@@ -29,11 +29,12 @@ def originals(tmp_path_factory):
     write_csv(root / "mixed.csv", "time,v", [(f"{hour}+05:00", value) for hour, value in zip(hours[:30], wave)]
               + [(hours[30], 0.5)])
     write_csv(root / "long.csv", "id,v", ((name, value) for value in wave for name in ("02134", "2134")))
-    for name in ("meters", "infinite", "unordered"):
+    for name in ("meters", "infinite", "unordered", "text"):
         (root / name).mkdir()
         for series in ("a", "b"):
             write_csv(root / name / f"{series}.csv", "step,v", zip(range(100), wave))
     write_csv(root / "infinite" / "b.csv", "step,v", [(step, "1e400" if step == 40 else 1.0) for step in range(100)])
+    write_csv(root / "text" / "b.csv", "step,v", [(step, "oops" if step == 50 else 1.0) for step in range(100)])
     write_csv(root / "unordered" / "b.csv", "step,v", [(step if step != 20 else 5, 1.0) for step in range(100)])
     runner = CliRunner()
     for data, model, extra in (("plain.csv", "plain.npz", []), ("zoned.csv", "zoned.npz", []),
@@ -96,6 +97,8 @@ CASES = {
     # -- a directory panel names file and line, as a file does (class 19)
     "an infinite value in a directory's file": (["train", "infinite", *SMALL, "-o", "new.npz"],
                                                 "infinite/b.csv, line 42, column 'v': an infinite value"),
+    "a text cell in a directory's file": (["train", "text", *SMALL, "--time-column", "step", "-o", "new.npz"],
+                                          'series "b": text/b.csv, line 52, column "v": not a finite number: \'oops\''),
     "unordered times in a directory's file": (["train", "unordered", *SMALL, "--time-column", "step", "-o", "new.npz"],
                                               "unordered/b.csv: time column 'step' is not increasing at line 22"),
 }

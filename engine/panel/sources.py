@@ -386,8 +386,11 @@ def _values(table, exclude, source):
     names = tuple(name for name in table.column_names if name not in exclude)
     if not names:
         raise DataError(f"{source}: no value columns besides {listing([e for e in exclude if e])}")
-    invalid = {name: f"{source}: column {name!r} holds {table[name].type}, not numbers"
-               for name in names if not _is_numeric(table[name].type)}
+    text = [name for name in names if not _is_numeric(table[name].type)]
+    if tables.csv_header_of(table) is not None:   # a CSV file: "FILE, line N, column ...", as for one series
+        invalid = tables.CellProblems(table.select(text), text)
+    else:
+        invalid = {name: f"{source}: column {name!r} holds {table[name].type}, not numbers" for name in text}
     values = np.full((table.num_rows, len(names)), np.nan)
     for i, name in enumerate(names):
         if name not in invalid:

@@ -270,7 +270,7 @@ def bad_cell_message(table, name):
 
 # ---------------------------------------------------------------- table -> Series
 
-class _Problems(Mapping):
+class CellProblems(Mapping):
     """Column name -> error message, each message built only when asked for (locating a
     line in a CSV file rescans it)."""
 
@@ -324,7 +324,7 @@ def to_series(table):
         del column
         pool.release_unused()   # hand the column's buffers back before filling the next
     kept = pa.table(list(problems.values()), names=list(problems)).replace_schema_metadata(metadata)
-    return Series(values, tuple(names), _source(metadata), _Problems(kept, problems), stamps, time_name, zone)
+    return Series(values, tuple(names), _source(metadata), CellProblems(kept, problems), stamps, time_name, zone)
 
 
 def _zone(column):
