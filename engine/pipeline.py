@@ -225,7 +225,8 @@ def forecast_labels(metadata, source, steps, key=None):
 def evaluate_series(model, metadata, source, key=None, start=None, **panel_options):
     """MSE, MAE and RMSE of the model's forecasts over a series, in original units, beside
     the persistence baseline on the same targets. start: score only the rows from this
-    one on (a row number, or a date/time of a series with a time column: its first row at
+    one on (engine.series.times.start_row: a row number, negative from the end, -5 the last
+    5 rows; or a date/time of a series with a time column, in its zone: its first row at
     or after it), the state warmed up on every row before. Returns a dict of floats. For
     a model trained on a panel: engine.panel.evaluate_panel (per-series and aggregate
     metrics), panel_options its season, series_id, id_column, series_columns, time_column."""
