@@ -132,6 +132,15 @@ def test_named_zones_step_in_wall_time_across_a_clock_change():
     assert zones.labels(series.time[:1], series.time_zone) == ["2024-03-28T09:00+01:00"]
 
 
+def test_hours_count_in_utc_across_a_clock_change():
+    start = zones.to_utc(np.datetime64("2024-10-26T22:00"), "Europe/Paris")   # clocks go back at 03:00 on the 27th
+    hours = start + np.arange(6).astype("timedelta64[h]")
+    assert spacing(hours, "Europe/Paris") == ("PT1H", 0, None)   # wall times repeat 02:00, the instants do not
+    following = next_stamps(hours[2], "PT1H", 3, "Europe/Paris")
+    assert zones.labels(following, "Europe/Paris") == ["2024-10-27T01:00+02:00", "2024-10-27T02:00+02:00",
+                                                       "2024-10-27T02:00+01:00"]
+
+
 def test_parquet_and_arrow_zones_and_an_unknown_zone(tmp_path):
     instants = np.datetime64("2024-01-01T00:00") + np.arange(3).astype("timedelta64[h]")
     table = pa.table({"t": pa.array(instants.astype("datetime64[us]"), pa.timestamp("us", tz="-03:30")),

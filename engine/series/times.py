@@ -18,7 +18,8 @@ import numpy as np
 from engine.series import zones
 from engine.series.base import DataError
 
-_MICROSECONDS = (("D", 86_400_000_000), ("H", 3_600_000_000), ("M", 60_000_000))
+_DAY = 86_400_000_000   # microseconds
+_MICROSECONDS = (("D", _DAY), ("H", 3_600_000_000), ("M", 60_000_000))
 _DURATION = re.compile(r"^P(?:(\d+)Y|(\d+)M|(\d+)D|T(?:(\d+)H|(\d+)M|(\d+(?:\.\d+)?)S))(?:/(end|business))?$")
 _ROW = re.compile(r"^[+-]?\d+$")
 _FIRST_DAY = np.datetime64("0001-01-01", "us")
@@ -85,25 +86,47 @@ class Spacing(NamedTuple):
 def spacing(stamps, zone=None):
     """The Spacing of (T,) increasing stamps (UTC instants of the zone `zone`): the kind
     of step (fixed, calendar month or month end, business day) and count that most pairs
-    follow exactly, the one covering the most pairs winning (ties: the order of _KINDS)."""
+    follow exactly, the one covering the most pairs winning (ties: the order of _KINDS).
+    Fixed steps under a day are counted in UTC (an hour is an hour across a clock
+    change), whole days and calendar steps in the zone's wall time."""
     if stamps is None or len(stamps) < 2:
         return Spacing(None, 0, None)
-    local = zones.to_local(stamps, zone)
+    instants = np.asarray(stamps).astype("datetime64[us]")
+    local = zones.to_local(instants, zone)
     best = None   # (covered pairs, kind, count, one-step mask)
     for kind, (advance, counts) in _KINDS.items():
         if not _applies(kind, local):
             continue
-        count = _most_common_positive(counts(local))
+        count = _typical(counts(instants if kind == "fixed" else local))
         if count is None:
             continue
-        one_step = advance(local[:-1], count) == local[1:]
-        if best is None or one_step.sum() > best[0]:
-            best = (int(one_step.sum()), kind, count, one_step)
+        times = instants if kind == "fixed" and count % _DAY else local
+        one_step = advance(times[:-1], count) == times[1:]
+        covered = int(one_step.sum())
+        if best is None or covered > best[0]:
+            best = (covered, kind, count, one_step)
+        if covered == len(one_step):
+            break   # every pair one step apart: no later kind covers more
     if best is None or 2 * best[0] <= len(local) - 1:
         return Spacing(None, 0, None)
     covered, kind, count, one_step = best
     irregular = len(one_step) - covered
     return Spacing(_name(kind, count), irregular, None if not irregular else int(np.argmin(one_step)) + 1)
+
+
+def infer_frequency(stamps, zone=None):
+    """The frequency string of `stamps` (see spacing), or None."""
+    return spacing(stamps, zone).frequency
+
+
+def _typical(counts):
+    """The count most of `counts` (steps between consecutive stamps) share, if one covers
+    more than half of the positive ones: their median (O(T), no sort); None if none is
+    positive."""
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return None
+    return int(np.partition(counts, counts.size // 2)[counts.size // 2])
 
 
 def _applies(kind, local):
@@ -121,14 +144,6 @@ def _applies(kind, local):
 def infer_frequency(stamps, zone=None):
     """The frequency string of `stamps` (see spacing), or None."""
     return spacing(stamps, zone).frequency
-
-
-def _most_common_positive(counts):
-    counts = counts[counts > 0]
-    if counts.size == 0:
-        return None
-    values, occurrences = np.unique(counts, return_counts=True)
-    return int(values[np.argmax(occurrences)])
 
 
 def _name(kind, count):
@@ -162,9 +177,10 @@ def next_stamps(last, frequency, steps, zone=None):
         return zones.to_utc(advance(local, ahead * count), zone)
     if anchor == "business":
         return zones.to_utc(_business_days(local, ahead * int(days or 1)), zone)
-    step = (int(days) * 86_400e6 if days else int(hours) * 3_600e6 if hours
-            else int(minutes) * 60e6 if minutes else float(seconds) * 1e6)
-    return zones.to_utc(_fixed_step(local, ahead * round(step)), zone)
+    if days:   # whole days in wall time
+        return zones.to_utc(_fixed_step(local, ahead * int(days) * _DAY), zone)
+    step = int(hours) * 3_600e6 if hours else int(minutes) * 60e6 if minutes else float(seconds) * 1e6
+    return _fixed_step(np.full(steps, np.datetime64(last, "us")), ahead * round(step))   # in UTC
 
 
 def describe(stamps, name, zone=None):
