@@ -595,6 +595,9 @@ def info(checkpoint, as_json):
         click.echo(f"Data:     {data['source']}: a panel of {len(data['ids'])} series, {data['scale']} scaling; "
                    f"targets {data['targets']}, inputs {data['inputs']}, horizon {data['horizon']}, "
                    f"{data['streams']} streams" + (", differenced" if data["difference"] else ""))
+        if data["time_column"]:
+            click.echo(f"          time column \"{data['time_column']}\", frequency {data['frequency'] or 'irregular'}"
+                       + (f", zone {data['time_zone']}" if data.get("time_zone") else ""))
     elif data is not None:
         click.echo(f"Data:     {data['source']}; targets {data['targets']}, inputs {data['inputs']}, "
                    f"horizon {data['horizon']}, {data['streams']} streams"

@@ -254,6 +254,15 @@ def test_forecasts_continue_month_ends_and_zones(tmp_path):
     assert "2024-01-10T23:00+05:00" in invoke("info", model).stdout
 
 
+def test_a_zoned_panel_forecasts_and_records_its_zone(tmp_path):
+    rows = ((name, f"2024-01-10T{hour:02d}:00-03:00", hour % 4) for name in "ab" for hour in range(24))
+    model, data, _ = trained(tmp_path, "zoned_panel", "id,time,v", rows, "--id-column", "id")
+    assert "zone -03:00" in invoke("info", model).stdout
+    lines = invoke("forecast", model, data, "--steps", "1").stdout.splitlines()
+    assert [line.rsplit(",", 1)[0] for line in lines] == ["id,time", "a,2024-01-11T00:00-03:00",
+                                                         "b,2024-01-11T00:00-03:00"]
+
+
 def test_a_gap_is_one_warning_line_and_forecasts_keep_their_times(tmp_path):
     stamps = np.delete(np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-04-01")), [30])
     model, data, trained_run = trained(tmp_path, "gap", "date,v", ((stamp, i % 7) for i, stamp in enumerate(stamps)))

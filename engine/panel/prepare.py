@@ -21,7 +21,7 @@ PANEL_RECIPE_SCHEMA = {  # the data recipe of a panel in a checkpoint (engine.ch
     "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
     "fill": ("str", None), "difference": "bool", "streams": "int", "val_fraction": "number",
     "id_column": ("str", None), "series_columns": ("str", ["str"], None), "time_column": ("str", "bool", None),
-    "ids": ["str"], "val_warmup": "int", "frequency": ("str", None), "scale": "str",
+    "ids": ["str"], "val_warmup": "int", "frequency": ("str", None), "time_zone?": ("str", None), "scale": "str",
     "scaling": {"scale": "str", "inputs": "dict", "targets": "dict"}}
 
 
@@ -68,7 +68,8 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
     (engine.panel.pack_layout, cut into pieces when long). Errors name the series.
     Returns PanelTrainingData; its metadata holds the single-series recipe keys, the
     panel options, ids, streams, val_fraction, val_warmup, train_steps, val_steps,
-    frequency, scale and scaling (PanelScaler.to_dict()). scaling: such a record to use
+    frequency, time_zone (of dated times, engine/series/zones.py), scale and scaling
+    (PanelScaler.to_dict()). scaling: such a record to use
     instead of fitting one (a resumed run keeps its statistics)."""
     horizon = _positive_int("horizon", horizon)
     if isinstance(val_warmup, bool) or not isinstance(val_warmup, (int, np.integer)) or val_warmup < 0:
@@ -103,7 +104,7 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
                 "val_fraction": float(val_fraction), "val_warmup": int(val_warmup),
                 "train_steps": sum(len(x) for x in x_parts),
                 "val_steps": 0 if x_val is None else sum(len(tail[0]) for tail in validation),
-                "frequency": _frequency_label(panel), "scale": scaler.scale,
+                "frequency": _frequency_label(panel), "time_zone": panel.time_zone, "scale": scaler.scale,
                 "scaling": scaler.to_dict()}
     return PanelTrainingData(layout.pack(x_parts, 0.0), layout.pack(y_parts, np.nan),
                              layout.resets, layout, x_val, y_val, metadata)

@@ -233,8 +233,10 @@ def as_panel(source, id_column=None, series_columns=None, time_column=None, key=
         return from_wide(table, series_columns, time_column, source=path)
     times = _increasing_times(table, time_column, path)
     values, names, invalid = _values(table, exclude=(time_column,), source=path)
-    return Panel((name,), (Series(values, names, path, invalid),), (times,), path, time_column,
-                 _time_zone(table, time_column))
+    panel = Panel((name,), (Series(values, names, path, invalid),), (times,), path, time_column,
+                  _time_zone(table, time_column))
+    check_frequencies(panel)   # reports gaps
+    return panel
 
 
 def to_long(panel, id_column="id", time_column="time"):

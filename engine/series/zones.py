@@ -87,13 +87,13 @@ def offsets(stamps, zone):
 
 
 def labels(stamps, zone):
-    """ISO 8601 text of UTC instants in the zone's wall time, without zero parts
-    (2024-03-01, 2024-03-01T06:00) and with the zone's offset when it has one
-    (2024-03-01T06:00+05:00; a day-only label keeps no offset)."""
+    """ISO 8601 text of UTC instants in the zone's wall time, without zero seconds
+    (2024-03-01T06:00) and with the zone's offset when it has one (2024-03-01T06:00+05:00,
+    2024-03-01T00:00+05:00); plain stamps all at midnight as dates (2024-03-01)."""
     stamps = np.asarray(stamps).astype("datetime64[us]")
     local = to_local(stamps, zone)
     text = np.datetime_as_string(local, unit="s")
-    if all(label.endswith("T00:00:00") for label in text):
+    if zone is None and all(label.endswith("T00:00:00") for label in text):
         return [label[:10] for label in text]
     text = [label[:-3] if label.endswith(":00") else label for label in text]
     if zone is None:
