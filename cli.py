@@ -106,6 +106,9 @@ def data_source(path, demo, key=None, time_column=None, panel=False):
     if (path is None) == (demo is None):
         raise click.UsageError("give either a DATA file or --demo NAME" if path is None
                                else "give a DATA file or --demo NAME, not both")
+    if demo is not None and (key is not None or time_column is not None):
+        raise click.UsageError(f"--{'key' if key is not None else 'time-column'} applies to a DATA file, "
+                               "not to --demo")
     if demo is None and (panel or is_panel_path(path)):
         return path
     # the whole file, a non-numeric column noted, not raised: only the columns used must be numbers

@@ -92,6 +92,13 @@ CASES = {
                                               "names files of one series each"),
     "--key on a CSV file": (["train", "plain.csv", *SMALL, "--key", "v", "-o", "new.npz"],
                             "key 'v': names an array of an .npz archive; plain.csv is not one"),
+    "--key with a demo": (["train", "--demo", "sine", *SMALL, "--key", "v", "-o", "new.npz"],
+                          "--key applies to a DATA file, not to --demo"),
+    "--time-column with a demo panel": (["train", "--demo", "sensors", *SMALL, "--time-column", "t", "-o", "new.npz"],
+                                        "--time-column applies to a DATA file, not to --demo"),
+    "--id-column with a demo panel": (["evaluate", "long.npz", "--demo", "sensors", "--id-column", "id"],
+                                      "id_column: demo:sensors is a panel read already; id_column applies to "
+                                      "reading a table or files"),
     "--step-size without --schedule step": (["train", "plain.csv", *SMALL, "--step-size", "5", "-o", "new.npz"],
                                             "--step-size applies to --schedule step"),
     # -- a directory panel names file and line, as a file does (class 19)

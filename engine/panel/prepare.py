@@ -9,7 +9,7 @@ import numpy as np
 from engine.data import _features, _positive_int, frame, select_columns, split_validation
 from engine.panel.packing import Layout, pack_layout
 from engine.panel.scaling import PanelScaler
-from engine.panel.sources import as_panel, frequency
+from engine.panel.sources import Panel, as_panel, frequency
 from engine.series import DataError
 
 VAL_WARMUP = 200   # training steps replayed before each validation tail to warm the state up
@@ -127,8 +127,10 @@ def _validation(train, validation, norms, val_warmup):
 def prepare_panel_frames(source, metadata, series_id=None, key=None, **panel_options):
     """Every series of a panel (or the one `series_id`) through the recipe of a model
     trained on a panel: list of SeriesFrames. panel_options (id_column, series_columns,
-    time_column) default to those of the training data. Returns (frames, panel)."""
-    options = {name: panel_options.get(name, metadata.get(name)) for name in PANEL_OPTIONS}
+    time_column) default to those of the training data (read from a table or files; a
+    Panel takes only those given, engine.panel.as_panel). Returns (frames, panel)."""
+    defaults = {} if isinstance(source, Panel) else metadata
+    options = {name: panel_options.get(name, defaults.get(name)) for name in PANEL_OPTIONS}
     panel = as_panel(source, key=key, **options)
     if series_id is not None:
         panel = panel.select(series_id)

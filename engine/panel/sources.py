@@ -209,9 +209,14 @@ def as_panel(source, id_column=None, series_columns=None, time_column=None, key=
     if id_column is not None and series_columns is not None:
         raise DataError("give id_column (long format) or series_columns (wide format), not both")
     layout = "id_column" if id_column is not None else "series_columns" if series_columns is not None else None
-    if isinstance(source, Panel):
-        if layout is not None:
-            raise DataError(f"{layout}: {source.source} is a panel already; {layout} applies to one table")
+    if isinstance(source, Panel):   # read already: options that would change the reading are refused
+        given = [name for name, value in (("key", key), ("id_column", id_column), ("series_columns", series_columns))
+                 if value is not None]
+        if time_column is not None and time_column != source.time_name:
+            given.append("time_column")
+        if given:
+            raise DataError(f"{', '.join(given)}: {source.source} is a panel read already; "
+                            f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to reading a table or files")
         return source
     if isinstance(source, Series) and id_column is None and series_columns is None:
         return single(source)
