@@ -299,3 +299,21 @@ def test_look_alike_ids_stay_apart_through_the_command(tmp_path):
     assert [line.split(",")[0] for line in result.stdout.splitlines()] == ["id", "02134", "2134",
                                                                           "18446744073709551615"]
     assert invoke("forecast", model, data, "--id", "02134").stdout.splitlines()[1].startswith("02134,")
+
+
+def test_reading_options_that_cannot_apply_are_refused(tmp_path):
+    series = as_series(np.arange(5.0))
+    with pytest.raises(DataError, match="key 'x': names an array of an .npz file; the data is Series"):
+        as_series(series, key="x")
+    with pytest.raises(DataError, match="time column 't': the series was read already, with none"):
+        as_series(series, time_column="t")
+    assert as_series(series, time_column=False) is series
+    with pytest.raises(DataError, match="time column 't': an array has no named columns"):
+        as_series(np.arange(5.0), time_column="t")
+    path = tmp_path / "plain.csv"
+    path.write_text("v\n1\n2\n")
+    with pytest.raises(DataError, match="key 'x': names an array of an .npz archive"):
+        load_series(path, key="x")
+    panel = from_long(pa.table({"id": ["a", "a"], "v": [1.0, 2.0]}), "id")
+    with pytest.raises(DataError, match="series_columns: table is a panel read already"):
+        as_panel(panel, series_columns="v")

@@ -98,13 +98,21 @@ def as_table(obj, time_column=None, text_columns=()):
 
 def as_series(source, key=None, time_column=None):
     """A Series from a path (see read_file), a Series, a pandas or pyarrow table, or an
-    array (T,) or (T, C)."""
-    if isinstance(source, Series):
-        return source
+    array (T,) or (T, C). key applies to a path only, time_column to a path or a table
+    (for a Series: its own time column, or None)."""
     if isinstance(source, (str, os.PathLike)):
         return read_file(source, key, time_column)
+    if key is not None:
+        raise DataError(f"key {key!r}: names an array of an .npz file; the data is {type(source).__name__}")
+    if isinstance(source, Series):
+        if time_column is not None and time_column != (source.time_name or False):
+            raise DataError(f"time column {time_column!r}: the series was read already, with "
+                            f"{'none' if source.time_name is None else repr(source.time_name)}")
+        return source
     if type(source).__module__.split(".")[0] in ("pandas", "pyarrow"):
         return tables.to_series(as_table(source, time_column))
+    if time_column not in (None, False):
+        raise DataError(f"time column {time_column!r}: an array has no named columns")
     return _series_from_array(source, None, "array")
 
 
