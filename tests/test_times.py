@@ -132,6 +132,15 @@ def test_named_zones_step_in_wall_time_across_a_clock_change():
     assert zones.labels(series.time[:1], series.time_zone) == ["2024-03-28T09:00+01:00"]
 
 
+def test_labels_keep_fractions_of_a_second_and_offsets_of_any_spelling(tmp_path):
+    path = tmp_path / "fine.csv"
+    path.write_text("t,v\n" + "".join(f"2024-01-10 10:00:0{i}.5+0530,{i}\n" for i in range(4)))
+    series = load_series(path)
+    assert series.time_zone == "+05:30" and infer_frequency(series.time, "+05:30") == "PT1S"
+    assert zones.labels(series.time[-1:], "+05:30") == ["2024-01-10T10:00:03.5+05:30"]
+    assert zones.labels(days("2024-01-10"), None) == ["2024-01-10"]
+
+
 def test_hours_count_in_utc_across_a_clock_change():
     start = zones.to_utc(np.datetime64("2024-10-26T22:00"), "Europe/Paris")   # clocks go back at 03:00 on the 27th
     hours = start + np.arange(6).astype("timedelta64[h]")

@@ -92,10 +92,10 @@ def labels(stamps, zone):
     2024-03-01T00:00+05:00); plain stamps all at midnight as dates (2024-03-01)."""
     stamps = np.asarray(stamps).astype("datetime64[us]")
     local = to_local(stamps, zone)
-    text = np.datetime_as_string(local, unit="s")
+    text = [label.rstrip("0").rstrip(".") for label in np.datetime_as_string(local, unit="us")]   # 12:00:00.5
     if zone is None and all(label.endswith("T00:00:00") for label in text):
         return [label[:10] for label in text]
-    text = [label[:-3] if label.endswith(":00") else label for label in text]
+    text = [label[:-3] if label.endswith(":00") and len(label) == 19 else label for label in text]
     if zone is None:
         return text
     return [label + _offset_text(int(offset)) for label, offset in zip(text, offsets(stamps, zone))]
