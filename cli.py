@@ -336,7 +336,9 @@ def train(data, demo, key, time_column, id_column, series_columns, scale, inputs
     except engine.pipeline.ResumeConflict as error:
         given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
                          for name in _SET_BY[error.option] if name in explicit)
-        given = given or f"the data's {error.option.replace('_', ' ')} {'none' if error.given is False else repr(error.given)}"
+        if not given:   # not an option: what the data holds (a resumed series' time column)
+            held = "none" if error.given is False else repr(error.given)
+            given = f"the data's {error.option.replace('_', ' ')} {held}"
         stored = "unset" if error.stored in (None, False) else repr(error.stored)
         raise click.UsageError(f"--resume: {given} conflicts with the checkpoint's {error.option.replace('_', ' ')} "
                                f"{stored}; a resumed run keeps its checkpoint's settings (only --epochs, "

@@ -215,8 +215,9 @@ def as_panel(source, id_column=None, series_columns=None, time_column=None, key=
         if time_column is not None and time_column != source.time_name:
             given.append("time_column")
         if given:
+            verb = "applies" if len(given) == 1 else "apply"
             raise DataError(f"{', '.join(given)}: {source.source} is a panel read already; "
-                            f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to reading a table or files")
+                            f"{' and '.join(given)} {verb} to reading a table or files")
         return source
     if isinstance(source, Series) and id_column is None and series_columns is None:
         return single(source)
