@@ -1,7 +1,7 @@
 """Time stamps of a series: order, the frequency, gaps, the next stamps and the row a
 `--from` value names. Stamps are numpy datetime64 UTC instants with the zone of the data
-beside them (engine/series/zones.py: None for plain stamps); calendar steps are counted
-in the zone's wall time.
+beside them (engine/series/zones.py: None for plain stamps); calendar steps and whole
+days are counted in the zone's wall time, shorter fixed steps in UTC.
 
 Frequencies are ISO 8601 durations, "P1D", "PT1H", "PT15M", "PT0.5S", calendar months
 "P1M", "P3M", "P1Y" (the same day of the month and time: month and quarter starts too),
@@ -36,7 +36,8 @@ def first_out_of_order(stamps):
 
 
 # ---------------------------------------------------------------- steps of each kind
-# Each kind advances wall times (datetime64[us]) by `count` of its steps, elementwise.
+# Each kind advances times (datetime64[us]: wall times, or UTC instants for fixed steps
+# under a day) by `count` of its steps, elementwise.
 
 def _fixed_step(local, count):
     return local + np.asarray(count).astype("timedelta64[us]")
