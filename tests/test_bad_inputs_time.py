@@ -61,7 +61,7 @@ CASES = {
     "--from more rows than the series": (["evaluate", "plain.npz", "plain.csv", "--from", "-401"],
                                          "from: row -401 is outside the series (rows 0..399, or -400..-1"),
     "--from a date without a time column": (["evaluate", "plain.npz", "plain.csv", "--time-column", "none",
-                                             "--from", "2024-01-02"], "has no time column; give a row number"),
+                                             "--from", "2024-01-02"], "has no time column of dates; give a row number"),
     "--from with an offset on plain stamps": (["evaluate", "plain.npz", "plain.csv",
                                                "--from", "2024-01-02T00:00+05:00"],
                                               "has a zone offset, but the time column has none"),

@@ -198,7 +198,7 @@ def test_from_has_one_meaning():
         start_row("-0005-01-01", 5, stamps)
     with pytest.raises(DataError, match="has a zone offset, but the time column has none"):
         start_row("2024-01-10T20:00+05:00", 5, stamps)
-    with pytest.raises(DataError, match="has no time column; give a row number"):
+    with pytest.raises(DataError, match="has no time column of dates; give a row number"):
         start_row("2024-01-10", 5)
 
 

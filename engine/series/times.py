@@ -222,7 +222,7 @@ def start_row(start, length, stamps=None, zone=None, source="the series"):
         start = int(start)
         return start if start >= 0 else max(length + start, 0)
     if stamps is None:
-        raise DataError(f"from: {source} has no time column; give a row number (0..{length - 1}, "
+        raise DataError(f"from: {source} has no time column of dates; give a row number (0..{length - 1}, "
                         "or negative from the end)")
     moment = _moment(start, zone)
     return int(np.searchsorted(np.asarray(stamps).astype("datetime64[us]"), moment))
