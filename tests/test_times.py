@@ -159,6 +159,8 @@ def test_parquet_and_arrow_zones_and_an_unknown_zone(tmp_path):
     assert series.time_zone == "-03:30" and zones.labels(series.time[:1], "-03:30") == ["2023-12-31T20:30-03:30"]
     with pytest.raises(DataError, match="unknown time zone 'Mars/Olympus'"):
         zones.check("Mars/Olympus")
+    edges = np.array(["9999-12-31T10:00", "1900-01-01T10:00"], dtype="datetime64[us]")   # no overflow at the end
+    assert zones.labels(edges, "Europe/Paris")[0] == "9999-12-31T11:00+01:00"
 
 
 def test_a_mix_of_zoned_and_plain_stamps_names_line_and_column(tmp_path):
@@ -200,6 +202,8 @@ def test_from_has_one_meaning():
         start_row("2024-01-10T20:00+05:00", 5, stamps)
     with pytest.raises(DataError, match="has no time column of dates; give a row number"):
         start_row("2024-01-10", 5)
+    with pytest.raises(DataError, match="unknown time zone offset '\\+25:00'"):
+        start_row("2024-01-10T20:00+25:00", 5, stamps, "UTC")
 
 
 # ---------------------------------------------------------------- ids as text

@@ -39,6 +39,8 @@ def normalized(zone):
     if match is None:
         return zone
     sign, hours, minutes = match.groups()
+    if sign is not None and (int(hours) > 23 or int(minutes) > 59):
+        raise DataError(f"unknown time zone offset {zone!r}; offsets run from -23:59 to +23:59")
     if sign is None or int(hours) == int(minutes) == 0:
         return "UTC"
     return f"{sign}{hours}:{minutes}"
@@ -136,6 +138,12 @@ def _zoneinfo(zone):
         raise DataError(f"unknown time zone {zone!r}") from None
 
 
+_EARLIEST, _LATEST = (int(np.datetime64(day, "us").astype(np.int64)) for day in ("0001-01-02", "9999-12-30"))
+
+
 def _offset_at(info, microseconds):
+    """The zone's offset (microseconds) at a UTC instant; the ends of the calendar take
+    the offset of the day next to them (Python's datetime stops at the years 1 and 9999)."""
+    microseconds = min(max(microseconds, _EARLIEST), _LATEST)
     instant = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=microseconds)
     return int(instant.astimezone(info).utcoffset() / dt.timedelta(microseconds=1))
