@@ -73,18 +73,24 @@ def offsets(stamps, zone):
     info = _zoneinfo(zone)
     if stamps.size == 0:
         return np.zeros(0, dtype=np.int64)
-    # offsets change rarely: find each change between day boundaries, to the second
+    # offsets change rarely: ask the zone at the start and end of each day holding a stamp,
+    # and find a change within such a day to the second
     day = 86_400 * _SECOND
-    grid = np.arange(stamps.min() // day * day, stamps.max() + 2 * day, day)
-    at_grid = np.array([_offset_at(info, int(instant)) for instant in grid])
-    changes, values = [grid[0]], [at_grid[0]]
-    for index in np.flatnonzero(at_grid[1:] != at_grid[:-1]):
-        low, high = int(grid[index]) // _SECOND, int(grid[index + 1]) // _SECOND   # seconds
-        while high - low > 1:   # the first second of the new offset
-            middle = (low + high) // 2
-            low, high = (middle, high) if _offset_at(info, middle * _SECOND) == at_grid[index] else (low, middle)
-        changes.append(high * _SECOND)
-        values.append(at_grid[index + 1])
+    first, last = int(stamps.min()) // day, int(stamps.max()) // day
+    dense = last - first < stamps.size   # every day of the span, else only the days of the stamps
+    starts = (np.arange(first, last + 1) if dense else np.unique(stamps // day)) * day
+    points = np.unique(np.concatenate([starts, starts + day]))
+    at_points = np.array([_offset_at(info, int(instant)) for instant in points])
+    changes, values = [points[0]], [at_points[0]]
+    for index in np.flatnonzero(at_points[1:] != at_points[:-1]):
+        low, high = int(points[index]) // _SECOND, int(points[index + 1]) // _SECOND   # seconds
+        if high - low == day // _SECOND:   # within a day of stamps: the first second of the new offset
+            while high - low > 1:
+                middle = (low + high) // 2
+                same = _offset_at(info, middle * _SECOND) == at_points[index]
+                low, high = (middle, high) if same else (low, middle)
+        changes.append(high * _SECOND)   # (between days without stamps, anywhere will do)
+        values.append(at_points[index + 1])
     return np.asarray(values, dtype=np.int64)[np.searchsorted(changes, stamps, side="right") - 1]
 
 
