@@ -183,6 +183,16 @@ def test_panel_times_keep_their_zone(tmp_path):
     assert to_long(panel).schema.field("time").type == pa.timestamp("ns", tz="+05:00")
 
 
+def test_files_of_one_panel_in_summer_and_winter_offsets(tmp_path):
+    for name, offset, days_ in (("a", "+01:00", 20), ("b", "+02:00", 25)):
+        (tmp_path / f"{name}.csv").write_text("t,v\n" + "".join(f"2024-01-{day:02d}T00:00{offset},{day}\n"
+                                                                for day in range(1, days_)))
+    assert as_panel(tmp_path).time_zone == "+02:00"   # the zone of the stamps that end last
+    (tmp_path / "c.csv").write_text("t,v\n2024-01-01T00:00,1\n2024-01-02T00:00,2\n")
+    with pytest.raises(DataError, match=r"a\.csv have a zone, those of .*c\.csv none"):
+        as_panel(tmp_path)
+
+
 # ---------------------------------------------------------------- --from
 
 def test_from_has_one_meaning():

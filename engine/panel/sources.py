@@ -87,8 +87,8 @@ def from_long(data, id_column, time_column=None, min_length=1, source=None):
     ids = tables.as_text(_column(table, id_column, source))   # as written: "02134" is not "2134"
     if ids.null_count:
         row = int(np.argmax(true_mask(pc.is_null(ids))))
-        raise DataError(f"{_place(table, row, source)}: id column {id_column!r} has {ids.null_count} "
-                        "empty cells, this the first")
+        raise DataError(f"{_place(table, row, source)}: the id column {id_column!r} is empty "
+                        f"({ids.null_count} empty cells in all)")
     encoded = ids.combine_chunks().dictionary_encode()   # the distinct ids, in order of appearance
     keys = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
     by_id = _id_order(keys)
@@ -179,11 +179,11 @@ def from_files(pattern, time_column=None, key=None):
     if repeated:
         raise DataError(f"{pattern}: several files give the series id {repeated[0]!r}; "
                         "ids are file names without extension and must be unique")
-    members, stamps, time_names, time_zones = [], [], set(), set()
+    members, stamps, time_names, time_zones = [], [], set(), []
     for path in paths:
         table, time_name = _table(path, time_column, key)
         time_names.add(time_name)
-        time_zones.add(_time_zone(table, time_name))
+        time_zones.append(_time_zone(table, time_name))
         times = _increasing_times(table, time_name, path)
         values, names, invalid = _values(table, exclude=(time_name,), source=path)
         if members and names != members[0].names:
@@ -194,12 +194,24 @@ def from_files(pattern, time_column=None, key=None):
     if len(time_names) > 1:
         raise DataError(f"{pattern}: the files' time columns differ ({', '.join(sorted(map(str, time_names)))}); "
                         "name one with time_column")
-    if len(time_zones) > 1:
-        raise DataError(f"{pattern}: the files' time stamps are in different zones "
-                        f"({', '.join(sorted(str(zone or 'none') for zone in time_zones))}); write them in one")
-    panel = Panel(tuple(ids), tuple(members), tuple(stamps), pattern, time_names.pop(), time_zones.pop())
+    panel = Panel(tuple(ids), tuple(members), tuple(stamps), pattern, time_names.pop(),
+                  _common_zone(pattern, paths, stamps, time_zones))
     check_frequencies(panel)
     return panel
+
+
+def _common_zone(pattern, paths, stamps, time_zones):
+    """The zone of a panel of files: None, or (stamps with offsets that differ between
+    files, such as summer and winter time) the zone of the file whose stamps end last.
+    Files with and without zones do not mix."""
+    if len(set(time_zones)) <= 1:
+        return time_zones[0]
+    if None in time_zones:
+        plain, zoned = (paths[time_zones.index(None)],
+                        paths[next(i for i, zone in enumerate(time_zones) if zone is not None)])
+        raise DataError(f"{pattern}: the time stamps of {zoned} have a zone, those of {plain} none; "
+                        "write them all one way")
+    return time_zones[int(np.argmax([times[-1] for times in stamps]))]
 
 
 def as_panel(source, id_column=None, series_columns=None, time_column=None, key=None):
@@ -412,8 +424,8 @@ def _time_values(table, name, source):
     column = _column(table, name, source)
     if column.null_count:
         row = int(np.argmax(true_mask(pc.is_null(column))))
-        raise DataError(f"{_place(table, row, source)}: time column {name!r} has {column.null_count} "
-                        "empty cells, this the first")
+        raise DataError(f"{_place(table, row, source)}: the time column {name!r} is empty "
+                        f"({column.null_count} empty cells in all)")
     if _is_numeric(column.type):
         return column.cast(pa.float64()).to_numpy()
     try:
