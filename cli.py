@@ -269,7 +269,7 @@ def _memory_option(value):
                    "norm 100x the typical; vanishing: reach under a quarter of the span measured (k2 - k1 "
                    "target-free steps; with k2 = k1, k2 - 1 steps of a probe run every 20 updates); else "
                    "healthy. Advice is printed when the last epoch is not healthy; with --plot, gradient-flow "
-                   "panels. --resume keeps the checkpoint's choice.")
+                   "panels. With --resume it must agree with the checkpoint.")
 @click.option("--ray", "ray_address", metavar="ADDRESS",
               help="Train on the Ray cluster whose head is at HOST:PORT (needs Ray: extra 'ray').")
 @click.option("--workers", type=click.IntRange(min=1), help="Ray workers, one batch shard each (with --ray) [default: 2].")
@@ -363,7 +363,8 @@ _SET_BY = {  # an option of train_series on --resume -> the train options that s
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
     "shards": ("shards",), "split": ("split",),
-    "on_divergence": ("on_divergence",), "name": ("schedule",), "schedule": ("schedule",),
+    "on_divergence": ("on_divergence",), "diagnostics": ("diagnostics",),
+    "name": ("schedule",), "schedule": ("schedule",),
     "warmup_steps": ("warmup",), "step_size": ("step_size",), **{name: (name,) for name in engine.pipeline.DATA_OPTIONS + PANEL_TRAIN_OPTIONS + ("time_column",)}}
 
 

@@ -87,6 +87,9 @@ CASES = {
     "--resume on data without its time column": (["train", "long.csv", "--resume", "-o", "plain.npz"],
                                                  "the data's time column none conflicts with the checkpoint's time "
                                                  "column 'time'"),
+    "--resume --diagnostics on a checkpoint without": (["train", "plain.csv", "--resume", "-o", "plain.npz",
+                                                        "--diagnostics"],
+                                                       "--diagnostics conflicts with the checkpoint's diagnostics"),
     "--id-column with a directory": (["train", "meters", *SMALL, "--id-column", "v", "-o", "new.npz"],
                                      "names files of one series each"),
     "evaluate --id-column with a directory": (["evaluate", "long.npz", "meters", "--id-column", "id"],
