@@ -11,9 +11,11 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import click
 import numpy as np
+import pyarrow as pa
 from click.core import ParameterSource
 
 import engine
@@ -26,6 +28,8 @@ from engine.grad_flow import describe as describe_grad_flow
 from engine.model import CELLS
 from engine.options import OPTIONS, PANEL_OPTIONS, SET_BY, parse_memory, train_arguments
 from engine.panel import is_panel_recipe
+from engine.series.times import GapWarning
+from engine.series.zones import labels as time_labels
 from engine.sweep.space import NOT_SETTINGS
 
 BAD_INPUT = 2
@@ -39,7 +43,10 @@ class Bptt(click.Group):
         extra.pop("standalone_mode", None)
         _NOTICES.clear()
         try:
-            code = super().main(args, prog_name, standalone_mode=False, **extra)
+            with warnings.catch_warnings():   # restores the caller's warning display afterwards
+                warnings.showwarning = _one_line_warning
+                warnings.simplefilter("default", GapWarning)   # once per run and place, never an error
+                code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Abort:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -71,6 +78,15 @@ class Bptt(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Gaps in the time stamps (engine.series.times.GapWarning) as one line "Warning: ..."
+    on stderr; other warnings as Python shows them."""
+    if issubclass(category, GapWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"), err=True)
+
+
 @click.group(cls=Bptt, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="bptt")
 def main():
@@ -99,6 +115,9 @@ def data_source(path, demo, key=None, time_column=None, panel=False):
     if (path is None) == (demo is None):
         raise click.UsageError("give either a DATA file or --demo NAME" if path is None
                                else "give a DATA file or --demo NAME, not both")
+    if demo is not None and (key is not None or time_column is not None):
+        raise click.UsageError(f"--{'key' if key is not None else 'time-column'} applies to a DATA file, "
+                               "not to --demo")
     if demo is None and (panel or is_panel_path(path)):
         return path
     # the whole file, a non-numeric column noted, not raised: only the columns used must be numbers
@@ -283,6 +302,8 @@ def train(data, demo, output, force, resume, plot, ray_address, workers, quiet, 
     source = data_source(data, demo, options["key"], options["time_column"], panel=panel)
     context = click.get_current_context()
     explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if "step_size" in explicit and options["schedule"] != "step":
+        raise click.UsageError("--step-size applies to --schedule step")
     if resume:  # only what the user gave goes on, for the pipeline to refuse what conflicts
         options = {name: value for name, value in options.items() if name in explicit}
     progress = None if quiet or as_json else engine.Progress()
@@ -304,7 +325,10 @@ def train(data, demo, output, force, resume, plot, ray_address, workers, quiet, 
     except engine.pipeline.ResumeConflict as error:
         given = " ".join(f"--{name.replace('_', '-')}" + ("" if context.params[name] is True else f" {context.params[name]}")
                          for name in SET_BY[error.option] if name in explicit)
-        stored = "unset" if error.stored is None else repr(error.stored)
+        if not given:   # not an option: what the data holds (a resumed series' time column)
+            held = "none" if error.given is False else repr(error.given)
+            given = f"the data's {error.option.replace('_', ' ')} {held}"
+        stored = "unset" if error.stored in (None, False) else repr(error.stored)
         raise click.UsageError(f"--resume: {given} conflicts with the checkpoint's {error.option.replace('_', ' ')} "
                                f"{stored}; a resumed run keeps its checkpoint's settings (only --epochs, "
                                "--patience, --lr and --memory may change)") from None
@@ -410,28 +434,17 @@ def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns
         engine.plot_forecast(observed, forecasts, names, plot)
 
 
-def _time_labels(stamps):
-    """ISO 8601 text of datetime64 stamps, without the zero parts: 2024-03-01, 2024-03-01T06:00."""
-    text = np.datetime_as_string(stamps, unit="s")
-    if all(label.endswith("T00:00:00") for label in text):
-        return [label[:10] for label in text]
-    return [label[:-3] if label.endswith(":00") else label for label in text]
 
 
 def _write_table(stream, table):
     """A pyarrow Table as CSV: times as forecast writes them, numbers to 10 digits."""
     writer = csv.writer(stream)
     writer.writerow(table.column_names)
-    columns = [column.to_numpy(zero_copy_only=False) for column in table.columns]
-    columns = [_time_labels(values) if np.issubdtype(values.dtype, np.datetime64) else values
-               for values in columns]
+    columns = [time_labels(column.to_numpy(zero_copy_only=False), getattr(column.type, "tz", None))
+               if pa.types.is_timestamp(column.type) else column.to_numpy(zero_copy_only=False)
+               for column in table.columns]
     for row in zip(*columns):
         writer.writerow([f"{value:.10g}" if isinstance(value, float) else value for value in row])
-
-
-def _start_option(value):
-    """--from: a row number, or a date/time (checked against the series later)."""
-    return None if value is None else int(value) if value.isdigit() else value
 
 
 @main.command()
@@ -444,8 +457,10 @@ def _start_option(value):
 @click.option("--season", type=click.IntRange(min=1),
               help="Panel: the period of the seasonal naive forecast that scales MASE [default: 1, persistence].")
 @click.option("--id", "series_id", help="Panel: score only this series.")
-@click.option("--from", "start", metavar="DATE|ROW", callback=lambda ctx, param, value: _start_option(value),
-              help="Score only from this row (0-based) or date on; the state warms up on the rows before.")
+@click.option("--from", "start", metavar="DATE|ROW",
+              help="Score only from this row (0-based; negative from the end of each series: -5 scores the "
+                   "last 5 rows) or date/time on (the data's local time unless it has an offset such as "
+                   "+05:00); the state warms up on the rows before.")
 @json_flag("the metrics")
 def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns, season, series_id, start,
              as_json):
@@ -521,6 +536,9 @@ def info(checkpoint, as_json):
         click.echo(f"Data:     {data['source']}: a panel of {len(data['ids'])} series, {data['scale']} scaling; "
                    f"targets {data['targets']}, inputs {data['inputs']}, horizon {data['horizon']}, "
                    f"{data['streams']} streams" + (", differenced" if data["difference"] else ""))
+        if data["time_column"]:
+            click.echo(f"          time column \"{data['time_column']}\", frequency {data['frequency'] or 'irregular'}"
+                       + (f", zone {data['time_zone']}" if data.get("time_zone") else ""))
     elif data is not None:
         click.echo(f"Data:     {data['source']}; targets {data['targets']}, inputs {data['inputs']}, "
                    f"horizon {data['horizon']}, {data['streams']} streams"

@@ -54,7 +54,7 @@ def select_columns(series, spec, option="columns"):
         if series.names[index] in series.invalid:
             raise DataError(series.invalid[series.names[index]])
     return Series(series.values[:, indices], tuple(series.names[i] for i in indices), series.source,
-                  time=series.time, time_name=series.time_name)
+                  time=series.time, time_name=series.time_name, time_zone=series.time_zone)
 
 
 def _column_index(series, token, option):
@@ -274,7 +274,7 @@ def prepare_training_data(source, inputs=None, targets=None, horizon=1, streams=
               "targets": list(target_names), "horizon": _positive_int("horizon", horizon),
               "fill": fill, "difference": bool(difference)}
     if series.time is not None:
-        recipe["time"] = times.describe(series.time, series.time_name)
+        recipe["time"] = times.describe(series.time, series.time_name, series.time_zone)
     features, levels, base = _features(series, recipe, need_base=bool(difference))
     x, y = frame(features, levels, horizon)
     if difference:

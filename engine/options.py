@@ -219,14 +219,13 @@ OPTIONS = {option.name: option for option in (
 PANEL_OPTIONS = ("id_column", "series_columns", "scale")
 # train_series's arguments (model, trainer, schedule and data options, by their names there)
 # -> the options that set them: on resume only what was given is checked against the checkpoint
-# (diagnostics is not among them: a resumed run keeps its checkpoint's choice)
 SET_BY = {
     "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
     "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
     "shards": ("shards",), "split": ("split",), "on_divergence": ("on_divergence",),
-    "name": ("schedule",), "schedule": ("schedule",), "warmup_steps": ("warmup",),
+    "diagnostics": ("diagnostics",), "name": ("schedule",), "schedule": ("schedule",), "warmup_steps": ("warmup",),
     "step_size": ("step_size",),
     **{name: (name,) for name in ("inputs", "targets", "horizon", "streams", "val_fraction", "fill",
                                   "difference", "time_column") + PANEL_OPTIONS}}

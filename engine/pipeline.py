@@ -4,7 +4,6 @@ Each also takes a panel of many series (engine.panel, docs/data.md)."""
 import functools
 import inspect
 import math
-import numbers
 import os
 import warnings
 
@@ -23,7 +22,8 @@ from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evalua
                           is_panel_recipe, prepare_panel_training_data)
 from engine.schedules import make_schedule
 from engine.series import as_series
-from engine.series.times import infer_frequency, next_stamps, row_at
+from engine.series import zones
+from engine.series.times import infer_frequency, is_row, next_stamps, start_row
 from engine.thread_plan import available_cores
 from engine.trainer import Trainer
 from engine.validation import check_float, check_in_dtype, check_int
@@ -119,6 +119,7 @@ def _train(source, output, *, model_options, trainer_options, data_options, sche
         source, data_options = _with_time_column(source, key, time_column, data_options)
         data = _prepare_training_data(source, key, data_options)
     if resume:
+        _check_resume_time_column(data.metadata, recipe)
         data = _with_normalisation(data, recipe)
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
@@ -298,12 +299,23 @@ def _forecast(model, metadata, source, steps, key=None, **panel_options):
 def forecast_times(metadata, source, steps, key=None):
     """The time stamps of forecast_series's `steps` forecasts: (steps,) datetime64 after the
     series' last time, at its frequency (inferred from the series, else the one stored at
-    training), or None when the series has no time column or no regular frequency."""
+    training), or None when the series has no time column or no frequency. For a series
+    with a time zone the stamps are UTC instants (forecast_labels writes them in the zone)."""
     series = as_series(source, key)
     if series.time is None:
         return None
-    frequency = infer_frequency(series.time) or (metadata["data"].get("time") or {}).get("frequency")
-    return None if frequency is None else next_stamps(series.time[-1], frequency, check_int("steps", steps))
+    frequency = (infer_frequency(series.time, series.time_zone)
+                 or (metadata["data"].get("time") or {}).get("frequency"))
+    if frequency is None:
+        return None
+    return next_stamps(series.time[-1], frequency, check_int("steps", steps), series.time_zone)
+
+
+def forecast_labels(metadata, source, steps, key=None):
+    """forecast_times as ISO 8601 text in the series' zone (with its offset), or None."""
+    series = as_series(source, key)
+    stamps = forecast_times(metadata, series, steps)
+    return None if stamps is None else zones.labels(stamps, series.time_zone)
 
 
 def evaluate_series(model, data, *legacy, start=None, season=None, key=None, time_column=None,
@@ -372,7 +384,8 @@ def _given(**options):
 def _evaluate(model, metadata, source, key=None, start=None, **panel_options):
     """MSE, MAE and RMSE of the model's forecasts over a series, in original units, beside
     the persistence baseline on the same targets. start: score only the rows from this
-    one on (a row number, or a date/time of a series with a time column: its first row at
+    one on (engine.series.times.start_row: a row number, negative from the end, -5 the last
+    5 rows; or a date/time of a series with a time column, in its zone: its first row at
     or after it), the state warmed up on every row before. Returns a dict of floats. For
     a model trained on a panel: engine.panel.evaluate_panel (per-series and aggregate
     metrics), panel_options its season, series_id, id_column, series_columns, time_column."""
@@ -422,17 +435,17 @@ def _single_series_only(source, panel_options):
 
 
 def _start_row(series, start):
-    """The row `start` names: a row number (0-based), or a date/time in the series' times."""
-    if start is None:
-        return 0
+    """The row `start` names (engine.series.times.start_row: a row, negative from the end,
+    or a date/time in the series' zone), which must be one of the series'."""
     steps = len(series.values)
-    if isinstance(start, numbers.Integral) and not isinstance(start, bool):
-        if not 0 <= start < steps:
-            raise DataError(f"from: row {start} is outside the series (rows 0..{steps - 1})")
-        return int(start)
-    if series.time is None:
-        raise DataError(f"from: {series.source} has no time column; give a row number (0..{steps - 1})")
-    return row_at(series.time, start)
+    row = start_row(start, steps, series.time, series.time_zone, series.source)
+    if is_row(start) and not -steps <= int(start) < steps:
+        raise DataError(f"from: row {start} is outside the series (rows 0..{steps - 1}, or -{steps}..-1 "
+                        "from the end)")
+    if row >= steps:
+        last = zones.labels(series.time[-1:], series.time_zone)[0]
+        raise DataError(f"from: {start} is after the last time of the series ({last})")
+    return row
 
 
 def load_for_inference(path):
@@ -481,10 +494,22 @@ def _check_resume_options(model, trainer, recipe, model_options, trainer_options
     for name, value in given.items():
         if name in stored and value != stored[name]:
             raise ResumeConflict(name, value, stored[name])
+        if name not in stored and name in PANEL_DATA_OPTIONS and value is not None:
+            raise ResumeConflict(name, value, None)   # a panel option on a single-series checkpoint
     stored_schedule = _schedule_settings(trainer.schedule.config)
     for name, value in schedule.items():
         if value != stored_schedule.get(name, value):
             raise ResumeConflict("schedule" if name == "name" else name, value, stored_schedule[name])
+
+
+def _check_resume_time_column(metadata, recipe):
+    """A resumed single series keeps its checkpoint's time column (its record would be lost
+    or replaced): ResumeConflict when the data's differs."""
+    if is_panel_recipe(recipe):
+        return   # the panel's time_column is a data option, compared with the others
+    given, stored = ((record.get("time") or {}).get("column") for record in (metadata, recipe))
+    if given != stored:
+        raise ResumeConflict("time_column", False if given is None else given, stored)
 
 
 def _column_names(spec, columns):

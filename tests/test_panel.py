@@ -85,8 +85,8 @@ def test_months_of_different_lengths_are_one_frequency():
     months = np.array(["2024-01-31", "2024-02-29", "2024-03-31", "2024-04-30"], dtype="datetime64[ns]")
     table = pa.table({"id": ["a", "a", "b", "b"], "time": months, "v": [1.0, 2, 3, 4]})
     panel = from_long(table, "id", "time")   # steps of 29 and 30 days: both monthly
-    np.testing.assert_array_equal(future_times(months, 2).astype("datetime64[D]"),
-                                  np.array(["2024-05-30", "2024-06-30"], dtype="datetime64[D]"))
+    np.testing.assert_array_equal(future_times(months, 2).astype("datetime64[D]"),   # month ends
+                                  np.array(["2024-05-31", "2024-06-30"], dtype="datetime64[D]"))
     assert panel.lengths == (2, 2)
 
 

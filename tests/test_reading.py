@@ -225,7 +225,7 @@ def test_forecast_labels_and_evaluate_from(tmp_path):
     plain.write_text("value\n" + "\n".join(f"{value:.6f}" for value in values))
     assert run("forecast", model, plain, "--steps", "2").stdout.splitlines()[0] == "step,value"
     result = run("evaluate", model, plain, "--from", "2024-01-10")
-    assert result.exit_code == 2 and "has no time column; give a row number" in result.stderr
+    assert result.exit_code == 2 and "has no time column of dates; give a row number" in result.stderr
     assert forecast_times(metadata, plain, 2) is None
 
 

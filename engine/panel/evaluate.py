@@ -11,8 +11,9 @@ from engine.data import mae, mase, mse, seasonal_naive, smape, to_original_units
 from engine.footprint import forecast_bytes, require
 from engine.panel.prepare import forward_series, prepare_panel_frames, stack_states
 from engine.panel.scaling import PanelScaler
-from engine.panel.sources import future_times
+from engine.panel.sources import future_times, time_array
 from engine.series import DataError
+from engine.series.times import is_row, start_row
 
 
 def score(predictions, targets, naive):
@@ -32,7 +33,8 @@ def evaluate_panel(model, metadata, source, season=1, start=None, series_id=None
 
     Each series runs from a zero state over all its rows; the targets scored are the
     observed ones from `start` on (None: all; an int row of each series, negative
-    counting from its end; a date / datetime64 / ISO string: rows at or after that time)
+    counting from its end, -5 the last 5 rows; a date / datetime64 / ISO string: rows at
+    or after that time, in the data's zone unless it has an offset)
     that also have a seasonal naive forecast of period `season` (1: persistence), so the
     state is warmed up on everything before `start`. Returns the aggregate metrics at the
     top level: mse, mae, rmse, smape and naive_mae over all scored targets pooled
@@ -40,7 +42,8 @@ def evaluate_panel(model, metadata, source, season=1, start=None, series_id=None
     defined MASE (mase_count of them), steps; and "series": one score() record per id."""
     recipe = metadata["data"]
     horizon = recipe["horizon"]
-    frames, _ = prepare_panel_frames(source, recipe, series_id, key, **panel_options)
+    frames, panel = prepare_panel_frames(source, recipe, series_id, key, **panel_options)
+    zone = panel.time_zone
     outputs, _ = forward_series(model, [frame.x for frame in frames])
     scaler = PanelScaler.from_dict(recipe["scaling"])
     records, pooled = [], []
@@ -55,7 +58,7 @@ def evaluate_panel(model, metadata, source, season=1, start=None, series_id=None
                                              "difference": recipe["difference"]})
             naive = seasonal_naive(frame.levels, season, horizon)
             targets = frame.levels[horizon:]
-            scored = ~np.isnan(targets) & ~np.isnan(naive) & _from(frame, start, horizon)[:, None]
+            scored = ~np.isnan(targets) & ~np.isnan(naive) & _from(frame, start, horizon, zone)[:, None]
             parts = (predictions, np.where(scored, targets, np.nan), naive)
         records.append({"id": frame.series_id, **score(*parts)})
         pooled.append(parts)
@@ -68,24 +71,15 @@ def evaluate_panel(model, metadata, source, season=1, start=None, series_id=None
     return {**aggregate, "mase_count": len(defined), "series": records}
 
 
-def _from(frame, start, horizon):
-    """(T' - horizon,) bool: the targets of `frame` at or after `start` (see evaluate_panel)."""
-    rows = frame.rows[horizon:]
-    if start is None:
-        return np.ones(len(rows), dtype=bool)
-    if isinstance(start, str) and start.lstrip("-").isdigit():
-        start = int(start)
-    if isinstance(start, numbers.Integral) and not isinstance(start, bool):
-        length = frame.rows[-1] + 1
-        return rows >= (start if start >= 0 else length + start)
-    if frame.times is None or not np.issubdtype(frame.times.dtype, np.datetime64):
-        raise DataError(f"from {start!r}: scoring from a date needs a time column of dates "
-                        f'(series "{frame.series_id}" has none); give a row number instead')
-    try:
-        moment = np.datetime64(start, "ns")
-    except (ValueError, TypeError):
-        raise DataError(f"from: expected a row number or a date; got {start!r}") from None
-    return frame.times[horizon:] >= moment
+def _from(frame, start, horizon, zone):
+    """(T' - horizon,) bool: the targets of `frame` at or after `start` (see evaluate_panel;
+    engine.series.times.start_row, per series). zone: the zone of the panel's times."""
+    length = int(frame.rows[-1]) + 1
+    dated = frame.times is not None and np.issubdtype(frame.times.dtype, np.datetime64)
+    first = start_row(start, length, frame.times if dated else None, zone, f'series "{frame.series_id}"')
+    if not is_row(start):   # an index into frame.times, whose rows are the series' last ones
+        first += int(frame.rows[0])
+    return frame.rows[horizon:] >= first
 
 
 def forecast_panel(model, metadata, source, steps, series_id=None, key=None, **panel_options):
@@ -146,9 +140,9 @@ def _fed_back(model, recipe, scaler, frames, outputs, states, steps):
 def _forecast_table(panel, forecasts, names, steps, id_name, time_name):
     ids = np.repeat(np.array(panel.ids, dtype=object), steps)
     columns = {id_name: pa.array(ids, pa.string())}
-    times = [future_times(times, steps) for times in panel.times]
+    times = [future_times(times, steps, panel.time_zone) for times in panel.times]
     if all(stamp is not None for stamp in times):
-        columns[time_name] = pa.array(np.concatenate(times))
+        columns[time_name] = time_array(np.concatenate(times), panel.time_zone)
     else:
         columns["step"] = pa.array(np.tile(np.arange(1, steps + 1), len(forecasts)))
     values = np.concatenate(forecasts)

@@ -9,7 +9,7 @@ import numpy as np
 from engine.data import _features, _positive_int, frame, select_columns, split_validation
 from engine.panel.packing import Layout, pack_layout
 from engine.panel.scaling import PanelScaler
-from engine.panel.sources import as_panel, frequency
+from engine.panel.sources import Panel, as_panel, frequency
 from engine.series import DataError
 
 VAL_WARMUP = 200   # training steps replayed before each validation tail to warm the state up
@@ -21,7 +21,7 @@ PANEL_RECIPE_SCHEMA = {  # the data recipe of a panel in a checkpoint (engine.ch
     "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
     "fill": ("str", None), "difference": "bool", "streams": "int", "val_fraction": "number",
     "id_column": ("str", None), "series_columns": ("str", ["str"], None), "time_column": ("str", "bool", None),
-    "ids": ["str"], "val_warmup": "int", "frequency": ("str", None), "scale": "str",
+    "ids": ["str"], "val_warmup": "int", "frequency": ("str", None), "time_zone?": ("str", None), "scale": "str",
     "scaling": {"scale": "str", "inputs": "dict", "targets": "dict"}}
 
 
@@ -68,7 +68,8 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
     (engine.panel.pack_layout, cut into pieces when long). Errors name the series.
     Returns PanelTrainingData; its metadata holds the single-series recipe keys, the
     panel options, ids, streams, val_fraction, val_warmup, train_steps, val_steps,
-    frequency, scale and scaling (PanelScaler.to_dict()). scaling: such a record to use
+    frequency, time_zone (of dated times, engine/series/zones.py), scale and scaling
+    (PanelScaler.to_dict()). scaling: such a record to use
     instead of fitting one (a resumed run keeps its statistics)."""
     horizon = _positive_int("horizon", horizon)
     if isinstance(val_warmup, bool) or not isinstance(val_warmup, (int, np.integer)) or val_warmup < 0:
@@ -103,7 +104,7 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
                 "val_fraction": float(val_fraction), "val_warmup": int(val_warmup),
                 "train_steps": sum(len(x) for x in x_parts),
                 "val_steps": 0 if x_val is None else sum(len(tail[0]) for tail in validation),
-                "frequency": _frequency_label(panel), "scale": scaler.scale,
+                "frequency": _frequency_label(panel), "time_zone": panel.time_zone, "scale": scaler.scale,
                 "scaling": scaler.to_dict()}
     return PanelTrainingData(layout.pack(x_parts, 0.0), layout.pack(y_parts, np.nan),
                              layout.resets, layout, x_val, y_val, metadata)
@@ -126,8 +127,10 @@ def _validation(train, validation, norms, val_warmup):
 def prepare_panel_frames(source, metadata, series_id=None, key=None, **panel_options):
     """Every series of a panel (or the one `series_id`) through the recipe of a model
     trained on a panel: list of SeriesFrames. panel_options (id_column, series_columns,
-    time_column) default to those of the training data. Returns (frames, panel)."""
-    options = {name: panel_options.get(name, metadata.get(name)) for name in PANEL_OPTIONS}
+    time_column) default to those of the training data (read from a table or files; a
+    Panel takes only those given, engine.panel.as_panel). Returns (frames, panel)."""
+    defaults = {} if isinstance(source, Panel) else metadata
+    options = {name: panel_options.get(name, defaults.get(name)) for name in PANEL_OPTIONS}
     panel = as_panel(source, key=key, **options)
     if series_id is not None:
         panel = panel.select(series_id)

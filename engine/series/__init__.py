@@ -37,6 +37,7 @@ def read_file(path, key=None, time_column=None):
     the first column of dates or times, if any; False: none, dates are then text)."""
     path = _existing(path)
     kind = _kind(path)
+    _check_key(path, kind, key)
     if kind == "npy":
         return _series_from_array(_load_arrays(path)["array"], None, path)
     if kind == "npz":
@@ -44,22 +45,26 @@ def read_file(path, key=None, time_column=None):
     return tables.to_series(read_table(path, key, time_column))   # no reference kept: freed as copied
 
 
-def read_table(path, key=None, time_column=None):
+def read_table(path, key=None, time_column=None, text_columns=()):
     """A file as a pyarrow Table: numeric columns float64, the time column (named, or the
     first column of dates/times) as timestamps, other columns as text. The schema metadata
     names the source and the time column (engine.series.tables: source_of, time_column_of,
     place(table, row) for "FILE, line N"). Raises DataError for a file that cannot be read
-    (missing, empty, binary, ragged rows, unknown format)."""
+    (missing, empty, binary, ragged rows, unknown format). text_columns: columns read as
+    text, exactly as written (ids; engine.series.tables.as_text)."""
     path = _existing(path)
     kind = _kind(path)
+    _check_key(path, kind, key)
     if kind in ("npy", "npz"):
         series = read_file(path, key)
-        return tables.normalize(_table_of(series.values, series.names), path, time_column)
+        return tables.normalize(_table_of(series.values, series.names), path, time_column,
+                                text_columns=text_columns)
     if kind == "zip":
         raise DataError(f"{path}: a ZIP archive, not a data file (.csv, .parquet, .feather, .npy, .npz)")
     if kind == "csv":
-        table, layout = csv_files.read_csv(path)
-        return tables.normalize(table, path, time_column, csv_header=layout.has_header)
+        table, layout = csv_files.read_csv(path, text_columns)
+        return tables.normalize(table, path, time_column, csv_header=layout.has_header,
+                                text_columns=text_columns)
     try:
         if kind == "parquet":   # ParquetFile: parquet.read_table would import pandas
             table = parquet.ParquetFile(path).read(use_threads=True)
@@ -70,13 +75,14 @@ def read_table(path, key=None, time_column=None):
                         f"({csv_files.first_line(error)})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: the file holds no data rows")
-    return tables.normalize(table, path, time_column)
+    return tables.normalize(table, path, time_column, text_columns=text_columns)
 
 
-def as_table(obj, time_column=None):
+def as_table(obj, time_column=None, text_columns=()):
     """An in-memory source as a pyarrow Table like read_table's: a numpy array (T,) or
     (T, C) (columns "0", "1", ...), a pandas DataFrame or Series (a DatetimeIndex becomes
-    the time column), or a pyarrow Table / RecordBatch."""
+    the time column, its zone kept), or a pyarrow Table / RecordBatch. text_columns: as
+    read_table's."""
     module = type(obj).__module__.split(".")[0]
     if module == "pyarrow" and isinstance(obj, (pa.Table, pa.RecordBatch)):
         table, source = pa.Table.from_batches([obj]) if isinstance(obj, pa.RecordBatch) else obj, \
@@ -88,18 +94,26 @@ def as_table(obj, time_column=None):
         table, source = _table_of(series.values, series.names), "array"
     if table.num_rows == 0:
         raise DataError(f"{source}: the series must hold at least one row")
-    return tables.normalize(table, source, time_column)
+    return tables.normalize(table, source, time_column, text_columns=text_columns)
 
 
 def as_series(source, key=None, time_column=None):
     """A Series from a path (see read_file), a Series, a pandas or pyarrow table, or an
-    array (T,) or (T, C)."""
-    if isinstance(source, Series):
-        return source
+    array (T,) or (T, C). key applies to a path only, time_column to a path or a table
+    (for a Series: its own time column, or None)."""
     if isinstance(source, (str, os.PathLike)):
         return read_file(source, key, time_column)
+    if key is not None:
+        raise DataError(f"key {key!r}: names an array of an .npz file; the data is {type(source).__name__}")
+    if isinstance(source, Series):
+        if time_column is not None and time_column != (source.time_name or False):
+            raise DataError(f"time column {time_column!r}: the series was read already, with "
+                            f"{'none' if source.time_name is None else repr(source.time_name)}")
+        return source
     if type(source).__module__.split(".")[0] in ("pandas", "pyarrow"):
         return tables.to_series(as_table(source, time_column))
+    if time_column not in (None, False):
+        raise DataError(f"time column {time_column!r}: an array has no named columns")
     return _series_from_array(source, None, "array")
 
 
@@ -110,6 +124,12 @@ def _existing(path):
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such data file")
     return path
+
+
+def _check_key(path, kind, key):
+    """A key names an array of an .npz archive: given for any other file, it would be ignored."""
+    if key is not None and kind != "npz":
+        raise DataError(f"key {key!r}: names an array of an .npz archive; {path} is not one")
 
 
 def _kind(path):

@@ -17,13 +17,16 @@ class Series:
     invalid: column name -> error message for the columns holding a non-numeric cell (NaN
     there in `values`); raised when such a column is selected, so unused columns such as
     labels do not stop the others from loading. time: (T,) datetime64 of each row, strictly
-    increasing, or None; time_name: the column it came from."""
+    increasing, or None (UTC instants when the data has a zone); time_name: the column it
+    came from; time_zone: the zone of the stamps (engine/series/zones.py), None for plain
+    stamps."""
     values: np.ndarray
     names: tuple
     source: str = "array"
     invalid: dict = field(default_factory=dict)
     time: np.ndarray = None
     time_name: str = None
+    time_zone: str = None
 
 
 def listing(names):

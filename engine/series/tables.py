@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.series import csv_files, times
+from engine.series import csv_files, times, zones
 from engine.series.buffers import numpy_values, text_array, true_mask
 from engine.series.base import MISSING, DataError, Series, listing
 
@@ -28,20 +28,24 @@ TIME_FORMATS = ("%Y/%m/%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y-%m-%d %H:
                 "%d.%m.%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
 
 
-def normalize(table, source, time_column=None, csv_header=None):
+def normalize(table, source, time_column=None, csv_header=None, text_columns=()):
     """A table with numeric columns float64 (integers, and text holding only numbers and
     missing tokens, converted), dictionary and boolean columns as text, the time column
-    (named, or the first date/time column) as timestamps, and the metadata keys above."""
+    (named, or the first date/time column) as timestamps (a zone kept as the type's tz),
+    the columns named in text_columns (such as ids) as text (as_text), and the metadata
+    keys above."""
     names = [str(name) for name in table.column_names]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise DataError(f"{source}: repeated column names {', '.join(map(repr, repeated))}")
-    table = pa.table([_uniform(column) for column in table.columns], names=names)
+    text_columns = {str(name) for name in text_columns}
+    table = pa.table([as_text(column) if name in text_columns else _uniform(column)
+                      for name, column in zip(names, table.columns)], names=names)
     metadata = {SOURCE_KEY: str(source).encode()}
     if csv_header is not None:
         metadata[CSV_KEY] = json.dumps({"header": csv_header}).encode()
     table = table.replace_schema_metadata(metadata)
-    time_name = _time_column(table, time_column)
+    time_name = _time_column(table, time_column, skip=text_columns)
     if time_name is not None:
         index = names.index(time_name)
         table = table.set_column(index, time_name, _as_timestamps(table, time_name))
@@ -64,6 +68,22 @@ def _uniform(column):
     return column
 
 
+def as_text(column):
+    """A column as text, each cell as written: text as it is, integers in decimal (all 64
+    bits), floats holding whole numbers as integers (1.0 -> "1"), other types cast."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return as_text(pc.cast(column, kind.value_type))
+    if _is_text(kind):
+        return column
+    if pa.types.is_floating(kind):
+        values = pc.cast(column, pa.float64())
+        whole = pc.and_kleene(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), 2.0 ** 53))
+        if pc.all(whole).as_py() in (True, None):
+            return pc.cast(pc.cast(values, pa.int64()), pa.string())
+    return pc.cast(column, pa.string())
+
+
 def _text_as_numbers(column):
     """A text column as float64 when every cell is a number or missing, else None."""
     try:
@@ -84,16 +104,16 @@ def _cleaned(column):
     return trimmed, missing
 
 
-def _time_column(table, requested):
-    """The name of the time column: `requested` (checked), else the first column of dates
-    or times, or of text that parses as such (see _parse_times); False: none."""
+def _time_column(table, requested, skip=()):
+    """The name of the time column: `requested` (checked), else the first column (not in
+    `skip`) of dates or times, or of text whose first cells parse as such (see
+    _parse_times; a later cell that does not is then an error); False: none."""
     if requested is False:
         return None
     if requested is None:
         for name, column in zip(table.column_names, table.columns):
-            if _is_temporal(column.type) or (_is_text(column.type)
-                                             and _parse_times(column.slice(0, 20)) is not None
-                                             and _parse_times(column) is not None):
+            if name not in skip and (_is_temporal(column.type) or (
+                    _is_text(column.type) and _parse_times(column.slice(0, 20)) is not None)):
                 return name
         return None
     requested = str(requested)
@@ -123,6 +143,12 @@ def _parse_times(column):
         return pc.cast(trimmed, pa.timestamp("us"))
     except pa.ArrowInvalid:
         pass
+    try:   # every stamp with a zone offset: UTC instants, the zone of the last one kept
+        instants = pc.cast(trimmed, pa.timestamp("us", tz="UTC"))
+        last = trimmed.drop_null()[-1].as_py()
+        return pc.cast(instants, pa.timestamp("us", tz=zones.offset_of_text(last) or "UTC"))
+    except pa.ArrowInvalid:
+        pass
     for layout in TIME_FORMATS:
         try:
             return pc.strptime(trimmed, format=layout, unit="us")
@@ -135,6 +161,8 @@ def _as_timestamps(table, name):
     """The column `name` as timestamps: dates and times as they are, text parsed."""
     column = table.column(name)
     if pa.types.is_timestamp(column.type):
+        if column.type.tz is not None:
+            zones.check(column.type.tz)   # a zone this machine knows
         return column
     if pa.types.is_date(column.type):
         return pc.cast(column, pa.timestamp("s"))
@@ -143,11 +171,34 @@ def _as_timestamps(table, name):
         if parsed is not None:
             return parsed
         trimmed = pc.utf8_trim_whitespace(column)
-        row = _first_failure(trimmed, lambda part: pc.cast(part, pa.timestamp("us")))
+        mixed = _first_zone_change(trimmed)
+        if mixed is not None:
+            row, zoned = mixed
+            raise DataError(f"{place(table, row)}, {label(table, name)}: the time column mixes stamps with "
+                            f"and without a zone offset: {trimmed[row].as_py()!r} has "
+                            f"{'one' if zoned else 'none'}, the stamps before it "
+                            f"{'none' if zoned else 'one'}; write every stamp the same way")
+        kind = pa.timestamp("us", tz="UTC" if pc.any(pc.match_substring_regex(trimmed, _ZONED)).as_py() else None)
+        row = _first_failure(trimmed, lambda part: pc.cast(part, kind))
         raise DataError(f"{place(table, row)}, {label(table, name)}: not a date or time: "
                         f"{trimmed[row].as_py()!r}")
     raise DataError(f'time column "{name}" of {source_of(table)} holds {column.type} values, '
                     "not dates or times")
+
+
+_ZONED = r"[T ]\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?(Z|[+-]\d{2}:?\d{2})$"   # a stamp ending in a zone offset
+
+
+def _first_zone_change(trimmed):
+    """(row, zoned) of the first stamp written with a zone offset when the first one has
+    none, or the reverse; None when all are written alike."""
+    zoned = true_mask(pc.fill_null(pc.match_substring_regex(trimmed, _ZONED), False))
+    present = true_mask(pc.is_valid(trimmed))
+    rows = np.flatnonzero(present)
+    if rows.size == 0:
+        return None
+    changed = rows[zoned[rows] != zoned[rows[0]]]
+    return None if changed.size == 0 else (int(changed[0]), bool(zoned[changed[0]]))
 
 
 def _first_failure(column, convert):
@@ -167,6 +218,13 @@ def _first_failure(column, convert):
 
 def source_of(table):
     return _source(table.schema.metadata)
+
+
+def csv_header_of(table):
+    """Whether the CSV file of a table from read_table has a header line; None when the
+    table does not come from a CSV file."""
+    metadata = table.schema.metadata or {}
+    return json.loads(metadata[CSV_KEY])["header"] if CSV_KEY in metadata else None
 
 
 def time_column_of(table):
@@ -220,7 +278,7 @@ def _as_written(table, row, name):
 
 # ---------------------------------------------------------------- table -> Series
 
-class _Problems(Mapping):
+class CellProblems(Mapping):
     """Column name -> error message, each message built only when asked for (locating a
     line in a CSV file rescans it)."""
 
@@ -255,9 +313,11 @@ def to_series(table):
     metadata, rows = table.schema.metadata, table.num_rows
     columns = dict(zip(table.column_names, table.columns))
     del table
-    stamps = None
+    stamps = zone = None
     if time_name is not None:
+        zone = _zone(columns[time_name])
         stamps = _times(_one_column_table(time_name, columns.pop(time_name), metadata), time_name)
+        times.warn_gaps(stamps, zone, f'{_source(metadata)}, time column "{time_name}"')
     pool = pa.default_memory_pool()
     pool.release_unused()   # the reader's scratch buffers, kept by the allocator
     values = np.empty((rows, len(names)))
@@ -272,7 +332,12 @@ def to_series(table):
         del column
         pool.release_unused()   # hand the column's buffers back before filling the next
     kept = pa.table(list(problems.values()), names=list(problems)).replace_schema_metadata(metadata)
-    return Series(values, tuple(names), _source(metadata), _Problems(kept, problems), stamps, time_name)
+    return Series(values, tuple(names), _source(metadata), CellProblems(kept, problems), stamps, time_name, zone)
+
+
+def _zone(column):
+    """The zone of a timestamp column (engine/series/zones.py), None without one."""
+    return zones.check(column.type.tz) if pa.types.is_timestamp(column.type) else None
 
 
 def _copied_finite(column, out):
