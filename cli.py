@@ -124,6 +124,12 @@ def data_source(path, demo, key=None, time_column=None, panel=False):
     return load_demo(demo) if demo else as_series(path, key, time_column_value(time_column))
 
 
+def reading_options(source, key, time_column):
+    """--key and --time-column for the engine to apply: none once data_source has read the
+    data with them (a path it left for engine.panel keeps them)."""
+    return dict(key=key, time_column=time_column) if isinstance(source, str) else dict(key=None, time_column=None)
+
+
 def is_panel_path(path):
     """A directory, or a glob pattern naming no existing file: files of one series each."""
     return path is not None and (os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path)))
@@ -300,6 +306,7 @@ def train(data, demo, output, force, resume, plot, ray_address, workers, quiet, 
     panel = any(options[name] is not None for name in PANEL_TRAIN_OPTIONS) or demo in PANEL_DEMOS \
         or is_panel_path(data)
     source = data_source(data, demo, options["key"], options["time_column"], panel=panel)
+    options.update(reading_options(source, options["key"], options["time_column"]))
     context = click.get_current_context()
     explicit = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if "step_size" in explicit and options["schedule"] != "step":
@@ -420,7 +427,7 @@ def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns
         raise click.UsageError("--plot draws one series; it is not available for a model trained on a panel")
     source = data_source(data, demo, key, time_column, panel=panel)
     announce_first_compile(False)
-    table = engine.forecast_series((model, metadata), source, steps, key=key, time_column=time_column,
+    table = engine.forecast_series((model, metadata), source, steps, **reading_options(source, key, time_column),
                                    id_column=id_column, series_columns=series_columns, series_id=series_id)
     if output:
         with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
@@ -471,8 +478,8 @@ def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns
     panel = is_panel_recipe(metadata["data"])
     source = data_source(data, demo, key, time_column, panel=panel)
     announce_first_compile(as_json)
-    metrics = engine.evaluate_series((model, metadata), source, start=start, season=season, key=key,
-                                     time_column=time_column, id_column=id_column,
+    metrics = engine.evaluate_series((model, metadata), source, start=start, season=season,
+                                     **reading_options(source, key, time_column), id_column=id_column,
                                      series_columns=series_columns, series_id=series_id)
     if panel:
         _report_panel(metrics, as_json)

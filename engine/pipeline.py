@@ -247,15 +247,17 @@ def forecast_series(model, data, steps=1, *legacy, key=None, time_column=None, i
     series = as_series(_single_series_only(data, panel), key, time_column)
     forecasts = _forecast(model, metadata, series, steps)
     stamps = forecast_times(metadata, series, steps)
-    first = {"step": pa.array(np.arange(1, steps + 1), pa.int64())} if stamps is None else {"time": _timestamps(stamps)}
+    first = {"step": pa.array(np.arange(1, steps + 1), pa.int64())} if stamps is None else {"time": _timestamps(stamps, series.time_zone)}
     return pa.table({**first, **{name: pa.array(forecasts[:, index], pa.float64())
                                  for index, name in enumerate(metadata["data"]["targets"])}})
 
 
-def _timestamps(stamps):
-    """datetime64 stamps as a pyarrow timestamp array (days and hours in seconds)."""
+def _timestamps(stamps, zone):
+    """datetime64 stamps as a pyarrow timestamp array (days and hours in seconds); in the
+    data's zone when it has one (the stamps are then UTC instants, as Arrow keeps them)."""
     unit = np.datetime_data(stamps.dtype)[0]
-    return pa.array(stamps if unit in ("s", "ms", "us", "ns") else stamps.astype("datetime64[s]"))
+    stamps = stamps if unit in ("s", "ms", "us", "ns") else stamps.astype("datetime64[s]")
+    return pa.array(stamps, pa.timestamp(np.datetime_data(stamps.dtype)[0], tz=zone))
 
 
 def _forecast(model, metadata, source, steps, key=None, **panel_options):
@@ -300,7 +302,7 @@ def forecast_times(metadata, source, steps, key=None):
     """The time stamps of forecast_series's `steps` forecasts: (steps,) datetime64 after the
     series' last time, at its frequency (inferred from the series, else the one stored at
     training), or None when the series has no time column or no frequency. For a series
-    with a time zone the stamps are UTC instants (forecast_labels writes them in the zone)."""
+    with a time zone the stamps are UTC instants (forecast_series's table keeps the zone)."""
     series = as_series(source, key)
     if series.time is None:
         return None
@@ -309,13 +311,6 @@ def forecast_times(metadata, source, steps, key=None):
     if frequency is None:
         return None
     return next_stamps(series.time[-1], frequency, check_int("steps", steps), series.time_zone)
-
-
-def forecast_labels(metadata, source, steps, key=None):
-    """forecast_times as ISO 8601 text in the series' zone (with its offset), or None."""
-    series = as_series(source, key)
-    stamps = forecast_times(metadata, series, steps)
-    return None if stamps is None else zones.labels(stamps, series.time_zone)
 
 
 def evaluate_series(model, data, *legacy, start=None, season=None, key=None, time_column=None,

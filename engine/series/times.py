@@ -142,11 +142,6 @@ def _applies(kind, local):
     return True
 
 
-def infer_frequency(stamps, zone=None):
-    """The frequency string of `stamps` (see spacing), or None."""
-    return spacing(stamps, zone).frequency
-
-
 def _name(kind, count):
     if kind == "fixed":
         return _fixed(count)
