@@ -146,11 +146,19 @@ def test_readme_is_short_and_links_every_guide():
     assert guides and not unlinked, f"guides not linked from README.md: {unlinked}"
 
 
+def anchors(page):
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to -."""
+    headings = re.findall(r"^#+ (.*)$", page.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(ROOT)) for page in PAGES])
-def test_relative_links_point_to_files(page):
-    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
-    missing = [target for target in targets if not (page.parent / target).exists()]
-    assert not missing, f"{page.name} links to missing files: {missing}"
+def test_relative_links_point_to_files_and_headings(page):
+    links = re.findall(r"\]\(([^)#:]*)(?:#([^)]*))?\)", page.read_text())
+    broken = [f"{target}#{anchor}" for target, anchor in links
+              if not (page.parent / target).exists()
+              or anchor and anchor not in anchors(page.parent / target if target else page)]
+    assert not broken, f"{page.name}: links to missing files or headings: {broken}"
 
 
 def test_markers_are_read(tmp_path):
