@@ -21,7 +21,7 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+EXPORT_GUIDE = (Path(__file__).resolve().parent.parent / "docs" / "export.md").read_text()
 I, H, O, B = 3, 5, 2, 4
 
 
@@ -143,15 +143,17 @@ def test_normalization_in_graph_gives_forecasts_in_original_units(tmp_path, diff
     assert expected.mean() > 40  # truly in original units, not z-scores
 
 
-def test_readme_onnxruntime_example_runs(tmp_path, monkeypatch, assert_close):
-    """The README's deployment example, on a model like the README's (LSTM 1 -> 64 -> 1)."""
-    block = next(block for block in re.findall(r"```python\n(.*?)```", README, flags=re.S)
+def test_guide_onnxruntime_example_runs(tmp_path, monkeypatch, assert_close):
+    """docs/export.md's deployment example, on a model like the guide's (LSTM 1 -> 16 -> 1):
+    the state it carries from one call to the next continues the streams exactly."""
+    block = next(block for block in re.findall(r"```python\n(.*?)```", EXPORT_GUIDE, flags=re.S)
                  if "onnxruntime.InferenceSession" in block)
-    model = engine.Model("lstm", 1, 64, 1, seed=5)
-    engine.save(tmp_path / "model.npz", model)
+    model = engine.Model("lstm", 1, 16, 1, seed=5)
+    engine.save(tmp_path / "sine.npz", model)
+    engine.export.export_checkpoint(tmp_path / "sine.npz", tmp_path / "sine.onnx", "onnx")
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    exec(compile(block, "docs/export.md", "exec"), namespace)
     x = namespace["x"]
     expected, (h, c) = model.forward(np.concatenate([x, x]))
     assert_close(namespace["y"], expected[len(x):], 1e-5, "y of the second call")
