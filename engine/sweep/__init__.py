@@ -17,8 +17,8 @@ from engine.series import as_series
 from engine.sweep import report
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
 from engine.sweep.progress import SweepProgress
-from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, default_settings, parse_space,
-                                train_arguments)
+from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, check_setting, default_settings,
+                                parse_space, train_arguments)
 from engine.sweep.trial import COMPLETE, Prepared, run_trial
 from engine.validation import check_choice, check_int
 
@@ -59,6 +59,11 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     seed_count = check_int("seeds", seeds)
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("executor", executor, EXECUTORS)
+    if workers is not None:
+        workers = check_int("workers", workers)
+    for name, flag in (("prune", prune), ("resume", resume)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False; got {type(flag).__name__} {flag!r}")
     require_optuna()
     dimensions = parse_space(space)
     if sampler == "grid":
@@ -95,7 +100,7 @@ def _settings(train_options, dimensions, epochs):
         if name not in settings:
             why = "not a setting of a sweep" if name in NOT_SETTINGS else "not a bptt train option"
             raise SweepError(f"{name}: {why}")
-        settings[name] = value
+        settings[name] = check_setting(name, value)
     swept_and_fixed = sorted({d.name for d in dimensions} & set(train_options))
     if swept_and_fixed:
         raise SweepError(f"--{swept_and_fixed[0].replace('_', '-')} is both swept (--space) and fixed")
@@ -152,8 +157,9 @@ def _run_local(plan, meta, sampler, output_dir, resume, workers, writer):
     writer.start(len(done))
     for number, values, rows in done:
         writer.add(report.configuration(number, values, rows))
-    workers = workers or max(1, (os.cpu_count() or 1) // len(plan.seeds))
-    run_local(plan, study, check_int("workers", workers), writer.on_trial)
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 1) // len(plan.seeds))
+    run_local(plan, study, workers, writer.on_trial)
 
 
 class _Outputs:

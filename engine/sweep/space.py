@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import click
 
+from engine.sweep.values import given_value_problem, number_problem, range_problem
+
 # train options that have no meaning in a sweep: its own data source, outputs and output
 # format replace them.
 NOT_SETTINGS = ("data", "demo", "output", "resume", "plot", "quiet", "as_json", "ray_address", "workers",
@@ -102,7 +104,24 @@ def parse_space(space):
     """{name or option spelling: SPEC string or list of values} -> [Dimension]."""
     if not isinstance(space, dict):
         raise SweepError(f"space must be a dict of setting name -> SPEC or list; got {type(space).__name__}")
+    if not space:
+        raise SweepError("the space names no setting to sweep: give at least one, e.g. --space lr=1e-4..1e-1:log")
     return [parse_dimension(name, spec) for name, spec in space.items()]
+
+
+def parse_assignments(texts):
+    """The CLI's repeated --space NAME=SPEC -> {name: SPEC}; a setting given twice is an
+    error (a dict would silently keep the last)."""
+    space, seen = {}, {}
+    for text in texts:
+        name, spec = parse_assignment(text)
+        key = name.lstrip("-").replace("-", "_")
+        if key in seen:
+            raise SweepError(f"--space {seen[key]} and --space {text}: the setting is given twice; "
+                             "give all its values in one --space")
+        seen[key] = text
+        space[name] = spec
+    return space
 
 
 def parse_assignment(text):
@@ -128,7 +147,7 @@ def parse_dimension(name, spec):
     values = spec.split(",") if isinstance(spec, str) else list(spec)
     if not values or any(isinstance(value, str) and not value.strip() for value in values):
         raise SweepError(f"{where}: an empty value in the list")
-    choices = tuple(dict.fromkeys(_convert(param, value.strip() if isinstance(value, str) else value, where)
+    choices = tuple(dict.fromkeys(_checked(param, value.strip() if isinstance(value, str) else value, where)
                                   for value in values))
     return Dimension(param.name, option, choices=choices)
 
@@ -143,7 +162,7 @@ def _range(param, option, spec, where):
                                                                              "integer range"):
         raise SweepError(f"{where}: --{option} takes {_what(param)}, not a number range; give a list")
     low_text, _, high_text = bounds.partition("..")
-    low, high = (_convert(param, text.strip(), where) for text in (low_text, high_text))
+    low, high = (_checked(param, text.strip(), where) for text in (low_text, high_text))
     integer = "int" in modifiers or "integer" in kind
     if integer and (low != int(low) or high != int(high)):
         raise SweepError(f"{where}: an :int range needs whole-number ends")
@@ -152,6 +171,9 @@ def _range(param, option, spec, where):
     log = "log" in modifiers
     if log and low <= 0:
         raise SweepError(f"{where}: a :log range needs a positive low end")
+    problem = range_problem(low, high, log)
+    if problem:
+        raise SweepError(f"{where}: {problem}")
     if integer:
         return Dimension(param.name, option, low=int(low), high=int(high), integer=True, log=log)
     return Dimension(param.name, option, low=float(low), high=float(high), log=log)
@@ -186,6 +208,29 @@ def _convert(param, value, where):
     except click.BadParameter as error:
         raise SweepError(f"{where}: {error.format_message()}") from None
     return converted
+
+
+def _checked(param, value, where):
+    """A value through the option's type, refused where that conversion would change its
+    meaning (True -> 1, 16.7 -> 16) or the result is no number to train with (NaN, inf)."""
+    kind = getattr(param.type, "name", "")
+    problem = given_value_problem(kind, value)
+    if problem is None:
+        value = _convert(param, value, where)
+        problem = number_problem(kind, value)
+    if problem:
+        raise SweepError(f"{where}: {problem}")
+    return value
+
+
+def check_setting(name, value):
+    """A fixed setting given to engine.sweep.run, checked as a --space value would be
+    (numbers and flags; text options such as --inputs are passed on as given)."""
+    param = settings_parameters()[name]
+    kind = getattr(param.type, "name", "")
+    if value is None or kind not in ("integer", "integer range", "float", "float range", "boolean"):
+        return value
+    return _checked(param, value, f"--{_option_spelling(param)} {value!r}")
 
 
 def _what(param):
