@@ -9,12 +9,13 @@ engine.train_series per seed (engine/sweep/trial.py); local.py and ray_tune.py e
 trials; report.py writes the folder. Optuna (extra `sweep`) and Ray (extra `ray`) are
 imported only when a sweep runs.
 """
+import contextlib
 import os
 import threading
 
 from engine.checkpoint import CheckpointError, read_metadata
 from engine.series import as_series
-from engine.sweep import report
+from engine.sweep import data_identity, folder, report
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
 from engine.sweep.progress import SweepProgress
 from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, check_setting, default_settings,
@@ -24,7 +25,6 @@ from engine.validation import check_choice, check_int
 
 SAMPLERS = ("tpe", "random", "grid")
 EXECUTORS = ("local", "ray")
-OUTPUTS = ("results.csv", "summary.json", "best.npz", "sensitivity.png")
 
 __all__ = ["run", "SweepError", "ExtraUnavailable", "Dimension", "parse_space", "SAMPLERS", "EXECUTORS"]
 
@@ -75,22 +75,35 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     if executor == "ray" and resume:
         raise SweepError("--resume continues local sweeps (Optuna's journal); a Ray sweep starts afresh")
     _check_output_dir(output_dir, resume)
-    prepared = Prepared(as_series(source), arguments["data_options"])
-    if not os.path.isdir(output_dir):
-        os.mkdir(output_dir)
+    folder.check_outputs(output_dir, inputs=[data_identity.source_path(source)])
+    series = as_series(source)
+    data = data_identity.identity(source, series, arguments["data_options"])
+    if resume:
+        data_identity.check_same(output_dir, data)
+    prepared = Prepared(series, arguments["data_options"])
     plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared)
     meta = {"space": {d.option: d.spec() for d in dimensions}, "seeds": seed_list,
             "epochs": settings["epochs"], "sampler": sampler, "prune": bool(prune),
             "fixed": {name: repr(value) for name, value in sorted(settings.items())}}
-    writer = _Outputs(output_dir, plan, progress)
-    if executor == "local":
-        _run_local(plan, meta, sampler, output_dir, resume, workers, writer)
-    else:
-        from engine.sweep.ray_tune import run_ray
+    study = _open_study(plan, meta, sampler, output_dir, resume) if resume else None  # reads only
+    with contextlib.ExitStack() as stack:
+        if executor == "ray":
+            from engine.sweep.ray_tune import connected, run_ray
 
-        writer.start(0)
-        run_ray(plan, address, sampler, settings["seed"], writer.on_trial)
-    return writer.finish()
+            stack.enter_context(connected(address))  # an unreachable cluster fails before any write
+        os.makedirs(output_dir, exist_ok=True)
+        stack.enter_context(folder.locked(output_dir))
+        if not resume:
+            _check_output_dir(output_dir, resume)  # still empty, now that no other sweep can start here
+        if not resume or not os.path.exists(os.path.join(output_dir, data_identity.FILE_NAME)):
+            data_identity.write(output_dir, data)
+        writer = _Outputs(output_dir, plan, progress)
+        if executor == "local":
+            _run_local(plan, study or _open_study(plan, meta, sampler, output_dir, resume), workers, writer)
+        else:
+            writer.start(0)
+            run_ray(plan, sampler, settings["seed"], writer.on_trial)
+        return writer.finish()
 
 
 def _settings(train_options, dimensions, epochs):
@@ -134,7 +147,7 @@ def _check_output_dir(path, resume):
     if os.path.isdir(path):
         if not os.access(path, os.W_OK | os.X_OK):
             raise SweepError(f"-o {path}: directory is not writable")
-        if os.listdir(path) and not resume:
+        if set(os.listdir(path)) - {folder.LOCK} and not resume:
             raise SweepError(f"-o {path}: directory is not empty; continue the sweep there with "
                              "--resume or choose a new directory")
         return
@@ -145,14 +158,19 @@ def _check_output_dir(path, resume):
         raise SweepError(f"--resume: {path} does not exist, there is no sweep to resume")
 
 
-def _run_local(plan, meta, sampler, output_dir, resume, workers, writer):
-    from engine.sweep.local import finished_trials, make_sampler
+def _open_study(plan, meta, sampler, output_dir, resume):
+    from engine.sweep.local import make_sampler
 
     optuna = require_optuna()
     pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=plan.settings["epochs"])
               if plan.prune else optuna.pruners.NopPruner())
-    study = open_study(output_dir, make_sampler(sampler, plan.dimensions, plan.settings["seed"]),
-                       pruner, meta, resume)
+    return open_study(output_dir, make_sampler(sampler, plan.dimensions, plan.settings["seed"]),
+                      pruner, meta, resume)
+
+
+def _run_local(plan, study, workers, writer):
+    from engine.sweep.local import finished_trials
+
     done = finished_trials(study)
     writer.start(len(done))
     for number, values, rows in done:
@@ -167,7 +185,7 @@ class _Outputs:
     summary.json, and best.npz whenever a configuration beats the best so far."""
 
     def __init__(self, output_dir, plan, stream):
-        self.paths = {name: os.path.join(output_dir, name) for name in OUTPUTS}
+        self.paths = {name: os.path.join(output_dir, name) for name in folder.RESULTS}
         self.plan = plan
         self.configurations = []
         self.saved = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds

@@ -63,8 +63,14 @@ def open_study(output_dir, sampler, pruner, meta, resume):
         raise ValueError(f"--resume: {output_dir} holds no sweep to resume (no {JOURNAL})")
     storage = JournalStorage(JournalFileBackend(path))
     with quiet_optuna():
-        study = optuna.create_study(study_name=STUDY, storage=storage, sampler=sampler, pruner=pruner,
-                                    direction="minimize", load_if_exists=resume)
+        if resume:  # loading writes nothing (create_study(load_if_exists=True) logs a creation)
+            try:
+                study = optuna.load_study(study_name=STUDY, storage=storage, sampler=sampler, pruner=pruner)
+            except KeyError:
+                raise ValueError(f"--resume: {path} holds no bptt sweep") from None
+        else:
+            study = optuna.create_study(study_name=STUDY, storage=storage, sampler=sampler, pruner=pruner,
+                                        direction="minimize")
     stored = study.user_attrs.get("sweep")
     if stored is None:
         study.set_user_attr("sweep", meta)
