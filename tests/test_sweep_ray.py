@@ -42,8 +42,8 @@ def test_done_when_command_on_a_two_node_cluster(cluster, tmp_path):
         "--ray", cluster.address], prog_name="bptt")
     assert result.exit_code == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
     assert not ray.is_initialized()  # the sweep disconnected from the cluster it joined
-    assert sorted(path.name for path in out.iterdir()) == ["best.npz", "results.csv", "sensitivity.png",
-                                                          "summary.json"]
+    assert sorted(path.name for path in out.iterdir()) == ["best.npz", "data.json", "results.csv",
+                                                          "sensitivity.png", "summary.json"]
     with open(out / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 8

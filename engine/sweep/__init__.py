@@ -11,6 +11,7 @@ imported only when a sweep runs.
 """
 import contextlib
 import os
+import shutil
 import threading
 
 from engine.checkpoint import CheckpointError, read_metadata
@@ -181,54 +182,73 @@ def _run_local(plan, study, workers, writer):
 
 
 class _Outputs:
-    """Collects finished trials and keeps the folder current after each one: results.csv,
-    summary.json, and best.npz whenever a configuration beats the best so far."""
+    """Collects finished trials and keeps the folder current after each one: summary.json,
+    results.csv, and best.npz whenever a configuration beats the best so far.
+
+    summary.json's best is always the configuration best.npz holds: both are written from
+    the same record, best.npz first and summary.json right after it (its record computed
+    before either is written), so a failed write leaves the pair as it was. A best whose
+    models are not here (trained on a Ray worker, or before an interruption) is saved by
+    finish(), retrained."""
 
     def __init__(self, output_dir, plan, stream):
         self.paths = {name: os.path.join(output_dir, name) for name in folder.RESULTS}
         self.plan = plan
         self.configurations = []
-        self.saved = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
+        self.saved_trial = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
+        self.saved = None  # its record, once known
         self.progress = SweepProgress(plan.trials, stream) if stream is not None else None
         self._lock = threading.Lock()
 
     def start(self, done):
+        """After the earlier trials were added: the folder rewritten from them (a summary
+        left behind by an interruption is made to agree with best.npz again)."""
+        with self._lock:
+            self._publish()
         if self.progress is not None:
             self.progress.start(done)
 
     def add(self, record):
         self.configurations.append(record)
+        if record["trial"] == self.saved_trial:
+            self.saved = record
 
     def on_trial(self, number, values, rows, runs):
         """A finished trial (from the executor's threads): record, report, save."""
         record = report.configuration(number, values, rows)
         with self._lock:
-            best = report.best_configuration(self.configurations)
             self.configurations.append(record)
-            better = best is None or record["mean_val_loss"] < best["mean_val_loss"]
-            if record["state"] == COMPLETE and better and runs is not None:
-                self._save_best(record, runs)
-            self._write()
+            best = report.best_configuration(self.configurations)
+            self._publish(best if best is record and runs is not None else None, runs)
             if self.progress is not None:
-                self.progress.on_trial(record, report.best_configuration(self.configurations))
+                self.progress.on_trial(record, best)
 
-    def _save_best(self, record, runs):
-        """best.npz: the configuration's best seed, from its run here or (runs None: it ran
-        on another machine) retrained here, identically: same settings, seed, one shard."""
-        row = min(record["rows"], key=lambda row: row["best_val_loss"])
-        if runs is None:
-            values = {d.name: record["values"][d.option] for d in self.plan.dimensions}
-            _, runs = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
-                                lambda *report: False)
-        report.save_best(self.paths["best.npz"], runs[row["seed"]], record, row["seed"])
-        self.saved = record["trial"]
-
-    def _write(self):
+    def _publish(self, best=None, runs=None):
+        """summary.json and results.csv; with `best` (a configuration and its runs) first
+        best.npz, its best seed's model."""
         self.configurations.sort(key=lambda record: record["trial"])
+        saved = best if best is not None else self.saved
+        summary = report.summary(self.plan.dimensions, self.configurations, saved, self.plan.settings,
+                                 self.plan.seeds, self.plan.settings["epochs"])
+        if best is None:
+            report.write_summary(self.paths["summary.json"], summary)
+        else:
+            row = min(best["rows"], key=lambda row: row["best_val_loss"])
+            with _restored_on_failure(self.paths["best.npz"]):
+                report.save_best(self.paths["best.npz"], runs[row["seed"]], best, row["seed"])
+                report.write_summary(self.paths["summary.json"], summary)
+            self.saved = best
+        self.summary = summary
         report.write_results(self.paths["results.csv"], self.plan.dimensions, self.configurations)
-        self.summary = report.summary(self.plan.dimensions, self.configurations, self.plan.settings,
-                                      self.plan.seeds, self.plan.settings["epochs"])
-        report.write_summary(self.paths["summary.json"], self.summary)
+
+    def _retrain(self, record):
+        """The runs of the configuration's best seed, trained here as the sweep trained it
+        (same settings, seed, one shard), or None if that run does not complete now."""
+        row = min(record["rows"], key=lambda row: row["best_val_loss"])
+        values = {d.name: record["values"][d.option] for d in self.plan.dimensions}
+        _, runs = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
+                            lambda *report: False)
+        return runs if row["seed"] in runs else None
 
     def finish(self):
         """The last outputs (with the sensitivity plot) and the results."""
@@ -236,9 +256,8 @@ class _Outputs:
 
         with self._lock:
             best = report.best_configuration(self.configurations)
-            if best is not None and best["trial"] != self.saved:
-                self._save_best(best, None)
-            self._write()
+            runs = self._retrain(best) if best is not None and best is not self.saved else None
+            self._publish(best if runs is not None else None, runs)
             try:
                 report.plot_sensitivity(self.paths["sensitivity.png"], self.plan.dimensions, self.configurations)
                 self.summary["plot"] = "sensitivity.png"
@@ -250,7 +269,34 @@ class _Outputs:
         results = [{"trial": c["trial"], **c["values"], **row}
                    for c in self.configurations for row in c["rows"]]
         return {"results": results, "configurations": self.configurations,
-                "best": report.best_configuration(self.configurations), "summary": self.summary}
+                "best": self.saved, "summary": self.summary}
+
+
+@contextlib.contextmanager
+def _restored_on_failure(path):
+    """The file at `path` as it was before the body, if the body fails (a hard link to it
+    kept beside it meanwhile, a copy where links are not supported)."""
+    previous = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.previous")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(previous)  # left by a killed sweep
+    existed = os.path.exists(path)
+    if existed:
+        try:
+            os.link(path, previous)
+        except OSError:
+            shutil.copy2(path, previous)
+    try:
+        yield
+    except BaseException:
+        if existed:
+            os.replace(previous, path)  # (a no-op when path was not replaced: the same file)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(previous)
 
 
 def _saved_trial(path):

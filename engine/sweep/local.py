@@ -93,9 +93,11 @@ def finished_trials(study):
 
 def run_local(plan, study, workers, on_trial):
     """Run trials until the study holds plan.trials finished ones. on_trial(number, values,
-    rows, runs) after each (runs: {seed: (model, trainer, data)} of completed seeds)."""
+    rows, runs) after each is recorded in the study (runs: {seed: (model, trainer, data)}
+    of completed seeds)."""
     optuna = require_optuna()
     remaining = plan.trials - len(finished_trials(study))
+    ended = {}  # trial number -> (values, rows, runs), handed on once the study has recorded it
 
     def objective(trial):
         values = suggest(trial, plan.dimensions)
@@ -106,7 +108,7 @@ def run_local(plan, study, workers, on_trial):
 
         rows, runs = run_trial({**plan.settings, **values}, plan.seeds, plan.prepared, report)
         trial.set_user_attr("rows", rows)
-        on_trial(trial.number, {d.option: values[d.name] for d in plan.dimensions}, rows, runs)
+        ended[trial.number] = ({d.option: values[d.name] for d in plan.dimensions}, rows, runs)
         states = {row["state"] for row in rows}
         if states == {COMPLETE}:
             return sum(row["best_val_loss"] for row in rows) / len(rows)
@@ -114,9 +116,15 @@ def run_local(plan, study, workers, on_trial):
             raise optuna.TrialPruned()
         return float("nan")  # a seed failed: Optuna records the trial as failed
 
+    def recorded(study, trial):
+        """After the journal holds the trial's end: its outputs follow it, never precede
+        it (a best.npz of a trial a resumed sweep would not know)."""
+        if trial.number in ended:
+            on_trial(trial.number, *ended.pop(trial.number))
+
     if remaining > 0:
         with quiet_optuna():
-            study.optimize(objective, n_trials=remaining, n_jobs=workers)
+            study.optimize(objective, n_trials=remaining, n_jobs=workers, callbacks=[recorded])
 
 
 @contextlib.contextmanager
