@@ -82,6 +82,7 @@ def connected(address):
 
     ray, _ = require_ray()
     if ray.is_initialized():
+        _check_cpus(ray, address)
         yield
         return
     if address is None:
@@ -91,9 +92,22 @@ def connected(address):
     except ClusterUnavailable as error:
         raise SweepError(f"--ray {address}: {error}") from None
     try:
+        _check_cpus(ray, address)
         yield
     finally:
         ray.shutdown()
+
+
+def _check_cpus(ray, address):
+    """A CPU free for a trial, or a SweepError naming who holds them (Tune would wait)."""
+    from engine.distributed.cluster import ClusterUnavailable
+    from engine.distributed.group import held_elsewhere
+    from engine.distributed.startup import wait_for_cpus
+
+    try:
+        wait_for_cpus(ray, 1, lambda: held_elsewhere(None))
+    except ClusterUnavailable as error:
+        raise SweepError(f"--ray {address or 'connected'}: {error}") from None
 
 
 def _trainable(config, prepared, settings, seeds, names):
