@@ -13,6 +13,7 @@ as `bptt train --hidden 0` does.
 from dataclasses import dataclass
 
 import click
+import numpy as np
 
 from engine.sweep.values import given_value_problem, number_problem, range_problem
 
@@ -136,6 +137,9 @@ def parse_dimension(name, spec):
     """One dimension from a train option name and a SPEC (string or list of values)."""
     param = _parameter(name)
     option = _option_spelling(param)
+    if not isinstance(spec, (str, list, tuple, range, np.ndarray)):
+        raise SweepError(f"--space {option}: expected a SPEC string (32,64 or 1e-4..1e-1:log) or a list of "
+                         f"values; got {type(spec).__name__} {spec!r}")
     where = f"--space {option}={spec if isinstance(spec, str) else ','.join(map(str, spec))}"
     if param.name in NOT_SWEPT:
         why = ("sweep initialisations with --seeds" if param.name == "seed" else
