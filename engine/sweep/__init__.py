@@ -21,7 +21,7 @@ from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run
 from engine.sweep.progress import SweepProgress
 from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, check_setting, default_settings,
                                 parse_space, train_arguments)
-from engine.sweep.trial import COMPLETE, Prepared, run_trial
+from engine.sweep.trial import Prepared, run_trial
 from engine.validation import check_choice, check_int
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -53,9 +53,12 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     progress: a file for progress lines (None: none).
 
     Writes results.csv, summary.json, best.npz and sensitivity.png (with matplotlib) in
-    output_dir. Returns {"results": one dict per trial and seed, "configurations": one per
-    trial with mean and spread over seeds, "best": the best configuration or None,
-    "summary": the summary.json record}."""
+    output_dir, with the journal of the study, data.json (the data it runs on, which
+    --resume must be given again) and, while it runs, the lock sweep.lock
+    (engine/sweep/folder.py). Every value, setting and output file is checked before the
+    first trial. Returns {"results": one dict per trial and seed, "configurations": one
+    per trial with mean and spread over seeds, "best": the configuration best.npz holds
+    (the best completed one) or None, "summary": the summary.json record}."""
     trials = check_int("trials", trials)
     seed_count = check_int("seeds", seeds)
     check_choice("sampler", sampler, SAMPLERS)
