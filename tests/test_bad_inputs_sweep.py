@@ -11,15 +11,19 @@ import stat
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-from click.testing import CliRunner
+# Before Ray is imported (the --ray cases import it): loopback stays loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
-import engine
-import engine.sweep
-from cli import main
-from engine.sweep import folder, report
-from engine.sweep.space import SweepError
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+import engine  # noqa: E402
+import engine.sweep  # noqa: E402
+from cli import main  # noqa: E402
+from engine.sweep import folder, report  # noqa: E402
+from engine.sweep.space import SweepError  # noqa: E402
 
 pytest.importorskip("optuna")
 
@@ -107,6 +111,11 @@ def test_a_bad_space_is_one_error_line_before_any_trial(workdir, case):
 
 def test_workers_zero_is_refused(workdir):
     assert_refused(workdir, ["a.csv", *SPACE, *TINY, "-o", "new", "--workers", "0"], "--workers")
+
+
+def test_workers_with_ray_is_refused_not_ignored(workdir):
+    assert_refused(workdir, ["a.csv", *SPACE, *TINY, "-o", "new", "--workers", "2", "--ray", "127.0.0.1:1"],
+                   "--workers", "Ray sweep")
 
 
 def test_resume_on_another_data_file_names_what_differs(workdir):
@@ -213,6 +222,8 @@ def test_a_new_sweep_cannot_start_in_a_folder_a_live_sweep_just_created(workdir)
     ({"lr": [1e-3]}, {"forget_bias": float("inf")}, "not a finite number"),
     ({"lr": [1e-3]}, {"difference": 1}, "not a boolean"),
     ({"lr": [1e-3]}, {"prune": "no"}, "prune must be True or False"),
+    ({"lr": [1e-3]}, {"address": "auto"}, "applies to executor 'ray'"),
+    ({"lr": [1e-3]}, {"executor": "ray", "address": 6379}, "address must be 'HOST:PORT'"),
 ])
 def test_library_values_are_not_coerced(tmp_path, space, options, message):
     with pytest.raises((ValueError, TypeError), match=message):

@@ -78,6 +78,11 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     arguments = _check_settings(settings, dimensions)
     if executor == "ray" and resume:
         raise SweepError("--resume continues local sweeps (Optuna's journal); a Ray sweep starts afresh")
+    if executor == "ray" and workers is not None:
+        raise SweepError("--workers sets the local trials run at a time; a Ray sweep runs one trial per CPU "
+                         "of the cluster")
+    if executor == "local" and address is not None:
+        raise SweepError(f"address {address!r} applies to executor 'ray' (--ray ADDRESS); a local sweep has none")
     _check_output_dir(output_dir, resume)
     folder.check_outputs(output_dir, inputs=[data_identity.source_path(source)])
     series = as_series(source)
