@@ -269,7 +269,9 @@ def test_a_lock_left_by_this_pid_in_an_earlier_life_is_stale(tmp_path):
 def _best_pair(out):
     summary = json.loads((out / "summary.json").read_text())
     best = summary["best"]["trial"] if summary["best"] else None
-    saved = engine.read_metadata(out / "best.npz")["user"]["sweep"]["trial"] if (out / "best.npz").exists() else None
+    saved = None
+    if (out / "best.npz").exists():
+        saved = engine.read_metadata(out / "best.npz")["user"]["sweep"]["trial"]
     return best, saved
 
 

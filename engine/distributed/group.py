@@ -148,7 +148,7 @@ class WorkerGroup:
         """A new actor in place of worker w, loading w's data from the object store."""
         self.ray.kill(self.actors[w])
         self.actors[w] = self._start()
-        self._wait_ready([self.actors[w]])
+        self._wait_ready([self.actors[w]], startup.FREEING_GRACE)  # the killed one's CPUs come free
         self.loading[w] = self.actors[w].load.remote(self.data[w])
         self.held[w] = {}
 
@@ -173,9 +173,10 @@ class WorkerGroup:
     def _start(self):
         return self.actor_class.remote(self.model_config, self.loss, self.memory, self.shards_per_worker)
 
-    def _wait_ready(self, actors):
+    def _wait_ready(self, actors, busy_grace=startup.BUSY_GRACE):
         """Until the actors answer, as long as they make progress (engine/distributed/startup.py)."""
-        startup.wait_started(self.ray, actors, self.cpus, lambda: held_elsewhere(self), self.start_timeout)
+        startup.wait_started(self.ray, actors, self.cpus, lambda: held_elsewhere(self), self.start_timeout,
+                             busy_grace)
 
     def pids(self):
         """Process ids of the workers (tests kill them to check recovery)."""

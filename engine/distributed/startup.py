@@ -15,16 +15,18 @@ from engine.distributed.cluster import ClusterUnavailable
 POLL = 0.5            # seconds between looks at the workers
 TELL_AFTER = 5.0      # seconds before saying on stderr what the wait is for
 BLOCKED_GRACE = 1.0   # seconds CPUs may stay short while another trainer holds them (just closed ones free theirs)
-BUSY_GRACE = 10.0     # seconds CPUs may stay short for reasons not known here (killed actors freeing theirs)
+BUSY_GRACE = 4.0      # seconds CPUs may stay short for reasons not known here (before the stderr line)
+FREEING_GRACE = 30.0  # the same after killing a worker, whose CPUs Ray frees once its process ended
 STARTING_LIMIT = 600.0  # seconds placed workers may take to start (import the engine) on a loaded machine
 
 
-def wait_started(ray, actors, cpus_each, held_elsewhere, timeout, stream=None):
+def wait_started(ray, actors, cpus_each, held_elsewhere, timeout, busy_grace=BUSY_GRACE, stream=None):
     """Return once every actor answers (its pid). Raises ClusterUnavailable (the cause)
-    when the workers cannot be placed or do not start, GetTimeoutError when placement cannot be observed and
-    `timeout` passed, and Ray's RayActorError when one died while starting.
+    when the workers cannot be placed or do not start, GetTimeoutError when placement
+    cannot be observed and `timeout` passed, RayActorError when one died while starting.
 
-    held_elsewhere(): CPUs held by other live trainers of this process."""
+    held_elsewhere(): CPUs held by other live trainers of this process. busy_grace:
+    seconds the CPUs may stay short for reasons not known here."""
     stream = sys.stderr if stream is None else stream
     pending = {actor.pid.remote(): actor for actor in actors}
     started = time.monotonic()
@@ -48,16 +50,17 @@ def wait_started(ray, actors, cpus_each, held_elsewhere, timeout, stream=None):
             short_since = None
         else:
             short_since = short_since or time.monotonic()
-            grace = BLOCKED_GRACE if cause[1] else BUSY_GRACE
+            grace = BLOCKED_GRACE if cause[1] else busy_grace
             if time.monotonic() - short_since > grace:
                 raise ClusterUnavailable(cause[0])
         if waited > STARTING_LIMIT:
-            raise ClusterUnavailable(f"{len(pending)} of {len(actors)} Ray workers did not start within "
-                               f"{STARTING_LIMIT:g}s of being placed")
+            raise ClusterUnavailable(f"{len(pending)} of {len(actors)} Ray workers were placed but did not "
+                                     f"start within {STARTING_LIMIT:g}s")
         if not told and waited > TELL_AFTER:
             told = True
-            doing = [f"{len(pending) - unplaced} placed, starting (importing the engine)"] if len(pending) > unplaced else []
-            doing += [f"{unplaced} waiting for CPUs"] if unplaced else []
+            starting = len(pending) - unplaced
+            doing = ([f"{starting} placed, starting (importing the engine)"] if starting else []) + \
+                    ([f"{unplaced} waiting for CPUs"] if unplaced else [])
             stream.write(f"waiting for {len(pending)} of {len(actors)} Ray workers to start: {', '.join(doing)}\n")
             stream.flush()
 
