@@ -221,6 +221,7 @@ def test_a_new_sweep_cannot_start_in_a_folder_a_live_sweep_just_created(workdir)
     ({"lr": [1e-3]}, {"k1": True}, "--k1 True: True is a boolean"),
     ({"lr": [1e-3]}, {"forget_bias": float("inf")}, "not a finite number"),
     ({"lr": [1e-3]}, {"difference": 1}, "not a boolean"),
+    ({"lr": [1e-3]}, {"cell": "cnn"}, "'cnn' is not one of"),
     ({"lr": [1e-3]}, {"prune": "no"}, "prune must be True or False"),
     ({"lr": [1e-3]}, {"address": "auto"}, "applies to executor 'ray'"),
     ({"lr": [1e-3]}, {"executor": "ray", "address": 6379}, "address must be 'HOST:PORT'"),

@@ -229,10 +229,10 @@ def _checked(param, value, where):
 
 def check_setting(name, value):
     """A fixed setting given to engine.sweep.run, checked as a --space value would be
-    (numbers and flags; text options such as --inputs are passed on as given)."""
+    (numbers, flags and choices; text options such as --inputs are passed on as given)."""
     param = settings_parameters()[name]
     kind = getattr(param.type, "name", "")
-    if value is None or kind not in ("integer", "integer range", "float", "float range", "boolean"):
+    if value is None or kind not in ("integer", "integer range", "float", "float range", "boolean", "choice"):
         return value
     return _checked(param, value, f"--{_option_spelling(param)} {value!r}")
 
