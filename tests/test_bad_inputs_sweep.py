@@ -255,6 +255,25 @@ def test_a_sweep_holding_the_folder_keeps_another_out(tmp_path):
     assert not (out / folder.LOCK).exists()
 
 
+def test_an_interrupted_sweep_releases_its_lock(tmp_path):
+    class Interrupt:  # the progress stream: Ctrl-C once the first trial is reported
+        def isatty(self):
+            return False
+
+        def write(self, text):
+            if text.startswith("trial "):
+                assert (tmp_path / "sw" / folder.LOCK).read_text().split()[0] == str(os.getpid())
+                raise KeyboardInterrupt
+
+        def flush(self):
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.sweep.run(SERIES, {"lr": [1e-3, 1e-2]}, output_dir=tmp_path / "sw", trials=2, epochs=1, hidden=4,
+                         k1=20, streams=4, progress=Interrupt())
+    assert not (tmp_path / "sw" / folder.LOCK).exists()
+
+
 def test_a_lock_left_by_this_pid_in_an_earlier_life_is_stale(tmp_path):
     out = tmp_path / "sw"
     options = dict(space={"lr": [1e-3, 1e-2]}, sampler="grid", epochs=1, hidden=4, k1=20, streams=4)
