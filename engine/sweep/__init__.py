@@ -100,12 +100,7 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
             from engine.sweep.ray_tune import connected, run_ray
 
             stack.enter_context(connected(address))  # an unreachable cluster fails before any write
-        os.makedirs(output_dir, exist_ok=True)
-        stack.enter_context(folder.locked(output_dir))
-        if not resume:
-            _check_output_dir(output_dir, resume)  # still empty, now that no other sweep can start here
-        if not resume or not os.path.exists(os.path.join(output_dir, data_identity.FILE_NAME)):
-            data_identity.write(output_dir, data)
+        stack.enter_context(_claimed(output_dir, resume, data))
         writer = _Outputs(output_dir, plan, progress)
         if executor == "local":
             _run_local(plan, study or _open_study(plan, meta, sampler, output_dir, resume), workers, writer)
@@ -165,6 +160,20 @@ def _check_output_dir(path, resume):
         raise SweepError(f"-o {path}: cannot create it, directory {parent} does not exist")
     if resume:
         raise SweepError(f"--resume: {path} does not exist, there is no sweep to resume")
+
+
+@contextlib.contextmanager
+def _claimed(output_dir, resume, data):
+    """The output folder, created if need be and locked for the body: a new sweep's folder
+    still empty once no other sweep can start there, the data it runs on recorded (a
+    resumed sweep keeps the record it was started with)."""
+    os.makedirs(output_dir, exist_ok=True)
+    with folder.locked(output_dir):
+        if not resume:
+            _check_output_dir(output_dir, resume)
+        if not resume or not os.path.exists(os.path.join(output_dir, data_identity.FILE_NAME)):
+            data_identity.write(output_dir, data)
+        yield
 
 
 def _open_study(plan, meta, sampler, output_dir, resume):
