@@ -6,6 +6,7 @@ data, the state its next window starts from (the trainer's copy) and the current
 update's request. A worker that dies is replaced and its part of the update sent again;
 the result is the same as if it had never died.
 """
+import gc
 import time
 import weakref
 
@@ -49,7 +50,10 @@ class WorkerGroup:
                                      f"the Ray cluster has {available:g}")
         held = startup.shortage(ray, workers * self.cpus, held_elsewhere(self))
         if held is not None and held[1]:  # another trainer of this process holds them: it would wait forever
-            raise ClusterUnavailable(held[0])
+            gc.collect()  # unless it is garbage only a collection frees (its workers then stop)
+            held = startup.shortage(ray, workers * self.cpus, held_elsewhere(self))
+            if held is not None and held[1]:
+                raise ClusterUnavailable(held[0])
         self.actor_class = ray.remote(Worker).options(num_cpus=self.cpus, max_restarts=0,
                                                       scheduling_strategy="SPREAD")
         self.failures = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError)
