@@ -711,7 +711,7 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
     context = click.get_current_context()
     fixed = {name: value for name, value in train_options.items()
              if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
-    dimensions = dict(engine.sweep.space.parse_assignment(text) for text in space)
+    dimensions = engine.sweep.space.parse_assignments(space)
     if not dimensions:
         raise click.UsageError("give at least one --space NAME=SPEC, e.g. --space lr=1e-4..1e-1:log")
     if set(PANEL_TRAIN_OPTIONS) & set(fixed) or demo in PANEL_DEMOS or is_panel_path(data):

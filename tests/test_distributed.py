@@ -242,6 +242,49 @@ def test_bad_options_and_a_cluster_too_small_fail_at_once(cluster):
         RayTrainer(model(), workers=3)
 
 
+def test_a_trainer_waits_for_workers_that_start_slowly_and_says_so(cluster, monkeypatch, capfd):
+    """Workers placed but slow to start (a loaded machine importing the engine) are waited
+    for past the fixed timeout, with a line on stderr after a few seconds; the run is as usual."""
+    import engine.distributed.group as group
+    from engine.distributed.worker import Worker
+
+    class SlowWorker(Worker):  # defined here: Ray ships it to the workers by value
+        def __init__(self, *args):
+            time.sleep(7)
+            super().__init__(*args)
+
+    monkeypatch.setattr(group, "Worker", SlowWorker)
+    monkeypatch.setattr(group, "START_TIMEOUT", 1.0)  # what a fixed wait would have allowed
+    model, x, y = make_data()
+    with RayTrainer(model(), workers=2, k1=6) as distributed:
+        distributed.fit(x, y, epochs=1)
+        assert distributed.step > 0
+    told = capfd.readouterr().err
+    assert "waiting for 2 of 2 Ray workers to start: " in told and "placed, starting (importing the engine)" in told
+
+
+def test_cpus_held_by_another_trainer_fail_at_once_naming_it(cluster, tmp_path):
+    """The README's order (train, save, from_checkpoint) with the first trainer still open:
+    no wait for CPUs that will not come free, one error saying which trainer holds them."""
+    model, x, y = make_data()
+    path = tmp_path / "m.npz"
+    first = RayTrainer(model(), workers=2, k1=6)
+    try:
+        first.fit(x, y, epochs=1)
+        engine.save(path, first.model, first)
+        began = time.perf_counter()
+        with pytest.raises(ClusterUnavailable, match=r"^the cluster's 2 CPUs are held by another RayTrainer; "
+                                                     r"close\(\) it first"):
+            RayTrainer.from_checkpoint(path, workers=2)
+        with pytest.raises(ClusterUnavailable, match="held by another RayTrainer"):
+            RayTrainer(model(), workers=1, k1=6)
+        assert time.perf_counter() - began < 10
+    finally:
+        first.close()
+    with RayTrainer.from_checkpoint(path, workers=2)[1] as second:  # closed: its CPUs are free again
+        second.fit(x, y, epochs=1)
+
+
 def test_cli_trains_on_the_cluster_as_on_one_machine(cluster, tmp_path, monkeypatch):
     """`bptt train --ray ADDRESS --workers 2` (this process is already connected), then
     --resume on the cluster: the checkpoint equals a run on one machine in two shards."""

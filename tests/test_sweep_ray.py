@@ -42,8 +42,8 @@ def test_done_when_command_on_a_two_node_cluster(cluster, tmp_path):
         "--ray", cluster.address], prog_name="bptt")
     assert result.exit_code == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
     assert not ray.is_initialized()  # the sweep disconnected from the cluster it joined
-    assert sorted(path.name for path in out.iterdir()) == ["best.npz", "results.csv", "sensitivity.png",
-                                                          "summary.json"]
+    assert sorted(path.name for path in out.iterdir()) == ["best.npz", "data.json", "results.csv",
+                                                          "sensitivity.png", "summary.json"]
     with open(out / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 8
@@ -67,3 +67,28 @@ def test_done_when_command_on_a_two_node_cluster(cluster, tmp_path):
         best["val_loss_per_seed"][str(seed)], rel=1e-4)
     evaluated = CliRunner().invoke(main, ["evaluate", str(out / "best.npz"), "--demo", "mackey-glass", "--json"])
     assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["mse"] > 0
+
+
+def test_cpus_held_by_a_trainer_of_this_process_fail_the_ray_sweep_at_once(cluster, tmp_path):
+    """Ray Tune would wait for CPUs that an open RayTrainer holds: one error naming it,
+    before the sweep writes anything."""
+    import time
+
+    import ray
+
+    import engine.sweep
+    from engine.demos import load_demo
+    from engine.distributed import RayTrainer
+
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        model = engine.Model(input_size=1, hidden_size=4, output_size=1)
+        with RayTrainer(model, workers=2, k1=10):
+            began = time.perf_counter()
+            with pytest.raises(engine.sweep.SweepError, match="the cluster's 2 CPUs are held by another RayTrainer"):
+                engine.sweep.run(load_demo("sine"), {"lr": [1e-3, 1e-2]}, executor="ray", address=cluster.address,
+                                 output_dir=tmp_path / "sw", epochs=1, hidden=4)
+            assert time.perf_counter() - began < 10
+        assert not (tmp_path / "sw").exists()
+    finally:
+        ray.shutdown()

@@ -25,6 +25,8 @@ def connect(address=None, timeout=CONNECT_TIMEOUT):
     printed by `ray start --head`) and return the ray module. Already connected: the
     existing connection is used. address None: Ray's default (RAY_ADDRESS, else a new
     local instance)."""
+    if address is not None and not isinstance(address, str):
+        raise TypeError(f"address must be 'HOST:PORT', 'auto' or None; got {type(address).__name__} {address!r}")
     ray = require_ray()
     if ray.is_initialized():
         return ray

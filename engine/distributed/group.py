@@ -6,14 +6,18 @@ data, the state its next window starts from (the trainer's copy) and the current
 update's request. A worker that dies is replaced and its part of the update sent again;
 the result is the same as if it had never died.
 """
+import gc
 import time
+import weakref
 
 import numpy as np
 
+from engine.distributed import startup
 from engine.distributed.cluster import ClusterUnavailable
 from engine.distributed.worker import Worker
 
-START_TIMEOUT = 120.0  # seconds for a new worker to be placed and to import the engine
+START_TIMEOUT = 120.0  # seconds for a new worker to answer where its placement cannot be observed
+_open_groups = weakref.WeakSet()  # the groups of this process whose workers hold CPUs
 
 
 class WorkerFailed(RuntimeError):
@@ -33,25 +37,36 @@ class WorkerGroup:
     before WorkerFailed."""
 
     def __init__(self, ray, model, loss, memory, workers, shards_per_worker, cpus_per_worker=None,
-                 max_retries=3, start_timeout=START_TIMEOUT):
+                 max_retries=3, start_timeout=None):
         self.ray = ray
         self.model_config, self.loss, self.memory = model.config, loss, memory
         self.shards_per_worker = shards_per_worker
-        self.max_retries, self.start_timeout = max_retries, start_timeout
-        cpus = shards_per_worker if cpus_per_worker is None else cpus_per_worker
+        self.max_retries = max_retries
+        self.start_timeout = START_TIMEOUT if start_timeout is None else start_timeout
+        self.cpus = shards_per_worker if cpus_per_worker is None else cpus_per_worker
         available = ray.cluster_resources().get("CPU", 0)
-        if workers * cpus > available:
-            raise ClusterUnavailable(f"{workers} workers need {workers * cpus} CPUs ({cpus} each); "
+        if workers * self.cpus > available:
+            raise ClusterUnavailable(f"{workers} workers need {workers * self.cpus} CPUs ({self.cpus} each); "
                                      f"the Ray cluster has {available:g}")
-        self.actor_class = ray.remote(Worker).options(num_cpus=cpus, max_restarts=0,
+        held = startup.shortage(ray, workers * self.cpus, held_elsewhere(self))
+        if held is not None and held[1]:  # another trainer of this process holds them: it would wait forever
+            gc.collect()  # unless it is garbage only a collection frees (its workers then stop)
+            held = startup.shortage(ray, workers * self.cpus, held_elsewhere(self))
+            if held is not None and held[1]:
+                raise ClusterUnavailable(held[0])
+        self.actor_class = ray.remote(Worker).options(num_cpus=self.cpus, max_restarts=0,
                                                       scheduling_strategy="SPREAD")
         self.failures = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError)
         self.actors = [self._start() for _ in range(workers)]
+        _open_groups.add(self)
         try:
             self._wait_ready(self.actors)
         except self.failures as error:
             self.close()
             raise ClusterUnavailable(f"the Ray workers did not start: {_first_line(error)}") from None
+        except ClusterUnavailable:  # they cannot be placed: said by the wait
+            self.close()
+            raise
         self.forget_data()
         self.timing = {"updates": 0, "seconds": 0.0, "compute_seconds": 0.0}
 
@@ -137,7 +152,7 @@ class WorkerGroup:
         """A new actor in place of worker w, loading w's data from the object store."""
         self.ray.kill(self.actors[w])
         self.actors[w] = self._start()
-        self._wait_ready([self.actors[w]])
+        self._wait_ready([self.actors[w]], startup.FREEING_GRACE)  # the killed one's CPUs come free
         self.loading[w] = self.actors[w].load.remote(self.data[w])
         self.held[w] = {}
 
@@ -162,8 +177,10 @@ class WorkerGroup:
     def _start(self):
         return self.actor_class.remote(self.model_config, self.loss, self.memory, self.shards_per_worker)
 
-    def _wait_ready(self, actors):
-        self.ray.get([actor.pid.remote() for actor in actors], timeout=self.start_timeout)
+    def _wait_ready(self, actors, busy_grace=startup.BUSY_GRACE):
+        """Until the actors answer, as long as they make progress (engine/distributed/startup.py)."""
+        startup.wait_started(self.ray, actors, self.cpus, lambda: held_elsewhere(self), self.start_timeout,
+                             busy_grace)
 
     def pids(self):
         """Process ids of the workers (tests kill them to check recovery)."""
@@ -173,6 +190,12 @@ class WorkerGroup:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+        _open_groups.discard(self)
+
+
+def held_elsewhere(group):
+    """CPUs the workers of this process's other open groups hold."""
+    return sum(len(other.actors) * other.cpus for other in list(_open_groups) if other is not group)
 
 
 def _per_shard(reply):

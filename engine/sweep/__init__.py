@@ -9,22 +9,23 @@ engine.train_series per seed (engine/sweep/trial.py); local.py and ray_tune.py e
 trials; report.py writes the folder. Optuna (extra `sweep`) and Ray (extra `ray`) are
 imported only when a sweep runs.
 """
+import contextlib
 import os
+import shutil
 import threading
 
 from engine.checkpoint import CheckpointError, read_metadata
 from engine.series import as_series
-from engine.sweep import report
+from engine.sweep import data_identity, folder, report
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
 from engine.sweep.progress import SweepProgress
-from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, default_settings, parse_space,
-                                settings_parameters, train_arguments)
-from engine.sweep.trial import COMPLETE, Prepared, run_trial
+from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, check_setting, default_settings,
+                                parse_space, train_arguments)
+from engine.sweep.trial import Prepared, run_trial
 from engine.validation import check_choice, check_int
 
 SAMPLERS = ("tpe", "random", "grid")
 EXECUTORS = ("local", "ray")
-OUTPUTS = ("results.csv", "summary.json", "best.npz", "sensitivity.png")
 
 __all__ = ["run", "SweepError", "ExtraUnavailable", "Dimension", "parse_space", "SAMPLERS", "EXECUTORS"]
 
@@ -52,13 +53,21 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     progress: a file for progress lines (None: none).
 
     Writes results.csv, summary.json, best.npz and sensitivity.png (with matplotlib) in
-    output_dir. Returns {"results": one dict per trial and seed, "configurations": one per
-    trial with mean and spread over seeds, "best": the best configuration or None,
-    "summary": the summary.json record}."""
+    output_dir, with the journal of the study, data.json (the data it runs on, which
+    --resume must be given again) and, while it runs, the lock sweep.lock
+    (engine/sweep/folder.py). Every value, setting and output file is checked before the
+    first trial. Returns {"results": one dict per trial and seed, "configurations": one
+    per trial with mean and spread over seeds, "best": the configuration best.npz holds
+    (the best completed one) or None, "summary": the summary.json record}."""
     trials = check_int("trials", trials)
     seed_count = check_int("seeds", seeds)
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("executor", executor, EXECUTORS)
+    if workers is not None:
+        workers = check_int("workers", workers)
+    for name, flag in (("prune", prune), ("resume", resume)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False; got {type(flag).__name__} {flag!r}")
     require_optuna()
     dimensions = parse_space(space)
     if sampler == "grid":
@@ -69,23 +78,36 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     arguments = _check_settings(settings, dimensions)
     if executor == "ray" and resume:
         raise SweepError("--resume continues local sweeps (Optuna's journal); a Ray sweep starts afresh")
+    if executor == "ray" and workers is not None:
+        raise SweepError("--workers sets the local trials run at a time; a Ray sweep runs one trial per CPU "
+                         "of the cluster")
+    if executor == "local" and address is not None:
+        raise SweepError(f"address {address!r} applies to executor 'ray' (--ray ADDRESS); a local sweep has none")
     _check_output_dir(output_dir, resume)
-    prepared = Prepared(as_series(source), arguments["data_options"])
-    if not os.path.isdir(output_dir):
-        os.mkdir(output_dir)
+    folder.check_outputs(output_dir, inputs=[data_identity.source_path(source)])
+    series = as_series(source)
+    data = data_identity.identity(source, series, arguments["data_options"])
+    if resume:
+        data_identity.check_same(output_dir, data)
+    prepared = Prepared(series, arguments["data_options"])
     plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared)
     meta = {"space": {d.option: d.spec() for d in dimensions}, "seeds": seed_list,
             "epochs": settings["epochs"], "sampler": sampler, "prune": bool(prune),
             "fixed": {name: repr(value) for name, value in sorted(settings.items())}}
-    writer = _Outputs(output_dir, plan, progress)
-    if executor == "local":
-        _run_local(plan, meta, sampler, output_dir, resume, workers, writer)
-    else:
-        from engine.sweep.ray_tune import run_ray
+    study = _open_study(plan, meta, sampler, output_dir, resume) if resume else None  # reads only
+    with contextlib.ExitStack() as stack:
+        if executor == "ray":
+            from engine.sweep.ray_tune import connected, run_ray
 
-        writer.start(0)
-        run_ray(plan, address, sampler, settings["seed"], writer.on_trial)
-    return writer.finish()
+            stack.enter_context(connected(address))  # an unreachable cluster fails before any write
+        stack.enter_context(_claimed(output_dir, resume, data))
+        writer = _Outputs(output_dir, plan, progress)
+        if executor == "local":
+            _run_local(plan, study or _open_study(plan, meta, sampler, output_dir, resume), workers, writer)
+        else:
+            writer.start(0)
+            run_ray(plan, sampler, settings["seed"], writer.on_trial)
+        return writer.finish()
 
 
 def _settings(train_options, dimensions, epochs):
@@ -95,7 +117,7 @@ def _settings(train_options, dimensions, epochs):
         if name not in settings:
             why = "not a setting of a sweep" if name in NOT_SETTINGS else "not a bptt train option"
             raise SweepError(f"{name}: {why}")
-        settings[name] = _checked(name, value)
+        settings[name] = check_setting(name, value)
     swept_and_fixed = sorted({d.name for d in dimensions} & set(train_options))
     if swept_and_fixed:
         raise SweepError(f"--{swept_and_fixed[0].replace('_', '-')} is both swept (--space) and fixed")
@@ -104,14 +126,6 @@ def _settings(train_options, dimensions, epochs):
     if epochs is not None:
         settings["epochs"] = check_int("epochs", epochs)
     return settings
-
-
-def _checked(name, value):
-    """A fixed setting checked by its option (engine.options), as bptt train checks it."""
-    try:
-        return settings_parameters()[name].parse(value)
-    except ValueError as error:
-        raise SweepError(str(error)) from None
 
 
 def _check_settings(settings, dimensions):
@@ -134,7 +148,7 @@ def _check_output_dir(path, resume):
     if os.path.isdir(path):
         if not os.access(path, os.W_OK | os.X_OK):
             raise SweepError(f"-o {path}: directory is not writable")
-        if os.listdir(path) and not resume:
+        if set(os.listdir(path)) - {folder.LOCK} and not resume:
             raise SweepError(f"-o {path}: directory is not empty; continue the sweep there with "
                              "--resume or choose a new directory")
         return
@@ -145,71 +159,110 @@ def _check_output_dir(path, resume):
         raise SweepError(f"--resume: {path} does not exist, there is no sweep to resume")
 
 
-def _run_local(plan, meta, sampler, output_dir, resume, workers, writer):
-    from engine.sweep.local import finished_trials, make_sampler
+@contextlib.contextmanager
+def _claimed(output_dir, resume, data):
+    """The output folder, created if need be and locked for the body: a new sweep's folder
+    still empty once no other sweep can start there, the data it runs on recorded (a
+    resumed sweep keeps the record it was started with)."""
+    os.makedirs(output_dir, exist_ok=True)
+    with folder.locked(output_dir):
+        if not resume:
+            _check_output_dir(output_dir, resume)
+        if not resume or not os.path.exists(os.path.join(output_dir, data_identity.FILE_NAME)):
+            data_identity.write(output_dir, data)
+        yield
+
+
+def _open_study(plan, meta, sampler, output_dir, resume):
+    from engine.sweep.local import make_sampler
 
     optuna = require_optuna()
     pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=plan.settings["epochs"])
               if plan.prune else optuna.pruners.NopPruner())
-    study = open_study(output_dir, make_sampler(sampler, plan.dimensions, plan.settings["seed"]),
-                       pruner, meta, resume)
+    return open_study(output_dir, make_sampler(sampler, plan.dimensions, plan.settings["seed"]),
+                      pruner, meta, resume)
+
+
+def _run_local(plan, study, workers, writer):
+    from engine.sweep.local import finished_trials
+
     done = finished_trials(study)
     writer.start(len(done))
     for number, values, rows in done:
         writer.add(report.configuration(number, values, rows))
-    workers = workers or max(1, (os.cpu_count() or 1) // len(plan.seeds))
-    run_local(plan, study, check_int("workers", workers), writer.on_trial)
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 1) // len(plan.seeds))
+    run_local(plan, study, workers, writer.on_trial)
 
 
 class _Outputs:
-    """Collects finished trials and keeps the folder current after each one: results.csv,
-    summary.json, and best.npz whenever a configuration beats the best so far."""
+    """Collects finished trials and keeps the folder current after each one: summary.json,
+    results.csv, and best.npz whenever a configuration beats the best so far.
+
+    summary.json's best is always the configuration best.npz holds: both are written from
+    the same record, best.npz first and summary.json right after it (its record computed
+    before either is written), so a failed write leaves the pair as it was. A best whose
+    models are not here (trained on a Ray worker, or before an interruption) is saved by
+    finish(), retrained."""
 
     def __init__(self, output_dir, plan, stream):
-        self.paths = {name: os.path.join(output_dir, name) for name in OUTPUTS}
+        self.paths = {name: os.path.join(output_dir, name) for name in folder.RESULTS}
         self.plan = plan
         self.configurations = []
-        self.saved = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
+        self.saved_trial = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
+        self.saved = None  # its record, once known
         self.progress = SweepProgress(plan.trials, stream) if stream is not None else None
         self._lock = threading.Lock()
 
     def start(self, done):
+        """After the earlier trials were added: the folder rewritten from them (a summary
+        left behind by an interruption is made to agree with best.npz again)."""
+        with self._lock:
+            self._publish()
         if self.progress is not None:
             self.progress.start(done)
 
     def add(self, record):
         self.configurations.append(record)
+        if record["trial"] == self.saved_trial:
+            self.saved = record
 
     def on_trial(self, number, values, rows, runs):
         """A finished trial (from the executor's threads): record, report, save."""
         record = report.configuration(number, values, rows)
         with self._lock:
-            best = report.best_configuration(self.configurations)
             self.configurations.append(record)
-            better = best is None or record["mean_val_loss"] < best["mean_val_loss"]
-            if record["state"] == COMPLETE and better and runs is not None:
-                self._save_best(record, runs)
-            self._write()
+            best = report.best_configuration(self.configurations)
+            self._publish(best if best is record and runs is not None else None, runs)
             if self.progress is not None:
-                self.progress.on_trial(record, report.best_configuration(self.configurations))
+                self.progress.on_trial(record, best)
 
-    def _save_best(self, record, runs):
-        """best.npz: the configuration's best seed, from its run here or (runs None: it ran
-        on another machine) retrained here, identically: same settings, seed, one shard."""
-        row = min(record["rows"], key=lambda row: row["best_val_loss"])
-        if runs is None:
-            values = {d.name: record["values"][d.option] for d in self.plan.dimensions}
-            _, runs = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
-                                lambda *report: False)
-        report.save_best(self.paths["best.npz"], runs[row["seed"]], record, row["seed"])
-        self.saved = record["trial"]
-
-    def _write(self):
+    def _publish(self, best=None, runs=None):
+        """summary.json and results.csv; with `best` (a configuration and its runs) first
+        best.npz, its best seed's model."""
         self.configurations.sort(key=lambda record: record["trial"])
+        saved = best if best is not None else self.saved
+        summary = report.summary(self.plan.dimensions, self.configurations, saved, self.plan.settings,
+                                 self.plan.seeds, self.plan.settings["epochs"])
+        if best is None:
+            report.write_summary(self.paths["summary.json"], summary)
+        else:
+            row = min(best["rows"], key=lambda row: row["best_val_loss"])
+            with _restored_on_failure(self.paths["best.npz"]):
+                report.save_best(self.paths["best.npz"], runs[row["seed"]], best, row["seed"])
+                report.write_summary(self.paths["summary.json"], summary)
+            self.saved = best
+        self.summary = summary
         report.write_results(self.paths["results.csv"], self.plan.dimensions, self.configurations)
-        self.summary = report.summary(self.plan.dimensions, self.configurations, self.plan.settings,
-                                      self.plan.seeds, self.plan.settings["epochs"])
-        report.write_summary(self.paths["summary.json"], self.summary)
+
+    def _retrain(self, record):
+        """The runs of the configuration's best seed, trained here as the sweep trained it
+        (same settings, seed, one shard), or None if that run does not complete now."""
+        row = min(record["rows"], key=lambda row: row["best_val_loss"])
+        values = {d.name: record["values"][d.option] for d in self.plan.dimensions}
+        _, runs = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
+                            lambda *report: False)
+        return runs if row["seed"] in runs else None
 
     def finish(self):
         """The last outputs (with the sensitivity plot) and the results."""
@@ -217,9 +270,8 @@ class _Outputs:
 
         with self._lock:
             best = report.best_configuration(self.configurations)
-            if best is not None and best["trial"] != self.saved:
-                self._save_best(best, None)
-            self._write()
+            runs = self._retrain(best) if best is not None and best is not self.saved else None
+            self._publish(best if runs is not None else None, runs)
             try:
                 report.plot_sensitivity(self.paths["sensitivity.png"], self.plan.dimensions, self.configurations)
                 self.summary["plot"] = "sensitivity.png"
@@ -231,7 +283,34 @@ class _Outputs:
         results = [{"trial": c["trial"], **c["values"], **row}
                    for c in self.configurations for row in c["rows"]]
         return {"results": results, "configurations": self.configurations,
-                "best": report.best_configuration(self.configurations), "summary": self.summary}
+                "best": self.saved, "summary": self.summary}
+
+
+@contextlib.contextmanager
+def _restored_on_failure(path):
+    """The file at `path` as it was before the body, if the body fails (a hard link to it
+    kept beside it meanwhile, a copy where links are not supported)."""
+    previous = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.previous")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(previous)  # left by a killed sweep
+    existed = os.path.exists(path)
+    if existed:
+        try:
+            os.link(path, previous)
+        except OSError:
+            shutil.copy2(path, previous)
+    try:
+        yield
+    except BaseException:
+        if existed:
+            os.replace(previous, path)  # (a no-op when path was not replaced: the same file)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(previous)
 
 
 def _saved_trial(path):

@@ -63,8 +63,14 @@ def open_study(output_dir, sampler, pruner, meta, resume):
         raise ValueError(f"--resume: {output_dir} holds no sweep to resume (no {JOURNAL})")
     storage = JournalStorage(JournalFileBackend(path))
     with quiet_optuna():
-        study = optuna.create_study(study_name=STUDY, storage=storage, sampler=sampler, pruner=pruner,
-                                    direction="minimize", load_if_exists=resume)
+        if resume:  # loading writes nothing (create_study(load_if_exists=True) logs a creation)
+            try:
+                study = optuna.load_study(study_name=STUDY, storage=storage, sampler=sampler, pruner=pruner)
+            except KeyError:
+                raise ValueError(f"--resume: {path} holds no bptt sweep") from None
+        else:
+            study = optuna.create_study(study_name=STUDY, storage=storage, sampler=sampler, pruner=pruner,
+                                        direction="minimize")
     stored = study.user_attrs.get("sweep")
     if stored is None:
         study.set_user_attr("sweep", meta)
@@ -87,9 +93,11 @@ def finished_trials(study):
 
 def run_local(plan, study, workers, on_trial):
     """Run trials until the study holds plan.trials finished ones. on_trial(number, values,
-    rows, runs) after each (runs: {seed: (model, trainer, data)} of completed seeds)."""
+    rows, runs) after each is recorded in the study (runs: {seed: (model, trainer, data)}
+    of completed seeds)."""
     optuna = require_optuna()
     remaining = plan.trials - len(finished_trials(study))
+    ended = {}  # trial number -> (values, rows, runs), handed on once the study has recorded it
 
     def objective(trial):
         values = suggest(trial, plan.dimensions)
@@ -100,7 +108,7 @@ def run_local(plan, study, workers, on_trial):
 
         rows, runs = run_trial({**plan.settings, **values}, plan.seeds, plan.prepared, report)
         trial.set_user_attr("rows", rows)
-        on_trial(trial.number, {d.option: values[d.name] for d in plan.dimensions}, rows, runs)
+        ended[trial.number] = ({d.option: values[d.name] for d in plan.dimensions}, rows, runs)
         states = {row["state"] for row in rows}
         if states == {COMPLETE}:
             return sum(row["best_val_loss"] for row in rows) / len(rows)
@@ -108,9 +116,15 @@ def run_local(plan, study, workers, on_trial):
             raise optuna.TrialPruned()
         return float("nan")  # a seed failed: Optuna records the trial as failed
 
+    def recorded(study, trial):
+        """After the journal holds the trial's end: its outputs follow it, never precede
+        it (a best.npz of a trial a resumed sweep would not know)."""
+        if trial.number in ended:
+            on_trial(trial.number, *ended.pop(trial.number))
+
     if remaining > 0:
         with quiet_optuna():
-            study.optimize(objective, n_trials=remaining, n_jobs=workers)
+            study.optimize(objective, n_trials=remaining, n_jobs=workers, callbacks=[recorded])
 
 
 @contextlib.contextmanager

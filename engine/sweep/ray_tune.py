@@ -27,14 +27,13 @@ def require_ray():
     return ray, tune
 
 
-def run_ray(plan, address, sampler, seed, on_trial):
-    """Run plan.trials trials on the cluster at `address`; on_trial(number, values, rows,
-    None) in the driver as each one ends (the models stay on the workers)."""
+def run_ray(plan, sampler, seed, on_trial):
+    """Run plan.trials trials on the cluster connected to (connected()); on_trial(number,
+    values, rows, None) in the driver as each one ends (the models stay on the workers)."""
     ray, tune = require_ray()
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    started_here = _connect(ray, address)
     storage = tempfile.mkdtemp(prefix="bptt-sweep-ray-")
     try:
         epochs = plan.settings["epochs"]
@@ -57,8 +56,6 @@ def run_ray(plan, address, sampler, seed, on_trial):
             tuner.fit()
     finally:
         shutil.rmtree(storage, ignore_errors=True)
-        if started_here:
-            ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -76,20 +73,41 @@ def _quiet_tune():
             os.environ["RAY_AIR_NEW_OUTPUT"] = previous
 
 
-def _connect(ray, address):
-    """Connect to the cluster (True if this call did); an unreachable one fails within
+@contextlib.contextmanager
+def connected(address):
+    """Connected to the cluster for the body (entered before the sweep writes anything),
+    disconnected after it if this call connected; an unreachable cluster fails within
     seconds, as for training on a cluster (engine/distributed/cluster.py)."""
     from engine.distributed.cluster import ClusterUnavailable, connect
 
+    ray, _ = require_ray()
     if ray.is_initialized():
-        return False
+        _check_cpus(ray, address)
+        yield
+        return
     if address is None:
         raise SweepError("--ray needs an address: auto, or the head node's host:port")
     try:
         connect(address)
     except ClusterUnavailable as error:
         raise SweepError(f"--ray {address}: {error}") from None
-    return True
+    try:
+        _check_cpus(ray, address)
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_cpus(ray, address):
+    """A CPU free for a trial, or a SweepError naming who holds them (Tune would wait)."""
+    from engine.distributed.cluster import ClusterUnavailable
+    from engine.distributed.group import held_elsewhere
+    from engine.distributed.startup import wait_for_cpus
+
+    try:
+        wait_for_cpus(ray, 1, lambda: held_elsewhere(None))
+    except ClusterUnavailable as error:
+        raise SweepError(f"--ray {address or 'connected'}: {error}") from None
 
 
 def _trainable(config, prepared, settings, seeds, names):

@@ -52,9 +52,8 @@ def write_results(path, dimensions, configurations):
         file.write(buffer.getvalue())
 
 
-def summary(dimensions, configurations, settings, seeds, epochs):
-    """The summary.json record."""
-    best = best_configuration(configurations)
+def summary(dimensions, configurations, best, settings, seeds, epochs):
+    """The summary.json record; best: the configuration best.npz holds (or None)."""
     importance, reason = importances(dimensions, configurations)
     counts = {state: sum(c["state"] == state for c in configurations) for state in (COMPLETE, PRUNED, FAILED)}
     return {"trials": len(configurations), "seeds": list(seeds), "epochs": epochs, **counts,

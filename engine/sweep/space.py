@@ -12,7 +12,10 @@ as `bptt train --hidden 0` does.
 """
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine import options
+from engine.sweep.values import number_problem, range_problem
 
 # training options that are not settings of a sweep: its own data source replaces them
 # (the sweep has its own --key and --time-column; it runs trials side by side, one thread each)
@@ -90,7 +93,24 @@ def parse_space(space):
     """{name or option spelling: SPEC string or list of values} -> [Dimension]."""
     if not isinstance(space, dict):
         raise SweepError(f"space must be a dict of setting name -> SPEC or list; got {type(space).__name__}")
+    if not space:
+        raise SweepError("the space names no setting to sweep: give at least one, e.g. --space lr=1e-4..1e-1:log")
     return [parse_dimension(name, spec) for name, spec in space.items()]
+
+
+def parse_assignments(texts):
+    """The CLI's repeated --space NAME=SPEC -> {name: SPEC}; a setting given twice is an
+    error (a dict would silently keep the last)."""
+    space, seen = {}, {}
+    for text in texts:
+        name, spec = parse_assignment(text)
+        key = name.lstrip("-").replace("-", "_")
+        if key in seen:
+            raise SweepError(f"--space {seen[key]} and --space {text}: the setting is given twice; "
+                             "give all its values in one --space")
+        seen[key] = text
+        space[name] = spec
+    return space
 
 
 def parse_assignment(text):
@@ -105,6 +125,9 @@ def parse_dimension(name, spec):
     """One dimension from a train option name and a SPEC (string or list of values)."""
     param = _parameter(name)
     option = param.flag[2:]
+    if not isinstance(spec, (str, list, tuple, range, np.ndarray)):
+        raise SweepError(f"--space {option}: expected a SPEC string (32,64 or 1e-4..1e-1:log) or a list of "
+                         f"values; got {type(spec).__name__} {spec!r}")
     where = f"--space {option}={spec if isinstance(spec, str) else ','.join(map(str, spec))}"
     if param.name in NOT_SWEPT:
         why = ("sweep initialisations with --seeds" if param.name == "seed" else
@@ -116,7 +139,7 @@ def parse_dimension(name, spec):
     values = spec.split(",") if isinstance(spec, str) else list(spec)
     if not values or any(isinstance(value, str) and not value.strip() for value in values):
         raise SweepError(f"{where}: an empty value in the list")
-    choices = tuple(dict.fromkeys(_convert(param, value.strip() if isinstance(value, str) else value, where)
+    choices = tuple(dict.fromkeys(_checked(param, value.strip() if isinstance(value, str) else value, where)
                                   for value in values))
     return Dimension(param.name, option, choices=choices)
 
@@ -129,7 +152,7 @@ def _range(param, option, spec, where):
     if param.kind not in ("int", "float"):
         raise SweepError(f"{where}: --{option} takes {_what(param)}, not a number range; give a list")
     low_text, _, high_text = bounds.partition("..")
-    low, high = (_convert(param, text.strip(), where) for text in (low_text, high_text))
+    low, high = (_checked(param, text.strip(), where) for text in (low_text, high_text))
     integer = "int" in modifiers or param.kind == "int"
     if integer and (low != int(low) or high != int(high)):
         raise SweepError(f"{where}: an :int range needs whole-number ends")
@@ -138,6 +161,9 @@ def _range(param, option, spec, where):
     log = "log" in modifiers
     if log and low <= 0:
         raise SweepError(f"{where}: a :log range needs a positive low end")
+    problem = range_problem(low, high, log)
+    if problem:
+        raise SweepError(f"{where}: {problem}")
     if integer:
         return Dimension(param.name, option, low=int(low), high=int(high), integer=True, log=log)
     return Dimension(param.name, option, low=float(low), high=float(high), log=log)
@@ -158,6 +184,23 @@ def _convert(param, value, where):
         return param.parse(value)
     except ValueError as error:
         raise SweepError(f"{where}: {error}") from None
+
+
+def _checked(param, value, where):
+    """A value through the option's parser (which refuses True for a number and 16.7 for an
+    integer), refused too where the result is no number to train with (NaN, inf, an
+    integer beyond 2**53)."""
+    value = _convert(param, value, where)
+    problem = number_problem(param.kind, value)
+    if problem:
+        raise SweepError(f"{where}: {problem}")
+    return value
+
+
+def check_setting(name, value):
+    """A fixed setting given to engine.sweep.run, checked as a --space value is."""
+    param = settings_parameters()[name]
+    return _checked(param, value, f"{param.flag} {value!r}")
 
 
 def _what(param):
