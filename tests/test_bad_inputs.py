@@ -8,7 +8,6 @@ import os
 import resource
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from click.testing import CliRunner
 
 import engine
 from cli import main
+from cli_checks import assert_bad_input, snapshot
 
 TINY = ["--hidden", "4", "--epochs", "1", "--k1", "20", "-q"]
 
@@ -55,16 +55,6 @@ def workdir(originals, tmp_path, monkeypatch):
     (tmp_path / "folder").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def snapshot(directory):
-    """Everything about every entry that a write could change."""
-    entries = {}
-    for name in sorted(os.listdir(directory)):
-        status = os.lstat(directory / name)
-        link = os.readlink(directory / name) if stat.S_ISLNK(status.st_mode) else None
-        entries[name] = (status.st_size, status.st_mtime_ns, status.st_mode, link)
-    return entries
 
 
 CASES = {
@@ -130,12 +120,7 @@ CASES = {
 def test_bad_input_is_one_error_line_and_touches_nothing(workdir, case):
     args, code, fragment = CASES[case]
     before = snapshot(workdir)
-    result = CliRunner().invoke(main, args, prog_name="bptt")
-    assert result.exit_code == code, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert isinstance(result.exception, SystemExit), repr(result.exception)   # no traceback escaped
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr and fragment in lines[0], lines[0]
+    assert_bad_input(CliRunner().invoke(main, args, prog_name="bptt"), fragment, code=code)
     assert snapshot(workdir) == before
 
 

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 import engine
 from cli import main
-from test_bad_inputs import TINY, snapshot
+from cli_checks import assert_bad_input, snapshot
+from test_bad_inputs import TINY
 
 PANEL_TINY = ["--hidden", "4", "--epochs", "1", "--k1", "5", "--streams", "2", "-q"]
 
@@ -107,12 +108,7 @@ CASES = {
 def test_bad_input_is_one_error_line_and_touches_nothing(workdir, case):
     args, fragment = CASES[case]
     before = {name: snapshot(workdir / name) for name in ("", "panel")}
-    result = invoke(*args)
-    assert result.exit_code == 2, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert isinstance(result.exception, SystemExit), repr(result.exception)   # no traceback escaped
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr and fragment in lines[0], lines[0]
+    assert_bad_input(invoke(*args), fragment)
     assert {name: snapshot(workdir / name) for name in ("", "panel")} == before
 
 

@@ -3,12 +3,10 @@
 stderr, no traceback, before any trial, and leaves the working directory (the sweep
 folder inside it included) as it was: names, sizes, modes, contents and link targets.
 Library cases raise before any trial and create nothing."""
-import hashlib
 import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 
@@ -25,6 +23,7 @@ import engine.sweep  # noqa: E402
 from cli import main  # noqa: E402
 from engine.sweep import folder, report  # noqa: E402
 from engine.sweep.space import SweepError  # noqa: E402
+from cli_checks import assert_bad_input, snapshot  # noqa: E402
 
 pytest.importorskip("optuna")
 
@@ -58,32 +57,9 @@ def workdir(originals, tmp_path, monkeypatch):
     return tmp_path
 
 
-def snapshot(directory):
-    """Every entry under `directory`: size, mode, link target and a hash of the contents."""
-    entries = {}
-    for root, directories, files in os.walk(directory):
-        for name in sorted(directories + files):
-            path = os.path.join(root, name)
-            status = os.lstat(path)
-            link = os.readlink(path) if stat.S_ISLNK(status.st_mode) else None
-            content = None
-            if stat.S_ISREG(status.st_mode):
-                with open(path, "rb") as file:
-                    content = hashlib.sha256(file.read()).hexdigest()
-            entries[os.path.relpath(path, directory)] = (status.st_size, status.st_mode, link, content)
-    return entries
-
-
 def assert_refused(workdir, args, *fragments):
     before = snapshot(workdir)
-    result = sweep(*args)
-    assert result.exit_code == 2, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert_bad_input(sweep(*args), *fragments)
     assert snapshot(workdir) == before
 
 

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 import engine
 from cli import main
 from engine.demos import load_demo, trend
+from cli_checks import assert_bad_input
 
 COMMANDS = ("train", "forecast", "evaluate", "info", "gradcheck")
 # Small settings: a demo trains in well under a second once Numba's cache is warm.
@@ -36,20 +37,6 @@ def run(*args):
 
 def assert_ok(result):
     assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-
-
-def assert_bad_input(result, *fragments, code=2):
-    """One line "Error: ..." on stderr holding every fragment, nothing on stdout, exit `code`,
-    and the error left the command through sys.exit, not as a traceback."""
-    assert result.exit_code == code, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    assert result.stdout == ""
-    return lines[0]
 
 
 def assert_nothing_written(directory, *names):

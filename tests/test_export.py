@@ -15,7 +15,8 @@ import pytest
 import engine
 from engine.data import prepare_forecast_data, to_original_units
 from engine.export import export_checkpoint, split_state_dict
-from test_cli import assert_bad_input, assert_nothing_written, assert_ok, run
+from cli_checks import assert_bad_input
+from test_cli import assert_nothing_written, assert_ok, run
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
