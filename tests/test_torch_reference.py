@@ -6,34 +6,9 @@ import pytest
 import engine
 
 torch = pytest.importorskip("torch")
+from bench.exactness import torch_loss, torch_model  # noqa: E402  (after torch is known to be there)
 
 REL = 1e-10  # float64 on both sides; relative to each tensor's largest entry
-
-
-def torch_model(model):
-    """The torch twin of `model`: (recurrent module, linear head), float64, our weights."""
-    modules = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
-    options = dict(nonlinearity=model.nonlinearity) if model.cell == "rnn" else {}
-    recurrent = modules[model.cell](model.input_size, model.hidden_size, model.num_layers,
-                                    batch_first=False, dtype=torch.float64, **options)
-    head = torch.nn.Linear(model.hidden_size, model.output_size, dtype=torch.float64)
-    state_dict = model.state_dict()
-    recurrent.load_state_dict({name: torch.from_numpy(value) for name, value in state_dict.items()
-                               if not name.startswith("head.")}, strict=True)
-    head.load_state_dict({"weight": torch.from_numpy(state_dict["head.weight"]),
-                          "bias": torch.from_numpy(state_dict["head.bias"])}, strict=True)
-    return recurrent, head
-
-
-def torch_loss(loss, y_hat, y):
-    """PyTorch's reduction="mean" over the counted targets (NaN / -1 left out)."""
-    if loss == "mse":
-        y = torch.from_numpy(y)
-        counted = torch.isfinite(y)
-        return torch.nn.functional.mse_loss(y_hat[counted], y[counted], reduction="mean")
-    return torch.nn.functional.cross_entropy(y_hat.reshape(-1, y_hat.shape[-1]),
-                                             torch.from_numpy(y.reshape(-1)), ignore_index=-1,
-                                             reduction="mean")
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["all-targets", "masked"])
