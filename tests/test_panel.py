@@ -648,8 +648,8 @@ def test_train_series_never_writes_among_the_files_of_its_panel(tmp_path, source
     write_station_files(stations)
     before = {path.name: path.read_bytes() for path in stations.iterdir()}
     with pytest.raises(engine.files.OutputError, match="the checkpoint would"):
-        engine.train_series(source.format(dir=stations), stations / output, {"hidden_size": 4},
-                            {"k1": 10}, {"streams": 2}, epochs=1)
+        engine.train_series(source.format(dir=stations), stations / output, hidden=4, k1=10, streams=2,
+                            epochs=1)
     assert {path.name: path.read_bytes() for path in stations.iterdir()} == before
 
 
@@ -659,7 +659,7 @@ def test_panel_forecasts_beyond_memory_are_refused_with_the_estimate(tmp_path):
     write_station_files(stations)
     model, metadata = untrained_checkpoint(tmp_path / "model.npz", str(stations), time_column="step")
     with pytest.raises(engine.footprint.MemoryEstimateError, match="forecasts of 3 series needs about"):
-        engine.forecast_series(model, metadata, str(stations), 10 ** 10)
+        engine.forecast_series((model, metadata), str(stations), 10 ** 10)
 
 
 def test_a_single_series_model_given_a_directory_says_so(tmp_path):
@@ -670,7 +670,7 @@ def test_a_single_series_model_given_a_directory_says_so(tmp_path):
     data = engine.data.prepare_training_data(values)
     model = engine.Model(input_size=1, hidden_size=4, output_size=1)
     for source, kind in ((stations, "a directory"), (f"{stations}/*.csv", "a glob pattern")):
-        for call in (lambda: engine.forecast_series(model, {"data": data.metadata}, source, 2),
-                     lambda: engine.evaluate_series(model, {"data": data.metadata}, source)):
+        pair = (model, {"data": data.metadata})
+        for call in (lambda: engine.forecast_series(pair, source, 2), lambda: engine.evaluate_series(pair, source)):
             with pytest.raises(DataError, match=f"is {kind} of files .*the model was trained on one series"):
                 call()
