@@ -192,6 +192,13 @@ def temporary_name(name, pid, token):
     return f"{_TEMPORARY_PREFIX}{_temporary_key(name)}-{pid}-{token}{_TEMPORARY_SUFFIX}"
 
 
+def lock_path(path):
+    """The hidden lock file beside `path` that a writer of it holds (engine.locks):
+    ".bptt-<key>.lock", the key as a temporary's (so also within the name limit)."""
+    directory, name = os.path.split(os.fspath(path))
+    return os.path.join(directory, f"{_TEMPORARY_PREFIX}{_temporary_key(name)}.lock")
+
+
 def _temporary_key(name):
     encoded = os.fsencode(name)
     readable = name
@@ -207,12 +214,13 @@ def _remove_stale_temporaries(directory, name):
                        + re.escape(_TEMPORARY_SUFFIX))
     for entry in os.listdir(directory):
         found = stale.fullmatch(entry)
-        if found and not _process_alive(int(found.group(1))):
+        if found and not process_alive(int(found.group(1))):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(directory, entry))
 
 
-def _process_alive(pid):
+def process_alive(pid):
+    """Whether process `pid` runs on this machine (another user's counts)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # gone, or no pid at all (too large)

@@ -13,7 +13,8 @@ import pyarrow as pa
 from engine.checkpoint import check_schema, load, read_metadata, save
 from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persistence_baseline,
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
-from engine.files import check_output, is_file_pattern
+from engine import locks
+from engine.files import OutputError, check_output, is_file_pattern, lock_path
 from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
 from engine.options import OPTIONS, given_only, parse_options, train_arguments
@@ -92,13 +93,30 @@ def _train_legacy(source, output, model_options=None, trainer_options=None, data
                   on_update=on_update, on_epoch=on_epoch, cluster=cluster)
 
 
-def _train(source, output, *, model_options, trainer_options, data_options, schedule, epochs, patience,
-           key, time_column, resume, force, on_start, on_update, on_epoch, cluster):
-    """train_series with the arguments of engine.options.train_arguments."""
+def _train(source, output, *, epochs, resume, force, **arguments):
+    """train_series with the arguments of engine.options.train_arguments. The checkpoint is
+    checked before any work and locked while the run writes it (engine.locks): a second run
+    writing the same checkpoint at the same time is refused."""
     epochs = check_int("epochs", epochs)
-    if output is not None:  # before any work: never an input, a link or read-only, nor replaced unforced
-        check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
-                     what="checkpoint", replace=force or resume, hint=" or --resume to continue it")
+    if output is None:
+        return _train_checked(source, output, epochs=epochs, resume=resume, **arguments)
+    # never an input, a link or read-only, nor replaced unforced
+    check_output(output, inputs=[source] if isinstance(source, (str, os.PathLike)) else [],
+                 what="checkpoint", replace=force or resume, hint=" or --resume to continue it")
+    lock = lock_path(output)
+
+    def refusal(pid):
+        return OutputError(f"{os.fspath(output)}: another bptt train (pid {pid}) is writing this checkpoint; "
+                           f"wait for it to end (if none runs, delete {lock})" if pid is not None else
+                           f"{os.fspath(output)}: could not take its lock {lock}: other processes keep replacing it")
+
+    with locks.held(lock, refusal):
+        return _train_checked(source, output, epochs=epochs, resume=resume, **arguments)
+
+
+def _train_checked(source, output, *, model_options, trainer_options, data_options, schedule, epochs, patience,
+                   key, time_column, resume, on_start, on_update, on_epoch, cluster):
+    """_train once the output is checked (and locked)."""
     new_trainer, restored_trainer = _trainer_makers(cluster)
     if resume:
         model, trainer = load(output, trainer_factory=restored_trainer)

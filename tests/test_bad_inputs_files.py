@@ -153,3 +153,41 @@ def test_a_series_at_the_float64_limit_trains_without_warnings(workdir):
                              "-o", "edge.npz"], cwd=workdir, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": PROJECT})
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_a_second_run_writing_the_same_checkpoint_is_refused_naming_the_pid(workdir):
+    """Two runs writing one checkpoint at once would interleave their epochs: the second is
+    refused while the first lives (its pid in the checkpoint's hidden lock file), and a
+    lock whose process is gone is taken over."""
+    lock = engine.files.lock_path("model.npz")
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open(lock, "w") as file:
+            file.write(f"{owner.pid} {os.uname().nodename}\n")
+        before = snapshot(workdir)
+        for args in (["--resume"], ["--force"]):
+            assert_bad_input(invoke("train", "data.csv", *TINY, "--epochs", "2", "-o", "model.npz", *args),
+                             "another bptt train", f"pid {owner.pid}", os.path.basename(lock))
+        assert snapshot(workdir) == before
+    finally:
+        owner.kill()
+        owner.wait()
+    result = invoke("train", "data.csv", *TINY, "--epochs", "2", "-o", "model.npz", "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert engine.read_metadata("model.npz")["trainer"]["epoch"] == 2
+    assert not os.path.exists(lock)  # released at the end
+
+
+def test_the_checkpoint_lock_is_held_while_training_and_refuses_a_second_run(workdir):
+    """While train_series runs, its checkpoint's lock names this process; a second
+    train_series of the same checkpoint started meanwhile in this process is refused."""
+    seen = []
+
+    def on_epoch(record):
+        seen.append(open(engine.files.lock_path("held.npz")).read().split()[0])
+        with pytest.raises(engine.files.OutputError, match="another bptt train"):
+            engine.train_series("data.csv", "held.npz", hidden=4, k1=20, epochs=1, force=True)
+
+    engine.train_series("data.csv", "held.npz", hidden=4, k1=20, epochs=1, on_epoch=on_epoch)
+    assert seen == [str(os.getpid())]
+    assert not os.path.exists(engine.files.lock_path("held.npz"))

@@ -1,16 +1,11 @@
 """A sweep's output folder: the files it holds, their checks before any trial, and the
 lock that keeps a second sweep (a second --resume of the same folder) out while one runs.
 
-The lock is a file holding its owner's process id and host, created atomically
-(O_CREAT | O_EXCL: of two sweeps starting together exactly one creates it). A lock whose
-process is gone on this host (a sweep killed with SIGKILL) is stale and taken over; a
-live one is refused with its pid.
+The lock is engine.locks' (a file holding its owner's pid; a stale one taken over).
 """
-import contextlib
 import os
-import socket
-import time
 
+from engine import locks
 from engine.files import check_output
 from engine.sweep.data_identity import FILE_NAME as DATA_FILE
 from engine.sweep.local import JOURNAL
@@ -19,9 +14,6 @@ from engine.sweep.space import SweepError
 RESULTS = ("results.csv", "summary.json", "best.npz", "sensitivity.png")
 LOCK = "sweep.lock"
 FILES = RESULTS + (JOURNAL, DATA_FILE, LOCK)  # every file a sweep writes in its folder
-_STARTING_GRACE = 2.0  # seconds an empty lock may be a starting sweep's, before its pid is written
-_ATTEMPTS = 50
-_held = set()  # lock paths this process holds (a lock naming this pid but not here is stale)
 
 
 def check_outputs(output_dir, inputs=()):
@@ -33,94 +25,16 @@ def check_outputs(output_dir, inputs=()):
         check_output(os.path.join(output_dir, name), inputs=inputs, what=f"sweep's {name}")
 
 
-@contextlib.contextmanager
 def locked(output_dir):
-    """Hold the folder's lock for the body; SweepError if another live sweep holds it."""
+    """Hold the folder's lock for the body (a context manager); SweepError if another live
+    sweep holds it."""
     path = os.path.join(output_dir, LOCK)
-    mine = _owner_text()
-    _acquire(path, mine, output_dir)
-    _held.add(os.path.realpath(path))
-    try:
-        yield
-    finally:
-        _held.discard(os.path.realpath(path))
-        with contextlib.suppress(OSError):
-            if _read(path) == mine:
-                os.unlink(path)
 
+    def refusal(pid):
+        if pid is None:
+            return SweepError(f"-o {output_dir}: could not take the folder's lock {path}: other processes "
+                              "keep replacing it")
+        return SweepError(f"-o {output_dir}: another bptt sweep (pid {pid}) is running in this folder; "
+                          f"wait for it to end (if no such sweep runs, delete {path})")
 
-def _owner_text():
-    return f"{os.getpid()} {socket.gethostname()}\n"
-
-
-def _acquire(path, mine, output_dir):
-    empty_since = None
-    for _ in range(_ATTEMPTS):
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            owner = _read(path)
-            if owner is None:
-                continue  # released meanwhile: try again
-            if owner == "":  # created, its pid not yet written, or a crash in between
-                empty_since = empty_since or time.monotonic()
-                if time.monotonic() - empty_since < _STARTING_GRACE:
-                    time.sleep(0.05)
-                    continue
-            elif _alive(owner) and not _stale_own(path, owner):
-                pid = owner.split()[0]
-                raise SweepError(f"-o {output_dir}: another bptt sweep (pid {pid}) is running in this folder; "
-                                 f"wait for it to end (if no such sweep runs, delete {path})")
-            _take_over(path, owner)
-            continue
-        with os.fdopen(descriptor, "w") as file:
-            file.write(mine)
-            file.flush()
-            os.fsync(file.fileno())
-        return
-    raise SweepError(f"-o {output_dir}: could not take the folder's lock {path}: other processes keep "
-                     "replacing it")
-
-
-def _take_over(path, stale):
-    """Remove the stale lock `stale` (its text), unless another process replaced it
-    meanwhile: moved aside first, so only one process removes a given lock file."""
-    aside = f"{path}.stale-{os.getpid()}"
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return  # another process took it over first
-    if _read(aside) != stale:  # a fresh lock taken meanwhile: put it back
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, path)
-    os.unlink(aside)
-
-
-def _read(path):
-    """The lock's text, or None when there is no lock."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            return file.read()
-    except FileNotFoundError:
-        return None
-
-
-def _stale_own(path, owner):
-    """A lock naming this process that this process does not hold (its pid reused)."""
-    return owner == _owner_text() and os.path.realpath(path) not in _held
-
-
-def _alive(owner):
-    """Is the lock's owner ("pid host") running? On another host it cannot be told: yes."""
-    pid, _, host = owner.strip().partition(" ")
-    if not pid.isdigit():
-        return False  # not a lock this engine wrote: stale
-    if host and host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+    return locks.held(path, refusal)
