@@ -5,10 +5,8 @@ of any kind ends with one line "Error: ..." on stderr and exit status 2, before 
 is written; a diverged run, a failed gradcheck or a failed write exit with 1, Ctrl-C 130.
 """
 import csv
-import glob
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -22,7 +20,7 @@ import engine
 from engine.data import DataError, as_series
 from engine.demos import DEMOS, PANEL_DEMOS, load_demo
 from engine.distributed import ClusterUnavailable, WorkerFailed, connect
-from engine.files import OutputError, atomic_write, check_output
+from engine.files import OutputError, atomic_write, check_output, is_file_pattern
 from engine.first_run import compile_notice
 from engine.grad_flow import describe as describe_grad_flow
 from engine.model import CELLS
@@ -132,7 +130,7 @@ def reading_options(source, key, time_column):
 
 def is_panel_path(path):
     """A directory, or a glob pattern naming no existing file: files of one series each."""
-    return path is not None and (os.path.isdir(path) or (not os.path.exists(path) and glob.has_magic(path)))
+    return path is not None and is_file_pattern(path)
 
 
 def time_column_value(option):
