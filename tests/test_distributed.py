@@ -331,3 +331,15 @@ def _closed_port():
     with socket.socket() as probe:  # bound, then released: nothing listens there
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_train_on_a_new_local_ray_instance(tmp_path):
+    """--ray local starts a Ray instance of its own (on the calling thread: started from
+    another one, Ray's start fails after a minute), trains and checkpoints."""
+    command = [sys.executable, "-c", "from cli import main; main()", "train", "--demo", "sine", "--ray", "local",
+               "--workers", "2", "--hidden", "4", "--k1", "20", "--epochs", "1", "-q", "-o", str(tmp_path / "r.npz")]
+    environment = {**os.environ, **LOOPBACK, "PYTHONPATH": str(ROOT)}
+    environment.pop("RAY_ADDRESS", None)
+    finished = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 0, finished.stderr
+    assert engine.read_metadata(tmp_path / "r.npz")["trainer"]["epoch"] == 1

@@ -1,6 +1,7 @@
 """Reaching Ray: the one import of the `ray` extra, and a connection that fails within
 seconds (Ray's own ray.init keeps retrying an unreachable address for minutes)."""
 import logging
+import os
 import socket
 import threading
 
@@ -24,13 +25,21 @@ def connect(address=None, timeout=CONNECT_TIMEOUT):
     """Connect this process to the Ray cluster at `address` ("host:port" of its head, as
     printed by `ray start --head`) and return the ray module. Already connected: the
     existing connection is used. address None: Ray's default (RAY_ADDRESS, else a new
-    local instance)."""
+    local instance); "local": a new local instance, started on the calling thread (from
+    another thread its start fails)."""
     if address is not None and not isinstance(address, str):
         raise TypeError(f"address must be 'HOST:PORT', 'auto' or None; got {type(address).__name__} {address!r}")
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    if address not in (None, "auto", "local"):
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own default, made explicit
+    if address in (None, "local"):  # a new local instance: Ray starts it only from the calling thread
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except Exception as error:
+            raise ClusterUnavailable(f"cannot start a local Ray instance: {error}") from None
+        return ray
+    if address != "auto":
         _probe(address, timeout)
     outcome = {}
 
