@@ -672,7 +672,7 @@ def export(checkpoint, format_, output, with_normalization, force):
 
 
 @main.command()
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@data_argument
 @demo_option
 @key_option
 @time_column_option
@@ -714,16 +714,14 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
     dimensions = engine.sweep.space.parse_assignments(space)
     if not dimensions:
         raise click.UsageError("give at least one --space NAME=SPEC, e.g. --space lr=1e-4..1e-1:log")
-    if set(PANEL_TRAIN_OPTIONS) & set(fixed) or demo in PANEL_DEMOS or is_panel_path(data):
-        raise click.UsageError("bptt sweep runs on one series; a panel of series (--id-column, --series-columns, "
-                               "--scale, a directory or glob of files, --demo sensors) is not supported yet: "
-                               "train it with bptt train")
-    source = data_source(data, demo, key, time_column)
+    panel = bool(set(PANEL_TRAIN_OPTIONS) & set(fixed)) or demo in PANEL_DEMOS or is_panel_path(data)
+    source = data_source(data, demo, key, time_column, panel=panel)
     announce_first_compile(quiet or as_json)
     try:
         outcome = engine.sweep.run(source, dimensions, trials=trials, seeds=seeds, executor="ray" if address else "local",
                                    address=address, output_dir=output_dir, sampler=sampler, prune=prune,
-                                   resume=resume, workers=workers, progress=None if quiet else sys.stderr, **fixed)
+                                   resume=resume, workers=workers, progress=None if quiet else sys.stderr,
+                                   **reading_options(source, key, time_column), **fixed)
     except engine.sweep.ExtraUnavailable as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:

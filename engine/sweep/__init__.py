@@ -15,6 +15,9 @@ import shutil
 import threading
 
 from engine.checkpoint import CheckpointError, read_metadata
+from engine.options import OPTIONS
+from engine.panel import as_panel
+from engine.pipeline import is_panel_source
 from engine.series import as_series
 from engine.sweep import data_identity, folder, report
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
@@ -41,9 +44,12 @@ class Plan:
 
 def run(source, space, trials=20, seeds=1, epochs=None, executor="local", address=None,
         output_dir="sweep", sampler="tpe", prune=True, resume=False, workers=None, progress=None,
-        **train_options):
+        key=None, time_column=None, **train_options):
     """Sweep `space` ({train option: SPEC or list}, see engine/sweep/space.py) over a series
-    (path, Series or array). trials: configurations to try (with --resume: in all); seeds:
+    (path, Series or array) or a panel of series (a Panel, a directory or glob of files, or
+    a table read with id_column= (long) or series_columns= (wide), as train_series reads
+    it); key: the array of an .npz file, time_column: the column of time stamps (None: the
+    first of dates; False or "none": none), as for train. trials: configurations to try (with --resume: in all); seeds:
     each configuration is trained with initialisation seeds seed, seed + 1, ... (train's
     `seed`, default 0); epochs: per trial (train's `epochs` otherwise); executor "local"
     (threads, `workers` trials at a time, default one per core and seed) or "ray" (Ray
@@ -85,11 +91,11 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
         raise SweepError(f"address {address!r} applies to executor 'ray' (--ray ADDRESS); a local sweep has none")
     _check_output_dir(output_dir, resume)
     folder.check_outputs(output_dir, inputs=[data_identity.source_path(source)])
-    series = as_series(source)
-    data = data_identity.identity(source, series, arguments["data_options"])
+    read = _read(source, key, time_column, arguments["data_options"])
+    data = data_identity.identity(source, read, arguments["data_options"])
     if resume:
         data_identity.check_same(output_dir, data)
-    prepared = Prepared(series, arguments["data_options"])
+    prepared = Prepared(read, arguments["data_options"])
     plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared)
     meta = {"space": {d.option: d.spec() for d in dimensions}, "seeds": seed_list,
             "epochs": settings["epochs"], "sampler": sampler, "prune": bool(prune),
@@ -108,6 +114,16 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
             writer.start(0)
             run_ray(plan, sampler, settings["seed"], writer.on_trial)
         return writer.finish()
+
+
+def _read(source, key, time_column, data_options):
+    """The data, read once: a Panel when train_series would read a panel (a Panel, files,
+    id_column / series_columns / scale given), else a Series."""
+    time_column = OPTIONS["time_column"].parse(time_column)
+    if is_panel_source(source, data_options):
+        return as_panel(source, data_options.get("id_column"), data_options.get("series_columns"),
+                        time_column, key)
+    return as_series(source, key, time_column)
 
 
 def _settings(train_options, dimensions, epochs):

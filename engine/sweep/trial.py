@@ -12,6 +12,7 @@ import threading
 import time
 
 from engine.data import prepare_training_data
+from engine.panel import Panel, prepare_panel_training_data
 from engine.pipeline import train_series
 from engine.sweep.space import train_arguments
 from engine.trainer import TrainingDiverged
@@ -20,20 +21,37 @@ COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
 
 
 class Prepared:
-    """The series of a sweep, read once, and its training data prepared once per distinct
-    data recipe (only --streams may vary between trials). Thread-safe."""
+    """The data of a sweep, read once (a Series, or a Panel of many series), and its training
+    data prepared once per distinct data setting (the data options a trial may vary:
+    streams, difference, scale), whatever the number of trials that use it. Thread-safe.
 
-    def __init__(self, series, data_options):
-        self.series = series
+    data_options: train_series' data options of the first configuration (prepared now, so
+    a bad fixed option fails before any trial). A panel's reading options (id_column,
+    series_columns) were used to read it; they stay in each recipe, so best.npz reads its
+    data as train's checkpoints do."""
+
+    def __init__(self, data, data_options):
+        self.series = data
         self._lock = threading.Lock()
-        self._data = {_key(data_options): prepare_training_data(series, **data_options)}
+        self._data = {}
+        self.data(data_options)
 
     def data(self, data_options):
+        """The training data of `data_options` (TrainingData or PanelTrainingData), prepared
+        on first use."""
         key = _key(data_options)
         with self._lock:
             if key not in self._data:
-                self._data[key] = prepare_training_data(self.series, **data_options)
+                self._data[key] = self._prepare(data_options)
             return self._data[key]
+
+    def _prepare(self, data_options):
+        if not isinstance(self.series, Panel):
+            return prepare_training_data(self.series, **data_options)
+        reading = {name: data_options.get(name) for name in ("id_column", "series_columns")}
+        options = {name: value for name, value in data_options.items() if name not in reading}
+        data = prepare_panel_training_data(self.series, **options)   # the panel read already
+        return data._replace(metadata={**data.metadata, **reading})
 
     def __getstate__(self):  # shipped to Ray workers: the lock stays behind
         return {"series": self.series, "_data": self._data}
