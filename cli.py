@@ -691,12 +691,18 @@ def export(checkpoint, format_, output, with_normalization, force):
 @click.option("--resume", is_flag=True, help="Continue the interrupted sweep in --output.")
 @click.option("--ray", "address", metavar="ADDRESS",
               help="Run the trials on a Ray cluster ('auto' or host:port; extra 'ray') instead of local threads.")
+@click.option("--metric", type=click.Choice(("mase", "smape", "rmse")),
+              help="Rank the configurations by this metric of the forecasts on the validation tails in original "
+                   "units, mean over series [default: the validation loss, mean over series]; pruning uses the "
+                   "validation loss.")
+@click.option("--season", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Period of the seasonal naive forecast that scales --metric mase (1: persistence).")
 @click.option("--parallel", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
 @deprecated_spelling("--workers", "workers", "--parallel", type=click.IntRange(min=1))
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag("the summary and one result per trial and seed")
 def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, output_dir, resume, address,
-          parallel, workers, quiet, as_json, **train_options):
+          metric, season, parallel, workers, quiet, as_json, **train_options):
     """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
     a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
 
@@ -721,6 +727,7 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
         outcome = engine.sweep.run(source, dimensions, trials=trials, seeds=seeds, executor="ray" if address else "local",
                                    address=address, output_dir=output_dir, sampler=sampler, prune=prune,
                                    resume=resume, workers=workers, progress=None if quiet else sys.stderr,
+                                   metric=metric, season=season,
                                    **reading_options(source, key, time_column), **fixed)
     except engine.sweep.ExtraUnavailable as error:
         raise click.ClickException(str(error)) from None
@@ -735,7 +742,8 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
         best = outcome["summary"]["best"]
         click.echo("No trial completed." if best is None else
                    f"Best: {' '.join(f'--{name} {value:.4g}' if isinstance(value, float) else f'--{name} {value}' for name, value in best['settings'].items())}"
-                   f"  validation loss {best['val_loss']:.5g} (trial {best['trial'] + 1}).  Outputs in {output_dir}/",
+                   f"  {metric or 'validation loss'} {best['score']:.5g} (trial {best['trial'] + 1}).  "
+                   f"Outputs in {output_dir}/",
                    err=True)
 
 

@@ -66,19 +66,21 @@ def _key(data_options):
                         for name, value in data_options.items()))
 
 
-def run_trial(settings, seeds, prepared, report):
+def run_trial(settings, seeds, prepared, report, objective):
     """Train the configuration `settings` (every train option by name) once per seed in
     `seeds`. report(epoch, mean_best_val_loss, seed_best_val_losses) is called in this
     thread after each epoch of all seeds; it returns True to stop the trial there (pruning).
+    objective: the Objective (engine/sweep/objective.py) scoring each completed seed.
 
     Returns (rows, runs): rows one dict per seed {"seed", "epochs", "best_val_loss",
-    "state", "seconds", "error"}; runs {seed: (model, trainer, data)} of completed seeds."""
+    "score", "state", "seconds", "error"} (score nan unless complete); runs {seed: (model,
+    trainer, data)} of completed seeds."""
     lockstep = _Lockstep(len(seeds))
     rows, runs = [None] * len(seeds), {}
 
     def train_seed(index, seed):
         started, losses = time.perf_counter(), []
-        state, error = COMPLETE, None
+        state, error, score = COMPLETE, None, math.nan
 
         def on_epoch(record):
             losses.append(record["val_loss"])
@@ -90,7 +92,9 @@ def run_trial(settings, seeds, prepared, report):
             # model has the best validation loss reported for it
             options = dict(settings, seed=seed, shards=1, patience=settings["patience"] or settings["epochs"])
             data = prepared.data(train_arguments(options)["data_options"])  # a SweepError is a ValueError
-            runs[seed] = train_series(data, None, **options, on_epoch=on_epoch)
+            run = train_series(data, None, **options, on_epoch=on_epoch)
+            score = objective.score(run[0], data, prepared.series)  # the best epoch's model (restored)
+            runs[seed] = run
         except _Stopped:
             state = PRUNED
         except (TrainingDiverged, ValueError, TypeError) as failure:
@@ -99,7 +103,7 @@ def run_trial(settings, seeds, prepared, report):
             lockstep.leave(index)
         rows[index] = {"seed": seed, "epochs": len(losses),
                        "best_val_loss": min(losses) if losses and state != FAILED else math.nan,
-                       "state": state, "seconds": time.perf_counter() - started, "error": error}
+                       "score": score if state == COMPLETE else math.nan, "state": state, "seconds": time.perf_counter() - started, "error": error}
 
     threads = [threading.Thread(target=train_seed, args=(index, seed), daemon=True)
                for index, seed in enumerate(seeds)]
