@@ -677,7 +677,8 @@ def export(checkpoint, format_, output, with_normalization, force):
 @key_option
 @time_column_option
 @click.option("--space", "space", multiple=True, metavar="NAME=SPEC",
-              help="Sweep a train option (repeatable): a list 32,64,128, a range 1e-4..1e-1:log, or 1..4:int.")
+              help="Sweep a train option (repeatable): a list 32,64,128, a range 1e-4..1e-1:log, or 1..4:int "
+                   "[default: lr, hidden, layers and k1 over ranges sized to the data, docs/sweeps.md].")
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
               help="Configurations to try (with --resume: in all).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
@@ -717,9 +718,7 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
     context = click.get_current_context()
     fixed = {name: value for name, value in train_options.items()
              if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
-    dimensions = engine.sweep.space.parse_assignments(space)
-    if not dimensions:
-        raise click.UsageError("give at least one --space NAME=SPEC, e.g. --space lr=1e-4..1e-1:log")
+    dimensions = engine.sweep.space.parse_assignments(space) or None   # none: the default space
     panel = bool(set(PANEL_TRAIN_OPTIONS) & set(fixed)) or demo in PANEL_DEMOS or is_panel_path(data)
     source = data_source(data, demo, key, time_column, panel=panel)
     announce_first_compile(quiet or as_json)

@@ -61,8 +61,15 @@ def test_done_when_command_writes_the_four_outputs_with_one_row_per_trial_and_se
     assert sorted(p.name for p in out.iterdir() if p.name in OUTPUTS) == sorted(OUTPUTS)
     rows = read_rows(out)
     assert len(rows) == 12
-    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "state", "seconds", "error"]
+    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "score", "state",
+                             "seconds", "error"]
     assert {row["seed"] for row in rows} == {"0", "1"}
+    # one series, the default objective: a seed's score is its best validation loss (its model restored)
+    for row in rows:
+        if row["state"] == "complete":
+            assert float(row["score"]) == pytest.approx(float(row["best_val_loss"]), rel=1e-5)
+        else:
+            assert row["score"] == ""
     assert all(row["state"] in ("complete", "pruned") for row in rows)
     assert all(1e-3 <= float(row["lr"]) <= 3e-2 and row["hidden"] in ("8", "16", "32") for row in rows)
     # a progress line per finished trial on stderr, the best settings at the end

@@ -47,7 +47,8 @@ def test_done_when_command_on_a_two_node_cluster(cluster, tmp_path):
     with open(out / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 8
-    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "state", "seconds", "error"]
+    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "score", "state",
+                             "seconds", "error"]
     assert sorted(row["trial"] for row in rows) == sorted("00112233")
     assert all(row["state"] in ("complete", "pruned") and 1 <= int(row["epochs"]) <= 3 for row in rows)
     assert len([line for line in result.stderr.splitlines() if line.startswith("trial ")]) == 4

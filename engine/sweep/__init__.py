@@ -16,10 +16,11 @@ import threading
 
 from engine.checkpoint import CheckpointError, read_metadata
 from engine.options import OPTIONS
-from engine.panel import as_panel
+from engine.panel import Panel, as_panel
 from engine.pipeline import is_panel_source
 from engine.series import as_series
 from engine.sweep import data_identity, folder, report
+from engine.sweep.default_space import default_space
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
 from engine.sweep.progress import SweepProgress
 from engine.sweep.objective import METRICS, Objective
@@ -43,10 +44,11 @@ class Plan:
         self.trials, self.prune, self.prepared, self.objective = trials, prune, prepared, objective
 
 
-def run(source, space, trials=20, seeds=1, epochs=None, executor="local", address=None,
+def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", address=None,
         output_dir="sweep", sampler="tpe", prune=True, resume=False, workers=None, progress=None,
         key=None, time_column=None, metric=None, season=1, **train_options):
-    """Sweep `space` ({train option: SPEC or list}, see engine/sweep/space.py) over a series
+    """Sweep `space` ({train option: SPEC or list}, see engine/sweep/space.py; None: the
+    default space of engine/sweep/default_space.py, sized to the data) over a series
     (path, Series or array) or a panel of series (a Panel, a directory or glob of files, or
     a table read with id_column= (long) or series_columns= (wide), as train_series reads
     it); key: the array of an .npz file, time_column: the column of time stamps (None: the
@@ -83,11 +85,12 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
         check_choice("metric", metric, METRICS)
     objective = Objective(metric, check_int("season", season))
     require_optuna()
-    dimensions = parse_space(space)
+    dimensions = parse_space(space) if space is not None else []   # None: the default space, sized below
+    if space is None and sampler == "grid":
+        raise SweepError("--sampler grid visits lists of values; the default space has ranges (lr, k1): "
+                         "give the values with --space, or use --sampler tpe or random")
     _check_comparable(dimensions, objective, prune)
-    if sampler == "grid":
-        for dimension in dimensions:
-            dimension.grid()  # raises unless a list or an integer range
+    _check_grid(sampler, dimensions)
     settings = _settings(train_options, dimensions, epochs)
     seed_list = [settings["seed"] + index for index in range(seed_count)]
     arguments = _check_settings(settings, dimensions)
@@ -101,6 +104,9 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     _check_output_dir(output_dir, resume)
     folder.check_outputs(output_dir, inputs=[data_identity.source_path(source)])
     read = _read(source, key, time_column, arguments["data_options"])
+    if space is None:
+        lengths = read.lengths if isinstance(read, Panel) else [len(read.values)]
+        dimensions = parse_space(default_space(lengths, settings["val_fraction"], train_options))
     data = data_identity.identity(source, read, arguments["data_options"])
     if resume:
         data_identity.check_same(output_dir, data)
@@ -152,6 +158,12 @@ def _settings(train_options, dimensions, epochs):
     if epochs is not None:
         settings["epochs"] = check_int("epochs", epochs)
     return settings
+
+
+def _check_grid(sampler, dimensions):
+    if sampler == "grid":
+        for dimension in dimensions:
+            dimension.grid()  # raises unless a list or an integer range
 
 
 def _check_comparable(dimensions, objective, prune):
