@@ -46,8 +46,8 @@ def train_series(data, output="model.npz", *legacy, resume=False, force=False, o
     data: a path (CSV, Parquet, Arrow, .npy, .npz), a directory or glob of files (a panel),
     a numpy array, a pandas DataFrame / Series, a pyarrow Table, an engine Series or Panel,
     or TrainingData / PanelTrainingData already prepared (a sweep prepares once for many
-    runs; its data options are then not used). options: `bptt train`'s options by their Python names
-    (engine.options.OPTIONS: hidden=16, k1=50, streams=16, epochs=5, inputs="a,b", ...),
+    runs; its data options are then not used). options: `bptt train`'s options by their
+    Python names (engine.options.OPTIONS: hidden=16, k1=50, streams=16, epochs=5, inputs="a,b", ...),
     with the same defaults; an unknown name is a TypeError naming the valid ones.
     output: never replaced unless force (nor an input, a link or read-only); None writes
     no checkpoint. resume: continue the checkpoint at `output` up to `epochs` epochs in
