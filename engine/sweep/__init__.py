@@ -111,6 +111,8 @@ def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", a
     if resume:
         data_identity.check_same(output_dir, data)
     prepared = Prepared(read, arguments["data_options"])
+    if executor == "ray":
+        prepared.prepare_ahead(settings, dimensions)   # shipped once, all of them
     plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared, objective)
     meta = {"space": {d.option: d.spec() for d in dimensions}, "seeds": seed_list,
             "epochs": settings["epochs"], "sampler": sampler, "prune": bool(prune),

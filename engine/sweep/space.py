@@ -28,6 +28,8 @@ NOT_SWEPT = ("inputs", "targets", "horizon", "val_fraction", "fill", "seed", "ep
 # (changes instead of levels; one scaling for all series instead of one each): swept only
 # when a metric in original units ranks the trials (engine/sweep/__init__.py)
 UNIT_CHANGING = ("difference", "scale")
+# the sweepable settings that change the prepared data (engine/sweep/trial.py's Prepared)
+DATA_SETTINGS = ("streams",) + UNIT_CHANGING
 
 
 class SweepError(ValueError):

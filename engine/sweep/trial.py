@@ -7,6 +7,7 @@ the mean over seeds of the best validation loss so far, and the executor (Optuna
 or Ray Tune's scheduler) may stop all seeds together, so every configuration yields S
 rows of results however early it was stopped.
 """
+import itertools
 import math
 import threading
 import time
@@ -14,10 +15,11 @@ import time
 from engine.data import prepare_training_data
 from engine.panel import Panel, prepare_panel_training_data
 from engine.pipeline import train_series
-from engine.sweep.space import train_arguments
+from engine.sweep.space import DATA_SETTINGS, train_arguments
 from engine.trainer import TrainingDiverged
 
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
+AHEAD = 16   # data settings a Ray sweep prepares before shipping (more: each trial prepares its own)
 
 
 class Prepared:
@@ -44,6 +46,23 @@ class Prepared:
             if key not in self._data:
                 self._data[key] = self._prepare(data_options)
             return self._data[key]
+
+    def prepare_ahead(self, settings, dimensions):
+        """Prepare now every data setting that the swept `dimensions` (those of DATA_SETTINGS,
+        lists or integer ranges) give with the fixed `settings`, if there are at most
+        AHEAD of them: a Ray sweep then ships them all to the object store once, instead of
+        each trial preparing its own on a worker. A setting that cannot be prepared is left
+        for its trials to fail on."""
+        grids = [[(d.name, value) for value in d.grid()] for d in dimensions
+                 if d.name in DATA_SETTINGS and (d.choices is not None or d.high - d.low < AHEAD)]
+        if len(grids) != len([d for d in dimensions if d.name in DATA_SETTINGS]) \
+                or math.prod(len(grid) for grid in grids) > AHEAD:
+            return
+        for combination in itertools.product(*grids):
+            try:
+                self.data(train_arguments({**settings, **dict(combination)})["data_options"])
+            except ValueError:
+                continue
 
     def _prepare(self, data_options):
         if not isinstance(self.series, Panel):
