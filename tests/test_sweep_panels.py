@@ -246,3 +246,25 @@ def test_resume_on_another_panel_of_files_is_refused(panel_files, tmp_path, monk
     (files / "s3.csv").unlink()
     assert_ok(run(*args, "--trials", 2, "--resume"))
     assert len(read_rows(tmp_path / "sw")) == 2
+
+
+def test_metric_on_a_single_series_scores_its_validation_tail_as_evaluate_does(tmp_path):
+    values = np.sin(np.arange(500) / 6) * 40 + 100
+    outcome = engine.sweep.run(values, {"lr": [1e-2]}, trials=1, metric="rmse", output_dir=tmp_path / "sw",
+                               **LIBRARY_TINY)
+    best = outcome["summary"]["best"]
+    tail = round(0.1 * (len(values) - 1))   # the validation targets: the last tenth of the framed rows
+    evaluated = engine.evaluate_series(str(tmp_path / "sw" / "best.npz"), values, start=len(values) - tail)
+    assert evaluated["steps"] == tail
+    assert best["score"] == pytest.approx(evaluated["rmse"], rel=1e-6)
+    assert outcome["summary"]["objective"]["name"] == "rmse"
+
+
+def test_resume_keeps_the_metric(panel_files, tmp_path):
+    settings = dict(space={"lr": [1e-3, 1e-2]}, sampler="grid", output_dir=tmp_path / "sw", id_column="id",
+                    **LIBRARY_TINY)
+    engine.sweep.run(str(panel_files / "long.csv"), trials=1, metric="mase", **settings)
+    with pytest.raises(ValueError, match="metric"):
+        engine.sweep.run(str(panel_files / "long.csv"), trials=2, metric="smape", resume=True, **settings)
+    resumed = engine.sweep.run(str(panel_files / "long.csv"), trials=2, metric="mase", resume=True, **settings)
+    assert len(resumed["configurations"]) == 2

@@ -116,7 +116,7 @@ def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", a
     plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared, objective)
     meta = {"space": {d.option: d.spec() for d in dimensions}, "seeds": seed_list,
             "epochs": settings["epochs"], "sampler": sampler, "prune": bool(prune),
-            "metric": objective.label, "season": objective.season,
+            **({"metric": objective.metric, "season": objective.season} if objective.metric else {}),
             "fixed": {name: repr(value) for name, value in sorted(settings.items())}}
     study = _open_study(plan, meta, sampler, output_dir, resume) if resume else None  # reads only
     with contextlib.ExitStack() as stack:
