@@ -704,13 +704,16 @@ def export(checkpoint, format_, output, with_normalization, force):
 @json_flag("the summary and one result per trial and seed")
 def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, output_dir, resume, address,
           metric, season, parallel, workers, quiet, as_json, **train_options):
-    """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
-    a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
+    """Sweep hyper-parameters on DATA (one series or a panel, as train reads it) or a --demo:
+    every `bptt train` option below is a fixed setting, --space makes one a dimension of the
+    search (Optuna; --ray: Ray Tune); without --space the default space (lr, hidden, layers,
+    k1) is searched.
 
     \b
-    Example:
+    Examples:
       bptt sweep --demo mackey-glass --space lr=1e-3..3e-2:log --space hidden=8,16,32 \\
                  --trials 6 --seeds 2 --epochs 6 -o sw
+      bptt sweep meters.csv --id-column meter --metric mase --season 24 -o sw   (a panel)
     """
     import engine.sweep
 

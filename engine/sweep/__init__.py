@@ -4,9 +4,10 @@ the same prepared data, searched and pruned by Optuna, on this machine or a Ray 
     engine.sweep.run("data.csv", {"lr": "1e-4..1e-1:log", "hidden": [16, 32, 64]},
                      trials=20, seeds=3, epochs=10, output_dir="sweep", cell="gru", k1=25)
 
-Settings are `bptt train`'s options by name (engine/sweep/space.py); a trial is a call of
-engine.train_series per seed (engine/sweep/trial.py); local.py and ray_tune.py execute the
-trials; report.py writes the folder. Optuna (extra `sweep`) and Ray (extra `ray`) are
+Settings are `bptt train`'s options by name (engine/sweep/space.py; without a space,
+default_space.py's); a trial is a call of engine.train_series per seed on a series or a
+panel prepared once per data setting (engine/sweep/trial.py), scored by objective.py;
+local.py and ray_tune.py execute the trials; report.py writes the folder. Optuna (extra `sweep`) and Ray (extra `ray`) are
 imported only when a sweep runs.
 """
 import contextlib
