@@ -248,7 +248,8 @@ def test_bad_sweep_settings_give_one_error_line(tmp_path):
         (["--space", "lr=1e-3..1e-2:log", "--sampler", "grid"], ["grid", "list"]),
         (["--space", "lr=1e-3,1e-2", "--resume"], ["no sweep to resume"]),
         (["--space", "lr=1e-3,1e-2", "--lr", "0.1"], ["both swept"]),
-        ([], ["--space"]),
+        (["--sampler", "grid"], ["grid", "default space", "--space"]),   # no --space: the default has ranges
+        (["--lr", "0.01", "--hidden", "8", "--layers", "1", "--k1", "20"], ["no setting to sweep"]),
     ]
     for args, fragments in cases:
         assert_one_error(run("sweep", "--demo", "sine", "-o", out, *args), *fragments)
