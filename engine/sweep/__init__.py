@@ -7,8 +7,8 @@ the same prepared data, searched and pruned by Optuna, on this machine or a Ray 
 Settings are `bptt train`'s options by name (engine/sweep/space.py; without a space,
 default_space.py's); a trial is a call of engine.train_series per seed on a series or a
 panel prepared once per data setting (engine/sweep/trial.py), scored by objective.py;
-local.py and ray_tune.py execute the trials; report.py writes the folder. Optuna (extra `sweep`) and Ray (extra `ray`) are
-imported only when a sweep runs.
+local.py and ray_tune.py execute the trials; report.py writes the folder. Optuna (extra
+`sweep`) and Ray (extra `ray`) are imported only when a sweep runs.
 """
 import contextlib
 import os
@@ -53,8 +53,8 @@ def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", a
     (path, Series or array) or a panel of series (a Panel, a directory or glob of files, or
     a table read with id_column= (long) or series_columns= (wide), as train_series reads
     it); key: the array of an .npz file, time_column: the column of time stamps (None: the
-    first of dates; False or "none": none), as for train. trials: configurations to try (with --resume: in all); seeds:
-    each configuration is trained with initialisation seeds seed, seed + 1, ... (train's
+    first of dates; False or "none": none), as for train. trials: configurations to try
+    (with --resume: in all); seeds: each configuration is trained with initialisation seeds seed, seed + 1, ... (train's
     `seed`, default 0); epochs: per trial (train's `epochs` otherwise); executor "local"
     (threads, `workers` trials at a time, default one per core and seed) or "ray" (Ray
     Tune on the cluster at `address`, "auto" or host:port); sampler "tpe", "random" or
@@ -173,7 +173,7 @@ def _check_comparable(dimensions, objective, prune):
     """Settings that change the units of the prepared targets (UNIT_CHANGING: differencing,
     the panel's scaling) are swept only where trials still compare: ranked by a metric in
     original units, without pruning (which compares validation losses)."""
-    changing = [d for d in dimensions if d.name in UNIT_CHANGING]
+    changing = [d for d in dimensions if d.name in UNIT_CHANGING and len(d.choices) > 1]
     if not changing:
         return
     where = f"--space {changing[0].option}={changing[0].spec()}"

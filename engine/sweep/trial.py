@@ -33,7 +33,7 @@ class Prepared:
     data as train's checkpoints do."""
 
     def __init__(self, data, data_options):
-        self.series = data
+        self.read = data
         self._lock = threading.Lock()
         self._data = {}
         self.data(data_options)
@@ -65,15 +65,15 @@ class Prepared:
                 continue
 
     def _prepare(self, data_options):
-        if not isinstance(self.series, Panel):
-            return prepare_training_data(self.series, **data_options)
+        if not isinstance(self.read, Panel):
+            return prepare_training_data(self.read, **data_options)
         reading = {name: data_options.get(name) for name in ("id_column", "series_columns")}
         options = {name: value for name, value in data_options.items() if name not in reading}
-        data = prepare_panel_training_data(self.series, **options)   # the panel read already
+        data = prepare_panel_training_data(self.read, **options)   # the panel read already
         return data._replace(metadata={**data.metadata, **reading})
 
     def __getstate__(self):  # shipped to Ray workers: the lock stays behind
-        return {"series": self.series, "_data": self._data}
+        return {"read": self.read, "_data": self._data}
 
     def __setstate__(self, state):
         self.__dict__.update(state, _lock=threading.Lock())
@@ -112,7 +112,7 @@ def run_trial(settings, seeds, prepared, report, objective):
             options = dict(settings, seed=seed, shards=1, patience=settings["patience"] or settings["epochs"])
             data = prepared.data(train_arguments(options)["data_options"])  # a SweepError is a ValueError
             run = train_series(data, None, **options, on_epoch=on_epoch)
-            score = objective.score(run[0], data, prepared.series)  # the best epoch's model (restored)
+            score = objective.score(run[0], data, prepared.read)  # the best epoch's model (restored)
             runs[seed] = run
         except _Stopped:
             state = PRUNED
