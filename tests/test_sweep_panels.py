@@ -268,3 +268,40 @@ def test_resume_keeps_the_metric(panel_files, tmp_path):
         engine.sweep.run(str(panel_files / "long.csv"), trials=2, metric="smape", resume=True, **settings)
     resumed = engine.sweep.run(str(panel_files / "long.csv"), trials=2, metric="mase", resume=True, **settings)
     assert len(resumed["configurations"]) == 2
+
+
+def test_metric_on_a_differenced_panel_scores_each_series_tail_in_levels(panel_files, tmp_path):
+    outcome = engine.sweep.run(str(panel_files / "long.csv"), {"lr": [1e-2]}, trials=1, metric="rmse",
+                               output_dir=tmp_path / "sw", id_column="id", difference=True, **LIBRARY_TINY)
+    # differencing drops each series' first row: round(0.1 * (T_i - 2)) validation targets
+    per_series = [engine.evaluate_series(str(tmp_path / "sw" / "best.npz"), str(panel_files / "long.csv"),
+                                         series_id=f"s{i}", start=-round(0.1 * (length - 2)))
+                  for i, length in enumerate(LENGTHS)]
+    assert [record["steps"] for record in per_series] == [round(0.1 * (length - 2)) for length in LENGTHS]
+    assert outcome["summary"]["best"]["score"] == pytest.approx(np.mean([r["rmse"] for r in per_series]), rel=1e-6)
+
+
+@pytest.mark.parametrize("options, error, fragment", [
+    (dict(metric="mape"), ValueError, "metric"),
+    (dict(metric="mase", season=0), ValueError, "season"),
+    (dict(season=1.5), TypeError, "season"),
+])
+def test_bad_metric_or_season_is_refused_before_anything_is_written(tmp_path, options, error, fragment):
+    with pytest.raises(error, match=fragment):
+        engine.sweep.run(np.sin(np.arange(300) / 4), {"lr": [1e-2]}, output_dir=tmp_path / "sw", **options)
+    assert not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nothere/*.csv"], "no data files found"),
+    (["long.csv", "--id-column", "meter"], "no column 'meter'"),
+    (["long.csv", "--id-column", "id", "--series-columns", "s0"], "not both"),
+    (["files", "--id-column", "id"], "names files of one series each"),
+])
+def test_bad_panel_sources_give_one_error_line_and_write_nothing(panel_files, tmp_path, monkeypatch, args, fragment):
+    for name in ("long.csv", "files"):
+        os.symlink(panel_files / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    assert_bad_input(run("sweep", *args, "--space", "lr=1e-2", *TINY, "-o", "sw"), fragment)
+    assert snapshot(tmp_path) == before
