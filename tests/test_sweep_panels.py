@@ -305,3 +305,21 @@ def test_bad_panel_sources_give_one_error_line_and_write_nothing(panel_files, tm
     before = snapshot(tmp_path)
     assert_bad_input(run("sweep", *args, "--space", "lr=1e-2", *TINY, "-o", "sw"), fragment)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("space, prepared", [
+    ({"streams": "2..5:log"}, {2, 3, 4, 5}),                          # an integer range, log or not
+    ({"streams": [2, 3], "difference": [False, True]}, {2, 3}),       # 4 settings
+    ({"streams": "1..40"}, set()),                                    # more than 16: left to the trials
+    ({"streams": "1..9", "difference": [False, True]}, set()),        # 18
+    ({"lr": [1e-3, 1e-2]}, set()),                                    # no data setting swept
+])
+def test_a_ray_sweep_prepares_its_data_settings_ahead_up_to_sixteen(monkeypatch, space, prepared):
+    from engine.sweep.space import default_settings, parse_space, train_arguments
+
+    calls = counting(monkeypatch, "prepare_training_data")
+    settings = {**default_settings(), "streams": 8}
+    ahead = engine.sweep.trial.Prepared(np.sin(np.arange(400) / 4), train_arguments(settings)["data_options"])
+    ahead.prepare_ahead(settings, parse_space(space))
+    assert calls[0] == 8 and set(calls[1:]) == prepared
+    assert len(calls) == 1 + len(prepared) * (2 if "difference" in space else 1)

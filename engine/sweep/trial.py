@@ -53,9 +53,11 @@ class Prepared:
         AHEAD of them: a Ray sweep then ships them all to the object store once, instead of
         each trial preparing its own on a worker. A setting that cannot be prepared is left
         for its trials to fail on."""
-        grids = [[(d.name, value) for value in d.grid()] for d in dimensions
-                 if d.name in DATA_SETTINGS and (d.choices is not None or d.high - d.low < AHEAD)]
-        if len(grids) != len([d for d in dimensions if d.name in DATA_SETTINGS]) \
+        swept = [d for d in dimensions if d.name in DATA_SETTINGS]   # lists, or integer ranges (streams)
+        grids = [[(d.name, value) for value in (d.choices if d.choices is not None
+                                                else range(int(d.low), int(min(d.high, d.low + AHEAD)) + 1))]
+                 for d in swept]
+        if any(d.choices is None and d.high - d.low >= AHEAD for d in swept) \
                 or math.prod(len(grid) for grid in grids) > AHEAD:
             return
         for combination in itertools.product(*grids):
