@@ -181,6 +181,8 @@ def test_progress_lines_name_the_metric(panel_files, tmp_path):
     assert_ok(result)
     trial_lines = [line for line in result.stderr.splitlines() if line.startswith("trial ")]
     assert len(trial_lines) == 1 and " smape " in trial_lines[0]
+    assert result.stderr.splitlines()[0] == ("objective: smape on the validation tails in original units, mean over "
+                                             "series (pruning on the validation loss)")
     assert "smape" in result.stderr.splitlines()[-1] and "Best:" in result.stderr.splitlines()[-1]
 
 

@@ -269,7 +269,7 @@ class _Outputs:
         self.configurations = []
         self.saved_trial = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
         self.saved = None  # its record, once known
-        self.progress = SweepProgress(plan.trials, stream, plan.objective.label) if stream is not None else None
+        self.progress = SweepProgress(plan.trials, stream, plan.objective) if stream is not None else None
         self._lock = threading.Lock()
 
     def start(self, done):

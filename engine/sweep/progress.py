@@ -4,19 +4,22 @@ import time
 
 
 class SweepProgress:
-    """Writes a line per finished trial to `stream` (settings, mean +- spread of the score
-    over seeds under the objective's `label`, or of the best validation loss of a trial
-    stopped before it was scored, state, epochs, seconds); on a terminal the last line is
-    a bar of trials done with the best score so far, redrawn after each trial."""
+    """Writes the objective (engine/sweep/objective.py) first, then a line per finished
+    trial to `stream` (settings, mean +- spread of the score over seeds under the
+    objective's label, or of the best validation loss of a trial stopped before it was
+    scored, state, epochs, seconds); on a terminal the last line is a bar of trials done
+    with the best score so far, redrawn after each trial."""
 
-    def __init__(self, trials, stream, label="val_loss"):
-        self.trials, self.stream, self.label = trials, stream, label
+    def __init__(self, trials, stream, objective):
+        self.trials, self.stream, self.objective = trials, stream, objective
+        self.label = objective.label
         self.interactive = stream.isatty()
         self.done = 0
         self.started = time.perf_counter()
 
     def start(self, done):
         self.done = done
+        self.stream.write(f"objective: {self.objective.describe()} (pruning on the validation loss)\n")
         if done:
             self.stream.write(f"resuming: {done} of {self.trials} trials already done\n")
         self._bar(None)
