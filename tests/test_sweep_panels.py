@@ -325,3 +325,16 @@ def test_a_ray_sweep_prepares_its_data_settings_ahead_up_to_sixteen(monkeypatch,
     ahead.prepare_ahead(settings, parse_space(space))
     assert calls[0] == 8 and set(calls[1:]) == prepared
     assert len(calls) == 1 + len(prepared) * (2 if "difference" in space else 1)
+
+
+def test_a_new_sweep_folder_whose_files_the_panel_would_read_is_refused(panel_files, tmp_path, monkeypatch):
+    # -o nested/sw with the panel nested/*/*.csv: results.csv would join the panel's series
+    for name in ("a", "b"):
+        (tmp_path / "nested" / name).mkdir(parents=True)
+        (tmp_path / "nested" / name / f"{name}.csv").write_bytes((panel_files / "files" / "s0.csv").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    assert_bad_input(run("sweep", "nested/*/*.csv", "--space", "lr=1e-2", *TINY, "-o", "nested/sw"),
+                     "results.csv", "among the files of the input")
+    assert snapshot(tmp_path) == before
+    assert_ok(run("sweep", "nested/*/*.csv", "--space", "lr=1e-2", "--trials", 1, *TINY, "-o", "sw"))
