@@ -338,3 +338,16 @@ def test_a_new_sweep_folder_whose_files_the_panel_would_read_is_refused(panel_fi
                      "results.csv", "among the files of the input")
     assert snapshot(tmp_path) == before
     assert_ok(run("sweep", "nested/*/*.csv", "--space", "lr=1e-2", "--trials", 1, *TINY, "-o", "sw"))
+
+
+@pytest.mark.parametrize("form", ["long", "directory"])
+def test_best_npz_holds_the_data_recipe_train_writes_for_the_same_options(panel_files, tmp_path, form):
+    data, *reading = FORMS[form]
+    source = str(panel_files / data)
+    options = [*reading, "--time-column", "none", "--targets", "value", "--hidden", "4", "--epochs", "1",
+               "--k1", "5", "--streams", "2", "-q"]
+    assert_ok(run("sweep", source, *options, "--space", "lr=1e-2", "--trials", 1, "-o", tmp_path / "sw"))
+    assert_ok(run("train", source, *options, "--lr", "1e-2", "-o", tmp_path / "train.npz"))
+    swept = engine.read_metadata(tmp_path / "sw" / "best.npz")["user"]["data"]
+    trained = engine.read_metadata(tmp_path / "train.npz")["user"]["data"]
+    assert swept == trained and swept["time_column"] is False

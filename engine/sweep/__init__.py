@@ -104,6 +104,7 @@ def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", a
         raise SweepError(f"address {address!r} applies to executor 'ray' (--ray ADDRESS); a local sweep has none")
     _check_output_dir(output_dir, resume)
     folder.check_outputs(output_dir, inputs=[data_identity.source_path(source)])
+    time_column = OPTIONS["time_column"].parse(time_column)
     read = _read(source, key, time_column, arguments["data_options"])
     if space is None:
         lengths = read.lengths if isinstance(read, Panel) else [len(read.values)]
@@ -111,7 +112,7 @@ def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", a
     data = data_identity.identity(source, read, arguments["data_options"])
     if resume:
         data_identity.check_same(output_dir, data)
-    prepared = Prepared(read, arguments["data_options"])
+    prepared = Prepared(read, arguments["data_options"], time_column)
     if executor == "ray":
         prepared.prepare_ahead(settings, dimensions)   # shipped once, all of them
     plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared, objective)
@@ -138,7 +139,6 @@ def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", a
 def _read(source, key, time_column, data_options):
     """The data, read once: a Panel when train_series would read a panel (a Panel, files,
     id_column / series_columns / scale given), else a Series."""
-    time_column = OPTIONS["time_column"].parse(time_column)
     if is_panel_source(source, data_options):
         return as_panel(source, data_options.get("id_column"), data_options.get("series_columns"),
                         time_column, key)

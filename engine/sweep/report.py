@@ -165,7 +165,8 @@ def plot_sensitivity(path, dimensions, configurations):
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set(xlabel=d.option, ylabel="best validation loss", yscale="log")
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:   # no trial drawn (all failed): no legend
+        axes[0][0].legend(fontsize=8)
     figure.suptitle("validation loss against each swept setting (mean over seeds, bars: std)")
     figure.tight_layout()
     with atomic_write(path) as file:

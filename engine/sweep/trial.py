@@ -29,11 +29,12 @@ class Prepared:
 
     data_options: train_series' data options of the first configuration (prepared now, so
     a bad fixed option fails before any trial). A panel's reading options (id_column,
-    series_columns) were used to read it; they stay in each recipe, so best.npz reads its
-    data as train's checkpoints do."""
+    series_columns in data_options; time_column: as given, False for none) were used to
+    read it; they stay in each recipe, so best.npz reads its data as train's checkpoints
+    do."""
 
-    def __init__(self, data, data_options):
-        self.read = data
+    def __init__(self, data, data_options, time_column=None):
+        self.read, self.time_column = data, time_column
         self._lock = threading.Lock()
         self._data = {}
         self.data(data_options)
@@ -72,10 +73,11 @@ class Prepared:
         reading = {name: data_options.get(name) for name in ("id_column", "series_columns")}
         options = {name: value for name, value in data_options.items() if name not in reading}
         data = prepare_panel_training_data(self.read, **options)   # the panel read already
+        reading["time_column"] = self.read.time_name or self.time_column
         return data._replace(metadata={**data.metadata, **reading})
 
     def __getstate__(self):  # shipped to Ray workers: the lock stays behind
-        return {"read": self.read, "_data": self._data}
+        return {"read": self.read, "time_column": self.time_column, "_data": self._data}
 
     def __setstate__(self, state):
         self.__dict__.update(state, _lock=threading.Lock())
