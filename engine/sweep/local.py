@@ -6,8 +6,8 @@ folder so an interrupted sweep resumes where it stopped.
 One Optuna trial is one configuration: its seeds train together (engine/sweep/trial.py),
 its intermediate value after epoch e is the mean over seeds of their best validation loss
 so far (what the pruner compares), its value the mean of their scores (the objective,
-engine/sweep/objective.py); each seed is a row of the
-results, kept with the trial (user attribute "rows")."""
+engine/sweep/objective.py); each seed is a row of the results, kept with the trial (user
+attribute "rows")."""
 import contextlib
 import os
 
