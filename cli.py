@@ -670,12 +670,13 @@ def export(checkpoint, format_, output, with_normalization, force):
 
 
 @main.command()
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@data_argument
 @demo_option
 @key_option
 @time_column_option
 @click.option("--space", "space", multiple=True, metavar="NAME=SPEC",
-              help="Sweep a train option (repeatable): a list 32,64,128, a range 1e-4..1e-1:log, or 1..4:int.")
+              help="Sweep a train option (repeatable): a list 32,64,128, a range 1e-4..1e-1:log, or 1..4:int "
+                   "[default: lr, hidden, layers and k1 over ranges sized to the data, docs/sweeps.md].")
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
               help="Configurations to try (with --resume: in all).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
@@ -689,19 +690,28 @@ def export(checkpoint, format_, output, with_normalization, force):
 @click.option("--resume", is_flag=True, help="Continue the interrupted sweep in --output.")
 @click.option("--ray", "address", metavar="ADDRESS",
               help="Run the trials on a Ray cluster ('auto' or host:port; extra 'ray') instead of local threads.")
+@click.option("--metric", type=click.Choice(("mase", "smape", "rmse")),
+              help="Rank the configurations by this metric of the forecasts on the validation tails in original "
+                   "units, mean over series [default: the validation loss, mean over series]; pruning uses the "
+                   "validation loss.")
+@click.option("--season", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Period of the seasonal naive forecast that scales --metric mase (1: persistence).")
 @click.option("--parallel", type=click.IntRange(min=1), help="Local trials at a time [default: cores / seeds].")
 @deprecated_spelling("--workers", "workers", "--parallel", type=click.IntRange(min=1))
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_flag("the summary and one result per trial and seed")
 def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, output_dir, resume, address,
-          parallel, workers, quiet, as_json, **train_options):
-    """Sweep hyper-parameters on DATA or a --demo series: every `bptt train` option below is
-    a fixed setting, --space makes one a dimension of the search (Optuna; --ray: Ray Tune).
+          metric, season, parallel, workers, quiet, as_json, **train_options):
+    """Sweep hyper-parameters on DATA (one series or a panel, as train reads it) or a --demo:
+    every `bptt train` option below is a fixed setting, --space makes one a dimension of the
+    search (Optuna; --ray: Ray Tune); without --space the default space (lr, hidden, layers,
+    k1) is searched.
 
     \b
-    Example:
+    Examples:
       bptt sweep --demo mackey-glass --space lr=1e-3..3e-2:log --space hidden=8,16,32 \\
                  --trials 6 --seeds 2 --epochs 6 -o sw
+      bptt sweep meters.csv --id-column meter --metric mase --season 24 -o sw   (a panel)
     """
     import engine.sweep
 
@@ -709,19 +719,16 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
     context = click.get_current_context()
     fixed = {name: value for name, value in train_options.items()
              if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
-    dimensions = engine.sweep.space.parse_assignments(space)
-    if not dimensions:
-        raise click.UsageError("give at least one --space NAME=SPEC, e.g. --space lr=1e-4..1e-1:log")
-    if set(PANEL_TRAIN_OPTIONS) & set(fixed) or demo in PANEL_DEMOS or is_panel_path(data):
-        raise click.UsageError("bptt sweep runs on one series; a panel of series (--id-column, --series-columns, "
-                               "--scale, a directory or glob of files, --demo sensors) is not supported yet: "
-                               "train it with bptt train")
-    source = data_source(data, demo, key, time_column)
+    dimensions = engine.sweep.space.parse_assignments(space) or None   # none: the default space
+    panel = bool(set(PANEL_TRAIN_OPTIONS) & set(fixed)) or demo in PANEL_DEMOS or is_panel_path(data)
+    source = data_source(data, demo, key, time_column, panel=panel)
     announce_first_compile(quiet or as_json)
     try:
         outcome = engine.sweep.run(source, dimensions, trials=trials, seeds=seeds, executor="ray" if address else "local",
                                    address=address, output_dir=output_dir, sampler=sampler, prune=prune,
-                                   resume=resume, workers=workers, progress=None if quiet else sys.stderr, **fixed)
+                                   resume=resume, workers=workers, progress=None if quiet else sys.stderr,
+                                   metric=metric, season=season,
+                                   **reading_options(source, key, time_column), **fixed)
     except engine.sweep.ExtraUnavailable as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
@@ -735,7 +742,8 @@ def sweep(data, demo, key, time_column, space, trials, seeds, sampler, prune, ou
         best = outcome["summary"]["best"]
         click.echo("No trial completed." if best is None else
                    f"Best: {' '.join(f'--{name} {value:.4g}' if isinstance(value, float) else f'--{name} {value}' for name, value in best['settings'].items())}"
-                   f"  validation loss {best['val_loss']:.5g} (trial {best['trial'] + 1}).  Outputs in {output_dir}/",
+                   f"  {metric or 'validation loss'} {best['score']:.5g} (trial {best['trial'] + 1}).  "
+                   f"Outputs in {output_dir}/",
                    err=True)
 
 

@@ -47,13 +47,8 @@ def check_output(path, inputs=(), what="output", outputs=(), replace=True, hint=
     if path.endswith((os.sep, "/")):
         raise OutputError(f"{path}: the {what} path names a directory (it ends with a slash); "
                           "give a file name")
+    check_not_an_input(path, inputs, what)
     target = os.path.realpath(path)
-    for source in (os.fspath(source) for source in inputs if source is not None):
-        if is_file_pattern(source):
-            _check_not_in_panel(path, target, source, what)
-        elif os.path.exists(source) and os.path.realpath(source) == target:
-            raise OutputError(f"{path}: the {what} would overwrite the input {source}; "
-                              "choose another path")
     for other in outputs:
         if other is not None and os.path.realpath(other) == target:
             raise OutputError(f"{path}: the {what} is also the path of another output of this "
@@ -97,6 +92,19 @@ def listed_files(source):
         return [os.path.join(source, name) for name in sorted(os.listdir(source))
                 if not name.startswith(".") and os.path.isfile(os.path.join(source, name))]
     return sorted(path for path in glob.glob(source) if os.path.isfile(path))
+
+
+def check_not_an_input(path, inputs, what="output"):
+    """Raise OutputError if `path` is one of `inputs` (after resolving links) or, for an
+    input that is a directory or glob pattern, a file it names or would name once written
+    (its directory need not exist yet)."""
+    target = os.path.realpath(path)
+    for source in (os.fspath(source) for source in inputs if source is not None):
+        if is_file_pattern(source):
+            _check_not_in_panel(path, target, source, what)
+        elif os.path.exists(source) and os.path.realpath(source) == target:
+            raise OutputError(f"{path}: the {what} would overwrite the input {source}; "
+                              "choose another path")
 
 
 def _check_not_in_panel(path, target, source, what):

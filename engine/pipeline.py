@@ -19,8 +19,8 @@ from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
 from engine.options import OPTIONS, given_only, parse_options, train_arguments
 from engine.optim import make_optimizer
-from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, evaluate_panel, forecast_panel,
-                          is_panel_recipe, prepare_panel_training_data)
+from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, PanelTrainingData, evaluate_panel,
+                          forecast_panel, is_panel_recipe, prepare_panel_training_data)
 from engine.schedules import make_schedule
 from engine.series import as_series
 from engine.series import zones
@@ -45,9 +45,9 @@ def train_series(data, output="model.npz", *legacy, resume=False, force=False, o
 
     data: a path (CSV, Parquet, Arrow, .npy, .npz), a directory or glob of files (a panel),
     a numpy array, a pandas DataFrame / Series, a pyarrow Table, an engine Series or Panel,
-    or TrainingData already prepared (a sweep prepares once for many runs; its data options
-    are then not used). options: `bptt train`'s options by their Python names
-    (engine.options.OPTIONS: hidden=16, k1=50, streams=16, epochs=5, inputs="a,b", ...),
+    or TrainingData / PanelTrainingData already prepared (a sweep prepares once for many
+    runs; its data options are then not used). options: `bptt train`'s options by their
+    Python names (engine.options.OPTIONS: hidden=16, k1=50, streams=16, epochs=5, inputs="a,b", ...),
     with the same defaults; an unknown name is a TypeError naming the valid ones.
     output: never replaced unless force (nor an input, a link or read-only); None writes
     no checkpoint. resume: continue the checkpoint at `output` up to `epochs` epochs in
@@ -131,7 +131,7 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         data_options = {name: recipe[name] for name in DATA_OPTIONS + _panel_options(recipe)}
         if is_panel_recipe(recipe):
             data_options["scaling"] = recipe["scaling"]  # the statistics of each series, kept
-    if isinstance(source, TrainingData):
+    if isinstance(source, (TrainingData, PanelTrainingData)):
         data = source
     else:
         source, data_options = _with_time_column(source, key, time_column, data_options)

@@ -632,12 +632,11 @@ def test_bench_panel_record():
     assert "Panel: 5 series of 20..60 steps" in format_table([record])
 
 
-def test_sweep_refuses_a_panel_clearly(tmp_path):
-    result = run("sweep", "--demo", "sensors", "--space", "lr=1e-3,1e-2", "-o", tmp_path / "sweep")
-    assert result.exit_code == 2 and "bptt sweep runs on one series" in result.stderr
+def test_sweep_refuses_to_compare_losses_of_other_scalings_clearly(tmp_path):
+    # panels are swept (tests/test_sweep_panels.py); a swept --scale needs a metric in original units
+    result = run("sweep", "--demo", "sensors", "--space", "scale=series,global", "-o", tmp_path / "sweep")
+    assert result.exit_code == 2 and "--metric" in result.stderr and "do not compare" in result.stderr
     assert not (tmp_path / "sweep").exists()
-    result = run("sweep", "--demo", "sine", "--space", "scale=series,global", "-o", tmp_path / "sweep")
-    assert result.exit_code == 2 and "--scale cannot be swept" in result.stderr
 
 
 @pytest.mark.parametrize("source, output", [

@@ -61,8 +61,15 @@ def test_done_when_command_writes_the_four_outputs_with_one_row_per_trial_and_se
     assert sorted(p.name for p in out.iterdir() if p.name in OUTPUTS) == sorted(OUTPUTS)
     rows = read_rows(out)
     assert len(rows) == 12
-    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "state", "seconds", "error"]
+    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "score", "state",
+                             "seconds", "error"]
     assert {row["seed"] for row in rows} == {"0", "1"}
+    # one series, the default objective: a seed's score is its best validation loss (its model restored)
+    for row in rows:
+        if row["state"] == "complete":
+            assert float(row["score"]) == pytest.approx(float(row["best_val_loss"]), rel=1e-5)
+        else:
+            assert row["score"] == ""
     assert all(row["state"] in ("complete", "pruned") for row in rows)
     assert all(1e-3 <= float(row["lr"]) <= 3e-2 and row["hidden"] in ("8", "16", "32") for row in rows)
     # a progress line per finished trial on stderr, the best settings at the end
@@ -241,7 +248,8 @@ def test_bad_sweep_settings_give_one_error_line(tmp_path):
         (["--space", "lr=1e-3..1e-2:log", "--sampler", "grid"], ["grid", "list"]),
         (["--space", "lr=1e-3,1e-2", "--resume"], ["no sweep to resume"]),
         (["--space", "lr=1e-3,1e-2", "--lr", "0.1"], ["both swept"]),
-        ([], ["--space"]),
+        (["--sampler", "grid"], ["grid", "default space", "--space"]),   # no --space: the default has ranges
+        (["--lr", "0.01", "--hidden", "8", "--layers", "1", "--k1", "20"], ["no setting to sweep"]),
     ]
     for args, fragments in cases:
         assert_one_error(run("sweep", "--demo", "sine", "-o", out, *args), *fragments)

@@ -47,7 +47,8 @@ def test_done_when_command_on_a_two_node_cluster(cluster, tmp_path):
     with open(out / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 8
-    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "state", "seconds", "error"]
+    assert list(rows[0]) == ["trial", "lr", "hidden", "seed", "epochs", "best_val_loss", "score", "state",
+                             "seconds", "error"]
     assert sorted(row["trial"] for row in rows) == sorted("00112233")
     assert all(row["state"] in ("complete", "pruned") and 1 <= int(row["epochs"]) <= 3 for row in rows)
     assert len([line for line in result.stderr.splitlines() if line.startswith("trial ")]) == 4
@@ -92,3 +93,40 @@ def test_cpus_held_by_a_trainer_of_this_process_fail_the_ray_sweep_at_once(clust
         assert not (tmp_path / "sw").exists()
     finally:
         ray.shutdown()
+
+
+def test_a_panel_sweep_on_the_cluster_ships_every_data_setting_prepared(cluster, tmp_path, monkeypatch):
+    """A directory panel with --streams swept and --metric: every data setting prepared
+    once on the driver before the trials start (the workers get them in one object), the
+    rows scored in original units."""
+    import numpy as np
+
+    import engine.sweep.trial
+
+    (tmp_path / "files").mkdir()
+    for index, length in enumerate((80, 120, 200)):
+        np.savetxt(tmp_path / "files" / f"s{index}.csv", (10.0 ** index) * np.sin(np.arange(length) / 4),
+                   header="v", comments="")
+    prepared = []
+    original = engine.sweep.trial.prepare_panel_training_data
+    monkeypatch.setattr(engine.sweep.trial, "prepare_panel_training_data",
+                        lambda *args, **options: prepared.append(options["streams"]) or original(*args, **options))
+    import engine.sweep.ray_tune
+
+    at_start = []   # the preparations made when the trials start
+    run_ray = engine.sweep.ray_tune.run_ray
+    monkeypatch.setattr(engine.sweep.ray_tune, "run_ray",
+                        lambda *args: at_start.extend(prepared) or run_ray(*args))
+    out = tmp_path / "sw"
+    result = CliRunner().invoke(main, [
+        "sweep", str(tmp_path / "files"), "--space", "streams=2,3", "--space", "lr=1e-3,1e-2", "--sampler", "grid",
+        "--trials", "4", "--epochs", "1", "--hidden", "4", "--k1", "5", "--metric", "rmse", "--no-prune",
+        "-o", str(out), "--ray", cluster.address], prog_name="bptt")
+    assert result.exit_code == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
+    assert sorted(at_start) == [2, 3]   # one per data setting before the trials start
+    assert sorted(prepared) == [2, 3]   # and none after (best.npz retrained on the driver from them)
+    with open(out / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 4 and {row["streams"] for row in rows} == {"2", "3"}
+    assert all(row["state"] == "complete" and float(row["score"]) > 0 for row in rows)
+    assert json.loads((out / "summary.json").read_text())["objective"]["name"] == "rmse"

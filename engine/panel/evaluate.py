@@ -34,7 +34,8 @@ def evaluate_panel(model, metadata, source, season=1, start=None, series_id=None
     Each series runs from a zero state over all its rows; the targets scored are the
     observed ones from `start` on (None: all; an int row of each series, negative
     counting from its end, -5 the last 5 rows; a date / datetime64 / ISO string: rows at
-    or after that time, in the data's zone unless it has an offset)
+    or after that time, in the data's zone unless it has an offset; or a dict {series
+    id: such a start} for a start per series, as a sweep scores each validation tail)
     that also have a seasonal naive forecast of period `season` (1: persistence), so the
     state is warmed up on everything before `start`. Returns the aggregate metrics at the
     top level: mse, mae, rmse, smape and naive_mae over all scored targets pooled
@@ -74,6 +75,8 @@ def evaluate_panel(model, metadata, source, season=1, start=None, series_id=None
 def _from(frame, start, horizon, zone):
     """(T' - horizon,) bool: the targets of `frame` at or after `start` (see evaluate_panel;
     engine.series.times.start_row, per series). zone: the zone of the panel's times."""
+    if isinstance(start, dict):
+        start = start[frame.series_id]
     length = int(frame.rows[-1]) + 1
     dated = frame.times is not None and np.issubdtype(frame.times.dtype, np.datetime64)
     first = start_row(start, length, frame.times if dated else None, zone, f'series "{frame.series_id}"')

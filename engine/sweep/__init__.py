@@ -4,10 +4,11 @@ the same prepared data, searched and pruned by Optuna, on this machine or a Ray 
     engine.sweep.run("data.csv", {"lr": "1e-4..1e-1:log", "hidden": [16, 32, 64]},
                      trials=20, seeds=3, epochs=10, output_dir="sweep", cell="gru", k1=25)
 
-Settings are `bptt train`'s options by name (engine/sweep/space.py); a trial is a call of
-engine.train_series per seed (engine/sweep/trial.py); local.py and ray_tune.py execute the
-trials; report.py writes the folder. Optuna (extra `sweep`) and Ray (extra `ray`) are
-imported only when a sweep runs.
+Settings are `bptt train`'s options by name (engine/sweep/space.py; without a space,
+default_space.py's); a trial is a call of engine.train_series per seed on a series or a
+panel prepared once per data setting (engine/sweep/trial.py), scored by objective.py;
+local.py and ray_tune.py execute the trials; report.py writes the folder. Optuna (extra
+`sweep`) and Ray (extra `ray`) are imported only when a sweep runs.
 """
 import contextlib
 import os
@@ -15,41 +16,54 @@ import shutil
 import threading
 
 from engine.checkpoint import CheckpointError, read_metadata
+from engine.options import OPTIONS
+from engine.panel import Panel, as_panel
+from engine.pipeline import is_panel_source
 from engine.series import as_series
 from engine.sweep import data_identity, folder, report
+from engine.sweep.default_space import default_space
 from engine.sweep.local import ExtraUnavailable, open_study, require_optuna, run_local
 from engine.sweep.progress import SweepProgress
-from engine.sweep.space import (NOT_SETTINGS, Dimension, SweepError, check_setting, default_settings,
-                                parse_space, train_arguments)
+from engine.sweep.objective import METRICS, Objective
+from engine.sweep.space import (NOT_SETTINGS, UNIT_CHANGING, Dimension, SweepError, check_setting,
+                                default_settings, parse_space, train_arguments)
 from engine.sweep.trial import Prepared, run_trial
 from engine.validation import check_choice, check_int
 
 SAMPLERS = ("tpe", "random", "grid")
 EXECUTORS = ("local", "ray")
 
-__all__ = ["run", "SweepError", "ExtraUnavailable", "Dimension", "parse_space", "SAMPLERS", "EXECUTORS"]
+__all__ = ["run", "SweepError", "ExtraUnavailable", "Dimension", "parse_space", "SAMPLERS", "EXECUTORS", "METRICS"]
 
 
 class Plan:
     """Everything a trial needs: the swept dimensions, every other setting, the seeds, the
     number of trials, pruning, and the prepared data."""
 
-    def __init__(self, dimensions, settings, seeds, trials, prune, prepared):
+    def __init__(self, dimensions, settings, seeds, trials, prune, prepared, objective):
         self.dimensions, self.settings, self.seeds = dimensions, settings, seeds
-        self.trials, self.prune, self.prepared = trials, prune, prepared
+        self.trials, self.prune, self.prepared, self.objective = trials, prune, prepared, objective
 
 
-def run(source, space, trials=20, seeds=1, epochs=None, executor="local", address=None,
+def run(source, space=None, trials=20, seeds=1, epochs=None, executor="local", address=None,
         output_dir="sweep", sampler="tpe", prune=True, resume=False, workers=None, progress=None,
-        **train_options):
-    """Sweep `space` ({train option: SPEC or list}, see engine/sweep/space.py) over a series
-    (path, Series or array). trials: configurations to try (with --resume: in all); seeds:
-    each configuration is trained with initialisation seeds seed, seed + 1, ... (train's
+        key=None, time_column=None, metric=None, season=1, **train_options):
+    """Sweep `space` ({train option: SPEC or list}, see engine/sweep/space.py; None: the
+    default space of engine/sweep/default_space.py, sized to the data) over a series
+    (path, Series or array) or a panel of series (a Panel, a directory or glob of files, or
+    a table read with id_column= (long) or series_columns= (wide), as train_series reads
+    it); key: the array of an .npz file, time_column: the column of time stamps (None: the
+    first of dates; False or "none": none), as for train. trials: configurations to try
+    (with --resume: in all); seeds: each configuration is trained with initialisation seeds seed, seed + 1, ... (train's
     `seed`, default 0); epochs: per trial (train's `epochs` otherwise); executor "local"
     (threads, `workers` trials at a time, default one per core and seed) or "ray" (Ray
     Tune on the cluster at `address`, "auto" or host:port); sampler "tpe", "random" or
     "grid"; prune: Optuna's Hyperband pruner (Ray: ASHA) on the validation loss after each
-    epoch. train_options: any other `bptt train` option by parameter name, fixed.
+    epoch. metric: what ranks the configurations (engine/sweep/objective.py): None, the
+    validation loss averaged over series, or "mase", "smape", "rmse" on the validation
+    tails in original units, averaged over series (MASE against the seasonal naive
+    forecast of period `season`); pruning uses the validation loss either way.
+    train_options: any other `bptt train` option by parameter name, fixed.
     progress: a file for progress lines (None: none).
 
     Writes results.csv, summary.json, best.npz and sensitivity.png (with matplotlib) in
@@ -68,11 +82,16 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
     for name, flag in (("prune", prune), ("resume", resume)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False; got {type(flag).__name__} {flag!r}")
+    if metric is not None:
+        check_choice("metric", metric, METRICS)
+    objective = Objective(metric, check_int("season", season))
     require_optuna()
-    dimensions = parse_space(space)
-    if sampler == "grid":
-        for dimension in dimensions:
-            dimension.grid()  # raises unless a list or an integer range
+    dimensions = parse_space(space) if space is not None else []   # None: the default space, sized below
+    if space is None and sampler == "grid":
+        raise SweepError("--sampler grid visits lists of values; the default space has ranges (lr, k1): "
+                         "give the values with --space, or use --sampler tpe or random")
+    _check_comparable(dimensions, objective, prune)
+    _check_grid(sampler, dimensions)
     settings = _settings(train_options, dimensions, epochs)
     seed_list = [settings["seed"] + index for index in range(seed_count)]
     arguments = _check_settings(settings, dimensions)
@@ -85,14 +104,21 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
         raise SweepError(f"address {address!r} applies to executor 'ray' (--ray ADDRESS); a local sweep has none")
     _check_output_dir(output_dir, resume)
     folder.check_outputs(output_dir, inputs=[data_identity.source_path(source)])
-    series = as_series(source)
-    data = data_identity.identity(source, series, arguments["data_options"])
+    time_column = OPTIONS["time_column"].parse(time_column)
+    read = _read(source, key, time_column, arguments["data_options"])
+    if space is None:
+        lengths = read.lengths if isinstance(read, Panel) else [len(read.values)]
+        dimensions = parse_space(default_space(lengths, settings["val_fraction"], train_options))
+    data = data_identity.identity(source, read, arguments["data_options"])
     if resume:
         data_identity.check_same(output_dir, data)
-    prepared = Prepared(series, arguments["data_options"])
-    plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared)
+    prepared = Prepared(read, arguments["data_options"], time_column)
+    if executor == "ray":
+        prepared.prepare_ahead(settings, dimensions)   # shipped once, all of them
+    plan = Plan(dimensions, settings, seed_list, trials, bool(prune), prepared, objective)
     meta = {"space": {d.option: d.spec() for d in dimensions}, "seeds": seed_list,
             "epochs": settings["epochs"], "sampler": sampler, "prune": bool(prune),
+            **({"metric": objective.metric, "season": objective.season} if objective.metric else {}),
             "fixed": {name: repr(value) for name, value in sorted(settings.items())}}
     study = _open_study(plan, meta, sampler, output_dir, resume) if resume else None  # reads only
     with contextlib.ExitStack() as stack:
@@ -108,6 +134,15 @@ def run(source, space, trials=20, seeds=1, epochs=None, executor="local", addres
             writer.start(0)
             run_ray(plan, sampler, settings["seed"], writer.on_trial)
         return writer.finish()
+
+
+def _read(source, key, time_column, data_options):
+    """The data, read once: a Panel when train_series would read a panel (a Panel, files,
+    id_column / series_columns / scale given), else a Series."""
+    if is_panel_source(source, data_options):
+        return as_panel(source, data_options.get("id_column"), data_options.get("series_columns"),
+                        time_column, key)
+    return as_series(source, key, time_column)
 
 
 def _settings(train_options, dimensions, epochs):
@@ -126,6 +161,29 @@ def _settings(train_options, dimensions, epochs):
     if epochs is not None:
         settings["epochs"] = check_int("epochs", epochs)
     return settings
+
+
+def _check_grid(sampler, dimensions):
+    if sampler == "grid":
+        for dimension in dimensions:
+            dimension.grid()  # raises unless a list or an integer range
+
+
+def _check_comparable(dimensions, objective, prune):
+    """Settings that change the units of the prepared targets (UNIT_CHANGING: differencing,
+    the panel's scaling) are swept only where trials still compare: ranked by a metric in
+    original units, without pruning (which compares validation losses)."""
+    changing = [d for d in dimensions if d.name in UNIT_CHANGING and len(d.choices) > 1]
+    if not changing:
+        return
+    where = f"--space {changing[0].option}={changing[0].spec()}"
+    if objective.metric is None:
+        raise SweepError(f"{where}: it changes the units of the validation loss, so the losses of its "
+                         f"values do not compare; rank the trials with --metric {'|'.join(METRICS)} "
+                         "(original units)")
+    if prune:
+        raise SweepError(f"{where}: it changes the units of the validation loss that pruning compares; "
+                         "give --no-prune")
 
 
 def _check_settings(settings, dimensions):
@@ -211,7 +269,7 @@ class _Outputs:
         self.configurations = []
         self.saved_trial = _saved_trial(self.paths["best.npz"])  # the trial best.npz holds
         self.saved = None  # its record, once known
-        self.progress = SweepProgress(plan.trials, stream) if stream is not None else None
+        self.progress = SweepProgress(plan.trials, stream, plan.objective) if stream is not None else None
         self._lock = threading.Lock()
 
     def start(self, done):
@@ -243,11 +301,11 @@ class _Outputs:
         self.configurations.sort(key=lambda record: record["trial"])
         saved = best if best is not None else self.saved
         summary = report.summary(self.plan.dimensions, self.configurations, saved, self.plan.settings,
-                                 self.plan.seeds, self.plan.settings["epochs"])
+                                 self.plan.seeds, self.plan.settings["epochs"], self.plan.objective)
         if best is None:
             report.write_summary(self.paths["summary.json"], summary)
         else:
-            row = min(best["rows"], key=lambda row: row["best_val_loss"])
+            row = report.best_row(best)
             with _restored_on_failure(self.paths["best.npz"]):
                 report.save_best(self.paths["best.npz"], runs[row["seed"]], best, row["seed"])
                 report.write_summary(self.paths["summary.json"], summary)
@@ -258,10 +316,10 @@ class _Outputs:
     def _retrain(self, record):
         """The runs of the configuration's best seed, trained here as the sweep trained it
         (same settings, seed, one shard), or None if that run does not complete now."""
-        row = min(record["rows"], key=lambda row: row["best_val_loss"])
+        row = report.best_row(record)
         values = {d.name: record["values"][d.option] for d in self.plan.dimensions}
         _, runs = run_trial({**self.plan.settings, **values}, [row["seed"]], self.plan.prepared,
-                            lambda *report: False)
+                            lambda *report: False, self.plan.objective)
         return runs if row["seed"] in runs else None
 
     def finish(self):

@@ -6,7 +6,7 @@ The lock is engine.locks' (a file holding its owner's pid; a stale one taken ove
 import os
 
 from engine import locks
-from engine.files import check_output
+from engine.files import check_not_an_input, check_output
 from engine.sweep.data_identity import FILE_NAME as DATA_FILE
 from engine.sweep.local import JOURNAL
 from engine.sweep.space import SweepError
@@ -18,11 +18,15 @@ FILES = RESULTS + (JOURNAL, DATA_FILE, LOCK)  # every file a sweep writes in its
 
 def check_outputs(output_dir, inputs=()):
     """engine.files.check_output for every file of the folder (OutputError): none may be
-    an input, a link, a directory or other non-regular file, or read-only."""
-    if not os.path.isdir(output_dir):
-        return  # created by the sweep: nothing in it yet
+    an input, a link, a directory or other non-regular file, or read-only. A folder the
+    sweep will create holds nothing yet: its files may only not be (or, for a panel of
+    files, join) an input."""
     for name in FILES:
-        check_output(os.path.join(output_dir, name), inputs=inputs, what=f"sweep's {name}")
+        path, what = os.path.join(output_dir, name), f"sweep's {name}"
+        if os.path.isdir(output_dir):
+            check_output(path, inputs=inputs, what=what)
+        else:
+            check_not_an_input(path, inputs, what)
 
 
 def locked(output_dir):

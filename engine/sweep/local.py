@@ -5,8 +5,9 @@ folder so an interrupted sweep resumes where it stopped.
 
 One Optuna trial is one configuration: its seeds train together (engine/sweep/trial.py),
 its intermediate value after epoch e is the mean over seeds of their best validation loss
-so far, its value the mean of their best validation losses; each seed is a row of the
-results, kept with the trial (user attribute "rows")."""
+so far (what the pruner compares), its value the mean of their scores (the objective,
+engine/sweep/objective.py); each seed is a row of the results, kept with the trial (user
+attribute "rows")."""
 import contextlib
 import os
 
@@ -106,12 +107,12 @@ def run_local(plan, study, workers, on_trial):
             trial.report(value, epoch)
             return plan.prune and trial.should_prune()
 
-        rows, runs = run_trial({**plan.settings, **values}, plan.seeds, plan.prepared, report)
+        rows, runs = run_trial({**plan.settings, **values}, plan.seeds, plan.prepared, report, plan.objective)
         trial.set_user_attr("rows", rows)
         ended[trial.number] = ({d.option: values[d.name] for d in plan.dimensions}, rows, runs)
         states = {row["state"] for row in rows}
         if states == {COMPLETE}:
-            return sum(row["best_val_loss"] for row in rows) / len(rows)
+            return sum(row["score"] for row in rows) / len(rows)   # nan (a failed trial) if one is not scored
         if PRUNED in states:
             raise optuna.TrialPruned()
         return float("nan")  # a seed failed: Optuna records the trial as failed

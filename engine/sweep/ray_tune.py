@@ -44,7 +44,8 @@ def run_ray(plan, sampler, seed, on_trial):
                      if plan.prune else None)
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, prepared=plan.prepared, settings=plan.settings,
-                                 seeds=plan.seeds, names={d.option: d.name for d in plan.dimensions}),
+                                 seeds=plan.seeds, names={d.option: d.name for d in plan.dimensions},
+                                 objective=plan.objective),
             {"cpu": 1})
         cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
@@ -110,9 +111,10 @@ def _check_cpus(ray, address):
         raise SweepError(f"--ray {address or 'connected'}: {error}") from None
 
 
-def _trainable(config, prepared, settings, seeds, names):
+def _trainable(config, prepared, settings, seeds, names, objective):
     """One trial on a worker: its CPU share of threads, the seeds in lockstep, a report to
-    Tune after each epoch (ASHA may stop the trial there), the rows in the last report."""
+    Tune after each epoch (ASHA may stop the trial there), the rows and the mean score (the
+    value OptunaSearch learns from) in the last report."""
     import numba
     from ray import tune
 
@@ -128,24 +130,26 @@ def _trainable(config, prepared, settings, seeds, names):
         return False
 
     values = {names[option]: value for option, value in config.items()}
-    rows, _ = run_trial({**settings, **values}, seeds, prepared, report)
-    finite = [row["best_val_loss"] for row in rows if not math.isnan(row["best_val_loss"])]
+    rows, _ = run_trial({**settings, **values}, seeds, prepared, report, objective)
+    finite = [row["score"] for row in rows if not math.isnan(row["score"])]
     tune.report({"val_loss": sum(finite) / len(finite) if finite else math.inf,
                  "epoch": max(row["epochs"] for row in rows), "rows": json.dumps(rows), "finished": True})
 
 
-def _rows(result, seeds, epochs):
+def _rows(result, seeds, epochs, objective):
     """Per-seed rows from a trial's last result: its own rows when it finished, else the
     seeds' best losses at the last reported epoch, complete if that was the last epoch
-    (ASHA stops every trial at max_t) and pruned before it."""
+    (ASHA stops every trial at max_t) and pruned before it; such a complete row's score is
+    its loss under the default objective, unknown (nan) under a metric."""
     if result.get("finished"):
         return json.loads(result["rows"])
     if "seed_losses" not in result:  # stopped before its first epoch ended
-        return [{"seed": seed, "epochs": 0, "best_val_loss": math.nan, "state": PRUNED,
+        return [{"seed": seed, "epochs": 0, "best_val_loss": math.nan, "score": math.nan, "state": PRUNED,
                  "seconds": 0.0, "error": None} for seed in seeds]
     losses = json.loads(result["seed_losses"])
     state = COMPLETE if result["epoch"] >= epochs else PRUNED
-    return [{"seed": seed, "epochs": result["epoch"], "best_val_loss": loss, "state": state,
+    return [{"seed": seed, "epochs": result["epoch"], "best_val_loss": loss,
+             "score": loss if state == COMPLETE and objective.metric is None else math.nan, "state": state,
              "seconds": result["seconds"], "error": None} for seed, loss in zip(seeds, losses)]
 
 
@@ -171,7 +175,7 @@ def _Finished(plan, on_trial, tune):
 
         def _ended(self, trial, failed=False):
             result = trial.last_result or {}
-            rows = _rows(result, self.plan.seeds, self.plan.settings["epochs"])
+            rows = _rows(result, self.plan.seeds, self.plan.settings["epochs"], self.plan.objective)
             if failed:
                 rows = [dict(row, state="failed", error="the Ray trial raised an error") for row in rows]
             values = {d.option: trial.config[d.option] for d in self.plan.dimensions}

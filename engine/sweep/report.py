@@ -20,59 +20,82 @@ MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed configurations says l
 def configuration(number, values, rows):
     """A trial's record: its number, swept values by option spelling, per-seed rows, and
     over the seeds the state (failed if any failed, pruned if stopped), mean and spread
-    (standard deviation, 0 for one seed) of the best validation losses."""
+    (standard deviation, 0 for one seed) of the best validation losses and of the scores
+    (engine/sweep/objective.py; a row of an earlier version without one: its loss)."""
     states = {row["state"] for row in rows}
     state = FAILED if FAILED in states else PRUNED if PRUNED in states else COMPLETE
-    losses = [row["best_val_loss"] for row in rows if not math.isnan(row["best_val_loss"])]
-    mean = statistics.fmean(losses) if losses else math.nan
-    spread = statistics.pstdev(losses) if len(losses) > 1 else 0.0
-    return {"trial": number, "values": dict(values), "state": state, "mean_val_loss": mean,
-            "std_val_loss": spread, "rows": rows}
+    loss, loss_spread = _mean_and_spread([row["best_val_loss"] for row in rows])
+    score, score_spread = _mean_and_spread([row.get("score", row["best_val_loss"]) for row in rows])
+    return {"trial": number, "values": dict(values), "state": state, "mean_val_loss": loss,
+            "std_val_loss": loss_spread, "mean_score": score, "std_score": score_spread, "rows": rows}
+
+
+def _mean_and_spread(numbers):
+    """Mean and population standard deviation (0 for one) of the numbers that are not nan."""
+    numbers = [number for number in numbers if not math.isnan(number)]
+    return (statistics.fmean(numbers) if numbers else math.nan,
+            statistics.pstdev(numbers) if len(numbers) > 1 else 0.0)
+
+
+def best_row(record):
+    """The row of a configuration's best seed: the lowest score."""
+    return min(record["rows"], key=lambda row: _ranked(row.get("score", row["best_val_loss"])))
+
+
+def _ranked(number):
+    return math.inf if math.isnan(number) else number
 
 
 def best_configuration(configurations):
-    """The completed configuration with the lowest mean best validation loss, or None."""
-    complete = [c for c in configurations if c["state"] == COMPLETE]
-    return min(complete, key=lambda c: c["mean_val_loss"]) if complete else None
+    """The completed configuration with the lowest mean score, or None (none completed
+    with a score)."""
+    complete = [c for c in configurations if c["state"] == COMPLETE and not math.isnan(c["mean_score"])]
+    return min(complete, key=lambda c: c["mean_score"]) if complete else None
 
 
 def write_results(path, dimensions, configurations):
     """results.csv: trial, every swept setting under its option name, seed, epochs,
-    best_val_loss, state, seconds, error."""
+    best_val_loss, score, state, seconds, error."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["trial"] + [d.option for d in dimensions]
-                    + ["seed", "epochs", "best_val_loss", "state", "seconds", "error"])
+                    + ["seed", "epochs", "best_val_loss", "score", "state", "seconds", "error"])
     for c in configurations:
         for row in c["rows"]:
             writer.writerow([c["trial"]] + [c["values"][d.option] for d in dimensions]
-                            + [row["seed"], row["epochs"], _number(row["best_val_loss"]), row["state"],
+                            + [row["seed"], row["epochs"], _number(row["best_val_loss"]),
+                               _number(row.get("score", row["best_val_loss"])), row["state"],
                                f"{row['seconds']:.3f}", row["error"] or ""])
     with atomic_write(path, "w", newline="") as file:
         file.write(buffer.getvalue())
 
 
-def summary(dimensions, configurations, best, settings, seeds, epochs):
-    """The summary.json record; best: the configuration best.npz holds (or None)."""
+def summary(dimensions, configurations, best, settings, seeds, epochs, objective):
+    """The summary.json record; best: the configuration best.npz holds (or None);
+    objective: the Objective that ranked them."""
     importance, reason = importances(dimensions, configurations)
     counts = {state: sum(c["state"] == state for c in configurations) for state in (COMPLETE, PRUNED, FAILED)}
     return {"trials": len(configurations), "seeds": list(seeds), "epochs": epochs, **counts,
+            "objective": {"name": objective.label, "description": objective.describe(),
+                          "pruned_on": "the validation loss after each epoch"},
             "space": {d.option: d.spec() for d in dimensions},
             "fixed": {name: value for name, value in settings.items()
                       if name not in {d.name for d in dimensions}},
             "best": None if best is None else {
                 "trial": best["trial"], "settings": best["values"], "val_loss": best["mean_val_loss"],
                 "val_loss_std": best["std_val_loss"],
-                "val_loss_per_seed": {row["seed"]: row["best_val_loss"] for row in best["rows"]}},
+                "val_loss_per_seed": {row["seed"]: row["best_val_loss"] for row in best["rows"]},
+                "score": best["mean_score"], "score_std": best["std_score"],
+                "score_per_seed": {row["seed"]: row.get("score", row["best_val_loss"]) for row in best["rows"]}},
             "importance": importance, "importance_note": reason}
 
 
 def importances(dimensions, configurations):
-    """Optuna's fANOVA importance of each swept setting for the mean best validation loss
-    over the completed configurations: ({option: share}, None), or (None, why not)."""
+    """Optuna's fANOVA importance of each swept setting for the mean score over the
+    completed configurations: ({option: share}, None), or (None, why not)."""
     import optuna
 
-    complete = [c for c in configurations if c["state"] == COMPLETE]
+    complete = [c for c in configurations if c["state"] == COMPLETE and not math.isnan(c["mean_score"])]
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None, (f"{len(complete)} completed trial(s); importance needs at least "
                       f"{MIN_TRIALS_FOR_IMPORTANCE}")
@@ -86,7 +109,7 @@ def importances(dimensions, configurations):
         study = optuna.create_study(direction="minimize")
         for c in complete:
             study.add_trial(optuna.trial.create_trial(params=c["values"], distributions=distributions,
-                                                      value=c["mean_val_loss"]))
+                                                      value=c["mean_score"]))
         shares = optuna.importance.get_param_importances(study, params=[d.option for d in varied])
     return {name: float(share) for name, share in shares.items()}, None
 
@@ -142,7 +165,8 @@ def plot_sensitivity(path, dimensions, configurations):
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set(xlabel=d.option, ylabel="best validation loss", yscale="log")
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:   # no trial drawn (all failed): no legend
+        axes[0][0].legend(fontsize=8)
     figure.suptitle("validation loss against each swept setting (mean over seeds, bars: std)")
     figure.tight_layout()
     with atomic_write(path) as file:

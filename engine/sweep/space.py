@@ -22,8 +22,14 @@ from engine.sweep.values import number_problem, range_problem
 NOT_SETTINGS = ("key", "time_column", "shards", "split")
 # settings that define the task or its validation data: sweeping them would compare
 # losses on different data. The seed is swept by --seeds, epochs is the sweep's budget.
-NOT_SWEPT = ("inputs", "targets", "horizon", "val_fraction", "fill", "difference", "seed", "epochs",
-             "id_column", "series_columns", "scale")
+NOT_SWEPT = ("inputs", "targets", "horizon", "val_fraction", "fill", "seed", "epochs",
+             "id_column", "series_columns")
+# data settings that keep the validation data but change the units of the prepared targets
+# (changes instead of levels; one scaling for all series instead of one each): swept only
+# when a metric in original units ranks the trials (engine/sweep/__init__.py)
+UNIT_CHANGING = ("difference", "scale")
+# the sweepable settings that change the prepared data (engine/sweep/trial.py's Prepared)
+DATA_SETTINGS = ("streams",) + UNIT_CHANGING
 
 
 class SweepError(ValueError):

@@ -7,36 +7,77 @@ the mean over seeds of the best validation loss so far, and the executor (Optuna
 or Ray Tune's scheduler) may stop all seeds together, so every configuration yields S
 rows of results however early it was stopped.
 """
+import itertools
 import math
 import threading
 import time
 
 from engine.data import prepare_training_data
+from engine.panel import Panel, prepare_panel_training_data
 from engine.pipeline import train_series
-from engine.sweep.space import train_arguments
+from engine.sweep.space import DATA_SETTINGS, train_arguments
 from engine.trainer import TrainingDiverged
 
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
+AHEAD = 16   # data settings a Ray sweep prepares before shipping (more: each trial prepares its own)
 
 
 class Prepared:
-    """The series of a sweep, read once, and its training data prepared once per distinct
-    data recipe (only --streams may vary between trials). Thread-safe."""
+    """The data of a sweep, read once (a Series, or a Panel of many series), and its training
+    data prepared once per distinct data setting (the data options a trial may vary:
+    streams, difference, scale), whatever the number of trials that use it. Thread-safe.
 
-    def __init__(self, series, data_options):
-        self.series = series
+    data_options: train_series' data options of the first configuration (prepared now, so
+    a bad fixed option fails before any trial). A panel's reading options (id_column,
+    series_columns in data_options; time_column: as given, False for none) were used to
+    read it; they stay in each recipe, so best.npz reads its data as train's checkpoints
+    do."""
+
+    def __init__(self, data, data_options, time_column=None):
+        self.read, self.time_column = data, time_column
         self._lock = threading.Lock()
-        self._data = {_key(data_options): prepare_training_data(series, **data_options)}
+        self._data = {}
+        self.data(data_options)
 
     def data(self, data_options):
+        """The training data of `data_options` (TrainingData or PanelTrainingData), prepared
+        on first use."""
         key = _key(data_options)
         with self._lock:
             if key not in self._data:
-                self._data[key] = prepare_training_data(self.series, **data_options)
+                self._data[key] = self._prepare(data_options)
             return self._data[key]
 
+    def prepare_ahead(self, settings, dimensions):
+        """Prepare now every data setting that the swept `dimensions` (those of DATA_SETTINGS,
+        lists or integer ranges) give with the fixed `settings`, if there are at most
+        AHEAD of them: a Ray sweep then ships them all to the object store once, instead of
+        each trial preparing its own on a worker. A setting that cannot be prepared is left
+        for its trials to fail on."""
+        swept = [d for d in dimensions if d.name in DATA_SETTINGS]   # lists, or integer ranges (streams)
+        grids = [[(d.name, value) for value in (d.choices if d.choices is not None
+                                                else range(int(d.low), int(min(d.high, d.low + AHEAD)) + 1))]
+                 for d in swept]
+        if any(d.choices is None and d.high - d.low >= AHEAD for d in swept) \
+                or math.prod(len(grid) for grid in grids) > AHEAD:
+            return
+        for combination in itertools.product(*grids):
+            try:
+                self.data(train_arguments({**settings, **dict(combination)})["data_options"])
+            except ValueError:
+                continue
+
+    def _prepare(self, data_options):
+        if not isinstance(self.read, Panel):
+            return prepare_training_data(self.read, **data_options)
+        reading = {name: data_options.get(name) for name in ("id_column", "series_columns")}
+        options = {name: value for name, value in data_options.items() if name not in reading}
+        data = prepare_panel_training_data(self.read, **options)   # the panel read already
+        reading["time_column"] = self.read.time_name or self.time_column
+        return data._replace(metadata={**data.metadata, **reading})
+
     def __getstate__(self):  # shipped to Ray workers: the lock stays behind
-        return {"series": self.series, "_data": self._data}
+        return {"read": self.read, "time_column": self.time_column, "_data": self._data}
 
     def __setstate__(self, state):
         self.__dict__.update(state, _lock=threading.Lock())
@@ -48,19 +89,21 @@ def _key(data_options):
                         for name, value in data_options.items()))
 
 
-def run_trial(settings, seeds, prepared, report):
+def run_trial(settings, seeds, prepared, report, objective):
     """Train the configuration `settings` (every train option by name) once per seed in
     `seeds`. report(epoch, mean_best_val_loss, seed_best_val_losses) is called in this
     thread after each epoch of all seeds; it returns True to stop the trial there (pruning).
+    objective: the Objective (engine/sweep/objective.py) scoring each completed seed.
 
     Returns (rows, runs): rows one dict per seed {"seed", "epochs", "best_val_loss",
-    "state", "seconds", "error"}; runs {seed: (model, trainer, data)} of completed seeds."""
+    "score", "state", "seconds", "error"} (score nan unless complete); runs {seed: (model,
+    trainer, data)} of completed seeds."""
     lockstep = _Lockstep(len(seeds))
     rows, runs = [None] * len(seeds), {}
 
     def train_seed(index, seed):
         started, losses = time.perf_counter(), []
-        state, error = COMPLETE, None
+        state, error, score = COMPLETE, None, math.nan
 
         def on_epoch(record):
             losses.append(record["val_loss"])
@@ -72,7 +115,9 @@ def run_trial(settings, seeds, prepared, report):
             # model has the best validation loss reported for it
             options = dict(settings, seed=seed, shards=1, patience=settings["patience"] or settings["epochs"])
             data = prepared.data(train_arguments(options)["data_options"])  # a SweepError is a ValueError
-            runs[seed] = train_series(data, None, **options, on_epoch=on_epoch)
+            run = train_series(data, None, **options, on_epoch=on_epoch)
+            score = objective.score(run[0], data, prepared.read)  # the best epoch's model (restored)
+            runs[seed] = run
         except _Stopped:
             state = PRUNED
         except (TrainingDiverged, ValueError, TypeError) as failure:
@@ -81,7 +126,7 @@ def run_trial(settings, seeds, prepared, report):
             lockstep.leave(index)
         rows[index] = {"seed": seed, "epochs": len(losses),
                        "best_val_loss": min(losses) if losses and state != FAILED else math.nan,
-                       "state": state, "seconds": time.perf_counter() - started, "error": error}
+                       "score": score if state == COMPLETE else math.nan, "state": state, "seconds": time.perf_counter() - started, "error": error}
 
     threads = [threading.Thread(target=train_seed, args=(index, seed), daemon=True)
                for index, seed in enumerate(seeds)]
