@@ -18,9 +18,7 @@ import engine.sweep
 import engine.sweep.trial
 from cli import main
 from cli_checks import assert_bad_input, snapshot
-from engine.data import prepare_training_data
-from engine.losses import mean_loss
-from engine.panel import as_panel, prepare_panel_training_data
+from engine.panel import prepare_panel_training_data
 from engine.sweep.default_space import default_space
 
 pytest.importorskip("optuna")
