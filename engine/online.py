@@ -1,0 +1,150 @@
+"""Forward-mode gradients for the Trainer's gradient="rtrl" (exact real-time recurrent
+learning) and "uoro" (its unbiased rank-one estimate): no truncation window.
+
+Each chunk of k1 steps runs the engine's own forward kernels (engine.bptt.forward_chunk,
+so the states are those of BPTT), the loss kernels give dL/dy_hat of the chunk's mean loss
+and the head its direct gradient; kernels/rtrl.py then walks the chunk forward in time,
+carrying each stream's influence d state / d theta and adding dL_t/dh_top times it per
+step. The influence is carried across chunks (and partial_fit calls) like the state:
+after an update it is the influence under the parameters of the previous steps, the
+standard online approximation (exact when the parameters do not move).
+"""
+import numpy as np
+
+from engine.bptt import forward_chunk, state_after
+from engine.footprint import format_bytes, require
+from engine.workspace import Workspace
+from kernels.head import cross_entropy_gradient, head_backward, mse_gradient
+from kernels.rtrl import CELL_CODES, rtrl_chunk
+
+GRADIENTS = ("bptt", "rtrl", "uoro")
+
+
+def recurrent_size(model):
+    """P: the parameters before the head (every layer's), the columns of the influence."""
+    return model.layout.offsets["head.weight"]
+
+
+def state_width(model):
+    """Entries of one stream's state per layer: h, and c for LSTM."""
+    return model.hidden_size * (2 if model.cell == "lstm" else 1)
+
+
+def rtrl_bytes(model, B):
+    """The influence (B, L, H, P) of h (and c) and the per-step scratch (2, G*H, P)."""
+    P = recurrent_size(model)
+    return (B * model.num_layers * state_width(model) * P + 2 * model.gates * model.hidden_size * P) \
+        * model.dtype.itemsize
+
+
+def require_rtrl(model, B):
+    """Refuse, before allocating, an influence the machine cannot hold."""
+    nbytes = rtrl_bytes(model, B)
+    try:
+        require(nbytes, f"exact RTRL's influence matrices for {B} streams "
+                        f"({model.num_layers * state_width(model)} state units x {recurrent_size(model)} parameters each)")
+    except ValueError as error:
+        raise type(error)(f"{error}; gradient='uoro' estimates the same gradient in "
+                          f"{format_bytes(uoro_bytes(model, B))}") from None
+
+
+def uoro_bytes(model, B):
+    """UORO's rank-one pairs: (B, L, S) state vectors and (B, P) parameter vectors, scratch."""
+    P = recurrent_size(model)
+    return (3 * B * model.num_layers * state_width(model) + 2 * B * P
+            + 2 * model.gates * model.hidden_size) * model.dtype.itemsize
+
+
+class OnlineChunks:
+    """The forward caches of each chunk length, and the loss's dL/dy_hat: shared by both
+    methods. grad: the trainer's flat gradient (P_all,), overwritten by each run."""
+
+    def __init__(self, model, grad):
+        self.model = model
+        self.grad = grad
+        self.grad_views = model.layout.views(grad)
+        self.workspaces = {}
+        self.workspace = None  # of the chunk last run
+
+    def forward(self, x, y, loss, state, resets):
+        """Forward over x (T, B, I) from `state`, dL/dy_hat of the chunk's mean loss into
+        workspace.dy and the head's gradient into grad; returns (loss, count)."""
+        T, B = x.shape[:2]
+        if (T, B) not in self.workspaces:
+            self.workspaces[T, B] = Workspace(self.model, T, B)
+        workspace = self.workspace = self.workspaces[T, B]
+        forward_chunk(self.model, workspace, x, state, resets)
+        y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
+        if loss == "mse":
+            value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), 0, 0)
+        else:
+            value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), 0, 0)
+        head_backward(self.grad_views["head.weight"], self.grad_views["head.bias"], dy,
+                      workspace.layers[-1].h[1:].reshape(T * B, -1))
+        return value, count
+
+    def caches(self):
+        """Per-layer tuples (h, c, gates, hidden_n) of the chunk last run (h stands in for
+        the caches a cell does not have: the kernels' tuples need one array type)."""
+        layers = self.workspace.layers
+        hs = tuple(layer.h for layer in layers)
+        cs = tuple(layer.c if layer.c is not None else layer.h for layer in layers)
+        hidden_ns = tuple(layer.hidden_n if layer.hidden_n is not None else layer.h for layer in layers)
+        return hs, cs, tuple(layer.gates for layer in layers), hidden_ns
+
+    def state_after(self, step):
+        return state_after(self.model, self.workspace, step)
+
+
+def layer_arguments(model):
+    """(weights_ih, weights_hh, offsets (L, 4)) of the kernels, views of the parameters."""
+    layers = [model.layer_parameters(k) for k in range(model.num_layers)]
+    offsets = np.array([[model.layout.offsets[name] for name in model.layout.layer_names(k)]
+                        for k in range(model.num_layers)], dtype=np.int64)
+    return tuple(layer[0] for layer in layers), tuple(layer[1] for layer in layers), offsets
+
+
+class Rtrl:
+    """Exact RTRL for B streams: the influence (B, L, H, P) of h (and of c for LSTM)."""
+
+    name = "rtrl"
+
+    def __init__(self, model, B, grad):
+        require_rtrl(model, B)
+        P = recurrent_size(model)
+        H, L = model.hidden_size, model.num_layers
+        self.model = model
+        self.chunks = OnlineChunks(model, grad)
+        self.influence_h = np.zeros((B, L, H, P), model.dtype)
+        self.influence_c = np.zeros((B, L, H, P), model.dtype) if model.cell == "lstm" else self.influence_h
+        self.d_x = np.zeros((model.gates * H, P), model.dtype)
+        self.d_h = np.zeros_like(self.d_x)
+        self.dh_top = np.zeros(H, model.dtype)
+        self.grad = grad
+
+    @property
+    def batch(self):
+        return self.influence_h.shape[0]
+
+    def arrays(self):
+        """The carried influence, by checkpoint member name."""
+        arrays = {"influence_h": self.influence_h}
+        if self.model.cell == "lstm":
+            arrays["influence_c"] = self.influence_c
+        return arrays
+
+    def run(self, x, y, loss, state, resets=None):
+        """Gradient of the mean loss over the targets of chunk x (T, B, I), y into grad,
+        carrying the influence; returns (loss, count)."""
+        model = self.model
+        value, count = self.chunks.forward(x, y, loss, state, resets)
+        hs, cs, gates, hidden_ns = self.chunks.caches()
+        weights_ih, weights_hh, offsets = layer_arguments(model)
+        workspace = self.chunks.workspace
+        rtrl_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.d_x, self.d_h,
+                   self.dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
+                   weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu)
+        return value, count
+
+    def state_after(self, step):
+        return self.chunks.state_after(step)

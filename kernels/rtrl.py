@@ -1,0 +1,157 @@
+"""Forward-mode gradients over a chunk that a cell's forward kernel has filled: exact RTRL
+(Williams & Zipser 1989) and UORO's rank-one estimate (Tallec & Ollivier 2018).
+
+Per stream and layer the influence M = d state / d theta of the recurrent parameters
+(theta: the first P entries of the flat buffer, every layer's weight_ih, weight_hh,
+bias_ih, bias_hh) is carried from step to step:
+
+    d a_h = W_hh M_h(t-1) + immediate,  d a_x = W_ih M_h(below, t) + immediate
+    M(t) = the cell's derivative of its new state, element-wise, from d a and M(t-1)
+
+The (G*H, H) x (H, P) products are the work (one GEMM per stream and layer); the cell's
+part is one element-wise pass over (H, P). The influence is laid out (B, L, H, P), so
+each stream's (H, P) block of a layer is contiguous. The caches read are the forward
+kernels' own (kernels/lstm.py, gru.py, rnn.py): h, c (T+1, B, H) (row t the output of
+step t - 1, not zeroed at a reset: a reset is read from `resets` here), the activated
+gates (T, B, G*H), GRU's W_hn h + b_hn (T, B, H). Layer tuples (one array per layer) are
+Numba UniTuples: every layer's arrays have the same type (RNN and GRU pass h for c).
+
+cell: 0 RNN, 1 LSTM, 2 GRU. offsets (L, 4): the flat offsets of each layer's weight_ih,
+weight_hh, bias_ih, bias_hh.
+"""
+import numpy as np
+
+from kernels.activations import tanh
+from kernels.common import zero_fill
+from kernels.config import jit
+
+RNN, LSTM, GRU = 0, 1, 2
+CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+@jit
+def add_immediate(d_x, d_h, x_in, h_prev, reset, offsets_k):
+    """The immediate term d a / d theta of one stream's step (inputs held fixed), added:
+    a_x[j] = sum_i W_ih[j, i] x_in[i] + b_ih[j] into d_x (G*H, P), a_h likewise from
+    h_prev (H,) (zero at a reset: nothing to add) with W_hh, b_hh into d_h."""
+    rows = d_x.shape[0]
+    I, H = x_in.shape[0], h_prev.shape[0]
+    ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
+    one = d_x.dtype.type(1)
+    for j in range(rows):
+        for i in range(I):
+            d_x[j, ih + j * I + i] += x_in[i]
+        if not reset:
+            for i in range(H):
+                d_h[j, hh + j * H + i] += h_prev[i]
+        d_x[j, bih + j] += one
+        d_h[j, bhh + j] += one
+
+
+@jit
+def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
+    """One stream's new influence of one layer from d a = d_x + d_h (G*H, P), in place:
+    m_h, m_c (H, P) in: of the state entering the step; out: of the new state. gates
+    (G*H,) activated, hidden_n (H,) GRU's W_hn h + b_hn, h_prev, c_prev (H,) the state
+    entering (zero where `reset`), h_new, c_new (H,) the step's output."""
+    H, P = m_h.shape
+    one = m_h.dtype.type(1)
+    zero = m_h.dtype.type(0)
+    for j in range(H):
+        if cell == RNN:  # h' = act(a)
+            if relu:
+                slope = one if h_new[j] > zero else zero
+            else:
+                slope = one - h_new[j] * h_new[j]
+            for p in range(P):
+                m_h[j, p] = slope * (d_x[j, p] + d_h[j, p])
+        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c'); i, f, o = sigmoid, g = tanh
+            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+            c = zero if reset else c_prev[j]
+            tanh_c = tanh(c_new[j])
+            k_i, k_f, k_g = g * i * (one - i), c * f * (one - f), i * (one - g * g)
+            k_o, k_c = tanh_c * o * (one - o), o * (one - tanh_c * tanh_c)
+            for p in range(P):
+                m = (f * m_c[j, p] + k_i * (d_x[j, p] + d_h[j, p]) + k_f * (d_x[H + j, p] + d_h[H + j, p])
+                     + k_g * (d_x[2 * H + j, p] + d_h[2 * H + j, p]))
+                m_c[j, p] = m
+                m_h[j, p] = k_o * (d_x[3 * H + j, p] + d_h[3 * H + j, p]) + k_c * m
+        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+            r, z, n = gates[j], gates[H + j], gates[2 * H + j]
+            h = zero if reset else h_prev[j]
+            k_r, k_z, k_n = r * (one - r), z * (one - z), one - n * n
+            for p in range(P):
+                d_r = k_r * (d_x[j, p] + d_h[j, p])
+                d_z = k_z * (d_x[H + j, p] + d_h[H + j, p])
+                d_n = k_n * (d_x[2 * H + j, p] + r * d_h[2 * H + j, p] + hidden_n[j] * d_r)
+                m_h[j, p] = (one - z) * d_n + (h - n) * d_z + z * m_h[j, p]
+
+
+@jit
+def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
+               gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k):
+    """One stream's influence (H, P) of one layer carried over one step, in place.
+
+    m_below (H, P): the new influence of the layer below's output (read when `below`; the
+    first layer's input does not depend on theta). d_x, d_h (G*H, P): scratch.
+    immediate: add the step's own d a / d theta (RTRL); without it this is UORO's tangent
+    J (s~) with P = 1. A reset zeroes the influence entering the step."""
+    if reset:
+        zero_fill(m_h.reshape(-1))
+        zero_fill(m_c.reshape(-1))
+        zero_fill(d_h.reshape(-1))
+    else:
+        np.dot(weight_hh, m_h, d_h)  # (G*H, H) x (H, P): the state Jacobian's product
+    if below:
+        np.dot(weight_ih, m_below, d_x)  # (G*H, H) x (H, P)
+    else:
+        zero_fill(d_x.reshape(-1))
+    if immediate:
+        add_immediate(d_x, d_h, x_in, h_prev, reset, offsets_k)
+    cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
+
+
+@jit
+def top_gradient(dh_top, dy_tb, head_weight):
+    """dh_top (H,) = dy_tb (O,) head_weight (O, H): dL_t/dh_top of one stream; whether
+    any entry is non-zero (a step without a counted target has nothing to add)."""
+    zero_fill(dh_top)
+    any_target = False
+    for o in range(dy_tb.shape[0]):
+        if dy_tb[o] != 0:
+            any_target = True
+            for j in range(dh_top.shape[0]):
+                dh_top[j] += dy_tb[o] * head_weight[o, j]
+    return any_target
+
+
+@jit
+def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, hidden_ns, x, resets, dy,
+               weights_ih, weights_hh, head_weight, offsets, cell, relu):
+    """Exact RTRL over a chunk of T steps: overwrites grad (P,) with the gradient of the
+    loss whose dL/dy_hat is dy (T, B, O), through the recurrent parameters (the head's
+    own gradient is head_backward's), and carries influence_h, influence_c (B, L, H, P)
+    (LSTM's c; the others pass influence_h) across the chunk in place.
+
+    d_x, d_h (G*H, P), dh_top (H,): scratch. hs, cs (T+1, B, H), gates (T, B, G*H),
+    hidden_ns (T, B, H): per-layer tuples of the forward caches. x (T, B, I). resets
+    (T, B). weights_ih, weights_hh: per-layer tuples (G*H, I_k), (G*H, H). head_weight
+    (O, H). offsets (L, 4), cell, relu: see the module."""
+    T, B = resets.shape
+    L = len(hs)
+    zero_fill(grad)
+    for t in range(T):
+        for b in range(B):
+            for k in range(L):
+                below = k > 0
+                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
+                layer_step(cell, relu, True, influence_h[b, k], influence_c[b, k], influence_h[b, max(k - 1, 0)],
+                           below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
+                           hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
+                           resets[t, b], offsets[k])
+            if top_gradient(dh_top, dy[t, b], head_weight):
+                m_top = influence_h[b, L - 1]
+                for j in range(dh_top.shape[0]):  # grad += dh_top M_top
+                    coefficient = dh_top[j]
+                    for p in range(grad.shape[0]):
+                        grad[p] += coefficient * m_top[j, p]
