@@ -51,6 +51,7 @@ TRAINER_CONFIG_SCHEMA = {
     "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
     "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",
     "shards": ("int", None), "memory": ("int", "str", None), "history_updates?": ("int", None),
+    "gradient?": "str",
     "optimizer": {"name": "str", "lr": "number"}, "schedule": {"name": "str"}}
 SCHEMAS = {  # per format version: the whole metadata entry
     1: {"format": "str", "version": "int", "model": MODEL_SCHEMA, "user": "dict",
@@ -283,6 +284,8 @@ def _expected_shape(path, name, meta):
             return (None, None, inputs)
         if name == "trainer/history_resets":
             return (None, None)
+        if name in ("trainer/influence_h", "trainer/influence_c"):  # rtrl: (B, L, H, P)
+            return (None, model["num_layers"], hidden, parameters - model["output_size"] * (hidden + 1))
     raise CheckpointError(f"{path}: not a {FORMAT} file (unexpected member {name!r}, which its "
                           "metadata does not describe)")
 
@@ -342,6 +345,8 @@ def _trainer_arrays(trainer):
         arrays["trainer/history_resets"] = trainer._history_resets
     if trainer.best is not None:
         arrays["trainer/best_params"] = trainer.best["params"]
+    if trainer._online is not None:
+        arrays.update({f"trainer/{name}": array for name, array in trainer._online.arrays().items()})
     return arrays
 
 
@@ -378,12 +383,25 @@ def _restore_trainer(trainer, meta, arrays):
             raise ValueError("trainer/history_resets is stored without trainer/history_x")
         trainer._history_resets = as_resets(history_resets, *trainer._history_x.shape[:2],
                                             name="trainer/history_resets")
+    _restore_online(trainer, arrays)
     trainer._last_good[...] = model.params
     if meta["best"] is not None:
         best_params = arrays["trainer/best_params"]
         if best_params.shape != model.params.shape:
             raise ValueError(f"trainer/best_params has shape {best_params.shape}, expected {model.params.shape}")
         trainer.best = dict(meta["best"], params=best_params.astype(model.dtype))
+
+
+def _restore_online(trainer, arrays):
+    """rtrl/uoro: the carried influence, for the streams of the carried state."""
+    stored = {name[len("trainer/"):]: array for name, array in arrays.items()
+              if name.startswith("trainer/influence_")}
+    if not stored:
+        return
+    if trainer.gradient == "bptt" or trainer.state is None:
+        raise ValueError("trainer/influence_* needs gradient 'rtrl' or 'uoro' and a carried state; "
+                         f"got gradient {trainer.gradient!r}, state {'none' if trainer.state is None else 'stored'}")
+    trainer._online_for(_batch(trainer.state), 1).restore(stored)
 
 
 def _state_entry(model, arrays, name):

@@ -12,12 +12,12 @@ standard online approximation (exact when the parameters do not move).
 import numpy as np
 
 from engine.bptt import forward_chunk, state_after
-from engine.footprint import format_bytes, require
+from engine.footprint import format_bytes, require, workspace_bytes
 from engine.workspace import Workspace
 from kernels.head import cross_entropy_gradient, head_backward, mse_gradient
 from kernels.rtrl import CELL_CODES, rtrl_chunk
 
-GRADIENTS = ("bptt", "rtrl", "uoro")
+GRADIENTS = ("bptt", "rtrl")
 
 
 def recurrent_size(model):
@@ -37,15 +37,24 @@ def rtrl_bytes(model, B):
         * model.dtype.itemsize
 
 
-def require_rtrl(model, B):
-    """Refuse, before allocating, an influence the machine cannot hold."""
-    nbytes = rtrl_bytes(model, B)
-    try:
-        require(nbytes, f"exact RTRL's influence matrices for {B} streams "
-                        f"({model.num_layers * state_width(model)} state units x {recurrent_size(model)} parameters each)")
-    except ValueError as error:
-        raise type(error)(f"{error}; gradient='uoro' estimates the same gradient in "
-                          f"{format_bytes(uoro_bytes(model, B))}") from None
+def online_gradient(gradient, model, B, grad, steps):
+    """The Rtrl or Uoro object of a Trainer for B streams, writing into grad (P_all,); its
+    memory, with the forward caches of chunks of `steps` steps, refused before allocating
+    when the machine cannot hold it (MemoryEstimateError, with the figure; for rtrl the
+    advice to use uoro and what it would need)."""
+    chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B,
+                            model.dtype.itemsize)
+    if gradient == "rtrl":
+        try:
+            require(rtrl_bytes(model, B) + chunk,
+                    f"exact RTRL's influence matrices for {B} streams ({model.num_layers * state_width(model)} "
+                    f"state units x {recurrent_size(model)} parameters each) and chunks of {steps} steps")
+        except ValueError as error:
+            raise type(error)(f"{error}; or use gradient 'uoro', an unbiased estimate of the same gradient in "
+                              f"about {format_bytes(uoro_bytes(model, B) + chunk)}") from None
+        return Rtrl(model, B, grad)
+    require(uoro_bytes(model, B) + chunk, f"UORO for {B} streams and chunks of {steps} steps")
+    return Uoro(model, B, grad)
 
 
 def uoro_bytes(model, B):
@@ -110,7 +119,6 @@ class Rtrl:
     name = "rtrl"
 
     def __init__(self, model, B, grad):
-        require_rtrl(model, B)
         P = recurrent_size(model)
         H, L = model.hidden_size, model.num_layers
         self.model = model
@@ -132,6 +140,25 @@ class Rtrl:
         if self.model.cell == "lstm":
             arrays["influence_c"] = self.influence_c
         return arrays
+
+    def zero(self):
+        """Forget the influence (a zero state has none)."""
+        for array in self.arrays().values():
+            array[...] = 0
+
+    def zero_non_finite_streams(self):
+        """Zero the influence of every stream holding a non-finite entry (after an overflow)."""
+        for array in self.arrays().values():
+            bad = ~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
+            array[bad] = 0
+
+    def restore(self, arrays):
+        """Load the carried influence from checkpoint members (name -> array), shapes checked."""
+        for name, array in self.arrays().items():
+            stored = arrays[name]
+            if stored.shape != array.shape:
+                raise ValueError(f"trainer/{name} has shape {stored.shape}, expected {array.shape}")
+            array[...] = stored
 
     def run(self, x, y, loss, state, resets=None):
         """Gradient of the mean loss over the targets of chunk x (T, B, I), y into grad,

@@ -97,3 +97,106 @@ def test_rtrl_float32_close_to_float64(variant):
     _, expected = kernel_chunks(model, x, y, "mse", resets, 4)
     _, grad = kernel_chunks(single, x.astype(np.float32), y.astype(np.float32), "mse", resets, 4)
     assert_close(grad, expected, 1e-4, "float32 gradient")
+
+
+# --------------------------------------------------------------------------- the Trainer
+
+def trainer_for(model, gradient="rtrl", **options):
+    settings = dict(optimizer=engine.optim.SGD(lr=0.5), clip_norm=None, gradient=gradient)
+    return engine.Trainer(model, **{**settings, **options})
+
+
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_trainer_rtrl_one_update_equals_full_bptt(variant, num_layers):
+    """Trainer(gradient="rtrl", k1=None): one SGD update at the end of the sequence, with
+    full BPTT's gradient (resets and missing targets included)."""
+    model, x, y, resets = make_problem(*variant, num_layers)
+    _, expected = engine.loss_and_grad(model, x, y, resets=resets)
+    expected_params = model.params - 0.5 * flat(model, expected)
+    history = trainer_for(model, k1=None).fit(x, y, resets=resets)
+    assert len(history.updates) == 1
+    assert_close(history.updates[0]["grad_norm"], np.linalg.norm(flat(model, expected)), REL, "grad_norm")
+    assert_close(model.params, expected_params, REL, "parameters")
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_trainer_rtrl_partial_fit_carries_influence(variant):
+    """Streaming pieces of 4, 3 and 3 steps, an update every 3 steps with the parameters
+    held (SGD lr 0): the updates' gradients, weighted by their target counts, add up to
+    full BPTT's over the whole stream; the influence crosses the calls like the state."""
+    model, x, y, resets = make_problem(*variant, 2, T=10)
+    _, expected = engine.loss_and_grad(model, x, y, resets=resets)
+    trainer = trainer_for(model, optimizer=engine.optim.SGD(lr=0.0), k1=3)
+    grads = []
+    original = trainer._update
+    trainer._update = lambda value, chunk: (grads.append(trainer.grad.copy()), original(value, chunk))[1]
+    for start, end in ((0, 4), (4, 7), (7, 10)):
+        trainer.partial_fit(x[start:end], y[start:end], resets=resets[start:end])
+    chunks = [(0, 3), (3, 4), (4, 7), (7, 10)]
+    counts = [np.count_nonzero(np.isfinite(y[a:b])) for a, b in chunks]
+    assert len(grads) == 4 and all(counts)
+    total = sum(count * grad for count, grad in zip(counts, grads)) / sum(counts)
+    assert_close(total, flat(model, expected), REL, "gradient")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_trainer_rtrl_checkpoint_resumes_bit_exact(tmp_path, cell):
+    """Save after one streaming piece (Adam, clipping), load, go on: the same parameters,
+    state and influence, bit for bit, as without the interruption."""
+    model, x, y, resets = make_problem(cell, "tanh", 2, T=10)
+    options = dict(optimizer="adam", lr=0.01, clip_norm=0.5, k1=3)
+    trainer = trainer_for(model, **options)
+    trainer.partial_fit(x[:5], y[:5], resets=resets[:5])
+    engine.checkpoint.save(tmp_path / "run.npz", model, trainer)
+    trainer.partial_fit(x[5:], y[5:], resets=resets[5:])
+    resumed_model, resumed = engine.checkpoint.load(tmp_path / "run.npz")
+    assert resumed.gradient == "rtrl"
+    resumed.partial_fit(x[5:], y[5:], resets=resets[5:])
+    assert np.array_equal(resumed_model.params, model.params)
+    for name, array in trainer._online.arrays().items():
+        assert np.array_equal(resumed._online.arrays()[name], array), name
+    for got, want in zip(np.atleast_1d(resumed.state), np.atleast_1d(trainer.state)):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("option", [dict(k2=8), dict(memory="sqrt"), dict(diagnostics=True), dict(shards=2),
+                                    dict(split=3)], ids=lambda o: next(iter(o)))
+def test_trainer_rtrl_refuses_truncation_options(option):
+    model, _, _, _ = make_problem("lstm", "tanh", 1)
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=f"^{name} does not apply to gradient='rtrl'"):
+        trainer_for(model, k1=4, **option)
+
+
+def test_trainer_rtrl_memory_refused_with_advice(monkeypatch):
+    """An influence past the memory available is refused before any training, with the
+    figure and the advice to use uoro."""
+    model, x, y, _ = make_problem("lstm", "tanh", 1)
+    trainer = trainer_for(model, k1=4)
+    before = model.params.copy()
+    monkeypatch.setattr(engine.footprint, "available_bytes", lambda: 1000)
+    with pytest.raises(engine.footprint.MemoryEstimateError, match="influence matrices .* needs about .*'uoro'"):
+        trainer.fit(x, y)
+    assert trainer._online is None and np.array_equal(model.params, before)
+
+
+def test_cli_train_gradient_rtrl(tmp_path):
+    """`bptt train --gradient rtrl` trains and `bptt info` shows the method; --k2 with it is
+    refused in one line, exit 2, before anything is written."""
+    from click.testing import CliRunner
+    from cli import main
+    steps = np.arange(120)
+    (tmp_path / "sine.csv").write_text("value\n" + "\n".join(f"{v:.6f}" for v in np.sin(steps / 5)) + "\n")
+    runner = CliRunner()
+    common = [str(tmp_path / "sine.csv"), "--hidden", "4", "--epochs", "1", "--k1", "10", "--streams", "2"]
+    result = runner.invoke(main, ["train", *common, "--gradient", "rtrl", "--output", str(tmp_path / "m.npz")])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(main, ["info", str(tmp_path / "m.npz")])
+    assert "gradient rtrl, k1=10 k2=None" in info.output
+    refused = runner.invoke(main, ["train", *common, "--gradient", "rtrl", "--k2", "20",
+                                   "--output", str(tmp_path / "k2.npz")])
+    assert refused.exit_code == 2
+    assert refused.output.strip().splitlines() == [
+        "Error: k2 does not apply to gradient='rtrl' (there is no truncation window); leave it unset"]
+    assert not (tmp_path / "k2.npz").exists()
