@@ -51,12 +51,13 @@ TRAINER_CONFIG_SCHEMA = {
     "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
     "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",
     "shards": ("int", None), "memory": ("int", "str", None), "history_updates?": ("int", None),
-    "gradient?": "str",
+    "gradient?": "str", "seed?": "int",
     "optimizer": {"name": "str", "lr": "number"}, "schedule": {"name": "str"}}
 SCHEMAS = {  # per format version: the whole metadata entry
     1: {"format": "str", "version": "int", "model": MODEL_SCHEMA, "user": "dict",
         "trainer": (None, {"config": TRAINER_CONFIG_SCHEMA, "step": "int", "epoch": "int",
                            "skipped": "int", "best": (None, {"loss": "number", "epoch": "int"}),
+                           "generator?": "dict",
                            "epochs": [{"epoch": "int", "loss": "number", "val_loss?": "number"}]})},
 }
 _TYPES = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -284,8 +285,12 @@ def _expected_shape(path, name, meta):
             return (None, None, inputs)
         if name == "trainer/history_resets":
             return (None, None)
-        if name in ("trainer/influence_h", "trainer/influence_c"):  # rtrl: (B, L, H, P)
-            return (None, model["num_layers"], hidden, parameters - model["output_size"] * (hidden + 1))
+        recurrent = parameters - model["output_size"] * (hidden + 1)
+        if name in ("trainer/influence_h", "trainer/influence_c"):  # rtrl: (B, L, H, P); uoro: s~ (B, L, H, 1)
+            return (None, model["num_layers"], hidden,
+                    1 if meta["trainer"]["config"].get("gradient") == "uoro" else recurrent)
+        if name == "trainer/influence_theta":  # uoro: theta~ (B, P)
+            return (None, recurrent)
     raise CheckpointError(f"{path}: not a {FORMAT} file (unexpected member {name!r}, which its "
                           "metadata does not describe)")
 
@@ -329,7 +334,8 @@ def _check_optimizer_config(path, config):
 def _trainer_metadata(trainer):
     best = None if trainer.best is None else {k: trainer.best[k] for k in ("loss", "epoch")}
     return {"config": trainer.config, "step": trainer.step, "epoch": trainer.epoch,
-            "skipped": trainer.skipped, "best": best, "epochs": trainer.history.epochs}
+            "skipped": trainer.skipped, "best": best, "epochs": trainer.history.epochs,
+            "generator": trainer.rng.bit_generator.state}
 
 
 def _trainer_arrays(trainer):
@@ -383,6 +389,8 @@ def _restore_trainer(trainer, meta, arrays):
             raise ValueError("trainer/history_resets is stored without trainer/history_x")
         trainer._history_resets = as_resets(history_resets, *trainer._history_x.shape[:2],
                                             name="trainer/history_resets")
+    if "generator" in meta:  # UORO's signs go on where they stopped
+        trainer.rng.bit_generator.state = meta["generator"]
     _restore_online(trainer, arrays)
     trainer._last_good[...] = model.params
     if meta["best"] is not None:

@@ -15,9 +15,10 @@ from engine.bptt import forward_chunk, state_after
 from engine.footprint import format_bytes, require, workspace_bytes
 from engine.workspace import Workspace
 from kernels.head import cross_entropy_gradient, head_backward, mse_gradient
-from kernels.rtrl import CELL_CODES, rtrl_chunk
+from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
 
-GRADIENTS = ("bptt", "rtrl")
+GRADIENTS = ("bptt", "rtrl", "uoro")
+EPSILON = 1e-7  # UORO's guard in its scaling ratios
 
 
 def recurrent_size(model):
@@ -37,8 +38,9 @@ def rtrl_bytes(model, B):
         * model.dtype.itemsize
 
 
-def online_gradient(gradient, model, B, grad, steps):
-    """The Rtrl or Uoro object of a Trainer for B streams, writing into grad (P_all,); its
+def online_gradient(gradient, model, B, grad, steps, rng):
+    """The Rtrl or Uoro object of a Trainer for B streams, writing into grad (P_all,) (rng:
+    the trainer's numpy Generator, UORO's random signs); its
     memory, with the forward caches of chunks of `steps` steps, refused before allocating
     when the machine cannot hold it (MemoryEstimateError, with the figure; for rtrl the
     advice to use uoro and what it would need)."""
@@ -54,14 +56,16 @@ def online_gradient(gradient, model, B, grad, steps):
                               f"about {format_bytes(uoro_bytes(model, B) + chunk)}") from None
         return Rtrl(model, B, grad)
     require(uoro_bytes(model, B) + chunk, f"UORO for {B} streams and chunks of {steps} steps")
-    return Uoro(model, B, grad)
+    return Uoro(model, B, grad, rng)
 
 
-def uoro_bytes(model, B):
-    """UORO's rank-one pairs: (B, L, S) state vectors and (B, P) parameter vectors, scratch."""
+def uoro_bytes(model, B, steps=1):
+    """UORO's rank-one pairs: (B, L, S) state vectors and (B, P) parameter vectors, the
+    uniforms of a chunk of `steps` steps and the scratch."""
     P = recurrent_size(model)
-    return (3 * B * model.num_layers * state_width(model) + 2 * B * P
-            + 2 * model.gates * model.hidden_size) * model.dtype.itemsize
+    S = model.num_layers * state_width(model)
+    return ((B * S + B * P + P + 4 * model.gates * model.hidden_size + 3 * model.hidden_size)
+            * model.dtype.itemsize + steps * B * S * 8)
 
 
 class OnlineChunks:
@@ -113,7 +117,41 @@ def layer_arguments(model):
     return tuple(layer[0] for layer in layers), tuple(layer[1] for layer in layers), offsets
 
 
-class Rtrl:
+class _Carried:
+    """What both methods share: the carried arrays (by checkpoint member name, each (B, ...)),
+    zeroed, checked and restored alike; the chunk's forward; the state after a step."""
+
+    @property
+    def batch(self):
+        return self.chunks_batch
+
+    def zero(self):
+        """Forget the carried influence (a zero state has none)."""
+        for array in self.arrays().values():
+            array[...] = 0
+
+    def zero_non_finite_streams(self):
+        """Zero the influence of every stream holding a non-finite entry (after an overflow)."""
+        for array in self.arrays().values():
+            bad = ~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
+            array[bad] = 0
+
+    def restore(self, arrays):
+        """Load the carried influence from checkpoint members (name -> array), shapes checked."""
+        if set(arrays) != set(self.arrays()):
+            raise ValueError(f"gradient {self.name!r} carries {', '.join(sorted(self.arrays()))}; "
+                             f"the checkpoint holds {', '.join(sorted(arrays))}")
+        for name, array in self.arrays().items():
+            stored = arrays[name]
+            if stored.shape != array.shape or not np.all(np.isfinite(stored)):
+                raise ValueError(f"trainer/{name} has shape {stored.shape}, expected {array.shape} (finite)")
+            array[...] = stored
+
+    def state_after(self, step):
+        return self.chunks.state_after(step)
+
+
+class Rtrl(_Carried):
     """Exact RTRL for B streams: the influence (B, L, H, P) of h (and of c for LSTM)."""
 
     name = "rtrl"
@@ -129,10 +167,7 @@ class Rtrl:
         self.d_h = np.zeros_like(self.d_x)
         self.dh_top = np.zeros(H, model.dtype)
         self.grad = grad
-
-    @property
-    def batch(self):
-        return self.influence_h.shape[0]
+        self.chunks_batch = B
 
     def arrays(self):
         """The carried influence, by checkpoint member name."""
@@ -140,25 +175,6 @@ class Rtrl:
         if self.model.cell == "lstm":
             arrays["influence_c"] = self.influence_c
         return arrays
-
-    def zero(self):
-        """Forget the influence (a zero state has none)."""
-        for array in self.arrays().values():
-            array[...] = 0
-
-    def zero_non_finite_streams(self):
-        """Zero the influence of every stream holding a non-finite entry (after an overflow)."""
-        for array in self.arrays().values():
-            bad = ~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
-            array[bad] = 0
-
-    def restore(self, arrays):
-        """Load the carried influence from checkpoint members (name -> array), shapes checked."""
-        for name, array in self.arrays().items():
-            stored = arrays[name]
-            if stored.shape != array.shape:
-                raise ValueError(f"trainer/{name} has shape {stored.shape}, expected {array.shape}")
-            array[...] = stored
 
     def run(self, x, y, loss, state, resets=None):
         """Gradient of the mean loss over the targets of chunk x (T, B, I), y into grad,
@@ -173,5 +189,56 @@ class Rtrl:
                    weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu)
         return value, count
 
-    def state_after(self, step):
-        return self.chunks.state_after(step)
+
+class Uoro(_Carried):
+    """UORO for B streams (Tallec & Ollivier 2018): per stream a state-sized vector s~
+    (B, L, H, 1) for h (and c) and a parameter-sized theta~ (B, P) whose outer product is
+    an unbiased estimate of RTRL's influence, updated per step with random signs drawn
+    from `rng` (the trainer's Generator: runs are bit-reproducible)."""
+
+    name = "uoro"
+
+    def __init__(self, model, B, grad, rng):
+        P = recurrent_size(model)
+        H, L = model.hidden_size, model.num_layers
+        self.model = model
+        self.rng = rng
+        self.chunks = OnlineChunks(model, grad)
+        self.chunks_batch = B
+        self.influence_h = np.zeros((B, L, H, 1), model.dtype)  # s~ (h part)
+        self.influence_c = np.zeros((B, L, H, 1), model.dtype) if model.cell == "lstm" else self.influence_h
+        self.influence_theta = np.zeros((B, P), model.dtype)  # theta~
+        self.vjp = np.zeros(P, model.dtype)
+        self.d_x = np.zeros((model.gates * H, 1), model.dtype)
+        self.d_h = np.zeros_like(self.d_x)
+        self.da_x = np.zeros(model.gates * H, model.dtype)
+        self.da_h = np.zeros_like(self.da_x)
+        self.carries = np.zeros((2, H), model.dtype)
+        self.dh_top = np.zeros(H, model.dtype)
+        self.uniforms = {}  # steps -> (T, B, L, W, H) float64
+        self.grad = grad
+
+    def arrays(self):
+        arrays = {"influence_h": self.influence_h, "influence_theta": self.influence_theta}
+        if self.model.cell == "lstm":
+            arrays["influence_c"] = self.influence_c
+        return arrays
+
+    def run(self, x, y, loss, state, resets=None):
+        """As Rtrl.run, with UORO's estimate of the gradient."""
+        model = self.model
+        T, B = x.shape[:2]
+        value, count = self.chunks.forward(x, y, loss, state, resets)
+        hs, cs, gates, hidden_ns = self.chunks.caches()
+        weights_ih, weights_hh, offsets = layer_arguments(model)
+        if T not in self.uniforms:
+            self.uniforms[T] = np.zeros((T, B, model.num_layers, 2 if model.cell == "lstm" else 1,
+                                         model.hidden_size))
+        uniforms = self.uniforms[T]
+        self.rng.random(out=uniforms)
+        workspace = self.chunks.workspace
+        uoro_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.influence_theta,
+                   self.vjp, uniforms, self.d_x, self.d_h, self.da_x, self.da_h, self.carries, self.dh_top, hs, cs,
+                   gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
+                   model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON)
+        return value, count

@@ -213,7 +213,8 @@ OPTIONS = {option.name: option for option in (
     # the run
     Option("epochs", "int", 20, "Epochs in all (with --resume: including those already done).", minimum=1),
     Option("patience", "int", help="Early stopping: epochs without improvement; restores the best.", minimum=1),
-    Option("seed", "int", 0, "Seed of the initial parameters (and of nothing else: the data order is fixed).",
+    Option("seed", "int", 0, "Seed of the initial parameters and of --gradient uoro's random signs (and of "
+                             "nothing else: the data order is fixed).",
            minimum=0),
     Option("dtype", "choice", "float32", "Floating-point type of the parameters and the computation.",
            choices=("float32", "float64")),
@@ -273,7 +274,8 @@ def train_arguments(values):
     trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
                            k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
                            clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
-                           diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"], gradient=o["gradient"])
+                           diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"], gradient=o["gradient"],
+                           seed=o["seed"])
     schedule = dict(name=o["schedule"], warmup_steps=o["warmup"])
     if o["schedule"] == "step":
         schedule["step_size"] = o["step_size"]

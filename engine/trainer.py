@@ -71,6 +71,7 @@ class Trainer:
     estimate of RTRL's gradient at about a forward pass's cost), engine/online.py. With
     rtrl/uoro an update comes every k1 steps (k1=None: one per sequence) and k2, memory,
     diagnostics, shards and split do not apply (refused).
+    seed: of the trainer's numpy Generator `rng` (UORO's random signs; nothing else is random).
     history_updates: keep the records of the last N updates in history.updates (default
     HISTORY_UPDATES = 1000, so a streaming loop's memory stays bounded; None keeps all, 0
     none). The counters step and skipped and the epoch records are exact regardless, and
@@ -80,7 +81,7 @@ class Trainer:
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
                  diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES,
-                 split=None, gradient="bptt"):
+                 split=None, gradient="bptt", seed=0):
         self.model = model
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         if self.gradient != "bptt":
@@ -88,6 +89,8 @@ class Trainer:
                                   split=split)
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.rng = np.random.default_rng(self.seed)
         if self.gradient != "bptt":
             self.k2 = None  # no truncation window
         else:
@@ -152,7 +155,8 @@ class Trainer:
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, split=self.split, memory=self.memory,
                     optimizer=self.optimizer.config, schedule=self.schedule.config,
-                    history_updates=self.history_updates, thread_plan=self.thread_plan, gradient=self.gradient)
+                    history_updates=self.history_updates, thread_plan=self.thread_plan, gradient=self.gradient,
+                    seed=self.seed)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -327,7 +331,7 @@ class Trainer:
         chunks of `steps` steps checked first (refused with the figure)."""
         if self._online is None or self._online.batch != B:
             self._online = None  # its buffers go before new ones are made
-            self._online = online_gradient(self.gradient, self.model, B, self.grad, steps)
+            self._online = online_gradient(self.gradient, self.model, B, self.grad, steps, self.rng)
         return self._online
 
     def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):

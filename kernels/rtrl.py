@@ -155,3 +155,132 @@ def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, 
                     coefficient = dh_top[j]
                     for p in range(grad.shape[0]):
                         grad[p] += coefficient * m_top[j, p]
+
+
+@jit
+def step_vjp(cell, relu, vjp, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, weight_ih, x_in, gates, hidden_n,
+             h_prev, c_prev, h_new, c_new, reset, offsets_k):
+    """nu^T d state_t / d theta of one stream's layer, the state entering held fixed:
+    overwrites the layer's blocks of vjp (P,) (weight_ih, weight_hh, bias_ih, bias_hh).
+    nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
+    (H,): what the layer above adds to nu_h through this layer's output (backpropagated
+    within the step). carry_out (I_k,): out, the same for the layer below (when `below`).
+    da_x, da_h (G*H,): scratch, the input- and hidden-side pre-activation weights."""
+    H = h_new.shape[0]
+    one = h_new.dtype.type(1)
+    zero = h_new.dtype.type(0)
+    for j in range(H):
+        dh = nu_h[j] + carry_in[j]
+        if cell == RNN:  # h' = act(a)
+            if relu:
+                da = dh if h_new[j] > zero else zero
+            else:
+                da = dh * (one - h_new[j] * h_new[j])
+            da_x[j] = da
+            da_h[j] = da
+        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c')
+            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+            c = zero if reset else c_prev[j]
+            tanh_c = tanh(c_new[j])
+            dc = nu_c[j] + dh * o * (one - tanh_c * tanh_c)
+            da_x[j] = da_h[j] = dc * g * i * (one - i)
+            da_x[H + j] = da_h[H + j] = dc * c * f * (one - f)
+            da_x[2 * H + j] = da_h[2 * H + j] = dc * i * (one - g * g)
+            da_x[3 * H + j] = da_h[3 * H + j] = dh * tanh_c * o * (one - o)
+        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+            r, z, n = gates[j], gates[H + j], gates[2 * H + j]
+            h = zero if reset else h_prev[j]
+            da_n = dh * (one - z) * (one - n * n)
+            da_r = da_n * hidden_n[j] * r * (one - r)
+            da_z = dh * (h - n) * z * (one - z)
+            da_x[j], da_x[H + j], da_x[2 * H + j] = da_r, da_z, da_n
+            da_h[j], da_h[H + j], da_h[2 * H + j] = da_r, da_z, da_n * r
+    rows = da_x.shape[0]
+    I = x_in.shape[0]
+    ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
+    for j in range(rows):  # a_x = W_ih x_in + b_ih, a_h = W_hh h_prev + b_hh
+        for i in range(I):
+            vjp[ih + j * I + i] = da_x[j] * x_in[i]
+        for i in range(H):
+            vjp[hh + j * H + i] = zero if reset else da_h[j] * h_prev[i]
+        vjp[bih + j] = da_x[j]
+        vjp[bhh + j] = da_h[j]
+    if below:  # the layer below's output x_in: carry_out = W_ih^T da_x
+        zero_fill(carry_out)
+        for j in range(rows):
+            for i in range(I):
+                carry_out[i] += weight_ih[j, i] * da_x[j]
+
+
+@jit
+def squared_sum(values):
+    """Sum of squares of values (N,), in float64."""
+    total = 0.0
+    for value in values:
+        total += np.float64(value) ** 2
+    return total
+
+
+@jit
+def uoro_chunk(grad, tangent_h, tangent_c, theta, vjp, uniforms, d_x, d_h, da_x, da_h, carries, dh_top, hs, cs,
+               gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu, epsilon):
+    """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
+    the gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair
+    in place: tangent_h, tangent_c (B, L, H, 1) the state-sized vector s~ (LSTM's c part;
+    the others pass tangent_h), theta (B, P) the parameter-sized one, influence ~ s~ theta^T.
+
+    Per step and stream: s~ <- rho0 J s~ + rho1 nu, theta <- theta / rho0 + (nu^T I) / rho1,
+    nu random signs (from uniforms (T, B, L, W, H), W = 2 for LSTM's h and c, else 1:
+    nu = +1 where u >= 0.5), rho0 = sqrt((|theta| + eps) / (|J s~| + eps)), rho1 =
+    sqrt((|nu^T I| + eps) / (|nu| + eps)): the variance-minimising scaling (Tallec &
+    Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
+    vjp (P,), d_x, d_h (G*H, 1), da_x, da_h (G*H,), carries (2, H), dh_top (H,): scratch."""
+    T, B = resets.shape
+    L = len(hs)
+    H = dh_top.shape[0]
+    lstm = cell == LSTM
+    half = uniforms.dtype.type(0.5)
+    zero_fill(grad)
+    for t in range(T):
+        for b in range(B):
+            if resets[t, b]:
+                zero_fill(theta[b])
+            for k in range(L):  # J s~: the tangent through the step, lower layers first
+                below = k > 0
+                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
+                layer_step(cell, relu, False, tangent_h[b, k], tangent_c[b, k], tangent_h[b, max(k - 1, 0)],
+                           below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
+                           hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
+                           resets[t, b], offsets[k])
+            signs = uniforms[t, b]
+            for k in range(L):  # nu, in place of the uniforms
+                for w in range(signs.shape[1]):
+                    for j in range(H):
+                        signs[k, w, j] = 1 if signs[k, w, j] >= half else -1
+            zero_fill(carries[1])
+            for k in range(L - 1, -1, -1):  # nu^T I: backpropagated within the step, top layer first
+                below = k > 0
+                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
+                carry_in, carry_out = carries[(L - 1 - k + 1) % 2], carries[(L - 1 - k) % 2]
+                step_vjp(cell, relu, vjp, signs[k, 0], signs[k, signs.shape[1] - 1], carry_in, carry_out, below,
+                         da_x, da_h, weights_ih[k], x_in, gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b],
+                         cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b], resets[t, b], offsets[k])
+            tangent_sq = squared_sum(tangent_h[b].reshape(-1)) + (squared_sum(tangent_c[b].reshape(-1))
+                                                                  if lstm else 0.0)
+            rho0 = np.sqrt((np.sqrt(squared_sum(theta[b])) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
+            rho1 = np.sqrt((np.sqrt(squared_sum(vjp)) + epsilon) / (np.sqrt(L * signs.shape[1] * H) + epsilon))
+            a0, a1 = theta.dtype.type(rho0), theta.dtype.type(rho1)
+            i0, i1 = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
+            for k in range(L):
+                for j in range(H):
+                    tangent_h[b, k, j, 0] = a0 * tangent_h[b, k, j, 0] + a1 * signs[k, 0, j]
+                    if lstm:
+                        tangent_c[b, k, j, 0] = a0 * tangent_c[b, k, j, 0] + a1 * signs[k, 1, j]
+            for p in range(theta.shape[1]):
+                theta[b, p] = theta[b, p] * i0 + vjp[p] * i1
+            if top_gradient(dh_top, dy[t, b], head_weight):
+                weight = dh_top.dtype.type(0)
+                for j in range(H):
+                    weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
+                for p in range(grad.shape[0]):
+                    grad[p] += weight * theta[b, p]

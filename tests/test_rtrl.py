@@ -200,3 +200,63 @@ def test_cli_train_gradient_rtrl(tmp_path):
     assert refused.output.strip().splitlines() == [
         "Error: k2 does not apply to gradient='rtrl' (there is no truncation window); leave it unset"]
     assert not (tmp_path / "k2.npz").exists()
+
+
+# --------------------------------------------------------------------------- UORO
+
+UORO_BATCHES, UORO_COPIES = 20, 400
+
+
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_uoro_is_unbiased(variant, num_layers):
+    """UORO's estimate averages to the exact gradient (full BPTT's, resets and missing
+    targets included). Each run holds 400 copies of the 3 streams, each copy with its own
+    rank-one pair and signs, so its gradient is the mean of 400 independent estimates;
+    20 runs (generator seeds 0..19, fixed) give the mean and its standard error per entry.
+    Tolerance: every entry within 6 standard errors of the exact value (Student's t, 19
+    degrees of freedom: about 1e-5 per entry), and the mean within 3% of the largest
+    entry (relative to the tensor)."""
+    from engine.online import Uoro
+    model, x, y, resets = make_problem(*variant, num_layers, T=7)
+    _, expected = engine.loss_and_grad(model, x, y, resets=resets)
+    expected = flat(model, expected)
+    copies = (np.tile(x, (1, UORO_COPIES, 1)), np.tile(y, (1, UORO_COPIES, 1)), np.tile(resets, (1, UORO_COPIES)))
+    B = copies[0].shape[1]
+    estimates = []
+    for seed in range(UORO_BATCHES):
+        grad = np.zeros_like(model.params)
+        Uoro(model, B, grad, np.random.default_rng(seed)).run(copies[0], copies[1], "mse", model.init_state(B),
+                                                              copies[2])
+        estimates.append(grad.copy())
+    estimates = np.array(estimates)
+    mean = estimates.mean(axis=0)
+    standard_error = estimates.std(axis=0, ddof=1) / np.sqrt(UORO_BATCHES)
+    floor = 1e-9 * np.abs(expected).max()  # entries that are exactly 0 in every estimate
+    assert np.all(np.abs(mean - expected) <= 6 * standard_error + floor), \
+        f"largest deviation {np.max(np.abs(mean - expected) / (standard_error + floor)):.2f} standard errors"
+    assert_close(mean, expected, 0.03, "mean of the estimates")
+    assert standard_error.max() > 1e-4 * np.abs(expected).max()  # an estimate, not the exact value
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_trainer_uoro_reproducible_and_resumes_bit_exact(tmp_path, cell):
+    """gradient="uoro": the same seed gives the same run bit for bit, another seed another
+    run; a checkpoint mid-stream (the pairs and the generator saved) resumes bit-exact."""
+    model, x, y, resets = make_problem(cell, "tanh", 2, T=10)
+
+    def run(seed, save_to=None):
+        copy = engine.Model(**model.config)
+        trainer = trainer_for(copy, gradient="uoro", optimizer="adam", lr=0.01, k1=3, seed=seed)
+        trainer.partial_fit(x[:5], y[:5], resets=resets[:5])
+        if save_to is not None:
+            engine.checkpoint.save(save_to, copy, trainer)
+        trainer.partial_fit(x[5:], y[5:], resets=resets[5:])
+        return copy.params
+
+    first = run(1, tmp_path / "run.npz")
+    assert np.array_equal(first, run(1)) and not np.array_equal(first, run(2))
+    resumed_model, resumed = engine.checkpoint.load(tmp_path / "run.npz")
+    assert resumed.gradient == "uoro" and resumed.seed == 1
+    resumed.partial_fit(x[5:], y[5:], resets=resets[5:])
+    assert np.array_equal(resumed_model.params, first)
