@@ -22,7 +22,7 @@ weight_hh, bias_ih, bias_hh.
 import numpy as np
 
 from kernels.activations import tanh
-from kernels.common import zero_fill
+from kernels.common import squared_norm, zero_fill
 from kernels.config import jit
 
 RNN, LSTM, GRU = 0, 1, 2
@@ -158,14 +158,15 @@ def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, 
 
 
 @jit
-def step_vjp(cell, relu, vjp, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, weight_ih, x_in, gates, hidden_n,
-             h_prev, c_prev, h_new, c_new, reset, offsets_k):
-    """nu^T d state_t / d theta of one stream's layer, the state entering held fixed:
-    overwrites the layer's blocks of vjp (P,) (weight_ih, weight_hh, bias_ih, bias_hh).
+def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, weight_ih, gates, hidden_n, h_prev,
+             c_prev, h_new, c_new, reset):
+    """nu^T d state_t / d a of one stream's layer, the state entering held fixed: the
+    weights da_x, da_h (G*H,) out of the input- and hidden-side pre-activations, whose
+    outer products with (x_in, 1) and (h_prev, 1) are nu^T d state_t / d theta of the
+    layer's weight_ih, bias_ih and weight_hh, bias_hh (write_vjp forms them).
     nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
     (H,): what the layer above adds to nu_h through this layer's output (backpropagated
-    within the step). carry_out (I_k,): out, the same for the layer below (when `below`).
-    da_x, da_h (G*H,): scratch, the input- and hidden-side pre-activation weights."""
+    within the step). carry_out (I_k,): out, the same for the layer below (when `below`)."""
     H = h_new.shape[0]
     one = h_new.dtype.type(1)
     zero = h_new.dtype.type(0)
@@ -195,20 +196,10 @@ def step_vjp(cell, relu, vjp, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h
             da_z = dh * (h - n) * z * (one - z)
             da_x[j], da_x[H + j], da_x[2 * H + j] = da_r, da_z, da_n
             da_h[j], da_h[H + j], da_h[2 * H + j] = da_r, da_z, da_n * r
-    rows = da_x.shape[0]
-    I = x_in.shape[0]
-    ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
-    for j in range(rows):  # a_x = W_ih x_in + b_ih, a_h = W_hh h_prev + b_hh
-        for i in range(I):
-            vjp[ih + j * I + i] = da_x[j] * x_in[i]
-        for i in range(H):
-            vjp[hh + j * H + i] = zero if reset else da_h[j] * h_prev[i]
-        vjp[bih + j] = da_x[j]
-        vjp[bhh + j] = da_h[j]
     if below:  # the layer below's output x_in: carry_out = W_ih^T da_x
         zero_fill(carry_out)
-        for j in range(rows):
-            for i in range(I):
+        for j in range(da_x.shape[0]):
+            for i in range(weight_ih.shape[1]):
                 carry_out[i] += weight_ih[j, i] * da_x[j]
 
 
@@ -222,8 +213,25 @@ def squared_sum(values):
 
 
 @jit
-def uoro_chunk(grad, tangent_h, tangent_c, theta, vjp, uniforms, d_x, d_h, da_x, da_h, carries, dh_top, hs, cs,
-               gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu, epsilon):
+def write_vjp(vjp, da_x, da_h, x_in, h_prev, reset, offsets_k):
+    """One layer's blocks of vjp (P,) = nu^T d state / d theta: the outer products of
+    step_vjp's weights da_x, da_h (G*H,) with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset)."""
+    rows, I, H = da_x.shape[0], x_in.shape[0], h_prev.shape[0]
+    ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
+    zero = vjp.dtype.type(0)
+    for j in range(rows):
+        for i in range(I):
+            vjp[ih + j * I + i] = da_x[j] * x_in[i]
+        for i in range(H):
+            vjp[hh + j * H + i] = zero if reset else da_h[j] * h_prev[i]
+        vjp[bih + j] = da_x[j]
+        vjp[bhh + j] = da_h[j]
+
+
+@jit
+def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, vjp, uniforms, d_x, d_h, da_x, da_h, carries, dh_top, hs,
+               cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
+               epsilon):
     """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
     the gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair
     in place: tangent_h, tangent_c (B, L, H, 1) the state-sized vector s~ (LSTM's c part;
@@ -234,53 +242,68 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, vjp, uniforms, d_x, d_h, da_x,
     nu = +1 where u >= 0.5), rho0 = sqrt((|theta| + eps) / (|J s~| + eps)), rho1 =
     sqrt((|nu^T I| + eps) / (|nu| + eps)): the variance-minimising scaling (Tallec &
     Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
-    vjp (P,), d_x, d_h (G*H, 1), da_x, da_h (G*H,), carries (2, H), dh_top (H,): scratch."""
+    |nu^T I| comes from the outer products' factors (|u v^T| = |u| |v|), so theta is
+    walked once per step. theta_sq (B,) float64, vjp (P,), d_x, d_h (G*H, 1), da_x, da_h (L, G*H),
+    carries (2, H), dh_top (H,): scratch."""
     T, B = resets.shape
     L = len(hs)
     H = dh_top.shape[0]
     lstm = cell == LSTM
     half = uniforms.dtype.type(0.5)
     zero_fill(grad)
+    for b in range(B):  # |theta~|^2 per stream, then kept up to date after each step
+        theta_sq[b] = squared_norm(theta[b:b + 1])
     for t in range(T):
         for b in range(B):
-            if resets[t, b]:
+            reset = resets[t, b]
+            if reset:
                 zero_fill(theta[b])
+                theta_sq[b] = 0.0
             for k in range(L):  # J s~: the tangent through the step, lower layers first
                 below = k > 0
                 x_in = hs[k - 1][t + 1, b] if below else x[t, b]
                 layer_step(cell, relu, False, tangent_h[b, k], tangent_c[b, k], tangent_h[b, max(k - 1, 0)],
                            below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
                            hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
-                           resets[t, b], offsets[k])
+                           reset, offsets[k])
             signs = uniforms[t, b]
             for k in range(L):  # nu, in place of the uniforms
                 for w in range(signs.shape[1]):
                     for j in range(H):
                         signs[k, w, j] = 1 if signs[k, w, j] >= half else -1
             zero_fill(carries[1])
+            vjp_sq = 0.0
             for k in range(L - 1, -1, -1):  # nu^T I: backpropagated within the step, top layer first
                 below = k > 0
                 x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                carry_in, carry_out = carries[(L - 1 - k + 1) % 2], carries[(L - 1 - k) % 2]
-                step_vjp(cell, relu, vjp, signs[k, 0], signs[k, signs.shape[1] - 1], carry_in, carry_out, below,
-                         da_x, da_h, weights_ih[k], x_in, gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b],
-                         cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b], resets[t, b], offsets[k])
+                carry_in, carry_out = carries[(L - k) % 2], carries[(L - 1 - k) % 2]
+                step_vjp(cell, relu, signs[k, 0], signs[k, signs.shape[1] - 1], carry_in, carry_out, below,
+                         da_x[k], da_h[k], weights_ih[k], gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b],
+                         cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b], reset)
+                h_sq = 0.0 if reset else squared_sum(hs[k][t, b])
+                vjp_sq += squared_sum(da_x[k]) * (squared_sum(x_in) + 1.0) + squared_sum(da_h[k]) * (h_sq + 1.0)
             tangent_sq = squared_sum(tangent_h[b].reshape(-1)) + (squared_sum(tangent_c[b].reshape(-1))
                                                                   if lstm else 0.0)
-            rho0 = np.sqrt((np.sqrt(squared_sum(theta[b])) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
-            rho1 = np.sqrt((np.sqrt(squared_sum(vjp)) + epsilon) / (np.sqrt(L * signs.shape[1] * H) + epsilon))
+            rho0 = np.sqrt((np.sqrt(theta_sq[b]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
+            rho1 = np.sqrt((np.sqrt(vjp_sq) + epsilon) / (np.sqrt(L * signs.shape[1] * H) + epsilon))
             a0, a1 = theta.dtype.type(rho0), theta.dtype.type(rho1)
-            i0, i1 = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
             for k in range(L):
                 for j in range(H):
                     tangent_h[b, k, j, 0] = a0 * tangent_h[b, k, j, 0] + a1 * signs[k, 0, j]
                     if lstm:
                         tangent_c[b, k, j, 0] = a0 * tangent_c[b, k, j, 0] + a1 * signs[k, 1, j]
-            for p in range(theta.shape[1]):
-                theta[b, p] = theta[b, p] * i0 + vjp[p] * i1
+            weight = theta.dtype.type(0)
             if top_gradient(dh_top, dy[t, b], head_weight):
-                weight = dh_top.dtype.type(0)
                 for j in range(H):
                     weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
-                for p in range(grad.shape[0]):
-                    grad[p] += weight * theta[b, p]
+            for k in range(L):
+                write_vjp(vjp, da_x[k], da_h[k], hs[k - 1][t + 1, b] if k > 0 else x[t, b], hs[k][t, b], reset,
+                          offsets[k])
+            keep, add = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
+            row = theta[b]
+            for p in range(row.shape[0]):
+                row[p] = row[p] * keep + vjp[p] * add
+            if weight != 0:
+                for p in range(row.shape[0]):
+                    grad[p] += weight * row[p]
+            theta_sq[b] = squared_norm(theta[b:b + 1])
