@@ -260,3 +260,17 @@ def test_trainer_uoro_reproducible_and_resumes_bit_exact(tmp_path, cell):
     assert resumed.gradient == "uoro" and resumed.seed == 1
     resumed.partial_fit(x[5:], y[5:], resets=resets[5:])
     assert np.array_equal(resumed_model.params, first)
+
+
+def test_bench_online_quick_runs(tmp_path):
+    """`python -m bench.online --quick` keeps working (not its timings): every figure is
+    there and finite, the curves' PNG is written."""
+    from bench.online import run
+    result = run(quick=True, plot_path=tmp_path / "curves.png")
+    (row,) = result["speed"]
+    assert set(row["steps_per_s"]) == set(row["memory_bytes"]) == {"bptt", "rtrl", "uoro"}
+    assert all(np.isfinite(value) and value > 0 for value in row["steps_per_s"].values())
+    assert row["memory_bytes"]["rtrl"] > row["memory_bytes"]["uoro"]
+    assert 0 < row["rtrl_share_of_sgemm_512"] and 0 < row["rtrl_share_of_same_gemm"]
+    assert set(result["task"]["final_error"]) == set(result["task"]["updates_to_target"])
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
