@@ -352,7 +352,7 @@ def _trainer_arrays(trainer):
     if trainer.best is not None:
         arrays["trainer/best_params"] = trainer.best["params"]
     if trainer._online is not None:
-        arrays.update({f"trainer/{name}": array for name, array in trainer._online.arrays().items()})
+        arrays.update({f"trainer/{name}": array for name, array in trainer._online.checkpoint_arrays().items()})
     return arrays
 
 

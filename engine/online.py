@@ -31,11 +31,23 @@ def state_width(model):
     return model.hidden_size * (2 if model.cell == "lstm" else 1)
 
 
-def rtrl_bytes(model, B):
-    """The influence (B, L, H, P) of h (and c) and the per-step scratch (2, G*H, P)."""
+BLOCK_BYTES = 2 ** 16  # one column block's GEMM output (G*H, W): stays in L2 for the element-wise pass
+
+
+def column_blocks(model):
+    """(N, W): RTRL's P influence columns in N blocks of W (a multiple of 16, N W >= P)."""
     P = recurrent_size(model)
-    return (B * model.num_layers * state_width(model) * P + 2 * model.gates * model.hidden_size * P) \
-        * model.dtype.itemsize
+    widest = max(16, BLOCK_BYTES // (model.gates * model.hidden_size * model.dtype.itemsize))
+    blocks = -(-P // widest)
+    width = -(-(-(-P // blocks)) // 16) * 16  # ceil(P / blocks), rounded up to 16
+    return -(-P // width), width
+
+
+def rtrl_bytes(model, B):
+    """The influence (B, L, N, H, W) of h (and c) and the per-step scratch (2, G*H, W)."""
+    blocks, width = column_blocks(model)
+    return (B * model.num_layers * state_width(model) * blocks * width + 2 * model.gates * model.hidden_size * width
+            + model.gates * model.hidden_size) * model.dtype.itemsize
 
 
 def online_gradient(gradient, model, B, grad, steps, rng):
@@ -119,7 +131,8 @@ def layer_arguments(model):
 
 class _Carried:
     """What both methods share: the carried arrays (by checkpoint member name, each (B, ...)),
-    zeroed, checked and restored alike; the chunk's forward; the state after a step."""
+    zeroed, checked and restored alike; the chunk's forward; the state after a step.
+    stored(name, array) / loaded(name, array): the member as a checkpoint holds it."""
 
     @property
     def batch(self):
@@ -136,35 +149,47 @@ class _Carried:
             bad = ~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
             array[bad] = 0
 
+    def checkpoint_arrays(self):
+        """The carried arrays as a checkpoint stores them (name -> array)."""
+        return {name: self.stored(array) for name, array in self.arrays().items()}
+
     def restore(self, arrays):
         """Load the carried influence from checkpoint members (name -> array), shapes checked."""
         if set(arrays) != set(self.arrays()):
             raise ValueError(f"gradient {self.name!r} carries {', '.join(sorted(self.arrays()))}; "
                              f"the checkpoint holds {', '.join(sorted(arrays))}")
         for name, array in self.arrays().items():
-            stored = arrays[name]
-            if stored.shape != array.shape or not np.all(np.isfinite(stored)):
-                raise ValueError(f"trainer/{name} has shape {stored.shape}, expected {array.shape} (finite)")
-            array[...] = stored
+            stored, expected = arrays[name], self.stored(array).shape
+            if stored.shape != expected or not np.all(np.isfinite(stored)):
+                raise ValueError(f"trainer/{name} has shape {stored.shape}, expected {expected} (finite)")
+            self.load(array, stored)
+
+    def stored(self, array):
+        return array
+
+    def load(self, array, stored):
+        array[...] = stored
 
     def state_after(self, step):
         return self.chunks.state_after(step)
 
 
 class Rtrl(_Carried):
-    """Exact RTRL for B streams: the influence (B, L, H, P) of h (and of c for LSTM)."""
+    """Exact RTRL for B streams: the influence of h (and of c for LSTM), (B, L, N, H, W)
+    in blocks of parameter columns (kernels/rtrl.py); checkpoints hold it as (B, L, H, P)."""
 
     name = "rtrl"
 
     def __init__(self, model, B, grad):
-        P = recurrent_size(model)
         H, L = model.hidden_size, model.num_layers
+        blocks, width = column_blocks(model)
         self.model = model
         self.chunks = OnlineChunks(model, grad)
-        self.influence_h = np.zeros((B, L, H, P), model.dtype)
-        self.influence_c = np.zeros((B, L, H, P), model.dtype) if model.cell == "lstm" else self.influence_h
-        self.d_x = np.zeros((model.gates * H, P), model.dtype)
+        self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)
+        self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
+        self.d_x = np.zeros((model.gates * H, width), model.dtype)
         self.d_h = np.zeros_like(self.d_x)
+        self.ones = np.ones(model.gates * H, model.dtype)
         self.dh_top = np.zeros(H, model.dtype)
         self.grad = grad
         self.chunks_batch = B
@@ -176,6 +201,17 @@ class Rtrl(_Carried):
             arrays["influence_c"] = self.influence_c
         return arrays
 
+    def stored(self, array):
+        """(B, L, N, H, W) -> (B, L, H, P)."""
+        B, L, blocks, H, width = array.shape
+        return array.transpose(0, 1, 3, 2, 4).reshape(B, L, H, blocks * width)[..., :recurrent_size(self.model)]
+
+    def load(self, array, stored):
+        B, L, blocks, H, width = array.shape
+        padded = np.zeros((B, L, H, blocks * width), array.dtype)
+        padded[..., :stored.shape[-1]] = stored
+        array[...] = padded.reshape(B, L, H, blocks, width).transpose(0, 1, 3, 2, 4)
+
     def run(self, x, y, loss, state, resets=None):
         """Gradient of the mean loss over the targets of chunk x (T, B, I), y into grad,
         carrying the influence; returns (loss, count)."""
@@ -185,7 +221,7 @@ class Rtrl(_Carried):
         weights_ih, weights_hh, offsets = layer_arguments(model)
         workspace = self.chunks.workspace
         rtrl_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.d_x, self.d_h,
-                   self.dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
+                   self.dh_top, self.ones, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
                    weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu)
         return value, count
 

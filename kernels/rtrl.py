@@ -8,9 +8,10 @@ bias_ih, bias_hh) is carried from step to step:
     d a_h = W_hh M_h(t-1) + immediate,  d a_x = W_ih M_h(below, t) + immediate
     M(t) = the cell's derivative of its new state, element-wise, from d a and M(t-1)
 
-The (G*H, H) x (H, P) products are the work (one GEMM per stream and layer); the cell's
-part is one element-wise pass over (H, P). The influence is laid out (B, L, H, P), so
-each stream's (H, P) block of a layer is contiguous. The caches read are the forward
+The (G*H, H) x (H, P) products are the work (one GEMM per stream, layer and block of
+parameter columns); the cell's part is one element-wise pass over the block, which the
+GEMM has just left in cache. The influence is laid out (B, L, N, H, W): N blocks of W
+columns, each stream's (H, W) block of a layer contiguous. The caches read are the forward
 kernels' own (kernels/lstm.py, gru.py, rnn.py): h, c (T+1, B, H) (row t the output of
 step t - 1, not zeroed at a reset: a reset is read from `resets` here), the activated
 gates (T, B, G*H), GRU's W_hn h + b_hn (T, B, H). Layer tuples (one array per layer) are
@@ -30,22 +31,34 @@ CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
 @jit
-def add_immediate(d_x, d_h, x_in, h_prev, reset, offsets_k):
-    """The immediate term d a / d theta of one stream's step (inputs held fixed), added:
-    a_x[j] = sum_i W_ih[j, i] x_in[i] + b_ih[j] into d_x (G*H, P), a_h likewise from
-    h_prev (H,) (zero at a reset: nothing to add) with W_hh, b_hh into d_h."""
+def add_row(d, j, first, values, p0):
+    """d[j, first + i - p0] += values[i] for the i whose column falls in d's block
+    (columns p0 .. p0 + width - 1 of the whole P)."""
+    width = d.shape[1]
+    lo = max(first, p0)
+    hi = min(first + values.shape[0], p0 + width)
+    for p in range(lo, hi):
+        d[j, p - p0] += values[p - first]
+
+
+@jit
+def add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0):
+    """The immediate term d a / d theta of one stream's step (inputs held fixed), added
+    within the block of columns p0 .. p0 + width - 1: a_x[j] = sum_i W_ih[j, i] x_in[i]
+    + b_ih[j] into d_x (G*H, width), a_h likewise from h_prev (H,) (zero at a reset:
+    nothing to add) with W_hh, b_hh into d_h. ones: (G*H,) ones (the biases' rows)."""
     rows = d_x.shape[0]
     I, H = x_in.shape[0], h_prev.shape[0]
     ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
-    one = d_x.dtype.type(1)
+    width = d_x.shape[1]
+    if p0 >= bhh + rows or p0 + width <= ih:
+        return  # none of this layer's parameters in the block
     for j in range(rows):
-        for i in range(I):
-            d_x[j, ih + j * I + i] += x_in[i]
+        add_row(d_x, j, ih + j * I, x_in, p0)
         if not reset:
-            for i in range(H):
-                d_h[j, hh + j * H + i] += h_prev[i]
-        d_x[j, bih + j] += one
-        d_h[j, bhh + j] += one
+            add_row(d_h, j, hh + j * H, h_prev, p0)
+        add_row(d_x, j, bih + j, ones[j:j + 1], p0)
+        add_row(d_h, j, bhh + j, ones[j:j + 1], p0)
 
 
 @jit
@@ -89,13 +102,14 @@ def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_pr
 
 @jit
 def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
-               gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k):
-    """One stream's influence (H, P) of one layer carried over one step, in place.
+               gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, ones, p0):
+    """One stream's influence (H, width) of one layer carried over one step, in place, for
+    the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently).
 
-    m_below (H, P): the new influence of the layer below's output (read when `below`; the
-    first layer's input does not depend on theta). d_x, d_h (G*H, P): scratch.
-    immediate: add the step's own d a / d theta (RTRL); without it this is UORO's tangent
-    J (s~) with P = 1. A reset zeroes the influence entering the step."""
+    m_below (H, width): the new influence of the layer below's output (read when `below`;
+    the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch.
+    immediate: add the step's own d a / d theta (RTRL; ones (G*H,) ones); without it this
+    is UORO's tangent J (s~) with width 1. A reset zeroes the influence entering the step."""
     if reset:
         zero_fill(m_h.reshape(-1))
         zero_fill(m_c.reshape(-1))
@@ -107,7 +121,7 @@ def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight
     else:
         zero_fill(d_x.reshape(-1))
     if immediate:
-        add_immediate(d_x, d_h, x_in, h_prev, reset, offsets_k)
+        add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
     cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
 
 
@@ -126,35 +140,43 @@ def top_gradient(dh_top, dy_tb, head_weight):
 
 
 @jit
-def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, hidden_ns, x, resets, dy,
+def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, ones, hs, cs, gates, hidden_ns, x, resets, dy,
                weights_ih, weights_hh, head_weight, offsets, cell, relu):
     """Exact RTRL over a chunk of T steps: overwrites grad (P,) with the gradient of the
     loss whose dL/dy_hat is dy (T, B, O), through the recurrent parameters (the head's
-    own gradient is head_backward's), and carries influence_h, influence_c (B, L, H, P)
-    (LSTM's c; the others pass influence_h) across the chunk in place.
+    own gradient is head_backward's), and carries influence_h, influence_c (B, L, N, H, W)
+    (LSTM's c; the others pass influence_h) across the chunk in place: the P columns in N
+    blocks of W (N W >= P; the columns past P stay zero), each block contiguous, so that a
+    block's GEMM output stays in cache for the element-wise pass that reads it.
 
-    d_x, d_h (G*H, P), dh_top (H,): scratch. hs, cs (T+1, B, H), gates (T, B, G*H),
+    d_x, d_h (G*H, W), dh_top (H,), ones (G*H,) ones: scratch. hs, cs (T+1, B, H), gates (T, B, G*H),
     hidden_ns (T, B, H): per-layer tuples of the forward caches. x (T, B, I). resets
     (T, B). weights_ih, weights_hh: per-layer tuples (G*H, I_k), (G*H, H). head_weight
     (O, H). offsets (L, 4), cell, relu: see the module."""
     T, B = resets.shape
     L = len(hs)
+    blocks, width = influence_h.shape[2], influence_h.shape[4]
+    P = grad.shape[0]
     zero_fill(grad)
     for t in range(T):
         for b in range(B):
-            for k in range(L):
-                below = k > 0
-                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                layer_step(cell, relu, True, influence_h[b, k], influence_c[b, k], influence_h[b, max(k - 1, 0)],
-                           below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
-                           hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
-                           resets[t, b], offsets[k])
-            if top_gradient(dh_top, dy[t, b], head_weight):
-                m_top = influence_h[b, L - 1]
-                for j in range(dh_top.shape[0]):  # grad += dh_top M_top
-                    coefficient = dh_top[j]
-                    for p in range(grad.shape[0]):
-                        grad[p] += coefficient * m_top[j, p]
+            targets = top_gradient(dh_top, dy[t, b], head_weight)
+            for n in range(blocks):
+                p0 = n * width
+                for k in range(L):
+                    below = k > 0
+                    x_in = hs[k - 1][t + 1, b] if below else x[t, b]
+                    layer_step(cell, relu, True, influence_h[b, k, n], influence_c[b, k, n],
+                               influence_h[b, max(k - 1, 0), n], below, d_x, d_h, weights_ih[k], weights_hh[k], x_in,
+                               gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b],
+                               cs[k][t + 1, b], resets[t, b], offsets[k], ones, p0)
+                if targets:
+                    m_top = influence_h[b, L - 1, n]
+                    columns = min(width, P - p0)
+                    for j in range(dh_top.shape[0]):  # grad += dh_top M_top
+                        coefficient = dh_top[j]
+                        for q in range(columns):
+                            grad[p0 + q] += coefficient * m_top[j, q]
 
 
 @jit
@@ -265,7 +287,7 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, vjp, uniforms, d_x, 
                 layer_step(cell, relu, False, tangent_h[b, k], tangent_c[b, k], tangent_h[b, max(k - 1, 0)],
                            below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
                            hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
-                           reset, offsets[k])
+                           reset, offsets[k], da_x[0], 0)
             signs = uniforms[t, b]
             for k in range(L):  # nu, in place of the uniforms
                 for w in range(signs.shape[1]):
