@@ -76,7 +76,7 @@ def uoro_bytes(model, B, steps=1):
     uniforms of a chunk of `steps` steps and the scratch."""
     P = recurrent_size(model)
     S = model.num_layers * state_width(model)
-    return ((B * S + B * P + P + (2 + 2 * model.num_layers) * model.gates * model.hidden_size + 3 * model.hidden_size)
+    return ((B * S + B * P + (2 + 2 * model.num_layers) * model.gates * model.hidden_size + 3 * model.hidden_size)
             * model.dtype.itemsize + steps * B * S * 8 + B * 8)
 
 
@@ -245,7 +245,6 @@ class Uoro(_Carried):
         self.influence_c = np.zeros((B, L, H, 1), model.dtype) if model.cell == "lstm" else self.influence_h
         self.influence_theta = np.zeros((B, P), model.dtype)  # theta~
         self.theta_sq = np.zeros(B)
-        self.vjp = np.zeros(P, model.dtype)
         self.d_x = np.zeros((model.gates * H, 1), model.dtype)
         self.d_h = np.zeros_like(self.d_x)
         self.da_x = np.zeros((L, model.gates * H), model.dtype)
@@ -275,7 +274,7 @@ class Uoro(_Carried):
         self.rng.random(out=uniforms)
         workspace = self.chunks.workspace
         uoro_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.influence_theta,
-                   self.theta_sq, self.vjp, uniforms, self.d_x, self.d_h, self.da_x, self.da_h, self.carries, self.dh_top, hs, cs,
+                   self.theta_sq, uniforms, self.d_x, self.d_h, self.da_x, self.da_h, self.carries, self.dh_top, hs, cs,
                    gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
                    model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON)
         return value, count

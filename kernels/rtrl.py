@@ -185,7 +185,7 @@ def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, wei
     """nu^T d state_t / d a of one stream's layer, the state entering held fixed: the
     weights da_x, da_h (G*H,) out of the input- and hidden-side pre-activations, whose
     outer products with (x_in, 1) and (h_prev, 1) are nu^T d state_t / d theta of the
-    layer's weight_ih, bias_ih and weight_hh, bias_hh (write_vjp forms them).
+    layer's weight_ih, bias_ih and weight_hh, bias_hh (theta_step applies them).
     nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
     (H,): what the layer above adds to nu_h through this layer's output (backpropagated
     within the step). carry_out (I_k,): out, the same for the layer below (when `below`)."""
@@ -235,23 +235,30 @@ def squared_sum(values):
 
 
 @jit
-def write_vjp(vjp, da_x, da_h, x_in, h_prev, reset, offsets_k):
-    """One layer's blocks of vjp (P,) = nu^T d state / d theta: the outer products of
-    step_vjp's weights da_x, da_h (G*H,) with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset)."""
+def theta_step(theta, keep, add, da_x, da_h, x_in, h_prev, reset, offsets_k):
+    """One layer's blocks of one stream's theta~ (P,), in place: theta~ keep + add v, v =
+    nu^T d state / d theta, the outer products of step_vjp's weights da_x, da_h (G*H,)
+    with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset), formed row by row."""
     rows, I, H = da_x.shape[0], x_in.shape[0], h_prev.shape[0]
     ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
-    zero = vjp.dtype.type(0)
     for j in range(rows):
+        block, scale = theta[ih + j * I:ih + (j + 1) * I], add * da_x[j]
         for i in range(I):
-            vjp[ih + j * I + i] = da_x[j] * x_in[i]
-        for i in range(H):
-            vjp[hh + j * H + i] = zero if reset else da_h[j] * h_prev[i]
-        vjp[bih + j] = da_x[j]
-        vjp[bhh + j] = da_h[j]
+            block[i] = block[i] * keep + scale * x_in[i]
+        block, scale = theta[hh + j * H:hh + (j + 1) * H], add * da_h[j]
+        if reset:
+            for i in range(H):
+                block[i] = block[i] * keep
+        else:
+            for i in range(H):
+                block[i] = block[i] * keep + scale * h_prev[i]
+    for block, weights in ((theta[bih:bih + rows], da_x), (theta[bhh:bhh + rows], da_h)):
+        for j in range(rows):
+            block[j] = block[j] * keep + add * weights[j]
 
 
 @jit
-def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, vjp, uniforms, d_x, d_h, da_x, da_h, carries, dh_top, hs,
+def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, uniforms, d_x, d_h, da_x, da_h, carries, dh_top, hs,
                cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
                epsilon):
     """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
@@ -265,7 +272,7 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, vjp, uniforms, d_x, 
     sqrt((|nu^T I| + eps) / (|nu| + eps)): the variance-minimising scaling (Tallec &
     Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
     |nu^T I| comes from the outer products' factors (|u v^T| = |u| |v|), so theta is
-    walked once per step. theta_sq (B,) float64, vjp (P,), d_x, d_h (G*H, 1), da_x, da_h (L, G*H),
+    walked once per step. theta_sq (B,) float64, d_x, d_h (G*H, 1), da_x, da_h (L, G*H),
     carries (2, H), dh_top (H,): scratch."""
     T, B = resets.shape
     L = len(hs)
@@ -318,13 +325,11 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, vjp, uniforms, d_x, 
             if top_gradient(dh_top, dy[t, b], head_weight):
                 for j in range(H):
                     weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
-            for k in range(L):
-                write_vjp(vjp, da_x[k], da_h[k], hs[k - 1][t + 1, b] if k > 0 else x[t, b], hs[k][t, b], reset,
-                          offsets[k])
             keep, add = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
+            for k in range(L):
+                theta_step(theta[b], keep, add, da_x[k], da_h[k], hs[k - 1][t + 1, b] if k > 0 else x[t, b],
+                           hs[k][t, b], reset, offsets[k])
             row = theta[b]
-            for p in range(row.shape[0]):
-                row[p] = row[p] * keep + vjp[p] * add
             if weight != 0:
                 for p in range(row.shape[0]):
                     grad[p] += weight * row[p]
