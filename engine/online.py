@@ -77,7 +77,7 @@ def uoro_bytes(model, B, steps=1):
     P = recurrent_size(model)
     S = model.num_layers * state_width(model)
     return ((B * S + B * P + (2 + 2 * model.num_layers) * model.gates * model.hidden_size + 3 * model.hidden_size)
-            * model.dtype.itemsize + steps * B * S * 8 + B * 8)
+            * model.dtype.itemsize + steps * B * (S // 8 + 1) + B * 8)
 
 
 class OnlineChunks:
@@ -251,7 +251,7 @@ class Uoro(_Carried):
         self.da_h = np.zeros_like(self.da_x)
         self.carries = np.zeros((2, H), model.dtype)
         self.dh_top = np.zeros(H, model.dtype)
-        self.uniforms = {}  # steps -> (T, B, L, W, H) float64
+        self.signs = np.zeros((L, 2 if model.cell == "lstm" else 1, H), model.dtype)
         self.grad = grad
 
     def arrays(self):
@@ -267,14 +267,11 @@ class Uoro(_Carried):
         value, count = self.chunks.forward(x, y, loss, state, resets)
         hs, cs, gates, hidden_ns = self.chunks.caches()
         weights_ih, weights_hh, offsets = layer_arguments(model)
-        if T not in self.uniforms:
-            self.uniforms[T] = np.zeros((T, B, model.num_layers, 2 if model.cell == "lstm" else 1,
-                                         model.hidden_size))
-        uniforms = self.uniforms[T]
-        self.rng.random(out=uniforms)
+        per_step = -(-self.signs.size // 8)  # one random bit per sign
+        bits = np.frombuffer(self.rng.bytes(T * B * per_step), np.uint8).reshape(T, B, per_step)
         workspace = self.chunks.workspace
         uoro_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.influence_theta,
-                   self.theta_sq, uniforms, self.d_x, self.d_h, self.da_x, self.da_h, self.carries, self.dh_top, hs, cs,
+                   self.theta_sq, bits, self.signs, self.d_x, self.d_h, self.da_x, self.da_h, self.carries, self.dh_top, hs, cs,
                    gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
                    model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON)
         return value, count

@@ -258,7 +258,7 @@ def theta_step(theta, keep, add, da_x, da_h, x_in, h_prev, reset, offsets_k):
 
 
 @jit
-def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, uniforms, d_x, d_h, da_x, da_h, carries, dh_top, hs,
+def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_h, da_x, da_h, carries, dh_top, hs,
                cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
                epsilon):
     """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
@@ -267,8 +267,9 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, uniforms, d_x, d_h, 
     the others pass tangent_h), theta (B, P) the parameter-sized one, influence ~ s~ theta^T.
 
     Per step and stream: s~ <- rho0 J s~ + rho1 nu, theta <- theta / rho0 + (nu^T I) / rho1,
-    nu random signs (from uniforms (T, B, L, W, H), W = 2 for LSTM's h and c, else 1:
-    nu = +1 where u >= 0.5), rho0 = sqrt((|theta| + eps) / (|J s~| + eps)), rho1 =
+    nu random signs (signs (L, W, H), W = 2 for LSTM's h and c, else 1, from the bits of
+    bits (T, B, N) random bytes, entry q of a stream's step bit q % 8 of byte q // 8: +1
+    where it is set), rho0 = sqrt((|theta| + eps) / (|J s~| + eps)), rho1 =
     sqrt((|nu^T I| + eps) / (|nu| + eps)): the variance-minimising scaling (Tallec &
     Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
     |nu^T I| comes from the outer products' factors (|u v^T| = |u| |v|), so theta is
@@ -278,7 +279,8 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, uniforms, d_x, d_h, 
     L = len(hs)
     H = dh_top.shape[0]
     lstm = cell == LSTM
-    half = uniforms.dtype.type(0.5)
+    one = signs.dtype.type(1)
+    W = signs.shape[1]
     zero_fill(grad)
     for b in range(B):  # |theta~|^2 per stream, then kept up to date after each step
         theta_sq[b] = squared_norm(theta[b:b + 1])
@@ -295,11 +297,12 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, uniforms, d_x, d_h, 
                            below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
                            hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
                            reset, offsets[k], da_x[0], 0)
-            signs = uniforms[t, b]
-            for k in range(L):  # nu, in place of the uniforms
-                for w in range(signs.shape[1]):
+            step_bits = bits[t, b]
+            for k in range(L):  # nu
+                for w in range(W):
                     for j in range(H):
-                        signs[k, w, j] = 1 if signs[k, w, j] >= half else -1
+                        q = (k * W + w) * H + j
+                        signs[k, w, j] = one if (step_bits[q >> 3] >> (q & 7)) & 1 else -one
             zero_fill(carries[1])
             vjp_sq = 0.0
             for k in range(L - 1, -1, -1):  # nu^T I: backpropagated within the step, top layer first
