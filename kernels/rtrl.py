@@ -23,7 +23,7 @@ weight_hh, bias_ih, bias_hh.
 import numpy as np
 
 from kernels.activations import tanh
-from kernels.common import squared_norm, zero_fill
+from kernels.common import add_into, squared_norm, zero_fill
 from kernels.config import jit
 
 RNN, LSTM, GRU = 0, 1, 2
@@ -63,8 +63,9 @@ def add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0):
 
 @jit
 def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
-    """One stream's new influence of one layer from d a = d_x + d_h (G*H, P), in place:
-    m_h, m_c (H, P) in: of the state entering the step; out: of the new state. gates
+    """One stream's new influence of one layer from d a (G*H, P), in place: for RNN and
+    LSTM d_h holds all of it; for GRU d_x and d_h hold its input and hidden sides. m_h,
+    m_c (H, P) in: of the state entering the step; out: of the new state. gates
     (G*H,) activated, hidden_n (H,) GRU's W_hn h + b_hn, h_prev, c_prev (H,) the state
     entering (zero where `reset`), h_new, c_new (H,) the step's output."""
     H, P = m_h.shape
@@ -77,7 +78,7 @@ def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_pr
             else:
                 slope = one - h_new[j] * h_new[j]
             for p in range(P):
-                m_h[j, p] = slope * (d_x[j, p] + d_h[j, p])
+                m_h[j, p] = slope * d_h[j, p]
         elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c'); i, f, o = sigmoid, g = tanh
             i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
             c = zero if reset else c_prev[j]
@@ -85,10 +86,9 @@ def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_pr
             k_i, k_f, k_g = g * i * (one - i), c * f * (one - f), i * (one - g * g)
             k_o, k_c = tanh_c * o * (one - o), o * (one - tanh_c * tanh_c)
             for p in range(P):
-                m = (f * m_c[j, p] + k_i * (d_x[j, p] + d_h[j, p]) + k_f * (d_x[H + j, p] + d_h[H + j, p])
-                     + k_g * (d_x[2 * H + j, p] + d_h[2 * H + j, p]))
+                m = f * m_c[j, p] + k_i * d_h[j, p] + k_f * d_h[H + j, p] + k_g * d_h[2 * H + j, p]
                 m_c[j, p] = m
-                m_h[j, p] = k_o * (d_x[3 * H + j, p] + d_h[3 * H + j, p]) + k_c * m
+                m_h[j, p] = k_o * d_h[3 * H + j, p] + k_c * m
         else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
             r, z, n = gates[j], gates[H + j], gates[2 * H + j]
             h = zero if reset else h_prev[j]
@@ -107,7 +107,8 @@ def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight
     the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently).
 
     m_below (H, width): the new influence of the layer below's output (read when `below`;
-    the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch.
+    the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch
+    (RNN and LSTM sum both sides into d_h: one array for the element-wise pass to read).
     immediate: add the step's own d a / d theta (RTRL; ones (G*H,) ones); without it this
     is UORO's tangent J (s~) with width 1. A reset zeroes the influence entering the step."""
     if reset:
@@ -116,12 +117,15 @@ def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight
         zero_fill(d_h.reshape(-1))
     else:
         np.dot(weight_hh, m_h, d_h)  # (G*H, H) x (H, P): the state Jacobian's product
+    sides = cell == GRU  # its n gate weighs the two sides differently
     if below:
-        np.dot(weight_ih, m_below, d_x)  # (G*H, H) x (H, P)
-    else:
+        np.dot(weight_ih, m_below, d_x)  # (G*H, H) x (H, W)
+        if not sides:
+            add_into(d_h.reshape(-1), d_x.reshape(-1))
+    elif sides:
         zero_fill(d_x.reshape(-1))
     if immediate:
-        add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
+        add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
     cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
 
 
