@@ -30,7 +30,7 @@ STREAMS = 32
 K1 = 10
 DELAY, TASK_K1, TASK_K2 = 6, 2, 4  # the task's dependency and TBPTT's window (shorter)
 # (updates, learning rate) per method: RTRL's updates cost ~100x the others' (LSTM, H = 16)
-TASK_RUNS = {"bptt": (40_000, 1e-2), "rtrl": (4_000, 1e-2), "uoro": (40_000, 3e-3)}
+TASK_RUNS = {"bptt": (60_000, 1e-2), "rtrl": (4_000, 1e-2), "uoro": (60_000, 3e-3)}
 TARGET_ERROR = 0.1  # mean squared error (predicting zero scores 1)
 WINDOW = 50  # updates in the running mean of the learning curves
 
@@ -169,7 +169,7 @@ def run(quick, plot_path=None):
         result = {"speed": speed((4,), 20, 2), "task": task({name: (60, lr) for name, (_, lr) in TASK_RUNS.items()},
                                                             4, 4)}
     else:
-        result = {"speed": speed((16, 32), 100, 7), "task": task(TASK_RUNS, 16, STREAMS)}
+        result = {"speed": speed((16, 32), 100, 11), "task": task(TASK_RUNS, 16, STREAMS)}
     result["machine"] = _cpu_name()
     result["date"] = time.strftime("%Y-%m-%d")
     if plot_path:

@@ -52,10 +52,10 @@ def rtrl_bytes(model, B):
 
 def online_gradient(gradient, model, B, grad, steps, rng):
     """The Rtrl or Uoro object of a Trainer for B streams, writing into grad (P_all,) (rng:
-    the trainer's numpy Generator, UORO's random signs); its
-    memory, with the forward caches of chunks of `steps` steps, refused before allocating
-    when the machine cannot hold it (MemoryEstimateError, with the figure; for rtrl the
-    advice to use uoro and what it would need)."""
+    the trainer's numpy Generator, UORO's random signs). Its memory, with the forward
+    caches of chunks of `steps` steps, is refused before allocating when the machine cannot
+    hold it (MemoryEstimateError, with the figure; for rtrl the advice to use uoro and what
+    it would need)."""
     chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B,
                             model.dtype.itemsize)
     if gradient == "rtrl":
@@ -65,15 +65,15 @@ def online_gradient(gradient, model, B, grad, steps, rng):
                     f"state units x {recurrent_size(model)} parameters each) and chunks of {steps} steps")
         except ValueError as error:
             raise type(error)(f"{error}; or use gradient 'uoro', an unbiased estimate of the same gradient in "
-                              f"about {format_bytes(uoro_bytes(model, B) + chunk)}") from None
+                              f"about {format_bytes(uoro_bytes(model, B, steps) + chunk)}") from None
         return Rtrl(model, B, grad)
-    require(uoro_bytes(model, B) + chunk, f"UORO for {B} streams and chunks of {steps} steps")
+    require(uoro_bytes(model, B, steps) + chunk, f"UORO for {B} streams and chunks of {steps} steps")
     return Uoro(model, B, grad, rng)
 
 
 def uoro_bytes(model, B, steps=1):
     """UORO's rank-one pairs: (B, L, S) state vectors and (B, P) parameter vectors, the
-    uniforms of a chunk of `steps` steps and the scratch."""
+    random bits of a chunk of `steps` steps and the scratch."""
     P = recurrent_size(model)
     S = model.num_layers * state_width(model)
     return ((B * S + B * P + (2 + 2 * model.num_layers) * model.gates * model.hidden_size + 3 * model.hidden_size)
@@ -81,23 +81,29 @@ def uoro_bytes(model, B, steps=1):
 
 
 class OnlineChunks:
-    """The forward caches of each chunk length, and the loss's dL/dy_hat: shared by both
-    methods. grad: the trainer's flat gradient (P_all,), overwritten by each run."""
+    """The forward caches of a chunk, and the loss's dL/dy_hat: shared by both methods.
+    One workspace, of the longest chunk so far (shorter ones use its first steps; a longer
+    one's memory is checked before it is made). grad: the trainer's flat gradient (P_all,),
+    overwritten by each run."""
 
     def __init__(self, model, grad):
         self.model = model
         self.grad = grad
         self.grad_views = model.layout.views(grad)
-        self.workspaces = {}
-        self.workspace = None  # of the chunk last run
+        self.longest = None    # the workspace of the longest chunk
+        self.workspace = None  # of the chunk last run (a view of the longest's first steps)
 
     def forward(self, x, y, loss, state, resets):
         """Forward over x (T, B, I) from `state`, dL/dy_hat of the chunk's mean loss into
         workspace.dy and the head's gradient into grad; returns (loss, count)."""
         T, B = x.shape[:2]
-        if (T, B) not in self.workspaces:
-            self.workspaces[T, B] = Workspace(self.model, T, B)
-        workspace = self.workspace = self.workspaces[T, B]
+        model = self.model
+        if self.longest is None or self.longest.shape[0] < T:
+            self.longest = None
+            require(workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, T, B,
+                                    model.dtype.itemsize), f"chunks of {T} steps x {B} streams")
+            self.longest = Workspace(model, T, B)
+        workspace = self.workspace = self.longest if self.longest.shape[0] == T else self.longest.first(T)
         forward_chunk(self.model, workspace, x, state, resets)
         y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
         if loss == "mse":
