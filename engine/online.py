@@ -277,7 +277,7 @@ class Uoro(_Carried):
         bits = np.frombuffer(self.rng.bytes(T * B * per_step), np.uint8).reshape(T, B, per_step)
         workspace = self.chunks.workspace
         uoro_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.influence_theta,
-                   self.theta_sq, bits, self.signs, self.d_x, self.d_h, self.da_x, self.da_h, self.carries, self.dh_top, hs, cs,
-                   gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
+                   self.theta_sq, bits, self.signs, self.d_x, self.d_h, self.da_x, self.da_h, self.carries,
+                   self.dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
                    model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON)
         return value, count
