@@ -351,7 +351,7 @@ def _trainer_arrays(trainer):
         arrays["trainer/history_resets"] = trainer._history_resets
     if trainer.best is not None:
         arrays["trainer/best_params"] = trainer.best["params"]
-    if trainer._online is not None:
+    if trainer._online is not None and trainer.state is not None:  # the influence goes with the state
         arrays.update({f"trainer/{name}": array for name, array in trainer._online.checkpoint_arrays().items()})
     return arrays
 

@@ -158,6 +158,9 @@ def test_trainer_rtrl_checkpoint_resumes_bit_exact(tmp_path, cell):
         assert np.array_equal(resumed._online.arrays()[name], array), name
     for got, want in zip(np.atleast_1d(resumed.state), np.atleast_1d(trainer.state)):
         assert np.array_equal(got, want)
+    trainer.reset_state()  # no state carried: no influence saved, and the file loads
+    engine.checkpoint.save(tmp_path / "fresh.npz", model, trainer)
+    assert engine.checkpoint.load(tmp_path / "fresh.npz")[1].state is None
 
 
 @pytest.mark.parametrize("option", [dict(k2=8), dict(memory="sqrt"), dict(diagnostics=True), dict(shards=2),
