@@ -149,11 +149,17 @@ class _Carried:
         for array in self.arrays().values():
             array[...] = 0
 
-    def zero_non_finite_streams(self):
-        """Zero the influence of every stream holding a non-finite entry (after an overflow)."""
+    def non_finite_streams(self):
+        """(B,) booleans: the streams whose influence holds a non-finite entry."""
+        bad = np.zeros(self.batch, dtype=bool)
         for array in self.arrays().values():
-            bad = ~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
-            array[bad] = 0
+            bad |= ~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
+        return bad
+
+    def zero_streams(self, streams):
+        """Zero the influence of the streams where `streams` (B,) is True (restarted)."""
+        for array in self.arrays().values():
+            array[streams] = 0
 
     def checkpoint_arrays(self):
         """The carried arrays as a checkpoint stores them (name -> array)."""

@@ -322,8 +322,9 @@ class Trainer:
                 if on_update is not None:
                     on_update(record)
             else:  # skipped: streams whose state or influence overflowed restart from zeros
-                self.state = _zero_non_finite_streams(self.state)
-                online.zero_non_finite_streams()
+                bad = _non_finite_streams(self.state) | online.non_finite_streams()
+                self.state = _zero_streams(self.state, bad)
+                online.zero_streams(bad)
         return losses
 
     def _online_for(self, B, steps):
@@ -484,11 +485,22 @@ def _batch_of(state):
 
 def _zero_non_finite_streams(state):
     """The state with every stream that holds a non-finite value (any layer) zeroed."""
+    return _zero_streams(state, _non_finite_streams(state))
+
+
+def _non_finite_streams(state):
+    """(B,) booleans: the streams whose state holds a non-finite value (any layer)."""
     parts = state if isinstance(state, tuple) else (state,)
     bad = np.zeros(parts[0].shape[1], dtype=bool)
     for part in parts:
         bad |= ~np.isfinite(part).all(axis=(0, 2))
-    parts = tuple(np.where(bad[None, :, None], 0, part).astype(part.dtype) for part in parts)
+    return bad
+
+
+def _zero_streams(state, streams):
+    """The state with the streams where `streams` (B,) is True zeroed."""
+    parts = state if isinstance(state, tuple) else (state,)
+    parts = tuple(np.where(streams[None, :, None], 0, part).astype(part.dtype) for part in parts)
     return parts if isinstance(state, tuple) else parts[0]
 
 

@@ -277,3 +277,22 @@ def test_bench_online_quick_runs(tmp_path):
     assert 0 < row["rtrl_share_of_sgemm_512"] and 0 < row["rtrl_share_of_same_gemm"]
     assert set(result["task"]["final_error"]) == set(result["task"]["updates_to_target"])
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("gradient", ["rtrl", "uoro"])
+def test_trainer_online_skip_restarts_overflowed_streams(gradient):
+    """on_divergence="skip": an identity-initialised ReLU RNN fed huge inputs on stream 0
+    overflows its state; that update is dropped, stream 0 restarts from a zero state and
+    influence, stream 1 carries on, and the later updates are made."""
+    model = engine.Model(cell="rnn", nonlinearity="relu", init="identity", input_size=1, hidden_size=4,
+                         output_size=1, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 2, 1)).astype(np.float32)
+    y = rng.standard_normal((16, 2, 1)).astype(np.float32)
+    x[4:8, 0] = 3e38
+    trainer = engine.Trainer(model, optimizer=engine.optim.SGD(lr=0.1), k1=4, clip_norm=None, gradient=gradient,
+                             on_divergence="skip")
+    trainer.fit(x, y)
+    assert trainer.skipped == 1 and trainer.step == 3
+    assert np.isfinite(model.params).all() and np.isfinite(trainer.state).all()
+    assert all(np.isfinite(array).all() for array in trainer._online.arrays().values())
