@@ -23,8 +23,8 @@ import numpy as np
 
 import engine
 from bench.gemm_rate import _cpu_name, gemm_seconds
-from engine.footprint import chunk_bytes, workspace_bytes
-from engine.online import recurrent_size, rtrl_bytes, uoro_bytes
+from engine.footprint import chunk_bytes, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.online import recurrent_size
 
 STREAMS = 32
 K1 = 10
@@ -75,7 +75,8 @@ def speed(hidden_sizes, steps, rounds):
         P = recurrent_size(model)
         workspace = workspace_bytes("lstm", H, 1, 1, K1, STREAMS, 4)
         memory = {"bptt": chunk_bytes("lstm", 1, H, 1, 1, K1, STREAMS, 1, 4, model.params.nbytes),
-                  "rtrl": rtrl_bytes(model, STREAMS) + workspace, "uoro": uoro_bytes(model, STREAMS, K1) + workspace}
+                  "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, 4) + workspace,
+                  "uoro": uoro_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace}
         medians = {name: statistics.median(values) for name, values in samples.items()}
         flop = STREAMS * 2 * 4 * H * H * P  # per step: one (4H, H) x (H, P) GEMM per stream
         gemm = gemm_seconds(4 * H, H, P, rounds, 0.2)

@@ -12,7 +12,7 @@ standard online approximation (exact when the parameters do not move).
 import numpy as np
 
 from engine.bptt import forward_chunk, state_after
-from engine.footprint import format_bytes, require, workspace_bytes
+from engine.footprint import format_bytes, influence_blocks, require, rtrl_bytes, uoro_bytes, workspace_bytes
 from engine.workspace import Workspace
 from kernels.head import cross_entropy_gradient, head_backward, mse_gradient
 from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
@@ -26,28 +26,9 @@ def recurrent_size(model):
     return model.layout.offsets["head.weight"]
 
 
-def state_width(model):
-    """Entries of one stream's state per layer: h, and c for LSTM."""
-    return model.hidden_size * (2 if model.cell == "lstm" else 1)
-
-
-BLOCK_BYTES = 2 ** 16  # one column block's GEMM output (G*H, W): stays in L2 for the element-wise pass
-
-
-def column_blocks(model):
-    """(N, W): RTRL's P influence columns in N blocks of W (a multiple of 16, N W >= P)."""
-    P = recurrent_size(model)
-    widest = max(16, BLOCK_BYTES // (model.gates * model.hidden_size * model.dtype.itemsize))
-    blocks = -(-P // widest)
-    width = -(-(-(-P // blocks)) // 16) * 16  # ceil(P / blocks), rounded up to 16
-    return -(-P // width), width
-
-
-def rtrl_bytes(model, B):
-    """The influence (B, L, N, H, W) of h (and c) and the per-step scratch (2, G*H, W)."""
-    blocks, width = column_blocks(model)
-    return (B * model.num_layers * state_width(model) * blocks * width + 2 * model.gates * model.hidden_size * width
-            + model.gates * model.hidden_size) * model.dtype.itemsize
+def sizes(model):
+    """The model's sizes as engine/footprint.py's estimates take them."""
+    return model.cell, model.input_size, model.hidden_size, model.output_size, model.num_layers
 
 
 def online_gradient(gradient, model, B, grad, steps, rng):
@@ -56,28 +37,21 @@ def online_gradient(gradient, model, B, grad, steps, rng):
     caches of chunks of `steps` steps, is refused before allocating when the machine cannot
     hold it (MemoryEstimateError, with the figure; for rtrl the advice to use uoro and what
     it would need)."""
-    chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B,
-                            model.dtype.itemsize)
+    itemsize = model.dtype.itemsize
+    chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B, itemsize)
+    uoro = uoro_bytes(*sizes(model), B, steps, itemsize) + chunk
     if gradient == "rtrl":
+        state_units = model.num_layers * model.hidden_size * (2 if model.cell == "lstm" else 1)
         try:
-            require(rtrl_bytes(model, B) + chunk,
-                    f"exact RTRL's influence matrices for {B} streams ({model.num_layers * state_width(model)} "
-                    f"state units x {recurrent_size(model)} parameters each) and chunks of {steps} steps")
+            require(rtrl_bytes(*sizes(model), B, itemsize) + chunk,
+                    f"exact RTRL's influence matrices for {B} streams ({state_units} state units x "
+                    f"{recurrent_size(model)} parameters each) and chunks of {steps} steps")
         except ValueError as error:
             raise type(error)(f"{error}; or use gradient 'uoro', an unbiased estimate of the same gradient in "
-                              f"about {format_bytes(uoro_bytes(model, B, steps) + chunk)}") from None
+                              f"about {format_bytes(uoro)}") from None
         return Rtrl(model, B, grad)
-    require(uoro_bytes(model, B, steps) + chunk, f"UORO for {B} streams and chunks of {steps} steps")
+    require(uoro, f"UORO for {B} streams and chunks of {steps} steps")
     return Uoro(model, B, grad, rng)
-
-
-def uoro_bytes(model, B, steps=1):
-    """UORO's rank-one pairs: (B, L, S) state vectors and (B, P) parameter vectors, the
-    random bits of a chunk of `steps` steps and the scratch."""
-    P = recurrent_size(model)
-    S = model.num_layers * state_width(model)
-    return ((B * S + B * P + (2 + 2 * model.num_layers) * model.gates * model.hidden_size + 3 * model.hidden_size)
-            * model.dtype.itemsize + steps * B * (S // 8 + 1) + B * 8)
 
 
 class OnlineChunks:
@@ -194,7 +168,7 @@ class Rtrl(_Carried):
 
     def __init__(self, model, B, grad):
         H, L = model.hidden_size, model.num_layers
-        blocks, width = column_blocks(model)
+        blocks, width = influence_blocks(recurrent_size(model), model.gates * H, model.dtype.itemsize)
         self.model = model
         self.chunks = OnlineChunks(model, grad)
         self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)

@@ -296,3 +296,25 @@ def test_trainer_online_skip_restarts_overflowed_streams(gradient):
     assert trainer.skipped == 1 and trainer.step == 3
     assert np.isfinite(model.params).all() and np.isfinite(trainer.state).all()
     assert all(np.isfinite(array).all() for array in trainer._online.arrays().values())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_memory_estimates_are_the_buffers(cell, num_layers, dtype):
+    """engine/footprint.py's rtrl_bytes and uoro_bytes are the bytes Rtrl and Uoro hold
+    (UORO's random bits: those of one chunk of 5 steps)."""
+    from engine.footprint import rtrl_bytes, uoro_bytes
+    from engine.online import Rtrl, Uoro
+    model = engine.Model(cell, 3, 5, 2, num_layers=num_layers, dtype=dtype)
+    sizes = (cell, 3, 5, 2, num_layers)
+    grad = np.zeros_like(model.params)
+    rtrl, uoro = Rtrl(model, 4, grad), Uoro(model, 4, grad, np.random.default_rng(0))
+
+    def held(online):
+        arrays = {id(a): a for a in vars(online).values() if isinstance(a, np.ndarray) and a is not grad}
+        return sum(a.nbytes for a in arrays.values())
+
+    assert held(rtrl) == rtrl_bytes(*sizes, 4, model.dtype.itemsize)
+    bits = 5 * 4 * -(-uoro.signs.size // 8)
+    assert held(uoro) + bits == uoro_bytes(*sizes, 4, 5, model.dtype.itemsize)
