@@ -102,7 +102,8 @@ class OnlineChunks:
 
 
 def layer_arguments(model):
-    """(weights_ih, weights_hh, offsets (L, 4)) of the kernels, views of the parameters."""
+    """(weights_ih, weights_hh, offsets (L, 4)) of the kernels: views of the parameters,
+    which the optimizer updates in place (made once)."""
     layers = [model.layer_parameters(k) for k in range(model.num_layers)]
     offsets = np.array([[model.layout.offsets[name] for name in model.layout.layer_names(k)]
                         for k in range(model.num_layers)], dtype=np.int64)
@@ -171,6 +172,7 @@ class Rtrl(_Carried):
         blocks, width = influence_blocks(recurrent_size(model), model.gates * H, model.dtype.itemsize)
         self.model = model
         self.chunks = OnlineChunks(model, grad)
+        self.layers = layer_arguments(model)
         self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)
         self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
         self.d_x = np.zeros((model.gates * H, width), model.dtype)
@@ -204,7 +206,7 @@ class Rtrl(_Carried):
         model = self.model
         value, count = self.chunks.forward(x, y, loss, state, resets)
         hs, cs, gates, hidden_ns = self.chunks.caches()
-        weights_ih, weights_hh, offsets = layer_arguments(model)
+        weights_ih, weights_hh, offsets = self.layers
         workspace = self.chunks.workspace
         rtrl_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.d_x, self.d_h,
                    self.dh_top, self.ones, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
@@ -226,6 +228,7 @@ class Uoro(_Carried):
         self.model = model
         self.rng = rng
         self.chunks = OnlineChunks(model, grad)
+        self.layers = layer_arguments(model)
         self.chunks_batch = B
         self.influence_h = np.zeros((B, L, H, 1), model.dtype)  # s~ (h part)
         self.influence_c = np.zeros((B, L, H, 1), model.dtype) if model.cell == "lstm" else self.influence_h
@@ -252,7 +255,7 @@ class Uoro(_Carried):
         T, B = x.shape[:2]
         value, count = self.chunks.forward(x, y, loss, state, resets)
         hs, cs, gates, hidden_ns = self.chunks.caches()
-        weights_ih, weights_hh, offsets = layer_arguments(model)
+        weights_ih, weights_hh, offsets = self.layers
         per_step = -(-self.signs.size // 8)  # one random bit per sign
         bits = np.frombuffer(self.rng.bytes(T * B * per_step), np.uint8).reshape(T, B, per_step)
         workspace = self.chunks.workspace
