@@ -526,7 +526,8 @@ def info(checkpoint, as_json):
     if trainer_meta is not None:
         config = trainer_meta["config"]
         click.echo(f"Training: {trainer_meta['epoch']} epochs, {trainer_meta['step']} updates; "
-                   f"k1={config['k1']} k2={config['k2']}, {config['optimizer']['name']} lr={config['optimizer']['lr']}, "
+                   f"gradient {config.get('gradient', 'bptt')}, k1={config['k1']} k2={config['k2']}, "
+                   f"{config['optimizer']['name']} lr={config['optimizer']['lr']}, "
                    f"clip_norm={config['clip_norm']}")
         epochs = trainer_meta["epochs"]
         if epochs:

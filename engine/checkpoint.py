@@ -51,11 +51,13 @@ TRAINER_CONFIG_SCHEMA = {
     "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
     "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",
     "shards": ("int", None), "memory": ("int", "str", None), "history_updates?": ("int", None),
+    "gradient?": "str", "seed?": "int",
     "optimizer": {"name": "str", "lr": "number"}, "schedule": {"name": "str"}}
 SCHEMAS = {  # per format version: the whole metadata entry
     1: {"format": "str", "version": "int", "model": MODEL_SCHEMA, "user": "dict",
         "trainer": (None, {"config": TRAINER_CONFIG_SCHEMA, "step": "int", "epoch": "int",
                            "skipped": "int", "best": (None, {"loss": "number", "epoch": "int"}),
+                           "generator?": "dict",
                            "epochs": [{"epoch": "int", "loss": "number", "val_loss?": "number"}]})},
 }
 _TYPES = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -283,6 +285,12 @@ def _expected_shape(path, name, meta):
             return (None, None, inputs)
         if name == "trainer/history_resets":
             return (None, None)
+        recurrent = parameters - model["output_size"] * (hidden + 1)
+        if name in ("trainer/influence_h", "trainer/influence_c"):  # rtrl: (B, L, H, P); uoro: s~ (B, L, H, 1)
+            return (None, model["num_layers"], hidden,
+                    1 if meta["trainer"]["config"].get("gradient") == "uoro" else recurrent)
+        if name == "trainer/influence_theta":  # uoro: theta~ (B, P)
+            return (None, recurrent)
     raise CheckpointError(f"{path}: not a {FORMAT} file (unexpected member {name!r}, which its "
                           "metadata does not describe)")
 
@@ -326,7 +334,8 @@ def _check_optimizer_config(path, config):
 def _trainer_metadata(trainer):
     best = None if trainer.best is None else {k: trainer.best[k] for k in ("loss", "epoch")}
     return {"config": trainer.config, "step": trainer.step, "epoch": trainer.epoch,
-            "skipped": trainer.skipped, "best": best, "epochs": trainer.history.epochs}
+            "skipped": trainer.skipped, "best": best, "epochs": trainer.history.epochs,
+            "generator": trainer.rng.bit_generator.state}
 
 
 def _trainer_arrays(trainer):
@@ -342,6 +351,8 @@ def _trainer_arrays(trainer):
         arrays["trainer/history_resets"] = trainer._history_resets
     if trainer.best is not None:
         arrays["trainer/best_params"] = trainer.best["params"]
+    if trainer._online is not None and trainer.state is not None:  # the influence goes with the state
+        arrays.update({f"trainer/{name}": array for name, array in trainer._online.checkpoint_arrays().items()})
     return arrays
 
 
@@ -378,12 +389,27 @@ def _restore_trainer(trainer, meta, arrays):
             raise ValueError("trainer/history_resets is stored without trainer/history_x")
         trainer._history_resets = as_resets(history_resets, *trainer._history_x.shape[:2],
                                             name="trainer/history_resets")
+    if "generator" in meta:  # UORO's signs go on where they stopped
+        trainer.rng.bit_generator.state = meta["generator"]
+    _restore_online(trainer, arrays)
     trainer._last_good[...] = model.params
     if meta["best"] is not None:
         best_params = arrays["trainer/best_params"]
         if best_params.shape != model.params.shape:
             raise ValueError(f"trainer/best_params has shape {best_params.shape}, expected {model.params.shape}")
         trainer.best = dict(meta["best"], params=best_params.astype(model.dtype))
+
+
+def _restore_online(trainer, arrays):
+    """rtrl/uoro: the carried influence, for the streams of the carried state."""
+    stored = {name[len("trainer/"):]: array for name, array in arrays.items()
+              if name.startswith("trainer/influence_")}
+    if not stored:
+        return
+    if trainer.gradient == "bptt" or trainer.state is None:
+        raise ValueError("trainer/influence_* needs gradient 'rtrl' or 'uoro' and a carried state; "
+                         f"got gradient {trainer.gradient!r}, state {'none' if trainer.state is None else 'stored'}")
+    trainer._online_for(_batch(trainer.state), 1).restore(stored)
 
 
 def _state_entry(model, arrays, name):

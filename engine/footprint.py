@@ -4,7 +4,8 @@ traceback, or the kernel killing the process minutes later.
 
 The estimates follow the engine's buffers: the flat parameters and their copies
 (gradient, last good parameters, optimizer moments and their last good copies), the
-per-chunk activation workspace of each shard (engine/workspace.py), and forecast arrays.
+per-chunk activation workspace of each shard (engine/workspace.py), the forward-mode
+gradients' carried influence (engine/online.py), and forecast arrays.
 """
 import math
 import os
@@ -78,6 +79,45 @@ def trainer_bytes(parameter_nbytes, optimizer_buffers):
     """A Trainer's copies of the parameter buffer: gradient, last good parameters, and each
     optimizer moment with its last good copy."""
     return parameter_nbytes * (2 + 2 * optimizer_buffers)
+
+
+INFLUENCE_BLOCK_BYTES = 2 ** 16  # RTRL: one column block's GEMM output (G*H, W), kept in L2
+
+
+def recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers):
+    """P: the parameters before the head (every layer's), the columns of an influence."""
+    return parameter_count(cell, input_size, hidden_size, output_size, num_layers) - output_size * (hidden_size + 1)
+
+
+def influence_blocks(parameters, gate_rows, itemsize):
+    """(N, W): RTRL's `parameters` influence columns in N blocks of W (a multiple of 16,
+    N W >= P, as few blocks as keep a (gate_rows, W) block within INFLUENCE_BLOCK_BYTES)."""
+    widest = max(16, INFLUENCE_BLOCK_BYTES // (gate_rows * itemsize))
+    blocks = -(-parameters // widest)
+    width = -(-(-(-parameters // blocks)) // 16) * 16  # ceil(P / blocks), rounded up to 16
+    return -(-parameters // width), width
+
+
+def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, itemsize):
+    """Exact RTRL's buffers (engine/online.py): the influence (B, L, N, H, W) of h (and c
+    for LSTM) in blocks of its P columns, the per-step scratch (2, G*H, W), a G*H row and
+    an H row."""
+    gate_rows = GATES[cell] * hidden_size
+    blocks, width = influence_blocks(recurrent_parameter_count(cell, input_size, hidden_size, output_size,
+                                                               num_layers), gate_rows, itemsize)
+    state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
+    return (streams * state * blocks * width + 2 * gate_rows * width + gate_rows + hidden_size) * itemsize
+
+
+def uoro_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize):
+    """UORO's buffers (engine/online.py): per stream the state-sized vector (L, S), the
+    parameter-sized one (P,) and its squared norm (float64), a chunk of `steps` steps'
+    random bits (one per state entry), and the scratch."""
+    gate_rows = GATES[cell] * hidden_size
+    parameters = recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers)
+    state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
+    return ((streams * (state + parameters) + state + (2 + 2 * num_layers) * gate_rows + 3 * hidden_size) * itemsize
+            + steps * streams * -(-state // 8) + streams * 8)
 
 
 def forecast_bytes(steps, series, outputs):

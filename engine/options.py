@@ -18,6 +18,7 @@ from engine.initializers import INITS
 from engine.model import CELLS
 from engine.optim import OPTIMIZERS
 from engine.panel import SCALES
+from engine.online import GRADIENTS
 from engine.trainer import ON_DIVERGENCE
 
 SCHEDULES = ("constant", "step", "cosine")
@@ -181,6 +182,12 @@ OPTIONS = {option.name: option for option in (
     Option("k1", "int", 50, "Truncated BPTT: one update every k1 steps.", minimum=1),
     Option("k2", "int", help="Backpropagate through the last k2 >= k1 steps [default: k1].", minimum=1),
     Option("full_bptt", "flag", False, "No truncation: one update per epoch over each whole stream."),
+    Option("gradient", "choice", "bptt",
+           "How each update's gradient is computed: bptt (truncated backpropagation, --k1/--k2); rtrl (exact "
+           "real-time recurrent learning: no window, every update reaches back through the whole stream; memory "
+           "and time grow with state size x parameters, for small models); uoro (an unbiased rank-one estimate "
+           "of rtrl's gradient at about a forward pass's cost). rtrl and uoro update every --k1 steps; the "
+           "truncation, recomputation, thread-plan and diagnostics options do not apply to them.", choices=GRADIENTS),
     Option("memory", "memory", help="Bound activation memory by recomputation: 'sqrt' (keep the state every "
                                     "~sqrt(window) steps) or a byte budget per thread such as 200M "
                                     "[default: store every step]."),
@@ -206,7 +213,8 @@ OPTIONS = {option.name: option for option in (
     # the run
     Option("epochs", "int", 20, "Epochs in all (with --resume: including those already done).", minimum=1),
     Option("patience", "int", help="Early stopping: epochs without improvement; restores the best.", minimum=1),
-    Option("seed", "int", 0, "Seed of the initial parameters (and of nothing else: the data order is fixed).",
+    Option("seed", "int", 0, "Seed of the initial parameters and of --gradient uoro's random signs (and of "
+                             "nothing else: the data order is fixed).",
            minimum=0),
     Option("dtype", "choice", "float32", "Floating-point type of the parameters and the computation.",
            choices=("float32", "float64")),
@@ -224,7 +232,7 @@ SET_BY = {
     "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
-    "shards": ("shards",), "split": ("split",), "on_divergence": ("on_divergence",),
+    "shards": ("shards",), "split": ("split",), "gradient": ("gradient",), "on_divergence": ("on_divergence",),
     "diagnostics": ("diagnostics",), "name": ("schedule",), "schedule": ("schedule",), "warmup_steps": ("warmup",),
     "step_size": ("step_size",),
     **{name: (name,) for name in ("inputs", "targets", "horizon", "streams", "val_fraction", "fill",
@@ -266,7 +274,8 @@ def train_arguments(values):
     trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
                            k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
                            clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
-                           diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"])
+                           diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"], gradient=o["gradient"],
+                           seed=o["seed"])
     schedule = dict(name=o["schedule"], warmup_steps=o["warmup"])
     if o["schedule"] == "step":
         schedule["step_size"] = o["step_size"]

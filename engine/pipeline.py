@@ -497,7 +497,7 @@ def _check_resume_options(model, trainer, recipe, model_options, trainer_options
               **{name: recipe[name] for name in DATA_OPTIONS + _panel_options(recipe)}}
     given = {**model_options, **data_options,
              **{name: value for name, value in trainer_options.items() if name not in RESUMABLE}}
-    if "k2" in given and given["k2"] is None:  # k2 None means k2 = k1
+    if "k2" in given and given["k2"] is None and stored["k2"] is not None:  # k2 None means k2 = k1 (bptt)
         given["k2"] = given.get("k1", stored["k1"])
     for name in ("inputs", "targets"):  # a spec ("temp,2") as the column names it chooses
         if given.get(name) is not None:

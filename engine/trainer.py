@@ -10,6 +10,7 @@ from engine.footprint import chunk_bytes, require, trainer_bytes
 from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import mean_loss
+from engine.online import GRADIENTS, online_gradient
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
 from engine.shards import chunk_for
@@ -64,6 +65,13 @@ class Trainer:
     memory: None keeps every step's activations for the backward pass; "sqrt" keeps the
     state only every ~sqrt(window) steps and recomputes the rest (one more forward pass,
     memory ~sqrt(window)); an int is a byte budget of activation memory per shard.
+    gradient: "bptt" (truncated BPTT as above), "rtrl" (exact real-time recurrent
+    learning: each update's gradient reaches back through the whole history, no window;
+    memory and time grow with state size x parameters) or "uoro" (an unbiased rank-one
+    estimate of RTRL's gradient at about a forward pass's cost), engine/online.py. With
+    rtrl/uoro an update comes every k1 steps (k1=None: one per sequence) and k2, memory,
+    diagnostics, shards and split do not apply (refused).
+    seed: of the trainer's numpy Generator `rng` (UORO's random signs; nothing else is random).
     history_updates: keep the records of the last N updates in history.updates (default
     HISTORY_UPDATES = 1000, so a streaming loop's memory stays bounded; None keeps all, 0
     none). The counters step and skipped and the epoch records are exact regardless, and
@@ -73,14 +81,23 @@ class Trainer:
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
                  diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES,
-                 split=None):
+                 split=None, gradient="bptt", seed=0):
         self.model = model
+        self.gradient = check_choice("gradient", gradient, GRADIENTS)
+        if self.gradient != "bptt":
+            _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, shards=shards,
+                                  split=split)
         self.loss = check_choice("loss", loss, LOSSES)
         self.k1 = None if k1 is None else check_int("k1", k1)
-        self.k2 = self.k1 if k2 is None else check_int("k2", k2)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.rng = np.random.default_rng(self.seed)
+        if self.gradient != "bptt":
+            self.k2 = None  # no truncation window
+        else:
+            self.k2 = self.k1 if k2 is None else check_int("k2", k2)
         if self.k1 is None and k2 is not None:
             raise ValueError("k2 needs k1: with k1=None (full BPTT) there is nothing to truncate")
-        if self.k1 is not None and self.k2 < self.k1:
+        if self.k1 is not None and self.k2 is not None and self.k2 < self.k1:
             raise ValueError(f"k2 must be >= k1 (backprop at least over the chunk); got k1={k1}, k2={k2}")
         self.clip_norm = check_float("clip_norm", clip_norm, minimum=0, allow_none=True, strictly_greater=True)
         self.clip_value = check_float("clip_value", clip_value, minimum=0, allow_none=True, strictly_greater=True)
@@ -108,6 +125,7 @@ class Trainer:
         self.epoch = 0         # epochs of fit completed
         self.skipped = 0       # updates dropped as non-finite (on_divergence="skip")
         self.best = None       # early stopping: {"loss", "epoch", "params"}
+        self._online = None  # the rtrl/uoro gradient's carried influence (engine/online.py)
         self.reset_state()
         self._chunks = {}
         self.thread_plan = None  # JSON-able plan of the longest window built (engine/thread_plan.py)
@@ -137,7 +155,8 @@ class Trainer:
                     clip_value=self.clip_value, on_divergence=self.on_divergence,
                     diagnostics=self.diagnostics, shards=self.shards, split=self.split, memory=self.memory,
                     optimizer=self.optimizer.config, schedule=self.schedule.config,
-                    history_updates=self.history_updates, thread_plan=self.thread_plan)
+                    history_updates=self.history_updates, thread_plan=self.thread_plan, gradient=self.gradient,
+                    seed=self.seed)
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -145,6 +164,8 @@ class Trainer:
         self._history_x = None       # (n, B, I) inputs before the next chunk (k2 > k1)
         self._history_state = None   # state at the start of _history_x
         self._history_resets = None  # (n, B) resets of _history_x, or None
+        if self._online is not None:
+            self._online.zero()  # a zero state has no influence
 
     # ---------------------------------------------------------------- public training
 
@@ -237,6 +258,8 @@ class Trainer:
         steps and start = max(0, chunk_start - (k2 - k1)) reaches back into the inputs
         before them (the carried history, prepended here, when streaming). resets
         (T, B) or None: sliced with the window, the kernels cut it at each reset."""
+        if self.gradient != "bptt":
+            return self._train_online(x, y, on_update, resets)
         overhang = 0 if self.k1 is None else self.k2 - self.k1
         first = 0
         window_state = self.state
@@ -278,6 +301,39 @@ class Trainer:
         self._history_state = window_state if overhang else None
         self._history_resets = resets[start:].copy() if overhang and resets is not None else None
         return losses
+
+    def _train_online(self, x, y, on_update, resets):
+        """rtrl/uoro: an update every k1 steps of x (T, B, I) with the forward-mode gradient
+        of the chunk's mean loss, the state and influence carried; returns [(loss, count)]."""
+        T, B = x.shape[:2]
+        stride = T if self.k1 is None else self.k1
+        online = self._online_for(B, min(stride, T))
+        losses = []
+        for start in range(0, T, stride):
+            end = min(start + stride, T)
+            value, count = online.run(x[start:end], y[start:end], self.loss, self.state,
+                                      None if resets is None else resets[start:end])
+            self.state = online.state_after(end - start)
+            if not count:
+                continue
+            record = self._update(value, online)
+            if record is not None:
+                losses.append((value, count))
+                if on_update is not None:
+                    on_update(record)
+            else:  # skipped: streams whose state or influence overflowed restart from zeros
+                bad = _non_finite_streams(self.state) | online.non_finite_streams()
+                self.state = _zero_streams(self.state, bad)
+                online.zero_streams(bad)
+        return losses
+
+    def _online_for(self, B, steps):
+        """The rtrl/uoro gradient object for B streams, made once: its memory and that of
+        chunks of `steps` steps checked first (refused with the figure)."""
+        if self._online is None or self._online.batch != B:
+            self._online = None  # its buffers go before new ones are made
+            self._online = online_gradient(self.gradient, self.model, B, self.grad, steps, self.rng)
+        return self._online
 
     def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):
         """Gradient of window [start, end) of x, y into self.grad through `chunk`; returns
@@ -343,10 +399,13 @@ class Trainer:
 
     def _check_chunk_memory(self, steps, B):
         """Before the buffers for the longest window over `steps` steps of B streams are made."""
-        window = steps if self.k1 is None else min(self.k2, steps)
+        window = steps if self.k1 is None else min(self.k2 or self.k1, steps)  # k2 None: rtrl/uoro
+        model = self.model
+        if self.gradient != "bptt":  # the chunk's forward caches and the influence, then made
+            self._online_for(B, window)
+            return
         if (window, B) in self._chunks:
             return
-        model = self.model
         plan = plan_for(model, window, B, self.shards, split=self.split)
         require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
                             model.num_layers, window, B, plan["shards"], model.dtype.itemsize,
@@ -371,6 +430,16 @@ class Trainer:
                 raise
             raise type(error)(f"{name}: {error}") from None
         return x, y
+
+
+def _check_online_options(gradient, **options):
+    """Refuse, in one line, the options that apply to truncated BPTT only."""
+    given = {"k2": "there is no truncation window", "memory": "nothing is stored for a backward pass",
+             "diagnostics": "the gradient-flow report measures backpropagation",
+             "shards": "the streams run in one thread", "split": "the streams run in one thread"}
+    for name, reason in given.items():
+        if options[name] not in (None, False):
+            raise ValueError(f"{name} does not apply to gradient={gradient!r} ({reason}); leave it unset")
 
 
 def _weighted_mean(losses):
@@ -416,11 +485,22 @@ def _batch_of(state):
 
 def _zero_non_finite_streams(state):
     """The state with every stream that holds a non-finite value (any layer) zeroed."""
+    return _zero_streams(state, _non_finite_streams(state))
+
+
+def _non_finite_streams(state):
+    """(B,) booleans: the streams whose state holds a non-finite value (any layer)."""
     parts = state if isinstance(state, tuple) else (state,)
     bad = np.zeros(parts[0].shape[1], dtype=bool)
     for part in parts:
         bad |= ~np.isfinite(part).all(axis=(0, 2))
-    parts = tuple(np.where(bad[None, :, None], 0, part).astype(part.dtype) for part in parts)
+    return bad
+
+
+def _zero_streams(state, streams):
+    """The state with the streams where `streams` (B,) is True zeroed."""
+    parts = state if isinstance(state, tuple) else (state,)
+    parts = tuple(np.where(streams[None, :, None], 0, part).astype(part.dtype) for part in parts)
     return parts if isinstance(state, tuple) else parts[0]
 
 

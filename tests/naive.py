@@ -242,3 +242,95 @@ def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh
     if cell == "lstm":
         grads["c_0"] = np.stack(dc_next)
     return float(value), grads
+
+
+# --- real-time recurrent learning: the influence d state / d params carried forward ---
+
+def parameter_offsets(params):
+    """{name: (offset, shape)} of every parameter in the order of `params` (PyTorch's:
+    the layers' four, then the head's two), and the total count P."""
+    offsets, offset = {}, 0
+    for name, value in params.items():
+        offsets[name] = (offset, np.shape(value))
+        offset += int(np.prod(np.shape(value)))
+    return offsets, offset
+
+
+def _immediate(B, offsets, P, k, x_in, h_prev, rows):
+    """d a / d theta with the layer's inputs held fixed, split by side: (B, rows, P) for
+    the input side a_x = x W_ih^T + b_ih and for the hidden side a_h = h W_hh^T + b_hh."""
+    d_x, d_h = np.zeros((B, rows, P)), np.zeros((B, rows, P))
+    for side, name, rows_in in ((d_x, f"weight_ih_l{k}", x_in), (d_h, f"weight_hh_l{k}", h_prev)):
+        offset, (_, width) = offsets[name]
+        for j in range(rows):  # a_j = sum_i W[j, i] v_i: d a_j / d W[j, i] = v_i
+            side[:, j, offset + j * width:offset + (j + 1) * width] = rows_in
+    for side, name in ((d_x, f"bias_ih_l{k}"), (d_h, f"bias_hh_l{k}")):
+        offset, _ = offsets[name]
+        for j in range(rows):
+            side[:, j, offset + j] = 1.0
+    return d_x, d_h
+
+
+def rtrl_gradient(params, x, y, cell, loss="mse", nonlinearity="tanh", resets=None):
+    """Loss and gradient of the mean loss over x (T, B, I) from a zero state by forward-mode
+    RTRL: per stream the influence M_k = d (h_k, c_k) / d theta (B, H, P) of every layer,
+    carried step by step (M_t = J_t M_{t-1} + I_t, written out per gate), and the loss
+    gradient accumulated per step as dL_t/dh_top M_top plus the head's direct gradient.
+    A reset zeroes the state and its influence. Returns (loss, grads keyed like params)."""
+    x = np.asarray(x, dtype=np.float64)
+    T, B, _ = x.shape
+    L = num_layers(params)
+    relu = nonlinearity == "relu"
+    H = np.asarray(params["weight_hh_l0"]).shape[1]
+    offsets, P = parameter_offsets(params)
+    W_head = np.asarray(params["head.weight"], dtype=np.float64)
+    y_hat, _, caches, h_top = run(params, x, cell, None, nonlinearity, resets)
+    value, dy = loss_value_and_dy(loss, y_hat, y)  # dy: the per-step gradient of the mean
+    flat = np.zeros(P)
+    M_h = [np.zeros((B, H, P)) for _ in range(L)]
+    M_c = [np.zeros((B, H, P)) for _ in range(L)]
+    for t in range(T):
+        for k in range(L):
+            W_ih, W_hh, _, _ = layer_params(params, k)
+            cache = caches[t][k]
+            if resets is not None:  # the state entering step t is a constant zero
+                M_h[k] = np.where(resets[t][:, None, None], 0.0, M_h[k])
+                M_c[k] = np.where(resets[t][:, None, None], 0.0, M_c[k])
+            # a = a_x + a_h; d a_x = W_ih d x_in + immediate, d a_h = W_hh d h_prev + immediate
+            d_x, d_h = _immediate(B, offsets, P, k, cache["x"], cache["h"], W_hh.shape[0])
+            d_h += np.einsum("gh,bhp->bgp", W_hh, M_h[k])
+            if k > 0:
+                d_x += np.einsum("gi,bip->bgp", W_ih, M_h[k - 1])
+            if cell == "rnn":
+                # h' = act(a)
+                slope = (cache["a"] > 0).astype(float) if relu else 1.0 - cache["h_new"] ** 2
+                M_h[k] = slope[:, :, None] * (d_x + d_h)
+            elif cell == "lstm":
+                d_a = d_x + d_h
+                d_i, d_f, d_g, d_o = np.split(d_a, 4, axis=1)
+                i, f, g, o, c = (cache[name][:, :, None] for name in ("i", "f", "g", "o", "c"))
+                tanh_c = np.tanh(cache["c_new"])[:, :, None]
+                # c' = f c + i g;  i, f, o = sigmoid(a_.), g = tanh(a_g)
+                M_c[k] = (f * M_c[k] + c * f * (1 - f) * d_f + g * i * (1 - i) * d_i
+                          + i * (1 - g ** 2) * d_g)
+                # h' = o tanh(c')
+                M_h[k] = tanh_c * o * (1 - o) * d_o + o * (1 - tanh_c ** 2) * M_c[k]
+            else:
+                r, z, n, h_n, h = (cache[name][:, :, None] for name in ("r", "z", "n", "h_n", "h"))
+                dx_r, dx_z, dx_n = np.split(d_x, 3, axis=1)
+                dh_r, dh_z, dh_n = np.split(d_h, 3, axis=1)
+                # r, z = sigmoid(x_. + h_.);  n = tanh(x_n + r h_n)
+                d_r = r * (1 - r) * (dx_r + dh_r)
+                d_z = z * (1 - z) * (dx_z + dh_z)
+                d_n = (1 - n ** 2) * (dx_n + r * dh_n + h_n * d_r)
+                # h' = (1 - z) n + z h
+                M_h[k] = (1 - z) * d_n + (h - n) * d_z + z * M_h[k]
+        # L_t depends on theta through h_top (y = h_top W^T + b) and directly through the head
+        flat += np.einsum("bh,bhp->p", dy[t] @ W_head, M_h[L - 1])
+        offset, _ = offsets["head.weight"]
+        flat[offset:offset + W_head.size] += (dy[t].T @ h_top[t]).ravel()
+        offset, _ = offsets["head.bias"]
+        flat[offset:offset + W_head.shape[0]] += dy[t].sum(0)
+    grads = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
+             for name, (offset, shape) in offsets.items()}
+    return float(value), grads

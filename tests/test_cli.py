@@ -477,7 +477,7 @@ def test_info_text_and_json(sine_model, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == ("Model:    lstm, 1 layer(s) x 8 hidden, 1 input(s) -> 1 output(s), float32, "
                         "init default, seed 0")
-    assert re.match(r"Training: 2 epochs, \d+ updates; k1=20 k2=20, adam lr=0.003, clip_norm=1.0$", lines[1])
+    assert re.match(r"Training: 2 epochs, \d+ updates; gradient bptt, k1=20 k2=20, adam lr=0.003, clip_norm=1.0$", lines[1])
     assert f"validation loss {records[-1]['val_loss']:.5g}" in lines[2]
     assert lines[3].startswith("Data:     demo:sine; targets ['value'], inputs ['value'], horizon 1, 8 streams")
     result = run("info", path, "--json")

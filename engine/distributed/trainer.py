@@ -32,6 +32,9 @@ class RayTrainer(Trainer):
         self.workers = check_int("workers", workers)
         self.shards_per_worker = check_int("shards_per_worker", shards_per_worker)
         shards = trainer_options.pop("shards", None)
+        if trainer_options.get("gradient", "bptt") != "bptt":
+            raise ValueError(f"gradient={trainer_options['gradient']!r} runs on one machine; RayTrainer "
+                             "spreads truncated BPTT's batch shards")
         if trainer_options.get("split", 1) not in (None, 1):
             raise ValueError("split (hidden blocks) runs on one machine; RayTrainer spreads batch shards")
         if shards is not None and shards != self.workers * self.shards_per_worker:

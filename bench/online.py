@@ -1,0 +1,183 @@
+"""Entry point `python -m bench.online`: forward-mode gradients (Trainer(gradient="rtrl" |
+"uoro"), docs/training.md) against truncated BPTT.
+
+speed: seconds per step of Trainer.partial_fit for an LSTM of H = 16 and 32 units, 32
+  streams, float32, k1 = 10 (TBPTT with k2 = 10), each method's rounds alternated with
+  the others' (the machine is shared: medians, and the spread of the rounds); the memory
+  each method's buffers take (engine/footprint.py, engine/online.py estimates); and the
+  influence product's rate: RTRL's FLOP per step in its (4H, H) x (H, P) GEMMs over its
+  measured time per step, against the same GEMM alone and a 512^3 SGEMM on one core.
+task: a stream whose target at t is the input DELAY steps earlier (random signs), longer
+  than the window of TBPTT(k1, k2): mean squared error per update of TBPTT, RTRL and UORO
+  on the same model and data (the error of predicting zero is 1), the updates each takes
+  to reach TARGET_ERROR (its mean over the last WINDOW updates), and the learning curves
+  as a PNG (--plot).
+Prints one JSON object. --quick: tiny sizes and few rounds (a smoke run, not a measurement).
+"""
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+import engine
+from bench.gemm_rate import _cpu_name, gemm_seconds
+from engine.footprint import chunk_bytes, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.online import recurrent_size
+
+STREAMS = 32
+K1 = 10
+DELAY, TASK_K1, TASK_K2 = 6, 2, 4  # the task's dependency and TBPTT's window (shorter)
+# (updates, learning rate) per method: RTRL's updates cost ~100x the others' (LSTM, H = 16)
+TASK_RUNS = {"bptt": (60_000, 1e-2), "rtrl": (4_000, 1e-2), "uoro": (60_000, 3e-3)}
+TARGET_ERROR = 0.1  # mean squared error (predicting zero scores 1)
+WINDOW = 50  # updates in the running mean of the learning curves
+
+
+def make_trainer(model, gradient, k1, k2=None, lr=3e-3, seed=0):
+    options = dict(optimizer="adam", lr=lr, k1=k1, clip_norm=1.0, gradient=gradient, seed=seed, history_updates=None)
+    if gradient == "bptt":
+        options.update(k2=k2 or k1, shards=1)  # one thread, as rtrl and uoro run
+    return engine.Trainer(model, **options)
+
+
+def timed_rounds(calls, rounds):
+    """{name: [seconds per step of each round]}, the calls' rounds taking turns."""
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            samples[name].append(call())
+    return samples
+
+
+def speed(hidden_sizes, steps, rounds):
+    rows = []
+    for H in hidden_sizes:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((steps, STREAMS, 1)).astype(np.float32)
+        y = rng.standard_normal((steps, STREAMS, 1)).astype(np.float32)
+        trainers = {}
+        for gradient in ("bptt", "rtrl", "uoro"):
+            model = engine.Model("lstm", 1, H, 1, dtype="float32", seed=0)
+            trainers[gradient] = make_trainer(model, gradient, K1, lr=1e-6)
+            trainers[gradient].partial_fit(x[:K1], y[:K1])  # compile, allocate
+
+        def runner(trainer):
+            def run():
+                started = time.perf_counter()
+                trainer.partial_fit(x, y)
+                return (time.perf_counter() - started) / steps
+            return run
+
+        samples = timed_rounds({name: runner(trainer) for name, trainer in trainers.items()}, rounds)
+        model = trainers["rtrl"].model
+        P = recurrent_size(model)
+        workspace = workspace_bytes("lstm", H, 1, 1, K1, STREAMS, 4)
+        memory = {"bptt": chunk_bytes("lstm", 1, H, 1, 1, K1, STREAMS, 1, 4, model.params.nbytes),
+                  "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, 4) + workspace,
+                  "uoro": uoro_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace}
+        medians = {name: statistics.median(values) for name, values in samples.items()}
+        flop = STREAMS * 2 * 4 * H * H * P  # per step: one (4H, H) x (H, P) GEMM per stream
+        gemm = gemm_seconds(4 * H, H, P, rounds, 0.2)
+        rows.append({
+            "cell": "lstm", "H": H, "P": P, "streams": STREAMS, "k1": K1,
+            "steps_per_s": {name: 1 / value for name, value in medians.items()},
+            "round_spread": {name: max(values) / min(values) - 1 for name, values in samples.items()},
+            "time_vs_tbptt": {name: medians[name] / medians["bptt"] for name in ("rtrl", "uoro")},
+            "memory_bytes": memory,
+            "rtrl_gflops": flop / medians["rtrl"] / 1e9,
+            "same_gemm_alone_gflops": 2 * 4 * H * H * P / gemm / 1e9,
+        })
+    peak = 2 * 512 ** 3 / gemm_seconds(512, 512, 512, rounds, 0.2) / 1e9
+    for row in rows:
+        row["sgemm_512_gflops"] = peak
+        row["rtrl_share_of_sgemm_512"] = row["rtrl_gflops"] / peak
+        row["rtrl_share_of_same_gemm"] = row["rtrl_gflops"] / row["same_gemm_alone_gflops"]
+    return rows
+
+
+def delayed_signs(steps, streams, delay, seed):
+    """x (steps, streams, 1) random signs; y the input `delay` steps earlier (NaN before)."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.float32([-1, 1]), size=(steps, streams, 1))
+    y = np.full_like(x, np.nan)
+    y[delay:] = x[:-delay]
+    return x, y
+
+
+def task(runs, hidden, streams, seed=0):
+    """Learning curves (per update, mean squared error) of the delayed-signs stream, one
+    pass over it of runs[gradient] = (updates, lr) per method, the same data and model."""
+    steps = max(updates for updates, _ in runs.values()) * TASK_K1
+    x, y = delayed_signs(steps, streams, DELAY, seed)
+    curves, seconds, rates = {}, {}, {}
+    for gradient, label in (("bptt", f"TBPTT(k1={TASK_K1}, k2={TASK_K2})"), ("rtrl", "RTRL"), ("uoro", "UORO")):
+        updates, lr = runs[gradient]
+        model = engine.Model("lstm", 1, hidden, 1, dtype="float32", seed=seed)
+        trainer = make_trainer(model, gradient, TASK_K1, TASK_K2, lr=lr, seed=seed)
+        rates[label] = lr
+        started = time.perf_counter()
+        trainer.partial_fit(x[:updates * TASK_K1], y[:updates * TASK_K1])
+        seconds[label] = time.perf_counter() - started
+        curves[label] = [record["loss"] for record in trainer.history.updates]
+    reached = {}
+    for label, losses in curves.items():
+        running = np.convolve(losses, np.ones(WINDOW) / WINDOW, mode="valid")
+        below = np.nonzero(running <= TARGET_ERROR)[0]
+        reached[label] = int(below[0]) + WINDOW if len(below) else None
+    return {"delay": DELAY, "k1": TASK_K1, "k2": TASK_K2, "hidden": hidden, "streams": streams, "lr": rates,
+            "updates": {label: len(losses) for label, losses in curves.items()}, "target_error": TARGET_ERROR,
+            "updates_to_target": reached, "seconds": seconds,
+            "final_error": {label: float(np.mean(losses[-WINDOW:])) for label, losses in curves.items()},
+            "curves": curves}
+
+
+def plot(result, path):
+    """The learning curves (running means of WINDOW updates) as a small PNG, written atomically."""
+    from engine.files import atomic_write
+    from engine.plots import require_matplotlib
+    plt = require_matplotlib()
+    figure, axes = plt.subplots(figsize=(6, 3.2), dpi=80)
+    for label, losses in result["curves"].items():
+        running = np.convolve(losses, np.ones(WINDOW) / WINDOW, mode="valid")
+        axes.plot(np.arange(WINDOW, len(losses) + 1), running, label=label)
+    axes.axhline(result["target_error"], color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("update")
+    axes.set_xscale("log")
+    axes.set_ylabel(f"MSE (mean of {WINDOW} updates)")
+    axes.set_title(f"target = input {result['delay']} steps earlier; LSTM {result['hidden']} units")
+    axes.set_yscale("log")
+    axes.legend()
+    figure.tight_layout()
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png")
+    plt.close(figure)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, few rounds: a smoke run")
+    parser.add_argument("--plot", help="write the task's learning curves to this PNG")
+    args = parser.parse_args()
+    if args.plot:
+        engine.files.check_output(args.plot, what="plot")
+    print(json.dumps(run(args.quick, args.plot), indent=1))
+
+
+def run(quick, plot_path=None):
+    if quick:
+        result = {"speed": speed((4,), 20, 2), "task": task({name: (60, lr) for name, (_, lr) in TASK_RUNS.items()},
+                                                            4, 4)}
+    else:
+        result = {"speed": speed((16, 32), 100, 11), "task": task(TASK_RUNS, 16, STREAMS)}
+    result["machine"] = _cpu_name()
+    result["date"] = time.strftime("%Y-%m-%d")
+    if plot_path:
+        plot(result["task"], plot_path)
+    result["task"] = {key: value for key, value in result["task"].items() if key != "curves"}
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Forward-mode gradients for the Trainer's gradient="rtrl" (exact real-time recurrent
+learning) and "uoro" (its unbiased rank-one estimate): no truncation window.
+
+Each chunk of k1 steps runs the engine's own forward kernels (engine.bptt.forward_chunk,
+so the states are those of BPTT), the loss kernels give dL/dy_hat of the chunk's mean loss
+and the head its direct gradient; kernels/rtrl.py then walks the chunk forward in time,
+carrying each stream's influence d state / d theta and adding dL_t/dh_top times it per
+step. The influence is carried across chunks (and partial_fit calls) like the state:
+after an update it is the influence under the parameters of the previous steps, the
+standard online approximation (exact when the parameters do not move).
+"""
+import numpy as np
+
+from engine.bptt import forward_chunk, state_after
+from engine.footprint import format_bytes, influence_blocks, require, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.workspace import Workspace
+from kernels.head import cross_entropy_gradient, head_backward, mse_gradient
+from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
+
+GRADIENTS = ("bptt", "rtrl", "uoro")
+EPSILON = 1e-7  # UORO's guard in its scaling ratios
+
+
+def recurrent_size(model):
+    """P: the parameters before the head (every layer's), the columns of the influence."""
+    return model.layout.offsets["head.weight"]
+
+
+def sizes(model):
+    """The model's sizes as engine/footprint.py's estimates take them."""
+    return model.cell, model.input_size, model.hidden_size, model.output_size, model.num_layers
+
+
+def online_gradient(gradient, model, B, grad, steps, rng):
+    """The Rtrl or Uoro object of a Trainer for B streams, writing into grad (P_all,) (rng:
+    the trainer's numpy Generator, UORO's random signs). Its memory, with the forward
+    caches of chunks of `steps` steps, is refused before allocating when the machine cannot
+    hold it (MemoryEstimateError, with the figure; for rtrl the advice to use uoro and what
+    it would need)."""
+    itemsize = model.dtype.itemsize
+    chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B, itemsize)
+    uoro = uoro_bytes(*sizes(model), B, steps, itemsize) + chunk
+    if gradient == "rtrl":
+        state_units = model.num_layers * model.hidden_size * (2 if model.cell == "lstm" else 1)
+        try:
+            require(rtrl_bytes(*sizes(model), B, itemsize) + chunk,
+                    f"exact RTRL's influence matrices for {B} streams ({state_units} state units x "
+                    f"{recurrent_size(model)} parameters each) and chunks of {steps} steps")
+        except ValueError as error:
+            raise type(error)(f"{error}; or use gradient 'uoro', an unbiased estimate of the same gradient in "
+                              f"about {format_bytes(uoro)}") from None
+        return Rtrl(model, B, grad)
+    require(uoro, f"UORO for {B} streams and chunks of {steps} steps")
+    return Uoro(model, B, grad, rng)
+
+
+class OnlineChunks:
+    """The forward caches of a chunk, and the loss's dL/dy_hat: shared by both methods.
+    One workspace, of the longest chunk so far (shorter ones use its first steps; a longer
+    one's memory is checked before it is made). grad: the trainer's flat gradient (P_all,),
+    overwritten by each run."""
+
+    def __init__(self, model, grad):
+        self.model = model
+        self.grad = grad
+        self.grad_views = model.layout.views(grad)
+        self.longest = None    # the workspace of the longest chunk
+        self.workspace = None  # of the chunk last run (a view of the longest's first steps)
+
+    def forward(self, x, y, loss, state, resets):
+        """Forward over x (T, B, I) from `state`, dL/dy_hat of the chunk's mean loss into
+        workspace.dy and the head's gradient into grad; returns (loss, count)."""
+        T, B = x.shape[:2]
+        model = self.model
+        if self.longest is None or self.longest.shape[0] < T:
+            self.longest = None
+            require(workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, T, B,
+                                    model.dtype.itemsize), f"chunks of {T} steps x {B} streams")
+            self.longest = Workspace(model, T, B)
+        workspace = self.workspace = self.longest if self.longest.shape[0] == T else self.longest.first(T)
+        forward_chunk(self.model, workspace, x, state, resets)
+        y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
+        if loss == "mse":
+            value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), 0, 0)
+        else:
+            value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), 0, 0)
+        head_backward(self.grad_views["head.weight"], self.grad_views["head.bias"], dy,
+                      workspace.layers[-1].h[1:].reshape(T * B, -1))
+        return value, count
+
+    def caches(self):
+        """Per-layer tuples (h, c, gates, hidden_n) of the chunk last run (h stands in for
+        the caches a cell does not have: the kernels' tuples need one array type)."""
+        layers = self.workspace.layers
+        hs = tuple(layer.h for layer in layers)
+        cs = tuple(layer.c if layer.c is not None else layer.h for layer in layers)
+        hidden_ns = tuple(layer.hidden_n if layer.hidden_n is not None else layer.h for layer in layers)
+        return hs, cs, tuple(layer.gates for layer in layers), hidden_ns
+
+    def state_after(self, step):
+        return state_after(self.model, self.workspace, step)
+
+
+def layer_arguments(model):
+    """(weights_ih, weights_hh, offsets (L, 4)) of the kernels: views of the parameters,
+    which the optimizer updates in place (made once)."""
+    layers = [model.layer_parameters(k) for k in range(model.num_layers)]
+    offsets = np.array([[model.layout.offsets[name] for name in model.layout.layer_names(k)]
+                        for k in range(model.num_layers)], dtype=np.int64)
+    return tuple(layer[0] for layer in layers), tuple(layer[1] for layer in layers), offsets
+
+
+class _Carried:
+    """What both methods share: the carried arrays (by checkpoint member name, each (B, ...)),
+    zeroed, checked and restored alike; the chunk's forward; the state after a step.
+    stored(name, array) / loaded(name, array): the member as a checkpoint holds it."""
+
+    @property
+    def batch(self):
+        return self.chunks_batch
+
+    def zero(self):
+        """Forget the carried influence (a zero state has none)."""
+        for array in self.arrays().values():
+            array[...] = 0
+
+    def non_finite_streams(self):
+        """(B,) booleans: the streams whose influence holds a non-finite entry."""
+        bad = np.zeros(self.batch, dtype=bool)
+        for array in self.arrays().values():
+            bad |= ~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
+        return bad
+
+    def zero_streams(self, streams):
+        """Zero the influence of the streams where `streams` (B,) is True (restarted)."""
+        for array in self.arrays().values():
+            array[streams] = 0
+
+    def checkpoint_arrays(self):
+        """The carried arrays as a checkpoint stores them (name -> array)."""
+        return {name: self.stored(array) for name, array in self.arrays().items()}
+
+    def restore(self, arrays):
+        """Load the carried influence from checkpoint members (name -> array), shapes checked."""
+        if set(arrays) != set(self.arrays()):
+            raise ValueError(f"gradient {self.name!r} carries {', '.join(sorted(self.arrays()))}; "
+                             f"the checkpoint holds {', '.join(sorted(arrays))}")
+        for name, array in self.arrays().items():
+            stored, expected = arrays[name], self.stored(array).shape
+            if stored.shape != expected or not np.all(np.isfinite(stored)):
+                raise ValueError(f"trainer/{name} has shape {stored.shape}, expected {expected} (finite)")
+            self.load(array, stored)
+
+    def stored(self, array):
+        return array
+
+    def load(self, array, stored):
+        array[...] = stored
+
+    def state_after(self, step):
+        return self.chunks.state_after(step)
+
+
+class Rtrl(_Carried):
+    """Exact RTRL for B streams: the influence of h (and of c for LSTM), (B, L, N, H, W)
+    in blocks of parameter columns (kernels/rtrl.py); checkpoints hold it as (B, L, H, P)."""
+
+    name = "rtrl"
+
+    def __init__(self, model, B, grad):
+        H, L = model.hidden_size, model.num_layers
+        blocks, width = influence_blocks(recurrent_size(model), model.gates * H, model.dtype.itemsize)
+        self.model = model
+        self.chunks = OnlineChunks(model, grad)
+        self.layers = layer_arguments(model)
+        self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)
+        self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
+        self.d_x = np.zeros((model.gates * H, width), model.dtype)
+        self.d_h = np.zeros_like(self.d_x)
+        self.ones = np.ones(model.gates * H, model.dtype)
+        self.dh_top = np.zeros(H, model.dtype)
+        self.grad = grad
+        self.chunks_batch = B
+
+    def arrays(self):
+        """The carried influence, by checkpoint member name."""
+        arrays = {"influence_h": self.influence_h}
+        if self.model.cell == "lstm":
+            arrays["influence_c"] = self.influence_c
+        return arrays
+
+    def stored(self, array):
+        """(B, L, N, H, W) -> (B, L, H, P)."""
+        B, L, blocks, H, width = array.shape
+        return array.transpose(0, 1, 3, 2, 4).reshape(B, L, H, blocks * width)[..., :recurrent_size(self.model)]
+
+    def load(self, array, stored):
+        B, L, blocks, H, width = array.shape
+        padded = np.zeros((B, L, H, blocks * width), array.dtype)
+        padded[..., :stored.shape[-1]] = stored
+        array[...] = padded.reshape(B, L, H, blocks, width).transpose(0, 1, 3, 2, 4)
+
+    def run(self, x, y, loss, state, resets=None):
+        """Gradient of the mean loss over the targets of chunk x (T, B, I), y into grad,
+        carrying the influence; returns (loss, count)."""
+        model = self.model
+        value, count = self.chunks.forward(x, y, loss, state, resets)
+        hs, cs, gates, hidden_ns = self.chunks.caches()
+        weights_ih, weights_hh, offsets = self.layers
+        workspace = self.chunks.workspace
+        rtrl_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.d_x, self.d_h,
+                   self.dh_top, self.ones, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
+                   weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu)
+        return value, count
+
+
+class Uoro(_Carried):
+    """UORO for B streams (Tallec & Ollivier 2018): per stream a state-sized vector s~
+    (B, L, H, 1) for h (and c) and a parameter-sized theta~ (B, P) whose outer product is
+    an unbiased estimate of RTRL's influence, updated per step with random signs drawn
+    from `rng` (the trainer's Generator: runs are bit-reproducible)."""
+
+    name = "uoro"
+
+    def __init__(self, model, B, grad, rng):
+        P = recurrent_size(model)
+        H, L = model.hidden_size, model.num_layers
+        self.model = model
+        self.rng = rng
+        self.chunks = OnlineChunks(model, grad)
+        self.layers = layer_arguments(model)
+        self.chunks_batch = B
+        self.influence_h = np.zeros((B, L, H, 1), model.dtype)  # s~ (h part)
+        self.influence_c = np.zeros((B, L, H, 1), model.dtype) if model.cell == "lstm" else self.influence_h
+        self.influence_theta = np.zeros((B, P), model.dtype)  # theta~
+        self.theta_sq = np.zeros(B)
+        self.d_x = np.zeros((model.gates * H, 1), model.dtype)
+        self.d_h = np.zeros_like(self.d_x)
+        self.da_x = np.zeros((L, model.gates * H), model.dtype)
+        self.da_h = np.zeros_like(self.da_x)
+        self.carries = np.zeros((2, H), model.dtype)
+        self.dh_top = np.zeros(H, model.dtype)
+        self.signs = np.zeros((L, 2 if model.cell == "lstm" else 1, H), model.dtype)
+        self.grad = grad
+
+    def arrays(self):
+        arrays = {"influence_h": self.influence_h, "influence_theta": self.influence_theta}
+        if self.model.cell == "lstm":
+            arrays["influence_c"] = self.influence_c
+        return arrays
+
+    def run(self, x, y, loss, state, resets=None):
+        """As Rtrl.run, with UORO's estimate of the gradient."""
+        model = self.model
+        T, B = x.shape[:2]
+        value, count = self.chunks.forward(x, y, loss, state, resets)
+        hs, cs, gates, hidden_ns = self.chunks.caches()
+        weights_ih, weights_hh, offsets = self.layers
+        per_step = -(-self.signs.size // 8)  # one random bit per sign
+        bits = np.frombuffer(self.rng.bytes(T * B * per_step), np.uint8).reshape(T, B, per_step)
+        workspace = self.chunks.workspace
+        uoro_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.influence_theta,
+                   self.theta_sq, bits, self.signs, self.d_x, self.d_h, self.da_x, self.da_h, self.carries,
+                   self.dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
+                   model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON)
+        return value, count

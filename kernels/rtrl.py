@@ -1,0 +1,343 @@
+"""Forward-mode gradients over a chunk that a cell's forward kernel has filled: exact RTRL
+(Williams & Zipser 1989) and UORO's rank-one estimate (Tallec & Ollivier 2018).
+
+Per stream and layer the influence M = d state / d theta of the recurrent parameters
+(theta: the first P entries of the flat buffer, every layer's weight_ih, weight_hh,
+bias_ih, bias_hh) is carried from step to step:
+
+    d a_h = W_hh M_h(t-1) + immediate,  d a_x = W_ih M_h(below, t) + immediate
+    M(t) = the cell's derivative of its new state, element-wise, from d a and M(t-1)
+
+The (G*H, H) x (H, P) products are the work (one GEMM per stream, layer and block of
+parameter columns); the cell's part is one element-wise pass over the block, which the
+GEMM has just left in cache. The influence is laid out (B, L, N, H, W): N blocks of W
+columns, each stream's (H, W) block of a layer contiguous. The caches read are the forward
+kernels' own (kernels/lstm.py, gru.py, rnn.py): h, c (T+1, B, H) (row t the output of
+step t - 1, not zeroed at a reset: a reset is read from `resets` here), the activated
+gates (T, B, G*H), GRU's W_hn h + b_hn (T, B, H). Layer tuples (one array per layer) are
+Numba UniTuples: every layer's arrays have the same type (RNN and GRU pass h for c).
+
+cell: 0 RNN, 1 LSTM, 2 GRU. offsets (L, 4): the flat offsets of each layer's weight_ih,
+weight_hh, bias_ih, bias_hh.
+"""
+import numpy as np
+
+from kernels.activations import tanh
+from kernels.common import add_into, squared_norm, zero_fill
+from kernels.config import jit
+
+RNN, LSTM, GRU = 0, 1, 2
+CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+@jit
+def add_row(d, j, first, values, p0):
+    """d[j, first + i - p0] += values[i] for the i whose column falls in d's block
+    (columns p0 .. p0 + width - 1 of the whole P)."""
+    width = d.shape[1]
+    lo = max(first, p0)
+    hi = min(first + values.shape[0], p0 + width)
+    for p in range(lo, hi):
+        d[j, p - p0] += values[p - first]
+
+
+@jit
+def add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0):
+    """The immediate term d a / d theta of one stream's step (inputs held fixed), added
+    within the block of columns p0 .. p0 + width - 1: a_x[j] = sum_i W_ih[j, i] x_in[i]
+    + b_ih[j] into d_x (G*H, width), a_h likewise from h_prev (H,) (zero at a reset:
+    nothing to add) with W_hh, b_hh into d_h. ones: (G*H,) ones (the biases' rows)."""
+    rows = d_x.shape[0]
+    I, H = x_in.shape[0], h_prev.shape[0]
+    ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
+    width = d_x.shape[1]
+    if p0 >= bhh + rows or p0 + width <= ih:
+        return  # none of this layer's parameters in the block
+    for j in range(rows):
+        add_row(d_x, j, ih + j * I, x_in, p0)
+        if not reset:
+            add_row(d_h, j, hh + j * H, h_prev, p0)
+        add_row(d_x, j, bih + j, ones[j:j + 1], p0)
+        add_row(d_h, j, bhh + j, ones[j:j + 1], p0)
+
+
+@jit
+def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
+    """One stream's new influence of one layer from d a (G*H, P), in place: for RNN and
+    LSTM d_h holds all of it; for GRU d_x and d_h hold its input and hidden sides. m_h,
+    m_c (H, P) in: of the state entering the step; out: of the new state. gates
+    (G*H,) activated, hidden_n (H,) GRU's W_hn h + b_hn, h_prev, c_prev (H,) the state
+    entering (zero where `reset`), h_new, c_new (H,) the step's output."""
+    H, P = m_h.shape
+    one = m_h.dtype.type(1)
+    zero = m_h.dtype.type(0)
+    for j in range(H):
+        if cell == RNN:  # h' = act(a)
+            if relu:
+                slope = one if h_new[j] > zero else zero
+            else:
+                slope = one - h_new[j] * h_new[j]
+            for p in range(P):
+                m_h[j, p] = slope * d_h[j, p]
+        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c'); i, f, o = sigmoid, g = tanh
+            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+            c = zero if reset else c_prev[j]
+            tanh_c = tanh(c_new[j])
+            k_i, k_f, k_g = g * i * (one - i), c * f * (one - f), i * (one - g * g)
+            k_o, k_c = tanh_c * o * (one - o), o * (one - tanh_c * tanh_c)
+            for p in range(P):
+                m = f * m_c[j, p] + k_i * d_h[j, p] + k_f * d_h[H + j, p] + k_g * d_h[2 * H + j, p]
+                m_c[j, p] = m
+                m_h[j, p] = k_o * d_h[3 * H + j, p] + k_c * m
+        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+            r, z, n = gates[j], gates[H + j], gates[2 * H + j]
+            h = zero if reset else h_prev[j]
+            k_r, k_z, k_n = r * (one - r), z * (one - z), one - n * n
+            for p in range(P):
+                d_r = k_r * (d_x[j, p] + d_h[j, p])
+                d_z = k_z * (d_x[H + j, p] + d_h[H + j, p])
+                d_n = k_n * (d_x[2 * H + j, p] + r * d_h[2 * H + j, p] + hidden_n[j] * d_r)
+                m_h[j, p] = (one - z) * d_n + (h - n) * d_z + z * m_h[j, p]
+
+
+@jit
+def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
+               gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, ones, p0):
+    """One stream's influence (H, width) of one layer carried over one step, in place, for
+    the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently).
+
+    m_below (H, width): the new influence of the layer below's output (read when `below`;
+    the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch
+    (RNN and LSTM sum both sides into d_h: one array for the element-wise pass to read).
+    immediate: add the step's own d a / d theta (RTRL; ones (G*H,) ones); without it this
+    is UORO's tangent J (s~) with width 1. A reset zeroes the influence entering the step."""
+    if reset:
+        zero_fill(m_h.reshape(-1))
+        zero_fill(m_c.reshape(-1))
+        zero_fill(d_h.reshape(-1))
+    else:
+        np.dot(weight_hh, m_h, d_h)  # (G*H, H) x (H, P): the state Jacobian's product
+    sides = cell == GRU  # its n gate weighs the two sides differently
+    if below:
+        np.dot(weight_ih, m_below, d_x)  # (G*H, H) x (H, W)
+        if not sides:
+            add_into(d_h.reshape(-1), d_x.reshape(-1))
+    elif sides:
+        zero_fill(d_x.reshape(-1))
+    if immediate:
+        add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
+    cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
+
+
+@jit
+def top_gradient(dh_top, dy_tb, head_weight):
+    """dh_top (H,) = dy_tb (O,) head_weight (O, H): dL_t/dh_top of one stream; whether
+    any entry is non-zero (a step without a counted target has nothing to add)."""
+    zero_fill(dh_top)
+    any_target = False
+    for o in range(dy_tb.shape[0]):
+        if dy_tb[o] != 0:
+            any_target = True
+            for j in range(dh_top.shape[0]):
+                dh_top[j] += dy_tb[o] * head_weight[o, j]
+    return any_target
+
+
+@jit
+def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, ones, hs, cs, gates, hidden_ns, x, resets, dy,
+               weights_ih, weights_hh, head_weight, offsets, cell, relu):
+    """Exact RTRL over a chunk of T steps: overwrites grad (P,) with the gradient of the
+    loss whose dL/dy_hat is dy (T, B, O), through the recurrent parameters (the head's
+    own gradient is head_backward's), and carries influence_h, influence_c (B, L, N, H, W)
+    (LSTM's c; the others pass influence_h) across the chunk in place: the P columns in N
+    blocks of W (N W >= P; the columns past P stay zero), each block contiguous, so that a
+    block's GEMM output stays in cache for the element-wise pass that reads it.
+
+    d_x, d_h (G*H, W), dh_top (H,), ones (G*H,) ones: scratch. hs, cs (T+1, B, H), gates (T, B, G*H),
+    hidden_ns (T, B, H): per-layer tuples of the forward caches. x (T, B, I). resets
+    (T, B). weights_ih, weights_hh: per-layer tuples (G*H, I_k), (G*H, H). head_weight
+    (O, H). offsets (L, 4), cell, relu: see the module."""
+    T, B = resets.shape
+    L = len(hs)
+    blocks, width = influence_h.shape[2], influence_h.shape[4]
+    P = grad.shape[0]
+    zero_fill(grad)
+    for t in range(T):
+        for b in range(B):
+            targets = top_gradient(dh_top, dy[t, b], head_weight)
+            for n in range(blocks):
+                p0 = n * width
+                for k in range(L):
+                    below = k > 0
+                    x_in = hs[k - 1][t + 1, b] if below else x[t, b]
+                    layer_step(cell, relu, True, influence_h[b, k, n], influence_c[b, k, n],
+                               influence_h[b, max(k - 1, 0), n], below, d_x, d_h, weights_ih[k], weights_hh[k], x_in,
+                               gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b],
+                               cs[k][t + 1, b], resets[t, b], offsets[k], ones, p0)
+                if targets:
+                    m_top = influence_h[b, L - 1, n]
+                    columns = min(width, P - p0)
+                    for j in range(dh_top.shape[0]):  # grad += dh_top M_top
+                        coefficient = dh_top[j]
+                        for q in range(columns):
+                            grad[p0 + q] += coefficient * m_top[j, q]
+
+
+@jit
+def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, weight_ih, gates, hidden_n, h_prev,
+             c_prev, h_new, c_new, reset):
+    """nu^T d state_t / d a of one stream's layer, the state entering held fixed: the
+    weights da_x, da_h (G*H,) out of the input- and hidden-side pre-activations, whose
+    outer products with (x_in, 1) and (h_prev, 1) are nu^T d state_t / d theta of the
+    layer's weight_ih, bias_ih and weight_hh, bias_hh (theta_step applies them).
+    nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
+    (H,): what the layer above adds to nu_h through this layer's output (backpropagated
+    within the step). carry_out (I_k,): out, the same for the layer below (when `below`)."""
+    H = h_new.shape[0]
+    one = h_new.dtype.type(1)
+    zero = h_new.dtype.type(0)
+    for j in range(H):
+        dh = nu_h[j] + carry_in[j]
+        if cell == RNN:  # h' = act(a)
+            if relu:
+                da = dh if h_new[j] > zero else zero
+            else:
+                da = dh * (one - h_new[j] * h_new[j])
+            da_x[j] = da
+            da_h[j] = da
+        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c')
+            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+            c = zero if reset else c_prev[j]
+            tanh_c = tanh(c_new[j])
+            dc = nu_c[j] + dh * o * (one - tanh_c * tanh_c)
+            da_x[j] = da_h[j] = dc * g * i * (one - i)
+            da_x[H + j] = da_h[H + j] = dc * c * f * (one - f)
+            da_x[2 * H + j] = da_h[2 * H + j] = dc * i * (one - g * g)
+            da_x[3 * H + j] = da_h[3 * H + j] = dh * tanh_c * o * (one - o)
+        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+            r, z, n = gates[j], gates[H + j], gates[2 * H + j]
+            h = zero if reset else h_prev[j]
+            da_n = dh * (one - z) * (one - n * n)
+            da_r = da_n * hidden_n[j] * r * (one - r)
+            da_z = dh * (h - n) * z * (one - z)
+            da_x[j], da_x[H + j], da_x[2 * H + j] = da_r, da_z, da_n
+            da_h[j], da_h[H + j], da_h[2 * H + j] = da_r, da_z, da_n * r
+    if below:  # the layer below's output x_in: carry_out = W_ih^T da_x
+        zero_fill(carry_out)
+        for j in range(da_x.shape[0]):
+            for i in range(weight_ih.shape[1]):
+                carry_out[i] += weight_ih[j, i] * da_x[j]
+
+
+@jit
+def squared_sum(values):
+    """Sum of squares of values (N,), in float64."""
+    total = 0.0
+    for value in values:
+        total += np.float64(value) ** 2
+    return total
+
+
+@jit
+def theta_step(theta, keep, add, da_x, da_h, x_in, h_prev, reset, offsets_k):
+    """One layer's blocks of one stream's theta~ (P,), in place: theta~ keep + add v, v =
+    nu^T d state / d theta, the outer products of step_vjp's weights da_x, da_h (G*H,)
+    with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset), formed row by row."""
+    rows, I, H = da_x.shape[0], x_in.shape[0], h_prev.shape[0]
+    ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
+    for j in range(rows):
+        block, scale = theta[ih + j * I:ih + (j + 1) * I], add * da_x[j]
+        for i in range(I):
+            block[i] = block[i] * keep + scale * x_in[i]
+        block, scale = theta[hh + j * H:hh + (j + 1) * H], add * da_h[j]
+        if reset:
+            for i in range(H):
+                block[i] = block[i] * keep
+        else:
+            for i in range(H):
+                block[i] = block[i] * keep + scale * h_prev[i]
+    for block, weights in ((theta[bih:bih + rows], da_x), (theta[bhh:bhh + rows], da_h)):
+        for j in range(rows):
+            block[j] = block[j] * keep + add * weights[j]
+
+
+@jit
+def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_h, da_x, da_h, carries, dh_top, hs,
+               cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
+               epsilon):
+    """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
+    the gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair
+    in place: tangent_h, tangent_c (B, L, H, 1) the state-sized vector s~ (LSTM's c part;
+    the others pass tangent_h), theta (B, P) the parameter-sized one, influence ~ s~ theta^T.
+
+    Per step and stream: s~ <- rho0 J s~ + rho1 nu, theta <- theta / rho0 + (nu^T I) / rho1,
+    nu random signs (signs (L, W, H), W = 2 for LSTM's h and c, else 1, from the bits of
+    bits (T, B, N) random bytes, entry q of a stream's step bit q % 8 of byte q // 8: +1
+    where it is set), rho0 = sqrt((|theta| + eps) / (|J s~| + eps)), rho1 =
+    sqrt((|nu^T I| + eps) / (|nu| + eps)): the variance-minimising scaling (Tallec &
+    Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
+    |nu^T I| comes from the outer products' factors (|u v^T| = |u| |v|), so theta is
+    walked once per step. theta_sq (B,) float64, d_x, d_h (G*H, 1), da_x, da_h (L, G*H),
+    carries (2, H), dh_top (H,): scratch."""
+    T, B = resets.shape
+    L = len(hs)
+    H = dh_top.shape[0]
+    lstm = cell == LSTM
+    one = signs.dtype.type(1)
+    W = signs.shape[1]
+    zero_fill(grad)
+    for b in range(B):  # |theta~|^2 per stream, then kept up to date after each step
+        theta_sq[b] = squared_norm(theta[b:b + 1])
+    for t in range(T):
+        for b in range(B):
+            reset = resets[t, b]
+            if reset:
+                zero_fill(theta[b])
+                theta_sq[b] = 0.0
+            for k in range(L):  # J s~: the tangent through the step, lower layers first
+                below = k > 0
+                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
+                layer_step(cell, relu, False, tangent_h[b, k], tangent_c[b, k], tangent_h[b, max(k - 1, 0)],
+                           below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
+                           hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
+                           reset, offsets[k], da_x[0], 0)
+            step_bits = bits[t, b]
+            for k in range(L):  # nu
+                for w in range(W):
+                    for j in range(H):
+                        q = (k * W + w) * H + j
+                        signs[k, w, j] = one if (step_bits[q >> 3] >> (q & 7)) & 1 else -one
+            zero_fill(carries[1])
+            vjp_sq = 0.0
+            for k in range(L - 1, -1, -1):  # nu^T I: backpropagated within the step, top layer first
+                below = k > 0
+                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
+                carry_in, carry_out = carries[(L - k) % 2], carries[(L - 1 - k) % 2]
+                step_vjp(cell, relu, signs[k, 0], signs[k, signs.shape[1] - 1], carry_in, carry_out, below,
+                         da_x[k], da_h[k], weights_ih[k], gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b],
+                         cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b], reset)
+                h_sq = 0.0 if reset else squared_sum(hs[k][t, b])
+                vjp_sq += squared_sum(da_x[k]) * (squared_sum(x_in) + 1.0) + squared_sum(da_h[k]) * (h_sq + 1.0)
+            tangent_sq = squared_sum(tangent_h[b].reshape(-1)) + (squared_sum(tangent_c[b].reshape(-1))
+                                                                  if lstm else 0.0)
+            rho0 = np.sqrt((np.sqrt(theta_sq[b]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
+            rho1 = np.sqrt((np.sqrt(vjp_sq) + epsilon) / (np.sqrt(L * signs.shape[1] * H) + epsilon))
+            a0, a1 = theta.dtype.type(rho0), theta.dtype.type(rho1)
+            for k in range(L):
+                for j in range(H):
+                    tangent_h[b, k, j, 0] = a0 * tangent_h[b, k, j, 0] + a1 * signs[k, 0, j]
+                    if lstm:
+                        tangent_c[b, k, j, 0] = a0 * tangent_c[b, k, j, 0] + a1 * signs[k, 1, j]
+            weight = theta.dtype.type(0)
+            if top_gradient(dh_top, dy[t, b], head_weight):
+                for j in range(H):
+                    weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
+            keep, add = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
+            for k in range(L):
+                theta_step(theta[b], keep, add, da_x[k], da_h[k], hs[k - 1][t + 1, b] if k > 0 else x[t, b],
+                           hs[k][t, b], reset, offsets[k])
+            row = theta[b]
+            if weight != 0:
+                for p in range(row.shape[0]):
+                    grad[p] += weight * row[p]
+            theta_sq[b] = squared_norm(theta[b:b + 1])
