@@ -1,4 +1,6 @@
 """Shared fixtures: the cell variants, random test cases and a tensor-relative comparison."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,12 @@ def assert_close():
 def make_case():
     """make_case(cell, nonlinearity, num_layers, loss, masked, T, B, I, H, O, dtype, seed)."""
     return make_case_impl
+
+
+@pytest.fixture
+def workdir(originals, tmp_path, monkeypatch):
+    """A fresh copy of the test module's `originals` folder (its fixture) as the current
+    directory, for the bad-input tables that check nothing in it changes."""
+    shutil.copytree(originals, tmp_path, dirs_exist_ok=True, copy_function=shutil.copy2)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

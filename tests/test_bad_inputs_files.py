@@ -55,13 +55,6 @@ def originals(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def workdir(originals, tmp_path, monkeypatch):
-    shutil.copytree(originals, tmp_path, dirs_exist_ok=True, copy_function=shutil.copy2)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 CASES = {
     # 1: an output never replaces a file of a panel input, nor joins the panel
     "train DIR -o DIR/s0.csv": (["train", "panel", *PANEL_TINY, "-o", "panel/s0.csv"], "a file of the input panel"),

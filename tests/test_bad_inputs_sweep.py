@@ -48,15 +48,6 @@ def originals(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def workdir(originals, tmp_path, monkeypatch):
-    """A fresh copy of the originals as the current directory."""
-    for path in originals.iterdir():
-        (shutil.copytree if path.is_dir() else shutil.copy2)(path, tmp_path / path.name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def assert_refused(workdir, args, *fragments):
     before = snapshot(workdir)
     assert_bad_input(sweep(*args), *fragments)

@@ -1,7 +1,6 @@
 """Bad time stamps, ids and --from values, and options that used to be silently ignored
 (issue 28, classes 3, 4, 6, 15 and 19): each is one "Error:" line on stderr, exit status
 2, no traceback, and nothing in the working directory created or changed."""
-import shutil
 
 import numpy as np
 import pytest
@@ -43,14 +42,6 @@ def originals(tmp_path_factory):
         result = runner.invoke(main, ["train", str(root / data), *SMALL, *extra, "-o", str(root / model)])
         assert result.exit_code == 0, result.stderr
     return root
-
-
-@pytest.fixture
-def workdir(originals, tmp_path, monkeypatch):
-    for path in originals.iterdir():
-        (shutil.copytree if path.is_dir() else shutil.copy2)(path, tmp_path / path.name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 CASES = {
