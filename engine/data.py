@@ -279,6 +279,13 @@ def prepare_training_data(source, inputs=None, targets=None, horizon=1, streams=
     x, y = frame(features, levels, horizon)
     if difference:
         y = y - base[:len(y)]
+    return assemble_training_data(x, y, recipe, target_names, streams, val_fraction, min_steps)
+
+
+def assemble_training_data(x, y, recipe, target_names, streams, val_fraction, min_steps=1):
+    """TrainingData from framed inputs x (N, I) and targets y (N, K) of one series:
+    the validation tail split off, normalisation fitted on the training part, the
+    training part cut into streams; metadata: the recipe plus the keys prepare_training_data lists."""
     train, validation = split_validation(x, y, val_fraction)
     _require_targets(train[1], target_names, "the training part")
     input_norm, target_norm = Normalizer.fit(train[0]), Normalizer.fit(train[1])
@@ -358,10 +365,11 @@ def _features(series, recipe, need_base=True):
 
 
 def _require_targets(y, names, part):
-    """Every target column needs observed values in `part` (y (T, O)), or training is blind."""
+    """Every target column needs observed values in `part` (y (T, K), K a multiple of the
+    O names: entry k is target k % O), or training is blind."""
     empty = np.isnan(y).all(axis=0)
     if empty.any():
-        raise DataError(f'{part} holds no observed values of target "{names[np.argmax(empty)]}"; '
+        raise DataError(f'{part} holds no observed values of target "{names[np.argmax(empty) % len(names)]}"; '
                         "change --val-fraction or the data")
 
 

@@ -121,6 +121,9 @@ class Option:
     def _parse_memory(self, value):
         return parse_memory(value)
 
+    def _parse_quantiles(self, value):
+        return parse_quantiles(value)
+
 
 def _number(kind, text, name):
     """int or float of a command-line text, in click's words when it is not one."""
@@ -128,6 +131,19 @@ def _number(kind, text, name):
         return kind(text.strip())
     except ValueError:
         raise ValueError(f"{text!r} is not a valid {name}") from None
+
+
+def parse_quantiles(value):
+    """`quantiles`: levels in (0, 1), strictly increasing ("0.1,0.5,0.9" or a list) -> list of floats."""
+    tokens = [token.strip() for token in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(tokens, (list, tuple)) or not tokens:
+        raise TypeError(f"expected quantile levels such as 0.1,0.5,0.9; got {value!r}")
+    levels = [_number(float, token, "float") if isinstance(token, str) else token for token in tokens]
+    if any(isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1 for level in levels):
+        raise ValueError(f"each quantile level must be a number in (0, 1); got {value!r}")
+    if any(b <= a for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"quantile levels must be increasing, each once; got {value!r}")
+    return [float(level) for level in levels]
 
 
 def parse_memory(value):
@@ -163,7 +179,18 @@ OPTIONS = {option.name: option for option in (
     # preparing it
     Option("inputs", "columns", help="Input columns by name or 0-based index, comma separated [default: the targets]."),
     Option("targets", "columns", help="Target columns by name or index, comma separated [default: all columns]."),
-    Option("horizon", "int", 1, "Forecast this many steps ahead.", minimum=1),
+    Option("horizon", "int", 1, "Forecast every step 1..H ahead from each time (a direct model: one output "
+                                "block per step).", minimum=1),
+    Option("known", "columns", help="Known inputs: columns also known for the future (planned promotions, prices, a "
+                                    "weather forecast); the model reads their values at the steps it forecasts."),
+    Option("calendar", "text", "none", "Calendar features of the steps forecast, as sin/cos pairs from the time "
+                                       "column: comma separated among minute, hour, weekday, monthday, dayofyear, "
+                                       "weekofyear, month; 'auto' (those suiting the frequency) or 'none'."),
+    Option("lags", "text", "auto", "Seasonal lags of the targets as inputs, in steps (24,168), each at least "
+                                   "--horizon; 'auto': from the frequency (hourly 24,168; daily 7; weekly 52; "
+                                   "monthly 12; those a third of the shortest series holds); 'none'."),
+    Option("static", "columns", help="Panels: columns holding one value per series (a region code, a capacity), "
+                                     "given to the model at every step."),
     Option("streams", "int", 8, "Cut the series into this many contiguous parallel streams (the batch).", minimum=1),
     Option("val_fraction", "float", 0.1, "Hold out this final fraction of time for validation.",
            minimum=0, maximum=1, max_open=True),
@@ -198,6 +225,12 @@ OPTIONS = {option.name: option for option in (
     Option("split", "int", minimum=1,
            help="Share every step of one shard among this many threads by blocks of hidden units "
                 "(--hidden a multiple of it) [default: the thread plan's choice]."),
+    # the loss
+    Option("loss", "choice", "mse", "What the model forecasts: mse (a point forecast; intervals from its "
+                                    "validation errors), gaussian (a mean and a scale per step), quantile "
+                                    "(the levels of --quantiles).", choices=("mse", "gaussian", "quantile")),
+    Option("quantiles", "quantiles", help="The quantile levels of --loss quantile, increasing in (0, 1) "
+                                          "[default: 0.1,0.5,0.9]."),
     # the update
     Option("clip_norm", "float", 1.0, "Clip the global gradient norm (0 disables).", minimum=0),
     Option("clip_value", "float", help="Clip each gradient entry to +-VALUE.", minimum=0, min_open=True),
@@ -225,6 +258,10 @@ OPTIONS = {option.name: option for option in (
 
 # options that make the data a panel of series
 PANEL_OPTIONS = ("id_column", "series_columns", "scale")
+# the options of data preparation (engine.forecasting.prepare)
+DATA_OPTION_NAMES = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference", "known",
+                     "calendar", "lags", "static")
+DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 # train_series's arguments (model, trainer, schedule and data options, by their names there)
 # -> the options that set them: on resume only what was given is checked against the checkpoint
 SET_BY = {
@@ -235,8 +272,8 @@ SET_BY = {
     "shards": ("shards",), "split": ("split",), "gradient": ("gradient",), "on_divergence": ("on_divergence",),
     "diagnostics": ("diagnostics",), "name": ("schedule",), "schedule": ("schedule",), "warmup_steps": ("warmup",),
     "step_size": ("step_size",),
-    **{name: (name,) for name in ("inputs", "targets", "horizon", "streams", "val_fraction", "fill",
-                                  "difference", "time_column") + PANEL_OPTIONS}}
+    "loss": ("loss",), "quantiles": ("quantiles", "loss"),
+    **{name: (name,) for name in DATA_OPTION_NAMES + ("time_column",) + PANEL_OPTIONS}}
 
 
 def defaults():
@@ -271,16 +308,19 @@ def train_arguments(values):
                          init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"])
     if o["cell"] == "rnn":
         model_options["nonlinearity"] = o["nonlinearity"]
-    trainer_options = dict(loss="mse", optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
+    if o["quantiles"] is not None and o["loss"] != "quantile":
+        raise ValueError("--quantiles applies to --loss quantile only")
+    trainer_options = dict(loss=o["loss"], optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
                            k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
                            clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
                            diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"], gradient=o["gradient"],
                            seed=o["seed"])
+    if o["loss"] == "quantile":
+        trainer_options["quantiles"] = list(o["quantiles"] or DEFAULT_QUANTILES)
     schedule = dict(name=o["schedule"], warmup_steps=o["warmup"])
     if o["schedule"] == "step":
         schedule["step_size"] = o["step_size"]
-    data_options = dict(inputs=o["inputs"], targets=o["targets"], horizon=o["horizon"], streams=o["streams"],
-                        val_fraction=o["val_fraction"], fill=o["fill"], difference=o["difference"],
+    data_options = dict(**{name: o[name] for name in DATA_OPTION_NAMES},
                         **{name: o[name] for name in PANEL_OPTIONS if o[name] is not None})
     return dict(model_options=model_options, trainer_options=trainer_options, schedule=schedule,
                 data_options=data_options, epochs=o["epochs"], patience=o["patience"], key=o["key"],

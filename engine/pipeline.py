@@ -15,6 +15,8 @@ from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persiste
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine import locks
 from engine.files import OutputError, check_output, is_file_pattern, lock_path
+from engine.forecasting.prepare import FORECAST_RECIPE_SCHEMA, is_forecasting_recipe, prepare
+from engine.forecasting import outputs as forecast_outputs
 from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
 from engine.options import OPTIONS, given_only, parse_options, train_arguments
@@ -30,12 +32,13 @@ from engine.trainer import Trainer
 from engine.validation import check_float, check_in_dtype, check_int
 
 DATA_OPTIONS = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference")
+FORECAST_OPTIONS = ("known", "calendar", "lags", "static")   # data options of a forecasting (version 2) recipe
 RESUMABLE = ("lr", "memory")  # trainer options a resumed run may change
 _NORM_SCHEMA = {"mean": ["number"], "std": ["number"]}
 RECIPE_SCHEMA = {  # the data recipe train_series stores in a checkpoint's user metadata
     "source": "str", "columns": ["str"], "inputs": ["str"], "targets": ["str"], "horizon": "int",
     "fill": ("str", None), "difference": "bool", "streams": "int", "val_fraction": "number",
-    "input_norm": _NORM_SCHEMA, "target_norm": _NORM_SCHEMA}
+    "input_norm": _NORM_SCHEMA, "target_norm": _NORM_SCHEMA, **FORECAST_RECIPE_SCHEMA}
 
 
 def train_series(data, output="model.npz", *legacy, resume=False, force=False, on_start=None,
@@ -128,14 +131,17 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         for name in RESUMABLE:
             if name in (trainer_options or {}):
                 _resume_with(trainer, name, trainer_options[name])
-        data_options = {name: recipe[name] for name in DATA_OPTIONS + _panel_options(recipe)}
+        data_options = {name: recipe[name] for name in DATA_OPTIONS + _panel_options(recipe)
+                        + (FORECAST_OPTIONS if is_forecasting_recipe(recipe) else ())}
         if is_panel_recipe(recipe):
             data_options["scaling"] = recipe["scaling"]  # the statistics of each series, kept
+        if is_forecasting_recipe(recipe) and is_panel_recipe(recipe):
+            data_options["static_norm"] = recipe["static_norm"]
     if isinstance(source, (TrainingData, PanelTrainingData)):
         data = source
     else:
         source, data_options = _with_time_column(source, key, time_column, data_options)
-        data = _prepare_training_data(source, key, data_options)
+        data = _prepare_training_data(source, key, data_options, old_recipe=resume and not is_forecasting_recipe(recipe))
     if resume:
         _check_resume_time_column(data.metadata, recipe)
         data = _with_normalisation(data, recipe)
@@ -147,12 +153,14 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
     if not resume:
         _require_training_memory(model_options or {}, trainer_options or {}, data)
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
-        model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2],
+        loss = (trainer_options or {}).get("loss", "mse")
+        per_entry = forecast_outputs.parameter_count(loss, (trainer_options or {}).get("quantiles"))
+        model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2] * per_entry,
                       **(model_options or {}))
         trainer = new_trainer(model, schedule=schedule, **(trainer_options or {}))
     _check_data_fits(model, trainer, data)
     validation = None if data.x_val is None else (data.x_val, data.y_val)
-    metadata = {"data": data.metadata}
+    metadata = {"data": forecast_outputs.with_loss(data.metadata, trainer)}
     remaining = epochs - trainer.epoch
     if on_start is not None:
         on_start({"epochs": epochs, "done": trainer.epoch, "updates_per_epoch": updates_per_epoch,
@@ -168,6 +176,8 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         trainer.fit(data.x_train, data.y_train, epochs=remaining, validation=validation,
                     patience=patience, on_update=on_update, on_epoch=checkpoint,
                     resets=getattr(data, "resets", None))
+    if is_forecasting_recipe(metadata["data"]):   # the interval calibration of the final model
+        metadata["data"] = forecast_outputs.with_conformal(metadata["data"], model, validation)
     if output is not None:
         save(output, model, trainer, metadata)  # early stopping may have restored the best
     return model, trainer, data
@@ -183,17 +193,22 @@ def _with_time_column(source, key, time_column, data_options):
     return as_series(source, key, time_column), data_options
 
 
-def _prepare_training_data(source, key, options):
-    """prepare_training_data, or prepare_panel_training_data for a panel source."""
+def _prepare_training_data(source, key, options, old_recipe=False):
+    """engine.forecasting.prepare for one series or a panel; old_recipe: a checkpoint of the
+    first format (one horizon step, no forecasting options) resumed with its own preparation
+    (engine.data.prepare_training_data, engine.panel.prepare_panel_training_data)."""
     options = dict(options or {})
     panel_options = {name: options.pop(name) for name in PANEL_DATA_OPTIONS if name in options}
-    if is_panel_source(source, panel_options):
-        return prepare_panel_training_data(source, key=key, **options, **panel_options)
-    given = [name for name, value in panel_options.items() if value is not None]
-    if given:
-        raise DataError(f"{', '.join(given)}: only for a panel of series (give id_column or "
-                        "series_columns, or a directory of files)")
-    return prepare_training_data(source, key=key, **options)
+    panel = is_panel_source(source, panel_options)
+    if not panel:
+        given = [name for name, value in panel_options.items() if value is not None]
+        if given:
+            raise DataError(f"{', '.join(given)}: only for a panel of series (give id_column or "
+                            "series_columns, or a directory of files)")
+    if old_recipe:
+        prepare_old = prepare_panel_training_data if panel else prepare_training_data
+        return prepare_old(source, key=key, **options, **(panel_options if panel else {}))
+    return prepare(source, panel=panel, key=key, **options, **(panel_options if panel else {}))
 
 
 def is_panel_source(source, options):
@@ -475,8 +490,8 @@ def read_recipe(path, user_metadata):
     if "data" not in user_metadata:
         raise DataError(f"{path}: checkpoint has no data recipe (not written by bptt train)")
     recipe = user_metadata["data"]
-    check_schema(path, recipe, PANEL_RECIPE_SCHEMA if is_panel_recipe(recipe) else RECIPE_SCHEMA,
-                 "metadata.user.data")
+    schema = {**PANEL_RECIPE_SCHEMA, **FORECAST_RECIPE_SCHEMA} if is_panel_recipe(recipe) else RECIPE_SCHEMA
+    check_schema(path, recipe, schema, "metadata.user.data")
     return user_metadata["data"]
 
 

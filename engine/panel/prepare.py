@@ -91,15 +91,28 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
         part, tail = _named(series_id, split_validation, x, y, val_fraction)
         train.append(part)
         validation.append(tail)
+    return assemble_panel_training_data(panel, recipe, train, validation, streams, val_fraction, val_warmup,
+                                        scale, scaling)
+
+
+def assemble_panel_training_data(panel, recipe, train, validation, streams, val_fraction, val_warmup,
+                                 scale=None, scaling=None, statics=None):
+    """PanelTrainingData from each series' framed training part (x (N_i, I), y (N_i, K))
+    and validation tail (or None): scaling fitted on the training parts (or the `scaling`
+    record given), packed into `streams` streams. statics: optional (series, S) values
+    appended to every input row of each series after scaling (per-series scaling would
+    turn a per-series constant into 0). metadata: the recipe plus the keys of
+    prepare_panel_training_data."""
     scaler = (PanelScaler.from_dict(scaling) if scaling is not None
               else PanelScaler.fit(scale, panel.ids, [x for x, _ in train], [y for _, y in train]))
     norms = [scaler.for_series(series_id) for series_id in panel.ids]
-    x_parts = [norm_x.transform(x) for (x, _), (norm_x, _) in zip(train, norms)]
+    x_parts = [_with_statics(norm_x.transform(x), statics, i) for i, ((x, _), (norm_x, _)) in
+               enumerate(zip(train, norms))]
     y_parts = [norm_y.transform(y) for (_, y), (_, norm_y) in zip(train, norms)]
     layout = pack_layout([len(x) for x in x_parts], streams)
     x_val = y_val = None
     if val_fraction > 0:
-        x_val, y_val = _validation(train, validation, norms, val_warmup)
+        x_val, y_val = _validation(train, validation, norms, val_warmup, statics)
     metadata = {**recipe, "ids": list(panel.ids), "streams": int(streams),
                 "val_fraction": float(val_fraction), "val_warmup": int(val_warmup),
                 "train_steps": sum(len(x) for x in x_parts),
@@ -110,13 +123,20 @@ def prepare_panel_training_data(source, inputs=None, targets=None, horizon=1, st
                              layout.resets, layout, x_val, y_val, metadata)
 
 
-def _validation(train, validation, norms, val_warmup):
+def _with_statics(x, statics, series):
+    """x (n, I) normalised, with row `series` of statics (series, S) appended to every row."""
+    if statics is None:
+        return x
+    return np.concatenate([x, np.broadcast_to(statics[series], (len(x), statics.shape[1]))], axis=1)
+
+
+def _validation(train, validation, norms, val_warmup, statics=None):
     """Each series' validation tail after its last `val_warmup` training steps (targets
     NaN there), one series per stream: (V, N, I), (V, N, O), padded at the end."""
     xs, ys = [], []
-    for (x, y), (x_tail, y_tail), (norm_x, norm_y) in zip(train, validation, norms):
+    for i, ((x, y), (x_tail, y_tail), (norm_x, norm_y)) in enumerate(zip(train, validation, norms)):
         warm = min(int(val_warmup), len(x))
-        xs.append(norm_x.transform(np.concatenate([x[len(x) - warm:], x_tail])))
+        xs.append(_with_statics(norm_x.transform(np.concatenate([x[len(x) - warm:], x_tail])), statics, i))
         ys.append(np.concatenate([np.full((warm, y.shape[1]), np.nan), norm_y.transform(y_tail)]))
     if all(np.isnan(y).all() for y in ys):
         raise DataError("the validation tails hold no observed targets; change --val-fraction or the data")

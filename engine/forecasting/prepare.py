@@ -1,0 +1,82 @@
+"""Training data of a forecasting model (docs/forecasting.md): each series framed for a
+direct multi-horizon model (engine.forecasting.frames), then split, scaled and cut into
+streams as engine.data (one series) and engine.panel (many) do."""
+from engine.data import assemble_training_data, split_validation
+from engine.forecasting import frames, roles, statics as static_values
+from engine.panel.prepare import VAL_WARMUP, _frequency_label, _named, assemble_panel_training_data
+from engine.panel.sources import as_panel
+from engine.series import as_series, times
+
+
+_NORM = {"mean": ["number"], "std": ["number"]}
+# the keys a forecasting recipe adds to a checkpoint's data recipe (engine.checkpoint schemas)
+FORECAST_RECIPE_SCHEMA = {
+    "version?": "int", "known?": ["str"], "calendar?": ["str"], "lags?": ["int"], "static?": ["str"],
+    "features?": ["str"], "loss?": "str", "quantiles?": ["number"], "conformal?": ("dict", None),
+    "static_norm?": (_NORM, None)}
+
+
+def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, streams=1, val_fraction=0.0,
+            fill=None, difference=False, known=None, calendar=None, lags="auto", static=None, min_steps=1,
+            key=None, scale=None, val_warmup=VAL_WARMUP, id_column=None, series_columns=None, time_column=None,
+            scaling=None, static_norm=None):
+    """TrainingData (one series) or PanelTrainingData (panel True) for a forecasting
+    model. The recipe in its metadata holds the resolved roles (engine.forecasting.roles)
+    and "features", the names of the input columns. scaling / static_norm: stored records
+    to use instead of fitting (a resumed run)."""
+    horizon = roles.check_horizon(horizon)
+    if panel:
+        data = as_panel(source, id_column, series_columns, time_column, key)
+        zone, stamps = data.time_zone, data.times
+        members, ids = data.series, data.ids
+        frequency = _frequency_label(data) and _iso_frequency(stamps, zone)
+    else:
+        one = as_series(source, key)
+        zone, stamps, members, ids = one.time_zone, [one.time], [one], ["series"]
+        frequency = _iso_frequency(stamps, zone)
+    recipe = roles.resolve(members[0], targets=targets, inputs=inputs, known=known, calendar=calendar, lags=lags,
+                           static=static, horizon=horizon, frequency=frequency,
+                           shortest=min(len(one.values) for one in members), panel=panel,
+                           has_time=any(_dated(when) for when in stamps))
+    recipe.update(horizon=horizon, fill=fill, difference=bool(difference))
+    recipe["features"] = frames.feature_names(recipe)
+    parts = []
+    for series_id, one, when in zip(ids, members, stamps):
+        where = f'series "{series_id}"' if panel else "the series"
+        framed = frames.frame_series(one, recipe, when, zone, where=where)
+        parts.append(_named(series_id, split_validation, framed.x, framed.y, val_fraction) if panel else framed)
+    if not panel:
+        recipe = {"source": one.source, "columns": list(one.names), **recipe}
+        if one.time is not None:
+            recipe["time"] = times.describe(one.time, one.time_name, one.time_zone)
+        framed = parts[0]
+        return assemble_training_data(framed.x, framed.y, recipe, recipe["targets"], streams, val_fraction,
+                                      min_steps)
+    values, norm = static_values.scaled(data, recipe["static"], static_norm)
+    recipe = {"source": data.source, "columns": list(data.names), **recipe, "id_column": id_column,
+              "series_columns": series_columns, "time_column": data.time_name or time_column,
+              "static_norm": norm}
+    return assemble_panel_training_data(data, recipe, [train for train, _ in parts], [tail for _, tail in parts],
+                                        streams, val_fraction, val_warmup, scale, scaling, values)
+
+
+def _dated(stamps):
+    return stamps is not None and str(stamps.dtype).startswith("datetime64")
+
+
+def _iso_frequency(stamps, zone):
+    """The ISO 8601 frequency of the first dated series among `stamps`, or None."""
+    for when in stamps:
+        if _dated(when):
+            found = times.infer_frequency(when, zone)
+            if found is not None:
+                return found
+    return None
+
+
+def is_forecasting_recipe(recipe):
+    """Whether a checkpoint's data recipe is a forecasting (version 2) recipe."""
+    return recipe.get("version") == roles.RECIPE_VERSION
+
+
+

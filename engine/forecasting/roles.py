@@ -1,0 +1,84 @@
+"""The roles of a series' columns in a forecasting recipe (docs/forecasting.md): targets,
+past inputs, known inputs, calendar features, seasonal lags and static values, checked
+against the data and the horizon, with defaults from the data's frequency."""
+import numbers
+
+from engine.data import select_columns
+from engine.forecasting import calendar as calendar_features
+from engine.series import DataError
+
+RECIPE_VERSION = 2
+LAG_SHARE = 3   # an automatic lag is kept when the shortest series has at least LAG_SHARE lags of rows
+
+
+def resolve(series, *, targets=None, inputs=None, known=None, calendar=None, lags="auto", static=None,
+            horizon=1, frequency=None, shortest=None, panel=False, has_time=False):
+    """Recipe fields {"version", "targets", "inputs", "known", "calendar", "lags", "static"}
+    for `series` (an engine Series: its column names and time column) and the options as
+    `bptt train` takes them (has_time: the data has a time column of dates). Targets default to every column that is not a known input or
+    static; inputs (past inputs) default to the targets. lags "auto": the lags suiting
+    the frequency (engine.forecasting.calendar.suited_lags) that are at least the horizon
+    and fit LAG_SHARE times into the shortest series (`shortest` rows); "none": none."""
+    known_names = _names(series, known, "known")
+    static_names = _names(series, static, "static")
+    if static_names and not panel:
+        raise DataError("static: per-series values need a panel of series (--id-column, wide columns or "
+                        "a directory of files); a single series has no per-series values")
+    others = set(known_names) | set(static_names)
+    if targets is None:
+        target_names = [name for name in series.names if name not in others and name not in series.invalid]
+        if not target_names:
+            raise DataError("no column is left to forecast: give --targets")
+    else:
+        target_names = _names(series, targets, "targets")
+    for option, chosen in (("known", known_names), ("static", static_names)):
+        clash = [name for name in chosen if name in target_names]
+        if clash:
+            raise DataError(f'{option}: "{clash[0]}" is a target; a target cannot also be a {option} input '
+                            "(change --targets or --" + option + ")")
+    both = set(known_names) & set(static_names)
+    if both:
+        raise DataError(f'static: "{sorted(both)[0]}" is also a known input; give it once')
+    input_names = target_names if inputs is None else _names(series, inputs, "inputs")
+    return {"version": RECIPE_VERSION, "targets": target_names, "inputs": input_names, "known": known_names,
+            "calendar": calendar_features.parse(calendar, frequency, has_time),
+            "lags": parse_lags(lags, horizon, frequency, shortest), "static": static_names}
+
+
+def parse_lags(spec, horizon, frequency=None, shortest=None):
+    """--lags: "auto" / None (see resolve), "none", or lags in steps ("24,168" or a list)."""
+    if spec is None or spec == "auto":
+        return [lag for lag in calendar_features.suited_lags(frequency)
+                if lag >= horizon and (shortest is None or LAG_SHARE * lag <= shortest)]
+    if spec == "none" or (isinstance(spec, (list, tuple)) and not spec):
+        return []
+    tokens = [token.strip() for token in spec.split(",")] if isinstance(spec, str) else list(spec)
+    lags = []
+    for token in tokens:
+        if isinstance(token, str) and token.isdigit():
+            token = int(token)
+        if isinstance(token, bool) or not isinstance(token, numbers.Integral) or token < 1:
+            raise DataError(f"lags: expected whole numbers of steps >= 1 separated by commas (or auto, none); "
+                            f"got {spec!r}")
+        lags.append(int(token))
+    if len(set(lags)) != len(lags):
+        raise DataError(f"lags: a lag is listed twice in {spec!r}")
+    short = [lag for lag in lags if lag < horizon]
+    if short:
+        raise DataError(f"lags: lag {short[0]} is shorter than the horizon {horizon}: the value it names for "
+                        f"step {horizon} is not observed at the forecast origin; use lags >= {horizon}")
+    return sorted(lags)
+
+
+def _names(series, spec, option):
+    """The column names a spec chooses (none for None or "none")."""
+    if spec is None or spec == "none" or (isinstance(spec, (list, tuple)) and not spec):
+        return []
+    return list(select_columns(series, spec, option).names)
+
+
+def check_horizon(horizon):
+    """--horizon: an integer >= 1."""
+    if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
+        raise DataError(f"horizon must be an integer >= 1; got {horizon!r}")
+    return int(horizon)
