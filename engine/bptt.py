@@ -5,14 +5,13 @@ The engine owns the loop over layers; each layer's time loop runs in a kernel.
 import numpy as np
 
 from engine.blas import set_blas_threads
-from engine.validation import as_inputs, as_resets, as_state, as_targets, check_choice
+from engine.validation import as_inputs, as_resets, as_state, as_targets, check_loss
 from engine.workspace import Workspace
 from kernels.gru import gru_backward, gru_forward
-from kernels.head import cross_entropy_gradient, head_backward, head_forward, mse_gradient
+from kernels.head import (cross_entropy_gradient, gaussian_gradient, head_backward, head_forward, mse_gradient,
+                          pinball_gradient)
 from kernels.lstm import lstm_backward, lstm_forward
 from kernels.rnn import rnn_backward, rnn_forward
-
-LOSSES = ("mse", "cross_entropy")
 
 # The kernels' GEMMs run single-threaded; parallelism comes from the thread plan's own
 # threads (batch shards, engine/shards.py; hidden blocks, engine/split.py).
@@ -101,8 +100,21 @@ def state_after(model, workspace, step):
     return h
 
 
+def loss_gradient(loss, dy, y_hat, y, first_row, divisor, quantiles=None):
+    """dL/dy_hat (N, P*K) into dy and (loss, count) of `loss` over rows >= first_row of
+    y_hat (N, P*K) against y (N, K) ((N,) classes for cross_entropy), the kernel's
+    divisor as in kernels/head.py; quantiles: the levels of loss "quantile"."""
+    if loss == "mse":
+        return mse_gradient(dy, y_hat, y, first_row, divisor)
+    if loss == "gaussian":
+        return gaussian_gradient(dy, y_hat, y, first_row, divisor)
+    if loss == "quantile":
+        return pinball_gradient(dy, y_hat, y, first_row, divisor, np.asarray(quantiles, dtype=np.float64))
+    return cross_entropy_gradient(dy, y_hat, y, first_row, divisor)
+
+
 def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state_grad=None,
-                   divisor=0, layers=None):
+                   divisor=0, layers=None, quantiles=None):
     """Backpropagate the mean loss over the targets of steps >= first_step through the
     chunk last run forward; overwrites `grad_views` (name -> array, like model.views).
 
@@ -110,16 +122,15 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
     divisor: divide the summed loss by this instead of the chunk's own target count (a
     segment of a longer sequence uses the whole sequence's count). The resets are those
     of the last forward_chunk: no gradient crosses them. layers: as in forward_chunk.
+    quantiles: the levels of loss "quantile" (None for the others).
     Afterwards each layer's dh_state (and dc_state) holds dL/d(initial state) and its
     dh_norm_sq the squared norm of dL/dh_t per step. Returns (loss, count of targets)."""
     layers = SERIAL if layers is None else layers
     T, B = workspace.shape
     resets = workspace.resets
     y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
-    if loss == "mse":
-        value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), first_step * B, divisor)
-    else:
-        value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), first_step * B, divisor)
+    targets = y.reshape(T * B) if loss == "cross_entropy" else y.reshape(T * B, -1)
+    value, count = loss_gradient(loss, dy, y_hat, targets, first_step * B, divisor, quantiles)
     top = workspace.layers[-1]
     head_backward(grad_views["head.weight"], grad_views["head.bias"], dy, top.h[1:].reshape(T * B, -1))
     # What each layer feeds: dL/dh_t = above_grad[t] layers.above_weight(model, k).
@@ -145,26 +156,29 @@ def initial_state_grad(model, workspace):
     return dh
 
 
-def loss_and_grad(model, x, y, loss="mse", state=None, resets=None):
+def loss_and_grad(model, x, y, loss="mse", state=None, resets=None, quantiles=None):
     """Loss and exact gradients of full BPTT over the whole sequence x (T, B, I).
 
     y: (T, B, O) for "mse" (NaN = missing, masked), (T, B) integer classes for
-    "cross_entropy" (-1 ignored); the loss is the mean over the counted targets.
+    "cross_entropy" (-1 ignored), (T, B, K) for "gaussian" (O = 2K: means, then raw
+    scales) and "quantile" (O = QK, one block of K per level of `quantiles`, increasing
+    levels in (0, 1)); the loss is the mean over the counted targets (quantile: over
+    targets and levels).
     Returns (loss, grads): grads is keyed like model.state_dict(), plus "h_0" (and
     "c_0" for LSTM), the gradient with respect to the initial state (L, B, H).
     resets: optional (T, B) booleans, True where stream b starts a new series at step t:
     the state entering it is zero and no gradient crosses it."""
-    check_choice("loss", loss, LOSSES)
+    loss, quantiles = check_loss(loss, quantiles, model)
     x = as_inputs(x, model)
     T, B, _ = x.shape
-    y = as_targets(y, loss, model, T, B)
+    y = as_targets(y, loss, model, T, B, quantiles)
     state = as_state(state, model, B)
     resets = as_resets(resets, T, B)
     workspace = Workspace(model, T, B)
     forward_chunk(model, workspace, x, state, resets)
     grad = np.zeros_like(model.params)
     grads = model.layout.views(grad)
-    value, count = backward_chunk(model, workspace, x, y, loss, grads)
+    value, count = backward_chunk(model, workspace, x, y, loss, grads, quantiles=quantiles)
     if count == 0:
         raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
     state_grad = initial_state_grad(model, workspace)

@@ -51,7 +51,7 @@ TRAINER_CONFIG_SCHEMA = {
     "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
     "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",
     "shards": ("int", None), "memory": ("int", "str", None), "history_updates?": ("int", None),
-    "gradient?": "str", "seed?": "int",
+    "gradient?": "str", "seed?": "int", "quantiles?": (["number"], None),
     "optimizer": {"name": "str", "lr": "number"}, "schedule": {"name": "str"}}
 SCHEMAS = {  # per format version: the whole metadata entry
     1: {"format": "str", "version": "int", "model": MODEL_SCHEMA, "user": "dict",

@@ -48,6 +48,7 @@ import math
 
 import numpy as np
 
+from engine.losses import counted
 from engine.shards import chunk_for
 from engine.thread_plan import plan_for
 
@@ -65,11 +66,11 @@ class GradFlow:
     restarts. The Trainer (diagnostics=True) feeds it: measure() after each window's
     forward-backward (before the parameters change), observe(record) after the update.
 
-    model, loss, shards, memory: as the trainer's (the probe runs the same chunks).
-    k1, k2: the truncation (k1 None: full BPTT). clip_norm: the trainer's, or None."""
+    model, loss, shards, memory, split, quantiles: as the trainer's (the probe runs the
+    same chunks). k1, k2: the truncation (k1 None: full BPTT). clip_norm: the trainer's, or None."""
 
-    def __init__(self, model, loss, k1, k2, clip_norm, shards=None, memory=None, split=None):
-        self.model, self.loss = model, loss
+    def __init__(self, model, loss, k1, k2, clip_norm, shards=None, memory=None, split=None, quantiles=None):
+        self.model, self.loss, self.quantiles = model, loss, quantiles
         self.clip_norm = clip_norm
         self.source = "overhang" if k1 is not None and k2 > k1 else "probe"
         self.shards, self.memory, self.split = shards, memory, split
@@ -131,15 +132,14 @@ class GradFlow:
     def _probe(self, x, y, state, resets):
         """(L, c + 1) relative norms back from the window's last target step c, from an
         extra forward-backward of that step's loss only, in buffers of its own."""
-        counted = np.isfinite(y) if self.loss == "mse" else y >= 0
-        steps = np.flatnonzero(counted.reshape(len(y), -1).any(axis=1))
+        steps = np.flatnonzero(counted(self.loss, y).reshape(len(y), -1).any(axis=1))
         if len(steps) == 0:
             return None
         last = steps[-1]
-        probe_y = np.full_like(y, np.nan if self.loss == "mse" else -1)
+        probe_y = np.full_like(y, -1 if self.loss == "cross_entropy" else np.nan)
         probe_y[last] = y[last]
         chunk = self._probe_chunk(*x.shape[:2])
-        chunk.forward_backward(x, probe_y, self.loss, state, last, resets)
+        chunk.forward_backward(x, probe_y, self.loss, state, last, resets, self.quantiles)
         return _relative(chunk.dh_norms(), last)
 
     def _probe_chunk(self, T, B):

@@ -11,10 +11,10 @@ standard online approximation (exact when the parameters do not move).
 """
 import numpy as np
 
-from engine.bptt import forward_chunk, state_after
+from engine.bptt import forward_chunk, loss_gradient, state_after
 from engine.footprint import format_bytes, influence_blocks, require, rtrl_bytes, uoro_bytes, workspace_bytes
 from engine.workspace import Workspace
-from kernels.head import cross_entropy_gradient, head_backward, mse_gradient
+from kernels.head import head_backward
 from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
 
 GRADIENTS = ("bptt", "rtrl", "uoro")
@@ -67,9 +67,10 @@ class OnlineChunks:
         self.longest = None    # the workspace of the longest chunk
         self.workspace = None  # of the chunk last run (a view of the longest's first steps)
 
-    def forward(self, x, y, loss, state, resets):
+    def forward(self, x, y, loss, state, resets, quantiles=None):
         """Forward over x (T, B, I) from `state`, dL/dy_hat of the chunk's mean loss into
-        workspace.dy and the head's gradient into grad; returns (loss, count)."""
+        workspace.dy and the head's gradient into grad; returns (loss, count). quantiles:
+        the levels of loss "quantile"."""
         T, B = x.shape[:2]
         model = self.model
         if self.longest is None or self.longest.shape[0] < T:
@@ -80,10 +81,8 @@ class OnlineChunks:
         workspace = self.workspace = self.longest if self.longest.shape[0] == T else self.longest.first(T)
         forward_chunk(self.model, workspace, x, state, resets)
         y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
-        if loss == "mse":
-            value, count = mse_gradient(dy, y_hat, y.reshape(T * B, -1), 0, 0)
-        else:
-            value, count = cross_entropy_gradient(dy, y_hat, y.reshape(T * B), 0, 0)
+        targets = y.reshape(T * B) if loss == "cross_entropy" else y.reshape(T * B, -1)
+        value, count = loss_gradient(loss, dy, y_hat, targets, 0, 0, quantiles)
         head_backward(self.grad_views["head.weight"], self.grad_views["head.bias"], dy,
                       workspace.layers[-1].h[1:].reshape(T * B, -1))
         return value, count
@@ -200,11 +199,11 @@ class Rtrl(_Carried):
         padded[..., :stored.shape[-1]] = stored
         array[...] = padded.reshape(B, L, H, blocks, width).transpose(0, 1, 3, 2, 4)
 
-    def run(self, x, y, loss, state, resets=None):
+    def run(self, x, y, loss, state, resets=None, quantiles=None):
         """Gradient of the mean loss over the targets of chunk x (T, B, I), y into grad,
-        carrying the influence; returns (loss, count)."""
+        carrying the influence; returns (loss, count). quantiles: the levels of loss "quantile"."""
         model = self.model
-        value, count = self.chunks.forward(x, y, loss, state, resets)
+        value, count = self.chunks.forward(x, y, loss, state, resets, quantiles)
         hs, cs, gates, hidden_ns = self.chunks.caches()
         weights_ih, weights_hh, offsets = self.layers
         workspace = self.chunks.workspace
@@ -249,11 +248,11 @@ class Uoro(_Carried):
             arrays["influence_c"] = self.influence_c
         return arrays
 
-    def run(self, x, y, loss, state, resets=None):
+    def run(self, x, y, loss, state, resets=None, quantiles=None):
         """As Rtrl.run, with UORO's estimate of the gradient."""
         model = self.model
         T, B = x.shape[:2]
-        value, count = self.chunks.forward(x, y, loss, state, resets)
+        value, count = self.chunks.forward(x, y, loss, state, resets, quantiles)
         hs, cs, gates, hidden_ns = self.chunks.caches()
         weights_ih, weights_hh, offsets = self.layers
         per_step = -(-self.signs.size // 8)  # one random bit per sign

@@ -2,9 +2,9 @@
 or memory-bounded by recomputation.
 
 Both are built around the flat gradient grad (P,) they write, and offer
-run(x, y, loss, state, first_step, resets=None) -> (loss, count), the gradient of the
-mean loss over the targets of steps >= first_step (resets: optional (T, B) booleans, see
-engine.bptt.forward_chunk); state_after(step) after a run; dh_norm_sq() (L, T); nbytes.
+run(x, y, loss, state, first_step, resets=None, quantiles=None) -> (loss, count), the
+gradient of the mean loss over the targets of steps >= first_step (resets: optional (T, B)
+booleans, see engine.bptt.forward_chunk; quantiles: the levels of loss "quantile"); state_after(step) after a run; dh_norm_sq() (L, T); nbytes.
 `layers` chooses how each layer's kernels run: engine.bptt.SERIAL (the default) or the
 hidden-block plan's engine.split.SplitLayers.
 """
@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from engine.bptt import SERIAL, backward_chunk, forward_chunk, initial_state_grad, state_after
+from engine.losses import counted
 from engine.workspace import Workspace
 
 
@@ -29,10 +30,10 @@ class StoredPass:
     def nbytes(self):
         return self.workspace.nbytes + self.layers.nbytes
 
-    def run(self, x, y, loss, state, first_step, resets=None):
+    def run(self, x, y, loss, state, first_step, resets=None, quantiles=None):
         forward_chunk(self.model, self.workspace, x, state, resets, self.layers)
         return backward_chunk(self.model, self.workspace, x, y, loss, self.grad_views, first_step,
-                              layers=self.layers)
+                              layers=self.layers, quantiles=quantiles)
 
     def state_after(self, step):
         return state_after(self.model, self.workspace, step)
@@ -68,14 +69,14 @@ class RecomputePass:
         return (self.workspace.nbytes + self.layers.nbytes + state_bytes + self.segment_grad.nbytes
                 + self.norm_sq.nbytes)
 
-    def run(self, x, y, loss, state, first_step, resets=None):
+    def run(self, x, y, loss, state, first_step, resets=None, quantiles=None):
         grad = self.grad
         self.x, self.resets = x, resets
         for index, (start, stop) in enumerate(self.segments):  # forward sweep: segment starts
             self.starts[index] = state
             workspace = self._forward(index)
             state = state_after(self.model, workspace, stop - start)
-        count = _count_targets(loss, y[first_step:])
+        count = int(np.count_nonzero(counted(loss, y[first_step:])))
         grad[...] = 0
         total, state_grad = 0.0, None
         for index in range(len(self.segments) - 1, -1, -1):  # backward sweep, recomputing
@@ -83,7 +84,7 @@ class RecomputePass:
             workspace = self._forward(index)
             value, _ = backward_chunk(self.model, workspace, x[start:stop], y[start:stop], loss,
                                       self.segment_views, min(max(first_step - start, 0), stop - start),
-                                      state_grad, divisor=count, layers=self.layers)
+                                      state_grad, divisor=count, layers=self.layers, quantiles=quantiles)
             grad += self.segment_grad
             total += value
             state_grad = initial_state_grad(self.model, workspace)
@@ -128,7 +129,3 @@ def segment_length(model, T, B, memory):
                          f"the least this model needs is about {min(costs.values())} bytes")
     return max(fitting)
 
-
-def _count_targets(loss, y):
-    """Targets counted by the loss in y: finite values (mse) or classes >= 0 (cross_entropy)."""
-    return int(np.count_nonzero(np.isfinite(y)) if loss == "mse" else np.count_nonzero(y >= 0))

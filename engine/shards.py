@@ -55,17 +55,18 @@ class ShardedChunk:
         """Bytes of every shard's activation buffers (and recomputation states)."""
         return sum(shard_pass.nbytes for shard_pass in self.passes)
 
-    def forward_backward(self, x, y, loss, state, first_step, resets=None):
+    def forward_backward(self, x, y, loss, state, first_step, resets=None, quantiles=None):
         """Forward from `state` over x (T, B, I), then backward of the mean loss over the
         targets of steps >= first_step into grad. resets: optional (T, B) booleans, True
-        where a stream starts a new series. Returns (loss, count)."""
+        where a stream starts a new series. quantiles: the levels of loss "quantile".
+        Returns (loss, count)."""
         if len(self.slices) == 1:
-            return self._shard(0, x, y, loss, state, first_step, resets)
+            return self._shard(0, x, y, loss, state, first_step, resets, quantiles)
         if self.targets is None:
             self.targets = [np.empty((len(y), s.stop - s.start) + y.shape[2:], y.dtype) for s in self.slices]
-        futures = [_pool().submit(self._shard, k, x, y, loss, state, first_step, resets)
+        futures = [_pool().submit(self._shard, k, x, y, loss, state, first_step, resets, quantiles)
                    for k in range(1, len(self.slices))]
-        results = [self._shard(0, x, y, loss, state, first_step, resets)] + [f.result() for f in futures]
+        results = [self._shard(0, x, y, loss, state, first_step, resets, quantiles)] + [f.result() for f in futures]
         count = sum(c for _, c in results)
         if count == 0:
             return 0.0, 0
@@ -74,14 +75,14 @@ class ShardedChunk:
             combine_scaled(self.grads[0], weights[0] if k == 1 else 1.0, self.grads[k], weights[k])
         return sum(value * weight for (value, _), weight in zip(results, weights)), count
 
-    def _shard(self, k, x, y, loss, state, first_step, resets):
+    def _shard(self, k, x, y, loss, state, first_step, resets, quantiles):
         part = self.slices[k]
         resets = None if resets is None else resets[:, part]  # copied into the pass's workspace
         if self.inputs is not None:
             np.copyto(self.inputs[k], x[:, part])
             np.copyto(self.targets[k], y[:, part])
             x, y = self.inputs[k], self.targets[k]
-        return self.passes[k].run(x, y, loss, _slice_state(state, part), first_step, resets)
+        return self.passes[k].run(x, y, loss, _slice_state(state, part), first_step, resets, quantiles)
 
     def state_after(self, step):
         """The state after `step` steps of the chunk last run, all streams (L, B, H)."""

@@ -4,12 +4,11 @@ import time
 
 import numpy as np
 
-from engine.bptt import LOSSES
 from engine.clip import clip_grad_norm, clip_grad_value
 from engine.footprint import chunk_bytes, require, trainer_bytes
 from engine.grad_flow import GradFlow
 from engine.history import History
-from engine.losses import mean_loss
+from engine.losses import counted, mean_loss
 from engine.online import GRADIENTS, online_gradient
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
@@ -17,7 +16,7 @@ from engine.shards import chunk_for
 from engine.split import check_split
 from engine.thread_plan import plan_for
 from engine.validation import (as_inputs, as_resets, as_targets, check_choice, check_float, check_int,
-                               check_options_in_dtype)
+                               check_loss, check_options_in_dtype)
 
 ON_DIVERGENCE = ("raise", "skip")
 HISTORY_UPDATES = 1000  # update records a Trainer keeps by default (the latest)
@@ -42,6 +41,11 @@ class Trainer:
     (k2 >= k1, default k1; the state k2 steps back is a constant). k1=None: full BPTT,
     one update per sequence. The state is carried from chunk to chunk; `fit` resets it
     at each epoch, `partial_fit` only when asked.
+
+    loss: "mse", "cross_entropy" (y: (T, B) classes), "gaussian" (the model outputs a
+    mean and a raw scale per target: output_size = 2K for y (T, B, K)) or "quantile" (one
+    output per target and level of `quantiles`, increasing levels in (0, 1), required for
+    it and refused for the others: output_size = QK); engine.losses reads such outputs.
 
     optimizer: "sgd", "adam", "adamw", "rmsprop" or an engine.optim object; lr overrides
     its learning rate. schedule: None (constant), a name ("step", "cosine", ...) or an
@@ -81,13 +85,13 @@ class Trainer:
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
                  diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES,
-                 split=None, gradient="bptt", seed=0):
+                 split=None, gradient="bptt", seed=0, quantiles=None):
         self.model = model
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         if self.gradient != "bptt":
             _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, shards=shards,
                                   split=split)
-        self.loss = check_choice("loss", loss, LOSSES)
+        self.loss, self.quantiles = check_loss(loss, quantiles, model)
         self.k1 = None if k1 is None else check_int("k1", k1)
         self.seed = check_int("seed", seed, minimum=0)
         self.rng = np.random.default_rng(self.seed)
@@ -107,7 +111,7 @@ class Trainer:
         self.split = None if split is None else check_split(model, split, self.shards)
         self.memory = memory if memory in (None, "sqrt") else check_int("memory", memory)
         self.grad_flow = (GradFlow(model, self.loss, self.k1, self.k2, self.clip_norm, self.shards, self.memory,
-                                   self.split) if self.diagnostics else None)
+                                   self.split, self.quantiles) if self.diagnostics else None)
         self.history_updates = (None if history_updates is None
                                 else check_int("history_updates", history_updates, minimum=0))
         self.optimizer = make_optimizer(optimizer, lr)
@@ -156,7 +160,7 @@ class Trainer:
                     diagnostics=self.diagnostics, shards=self.shards, split=self.split, memory=self.memory,
                     optimizer=self.optimizer.config, schedule=self.schedule.config,
                     history_updates=self.history_updates, thread_plan=self.thread_plan, gradient=self.gradient,
-                    seed=self.seed)
+                    seed=self.seed, quantiles=None if self.quantiles is None else list(self.quantiles))
 
     def reset_state(self, batch=None):
         """Forget the carried state and history; the next chunk starts from zeros."""
@@ -247,7 +251,7 @@ class Trainer:
         optional (T, B) resets (see fit)."""
         x, y = self._check_data(x, y, name="evaluate")
         y_hat, _ = self.model.forward(x, state, resets)
-        return mean_loss(self.loss, y_hat, y)
+        return mean_loss(self.loss, y_hat, y, self.quantiles)
 
     # ---------------------------------------------------------------- the TBPTT loop
 
@@ -312,7 +316,7 @@ class Trainer:
         for start in range(0, T, stride):
             end = min(start + stride, T)
             value, count = online.run(x[start:end], y[start:end], self.loss, self.state,
-                                      None if resets is None else resets[start:end])
+                                      None if resets is None else resets[start:end], self.quantiles)
             self.state = online.state_after(end - start)
             if not count:
                 continue
@@ -342,7 +346,7 @@ class Trainer:
         start, end = window
         window_resets = {} if resets is None else {"resets": resets[start:end]}
         return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
-                                      **window_resets)
+                                      quantiles=self.quantiles, **window_resets)
 
     def _update(self, loss, chunk):
         """Check, clip, step; returns the update's history record (None if skipped).
@@ -424,7 +428,7 @@ class Trainer:
     def _check_data(self, x, y, name=None):
         try:
             x = as_inputs(x, self.model)
-            y = as_targets(y, self.loss, self.model, x.shape[0], x.shape[1])
+            y = as_targets(y, self.loss, self.model, x.shape[0], x.shape[1], self.quantiles)
         except (ValueError, TypeError) as error:
             if name is None:
                 raise
@@ -457,8 +461,8 @@ def _no_targets(y, steps):
 
 
 def _counts_targets(loss, y):
-    """Whether y holds any target the loss counts: a finite value (mse) or a class >= 0."""
-    return bool(np.isfinite(y).any() if loss == "mse" else (y >= 0).any())
+    """Whether y holds any target the loss counts: a finite value, or a class >= 0."""
+    return bool(counted(loss, y).any())
 
 
 def _as_reset(reset, B):

@@ -7,6 +7,8 @@ import numbers
 
 import numpy as np
 
+from engine.losses import LOSSES, parameter_count
+
 DTYPES = ("float32", "float64")
 
 
@@ -86,13 +88,58 @@ def as_inputs(x, model):
     return x
 
 
-def as_targets(y, loss, model, T, B):
-    """y for `loss`: (T, B, O) floats (NaN = missing) or (T, B) integer classes (-1 ignored)."""
+_PARAMETERS = {"gaussian": "a mean and a scale", "quantile": "one per level"}
+
+
+def check_loss(loss, quantiles, model):
+    """(loss, quantiles) of a model's training: loss one of LOSSES; quantiles a tuple of
+    levels, strictly increasing and each in (0, 1), for "quantile" (required) and None for
+    the others (refused); the model's outputs a whole number of blocks of the loss's P
+    parameters per target."""
+    check_choice("loss", loss, LOSSES)
+    if loss != "quantile":
+        if quantiles is not None:
+            raise ValueError(f"quantiles apply to loss 'quantile' only; got quantiles={quantiles!r} with loss {loss!r}")
+        _check_outputs(loss, parameter_count(loss), model)
+        return loss, None
+    if quantiles is None:
+        raise ValueError("loss 'quantile' needs quantiles: the levels to forecast, e.g. (0.1, 0.5, 0.9)")
+    levels = as_numeric_array("quantiles", quantiles)
+    if levels.ndim != 1 or levels.size == 0:
+        raise ValueError(f"quantiles must be a non-empty list of levels; got shape {levels.shape}")
+    levels = levels.astype(np.float64)
+    outside = levels[~((levels > 0) & (levels < 1))]
+    if outside.size:
+        raise ValueError(f"quantiles must each be in (0, 1) (exclusive); got {outside[0]:g}")
+    if np.unique(levels).size != levels.size:
+        raise ValueError(f"quantiles must not repeat a level; got {levels.tolist()}")
+    if np.any(np.diff(levels) <= 0):
+        raise ValueError(f"quantiles must be in increasing order; got {levels.tolist()}")
+    _check_outputs(loss, len(levels), model)
+    return loss, tuple(levels.tolist())
+
+
+def _check_outputs(loss, P, model):
+    """The model's outputs: whole blocks of P (one output per target and loss parameter)."""
+    if model.output_size % P:
+        raise ValueError(f"loss {loss} needs a model with {P} outputs per target ({_PARAMETERS[loss]}): "
+                         f"output_size must be a multiple of {P}; got {model.output_size}")
+
+
+def as_targets(y, loss, model, T, B, quantiles=None):
+    """y for `loss`: (T, B, K) floats (NaN = missing) with K = output_size / P (P outputs
+    per target, engine.losses.parameter_count) or (T, B) integer classes (-1 ignored)."""
     y = as_numeric_array("y", y)
-    if loss == "mse":
-        expected = (T, B, model.output_size)
+    if loss != "cross_entropy":
+        P = parameter_count(loss, quantiles)
+        expected = (T, B, model.output_size // P)
+        if P > 1 and y.ndim == 3 and y.shape[:2] == (T, B) and P * y.shape[2] != model.output_size:
+            raise ValueError(f"loss {loss} needs a model with {P} outputs per target ({_PARAMETERS[loss]}): "
+                             f"y has {y.shape[2]} target columns, so output_size must be {P * y.shape[2]}; "
+                             f"got output_size {model.output_size}")
         if y.shape != expected:
-            raise ValueError(f"y must have shape {expected} (T, B, output_size) for loss 'mse'; got {y.shape}")
+            meaning = "output_size" if P == 1 else f"output_size / {P}"
+            raise ValueError(f"y must have shape {expected} (T, B, {meaning}) for loss {loss!r}; got {y.shape}")
         y = np.ascontiguousarray(y, dtype=model.dtype)
         if np.any(np.isinf(y)):
             raise ValueError(f"y must not hold infinity or values beyond the range of {model.dtype} "

@@ -4,8 +4,11 @@ N = T*B rows, time-major, so the rows of step t are t*B .. t*B + B - 1.
 """
 import numpy as np
 
+from kernels.activations import sigmoid
 from kernels.common import column_sums, zero_fill
-from kernels.config import jit
+from kernels.config import inline_jit, jit
+
+MIN_SCALE = 1e-3  # the gaussian head's floor on sigma, in model units (engine.losses.MIN_SCALE)
 
 
 @jit
@@ -25,6 +28,23 @@ def head_backward(dweight, dbias, dy, h_top):
     column_sums(dbias, dy)
 
 
+@inline_jit
+def softplus(r):
+    """log(1 + exp(r)) of a float64 scalar without overflow for large |r|."""
+    return max(r, 0.0) + np.log1p(np.exp(-abs(r)))
+
+
+@jit
+def count_finite(y, first_row):
+    """Finite entries of y (N, K) in rows >= first_row: the targets counted (NaN = missing)."""
+    count = 0
+    for row in range(first_row, y.shape[0]):
+        for k in range(y.shape[1]):
+            if np.isfinite(y[row, k]):
+                count += 1
+    return count
+
+
 @jit
 def mse_gradient(dy, y_hat, y, first_row, divisor):
     """Squared error over the finite targets of rows >= first_row (NaN = missing), divided
@@ -33,11 +53,7 @@ def mse_gradient(dy, y_hat, y, first_row, divisor):
     dy: (N, O) out, dL/dy_hat (zero where not counted). y_hat, y: (N, O).
     Returns (loss, count); with count 0 the loss is 0 and dy is all zero."""
     N, O = y.shape
-    count = 0
-    for row in range(first_row, N):
-        for k in range(O):
-            if np.isfinite(y[row, k]):
-                count += 1
+    count = count_finite(y, first_row)
     zero_fill(dy.reshape(-1))
     if count == 0:
         return 0.0, 0
@@ -52,6 +68,68 @@ def mse_gradient(dy, y_hat, y, first_row, divisor):
                 total += error * error
                 dy[row, k] = scale * error
     return total / divisor, count
+
+
+@jit
+def gaussian_gradient(dy, y_hat, y, first_row, divisor):
+    """Gaussian negative log-likelihood 0.5 * (log(sigma^2) + (y - mu)^2 / sigma^2) over the
+    finite targets of rows >= first_row, with mu = y_hat[:, k] and sigma = softplus(r) +
+    MIN_SCALE, r = y_hat[:, K + k]; divided by `divisor` (<= 0: by the count, the mean).
+
+    dy: (N, 2K) out, dL/dy_hat (zero where not counted). y_hat: (N, 2K). y: (N, K).
+    Returns (loss, count); with count 0 the loss is 0 and dy is all zero."""
+    N, K = y.shape
+    count = count_finite(y, first_row)
+    zero_fill(dy.reshape(-1))
+    if count == 0:
+        return 0.0, 0
+    if divisor <= 0:
+        divisor = count
+    inverse = 1.0 / divisor
+    total = 0.0  # float64 accumulator; each entry computed in float64 too
+    for row in range(first_row, N):
+        for k in range(K):
+            if np.isfinite(y[row, k]):
+                raw = np.float64(y_hat[row, K + k])
+                sigma = softplus(raw) + MIN_SCALE
+                z = (np.float64(y[row, k]) - np.float64(y_hat[row, k])) / sigma  # standardised error
+                total += np.log(sigma) + 0.5 * z * z
+                dy[row, k] = -z / sigma * inverse                                   # dL/dmu
+                dy[row, K + k] = (1.0 - z * z) / sigma * sigmoid(raw) * inverse    # dL/dsigma dsigma/dr
+    return total / divisor, count
+
+
+@jit
+def pinball_gradient(dy, y_hat, y, first_row, divisor, levels):
+    """Pinball loss max(q (y - f), (q - 1) (y - f)) of each level q = levels[j] with its
+    forecast f = y_hat[:, j*K + k], over the finite targets of rows >= first_row, divided by
+    Q * `divisor` (<= 0: by Q times the count, the mean over entries and levels). At
+    y == f the subgradient is that of q - 1{y < f}: dL/df = -q.
+
+    dy: (N, Q*K) out (zero where not counted). y_hat: (N, Q*K). y: (N, K). levels: (Q,)
+    float64. Returns (loss, count of targets); with count 0 the loss is 0, dy all zero."""
+    N, K = y.shape
+    Q = levels.shape[0]
+    count = count_finite(y, first_row)
+    zero_fill(dy.reshape(-1))
+    if count == 0:
+        return 0.0, 0
+    if divisor <= 0:
+        divisor = count
+    inverse = 1.0 / (Q * divisor)
+    total = 0.0
+    for row in range(first_row, N):
+        for k in range(K):
+            if not np.isfinite(y[row, k]):
+                continue
+            target = np.float64(y[row, k])
+            for j in range(Q):
+                q = levels[j]
+                error = target - np.float64(y_hat[row, j * K + k])
+                below = 1.0 if error < 0.0 else 0.0  # 1{y < f}
+                total += (q - below) * error           # = max(q e, (q - 1) e)
+                dy[row, j * K + k] = (below - q) * inverse
+    return total / (Q * divisor), count
 
 
 @jit

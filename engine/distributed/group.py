@@ -34,12 +34,12 @@ class WorkerGroup:
     """`workers` Ray actors of `shards_per_worker` shards each; worker w holds shards
     w*s .. w*s+s-1 of the global order. cpus_per_worker: the CPUs each actor reserves
     (default one per shard). max_retries: replacements of one worker within one update
-    before WorkerFailed."""
+    before WorkerFailed. quantiles: the levels of loss "quantile" (None for the others)."""
 
     def __init__(self, ray, model, loss, memory, workers, shards_per_worker, cpus_per_worker=None,
-                 max_retries=3, start_timeout=None):
+                 max_retries=3, start_timeout=None, quantiles=None):
         self.ray = ray
-        self.model_config, self.loss, self.memory = model.config, loss, memory
+        self.model_config, self.loss, self.memory, self.quantiles = model.config, loss, memory, quantiles
         self.shards_per_worker = shards_per_worker
         self.max_retries = max_retries
         self.start_timeout = START_TIMEOUT if start_timeout is None else start_timeout
@@ -175,7 +175,8 @@ class WorkerGroup:
     # ---------------------------------------------------------------- actors
 
     def _start(self):
-        return self.actor_class.remote(self.model_config, self.loss, self.memory, self.shards_per_worker)
+        return self.actor_class.remote(self.model_config, self.loss, self.memory, self.shards_per_worker,
+                                       self.quantiles)
 
     def _wait_ready(self, actors, busy_grace=startup.BUSY_GRACE):
         """Until the actors answer, as long as they make progress (engine/distributed/startup.py)."""

@@ -45,7 +45,7 @@ class RayTrainer(Trainer):
         cpus = None if cpus_per_worker is None else check_int("cpus_per_worker", cpus_per_worker)
         self.address = address
         self._group = WorkerGroup(connect(address), model, self.loss, self.memory, self.workers,
-                                  self.shards_per_worker, cpus, self.max_retries)
+                                  self.shards_per_worker, cpus, self.max_retries, quantiles=self.quantiles)
 
     @classmethod
     def from_config(cls, model, config, workers, address=None, shards_per_worker=None, **options):

@@ -19,9 +19,9 @@ class Worker:
     each update (run) and keeps the states at the end of its last run, so the driver
     need not send them back."""
 
-    def __init__(self, model_config, loss, memory, shards):
+    def __init__(self, model_config, loss, memory, shards, quantiles=None):
         self.model = Model(**model_config)
-        self.loss, self.memory = loss, memory
+        self.loss, self.memory, self.quantiles = loss, memory, quantiles
         self.pool = ThreadPoolExecutor(max_workers=shards, thread_name_prefix="bptt-worker-shard")
         self.data = []     # per shard (x (T, B_k, I), y (T, B_k, O) or (T, B_k), resets or None)
         self.chunks = {}   # (window steps, shard) -> one-shard ShardedChunk
@@ -64,7 +64,7 @@ class Worker:
         x, y, resets = self.data[k]
         window_resets = {} if resets is None else {"resets": resets[start:end]}
         return self._chunk(window, k).forward_backward(x[start:end], y[start:end], self.loss, state,
-                                                       first_step, **window_resets)
+                                                       first_step, quantiles=self.quantiles, **window_resets)
 
     def _chunk(self, window, k):
         steps = window[1] - window[0]
