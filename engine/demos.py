@@ -109,7 +109,8 @@ def _load_parts(length, seed):
     weekend = (day % 7 >= 5).astype(np.float64)   # day 0 is Monday 2024-01-01
     temperature = (11 - 9 * np.cos(2 * np.pi * (hours / 24 - 15) / 365.25)
                    + 4 * np.cos(2 * np.pi * (hour - 15) / 24) + 1.5 * rng.standard_normal(length))
-    promoted_days = rng.choice(day[-1] + 1, size=max(1, (day[-1] + 1) // 50), replace=False)
+    days = day[-1] + 1
+    promoted_days = rng.choice(days, size=max(1, days // 50), replace=False)
     promotion = (np.isin(day, promoted_days) & (hour >= 10) & (hour < 20)).astype(np.float64)
     daily = -150 * np.cos(2 * np.pi * hour / 24) + 60 * np.exp(-0.5 * ((hour - 19) / 2) ** 2)
     mean = (1000 + (1 - 0.3 * weekend) * daily + _LOAD_WEEKDAY_LEVEL[day % 7]
@@ -127,10 +128,11 @@ def _load_parts(length, seed):
 def electricity_load(length=17_520, seed=0):
     """Hourly electricity-load-like data from 2024-01-01 00:00 UTC (a Monday; 730 days by
     default) with a "time" column and the columns "load" (the target), "temperature" and
-    "promotion" (known inputs). With h the hour of day, d the day (0, 1, ...), d mod 7 the
-    weekday (0 = Monday) and w = 1 on Saturdays and Sundays:
+    "promotion" (known inputs). With t the row (hours from the start), h = t mod 24 the hour
+    of day, d = t // 24 the day, d mod 7 the weekday (0 = Monday) and w = 1 on Saturdays
+    and Sundays, else 0 (noise terms independent):
         temperature = 11 - 9 cos(2 pi (t/24 - 15) / 365.25) + 4 cos(2 pi (h - 15) / 24) + N(0, 1.5^2)
-        promotion   = 1 from 10:00 to 19:00 on length/1200 random days (2% of days), else 0
+        promotion   = 1 in the hours 10:00 .. 19:00 of 2% of the days (random, at least one), else 0
         load = 1000 + (1 - 0.3 w) (-150 cos(2 pi h / 24) + 60 exp(-(h - 19)^2 / 8))
                + level[d mod 7] (-20, 0, 0, 0, -10, -120, -150 from Monday)
                + 8 max(15 - temperature, 0) + 15 max(temperature - 22, 0)   (heating, cooling)

@@ -35,12 +35,12 @@ def pinball(actual, quantiles, levels):
     """Mean pinball (quantile) loss over the levels and the scored entries: quantiles
     (Q, ...) forecast at levels (Q,) for actual (...); per level q and entry
     max(q (y - f), (q - 1) (y - f))."""
-    quantiles = np.asarray(quantiles, dtype=np.float64)
-    levels = np.asarray(levels, dtype=np.float64).reshape((-1,) + (1,) * (quantiles.ndim - 1))
+    actual, quantiles = np.asarray(actual, dtype=np.float64), np.asarray(quantiles, dtype=np.float64)
+    shape = np.broadcast_shapes(actual.shape, quantiles.shape[1:])   # one level's entries
+    levels = np.asarray(levels, dtype=np.float64).reshape((-1,) + (1,) * len(shape))
     if len(levels) != len(quantiles):
         raise ValueError(f"{len(levels)} levels for {len(quantiles)} quantile forecasts")
-    actual = np.asarray(actual, dtype=np.float64)
-    errors = np.broadcast_to(actual, quantiles.shape[1:]) - quantiles   # (Q, ...)
+    errors = actual - np.broadcast_to(quantiles, (len(quantiles),) + shape)   # (Q, ...)
     observed = np.broadcast_to(~np.isnan(actual), errors.shape)
     return _mean(np.maximum(levels * errors, (levels - 1) * errors)[observed])
 
