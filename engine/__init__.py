@@ -13,11 +13,12 @@ from engine.gradcheck import gradient_check
 from engine.history import History
 from engine.model import Model
 from engine.pipeline import evaluate_series, forecast_series, load_for_inference, train_series
-from engine.plots import PlotUnavailable, plot_forecast, plot_training, require_matplotlib
+from engine.plots import PlotUnavailable, plot_backtest_errors, plot_forecast, plot_training, require_matplotlib
 from engine.progress import Progress
 from engine.trainer import Trainer, TrainingDiverged
 
 __all__ = ["Model", "loss_and_grad", "Trainer", "TrainingDiverged", "History", "save", "load",
            "read_metadata", "CheckpointError", "optim", "options", "schedules", "data", "export", "train_series",
            "forecast_series", "evaluate_series", "load_for_inference", "gradient_check",
-           "Progress", "PlotUnavailable", "plot_training", "plot_forecast", "require_matplotlib"]
+           "Progress", "PlotUnavailable", "plot_training", "plot_forecast", "plot_backtest_errors",
+           "require_matplotlib"]

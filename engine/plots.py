@@ -1,4 +1,5 @@
-"""Optional plots (matplotlib, the `plot` extra): training curves and forecast against actual."""
+"""Optional plots (matplotlib, the `plot` extra): training curves, forecast against actual and
+backtest errors per horizon step."""
 import contextlib
 import os
 import warnings
@@ -113,6 +114,24 @@ def plot_forecast(actual, forecast, names, path, context=500):
             axis.axvline(0, color="grey", linewidth=0.6)
             axis.set(title=name, xlabel="steps from the end of the data")
             axis.legend()
+
+
+def plot_backtest_errors(path, steps, model_mae, naive_mae, title):
+    """The backtest's MAE against the horizon step (steps 1..H), the model's beside the
+    seasonal naive forecast's, to `path`. A NaN MAE (a step with nothing scored) is a gap."""
+    steps, model_mae, naive_mae = (np.asarray(part, dtype=np.float64) for part in (steps, model_mae, naive_mae))
+    if not steps.shape == model_mae.shape == naive_mae.shape or steps.ndim != 1:
+        raise ValueError(f"steps, model_mae and naive_mae must be equal-length lists; got shapes "
+                         f"{steps.shape}, {model_mae.shape} and {naive_mae.shape}")
+    plt = require_matplotlib()
+    with _figure(plt, path, 1, 1, (9, 4)) as axes:
+        axis = axes[0, 0]
+        axis.plot(steps, model_mae, "o-", label="model", linewidth=1.2, markersize=3)
+        axis.plot(steps, naive_mae, "s--", label="seasonal naive", linewidth=1.0, markersize=3)
+        axis.set(title=title, xlabel="horizon step", ylabel="MAE")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.set_ylim(bottom=0)
+        axis.legend()
 
 
 @contextlib.contextmanager

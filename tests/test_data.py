@@ -366,7 +366,8 @@ def test_demos_are_deterministic(name):
     first, again, other = load_demo(name), load_demo(name), load_demo(name, seed=1)
     np.testing.assert_array_equal(first.values, again.values)
     assert not np.array_equal(first.values, other.values)
-    assert first.values.ndim == 2 and first.values.shape[1] == 1
+    names = ("load", "temperature", "promotion") if name == "load" else ("value",)
+    assert first.names == names and first.values.shape == (len(first.values), len(names))
     assert np.isfinite(first.values).all() and first.source == f"demo:{name}"
 
 
