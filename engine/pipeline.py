@@ -17,6 +17,7 @@ from engine import locks
 from engine.files import OutputError, check_output, is_file_pattern, lock_path
 from engine.forecasting.prepare import FORECAST_RECIPE_SCHEMA, is_forecasting_recipe, prepare
 from engine.forecasting import outputs as forecast_outputs
+from engine.losses import parameter_count
 from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
 from engine.options import OPTIONS, given_only, parse_options, train_arguments
@@ -154,7 +155,7 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         _require_training_memory(model_options or {}, trainer_options or {}, data)
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         loss = (trainer_options or {}).get("loss", "mse")
-        per_entry = forecast_outputs.parameter_count(loss, (trainer_options or {}).get("quantiles"))
+        per_entry = parameter_count(loss, (trainer_options or {}).get("quantiles"))
         model = Model(input_size=data.x_train.shape[2], output_size=data.y_train.shape[2] * per_entry,
                       **(model_options or {}))
         trainer = new_trainer(model, schedule=schedule, **(trainer_options or {}))
@@ -609,7 +610,8 @@ def _defaults(cls):
 
 def _check_data_fits(model, trainer, data):
     """Shapes of the data against the model, and enough steps per stream for k1."""
-    if data.x_train.shape[2] != model.input_size or data.y_train.shape[2] != model.output_size:
+    outputs = data.y_train.shape[2] * parameter_count(trainer.loss, getattr(trainer, "quantiles", None))
+    if data.x_train.shape[2] != model.input_size or outputs != model.output_size:
         raise DataError(f"the data has {data.x_train.shape[2]} inputs and {data.y_train.shape[2]} "
                         f"targets; the model expects {model.input_size} and {model.output_size}")
     steps = data.x_train.shape[0]

@@ -11,7 +11,7 @@ import pyarrow as pa
 from engine.forecasting import frames as framing, intervals, outputs, run, scores
 from engine.losses import split_parameters
 from engine.panel.sources import time_array
-from engine.series import DataError, times as time_stamps, zones
+from engine.series import DataError, times as time_stamps
 
 
 class Backtest(NamedTuple):
@@ -125,9 +125,9 @@ def _extended(stamps, length, recipe):
 
 def _table(pieces, recipe, levels, panel, is_panel):
     """One row per (origin, id, step, target): origin, [id], time, step, target, forecast,
-    actual, lo80, hi80, ..."""
+    actual, naive (the seasonal naive forecast from the same origin), lo80, hi80, ..."""
     names = recipe["targets"]
-    columns = {name: [] for name in ("origin", "id", "time", "step", "target", "forecast", "actual")}
+    columns = {name: [] for name in ("origin", "id", "time", "step", "target", "forecast", "actual", "naive")}
     for level in levels:
         columns[f"lo{level:g}"], columns[f"hi{level:g}"] = [], []
     for piece in pieces:
@@ -141,6 +141,7 @@ def _table(pieces, recipe, levels, panel, is_panel):
         columns["target"].append(np.tile(np.array(names, dtype=object), n * S))
         columns["forecast"].append(piece.forecast.point.ravel())
         columns["actual"].append(piece.actual.ravel())
+        columns["naive"].append(piece.naive.ravel())
         for level in levels:
             lo, hi = piece.forecast.bounds[level]
             columns[f"lo{level:g}"].append(lo.ravel())
@@ -183,13 +184,13 @@ def _metrics(pieces, recipe, levels):
     naive = np.concatenate([piece.naive for piece in pieces])
     scored = ~np.isnan(actual) & ~np.isnan(naive)
     actual = np.where(scored, actual, np.nan)
-    metrics = scores.step_metrics(forecast, actual, naive)
+    *per_step, overall = scores.step_metrics(forecast, actual, naive)
     interval_scores = {}
     for level in levels:
         lo = np.concatenate([piece.forecast.bounds[level][0] for piece in pieces])
         hi = np.concatenate([piece.forecast.bounds[level][1] for piece in pieces])
         interval_scores[f"{level:g}"] = {"coverage": scores.coverage(actual, lo, hi),
-                                         "mean_width": scores.mean_width(lo, hi, actual),
+                                         "mean_width": scores.mean_width(actual, lo, hi),
                                          "interval_score": scores.interval_score(actual, lo, hi, level)}
     distribution = {}
     if recipe.get("loss") == "gaussian":
@@ -200,5 +201,5 @@ def _metrics(pieces, recipe, levels):
         moved = np.moveaxis(quantiles, 1, 0)
         distribution["pinball"] = scores.pinball(actual, moved, recipe["quantiles"])
         distribution["crps"] = scores.crps_quantiles(actual, moved, recipe["quantiles"])
-    return {**metrics, "intervals": interval_scores, **distribution,
+    return {"steps": per_step, "overall": overall, "intervals": interval_scores, **distribution,
             "origins": int(sum(len(piece.origins) for piece in pieces))}

@@ -66,7 +66,7 @@ def frame_series(series, recipe, stamps=None, zone=None, end=None, where="the se
     levels = select_columns(series, recipe["targets"], "targets").values
     base = _last_observed(levels)
     origins = np.arange(first, end)
-    parts = [_past(series, recipe)[origins]]
+    parts = [_past(series, recipe, end)[origins]]
     ahead = origins[:, None] + np.arange(1, H + 1)   # (N, H) rows t + h
     per_step = []
     if recipe["known"]:
@@ -95,10 +95,11 @@ def frame_series(series, recipe, stamps=None, zone=None, end=None, where="the se
     return Frames(x, y.reshape(len(origins), -1), base[origins], origins, levels)
 
 
-def _past(series, recipe):
-    """(T, P) past inputs filled; with differencing target columns as changes (row 0 NaN)."""
+def _past(series, recipe, end):
+    """(end, P) past inputs of the rows before `end`, filled; with differencing target columns
+    as changes (row 0 NaN)."""
     inputs = select_columns(series, recipe["inputs"], "inputs")
-    values = fill_missing(inputs.values, recipe["fill"], inputs.names)
+    values = fill_missing(inputs.values[:end], recipe["fill"], inputs.names)
     if recipe["difference"]:
         changed = [i for i, name in enumerate(inputs.names) if name in recipe["targets"]]
         values[1:, changed] = values[1:, changed] - values[:-1, changed]

@@ -6,9 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.data import Normalizer
 from engine.forecasting import intervals
-from engine.losses import parameter_count, split_parameters
+from engine.losses import split_parameters
 
 DEFAULT_LEVELS = (80.0, 95.0)
 
@@ -50,7 +49,8 @@ def available_levels(recipe, levels):
     if loss == "gaussian":
         return tuple(levels)
     if loss == "quantile":
-        return tuple(level for level in levels if intervals.has_pair(recipe["quantiles"], level))
+        given = intervals.available_levels(recipe["quantiles"])
+        return tuple(level for level in levels if any(abs(level - other) < 1e-6 for other in given))
     return tuple(levels) if recipe.get("conformal") else ()
 
 
@@ -73,7 +73,7 @@ def forecasts(y_hat, base, recipe, target_norm, levels=DEFAULT_LEVELS):
         quantiles = np.stack([original(parts["quantiles"][:, j]) for j in range(len(levels_q))], axis=1)
         point = quantiles[:, _median(levels_q)]
         for level in available_levels(recipe, levels):
-            bounds[level] = intervals.quantile_bounds(quantiles, levels_q, level)
+            bounds[level] = intervals.quantile_bounds(np.moveaxis(quantiles, 1, 0), levels_q, level)
     else:
         point = original(parts["mean"])
         if loss == "gaussian":
@@ -92,11 +92,3 @@ def _median(levels_q):
     """The index of the level nearest 0.5 (the median when the model has it)."""
     return int(np.argmin(np.abs(np.asarray(levels_q) - 0.5)))
 
-
-def target_normalizer(recipe, norm):
-    """The Normalizer of a recipe's K target entries (a forecasting recipe stores one per entry)."""
-    return norm if isinstance(norm, Normalizer) else Normalizer.from_dict(norm)
-
-
-__all__ = ["Forecasts", "DEFAULT_LEVELS", "available_levels", "forecasts", "parameter_count", "with_conformal",
-           "with_loss", "target_normalizer"]
