@@ -16,7 +16,10 @@ from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persiste
 from engine import locks
 from engine.files import OutputError, check_output, is_file_pattern, lock_path
 from engine.forecasting.prepare import FORECAST_RECIPE_SCHEMA, is_forecasting_recipe, prepare
-from engine.forecasting import outputs as forecast_outputs
+from engine.forecasting import forecast as forecasting, outputs as forecast_outputs
+from engine.forecasting.backtest import backtest as run_backtest
+from engine.forecasting.evaluate import evaluate as evaluate_forecasts
+from engine.forecasting.outputs import DEFAULT_LEVELS
 from engine.losses import parameter_count
 from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
@@ -245,7 +248,7 @@ def _resolve_schedule(options, total_updates):
 
 
 def forecast_series(model, data, steps=1, *legacy, key=None, time_column=None, id_column=None,
-                    series_columns=None, series_id=None):
+                    series_columns=None, series_id=None, intervals=DEFAULT_LEVELS, future=None):
     """Forecast `steps` steps past the end of `data` with a trained model, as `bptt forecast`
     does: a pyarrow Table (`.to_pandas()` for a DataFrame) in original units.
 
@@ -276,6 +279,12 @@ def forecast_series(model, data, steps=1, *legacy, key=None, time_column=None, i
     steps = check_int("steps", steps)
     time_column = OPTIONS["time_column"].parse(time_column)  # "none" is False: no time column
     panel = _given(id_column=id_column, series_columns=series_columns, series_id=series_id)
+    if is_forecasting_recipe(metadata["data"]):
+        return forecasting.forecast(model, metadata, _forecasting_source(metadata, data, key, time_column, panel),
+                                    steps, levels=intervals, future=_future(metadata, future, time_column),
+                                    **_forecasting_reading(metadata, key, time_column, panel))
+    if future is not None:
+        raise DataError("future: this model was trained without known inputs (an older checkpoint)")
     if is_panel_recipe(metadata["data"]):
         return _forecast(model, metadata, data, steps, key=key, **panel, **_given(time_column=time_column))
     series = as_series(_single_series_only(data, panel), key, time_column)
@@ -348,7 +357,7 @@ def forecast_times(metadata, source, steps, key=None):
 
 
 def evaluate_series(model, data, *legacy, start=None, season=None, key=None, time_column=None,
-                    id_column=None, series_columns=None, series_id=None):
+                    id_column=None, series_columns=None, series_id=None, intervals=DEFAULT_LEVELS):
     """Score a trained model on `data`, as `bptt evaluate --json` prints it: a dict.
 
     model: a checkpoint path or the (model, metadata) pair of load_for_inference; data,
@@ -372,6 +381,11 @@ def evaluate_series(model, data, *legacy, start=None, season=None, key=None, tim
         raise TypeError(f"evaluate_series takes model and data positionally; got {len(legacy)} more")
     model, metadata = _inference_pair(model)
     time_column = OPTIONS["time_column"].parse(time_column)
+    if is_forecasting_recipe(metadata["data"]):
+        reading = _given(id_column=id_column, series_columns=series_columns, series_id=series_id)
+        return evaluate_forecasts(model, metadata, _forecasting_source(metadata, data, key, time_column, reading),
+                                  start=start, season=season or 1, levels=intervals,
+                                  **_forecasting_reading(metadata, key, time_column, reading))
     panel = _given(id_column=id_column, series_columns=series_columns, series_id=series_id, season=season)
     if is_panel_recipe(metadata["data"]):
         return _evaluate(model, metadata, data, key=key, start=start,
@@ -380,6 +394,52 @@ def evaluate_series(model, data, *legacy, start=None, season=None, key=None, tim
     if isinstance(data, (str, os.PathLike)) or time_column is not None:
         data = as_series(data, key, time_column)
     return _evaluate(model, metadata, data, start=start)
+
+
+def backtest_series(model, data, *, start=None, every=1, steps=None, season=1, intervals=DEFAULT_LEVELS, key=None,
+                    time_column=None, id_column=None, series_columns=None, series_id=None):
+    """Backtest a forecasting model on `data`, as `bptt backtest` does: rolling origins from
+    `start` (a row, negative from the end, or a date/time; None: the first origin the
+    model can forecast from) every `every` rows, forecasts of steps 1..`steps` (default:
+    the model's horizon) from the state warmed up on all rows before each origin (no
+    refit). Returns engine.forecasting.backtest.Backtest: .table (pyarrow, one row per
+    origin, [id,] step and target: origin, time, step, target, forecast, actual, naive,
+    loL, hiL per interval level) and .metrics (per step and overall MAE, RMSE, sMAPE,
+    MASE against the seasonal naive of period `season` from the same origin, interval
+    scores). model, data, key, time_column and the panel options as forecast_series takes them."""
+    model, metadata = _inference_pair(model)
+    if not is_forecasting_recipe(metadata["data"]):
+        raise DataError("backtest needs a model trained by this version (a forecasting recipe); this checkpoint "
+                        "is older: train it again")
+    time_column = OPTIONS["time_column"].parse(time_column)
+    reading = _given(id_column=id_column, series_columns=series_columns, series_id=series_id)
+    return run_backtest(model, metadata, _forecasting_source(metadata, data, key, time_column, reading),
+                        start=start, every=every, steps=steps, season=season, levels=intervals,
+                        **_forecasting_reading(metadata, key, time_column, reading))
+
+
+def _forecasting_source(metadata, data, key, time_column, reading):
+    """The data of a forecasting model: a single series read (with its time column), a
+    panel source as given (read with the recipe's panel options)."""
+    if is_panel_recipe(metadata["data"]):
+        return data
+    data = _single_series_only(data, reading)
+    return as_series(data, key, time_column) if isinstance(data, (str, os.PathLike)) or time_column is not None \
+        else data
+
+
+def _forecasting_reading(metadata, key, time_column, reading):
+    """The reading options engine.forecasting takes for a panel (none for one series: read already)."""
+    if not is_panel_recipe(metadata["data"]):
+        return {}
+    return {"key": key, **reading, **_given(time_column=time_column)}
+
+
+def _future(metadata, future, time_column):
+    """The future rows of the known inputs: a path or table read like the data (None: none)."""
+    if future is None or is_panel_recipe(metadata["data"]) or not isinstance(future, (str, os.PathLike)):
+        return future
+    return as_series(future, None, time_column)
 
 
 def _legacy_model(model):
