@@ -55,7 +55,7 @@ def onnx_model(model, recipe=None, with_normalization=False):
         initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name))
         return name
 
-    x = "x"
+    x, target_norm = "x", None
     if with_normalization:
         input_norm, target_norm = _normalizers(model, recipe, layout)
         nodes += [helper.make_node("Sub", ["x", constant("input_mean", input_norm.mean)], ["x_centred"]),
@@ -80,22 +80,7 @@ def onnx_model(model, recipe=None, with_normalization=False):
         x = f"y_l{k}"
     for part in state_names:
         nodes.append(helper.make_node("Concat", [f"{part}n_l{k}" for k in range(L)], [f"{part}n"], axis=0))
-    # The head (T, B, output_size), then stages (source, target) -> nodes; the last one writes y.
-    stages = []
-    if layout is not None and layout.loss in PARAMETER_NODES:
-        stages.append(partial(PARAMETER_NODES[layout.loss], helper, constant, layout))
-    if with_normalization:
-        spread, offset = (target_norm.std, target_norm.mean) if layout is None else layout.original_units(target_norm)
-        stages.append(lambda source, target: [
-            helper.make_node("Mul", [source, constant("target_std", spread)], ["y_spread"]),
-            helper.make_node("Add", ["y_spread", constant("target_mean", offset)], [target])])
-    source = "y_scaled" if stages else "y"
-    nodes += [helper.make_node("MatMul", [x, constant("head_weight_t", model.views["head.weight"].T)], ["head_matmul"]),
-              helper.make_node("Add", ["head_matmul", constant("head_bias", model.views["head.bias"])], [source])]
-    for index, stage in enumerate(stages):
-        target = "y" if index == len(stages) - 1 else "y_parameters"  # only the parameter stage comes first
-        nodes += stage(source, target)
-        source = target
+    nodes += _output_nodes(helper, constant, model, x, layout, target_norm)
 
     def tensor(name, *shape):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
@@ -120,6 +105,28 @@ def onnx_model(model, recipe=None, with_normalization=False):
     helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _output_nodes(helper, constant, model, x, layout, target_norm):
+    """The head on the top layer's x (T, B, H) -> (T, B, output_size), then the stages
+    after it, each (source, target) -> nodes, the last one writing y: a forecasting
+    layout's parameter nodes, and target_norm's z-score undone (None: none)."""
+    stages = []
+    if layout is not None and layout.loss in PARAMETER_NODES:
+        stages.append(partial(PARAMETER_NODES[layout.loss], helper, constant, layout))
+    if target_norm is not None:
+        spread, offset = (target_norm.std, target_norm.mean) if layout is None else layout.original_units(target_norm)
+        stages.append(lambda source, target: [
+            helper.make_node("Mul", [source, constant("target_std", spread)], ["y_spread"]),
+            helper.make_node("Add", ["y_spread", constant("target_mean", offset)], [target])])
+    source = "y_scaled" if stages else "y"
+    nodes = [helper.make_node("MatMul", [x, constant("head_weight_t", model.views["head.weight"].T)], ["head_matmul"]),
+             helper.make_node("Add", ["head_matmul", constant("head_bias", model.views["head.bias"])], [source])]
+    for index, stage in enumerate(stages):
+        target = "y" if index == len(stages) - 1 else "y_parameters"  # only the parameter stage comes first
+        nodes += stage(source, target)
+        source = target
+    return nodes
 
 
 @dataclass(frozen=True)
