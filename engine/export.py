@@ -85,7 +85,7 @@ def _write(model, recipe, output, format, with_normalization):
 
 def _onnx_bytes(model, recipe, with_normalization):
     from engine.export_onnx import onnx_model
-    return onnx_model(model, recipe if with_normalization else None).SerializeToString()
+    return onnx_model(model, recipe, with_normalization).SerializeToString()
 
 
 def _safetensors_bytes(model, recipe, with_normalization):

@@ -6,8 +6,16 @@ Graph inputs x (T, B, I) with T and B dynamic, h0 (L, B, H) and for LSTM c0 (L, 
 outputs y (T, B, O), hn (L, B, H) and for LSTM cn: the final state, to pass back as h0
 (and c0) with the next piece of the same streams. Always float32: onnxruntime's CPU
 recurrent operators implement float32 only, so float64 parameters are rounded.
+
+A forecasting model (a data recipe with "version": 2) outputs P blocks of K = H * O
+columns (horizon H, O targets, entry k = (h - 1) * O + o), P set by its loss (OutputLayout);
+the graph turns the blocks into what they stand for (a Gaussian's raw scale through
+softplus, quantiles sorted) and its metadata names every column.
 """
 import json
+import numbers
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -19,15 +27,25 @@ OPERATORS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # ONNX's gate blocks as indices into PyTorch's: LSTM i, o, f, c from i, f, g, o;
 # GRU z, r, h from r, z, n.
 GATE_ORDER = {"rnn": (0,), "lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+# The parameter each output block of a forecasting model holds, per loss (quantile: one
+# block per level).
+BLOCK_PARAMETERS = {"mse": ("point",), "gaussian": ("mean", "scale"), "quantile": ("quantile",)}
+MIN_SCALE = 1e-3  # a Gaussian's scale is softplus(raw) + MIN_SCALE, in the model's units
 
 
-def onnx_model(model, recipe=None):
+def onnx_model(model, recipe=None, with_normalization=False):
     """An onnx.ModelProto computing `model` (an engine.Model) in float32, checked by
-    onnx.checker. recipe: the data recipe of the checkpoint (metadata["data"]) to put its
-    z-score in the graph, so x holds raw inputs and y forecasts in original units (see
-    UNITS_NOTE); None: x and y in the model's normalised units."""
+    onnx.checker. recipe: the data recipe of the checkpoint (metadata["data"]) or None; a
+    forecasting recipe ("version": 2) shapes the output blocks (see OutputLayout), an older
+    one matters only with_normalization. with_normalization: the recipe's z-score in the
+    graph, so x holds raw inputs and y forecasts in original units (see UNITS_NOTE);
+    otherwise x and y are in the model's normalised units."""
     onnx = require("onnx")
     from onnx import TensorProto, helper, numpy_helper
+
+    if with_normalization and recipe is None:
+        raise ValueError("the normalisation in the graph needs the data recipe")
+    layout = OutputLayout.from_recipe(recipe, model.output_size) if recipe is not None else None
 
     L, H = model.num_layers, model.hidden_size
     state_names = ("h", "c") if model.cell == "lstm" else ("h",)
@@ -37,9 +55,9 @@ def onnx_model(model, recipe=None):
         initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name))
         return name
 
-    x = "x"
-    if recipe is not None:
-        input_norm, target_norm = _normalizers(model, recipe)
+    x, target_norm = "x", None
+    if with_normalization:
+        input_norm, target_norm = _normalizers(model, recipe, layout)
         nodes += [helper.make_node("Sub", ["x", constant("input_mean", input_norm.mean)], ["x_centred"]),
                   helper.make_node("Div", ["x_centred", constant("input_std", input_norm.std)], ["x_scaled"])]
         x = "x_scaled"
@@ -62,12 +80,7 @@ def onnx_model(model, recipe=None):
         x = f"y_l{k}"
     for part in state_names:
         nodes.append(helper.make_node("Concat", [f"{part}n_l{k}" for k in range(L)], [f"{part}n"], axis=0))
-    head_output = "y" if recipe is None else "y_scaled"
-    nodes += [helper.make_node("MatMul", [x, constant("head_weight_t", model.views["head.weight"].T)], ["head_matmul"]),
-              helper.make_node("Add", ["head_matmul", constant("head_bias", model.views["head.bias"])], [head_output])]
-    if recipe is not None:
-        nodes += [helper.make_node("Mul", ["y_scaled", constant("target_std", target_norm.std)], ["y_spread"]),
-                  helper.make_node("Add", ["y_spread", constant("target_mean", target_norm.mean)], ["y"])]
+    nodes += _output_nodes(helper, constant, model, x, layout, target_norm)
 
     def tensor(name, *shape):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
@@ -80,14 +93,144 @@ def onnx_model(model, recipe=None):
     opset = [helper.make_opsetid("", OPSET)]
     proto = helper.make_model(graph, opset_imports=opset, producer_name="bptt",
                               ir_version=helper.find_min_ir_version_for(opset),
-                              doc_string=_description(model, recipe))
+                              doc_string=_description(model, recipe, layout, with_normalization))
     metadata = {"bptt.config": json.dumps(model.config),
-                "bptt.normalization": "in the graph" if recipe is not None else "none"}
-    if recipe is not None:
+                "bptt.normalization": "in the graph" if with_normalization else "none"}
+    if with_normalization:
         metadata["bptt.data"] = json.dumps(deployment_recipe(recipe))
+    if layout is not None:
+        metadata["bptt.outputs"] = json.dumps(layout.columns())
+        if "features" in recipe:
+            metadata["bptt.inputs"] = json.dumps(recipe["features"])
     helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _output_nodes(helper, constant, model, x, layout, target_norm):
+    """The head on the top layer's x (T, B, H) -> (T, B, output_size), then the stages
+    after it, each (source, target) -> nodes, the last one writing y: a forecasting
+    layout's parameter nodes, and target_norm's z-score undone (None: none)."""
+    stages = []
+    if layout is not None and layout.loss in PARAMETER_NODES:
+        stages.append(partial(PARAMETER_NODES[layout.loss], helper, constant, layout))
+    if target_norm is not None:
+        spread, offset = (target_norm.std, target_norm.mean) if layout is None else layout.original_units(target_norm)
+        stages.append(lambda source, target: [
+            helper.make_node("Mul", [source, constant("target_std", spread)], ["y_spread"]),
+            helper.make_node("Add", ["y_spread", constant("target_mean", offset)], [target])])
+    source = "y_scaled" if stages else "y"
+    nodes = [helper.make_node("MatMul", [x, constant("head_weight_t", model.views["head.weight"].T)], ["head_matmul"]),
+             helper.make_node("Add", ["head_matmul", constant("head_bias", model.views["head.bias"])], [source])]
+    for index, stage in enumerate(stages):
+        target = "y" if index == len(stages) - 1 else "y_parameters"  # only the parameter stage comes first
+        nodes += stage(source, target)
+        source = target
+    return nodes
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """The output columns of a forecasting model: P blocks of K = horizon * len(targets)
+    columns; column p * K + (h - 1) * O + o is parameter p of target o at step t + h.
+    loss "mse": one block, the point forecast; "gaussian": the mean, then the raw scale;
+    "quantile": one block per level of `quantiles` (increasing)."""
+    loss: str
+    horizon: int
+    targets: tuple
+    quantiles: tuple
+
+    @classmethod
+    def from_recipe(cls, recipe, output_size):
+        """The layout of a forecasting recipe ("version": 2), checked against the model's
+        output_size; None for an older recipe (one output column per target)."""
+        if "version" not in recipe:
+            return None
+        if recipe["version"] != 2:
+            raise ValueError(f"the data recipe has version {recipe['version']!r}; this export knows "
+                             "version 2 (and older recipes without a version)")
+        loss, horizon, targets = recipe.get("loss"), recipe.get("horizon"), recipe.get("targets")
+        quantiles = recipe.get("quantiles") or []
+        if loss not in BLOCK_PARAMETERS:
+            raise ValueError(f"the data recipe's loss is {loss!r}; expected one of {', '.join(BLOCK_PARAMETERS)}")
+        if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
+            raise ValueError(f"the data recipe's horizon is {horizon!r}; expected an integer >= 1")
+        if not isinstance(targets, list) or not targets or not all(isinstance(name, str) for name in targets):
+            raise ValueError("the data recipe's targets must be a non-empty list of column names")
+        if loss == "quantile" and not _increasing_levels(quantiles):
+            raise ValueError(f"the data recipe's quantiles are {quantiles!r}; a quantile model needs "
+                             "increasing levels in (0, 1)")
+        layout = cls(loss, int(horizon), tuple(targets), tuple(quantiles) if loss == "quantile" else ())
+        if layout.blocks * layout.entries != output_size:
+            raise ValueError(f"the data recipe describes {layout.blocks} x {layout.entries} outputs (loss {loss}, "
+                             f"horizon {horizon}, {len(targets)} targets); the model has {output_size}")
+        return layout
+
+    @property
+    def entries(self):
+        """K: forecast entries per row."""
+        return self.horizon * len(self.targets)
+
+    @property
+    def block_parameters(self):
+        """The parameter each of the P blocks holds."""
+        return ("quantile",) * len(self.quantiles) if self.loss == "quantile" else BLOCK_PARAMETERS[self.loss]
+
+    @property
+    def blocks(self):
+        """P: parameters per entry."""
+        return len(self.block_parameters)
+
+    def columns(self):
+        """Every output column, in order: {"column", "target", "step", "parameter", "level"}
+        (level: the quantile level, None for other parameters)."""
+        columns = []
+        for block, parameter in enumerate(self.block_parameters):
+            for entry in range(self.entries):
+                step, target = divmod(entry, len(self.targets))
+                columns.append({"column": len(columns), "target": self.targets[target], "step": step + 1,
+                                "parameter": parameter,
+                                "level": self.quantiles[block] if parameter == "quantile" else None})
+        return columns
+
+    def original_units(self, target_norm):
+        """(spread, offset) (P * K,): y * spread + offset maps every column to original
+        units: each target's std and mean, tiled over steps and blocks; a scale gets no mean."""
+        spread = np.tile(target_norm.std, self.horizon * self.blocks)
+        offset = np.concatenate([np.zeros(self.entries) if parameter == "scale" else np.tile(target_norm.mean, self.horizon)
+                                 for parameter in self.block_parameters])
+        return spread, offset
+
+
+def _increasing_levels(levels):
+    return isinstance(levels, list) and len(levels) > 0 and all(
+        isinstance(level, numbers.Real) and not isinstance(level, bool) and 0 < level < 1 for level in levels) \
+        and all(low < high for low, high in zip(levels, levels[1:]))
+
+
+def _gaussian_scale_nodes(helper, constant, layout, source, target):
+    """(T, B, 2K) mean and raw scale -> mean and scale softplus(raw) + MIN_SCALE."""
+    K = layout.entries
+    return [helper.make_node("Split", [source, constant("gaussian_split", [K, K], np.int64)],
+                             ["gaussian_mean", "gaussian_raw_scale"], axis=2),
+            helper.make_node("Softplus", ["gaussian_raw_scale"], ["gaussian_softplus"]),
+            helper.make_node("Add", ["gaussian_softplus", constant("min_scale", [MIN_SCALE])], ["gaussian_scale"]),
+            helper.make_node("Concat", ["gaussian_mean", "gaussian_scale"], [target], axis=2)]
+
+
+def _sorted_quantile_nodes(helper, constant, layout, source, target):
+    """(T, B, Q K) quantile blocks -> the same, each entry's Q values sorted increasing (so
+    quantiles never cross): TopK of all Q along the block axis of (T, B, Q, K)."""
+    Q, K = layout.blocks, layout.entries
+    return [helper.make_node("Reshape", [source, constant("quantile_blocks_shape", [0, 0, Q, K], np.int64)],
+                             ["quantile_blocks"]),
+            helper.make_node("TopK", ["quantile_blocks", constant("quantile_count", [Q], np.int64)],
+                             ["quantile_sorted", "quantile_order"], axis=2, largest=0, sorted=1),
+            helper.make_node("Reshape", ["quantile_sorted", constant("quantile_columns_shape", [0, 0, Q * K], np.int64)],
+                             [target])]
+
+
+PARAMETER_NODES = {"gaussian": _gaussian_scale_nodes, "quantile": _sorted_quantile_nodes}
 
 
 def _onnx_gates(array, model):
@@ -105,17 +248,19 @@ def _attributes(model):
     return attributes
 
 
-def _normalizers(model, recipe):
-    """The recipe's input and target z-scores, checked against the model's sizes."""
+def _normalizers(model, recipe, layout):
+    """The recipe's input and target z-scores, checked against the model's sizes (a
+    forecasting layout: one target column per target, whatever the steps and blocks)."""
     if "input_norm" not in recipe or "target_norm" not in recipe:
         raise ValueError("the data recipe holds no single input and target normalisation to put "
                          "in the graph; export without --with-normalization")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     target_norm = Normalizer.from_dict(recipe["target_norm"])
-    if (len(input_norm.mean), len(target_norm.mean)) != (model.input_size, model.output_size):
+    targets = model.output_size if layout is None else len(layout.targets)
+    if (len(input_norm.mean), len(target_norm.mean)) != (model.input_size, targets):
         raise ValueError(f"the data recipe normalises {len(input_norm.mean)} inputs and "
                          f"{len(target_norm.mean)} targets; the model has {model.input_size} and "
-                         f"{model.output_size}")
+                         f"{targets}")
     return input_norm, target_norm
 
 
@@ -128,16 +273,44 @@ DIFFERENCED_NOTE = (
     "are first differences, value[t] - value[t-1]; other inputs are levels. y[t] is the "
     "forecast change level[t + {horizon}] - level[t], where level[t] is the last observed "
     "target value at or before step t: add level[t] to get the forecast level.")
+# A forecasting model's (OutputLayout): the same, for every step h = 1..horizon and block.
+LAYOUT_NOTE = (
+    "y[t] holds {blocks} block(s) of K = {horizon} steps x {count} targets {targets} columns: column "
+    "p * K + (h - 1) * {count} + o is block p for target o at step t + h, h = 1..{horizon}; {meaning}. "
+    "The metadata entry bptt.outputs names every column.")
+BLOCK_MEANINGS = {
+    "mse": "the block is the point forecast",
+    "gaussian": ("block 0 is the mean, block 1 the standard deviation (softplus of the model's raw "
+                 "scale + 0.001 in the model's units, computed in the graph)"),
+    "quantile": ("block j is the quantile at the j-th of the levels {quantiles}, sorted along the blocks in the "
+                 "graph so that quantiles never cross")}
+FORECAST_UNITS_NOTE = (
+    "With the normalisation in the graph, x[t] holds the raw input columns {inputs} at step t "
+    "(missing values filled by the caller) and y[t] is in original units: means, point forecasts "
+    "and quantiles as values of the targets, standard deviations in the targets' units.")
+FORECAST_DIFFERENCED_NOTE = (
+    " The model was trained with --difference: in x, the target columns among the inputs are first "
+    "differences, value[t] - value[t-1]; other inputs are levels. Every forecast for step t + h is of "
+    "the change level[t + h] - level[t], where level[t] is the last observed target value at or "
+    "before step t: add level[t] to the means, point forecasts and quantiles (not to the standard "
+    "deviations) to get forecast levels.")
 
 
-def _description(model, recipe):
+def _description(model, recipe, layout, with_normalization):
     """The graph's doc string: what goes in and what comes out."""
     state = "h0 and c0" if model.cell == "lstm" else "h0"
     text = (f"bptt {model.cell} model, {model.num_layers} layer(s) of {model.hidden_size} units. "
             f"Inputs x (T, B, {model.input_size}) and {state} ({model.num_layers}, B, "
             f"{model.hidden_size}), zeros to start a stream; outputs y (T, B, {model.output_size}) "
             "and the final state, to feed back with the next piece of the same streams.")
-    if recipe is None:
+    if layout is not None:
+        meaning = BLOCK_MEANINGS[layout.loss].format(quantiles=list(layout.quantiles))
+        text += " " + LAYOUT_NOTE.format(blocks=layout.blocks, horizon=layout.horizon, count=len(layout.targets),
+                                         targets=list(layout.targets), meaning=meaning)
+    if not with_normalization:
         return text + " x and y are in the model's normalised units."
-    text += " " + UNITS_NOTE.format(**recipe)
-    return text + (DIFFERENCED_NOTE.format(**recipe) if recipe["difference"] else "")
+    if layout is None:
+        text += " " + UNITS_NOTE.format(**recipe)
+        return text + (DIFFERENCED_NOTE.format(**recipe) if recipe["difference"] else "")
+    text += " " + FORECAST_UNITS_NOTE.format(inputs=recipe.get("features", recipe.get("inputs")))
+    return text + (FORECAST_DIFFERENCED_NOTE if recipe.get("difference") else "")
