@@ -85,7 +85,7 @@ def _index(levels_q, q):
     return int(close[0]) if close.size else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # arrays: no field-wise ==
 class Conformal:
     """Split-conformal calibration (Vovk et al., "Algorithmic Learning in a Random World",
     2005; Lei et al., "Distribution-free predictive inference for regression", JASA 2018)
