@@ -7,6 +7,7 @@ is written; a diverged run, a failed gradcheck or a failed write exit with 1, Ct
 import csv
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -22,6 +23,7 @@ from engine.demos import DEMOS, PANEL_DEMOS, load_demo
 from engine.distributed import ClusterUnavailable, WorkerFailed, connect
 from engine.files import OutputError, atomic_write, check_output, is_file_pattern
 from engine.first_run import compile_notice
+from engine.forecasting.prepare import is_forecasting_recipe
 from engine.grad_flow import describe as describe_grad_flow
 from engine.model import CELLS
 from engine.options import OPTIONS, PANEL_OPTIONS, SET_BY, parse_memory, train_arguments
@@ -232,6 +234,20 @@ def panel_source_options(function):
     return function
 
 
+intervals_option = click.option(
+    "--intervals", default="80,95", show_default=True, metavar="LEVELS",
+    help="Central interval levels in percent, or 'none': from a gaussian or quantile model's distribution, or "
+         "from a point model's validation errors (split conformal).")
+
+
+def forecasting_options(metadata, **options):
+    """The forecasting options (--intervals, --future) for a model with a forecasting recipe;
+    an older checkpoint takes none (a --future given for one is refused by the engine)."""
+    if is_forecasting_recipe(metadata["data"]):
+        return options
+    return {name: value for name, value in options.items() if name == "future" and value is not None}
+
+
 def json_flag(what):
     """--json: print `what` as JSON on stdout instead of text."""
     return click.option("--json", "as_json", is_flag=True,
@@ -405,18 +421,25 @@ def _summary(trainer, output, seconds, plot, restored):
 @click.option("--steps", default=1, show_default=True, type=click.IntRange(min=1), help="Steps to forecast past the end.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the CSV here [default: stdout].")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save forecast against the observed tail to this PNG.")
+@intervals_option
+@click.option("--future", type=click.Path(dir_okay=False),
+              help="A file with the known inputs of the steps to forecast (read like DATA, times continuing it) "
+                   "[default: DATA's rows after its last observed target].")
 @force_option
 def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns, series_id, steps, output,
-             plot, force):
-    """Forecast --steps steps past the end of DATA with the model in CHECKPOINT.
+             plot, intervals, future, force):
+    """Forecast --steps steps past the last observed target of DATA with the model in CHECKPOINT.
 
-    The state warms up over the whole of DATA; the forecasts are fed back as inputs
-    beyond the first step. Writes CSV (one column per target) in original units, the
-    first column "time" (the next time stamps) when DATA has a regular time column,
-    else "step". For a model trained on a panel: one row per (id, time), or (id, step)
-    without times."""
-    check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data], force=force)
-    check_writable(plot, "'--plot'", inputs=[checkpoint, data], outputs=[output], force=force)
+    The state warms up over the whole of DATA. A model trained with --horizon H forecasts
+    up to H steps in one pass; more steps roll forward in blocks of H (its forecasts taken as
+    observed), when every past input is a target. Known inputs of the steps forecast come
+    from DATA's rows after its last observed target, or from --future. Writes CSV in
+    original units: "time" (the next time stamps) or "step", then per target NAME, its
+    interval bounds NAME_lo80, NAME_hi80, ... (--intervals) and a quantile model's NAME_q0.1,
+    ...; steps past the horizon carry no bounds. For a model trained on a panel: one row
+    per (id, time), or (id, step) without times."""
+    check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data, future], force=force)
+    check_writable(plot, "'--plot'", inputs=[checkpoint, data, future], outputs=[output], force=force)
     if plot:
         engine.require_matplotlib(plot)
     model, metadata = engine.load_for_inference(checkpoint)
@@ -426,7 +449,8 @@ def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns
     source = data_source(data, demo, key, time_column, panel=panel)
     announce_first_compile(False)
     table = engine.forecast_series((model, metadata), source, steps, **reading_options(source, key, time_column),
-                                   id_column=id_column, series_columns=series_columns, series_id=series_id)
+                                   id_column=id_column, series_columns=series_columns, series_id=series_id,
+                                   **forecasting_options(metadata, intervals=intervals, future=future))
     if output:
         with atomic_write(output, "w", newline="") as stream:  # all or nothing, never a truncated CSV
             _write_table(stream, table)
@@ -466,9 +490,10 @@ def _write_table(stream, table):
               help="Score only from this row (0-based; negative from the end of each series: -5 scores the "
                    "last 5 rows) or date/time on (the data's local time unless it has an offset such as "
                    "+05:00); the state warms up on the rows before.")
+@intervals_option
 @json_flag("the metrics")
 def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns, season, series_id, start,
-             as_json):
+             intervals, as_json):
     """Score the model in CHECKPOINT on DATA: MSE, MAE and RMSE of its forecasts in
     original units, beside the persistence baseline (tomorrow = today) on the same targets.
     For a model trained on a panel: MSE, MAE, RMSE, sMAPE and MASE per series and over all."""
@@ -478,7 +503,11 @@ def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns
     announce_first_compile(as_json)
     metrics = engine.evaluate_series((model, metadata), source, start=start, season=season,
                                      **reading_options(source, key, time_column), id_column=id_column,
-                                     series_columns=series_columns, series_id=series_id)
+                                     series_columns=series_columns, series_id=series_id,
+                                     **forecasting_options(metadata, intervals=intervals))
+    if is_forecasting_recipe(metadata["data"]) and not as_json:
+        _report_forecasting(metrics, panel)
+        return
     if panel:
         _report_panel(metrics, as_json)
         return
@@ -495,6 +524,37 @@ def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns
 PANEL_METRICS = ("mse", "mae", "rmse", "smape", "mase")
 
 
+def _report_forecasting(metrics, panel):
+    """A forecasting model's evaluation: the panel's table, then the model beside the
+    seasonal naive over all steps, per step, and the interval scores."""
+    if panel:
+        _report_panel(metrics, False)
+    click.echo(f"{'':10}{'model':>14}{'naive':>14}")
+    for name in ("mse", "mae", "rmse"):
+        click.echo(f"{name.upper():10}{metrics[name]:>14.6g}{metrics['baseline_' + name]:>14.6g}")
+    _report_steps(metrics["per_step"])
+    _report_intervals(metrics)
+    click.echo(f"{metrics['steps']} origins scored.")
+
+
+def _report_steps(records):
+    """MAE, RMSE, sMAPE and MASE per horizon step beside the naive MAE."""
+    click.echo(f"{'step':>6}{'count':>8}{'MAE':>12}{'RMSE':>12}{'sMAPE':>10}{'MASE':>10}{'naive MAE':>12}")
+    for record in records:
+        click.echo(f"{record['step']:>6}{record['count']:>8}{record['mae']:>12.5g}{record['rmse']:>12.5g}"
+                   f"{record['smape']:>10.4g}{record['mase']:>10.4g}{record['naive_mae']:>12.5g}")
+
+
+def _report_intervals(metrics):
+    """Coverage and width per interval level, and the distribution's scores."""
+    for level, record in metrics["intervals"].items():
+        click.echo(f"{level}% intervals: coverage {100 * record['coverage']:.1f}%, mean width "
+                   f"{record['mean_width']:.5g}, interval score {record['interval_score']:.5g}")
+    for name in ("crps", "pinball"):
+        if name in metrics:
+            click.echo(f"{name.upper()} {metrics[name]:.5g}")
+
+
 def _report_panel(metrics, as_json):
     """Per-series and aggregate metrics: JSON (NaN as null) or a table."""
     if as_json:
@@ -507,6 +567,64 @@ def _report_panel(metrics, as_json):
                    + "".join(f"{record[name]:>12.5g}" for name in PANEL_METRICS))
     click.echo(f"sMAPE in percent; MASE against the seasonal naive forecast, over all series the mean of "
                f"{metrics['mase_count']} defined; MSE, MAE, RMSE, sMAPE over all pooled.")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@data_argument
+@demo_option
+@key_option
+@time_column_option
+@panel_source_options
+@click.option("--id", "series_id", help="Panel: backtest only this series.")
+@click.option("--from", "start", metavar="DATE|ROW",
+              help="The first origin: a row (0-based; negative from the end) or a date/time (the data's local "
+                   "time unless it has an offset) [default: the first row the model can forecast from].")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1), help="Rows between origins.")
+@click.option("--steps", type=click.IntRange(min=1), help="Steps forecast from each origin [default: the horizon].")
+@click.option("--season", default=1, show_default=True, type=click.IntRange(min=1),
+              help="The period of the seasonal naive forecast beside the model (and the scale of MASE).")
+@intervals_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write every forecast to this CSV: origin, [id,] time, step, target, forecast, actual, naive, "
+                   "loL, hiL per level.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Save MAE against the step, beside the naive's, to this PNG.")
+@json_flag("the metrics")
+@force_option
+def backtest(checkpoint, data, demo, key, time_column, id_column, series_columns, series_id, start, every, steps,
+             season, intervals, output, plot, as_json, force):
+    """Backtest the model in CHECKPOINT on DATA from rolling origins, without refitting.
+
+    From each origin (--from, then every --every rows) the state is warmed up on all rows
+    before it and steps 1..--steps are forecast; a direct model gives every origin in one
+    pass over each series. Reports MAE, RMSE, sMAPE and MASE per step and overall beside
+    the seasonal naive forecast from the same origin, and the coverage and width of the
+    --intervals."""
+    check_writable(output, "'-o' / '--output'", inputs=[checkpoint, data], force=force)
+    check_writable(plot, "'--plot'", inputs=[checkpoint, data], outputs=[output], force=force)
+    if plot:
+        engine.require_matplotlib(plot)
+    model, metadata = engine.load_for_inference(checkpoint)
+    source = data_source(data, demo, key, time_column, panel=is_panel_recipe(metadata["data"]))
+    announce_first_compile(as_json)
+    found = engine.backtest_series((model, metadata), source, start=start, every=every, steps=steps, season=season,
+                                   intervals=intervals, **reading_options(source, key, time_column),
+                                   id_column=id_column, series_columns=series_columns, series_id=series_id)
+    if output:
+        with atomic_write(output, "w", newline="") as stream:
+            _write_table(stream, found.table)
+    if plot:
+        per_step = found.metrics["steps"]
+        engine.plot_backtest_errors(plot, [record["step"] for record in per_step],
+                                          [record["mae"] for record in per_step],
+                                          [record["naive_mae"] for record in per_step],
+                                          f"Backtest of {os.path.basename(checkpoint)}: {found.metrics['origins']} origins")
+    if as_json:
+        click.echo(to_json(found.metrics))
+        return
+    _report_steps(found.metrics["steps"] + [found.metrics["overall"]])
+    _report_intervals(found.metrics)
+    click.echo(f"{found.metrics['origins']} origins; MASE against the seasonal naive of period {season}.")
 
 
 @main.command()
@@ -542,6 +660,7 @@ def info(checkpoint, as_json):
         click.echo(f"Data:     {data['source']}: a panel of {len(data['ids'])} series, {data['scale']} scaling; "
                    f"targets {data['targets']}, inputs {data['inputs']}, horizon {data['horizon']}, "
                    f"{data['streams']} streams" + (", differenced" if data["difference"] else ""))
+        _report_roles(data)
         if data["time_column"]:
             click.echo(f"          time column \"{data['time_column']}\", frequency {data['frequency'] or 'irregular'}"
                        + (f", zone {data['time_zone']}" if data.get("time_zone") else ""))
@@ -549,6 +668,7 @@ def info(checkpoint, as_json):
         click.echo(f"Data:     {data['source']}; targets {data['targets']}, inputs {data['inputs']}, "
                    f"horizon {data['horizon']}, {data['streams']} streams"
                    + (", differenced" if data["difference"] else ""))
+        _report_roles(data)
         if data.get("time"):
             stamps = data["time"]
             click.echo(f"          time column \"{stamps['column']}\" {stamps['first']} .. {stamps['last']}, "
@@ -558,8 +678,22 @@ def info(checkpoint, as_json):
             click.echo(f"          {part} mean {_numbers(norm['mean'])}, std {_numbers(norm['std'])}")
 
 
-def _numbers(values):
-    return "[" + ", ".join(f"{value:.5g}" for value in values) + "]"
+def _report_roles(data):
+    """The forecasting recipe's roles, lags and loss (a forecasting checkpoint only)."""
+    if not is_forecasting_recipe(data):
+        return
+    parts = [f"known {data['known']}" if data["known"] else "", f"calendar {data['calendar']}" if data["calendar"] else "",
+             f"lags {data['lags']}" if data["lags"] else "no lags", f"static {data['static']}" if data["static"] else ""]
+    loss = data.get("loss", "mse") + (f" {data['quantiles']}" if data.get("quantiles") else "")
+    intervals = ("conformal from validation errors" if data.get("conformal") else "none") if loss == "mse" else \
+        "from the distribution"
+    click.echo(f"          {', '.join(part for part in parts if part)}; loss {loss}; intervals {intervals}")
+
+
+def _numbers(values, shown=8):
+    """The first `shown` values, and how many more."""
+    more = f", ... ({len(values)} in all)" if len(values) > shown else ""
+    return "[" + ", ".join(f"{value:.5g}" for value in values[:shown]) + more + "]"
 
 
 @main.command()
