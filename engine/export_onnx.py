@@ -195,9 +195,12 @@ class OutputLayout:
 
     def original_units(self, target_norm):
         """(spread, offset) (P * K,): y * spread + offset maps every column to original
-        units: each target's std and mean, tiled over steps and blocks; a scale gets no mean."""
-        spread = np.tile(target_norm.std, self.horizon * self.blocks)
-        offset = np.concatenate([np.zeros(self.entries) if parameter == "scale" else np.tile(target_norm.mean, self.horizon)
+        units. target_norm: one z-score per target (O, tiled over the steps) or per entry
+        (K); its std and mean go to every block, but a scale gets no mean."""
+        repeats = self.entries // len(target_norm.mean)
+        std, mean = np.tile(target_norm.std, repeats), np.tile(target_norm.mean, repeats)  # (K,)
+        spread = np.tile(std, self.blocks)
+        offset = np.concatenate([np.zeros(self.entries) if parameter == "scale" else mean
                                  for parameter in self.block_parameters])
         return spread, offset
 
@@ -250,17 +253,21 @@ def _attributes(model):
 
 def _normalizers(model, recipe, layout):
     """The recipe's input and target z-scores, checked against the model's sizes (a
-    forecasting layout: one target column per target, whatever the steps and blocks)."""
+    forecasting layout: a target z-score per target or per forecast entry, whatever the
+    blocks)."""
     if "input_norm" not in recipe or "target_norm" not in recipe:
         raise ValueError("the data recipe holds no single input and target normalisation to put "
                          "in the graph; export without --with-normalization")
     input_norm = Normalizer.from_dict(recipe["input_norm"])
     target_norm = Normalizer.from_dict(recipe["target_norm"])
-    targets = model.output_size if layout is None else len(layout.targets)
-    if (len(input_norm.mean), len(target_norm.mean)) != (model.input_size, targets):
-        raise ValueError(f"the data recipe normalises {len(input_norm.mean)} inputs and "
-                         f"{len(target_norm.mean)} targets; the model has {model.input_size} and "
-                         f"{targets}")
+    inputs, targets = len(input_norm.mean), len(target_norm.mean)
+    if layout is None and (inputs, targets) != (model.input_size, model.output_size):
+        raise ValueError(f"the data recipe normalises {inputs} inputs and {targets} targets; the model "
+                         f"has {model.input_size} and {model.output_size}")
+    if layout is not None and (inputs != model.input_size or targets not in (len(layout.targets), layout.entries)):
+        raise ValueError(f"the data recipe normalises {inputs} inputs and {targets} target columns; the model "
+                         f"has {model.input_size} inputs and forecasts {len(layout.targets)} targets at "
+                         f"{layout.horizon} steps ({layout.entries} entries)")
     return input_norm, target_norm
 
 
@@ -289,11 +296,11 @@ FORECAST_UNITS_NOTE = (
     "(missing values filled by the caller) and y[t] is in original units: means, point forecasts "
     "and quantiles as values of the targets, standard deviations in the targets' units.")
 FORECAST_DIFFERENCED_NOTE = (
-    " The model was trained with --difference: in x, the target columns among the inputs are first "
-    "differences, value[t] - value[t-1]; other inputs are levels. Every forecast for step t + h is of "
-    "the change level[t + h] - level[t], where level[t] is the last observed target value at or "
-    "before step t: add level[t] to the means, point forecasts and quantiles (not to the standard "
-    "deviations) to get forecast levels.")
+    " The model was trained with --difference: in x, the target columns among the past inputs are "
+    "first differences, value[t] - value[t-1], and lagged targets are taken relative to level[t]; "
+    "other inputs are levels. Every forecast for step t + h is of the change level[t + h] - level[t], "
+    "where level[t] is the last observed target value at or before step t: add level[t] to the "
+    "means, point forecasts and quantiles (not to the standard deviations) to get forecast levels.")
 
 
 def _description(model, recipe, layout, with_normalization):

@@ -1,7 +1,7 @@
 """ONNX export of forecasting models (data recipe "version": 2): H steps x O targets per row
 in P blocks set by the loss. onnxruntime's outputs equal Model.forward mapped by a NumPy
 reference (a Gaussian's scale through softplus + 1e-3, quantiles sorted along the blocks,
-the z-score per entry with --with-normalization); the metadata names every column; older
+the z-score per target or per entry with --with-normalization); the metadata names every column; older
 recipes and models without one export as before; a recipe that does not fit the model is
 one clear error."""
 import json
@@ -17,24 +17,30 @@ from test_cli import assert_nothing_written, assert_ok, run
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-I, HIDDEN, B, T = 4, 4, 3, 6
+HIDDEN, B, T = 4, 3, 6
 STEPS, TARGETS = 3, ["load", "price"]  # H = 3, O = 2
 O = len(TARGETS)
 K = STEPS * O  # forecast entries per row
 LEVELS = [0.1, 0.5, 0.9]
 BLOCKS = {"mse": 1, "gaussian": 2, "quantile": len(LEVELS)}  # P per loss
-INPUT_NORM = {"mean": [1.0, -2.0, 30.0, 0.5], "std": [2.0, 0.5, 10.0, 1.5]}
-TARGET_NORM = {"mean": [100.0, -20.0], "std": [15.0, 0.25]}
+# the past inputs, then the known input for each step ahead
+FEATURES = ["load", "price"] + [f"temperature@t+{h}" for h in range(1, STEPS + 1)]
+I = len(FEATURES)
+INPUT_NORM = {"mean": [1.0, -2.0, 30.0, 31.0, 32.0], "std": [2.0, 0.5, 10.0, 11.0, 12.0]}
+# A target z-score per target (O), or per forecast entry (K, step-major) as fitted on direct targets
+TARGET_NORMS = {"per-target": {"mean": [100.0, -20.0], "std": [15.0, 0.25]},
+                "per-entry": {"mean": [100.0, -20.0, 101.0, -21.0, 102.0, -22.0],
+                              "std": [15.0, 0.25, 16.0, 0.5, 17.0, 0.75]}}
 
 
 def forecasting_recipe(loss, **changes):
     """A version-2 data recipe as bptt train writes it for a direct model (layout of
     issue 29: P blocks of K = H * O columns)."""
     recipe = {"version": 2, "columns": ["load", "price", "temperature"], "inputs": ["load", "price"],
-              "features": ["load", "price", "temperature_1", "temperature_2"], "targets": TARGETS,
+              "features": FEATURES, "targets": TARGETS,
               "horizon": STEPS, "fill": None, "difference": False, "loss": loss,
               "quantiles": LEVELS if loss == "quantile" else [], "known": ["temperature"], "calendar": [],
-              "lags": [], "static": [], "conformal": None, "input_norm": INPUT_NORM, "target_norm": TARGET_NORM,
+              "lags": [], "static": [], "conformal": None, "input_norm": INPUT_NORM, "target_norm": TARGET_NORMS["per-entry"],
               "source": "/home/someone/load.csv"}
     return {**recipe, **changes}
 
@@ -83,27 +89,32 @@ def expected_parameters(y_hat, loss):
     return blocks
 
 
-def in_original_units(blocks, loss):
-    """(T, B, P, K) model units -> original units: entry k is target k % O (steps are
-    step-major), value * std + mean, a scale * std only."""
-    mean, std = np.array(TARGET_NORM["mean"]), np.array(TARGET_NORM["std"])
+def in_original_units(blocks, loss, target_norm):
+    """(T, B, P, K) model units -> original units: value * std + mean, a scale * std only;
+    with one z-score per target, entry k is target k % O (entries are step-major)."""
+    mean, std = np.array(target_norm["mean"]), np.array(target_norm["std"])
     per_step = blocks.reshape(*blocks.shape[:3], STEPS, O)  # (T, B, P, H, O)
+    if len(mean) == K:
+        mean, std = mean.reshape(STEPS, O), std.reshape(STEPS, O)
     offsets = np.array([0.0 if loss == "gaussian" and block == 1 else 1.0 for block in range(BLOCKS[loss])])
     return (per_step * std + offsets[:, None, None] * mean).reshape(blocks.shape)
 
 
-@pytest.mark.parametrize("with_normalization", [False, True], ids=["model-units", "original-units"])
+@pytest.mark.parametrize("normalization", [None, "per-target", "per-entry"],
+                         ids=["model-units", "per-target", "per-entry"])
 @pytest.mark.parametrize("loss", ["mse", "gaussian", "quantile"])
-def test_graph_outputs_the_distribution_parameters(tmp_path, loss, with_normalization, assert_close):
+def test_graph_outputs_the_distribution_parameters(tmp_path, loss, normalization, assert_close):
     model = forecasting_model(loss)
-    _, session = export(tmp_path, model, forecasting_recipe(loss), with_normalization)
+    target_norm = TARGET_NORMS[normalization or "per-entry"]
+    recipe = forecasting_recipe(loss, target_norm=target_norm)
+    _, session = export(tmp_path, model, recipe, with_normalization=normalization is not None)
     x_model = np.random.default_rng(4).standard_normal((T, B, I))  # normalised inputs
     y_hat, _ = model.forward(x_model.astype(np.float32))
     expected = expected_parameters(y_hat, loss)
     x = x_model
-    if with_normalization:  # the graph takes raw inputs, gives original units
+    if normalization:  # the graph takes raw inputs, gives original units
         x = x_model * INPUT_NORM["std"] + np.array(INPUT_NORM["mean"])
-        expected = in_original_units(expected, loss)
+        expected = in_original_units(expected, loss, target_norm)
     y = run_graph(session, model.cell, x)
     assert y.shape == (T, B, BLOCKS[loss] * K)
     blocks = y.reshape(T, B, BLOCKS[loss], K)
@@ -132,7 +143,7 @@ def test_outputs_metadata_names_every_column(tmp_path):
     assert [column["level"] for column in columns] == [level for level in LEVELS for _ in range(K)]
     assert [(column["step"], column["target"]) for column in columns[:K]] == \
         [(step, target) for step in range(1, STEPS + 1) for target in TARGETS]
-    assert json.loads(metadata["bptt.inputs"]) == forecasting_recipe("quantile")["features"]
+    assert json.loads(metadata["bptt.inputs"]) == FEATURES
     assert metadata["bptt.normalization"] == "none" and "bptt.data" not in metadata
 
     proto, _ = export(tmp_path, forecasting_model("gaussian"), forecasting_recipe("gaussian"), True)
@@ -173,6 +184,7 @@ def test_older_recipes_export_as_before(tmp_path):
     model = engine.Model("lstm", I, HIDDEN, O, num_layers=2, seed=2)
     old = {key: value for key, value in forecasting_recipe("mse").items()
            if key in ("columns", "inputs", "targets", "horizon", "fill", "difference", "input_norm", "target_norm")}
+    old["target_norm"] = TARGET_NORMS["per-target"]  # one output per target
     engine.save(tmp_path / "old.npz", model, metadata={"data": old})
     engine.save(tmp_path / "bare.npz", model)
     export_checkpoint(tmp_path / "old.npz", tmp_path / "old.onnx", "onnx")
@@ -202,8 +214,8 @@ def test_differenced_model_says_what_its_outputs_are(tmp_path):
     ({"loss": "quantile", "quantiles": [0.9, 0.1]}, [], ["quantiles are [0.9, 0.1]", "increasing levels in (0, 1)"]),
     ({"loss": "huber"}, [], ["loss is 'huber'", "mse, gaussian, quantile"]),
     ({"version": 3}, [], ["version 3"]),
-    ({"target_norm": {"mean": [0.0] * K, "std": [1.0] * K}}, ["--with-normalization"],
-     ["normalises 4 inputs and 6 targets", "the model has 4 and 2"]),
+    ({"target_norm": {"mean": [0.0] * 4, "std": [1.0] * 4}}, ["--with-normalization"],
+     ["normalises 5 inputs and 4 target columns", "forecasts 2 targets at 3 steps (6 entries)"]),
 ], ids=["horizon", "quantile-count", "quantile-order", "loss", "version", "target-norm"])
 def test_recipe_that_does_not_fit_the_model(tmp_path, changes, flags, fragments):
     checkpoint = tmp_path / "model.npz"
