@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.data import Normalizer
 from engine.export_packages import deployment_recipe, require
+from engine.losses import MIN_SCALE  # a Gaussian's scale is softplus(raw) + MIN_SCALE, in model units
 
 OPSET = 17  # RNN/LSTM/GRU-14 and everything else here: supported by onnxruntime since 1.12
 OPERATORS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -30,7 +31,6 @@ GATE_ORDER = {"rnn": (0,), "lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
 # The parameter each output block of a forecasting model holds, per loss (quantile: one
 # block per level).
 BLOCK_PARAMETERS = {"mse": ("point",), "gaussian": ("mean", "scale"), "quantile": ("quantile",)}
-MIN_SCALE = 1e-3  # a Gaussian's scale is softplus(raw) + MIN_SCALE, in the model's units
 
 
 def onnx_model(model, recipe=None, with_normalization=False):

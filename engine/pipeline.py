@@ -184,7 +184,7 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         metadata["data"] = forecast_outputs.with_conformal(metadata["data"], model, validation)
     if output is not None:
         save(output, model, trainer, metadata)  # early stopping may have restored the best
-    return model, trainer, data
+    return model, trainer, data._replace(metadata=metadata["data"])   # the recipe as saved
 
 
 def _with_time_column(source, key, time_column, data_options):

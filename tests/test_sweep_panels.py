@@ -18,7 +18,7 @@ import engine.sweep
 import engine.sweep.trial
 from cli import main
 from cli_checks import assert_bad_input, snapshot
-from engine.panel import prepare_panel_training_data
+from engine.forecasting.prepare import prepare
 from engine.sweep.default_space import default_space
 
 pytest.importorskip("optuna")
@@ -114,7 +114,7 @@ def counting(monkeypatch, name):
 
 
 def test_panel_data_is_prepared_once_per_data_setting_not_once_per_trial(panel_files, tmp_path, monkeypatch):
-    calls = counting(monkeypatch, "prepare_panel_training_data")
+    calls = counting(monkeypatch, "prepare")
     outcome = engine.sweep.run(str(panel_files / "files"), {"streams": [2, 3], "hidden": [4, 5], "lr": [1e-3, 1e-2]},
                                trials=8, seeds=2, sampler="grid", prune=False, workers=2,
                                output_dir=tmp_path / "sw", k1=5, epochs=1)
@@ -123,7 +123,7 @@ def test_panel_data_is_prepared_once_per_data_setting_not_once_per_trial(panel_f
 
 
 def test_a_single_series_is_prepared_once_per_data_setting_too(tmp_path, monkeypatch):
-    calls = counting(monkeypatch, "prepare_training_data")
+    calls = counting(monkeypatch, "prepare")
     engine.sweep.run(np.sin(np.arange(300) / 4), {"streams": [2, 4], "lr": [1e-3, 1e-2]}, trials=4,
                      sampler="grid", prune=False, output_dir=tmp_path / "sw", hidden=4, k1=5, epochs=1)
     assert sorted(calls) == [2, 4]
@@ -140,7 +140,7 @@ def test_the_default_objective_on_a_panel_is_the_mean_over_series_of_each_series
                                id_column="id", **LIBRARY_TINY)
     best = outcome["summary"]["best"]
     model, _ = engine.load(tmp_path / "sw" / "best.npz")
-    data = prepare_panel_training_data(str(panel_files / "long.csv"), id_column="id", streams=2, val_fraction=0.1)
+    data = prepare(str(panel_files / "long.csv"), panel=True, id_column="id", streams=2, val_fraction=0.1)
     losses = per_series_losses(model, data)
     assert best["score"] == pytest.approx(np.mean(losses), rel=1e-5)
     # the pooled loss (what pruning sees) weighs the long tails more: not the objective
@@ -317,7 +317,7 @@ def test_bad_panel_sources_give_one_error_line_and_write_nothing(panel_files, tm
 def test_a_ray_sweep_prepares_its_data_settings_ahead_up_to_sixteen(monkeypatch, space, prepared):
     from engine.sweep.space import default_settings, parse_space, train_arguments
 
-    calls = counting(monkeypatch, "prepare_training_data")
+    calls = counting(monkeypatch, "prepare")
     settings = {**default_settings(), "streams": 8}
     ahead = engine.sweep.trial.Prepared(np.sin(np.arange(400) / 4), train_arguments(settings)["data_options"])
     ahead.prepare_ahead(settings, parse_space(space))

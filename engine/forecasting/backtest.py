@@ -22,11 +22,12 @@ class Backtest(NamedTuple):
 
 
 def backtest(model, metadata, data, *, start=None, every=1, steps=None, season=1,
-             levels=outputs.DEFAULT_LEVELS, key=None, series_id=None, **panel_options):
+             levels=outputs.DEFAULT_LEVELS, key=None, series_id=None, first_target=False, **panel_options):
     """Backtest the model of `metadata` (a checkpoint's user metadata with a forecasting
     recipe) on `data`: origins from `start` (a row, negative from the end, or a time; None:
-    the first row every input reaches) every `every` rows, forecasts of steps 1..steps
-    (default: the model's horizon), intervals at `levels`."""
+    the first row every input reaches; or a dict of those per series id) every `every` rows, forecasts of steps 1..steps
+    (default: the model's horizon), intervals at `levels`. first_target: `start` names
+    the row of the first origin's step 1 instead (evaluate's --from: score from there)."""
     recipe = metadata["data"]
     H = recipe["horizon"]
     steps = H if steps is None else _positive("steps", steps)
@@ -40,7 +41,7 @@ def backtest(model, metadata, data, *, start=None, every=1, steps=None, season=1
     last_end = (lambda levels_, T: T - H) if recipe["known"] else (lambda levels_, T: T - 1)
     pieces = []
     for one in run.run(model, recipe, panel, last_end):
-        chosen = _origins(one, start, every, panel.time_zone, recipe)
+        chosen = _origins(one, start, every, panel.time_zone, recipe, int(first_target))
         if len(chosen):
             pieces.append(_score_series(one, chosen, recipe, steps, season, levels))
     if not pieces:
@@ -54,15 +55,18 @@ def _positive(name, value):
     return int(value)
 
 
-def _origins(one, start, every, zone, recipe):
-    """Indices into one.frames.rows of the origins: from `start`, every `every` rows."""
+def _origins(one, start, every, zone, recipe, before=0):
+    """Indices into one.frames.rows of the origins: from the row `before` rows before
+    `start`, every `every` rows."""
     rows = one.frames.rows
     length = len(one.frames.levels)
+    if isinstance(start, dict):   # a start per series
+        start = start[one.series_id]
     if start is None:
         first = int(rows[0])
     else:
         first = time_stamps.start_row(start, length, one.stamps if _dated(one.stamps) else None, zone,
-                                      f'series "{one.series_id}"')
+                                      f'series "{one.series_id}"') - before
         if first >= length - 1:
             raise DataError(f"from {start}: after the last origin of {_name(one)} with a value to forecast "
                             f"(row {length - 2})")

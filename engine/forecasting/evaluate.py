@@ -14,13 +14,15 @@ def evaluate(model, metadata, data, *, start=None, season=1, levels=outputs.DEFA
              series_id=None, **panel_options):
     """A dict: mse, mae, rmse, smape, mase and baseline_mse / baseline_mae / baseline_rmse
     (the seasonal naive of period `season`, 1: persistence) over every forecast entry of
-    steps 1..H from every origin from `start` on (None: every origin); "steps" the
+    steps 1..H from every origin whose step 1 is at or after `start` (a row, negative from
+    the end, a date/time, or a dict of those per series; None: every origin), the state
+    warmed up on the rows before; "steps" the
     origins scored; "per_step", "intervals" (coverage, mean width and interval score per
     level) and, for distribution models, "crps" (and "pinball" for quantile models). A
     panel model adds "series": one record per id, and its "mase" is the mean of the
     series' defined MASE (mase_count of them)."""
     found = backtests.backtest(model, metadata, data, start=start, every=1, season=season, levels=levels,
-                               key=key, series_id=series_id, **panel_options)
+                               key=key, series_id=series_id, first_target=True, **panel_options)
     table = found.table
     forecast, actual, naive = (table.column(name).to_numpy() for name in ("forecast", "actual", "naive"))
     scored = ~np.isnan(actual) & ~np.isnan(naive)

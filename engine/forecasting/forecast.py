@@ -6,6 +6,7 @@ observed target (empty target cells) or from a future file."""
 import numpy as np
 import pyarrow as pa
 
+from engine.footprint import forecast_bytes, require
 from engine.forecasting import frames as framing, intervals, outputs, run
 from engine.panel.sources import Panel, time_array
 from engine.series import DataError, Series, times as time_stamps
@@ -29,6 +30,8 @@ def forecast(model, metadata, data, steps, *, levels=outputs.DEFAULT_LEVELS, fut
                         f"there; use --steps {H} or a model trained with --horizon {steps}")
     levels = outputs.available_levels(recipe, intervals.parse_levels(levels))
     panel = run.read(data, recipe, key=key, series_id=series_id, **panel_options)
+    columns = len(recipe["targets"]) * (1 + 2 * len(levels) + len(recipe.get("quantiles") or ()))
+    require(forecast_bytes(steps, len(panel.ids), columns), f"--steps {steps} forecasts" + (f" of {len(panel.ids)} series" if "scaling" in recipe else ""))
     if future is not None:
         panel = with_future(panel, run.read(future, recipe, key=None, series_id=series_id, **panel_options), recipe)
     blocks = []

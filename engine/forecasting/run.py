@@ -9,7 +9,7 @@ from engine.data import Normalizer, select_columns
 from engine.forecasting import frames as framing, statics as static_values
 from engine.panel.prepare import forward_series
 from engine.panel.scaling import PanelScaler
-from engine.panel.sources import as_panel
+from engine.panel.sources import Panel, as_panel
 
 
 class SeriesRun(NamedTuple):
@@ -26,7 +26,7 @@ class SeriesRun(NamedTuple):
 def read(data, recipe, key=None, series_id=None, **panel_options):
     """The data as a Panel (one series is a panel of one), read as at training: a panel
     model's id_column / series_columns / time_column default to the recipe's."""
-    options = {} if "scaling" not in recipe else \
+    options = {} if "scaling" not in recipe or isinstance(data, Panel) else \
         {name: panel_options.get(name, recipe.get(name)) for name in ("id_column", "series_columns", "time_column")}
     if "scaling" not in recipe and panel_options.get("time_column") is not None:
         options["time_column"] = panel_options["time_column"]

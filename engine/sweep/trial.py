@@ -12,8 +12,8 @@ import math
 import threading
 import time
 
-from engine.data import prepare_training_data
-from engine.panel import Panel, prepare_panel_training_data
+from engine.forecasting.prepare import prepare
+from engine.panel import Panel
 from engine.pipeline import train_series
 from engine.sweep.space import DATA_SETTINGS, train_arguments
 from engine.trainer import TrainingDiverged
@@ -69,10 +69,10 @@ class Prepared:
 
     def _prepare(self, data_options):
         if not isinstance(self.read, Panel):
-            return prepare_training_data(self.read, **data_options)
+            return prepare(self.read, **data_options)
         reading = {name: data_options.get(name) for name in ("id_column", "series_columns")}
         options = {name: value for name, value in data_options.items() if name not in reading}
-        data = prepare_panel_training_data(self.read, **options)   # the panel read already
+        data = prepare(self.read, panel=True, **options)   # the panel read already
         reading["time_column"] = self.read.time_name or self.time_column
         return data._replace(metadata={**data.metadata, **reading})
 
@@ -116,7 +116,8 @@ def run_trial(settings, seeds, prepared, report, objective):
             options = dict(settings, seed=seed, shards=1, patience=settings["patience"] or settings["epochs"])
             data = prepared.data(train_arguments(options)["data_options"])  # a SweepError is a ValueError
             run = train_series(data, None, **options, on_epoch=on_epoch)
-            score = objective.score(run[0], data, prepared.read)  # the best epoch's model (restored)
+            trainer = run[1]   # the best epoch's model (restored), scored as it was trained
+            score = objective.score(run[0], data, prepared.read, trainer.loss, getattr(trainer, "quantiles", None))
             runs[seed] = run
         except _Stopped:
             state = PRUNED
