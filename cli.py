@@ -529,12 +529,15 @@ def _report_forecasting(metrics, panel):
     seasonal naive over all steps, per step, and the interval scores."""
     if panel:
         _report_panel(metrics, False)
-    click.echo(f"{'':10}{'model':>14}{'naive':>14}")
+    naive = "persistence" if metrics["season"] == 1 else f"naive {metrics['season']}"
+    click.echo(f"{'':10}{'model':>14}{naive:>14}")
     for name in ("mse", "mae", "rmse"):
         click.echo(f"{name.upper():10}{metrics[name]:>14.6g}{metrics['baseline_' + name]:>14.6g}")
     _report_steps(metrics["per_step"])
     _report_intervals(metrics)
-    click.echo(f"{metrics['steps']} origins scored.")
+    ratio = metrics["mse"] / metrics["baseline_mse"] if metrics["baseline_mse"] else float("inf")
+    click.echo(f"{metrics['steps']} steps scored (forecast origins, each forecasting steps 1..horizon); "
+               f"model MSE is {ratio:.3f} x the baseline's.")
 
 
 def _report_steps(records):

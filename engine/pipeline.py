@@ -30,7 +30,7 @@ from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, PanelT
 from engine.schedules import make_schedule
 from engine.series import as_series
 from engine.series import zones
-from engine.series.times import infer_frequency, is_row, next_stamps, start_row
+from engine.series.times import checked_start_row, infer_frequency, next_stamps
 from engine.thread_plan import available_cores
 from engine.trainer import Trainer
 from engine.validation import check_float, check_in_dtype, check_int
@@ -312,6 +312,12 @@ def _forecast(model, metadata, source, steps, key=None, **panel_options):
     time)), panel_options its series_id, id_column, series_columns, time_column."""
     steps = check_int("steps", steps)
     recipe = metadata["data"]
+    if is_forecasting_recipe(recipe):   # the deprecated form on a new checkpoint: its point forecasts
+        table = forecasting.forecast(model, metadata, source if is_panel_recipe(recipe) else as_series(source, key),
+                                     steps, key=key if is_panel_recipe(recipe) else None, **panel_options)
+        if is_panel_recipe(recipe):
+            return table
+        return np.column_stack([table.column(name).to_numpy() for name in recipe["targets"]])
     if is_panel_recipe(recipe):
         return forecast_panel(model, metadata, source, steps, key=key, **panel_options)
     source = _single_series_only(source, panel_options)
@@ -479,6 +485,10 @@ def _evaluate(model, metadata, source, key=None, start=None, **panel_options):
     a model trained on a panel: engine.panel.evaluate_panel (per-series and aggregate
     metrics), panel_options its season, series_id, id_column, series_columns, time_column."""
     recipe = metadata["data"]
+    if is_forecasting_recipe(recipe):   # the deprecated form on a new checkpoint
+        return evaluate_forecasts(model, metadata, source if is_panel_recipe(recipe) else as_series(source, key),
+                                  start=start, season=panel_options.pop("season", 1),
+                                  key=key if is_panel_recipe(recipe) else None, **panel_options)
     if is_panel_recipe(recipe):
         return evaluate_panel(model, metadata, source, key=key, start=start, **panel_options)
     source = _single_series_only(source, panel_options)
@@ -524,17 +534,9 @@ def _single_series_only(source, panel_options):
 
 
 def _start_row(series, start):
-    """The row `start` names (engine.series.times.start_row: a row, negative from the end,
-    or a date/time in the series' zone), which must be one of the series'."""
-    steps = len(series.values)
-    row = start_row(start, steps, series.time, series.time_zone, series.source)
-    if is_row(start) and not -steps <= int(start) < steps:
-        raise DataError(f"from: row {start} is outside the series (rows 0..{steps - 1}, or -{steps}..-1 "
-                        "from the end)")
-    if row >= steps:
-        last = zones.labels(series.time[-1:], series.time_zone)[0]
-        raise DataError(f"from: {start} is after the last time of the series ({last})")
-    return row
+    """The row `start` names (engine.series.times.checked_start_row: a row, negative from
+    the end, or a date/time in the series' zone), which must be one of the series'."""
+    return checked_start_row(start, len(series.values), series.time, series.time_zone, series.source)
 
 
 def load_for_inference(path):

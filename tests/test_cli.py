@@ -57,9 +57,13 @@ def write_csv(path, header, rows):
 
 
 def read_forecast(text):
-    """Forecast CSV -> (header, values (N, O))."""
+    """Forecast CSV -> (header, values (N, O)) of its first column and point forecasts (the
+    interval bounds NAME_lo80, ... and quantiles NAME_q0.1, ... left out)."""
     lines = text.strip().splitlines()
-    return lines[0].split(","), np.array([[float(cell) for cell in line.split(",")[1:]] for line in lines[1:]])
+    header = lines[0].split(",")
+    kept = [0] + [i for i, name in enumerate(header) if i and not re.search(r"_(lo|hi|q)[0-9.]+$", name)]
+    rows = [[float(line.split(",")[i]) for i in kept[1:]] for line in lines[1:]]
+    return [header[i] for i in kept], np.array(rows)
 
 
 def json_lines(text):
@@ -285,11 +289,16 @@ def test_train_horizon_forecasts_that_far_without_feedback(tmp_path):
     result = run("forecast", output, "--demo", "sine", "--steps", "3")
     assert_ok(result)
     assert read_forecast(result.stdout)[1].shape == (3, 1)
-    assert_bad_input(run("forecast", output, "--demo", "sine", "--steps", "4"),
-                     "--steps 4 needs feeding forecasts back", "horizon 3")
+    # past the horizon: rolled forward in blocks of 3 (the inputs are the targets), no bounds there
+    result = run("forecast", output, "--demo", "sine", "--steps", "4")
+    assert_ok(result)
+    assert read_forecast(result.stdout)[1].shape == (4, 1)
+    assert "nan" in result.stdout.splitlines()[4] and "nan" not in result.stdout.splitlines()[3]
     result = run("evaluate", output, "--demo", "sine", "--json")
     assert_ok(result)
-    assert json.loads(result.stdout)["steps"] == 20000 - 3
+    metrics = json.loads(result.stdout)
+    assert metrics["steps"] == 20000 - 1   # origins: every row but the last
+    assert [record["count"] for record in metrics["per_step"]] == [20000 - 1, 20000 - 2, 20000 - 3]
 
 
 def test_missing_targets_are_masked_and_missing_inputs_need_fill(tmp_path):
@@ -331,7 +340,7 @@ def test_end_to_end_beats_persistence_in_original_units(sine_model, tmp_path):
     result = run("evaluate", path, "--demo", "sine", "--json")
     assert_ok(result)
     metrics = json.loads(result.stdout)
-    assert set(metrics) == METRIC_KEYS | {"steps"}
+    assert METRIC_KEYS | {"steps", "per_step", "intervals"} <= set(metrics)
     assert metrics["steps"] == 20000 - 1
     assert metrics["mse"] < 0.8 * metrics["baseline_mse"], metrics
     assert metrics["mae"] < metrics["baseline_mae"]
@@ -660,7 +669,7 @@ def test_forecast_and_evaluate_bad_data(sine_model, bad_files):
     assert_bad_input(run("forecast", path, "--demo", "sine", "--steps", "0"), "Invalid value for '--steps'")
     short = bad_files / "short.csv"
     short.write_text("value\n1.5\n")
-    assert_bad_input(run("evaluate", path, short), "evaluation needs more than the horizon (1)")
+    assert_bad_input(run("evaluate", path, short), "the series has 1 rows, too few for horizon 1")
 
 
 # ---------------------------------------------------------------- the installed command

@@ -590,7 +590,7 @@ def test_train_series_on_a_panel_packs_with_resets(tmp_path):
     metadata = engine.read_metadata(tmp_path / "panel.npz")["user"]
     assert metadata["data"]["ids"] == list(panel.ids) and metadata["data"]["scale"] == "series"
     result = engine.evaluate_series(tmp_path / "panel.npz", panel, season=24)
-    untrained = engine.evaluate_series((engine.Model(input_size=1, hidden_size=8, output_size=1), metadata),
+    untrained = engine.evaluate_series((engine.Model(input_size=model.input_size, hidden_size=8, output_size=1), metadata),
                                        panel, season=24)
     assert len(result["series"]) == 6 and result["mase"] < untrained["mase"]
     model, trainer, _ = engine.train_series(panel, tmp_path / "panel.npz", epochs=3, resume=True)
@@ -618,7 +618,7 @@ def test_cli_long_csv_of_40_series_trains_evaluates_from_a_date_and_forecasts(tm
     forecast = run("forecast", checkpoint, tmp_path / "long.csv", "--steps", 3)
     assert forecast.exit_code == 0, forecast.stderr
     lines = forecast.stdout.splitlines()
-    assert lines[0] == "id,time,value" and len(lines) == 1 + 40 * 3
+    assert lines[0] == "id,time,value,value_lo80,value_hi80,value_lo95,value_hi95" and len(lines) == 1 + 40 * 3
     assert lines[1].startswith("sensor-00,2026-01-01T01:00,")   # times as a single-series forecast writes them
 
 

@@ -206,7 +206,7 @@ def test_forecast_labels_and_evaluate_from(tmp_path):
     result = run("forecast", model, path, "--steps", "3")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "time,value"
+    assert lines[0] == "time,value,value_lo80,value_hi80,value_lo95,value_hi95"   # split-conformal bounds
     assert [line.split(",")[0] for line in lines[1:]] == ["2024-01-11T00:00", "2024-01-11T01:00",
                                                           "2024-01-11T02:00"]
     every = json.loads(run("evaluate", model, path, "--json").stdout)

@@ -65,15 +65,17 @@ def _origins(one, start, every, zone, recipe, before=0):
     if start is None:
         first = int(rows[0])
     else:
-        first = time_stamps.start_row(start, length, one.stamps if _dated(one.stamps) else None, zone,
-                                      f'series "{one.series_id}"') - before
+        first = time_stamps.checked_start_row(start, length, one.stamps if _dated(one.stamps) else None, zone,
+                                              _name(one), _name(one)) - before
         if first >= length - 1:
-            raise DataError(f"from {start}: after the last origin of {_name(one)} with a value to forecast "
-                            f"(row {length - 2})")
+            raise DataError(f"from: {start} leaves no origin with a value to forecast in {_name(one)} (its last "
+                            f"origin is row {length - 2})")
+        if first < rows[0] and before:   # evaluate: score what can be forecast
+            first = int(rows[0])
         if first < rows[0]:
-            raise DataError(f"from {start}: before row {rows[0]} of {_name(one)}, the first the model can "
-                            f"forecast from (its lags {','.join(map(str, recipe['lags']))} and differencing "
-                            "need the rows before)")
+            raise DataError(f"from: {start} is before row {rows[0] + before} of {_name(one)}, the first the model "
+                            f"can forecast from (its lags {','.join(map(str, recipe['lags'])) or 'none'} and "
+                            f"differencing {'on' if recipe['difference'] else 'off'} need the rows before)")
     return np.flatnonzero((rows >= first) & ((rows - first) % every == 0))
 
 

@@ -29,21 +29,27 @@ def evaluate(model, metadata, data, *, start=None, season=1, levels=outputs.DEFA
     if not scored.any():
         raise backtests.DataError("no observed target to evaluate" + ("" if start is None else f" from {start!r}"))
     origins = table.column("origin").to_numpy()
+    ids = table.column("id").to_numpy(zero_copy_only=False) if "id" in table.column_names else None
     result = {**_point(forecast[scored], actual[scored], naive[scored]),
-              "steps": int(len(np.unique(origins[scored]))), "per_step": found.metrics["steps"],
+              "steps": _origins_scored(origins, ids, scored), "season": season, "per_step": found.metrics["steps"],
               "intervals": found.metrics["intervals"],
               **{name: found.metrics[name] for name in ("crps", "pinball") if name in found.metrics}}
-    if "id" in table.column_names:
-        ids = table.column("id").to_numpy(zero_copy_only=False)
+    if ids is not None:
         records = []
         for series in dict.fromkeys(ids):
             mine = scored & (ids == series)
             record = _point(forecast[mine], actual[mine], naive[mine])
-            records.append({"id": str(series), "steps": int(len(np.unique(origins[mine]))), **record})
+            records.append({"id": str(series), "steps": _origins_scored(origins, None, mine), **record})
         defined = [record["mase"] for record in records if not math.isnan(record["mase"])]
         result.update(mase=float(np.mean(defined)) if defined else math.nan, mase_count=len(defined),
                       series=records)
     return result
+
+
+def _origins_scored(origins, ids, scored):
+    """How many (series, origin) pairs have a scored entry."""
+    pairs = origins[scored] if ids is None else list(zip(ids[scored], origins[scored]))
+    return int(len(set(pairs.tolist() if ids is None else pairs)))
 
 
 def _point(forecast, actual, naive):

@@ -114,7 +114,7 @@ def _table(panel, recipe, blocks, steps, levels, frames_list):
     stamps = [_continued(times[:origin + 1] if times is not None else None, steps, panel.time_zone, recipe)
               for times, origin in zip(panel.times, _first_origins(blocks, frames_list, len(blocks), recipe))]
     if all(stamp is not None for stamp in stamps):
-        columns[recipe.get("time_column") or (panel.time_name or "time")] = \
+        columns[recipe.get("time_column") or "time"] = \
             time_array(np.concatenate(stamps).astype("datetime64[us]"), panel.time_zone)
     else:
         columns["step"] = pa.array(np.tile(np.arange(1, steps + 1), N), pa.int64())

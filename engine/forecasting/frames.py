@@ -56,6 +56,7 @@ def frame_series(series, recipe, stamps=None, zone=None, end=None, where="the se
     row end - 1 + H; calendar stamps past the last row follow the series' frequency.
     Missing past inputs and known inputs of observed rows are filled by the recipe's fill;
     a missing known input of a later row (the future) is an error naming its time."""
+    check_columns(series, recipe)
     H, T = recipe["horizon"], len(series.values)
     end = T - H if end is None else end
     first = first_origin(recipe)
@@ -63,10 +64,11 @@ def frame_series(series, recipe, stamps=None, zone=None, end=None, where="the se
         raise DataError(f"{where} has {T} rows, too few for horizon {H}"
                         + (f" and lags {','.join(map(str, recipe['lags']))}" if recipe["lags"] else "")
                         + f" (at least {first + H + 1} needed)")
+    past = _past(series, recipe, end)
     levels = select_columns(series, recipe["targets"], "targets").values
     base = _last_observed(levels)
     origins = np.arange(first, end)
-    parts = [_past(series, recipe, end)[origins]]
+    parts = [past[origins]]
     ahead = origins[:, None] + np.arange(1, H + 1)   # (N, H) rows t + h
     per_step = []
     if recipe["known"]:
@@ -93,6 +95,14 @@ def frame_series(series, recipe, stamps=None, zone=None, end=None, where="the se
         raise DataError(f"{where}: the inputs of row {row} are not all finite (a target observed only "
                         "later: start the series at its first observed target, or fill it)")
     return Frames(x, y.reshape(len(origins), -1), base[origins], origins, levels)
+
+
+def check_columns(series, recipe):
+    """The recipe's columns are in the series (the inputs first, then targets and known
+    inputs, so a missing column is named as before forecasting recipes)."""
+    for option in ("inputs", "targets", "known"):
+        if recipe[option]:
+            select_columns(series, recipe[option], option)
 
 
 def _past(series, recipe, end):

@@ -42,8 +42,8 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
     recipe["features"] = frames.feature_names(recipe)
     parts = []
     for series_id, one, when in zip(ids, members, stamps):
-        where = f'series "{series_id}"' if panel else "the series"
-        framed = frames.frame_series(one, recipe, when, zone, where=where)
+        framed = _named(series_id, frames.frame_series, one, recipe, when, zone, None, f'series "{series_id}"') \
+            if panel else frames.frame_series(one, recipe, when, zone)
         parts.append(_named(series_id, split_validation, framed.x, framed.y, val_fraction) if panel else framed)
     if not panel:
         recipe = {"source": one.source, "columns": list(one.names), **recipe}

@@ -26,9 +26,9 @@ def resolve(series, *, targets=None, inputs=None, known=None, calendar=None, lag
                         "a directory of files); a single series has no per-series values")
     others = set(known_names) | set(static_names)
     if targets is None:
-        target_names = [name for name in series.names if name not in others and name not in series.invalid]
-        if not target_names:
+        if all(name in others for name in series.names):
             raise DataError("no column is left to forecast: give --targets")
+        target_names = _names(series, [name for name in series.names if name not in others], "targets")
     else:
         target_names = _names(series, targets, "targets")
     for option, chosen in (("known", known_names), ("static", static_names)):

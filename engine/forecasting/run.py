@@ -7,7 +7,7 @@ import numpy as np
 
 from engine.data import Normalizer, select_columns
 from engine.forecasting import frames as framing, statics as static_values
-from engine.panel.prepare import forward_series
+from engine.panel.prepare import _named, forward_series
 from engine.panel.scaling import PanelScaler
 from engine.panel.sources import Panel, as_panel
 
@@ -26,10 +26,10 @@ class SeriesRun(NamedTuple):
 def read(data, recipe, key=None, series_id=None, **panel_options):
     """The data as a Panel (one series is a panel of one), read as at training: a panel
     model's id_column / series_columns / time_column default to the recipe's."""
-    options = {} if "scaling" not in recipe or isinstance(data, Panel) else \
-        {name: panel_options.get(name, recipe.get(name)) for name in ("id_column", "series_columns", "time_column")}
-    if "scaling" not in recipe and panel_options.get("time_column") is not None:
-        options["time_column"] = panel_options["time_column"]
+    given = {name: value for name, value in panel_options.items() if value is not None}
+    defaults = {} if "scaling" not in recipe or isinstance(data, Panel) else \
+        {name: recipe.get(name) for name in ("id_column", "series_columns", "time_column")}
+    options = {**defaults, **given}
     panel = as_panel(data, key=key, **options)
     return panel.select(series_id) if series_id is not None else panel
 
@@ -40,9 +40,7 @@ def run(model, recipe, panel, end_of):
     frames_list, xs, norms = [], [], []
     statics, _ = static_values.scaled(panel, recipe["static"], recipe.get("static_norm"))
     for i, (series_id, one, stamps) in enumerate(zip(panel.ids, panel.series, panel.times)):
-        where = f'series "{series_id}"' if "scaling" in recipe else "the series"
-        end = end_of(select_columns(one, recipe["targets"], "targets").values, len(one.values))
-        framed = framing.frame_series(one, recipe, stamps, panel.time_zone, end, where)
+        framed = _framed(series_id if "scaling" in recipe else None, one, recipe, stamps, panel.time_zone, end_of)
         norm_x, norm_y = _norms(recipe, series_id)
         x = norm_x.transform(framed.x)
         if statics is not None:
@@ -53,6 +51,16 @@ def run(model, recipe, panel, end_of):
     outputs, _ = forward_series(model, xs)
     return [SeriesRun(series_id, framed, output.astype(np.float64), norm_y, stamps)
             for series_id, framed, output, norm_y, stamps in zip(panel.ids, frames_list, outputs, norms, panel.times)]
+
+
+def _framed(series_id, one, recipe, stamps, zone, end_of):
+    """Frames of one series up to end_of's end; errors named by the series id (in a panel)."""
+    def frame():
+        framing.check_columns(one, recipe)
+        end = end_of(select_columns(one, recipe["targets"], "targets").values, len(one.values))
+        return framing.frame_series(one, recipe, stamps, zone, end,
+                                    "the series" if series_id is None else f'series "{series_id}"')
+    return frame() if series_id is None else _named(series_id, frame)
 
 
 def _norms(recipe, series_id):

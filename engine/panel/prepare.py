@@ -211,11 +211,12 @@ def _streams(state, streams):
 
 
 def _named(series_id, function, *arguments):
-    """function(*arguments), its DataError prefixed with the series id."""
+    """function(*arguments), its DataError prefixed with the series id (unless it names it first)."""
     try:
         return function(*arguments)
     except DataError as error:
-        raise DataError(f'series "{series_id}": {error}') from None
+        name = f'series "{series_id}"'
+        raise DataError(str(error) if str(error).startswith(name) else f"{name}: {error}") from None
 
 
 def _frequency_label(panel):

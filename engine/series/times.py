@@ -223,6 +223,19 @@ def start_row(start, length, stamps=None, zone=None, source="the series"):
     return int(np.searchsorted(np.asarray(stamps).astype("datetime64[us]"), moment))
 
 
+def checked_start_row(start, length, stamps=None, zone=None, source="the series", name="the series"):
+    """start_row, for a `start` that must name one of the `length` rows of `name`: a row
+    number outside them, or a time after the last stamp, is an error."""
+    row = start_row(start, length, stamps, zone, source)
+    if is_row(start) and not -length <= int(start) < length:
+        raise DataError(f"from: row {start} is outside {name} (rows 0..{length - 1}, or -{length}..-1 "
+                        "from the end)")
+    if row >= length:
+        last = zones.labels(np.asarray(stamps)[-1:], zone)[0]
+        raise DataError(f"from: {start} is after the last time of {name} ({last})")
+    return row
+
+
 def is_row(start):
     """Whether a --from value names a row (an int, or the text of one) rather than a time."""
     if isinstance(start, str):
