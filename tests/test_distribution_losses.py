@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import engine
+import naive
 from conftest import assert_close_impl as assert_close
 from engine.losses import MIN_SCALE, gaussian_scale, mean_loss, parameter_count, split_parameters
 from kernels.head import gaussian_gradient, pinball_gradient
@@ -87,37 +88,6 @@ def test_gradients_match_central_differences(cell, loss):
         assert error <= REL, f"{name}: relative error {error:.3g} (gradient scale {scale:.3g})"
 
 
-def gaussian_reference(y_hat, y):
-    """Mean 0.5 * (log sigma^2 + (y - mu)^2 / sigma^2) over the finite targets, written
-    out: sigma = log(1 + exp(r)) + 1e-3, and dL/dy_hat of it."""
-    K = y.shape[-1]
-    mu, r = y_hat[..., :K], y_hat[..., K:]
-    sigma = np.log(1 + np.exp(r)) + 1e-3
-    mask = np.isfinite(y)
-    n = mask.sum()
-    nll = 0.5 * (np.log(sigma ** 2) + (y - mu) ** 2 / sigma ** 2)
-    d_mu = np.where(mask, (mu - y) / sigma ** 2, 0) / n
-    d_sigma = np.where(mask, 1 / sigma - (y - mu) ** 2 / sigma ** 3, 0) / n
-    return nll[mask].mean(), np.concatenate([d_mu, d_sigma * np.exp(r) / (1 + np.exp(r))], axis=-1)
-
-
-def pinball_reference(y_hat, y, levels):
-    """Mean of max(q (y - f), (q - 1) (y - f)) over the finite targets and the levels, and
-    dL/dy_hat with the subgradient of q - 1{y < f}, entry by entry."""
-    T, B, K = y.shape
-    total, count = 0.0, 0
-    grad = np.zeros_like(y_hat)
-    for t, b, k in np.ndindex(T, B, K):
-        if np.isnan(y[t, b, k]):
-            continue
-        count += 1
-        for j, q in enumerate(levels):
-            error = y[t, b, k] - y_hat[t, b, j * K + k]
-            total += max(q * error, (q - 1) * error)
-            grad[t, b, j * K + k] = (1.0 if y[t, b, k] < y_hat[t, b, j * K + k] else 0.0) - q
-    return total / (len(levels) * count), grad / (len(levels) * count)
-
-
 def kernel_loss(loss, y_hat, y):
     """(loss, dL/dy_hat, count) of the training kernel over every row."""
     rows = y.shape[0] * y.shape[1]
@@ -130,21 +100,28 @@ def kernel_loss(loss, y_hat, y):
 
 @pytest.mark.parametrize("loss", ["gaussian", "quantile"])
 def test_loss_and_gradient_equal_the_formulas(loss):
-    """The kernel, mean_loss (evaluation) and loss_and_grad all give the written-out
-    loss; the kernel's dL/dy_hat is the formula's, zero where a target is missing."""
+    """The kernel and mean_loss (evaluation) give the written-out loss of tests/naive.py;
+    the kernel's dL/dy_hat is the formula's, zero where a target is missing."""
     model, x, y, state = make_problem("gru", loss, K=3, T=6, B=3)
     y_hat, _ = model.forward(x, state)
     y_hat[..., -1] = [[-40.0, 0.0, 35.0]] * 6  # raw scales far out on both sides (gaussian)
-    expected, expected_grad = (gaussian_reference(y_hat, y) if loss == "gaussian"
-                               else pinball_reference(y_hat, y, LEVELS))
+    expected, expected_grad = naive.loss_value_and_dy(loss, y_hat, y, LEVELS)
     value, dy, count = kernel_loss(loss, y_hat, y)
     assert count == np.isfinite(y).sum()
     assert_close(value, expected, 1e-13, "kernel loss")
     assert_close(dy, expected_grad, 1e-13, "kernel dL/dy_hat")
     assert_close(mean_loss(loss, y_hat, y, settings(loss)["quantiles"]), expected, 1e-13, "mean_loss")
-    trained = engine.loss_and_grad(model, x, y, state=state, **settings(loss))[0]
-    y_hat, _ = model.forward(x, state)
-    assert_close(trained, mean_loss(loss, y_hat, y, settings(loss)["quantiles"]), 1e-13, "loss_and_grad")
+
+
+@pytest.mark.parametrize("loss", ["gaussian", "quantile"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_loss_and_grad_equals_the_numpy_reference(cell, loss):
+    model, x, y, state = make_problem(cell, loss, K=2, T=6, B=3)
+    value, grads = engine.loss_and_grad(model, x, y, state=state, **settings(loss))
+    expected_value, expected = naive.loss_and_grad(model.state_dict(), x, y, cell, loss, state, quantiles=LEVELS)
+    assert_close(value, expected_value, 1e-12, "loss")
+    for name, grad in expected.items():
+        assert_close(grads[name], grad, 1e-10, name)
 
 
 def test_gaussian_equals_torch_gaussian_nll():
