@@ -13,7 +13,7 @@ import naive
 from conftest import assert_close_impl as assert_close
 from engine.losses import MIN_SCALE, gaussian_scale, mean_loss, parameter_count, split_parameters
 from kernels.head import gaussian_gradient, pinball_gradient
-from test_gradcheck import EPS, REL, numerical_gradient
+from test_gradcheck import REL, numerical_gradient
 
 LEVELS = (0.1, 0.5, 0.9)
 KINK_MARGIN = 1e-4  # pinball cases keep every |y - f| this far from the kink (EPS moves f ~1e-6)
