@@ -5,6 +5,7 @@ The engine owns the loop over layers; each layer's time loop runs in a kernel.
 import numpy as np
 
 from engine.blas import set_blas_threads
+from engine.losses import LOSSES  # noqa: F401 (the loss names, importable from here as before)
 from engine.validation import as_inputs, as_resets, as_state, as_targets, check_loss
 from engine.workspace import Workspace
 from kernels.gru import gru_backward, gru_forward

@@ -2,10 +2,10 @@
 those outputs, and loss values for evaluation (training uses the fused kernels in
 kernels/head.py).
 
-Layout: with K target columns, a model trained with a loss of P
-parameters per target has P*K outputs in P blocks of K columns: "mse" the point (P = 1),
-"gaussian" the mean then the raw scale r, sigma = softplus(r) + MIN_SCALE (P = 2),
-"quantile" one block per level, in increasing order (P = Q).
+Layout: with K target columns, a model trained with a loss of P parameters per target has
+P*K outputs in P blocks of K columns: "mse" the point (P = 1), "gaussian" the mean then
+the raw scale r, sigma = softplus(r) + MIN_SCALE (P = 2), "quantile" one block per level,
+in increasing order of level (P = Q).
 """
 import numpy as np
 

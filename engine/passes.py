@@ -4,7 +4,8 @@ or memory-bounded by recomputation.
 Both are built around the flat gradient grad (P,) they write, and offer
 run(x, y, loss, state, first_step, resets=None, quantiles=None) -> (loss, count), the
 gradient of the mean loss over the targets of steps >= first_step (resets: optional (T, B)
-booleans, see engine.bptt.forward_chunk; quantiles: the levels of loss "quantile"); state_after(step) after a run; dh_norm_sq() (L, T); nbytes.
+booleans, see engine.bptt.forward_chunk; quantiles: the levels of loss "quantile");
+state_after(step) after a run; dh_norm_sq() (L, T); nbytes.
 `layers` chooses how each layer's kernels run: engine.bptt.SERIAL (the default) or the
 hidden-block plan's engine.split.SplitLayers.
 """

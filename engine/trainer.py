@@ -344,9 +344,10 @@ class Trainer:
         (loss, count). The one place the loop hands data to a chunk: the distributed
         trainer (engine/distributed) sends its workers the window's indices instead."""
         start, end = window
-        window_resets = {} if resets is None else {"resets": resets[start:end]}
-        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
-                                      quantiles=self.quantiles, **window_resets)
+        options = {} if resets is None else {"resets": resets[start:end]}  # only those given
+        if self.quantiles is not None:
+            options["quantiles"] = self.quantiles
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step, **options)
 
     def _update(self, loss, chunk):
         """Check, clip, step; returns the update's history record (None if skipped).

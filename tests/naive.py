@@ -169,10 +169,15 @@ def rnn_preactivations(params, x, state=None, nonlinearity="tanh"):
     return np.concatenate([cache["a"].ravel() for step in caches for cache in step])
 
 
-def loss_value_and_dy(loss, y_hat, y):
+def loss_value_and_dy(loss, y_hat, y, quantiles=None):
     """Mean loss over the counted targets and dL/dy_hat (T, B, O).
 
-    mse: y (T, B, O), NaN entries are missing. cross_entropy: y (T, B) classes, -1 ignored."""
+    mse: y (T, B, O), NaN entries are missing. cross_entropy: y (T, B) classes, -1 ignored.
+    gaussian, quantile: y (T, B, K), NaN missing, y_hat (T, B, P*K) in P blocks of K."""
+    if loss == "gaussian":
+        return _gaussian(y_hat, y)
+    if loss == "quantile":
+        return _pinball(y_hat, y, quantiles)
     if loss == "mse":
         y = np.asarray(y, dtype=np.float64)
         counted = np.isfinite(y)
@@ -200,12 +205,43 @@ def loss_value_and_dy(loss, y_hat, y):
     return total / count, dy / count
 
 
-def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh", resets=None):
+def _gaussian(y_hat, y):
+    """Mean 0.5 * (log sigma^2 + (y - mu)^2 / sigma^2) over the finite targets, written
+    out: mu = block 0, sigma = log(1 + exp(r)) + 1e-3 of r = block 1."""
+    K = y.shape[-1]
+    mu, r = y_hat[..., :K], y_hat[..., K:]
+    sigma = np.log(1 + np.exp(r)) + 1e-3
+    mask = np.isfinite(y)
+    n = mask.sum()
+    nll = 0.5 * (np.log(sigma ** 2) + (y - mu) ** 2 / sigma ** 2)
+    d_mu = np.where(mask, (mu - y) / sigma ** 2, 0) / n
+    d_sigma = np.where(mask, 1 / sigma - (y - mu) ** 2 / sigma ** 3, 0) / n
+    return nll[mask].mean(), np.concatenate([d_mu, d_sigma * np.exp(r) / (1 + np.exp(r))], axis=-1)
+
+
+def _pinball(y_hat, y, levels):
+    """Mean of max(q (y - f), (q - 1) (y - f)) over the finite targets and the levels
+    (f: block j for level j), and dL/dy_hat with the subgradient of q - 1{y < f}."""
+    T, B, K = y.shape
+    total, count = 0.0, 0
+    grad = np.zeros_like(y_hat)
+    for t, b, k in np.ndindex(T, B, K):
+        if np.isnan(y[t, b, k]):
+            continue
+        count += 1
+        for j, q in enumerate(levels):
+            error = y[t, b, k] - y_hat[t, b, j * K + k]
+            total += max(q * error, (q - 1) * error)
+            grad[t, b, j * K + k] = (1.0 if y[t, b, k] < y_hat[t, b, j * K + k] else 0.0) - q
+    return total / (len(levels) * count), grad / (len(levels) * count)
+
+
+def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh", resets=None, quantiles=None):
     """Loss and gradients of full BPTT over x (T, B, I); grads keyed like params plus
     "h_0" (and "c_0" for lstm), the gradients with respect to the initial state."""
     relu = nonlinearity == "relu"
     y_hat, _, caches, h_top = run(params, x, cell, state, nonlinearity, resets)
-    value, dy = loss_value_and_dy(loss, y_hat, y)
+    value, dy = loss_value_and_dy(loss, y_hat, y, quantiles)
     T, B, _ = y_hat.shape
     L = num_layers(params)
     W_head = np.asarray(params["head.weight"], dtype=np.float64)
