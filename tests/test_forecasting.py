@@ -15,7 +15,6 @@ from engine.series import DataError, Series
 from tests.cli_checks import assert_bad_input, snapshot
 
 TINY = dict(hidden=4, epochs=1, k1=20, streams=2, lr=1e-2)
-CLI_TINY = ["--hidden", "4", "--epochs", "1", "--k1", "20", "--streams", "2", "-q"]
 HOURS = 600
 
 
@@ -23,11 +22,12 @@ def hourly(length=HOURS, seed=0, future=0):
     """An hourly series: load driven by the hour of day, a temperature and a promotion flag
     (known inputs); the last `future` rows have known inputs and no load."""
     rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (2, 2 * HOURS))[:, :length]   # the same values whatever the length
     steps = np.arange(length)
     stamps = np.datetime64("2024-01-01T00:00", "us") + steps * np.timedelta64(1, "h")
-    temperature = 10 + 5 * np.sin(2 * np.pi * steps / 200) + rng.normal(0, 0.5, length)
+    temperature = 10 + 5 * np.sin(2 * np.pi * steps / 200) + 0.5 * noise[0]
     promotion = (steps // 24 % 9 == 4).astype(float)
-    load = 100 + 10 * np.sin(2 * np.pi * steps / 24) + 2 * temperature + 15 * promotion + rng.normal(0, 1, length)
+    load = 100 + 10 * np.sin(2 * np.pi * steps / 24) + 2 * temperature + 15 * promotion + noise[1]
     load[length - future:] = np.nan if future else load[length - future:]
     return Series(np.stack([load, temperature, promotion], axis=1), ("load", "temperature", "promotion"),
                   "hourly", time=stamps, time_name="time", time_zone=None)
@@ -129,12 +129,12 @@ def test_a_forecasting_checkpoint_records_its_recipe(gaussian_model):
     recipe = engine.read_metadata(gaussian_model)["user"]["data"]
     assert recipe["version"] == 2 and recipe["horizon"] == 6 and recipe["loss"] == "gaussian"
     assert recipe["known"] == ["temperature", "promotion"] and recipe["calendar"] == ["hour", "weekday"]
-    assert recipe["lags"] == [24] and recipe["conformal"] is None   # 168 does not fit 3 times into 600 rows
+    assert recipe["lags"] == [24, 168] and recipe["conformal"] is None   # hourly: a day and a week (3 x 168 <= 600)
     model, _ = engine.load(gaussian_model)
-    assert model.input_size == len(recipe["features"]) == 1 + 6 * (2 + 4 + 1)
+    assert model.input_size == len(recipe["features"]) == 1 + 6 * (2 + 4 + 2)
     assert model.output_size == 2 * 6
     info = run("info", gaussian_model)
-    assert "known ['temperature', 'promotion']" in info.stdout and "lags [24]" in info.stdout
+    assert "known ['temperature', 'promotion']" in info.stdout and "lags [24, 168]" in info.stdout
     assert "loss gaussian" in info.stdout
 
 
@@ -314,7 +314,7 @@ def test_backtest_writes_its_table_plot_and_metrics(gaussian_model, hourly_csv, 
     assert metrics["origins"] == len(range(456, 599, 24)) and len(metrics["steps"]) == 6
     lines = (tmp_path / "bt.csv").read_text().splitlines()
     assert lines[0] == "origin,time,step,target,forecast,actual,naive,lo80,hi80,lo95,hi95"
-    assert lines[1].startswith("2024-01-20T00:00,2024-01-20T01:00,1,load,")
+    assert lines[1].startswith("2024-01-20,2024-01-20T01:00,1,load,")   # origins at midnight: dates
     assert (tmp_path / "bt.png").stat().st_size > 0
     text = run("backtest", gaussian_model, hourly_csv, "--from", "2024-01-20")
     assert text.exit_code == 0 and "overall" in text.stdout and "80% intervals: coverage" in text.stdout
@@ -332,7 +332,7 @@ def test_backtest_writes_its_table_plot_and_metrics(gaussian_model, hourly_csv, 
     (["forecast", "{model}", "{csv}", "--intervals", "0,95"], ["--intervals: levels are percentages"]),
     (["evaluate", "{model}", "{csv}", "--intervals", "100"], ["--intervals: levels are percentages"]),
     (["backtest", "{model}", "{csv}", "--intervals", "80,80"], ["given twice"]),
-    (["backtest", "{model}", "{csv}", "--from", "5"], ["from: 5 is before row 23", "lags 24"]),
+    (["backtest", "{model}", "{csv}", "--from", "5"], ["from: 5 is before row 167", "lags 24,168"]),
     (["backtest", "{model}", "{csv}", "--from", "2024-03-01"], ["after the last time of the series"]),
     (["backtest", "{model}", "{csv}", "--from", "599"], ["leaves no origin with a value to forecast"]),
     (["backtest", "{model}", "{csv}", "--steps", "7"], ["the model forecasts 6 step(s)"]),
@@ -340,7 +340,7 @@ def test_backtest_writes_its_table_plot_and_metrics(gaussian_model, hourly_csv, 
 def test_bad_forecasting_input_is_one_error_line_and_writes_nothing(gaussian_model, hourly_csv, args, fragments):
     folder = hourly_csv.parent
     args = [arg.format(csv=hourly_csv, model=gaussian_model) for arg in args]
-    output = ["-o", folder / "out.npz"] if args[0] == "train" else ["-o", folder / "out.csv"]
+    output = {"train": ["-o", folder / "out.npz"], "evaluate": []}.get(args[0], ["-o", folder / "out.csv"])
     before = snapshot(folder)
-    assert_bad_input(run(*args, *CLI_TINY[:0], *output), *fragments)
+    assert_bad_input(run(*args, *output), *fragments)
     assert snapshot(folder) == before
