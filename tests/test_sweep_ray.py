@@ -108,8 +108,8 @@ def test_a_panel_sweep_on_the_cluster_ships_every_data_setting_prepared(cluster,
         np.savetxt(tmp_path / "files" / f"s{index}.csv", (10.0 ** index) * np.sin(np.arange(length) / 4),
                    header="v", comments="")
     prepared = []
-    original = engine.sweep.trial.prepare_panel_training_data
-    monkeypatch.setattr(engine.sweep.trial, "prepare_panel_training_data",
+    original = engine.sweep.trial.prepare
+    monkeypatch.setattr(engine.sweep.trial, "prepare",
                         lambda *args, **options: prepared.append(options["streams"]) or original(*args, **options))
     import engine.sweep.ray_tune
 
