@@ -236,8 +236,9 @@ def panel_source_options(function):
 
 intervals_option = click.option(
     "--intervals", default="80,95", show_default=True, metavar="LEVELS",
-    help="Central interval levels in percent, or 'none': from a gaussian or quantile model's distribution, or "
-         "from a point model's validation errors (split conformal).")
+    help="Central interval levels in percent, or 'none': from a gaussian model's distribution or a quantile "
+         "model's quantile pairs (0.1 and 0.9 for 80), calibrated on the validation errors stored at training "
+         "(split conformal); a point model's from those errors alone.")
 
 
 def forecasting_options(metadata, **options):
@@ -688,8 +689,10 @@ def _report_roles(data):
     parts = [f"known {data['known']}" if data["known"] else "", f"calendar {data['calendar']}" if data["calendar"] else "",
              f"lags {data['lags']}" if data["lags"] else "no lags", f"static {data['static']}" if data["static"] else ""]
     loss = data.get("loss", "mse") + (f" {data['quantiles']}" if data.get("quantiles") else "")
-    intervals = ("conformal from validation errors" if data.get("conformal") else "none") if loss == "mse" else \
-        "from the distribution"
+    source = {"mse": "none", "gaussian": "from the distribution", "quantile": "from the quantile pairs"}
+    calibrated = {"mse": "split conformal on the validation errors", "gaussian": "the distribution's, calibrated on "
+                  "the validation errors", "quantile": "the quantile pairs', calibrated on the validation errors"}
+    intervals = (calibrated if data.get("conformal") else source)[data.get("loss", "mse")]
     click.echo(f"          {', '.join(part for part in parts if part)}; loss {loss}; intervals {intervals}")
 
 

@@ -6,7 +6,7 @@ Each variant of VARIANTS is trained by engine.train_series on the demo's rows be
 BACKTEST_FROM (its own validation tail, the last tenth of those rows, picks the epoch by
 early stopping and calibrates the mse model's conformal intervals), with the fixed BUDGET,
 once per seed of SEEDS. engine.backtest_series then forecasts steps 1..24 from an origin
-every 24 h from BACKTEST_FROM to the end (the last 91 days), the state warmed up on all
+every 24 h from BACKTEST_FROM to the end (the last 183 days), the state warmed up on all
 rows before each origin: MAE, MASE against the seasonal naive forecasts of periods 24 and
 168 from the same origins, and the coverage of the 80% and 95% intervals. The MAE is also
 split between the promotion hours (the demo's promotion column joined to the backtest
@@ -35,7 +35,7 @@ from engine.files import OutputError, atomic_write, check_output
 from engine.forecasting.intervals import gaussian_bounds
 from engine.forecasting.scores import coverage
 
-BACKTEST_FROM = "2025-10-01T00:00"
+BACKTEST_FROM = "2025-07-01T00:00"
 HORIZON = 24
 SEASONS = (24, 168)
 LEVELS = (80, 95)

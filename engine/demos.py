@@ -110,7 +110,7 @@ def _load_parts(length, seed):
     temperature = (11 - 9 * np.cos(2 * np.pi * (hours / 24 - 15) / 365.25)
                    + 4 * np.cos(2 * np.pi * (hour - 15) / 24) + 1.5 * rng.standard_normal(length))
     days = day[-1] + 1
-    promoted_days = rng.choice(days, size=max(1, days // 50), replace=False)
+    promoted_days = rng.choice(days, size=max(1, days // 12), replace=False)   # about one day in 12
     promotion = (np.isin(day, promoted_days) & (hour >= 10) & (hour < 20)).astype(np.float64)
     daily = -150 * np.cos(2 * np.pi * hour / 24) + 60 * np.exp(-0.5 * ((hour - 19) / 2) ** 2)
     mean = (1000 + (1 - 0.3 * weekend) * daily + _LOAD_WEEKDAY_LEVEL[day % 7]
@@ -132,7 +132,7 @@ def electricity_load(length=17_520, seed=0):
     of day, d = t // 24 the day, d mod 7 the weekday (0 = Monday) and w = 1 on Saturdays
     and Sundays, else 0 (noise terms independent):
         temperature = 11 - 9 cos(2 pi (t/24 - 15) / 365.25) + 4 cos(2 pi (h - 15) / 24) + N(0, 1.5^2)
-        promotion   = 1 in the hours 10:00 .. 19:00 of 2% of the days (random, at least one), else 0
+        promotion   = 1 in the hours 10:00 .. 19:00 of one day in 12 (random, at least one), else 0
         load = 1000 + (1 - 0.3 w) (-150 cos(2 pi h / 24) + 60 exp(-(h - 19)^2 / 8))
                + level[d mod 7] (-20, 0, 0, 0, -10, -120, -150 from Monday)
                + 8 max(15 - temperature, 0) + 15 max(temperature - 22, 0)   (heating, cooling)

@@ -349,7 +349,7 @@ def test_load_demo_structure_and_oracle():
     hour = np.arange(len(load)) % 24
     assert set(np.unique(promotion)) == {0.0, 1.0}
     promoted_days = np.unique(np.flatnonzero(promotion) // 24)
-    assert len(promoted_days) == 14 and set(hour[promotion == 1]) == set(range(10, 20))
+    assert len(promoted_days) == 730 // 12 and set(hour[promotion == 1]) == set(range(10, 20))
     assert -10 < temperature.min() and temperature.max() < 35
     # the innovations: load - oracle mean is white noise of sd 15 (the oracle knows the inputs)
     innovations = (load - oracle.mean)[1:]

@@ -129,7 +129,8 @@ def test_a_forecasting_checkpoint_records_its_recipe(gaussian_model):
     recipe = engine.read_metadata(gaussian_model)["user"]["data"]
     assert recipe["version"] == 2 and recipe["horizon"] == 6 and recipe["loss"] == "gaussian"
     assert recipe["known"] == ["temperature", "promotion"] and recipe["calendar"] == ["hour", "weekday"]
-    assert recipe["lags"] == [24, 168] and recipe["conformal"] is None   # hourly: a day and a week (3 x 168 <= 600)
+    assert recipe["lags"] == [24, 168]   # hourly: a day and a week (3 x 168 <= 600)
+    assert recipe["conformal"]["n"] == [recipe["val_steps"]] * 6   # scaled residuals of each step on validation
     model, _ = engine.load(gaussian_model)
     assert model.input_size == len(recipe["features"]) == 1 + 6 * (2 + 4 + 2)
     assert model.output_size == 2 * 6
@@ -235,7 +236,15 @@ def test_quantile_forecasts_never_cross_and_give_their_intervals(tmp_path):
     quantiles = np.stack([table.column(f"load_q{q:g}").to_numpy() for q in (0.05, 0.1, 0.5, 0.9, 0.95)])
     assert np.all(np.diff(quantiles, axis=0) >= 0)
     np.testing.assert_array_equal(table.column("load").to_numpy(), quantiles[2])   # the median
-    np.testing.assert_array_equal(table.column("load_lo90").to_numpy(), quantiles[0])
+    # the 0.05 / 0.95 pair, moved by its conformal correction on the validation errors (CQR)
+    recipe = engine.read_metadata(path)["user"]["data"]
+    shift = np.array(recipe["conformal"]["levels"]["90"]) * np.array(recipe["target_norm"]["std"])
+    np.testing.assert_allclose(table.column("load_lo90").to_numpy(), quantiles[0] - shift, rtol=1e-12)
+    np.testing.assert_allclose(table.column("load_hi90").to_numpy(), quantiles[4] + shift, rtol=1e-12)
+    engine.train_series(as_table(hourly()), tmp_path / "raw.npz", targets="load", known="temperature,promotion",
+                        horizon=4, loss="quantile", val_fraction=0.0, **TINY)   # no validation: the pairs as they are
+    raw = engine.forecast_series(tmp_path / "raw.npz", as_table(hourly(HOURS + 4, future=4)), 4)
+    np.testing.assert_array_equal(raw.column("load_lo80").to_numpy(), raw.column("load_q0.1").to_numpy())
     # a level without its quantile pair is left out
     assert "load_lo95" not in engine.forecast_series(path, as_table(hourly(HOURS + 4, future=4)), 4).column_names
     metrics = engine.evaluate_series(path, as_table(hourly()), start=500)
