@@ -353,3 +353,41 @@ def test_bad_forecasting_input_is_one_error_line_and_writes_nothing(gaussian_mod
     before = snapshot(folder)
     assert_bad_input(run(*args, *output), *fragments)
     assert snapshot(folder) == before
+
+
+def test_the_onnx_graph_of_a_trained_direct_model_gives_its_forecasts(gaussian_model, tmp_path):
+    """--with-normalization: raw input features in, means and scales in original units out."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    result = run("export", gaussian_model, "--format", "onnx", "-o", tmp_path / "g.onnx", "--with-normalization")
+    assert result.exit_code == 0, result.stderr
+    model, metadata = engine.load_for_inference(gaussian_model)
+    recipe = metadata["data"]
+    data = hourly(HOURS + 6, future=6)
+    framed = frames.frame_series(data, recipe, data.time, end=HOURS)   # every origin up to the last observed row
+    session = onnxruntime.InferenceSession(str(tmp_path / "g.onnx"))
+    names = [entry.name for entry in session.get_inputs()]
+    state = np.zeros((1, 1, model.hidden_size), np.float32)
+    feeds = {"x": framed.x[:, None, :].astype(np.float32), **{name: state for name in names if name != "x"}}
+    y = session.run(["y"], feeds)[0][-1, 0]               # the last origin: 6 means, then 6 scales
+    forecast = engine.forecast_series(gaussian_model, as_table(data), 6)
+    np.testing.assert_allclose(y[:6], forecast.column("load").to_numpy(), rtol=1e-4)
+    assert np.all(y[6:] > 0)
+
+
+def test_directory_and_wide_panels_train_forecast_and_backtest(tmp_path):
+    (tmp_path / "files").mkdir()
+    wide = {"time": hourly().time}
+    for i in range(3):
+        one = hourly(seed=i)
+        pa.csv.write_csv(pa.table({"time": one.time, "load": one.values[:, 0] * (i + 1)}),
+                         tmp_path / "files" / f"m{i}.csv")
+        wide[f"m{i}"] = one.values[:, 0] * (i + 1)
+    pa.csv.write_csv(pa.table(wide), tmp_path / "wide.csv")
+    for source, reading in ((tmp_path / "files", {}), (tmp_path / "wide.csv", {"series_columns": "all"})):
+        path = tmp_path / "model.npz"
+        engine.train_series(str(source), path, calendar="hour", horizon=3, force=True, **reading, **TINY)
+        table = engine.forecast_series(path, str(source), 3)
+        assert table.column_names[:2] == ["id", "time"] and table.num_rows == 9
+        found = engine.backtest_series(path, str(source), start=-50, every=10)
+        assert set(found.table.column("id").to_pylist()) == {"m0", "m1", "m2"}
+        assert found.metrics["overall"]["count"] == 3 * 5 * 3
