@@ -29,7 +29,6 @@ from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, PanelT
                           forecast_panel, is_panel_recipe, prepare_panel_training_data)
 from engine.schedules import make_schedule
 from engine.series import as_series
-from engine.series import zones
 from engine.series.times import checked_start_row, infer_frequency, next_stamps
 from engine.thread_plan import available_cores
 from engine.trainer import Trainer

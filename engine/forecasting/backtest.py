@@ -2,7 +2,6 @@
 rolling origins, the state warmed up on everything before each (no refit), scored against
 the actual values and the seasonal naive forecast made at the same origin. A direct model
 gives every origin's forecasts in one pass over each series."""
-import math
 from typing import NamedTuple
 
 import numpy as np
