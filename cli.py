@@ -234,6 +234,15 @@ def panel_source_options(function):
     return function
 
 
+def model_and_data(command):
+    """CHECKPOINT, DATA and the options that read DATA: the arguments of a command that runs
+    a trained model over data (forecast, evaluate, backtest)."""
+    for decorate in reversed((click.argument("checkpoint", type=click.Path(dir_okay=False)), data_argument,
+                              demo_option, key_option, time_column_option, panel_source_options)):
+        command = decorate(command)
+    return command
+
+
 intervals_option = click.option(
     "--intervals", default="80,95", show_default=True, metavar="LEVELS",
     help="Central interval levels in percent, or 'none': from a gaussian model's distribution or a quantile "
@@ -412,12 +421,7 @@ def _summary(trainer, output, seconds, plot, restored):
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@data_argument
-@demo_option
-@key_option
-@time_column_option
-@panel_source_options
+@model_and_data
 @click.option("--id", "series_id", help="Panel: forecast only this series.")
 @click.option("--steps", default=1, show_default=True, type=click.IntRange(min=1), help="Steps to forecast past the end.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the CSV here [default: stdout].")
@@ -478,12 +482,7 @@ def _write_table(stream, table):
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@data_argument
-@demo_option
-@key_option
-@time_column_option
-@panel_source_options
+@model_and_data
 @click.option("--season", type=click.IntRange(min=1),
               help="Panel: the period of the seasonal naive forecast that scales MASE [default: 1, persistence].")
 @click.option("--id", "series_id", help="Panel: score only this series.")
@@ -574,12 +573,7 @@ def _report_panel(metrics, as_json):
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@data_argument
-@demo_option
-@key_option
-@time_column_option
-@panel_source_options
+@model_and_data
 @click.option("--id", "series_id", help="Panel: backtest only this series.")
 @click.option("--from", "start", metavar="DATE|ROW",
               help="The first origin: a row (0-based; negative from the end) or a date/time (the data's local "

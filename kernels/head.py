@@ -46,6 +46,15 @@ def count_finite(y, first_row):
 
 
 @jit
+def start_loss(dy, y, first_row, divisor):
+    """Zero dy and count the finite targets of rows >= first_row: (count, the divisor to
+    use: `divisor`, or the count when it is <= 0)."""
+    count = count_finite(y, first_row)
+    zero_fill(dy.reshape(-1))
+    return count, (count if divisor <= 0 else divisor)
+
+
+@jit
 def mse_gradient(dy, y_hat, y, first_row, divisor):
     """Squared error over the finite targets of rows >= first_row (NaN = missing), divided
     by `divisor` (<= 0: by the count of those targets, the mean).
@@ -53,12 +62,9 @@ def mse_gradient(dy, y_hat, y, first_row, divisor):
     dy: (N, O) out, dL/dy_hat (zero where not counted). y_hat, y: (N, O).
     Returns (loss, count); with count 0 the loss is 0 and dy is all zero."""
     N, O = y.shape
-    count = count_finite(y, first_row)
-    zero_fill(dy.reshape(-1))
+    count, divisor = start_loss(dy, y, first_row, divisor)
     if count == 0:
         return 0.0, 0
-    if divisor <= 0:
-        divisor = count
     scale = dy.dtype.type(2.0 / divisor)
     total = 0.0  # float64 accumulator
     for row in range(first_row, N):
@@ -79,12 +85,9 @@ def gaussian_gradient(dy, y_hat, y, first_row, divisor):
     dy: (N, 2K) out, dL/dy_hat (zero where not counted). y_hat: (N, 2K). y: (N, K).
     Returns (loss, count); with count 0 the loss is 0 and dy is all zero."""
     N, K = y.shape
-    count = count_finite(y, first_row)
-    zero_fill(dy.reshape(-1))
+    count, divisor = start_loss(dy, y, first_row, divisor)
     if count == 0:
         return 0.0, 0
-    if divisor <= 0:
-        divisor = count
     inverse = 1.0 / divisor
     total = 0.0  # float64 accumulator; each entry computed in float64 too
     for row in range(first_row, N):
@@ -110,12 +113,9 @@ def pinball_gradient(dy, y_hat, y, first_row, divisor, levels):
     float64. Returns (loss, count of targets); with count 0 the loss is 0, dy all zero."""
     N, K = y.shape
     Q = levels.shape[0]
-    count = count_finite(y, first_row)
-    zero_fill(dy.reshape(-1))
+    count, divisor = start_loss(dy, y, first_row, divisor)
     if count == 0:
         return 0.0, 0
-    if divisor <= 0:
-        divisor = count
     inverse = 1.0 / (Q * divisor)
     total = 0.0
     for row in range(first_row, N):
