@@ -13,7 +13,7 @@ import naive
 from conftest import assert_close_impl as assert_close
 from engine.losses import MIN_SCALE, gaussian_scale, mean_loss, parameter_count, split_parameters
 from kernels.head import gaussian_gradient, pinball_gradient
-from test_gradcheck import REL, numerical_gradient
+from test_gradcheck import assert_matches_central_differences
 
 LEVELS = (0.1, 0.5, 0.9)
 KINK_MARGIN = 1e-4  # pinball cases keep every |y - f| this far from the kink (EPS moves f ~1e-6)
@@ -74,18 +74,7 @@ def test_gradients_match_central_differences(cell, loss):
     def loss_of():
         return engine.loss_and_grad(model, x, y, state=state, **settings(loss))[0]
 
-    tensors = dict(model.views)
-    if cell == "lstm":
-        tensors["h_0"], tensors["c_0"] = state
-    else:
-        tensors["h_0"] = state
-    assert set(tensors) == set(analytic)
-    for name, tensor in tensors.items():
-        numerical = numerical_gradient(loss_of, tensor)
-        scale = max(np.abs(numerical).max(), np.abs(analytic[name]).max())
-        assert scale > 1e-3, f"{name}: the check would be vacuous"
-        error = np.abs(numerical - analytic[name]).max() / scale
-        assert error <= REL, f"{name}: relative error {error:.3g} (gradient scale {scale:.3g})"
+    assert_matches_central_differences(model, state, loss_of, analytic, min_scale=1e-3)
 
 
 def kernel_loss(loss, y_hat, y):

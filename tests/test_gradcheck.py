@@ -40,6 +40,24 @@ def numerical_gradient(loss_of, array):
     return grad.reshape(array.shape)
 
 
+def assert_matches_central_differences(model, state, loss_of, analytic, min_scale=0.0):
+    """Every tensor of `analytic` (keyed like model.state_dict(), plus "h_0" and for LSTM
+    "c_0", the initial state's) within REL relative error of central differences of
+    loss_of(); each tensor's gradient at least min_scale (or the check would be vacuous)."""
+    tensors = dict(model.views)  # views into the flat buffer: perturbing them moves the model
+    if model.cell == "lstm":
+        tensors["h_0"], tensors["c_0"] = state
+    else:
+        tensors["h_0"] = state
+    assert set(tensors) == set(analytic)
+    for name, tensor in tensors.items():
+        numerical = numerical_gradient(loss_of, tensor)
+        scale = max(np.abs(numerical).max(), np.abs(analytic[name]).max())
+        assert scale > min_scale, f"{name}: the check would be vacuous"
+        error = np.abs(numerical - analytic[name]).max() / scale
+        assert error <= REL, f"{name}: relative error {error:.3g} (gradient scale {scale:.3g})"
+
+
 def well_conditioned_case(make_case, cell, nonlinearity, num_layers, loss, masked):
     """A case whose every gradient tensor is clearly non-zero and, for ReLU, whose
     pre-activations all stay RELU_MARGIN away from the kink; re-drawn until it is."""
@@ -71,18 +89,7 @@ def test_gradients_match_central_differences(make_case, variant, num_layers, los
 
     _, analytic = engine.loss_and_grad(model, x, y, loss_name, state)
     params_before = model.params.copy()
-    tensors = dict(model.views)  # views into the flat buffer: perturbing them moves the model
-    if cell == "lstm":
-        tensors["h_0"], tensors["c_0"] = state
-    else:
-        tensors["h_0"] = state
-    assert set(tensors) == set(analytic)
-    for name, tensor in tensors.items():
-        numerical = numerical_gradient(loss_of, tensor)
-        ana = analytic[name]
-        scale = max(np.abs(numerical).max(), np.abs(ana).max())
-        error = np.abs(numerical - ana).max() / scale
-        assert error <= REL, f"{name}: relative error {error:.3g} (gradient scale {scale:.3g})"
+    assert_matches_central_differences(model, state, loss_of, analytic)
     np.testing.assert_array_equal(model.params, params_before)
 
 
