@@ -54,12 +54,12 @@ def names(features):
 
 def parse(spec, frequency, has_time):
     """--calendar: "none" / None (no features), "auto" (those suiting the frequency), or a
-    comma list of FEATURES. A feature needs a time column of dates."""
+    list of FEATURES separated by commas (or "+", as a sweep's --space writes them). A feature needs a time column of dates."""
     if spec is None or spec == "none" or spec == []:
         return []
     if spec == "auto":
         return list(suited_features(frequency)) if has_time else []
-    chosen = [token.strip() for token in spec.split(",")] if isinstance(spec, str) else list(spec)
+    chosen = [token.strip() for token in spec.replace("+", ",").split(",")] if isinstance(spec, str) else list(spec)
     unknown = [name for name in chosen if name not in FEATURES]
     if unknown or not chosen or len(set(chosen)) != len(chosen):
         raise DataError(f"calendar: expected distinct features among {', '.join(FEATURES)} (or auto, none); "

@@ -46,13 +46,14 @@ def resolve(series, *, targets=None, inputs=None, known=None, calendar=None, lag
 
 
 def parse_lags(spec, horizon, frequency=None, shortest=None):
-    """--lags: "auto" / None (see resolve), "none", or lags in steps ("24,168" or a list)."""
+    """--lags: "auto" / None (see resolve), "none", or lags in steps ("24,168", "24+168" as a
+    sweep's --space writes it, or a list)."""
     if spec is None or spec == "auto":
         return [lag for lag in calendar_features.suited_lags(frequency)
                 if lag >= horizon and (shortest is None or LAG_SHARE * lag <= shortest)]
     if spec == "none" or (isinstance(spec, (list, tuple)) and not spec):
         return []
-    tokens = [token.strip() for token in spec.split(",")] if isinstance(spec, str) else list(spec)
+    tokens = [token.strip() for token in spec.replace("+", ",").split(",")] if isinstance(spec, str) else list(spec)
     lags = []
     for token in tokens:
         if isinstance(token, str) and token.isdigit():

@@ -23,13 +23,15 @@ NOT_SETTINGS = ("key", "time_column", "shards", "split")
 # settings that define the task or its validation data: sweeping them would compare
 # losses on different data. The seed is swept by --seeds, epochs is the sweep's budget.
 NOT_SWEPT = ("inputs", "targets", "horizon", "val_fraction", "fill", "seed", "epochs",
-             "id_column", "series_columns")
+             "id_column", "series_columns", "known", "static", "loss", "quantiles")
 # data settings that keep the validation data but change the units of the prepared targets
 # (changes instead of levels; one scaling for all series instead of one each): swept only
 # when a metric in original units ranks the trials (engine/sweep/__init__.py)
 UNIT_CHANGING = ("difference", "scale")
-# the sweepable settings that change the prepared data (engine/sweep/trial.py's Prepared)
-DATA_SETTINGS = ("streams",) + UNIT_CHANGING
+# the sweepable settings that change the prepared data (engine/sweep/trial.py's Prepared):
+# calendar and lags change the inputs only (a value with several features or lags joins
+# them with "+": --space lags=none,24,24+168)
+DATA_SETTINGS = ("streams", "calendar", "lags") + UNIT_CHANGING
 
 
 class SweepError(ValueError):
