@@ -391,3 +391,16 @@ def test_directory_and_wide_panels_train_forecast_and_backtest(tmp_path):
         found = engine.backtest_series(path, str(source), start=-50, every=10)
         assert set(found.table.column("id").to_pylist()) == {"m0", "m1", "m2"}
         assert found.metrics["overall"]["count"] == 3 * 5 * 3
+
+
+def test_a_sweep_varies_lags_and_calendar_features_prepared_once_each(tmp_path):
+    outcome = engine.sweep.run(as_table(hourly()), {"lags": ["none", "24", "24+168"], "calendar": ["none", "hour"]},
+                               trials=6, sampler="grid", prune=False, output_dir=tmp_path / "sw", targets="load",
+                               known="temperature", **TINY)
+    settings = {(row["lags"], row["calendar"]) for row in outcome["results"]}
+    assert len(settings) == 6 and all(row["state"] == "complete" for row in outcome["results"])
+    best = engine.read_metadata(tmp_path / "sw" / "best.npz")["user"]["data"]
+    assert best["lags"] in ([], [24], [24, 168]) and best["calendar"] in ([], ["hour"])
+    with pytest.raises(ValueError, match="--known cannot be swept"):
+        engine.sweep.run(as_table(hourly()), {"known": ["temperature", "promotion"]}, trials=2,
+                         output_dir=tmp_path / "sw2", targets="load", **TINY)
