@@ -471,12 +471,16 @@ def forecast(checkpoint, data, demo, key, time_column, id_column, series_columns
 
 
 def _write_table(stream, table):
-    """A pyarrow Table as CSV: times as forecast writes them, numbers to 10 digits."""
+    """A pyarrow Table as CSV: times as forecast writes them (every time column of the table
+    in one format: dates only when all are at midnight), numbers to 10 digits."""
     writer = csv.writer(stream)
     writer.writerow(table.column_names)
-    columns = [time_labels(column.to_numpy(zero_copy_only=False), getattr(column.type, "tz", None))
-               if pa.types.is_timestamp(column.type) else column.to_numpy(zero_copy_only=False)
-               for column in table.columns]
+    columns = [column.to_numpy(zero_copy_only=False) for column in table.columns]
+    timed = [i for i, column in enumerate(table.columns) if pa.types.is_timestamp(column.type)]
+    if timed:
+        labels = time_labels(np.concatenate([columns[i] for i in timed]), getattr(table.columns[timed[0]].type, "tz", None))
+        for part, i in enumerate(timed):
+            columns[i] = labels[part * table.num_rows:(part + 1) * table.num_rows]
     for row in zip(*columns):
         writer.writerow([f"{value:.10g}" if isinstance(value, float) else value for value in row])
 
@@ -484,7 +488,8 @@ def _write_table(stream, table):
 @main.command()
 @model_and_data
 @click.option("--season", type=click.IntRange(min=1),
-              help="Panel: the period of the seasonal naive forecast that scales MASE [default: 1, persistence].")
+              help="The period of the seasonal naive forecast beside the model, which scales MASE [default: 1, "
+                   "persistence].")
 @click.option("--id", "series_id", help="Panel: score only this series.")
 @click.option("--from", "start", metavar="DATE|ROW",
               help="Score only from this row (0-based; negative from the end of each series: -5 scores the "
@@ -494,9 +499,12 @@ def _write_table(stream, table):
 @json_flag("the metrics")
 def evaluate(checkpoint, data, demo, key, time_column, id_column, series_columns, season, series_id, start,
              intervals, as_json):
-    """Score the model in CHECKPOINT on DATA: MSE, MAE and RMSE of its forecasts in
-    original units, beside the persistence baseline (tomorrow = today) on the same targets.
-    For a model trained on a panel: MSE, MAE, RMSE, sMAPE and MASE per series and over all."""
+    """Score the model in CHECKPOINT on DATA: its forecasts of steps 1..horizon from every
+    origin (from --from on), in original units, beside the seasonal naive forecast of
+    --season (default 1: persistence, tomorrow = today) on the same targets: MSE, MAE,
+    RMSE, sMAPE and MASE overall and per step, and the coverage and width of the
+    --intervals. For a model trained on a panel, also per series. (A checkpoint of an
+    older version: MSE, MAE and RMSE beside persistence, as that version reported.)"""
     model, metadata = engine.load_for_inference(checkpoint)
     panel = is_panel_recipe(metadata["data"])
     source = data_source(data, demo, key, time_column, panel=panel)

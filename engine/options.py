@@ -178,7 +178,8 @@ OPTIONS = {option.name: option for option in (
            help="Panel z-score: per series or one for all [default: series with more than one series]."),
     # preparing it
     Option("inputs", "columns", help="Input columns by name or 0-based index, comma separated [default: the targets]."),
-    Option("targets", "columns", help="Target columns by name or index, comma separated [default: all columns]."),
+    Option("targets", "columns", help="Target columns by name or index, comma separated [default: every column that is not --known or "
+                                      "--static]."),
     Option("horizon", "int", 1, "Forecast every step 1..H ahead from each time (a direct model: one output "
                                 "block per step).", minimum=1),
     Option("known", "columns", help="Known inputs: columns also known for the future (planned promotions, prices, a "

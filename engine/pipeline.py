@@ -249,7 +249,11 @@ def _resolve_schedule(options, total_updates):
 def forecast_series(model, data, steps=1, *legacy, key=None, time_column=None, id_column=None,
                     series_columns=None, series_id=None, intervals=DEFAULT_LEVELS, future=None):
     """Forecast `steps` steps past the end of `data` with a trained model, as `bptt forecast`
-    does: a pyarrow Table (`.to_pandas()` for a DataFrame) in original units.
+    does: a pyarrow Table (`.to_pandas()` for a DataFrame) in original units. A model of
+    this version forecasts from the last observed target: its columns are those of
+    engine.forecasting.forecast (each target with its bounds at the `intervals` levels, a
+    quantile model's quantiles), the known inputs of the steps forecast from the rows after
+    it or from `future` (a path or table read like the data). Older checkpoints as below.
 
     model: a checkpoint path (from bptt train or train_series) or the (model, metadata)
     pair of load_for_inference. data: what train_series reads (a path, a panel's directory
@@ -367,11 +371,15 @@ def evaluate_series(model, data, *legacy, start=None, season=None, key=None, tim
 
     model: a checkpoint path or the (model, metadata) pair of load_for_inference; data,
     key, time_column as forecast_series takes them. start: score only from this row
-    (0-based) or date/time on, the state warmed up on the rows before. A single series:
-    {"mse", "mae", "rmse", "baseline_mse", "baseline_mae", "baseline_rmse", "steps"} in
-    original units, the baseline persistence (tomorrow = today). A model trained on a
-    panel: the aggregate (mse, mae, rmse, smape, mase, ...) and "series", one record per
-    id; season: the period of the seasonal naive forecast that scales MASE (default 1).
+    (0-based) or date/time on, the state warmed up on the rows before. A model of this
+    version (engine.forecasting.evaluate): the forecasts of steps 1..horizon from every
+    origin whose step 1 is at or after start, in original units: mse, mae, rmse, smape,
+    mase and baseline_mse / baseline_mae / baseline_rmse / naive_mae (the seasonal naive of
+    period `season`, default 1: persistence), "steps" (origins scored), "season",
+    "per_step", "intervals" at the `intervals` levels (coverage, mean width, interval
+    score), "crps" and "pinball" for distribution models; a panel adds "series" (one
+    record per id) and "mase_count". An older checkpoint: as that version reported
+    ({"mse", "mae", "rmse", "baseline_*", "steps"}; for a panel the aggregate and "series").
 
     The form evaluate_series(model, metadata, source, key=None, start=None,
     **panel_options) is deprecated and still works for this release."""

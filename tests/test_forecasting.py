@@ -323,7 +323,7 @@ def test_backtest_writes_its_table_plot_and_metrics(gaussian_model, hourly_csv, 
     assert metrics["origins"] == len(range(456, 599, 24)) and len(metrics["steps"]) == 6
     lines = (tmp_path / "bt.csv").read_text().splitlines()
     assert lines[0] == "origin,time,step,target,forecast,actual,naive,lo80,hi80,lo95,hi95"
-    assert lines[1].startswith("2024-01-20,2024-01-20T01:00,1,load,")   # origins at midnight: dates
+    assert lines[1].startswith("2024-01-20T00:00,2024-01-20T01:00,1,load,")   # one format for both time columns
     assert (tmp_path / "bt.png").stat().st_size > 0
     text = run("backtest", gaussian_model, hourly_csv, "--from", "2024-01-20")
     assert text.exit_code == 0 and "overall" in text.stdout and "80% intervals: coverage" in text.stdout
@@ -404,3 +404,12 @@ def test_a_sweep_varies_lags_and_calendar_features_prepared_once_each(tmp_path):
     with pytest.raises(ValueError, match="--known cannot be swept"):
         engine.sweep.run(as_table(hourly()), {"known": ["temperature", "promotion"]}, trials=2,
                          output_dir=tmp_path / "sw2", targets="load", **TINY)
+
+
+def test_training_leaves_out_the_future_rows_that_forecasting_reads(tmp_path):
+    data = as_table(hourly(HOURS + 6, future=6))
+    model, _, prepared = engine.train_series(data, tmp_path / "m.npz", targets="load", known="temperature",
+                                             horizon=2, val_fraction=0.0, **TINY)
+    recipe = prepared.metadata
+    assert recipe["train_steps"] == HOURS - 1 - recipe["lags"][-1] + 1   # origins 167..598: step 1 observed
+    assert engine.forecast_series(tmp_path / "m.npz", data, 2).num_rows == 2

@@ -1,7 +1,7 @@
 """Training data of a forecasting model (docs/forecasting.md): each series framed for a
 direct multi-horizon model (engine.forecasting.frames), then split, scaled and cut into
 streams as engine.data (one series) and engine.panel (many) do."""
-from engine.data import assemble_training_data, split_validation
+from engine.data import assemble_training_data, select_columns, split_validation
 from engine.forecasting import frames, roles, statics as static_values
 from engine.panel.prepare import VAL_WARMUP, _frequency_label, _named, assemble_panel_training_data
 from engine.panel.sources import as_panel
@@ -42,8 +42,9 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
     recipe["features"] = frames.feature_names(recipe)
     parts = []
     for series_id, one, when in zip(ids, members, stamps):
-        framed = _named(series_id, frames.frame_series, one, recipe, when, zone, None, f'series "{series_id}"') \
-            if panel else frames.frame_series(one, recipe, when, zone)
+        end = _training_end(one, recipe)
+        framed = _named(series_id, frames.frame_series, one, recipe, when, zone, end, f'series "{series_id}"') \
+            if panel else frames.frame_series(one, recipe, when, zone, end)
         parts.append(_named(series_id, split_validation, framed.x, framed.y, val_fraction) if panel else framed)
     if not panel:
         recipe = {"source": one.source, "columns": list(one.names), **recipe}
@@ -58,6 +59,14 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
               "static_norm": norm}
     return assemble_panel_training_data(data, recipe, [train for train, _ in parts], [tail for _, tail in parts],
                                         streams, val_fraction, val_warmup, scale, scaling, values)
+
+
+def _training_end(series, recipe):
+    """The end of a series' training origins: each has its step 1 observed, and the rows
+    after the last observed target (future rows of known inputs, kept for forecasting)
+    are left out."""
+    levels = select_columns(series, recipe["targets"], "targets").values
+    return max(min(len(levels) - recipe["horizon"], frames.last_observed_row(levels)), 0)
 
 
 def _dated(stamps):
