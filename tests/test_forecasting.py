@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pytest
 from click.testing import CliRunner
 
@@ -152,7 +154,7 @@ def test_a_backtest_from_one_pass_equals_a_forecast_from_each_origin(gaussian_mo
         # the data up to the origin, and 6 rows of known inputs after it with the load unknown
         cut = hourly(row + 7, future=6)
         forecast = engine.forecast_series(gaussian_model, as_table(cut), 6)
-        mine = table.filter(pa.compute.equal(table.column("origin"), pa.scalar(origin, table.schema.field("origin").type)))
+        mine = table.filter(pc.equal(table.column("origin"), pa.scalar(origin, table.schema.field("origin").type)))
         for column, name in (("forecast", "load"), ("lo80", "load_lo80"), ("hi95", "load_hi95")):
             np.testing.assert_allclose(mine.column(column).to_numpy(), forecast.column(name).to_numpy(), rtol=1e-9)
         np.testing.assert_array_equal(mine.column("actual").to_numpy(), data.values[row + 1:row + 7, 0])
@@ -173,8 +175,8 @@ def test_forecasts_past_the_data_need_the_known_inputs_of_those_steps(gaussian_m
     past = hourly()
     future = pa.table({"time": data.time[HOURS:], "temperature": data.values[HOURS:, 1],
                        "promotion": data.values[HOURS:, 2]})
-    pa.csv.write_csv(as_table(past), tmp_path / "past.csv")
-    pa.csv.write_csv(future, tmp_path / "future.csv")
+    pa_csv.write_csv(as_table(past), tmp_path / "past.csv")
+    pa_csv.write_csv(future, tmp_path / "future.csv")
     result = run("forecast", gaussian_model, tmp_path / "past.csv", "--steps", 6, "--future", tmp_path / "future.csv")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -183,14 +185,14 @@ def test_forecasts_past_the_data_need_the_known_inputs_of_those_steps(gaussian_m
 
 
 def test_a_future_file_with_other_columns_or_times_is_refused(gaussian_model, tmp_path):
-    pa.csv.write_csv(as_table(hourly()), tmp_path / "past.csv")
+    pa_csv.write_csv(as_table(hourly()), tmp_path / "past.csv")
     data = hourly(HOURS + 6, future=6)
     wrong_columns = pa.table({"time": data.time[HOURS:], "temperature": data.values[HOURS:, 1]})
     wrong_times = pa.table({"time": data.time[HOURS:] + np.timedelta64(1, "h"), "temperature": data.values[HOURS:, 1],
                             "promotion": data.values[HOURS:, 2]})
     for name, table, message in (("columns.csv", wrong_columns, "future: expected the known input columns"),
                                  ("times.csv", wrong_times, "future: the times")):
-        pa.csv.write_csv(table, tmp_path / name)
+        pa_csv.write_csv(table, tmp_path / name)
         before = snapshot(tmp_path)
         assert_bad_input(run("forecast", gaussian_model, tmp_path / "past.csv", "--steps", 6,
                              "--future", tmp_path / name, "-o", tmp_path / "out.csv"), message)
@@ -310,7 +312,7 @@ def test_a_static_column_must_hold_one_value_per_series():
 
 @pytest.fixture
 def hourly_csv(tmp_path):
-    pa.csv.write_csv(as_table(hourly()), tmp_path / "h.csv")
+    pa_csv.write_csv(as_table(hourly()), tmp_path / "h.csv")
     return tmp_path / "h.csv"
 
 
@@ -379,10 +381,10 @@ def test_directory_and_wide_panels_train_forecast_and_backtest(tmp_path):
     wide = {"time": hourly().time}
     for i in range(3):
         one = hourly(seed=i)
-        pa.csv.write_csv(pa.table({"time": one.time, "load": one.values[:, 0] * (i + 1)}),
+        pa_csv.write_csv(pa.table({"time": one.time, "load": one.values[:, 0] * (i + 1)}),
                          tmp_path / "files" / f"m{i}.csv")
         wide[f"m{i}"] = one.values[:, 0] * (i + 1)
-    pa.csv.write_csv(pa.table(wide), tmp_path / "wide.csv")
+    pa_csv.write_csv(pa.table(wide), tmp_path / "wide.csv")
     for source, reading in ((tmp_path / "files", {}), (tmp_path / "wide.csv", {"series_columns": "all"})):
         path = tmp_path / "model.npz"
         engine.train_series(str(source), path, calendar="hour", horizon=3, force=True, **reading, **TINY)
