@@ -31,18 +31,20 @@ def forecast(model, metadata, data, steps, *, levels=outputs.DEFAULT_LEVELS, fut
     levels = outputs.available_levels(recipe, intervals.parse_levels(levels))
     panel = run.read(data, recipe, key=key, series_id=series_id, **panel_options)
     columns = len(recipe["targets"]) * (1 + 2 * len(levels) + len(recipe.get("quantiles") or ()))
-    require(forecast_bytes(steps, len(panel.ids), columns), f"--steps {steps} forecasts" + (f" of {len(panel.ids)} series" if "scaling" in recipe else ""))
+    what = f"--steps {steps} forecasts" + (f" of {len(panel.ids)} series" if "scaling" in recipe else "")
+    require(forecast_bytes(steps, len(panel.ids), columns), what)   # before any is made
     if future is not None:
         panel = with_future(panel, run.read(future, recipe, key=None, series_id=series_id, **panel_options), recipe)
-    blocks = []
+    blocks, rolled, origins = [], panel, None   # blocks: per block of H steps, the Forecasts of each series
     for done in range(0, steps, H):
-        runs = run.run(model, recipe, panel, run.last_origin_end)
+        runs = run.run(model, recipe, rolled, run.last_origin_end)
+        origins = origins or [int(one.frames.rows[-1]) for one in runs]
         found = [outputs.forecasts(one.outputs[-1:], one.frames.base[-1:], recipe, one.target_norm,
                                    levels if done == 0 else ()) for one in runs]
         blocks.append(found)
         if done + H < steps:
-            panel = _observed(panel, runs, found, recipe)
-    return _table(panel, recipe, blocks, steps, levels, [one.frames for one in runs])
+            rolled = _observed(rolled, runs, found, recipe)
+    return _table(panel, recipe, blocks, steps, levels, origins)
 
 
 def with_future(panel, future, recipe):
@@ -104,15 +106,15 @@ def _observed(panel, runs, found, recipe):
     return Panel(panel.ids, tuple(series), tuple(times), panel.source, panel.time_name, panel.time_zone)
 
 
-def _table(panel, recipe, blocks, steps, levels, frames_list):
-    """The forecast table of `steps` steps from the first block's origin of every series."""
+def _table(panel, recipe, blocks, steps, levels, origins):
+    """The forecast table of `steps` steps from each series' origin (its row in `origins`)."""
     columns = {}
     N = len(panel.ids)
     if "scaling" in recipe:
         columns[recipe.get("id_column") or "id"] = pa.array(np.repeat(np.array(panel.ids, dtype=object), steps),
                                                             pa.string())
     stamps = [_continued(times[:origin + 1] if times is not None else None, steps, panel.time_zone, recipe)
-              for times, origin in zip(panel.times, _first_origins(blocks, frames_list, len(blocks), recipe))]
+              for times, origin in zip(panel.times, origins)]
     if all(stamp is not None for stamp in stamps):
         columns[recipe.get("time_column") or "time"] = \
             time_array(np.concatenate(stamps).astype("datetime64[us]"), panel.time_zone)
@@ -131,11 +133,6 @@ def _table(panel, recipe, blocks, steps, levels, frames_list):
                 values = np.concatenate([_padded(first[i].quantiles[0, j][:, o], steps) for i in range(N)])
                 columns[f"{name}_q{q:g}"] = pa.array(values)
     return pa.table(columns)
-
-
-def _first_origins(blocks, frames_list, count, recipe):
-    """Each series' first origin row: its last rows minus the blocks rolled after it."""
-    return [int(frames.rows[-1]) - (count - 1) * recipe["horizon"] for frames in frames_list]
 
 
 def _padded(values, steps):
