@@ -14,7 +14,7 @@ import engine
 from cli import main
 from engine.forecasting import calendar, frames, roles
 from engine.series import DataError, Series
-from tests.cli_checks import assert_bad_input, snapshot
+from cli_checks import assert_bad_input, snapshot
 
 TINY = dict(hidden=4, epochs=1, k1=20, streams=2, lr=1e-2)
 HOURS = 600
