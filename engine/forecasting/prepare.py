@@ -42,9 +42,8 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
     recipe["features"] = frames.feature_names(recipe)
     parts = []
     for series_id, one, when in zip(ids, members, stamps):
-        end = _training_end(one, recipe)
-        framed = _named(series_id, frames.frame_series, one, recipe, when, zone, end, f'series "{series_id}"') \
-            if panel else frames.frame_series(one, recipe, when, zone, end)
+        framed = _named(series_id, _training_frames, one, recipe, when, zone, f'series "{series_id}"') \
+            if panel else _training_frames(one, recipe, when, zone)
         parts.append(_named(series_id, split_validation, framed.x, framed.y, val_fraction) if panel else framed)
     if not panel:
         recipe = {"source": one.source, "columns": list(one.names), **recipe}
@@ -61,12 +60,14 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
                                         streams, val_fraction, val_warmup, scale, scaling, values)
 
 
-def _training_end(series, recipe):
-    """The end of a series' training origins: each has its step 1 observed, and the rows
+def _training_frames(series, recipe, stamps, zone, where="the series"):
+    """Frames of a series' training origins: each has its step 1 observed, and the rows
     after the last observed target (future rows of known inputs, kept for forecasting)
     are left out."""
+    frames.check_columns(series, recipe)
     levels = select_columns(series, recipe["targets"], "targets").values
-    return max(min(len(levels) - recipe["horizon"], frames.last_observed_row(levels)), 0)
+    end = max(min(len(levels) - recipe["horizon"], frames.last_observed_row(levels)), 0)
+    return frames.frame_series(series, recipe, stamps, zone, end, where)
 
 
 def _dated(stamps):
