@@ -24,21 +24,29 @@ Per member, the MASE (the MAE over that of the seasonal naive forecast of period
 the same origins, on the same rows; for a panel, the mean of the series' MASEs) of:
   defaults  engine.train_series(training part, horizon=H, + the member's targets/known),
             every other option at its default (seed 0)
-  sweep     engine.sweep.run(training part, trials=SWEEP_TRIALS, metric="mase",
-            season=s, same options): the default search space, best.npz backtested
+  sweep     engine.sweep.run(training part, trials=20 (SWEEP_TRIALS, the sweep's own
+            default), metric="mase", season=s, same options): the default search space
+            (lr, hidden, layers, k1), each trial train's default 20 epochs, pruned;
+            its best.npz backtested
   ETS, ARIMA  statsmodels, fitted once per series on its training part (at most its
-            last 2,000 rows): bench/quality_baselines.py
+            last 2,000 rows): bench/quality_baselines.py. ETS: additive season s (plus a
+            damped trend for co2 and realgdp); ARIMA: ARIMA(2, d, 1) errors (d = 1 for co2
+            and realgdp) on Fourier terms of the calendar's cycles (hourly: a day and a
+            week) and the member's known inputs
   oracle    the exact conditional mean forecast, for the members whose generator is
             known (load, sine, daily, hourly)
 and the seasonal naive's own MAE (pooled over a panel's series, in their units). The
 settings the sweep found best are reported per member.
 
-Prints a markdown table; -o FILE writes everything as JSON. --quick: a smoke run (two
-members, tiny models, one epoch, two trials), not a measurement.
+One seed throughout. The whole run takes about 5 minutes on 2 cores. Prints a markdown
+table and the sweep's best settings per member; -o FILE writes everything as JSON;
+--members NAME,... runs only those. --quick: a smoke run (two members, tiny models, one
+epoch, two trials), not a measurement.
 """
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,7 +62,7 @@ from engine.data import mae, mase
 from engine.files import OutputError, atomic_write, check_output
 from engine.panel import Panel
 
-SWEEP_TRIALS = 6
+SWEEP_TRIALS = 20   # engine.sweep.run's own default
 QUICK_MEMBERS = ("realgdp", "hourly")
 QUICK_TRAINING = dict(epochs=1, hidden=4)   # smoke run only
 METHODS = ("defaults", "sweep", "ets", "arima", "oracle")
@@ -160,13 +168,10 @@ def _target_and_known(series, member):
 
 # ---------------------------------------------------------------------------- a member
 
-def measure(member, directory, quick=False, echo=print):
+def measure(member, directory, quick=False, echo=lambda line: None):
     """Every method's MASE on one member, the naive's MAE and the sweep's best settings."""
     data = member.make()
     starts = window_starts(data)
-    train = training_part(data, starts)
-    extra = QUICK_TRAINING if quick else {}
-    options = dict(horizon=member.horizon, **member.options)
     timings = {}
 
     def timed(name, work):
@@ -176,34 +181,45 @@ def measure(member, directory, quick=False, echo=print):
         timings[name] = round(time.perf_counter() - started, 1)
         return value
 
-    defaults = Path(directory) / f"{member.name}-defaults.npz"
-    timed("defaults", lambda: engine.train_series(train, defaults, force=True, **options, **extra))
-    table = backtest(defaults, data, member, starts)
-    rows = Rows(data, table)
-    found = {"defaults": table.column("forecast").to_numpy()}
-    sweep_dir = Path(directory) / f"{member.name}-sweep"
-    swept = timed("sweep", lambda: engine.sweep.run(
-        train, trials=2 if quick else SWEEP_TRIALS, output_dir=str(sweep_dir), metric="mase",
-        season=member.season, epochs=1 if quick else None, **options))
-    sweep_table = backtest(sweep_dir / "best.npz", data, member, starts)
-    same = Rows(data, sweep_table)   # the same rows as the defaults' table, in the same order
-    assert np.array_equal(same.origins, rows.origins) and np.array_equal(same.ids, rows.ids)
-    found["sweep"] = sweep_table.column("forecast").to_numpy()
+    tables, best = engine_tables(member, data, starts, Path(directory), quick, timed)
+    rows = Rows(data, tables["defaults"])
+    found = {name: table.column("forecast").to_numpy() for name, table in tables.items()}
     for method in ("ets", "arima"):
         found[method] = timed(method, lambda: baseline(method, data, member, rows))
     if member.oracle is not None:
         found["oracle"] = member.oracle(data, rows.ids, rows.origins, rows.steps)
     return {"about": member.about, "horizon": member.horizon, "season": member.season, "every": member.every,
             "series": len(series_of(data)), "origins": len(set(zip(rows.ids, rows.origins))),
-            "scored": int(rows.scored.sum()), "options": options,
+            "scored": int(rows.scored.sum()), "options": dict(horizon=member.horizon, **member.options),
             "mase": {method: rows.mase(forecast) for method, forecast in found.items()},
-            "naive_mae": rows.naive_mae(), "sweep_best": swept["best"], "seconds": timings}
+            "naive_mae": rows.naive_mae(), "sweep_best": best, "seconds": timings}
+
+
+def engine_tables(member, data, starts, directory, quick, timed):
+    """The backtest tables {"defaults", "sweep"} of the model trained with the defaults and
+    of the sweep's best.npz, both on the training part (the same rows, in the same order),
+    and the sweep's best configuration."""
+    train = training_part(data, starts)
+    options = dict(horizon=member.horizon, **member.options)
+    defaults = directory / f"{member.name}-defaults.npz"
+    timed("defaults", lambda: engine.train_series(train, defaults, force=True, **options,
+                                                  **(QUICK_TRAINING if quick else {})))
+    swept = directory / f"{member.name}-sweep"
+    best = timed("sweep", lambda: engine.sweep.run(
+        train, trials=2 if quick else SWEEP_TRIALS, output_dir=str(swept), metric="mase", season=member.season,
+        epochs=1 if quick else None, **options))["best"]
+    tables = {name: backtest(checkpoint, data, member, starts)
+              for name, checkpoint in (("defaults", defaults), ("sweep", swept / "best.npz"))}
+    assert all(tables["sweep"].column(name).equals(tables["defaults"].column(name))
+               for name in ("origin", "step")), "the backtests list different rows"
+    return tables, best
 
 
 # ----------------------------------------------------------------------- the whole run
 
-def run(quick=False, names=None, echo=print):
-    """measure() of the members named (default: all, or QUICK_MEMBERS with quick)."""
+def run(quick=False, names=None, echo=lambda line: None):
+    """measure() of the members named (default: all, or QUICK_MEMBERS with quick); echo
+    gets a progress line per step."""
     require_statsmodels()
     names = names or (QUICK_MEMBERS if quick else [member.name for member in MEMBERS])
     chosen = [member for member in MEMBERS if member.name in names]
@@ -261,7 +277,7 @@ def main():
         require_statsmodels()
     except (ValueError, OutputError, ImportError) as error:
         parser.error(str(error))   # one line, exit status 2, before any work
-    result = run(args.quick, names)
+    result = run(args.quick, names, echo=lambda line: print(line, file=sys.stderr, flush=True))
     print(markdown(result))
     print()
     print(best_settings(result))

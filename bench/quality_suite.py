@@ -29,7 +29,7 @@ class Member:
     season: int                 # the seasonal naive's period (MASE), ETS's season
     every: int                  # rows between origins
     options: dict               # the train options the data needs (targets, known)
-    periods: tuple              # ARIMA's Fourier periods (the member's seasonal cycles)
+    periods: tuple              # ARIMA's Fourier periods: the calendar's cycles (hourly: a day and a week)
     trending: bool = False      # ETS with a damped trend, ARIMA on first differences
     oracle: Callable = None     # (data, ids, origins, steps) -> (n,) or None
     about: str = ""
@@ -228,7 +228,7 @@ MEMBERS = (
     Member("load", electricity_load, 24, 24, 24, {"targets": "load", "known": "temperature,promotion"},
            (24, 168), oracle=load_oracle_forecast,
            about="the load demo: 17,520 hourly rows, target load, known temperature and promotion"),
-    Member("sine", sine, 24, 24, 24, {}, (24, 168, 1000), oracle=sine_oracle,
+    Member("sine", sine, 24, 24, 24, {}, (24, 168), oracle=sine_oracle,
            about="the sine demo: 20,000 steps without times, sines of periods 24, 168, 1000 plus noise"),
     Member("sensors", sensors, 24, 24, 24, {}, (24, 168),
            about="the sensors demo: 50 hourly series of 300-20,000 rows, scales 0.1-1000"),
