@@ -754,15 +754,22 @@ _STDOUT = "-"  # bench --json without a path: the records on stdout
 @click.option("--quick", is_flag=True, help="A few configurations and short rounds: under a minute.")
 @click.option("--io", "reading", is_flag=True,
               help="Also time reading a 2M-row CSV and Parquet against pandas and numpy (bench.io; 200k rows with --quick).")
-def bench(configs, peers, json_path, as_json, force, quick, reading):
+@click.option("--quality", is_flag=True,
+              help="Instead of speed, measure forecast quality: the backtest MASE of the training defaults, the "
+                   "default sweep, ETS, ARIMA and the exact forecast on a suite of series (bench.quality; needs "
+                   "statsmodels, extra 'bench'; about 15 minutes, --quick under a minute).")
+def bench(configs, peers, json_path, as_json, force, quick, reading, quality):
     """Benchmark the training step (steps/s, GFLOP/s, ratio to each peer), peak memory,
-    full-BPTT memory growth and compile time. Progress goes to stderr, the table to stdout."""
+    full-BPTT memory growth and compile time; or, with --quality, forecast quality.
+    Progress goes to stderr, the table to stdout."""
     from bench import format_table, run_bench
     from bench.runner import BenchmarkError
 
     if as_json not in (None, _STDOUT):  # the old form --json FILE
         json_path, as_json = either_of("json_path", as_json, "-o FILE", "--json FILE"), None
     check_writable(json_path, "'-o' / '--output'", force=force)
+    if quality:
+        return _bench_quality(json_path, as_json, quick, configs=configs, peers=peers, reading=reading)
     try:
         records = run_bench(list(configs) or None, peers=peers, quick=quick, json_path=json_path,
                             echo=lambda line: click.echo(line, err=True))
@@ -775,6 +782,25 @@ def bench(configs, peers, json_path, as_json, force, quick, reading):
         reads = run_io(ROWS // 10 if quick else ROWS, repeats=1 if quick else 3,
                        echo=lambda line: click.echo(line, err=True))
         click.echo(to_json(reads) if as_json else format_io(reads))
+
+
+def _bench_quality(json_path, as_json, quick, **speed_options):
+    """bench --quality: bench.quality's table (or its JSON), -o its JSON file."""
+    from bench.quality import best_settings, markdown, require_statsmodels, run
+
+    flags = {"configs": "--config", "peers": "--peers", "reading": "--io"}
+    given = [flags[name] for name, value in speed_options.items() if value]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} time the training step; --quality measures forecasts instead")
+    try:
+        require_statsmodels()
+    except ImportError as error:
+        raise click.ClickException(str(error)) from None
+    result = run(quick, echo=lambda line: click.echo(line, err=True))
+    if json_path is not None:
+        with atomic_write(json_path, "w") as out:
+            out.write(to_json(result))
+    click.echo(to_json(result) if as_json else f"{markdown(result)}\n\n{best_settings(result)}")
 
 
 @main.command("export")

@@ -96,3 +96,90 @@ def test_plans_measure_times_every_plan_without_pauses(monkeypatch):
     rows = [line for line in table.splitlines() if line.startswith("| tiny |")]
     assert len(rows) == min(16, available_cores())  # one row per shard count; H = 32 has no split
     assert all(seconds == 0 for seconds in pauses), pauses
+
+
+def test_quality_quick_table_and_json(tmp_path):
+    """bench.quality --quick: one row per member with every method's MASE (the oracle's
+    only where known), and the same results as JSON (structure, not figures)."""
+    pytest.importorskip("statsmodels")
+    path = tmp_path / "quality.json"
+    completed = subprocess.run([sys.executable, "-m", "bench.quality", "--quick", "-o", str(path)],
+                               capture_output=True, text=True, check=True)
+    table = completed.stdout.split("\n\n")[0].splitlines()
+    assert table[0] == ("| member | H | season | origins | defaults | sweep | ETS | ARIMA | oracle "
+                        "| naive MAE |")
+    rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in table[2:]}
+    assert list(rows) == ["hourly", "realgdp"]
+    assert rows["hourly"][1:3] == ["24", "24"] and rows["realgdp"][1:3] == ["4", "4"]
+    assert int(rows["hourly"][3]) >= 20 and int(rows["realgdp"][3]) >= 20   # origins
+    assert rows["realgdp"][8] == "-"   # no oracle for a real series
+    for name, cells in rows.items():
+        figures = [float(cell) for cell in cells[4:] if cell != "-"]
+        assert len(figures) == (6 if name == "hourly" else 5) and all(value > 0 for value in figures), cells
+    result = json.loads(path.read_text())
+    assert result["quick"] and set(result["members"]) == {"hourly", "realgdp"}
+    hourly = result["members"]["hourly"]
+    assert set(hourly["mase"]) == {"defaults", "sweep", "ets", "arima", "oracle"}
+    assert hourly["options"] == {"horizon": 24, "targets": "value", "known": "driver"}
+    assert set(hourly["sweep_best"]["values"]) == {"lr", "hidden", "layers", "k1"}   # the default space
+    assert completed.stdout.split("\n\n")[1].startswith("hourly: lr ")   # the best settings
+
+
+def test_quality_rejects_bad_input_before_any_work(tmp_path):
+    for arguments, message in ((["--members", "nope"], "unknown member 'nope'"),
+                               (["-o", str(tmp_path)], "")):
+        completed = subprocess.run([sys.executable, "-m", "bench.quality", *arguments], capture_output=True, text=True)
+        assert completed.returncode == 2 and message in completed.stderr and completed.stdout == ""
+
+
+def test_state_space_forecasts_are_statsmodels_own():
+    """forecasts_from_states (every origin from one filtered pass) gives what statsmodels
+    forecasts from results extended to each origin (trend, exog and differencing included)."""
+    pytest.importorskip("statsmodels")
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+    from bench.quality_baselines import forecasts_from_states, fourier_terms
+
+    rng = np.random.default_rng(0)
+    rows = np.arange(300)
+    exog = np.column_stack([fourier_terms(rows, (7,)), rng.normal(size=300)])
+    y = np.cumsum(rng.normal(size=300)) + exog @ rng.normal(size=7)
+    fitted = SARIMAX(y[:200], exog=exog[:200], order=(2, 1, 1), trend="c").fit(disp=False)
+    extended = fitted.extend(y[200:], exog=exog[200:])
+    origins = np.array([0, 13, 50])   # positions in the extension: rows 200, 213, 250
+    ours = forecasts_from_states(extended, origins, 5)
+    for origin, forecast in zip(origins, ours):
+        end = 201 + origin
+        theirs = fitted.extend(y[200:end], exog=exog[200:end]).forecast(5, exog=exog[end:end + 5])
+        np.testing.assert_allclose(forecast, theirs, rtol=1e-9, atol=1e-9)
+
+
+def test_ets_forecasts_from_the_training_end_are_the_fitted_models():
+    pytest.importorskip("statsmodels")
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+    from bench.quality_baselines import Standard, ets_forecasts
+
+    rng = np.random.default_rng(1)
+    y = 5 + 0.02 * np.arange(240) + np.sin(2 * np.pi * np.arange(240) / 12) + 0.2 * rng.normal(size=240)
+    ours = ets_forecasts(y, 200, np.array([199]), 6, 12, trending=True)[0]
+    scale = Standard(y[:200])
+    fitted = ExponentialSmoothing(scale(y[:200]), trend="add", damped_trend=True, seasonal="add",
+                                  seasonal_periods=12, initialization_method="heuristic").fit()
+    np.testing.assert_allclose(ours, scale.back(fitted.forecast(6)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, innovation_sd", [("daily", 0.5), ("hourly", 0.3), ("sine", 0.2)])
+def test_oracles_leave_only_the_innovations(name, innovation_sd):
+    """The exact one-step forecast errs by the generator's innovation alone: its errors
+    over each series have that sd (in the series' scale)."""
+    from bench import quality_suite as suite
+    from bench.quality import series_of
+
+    scales = {"daily": lambda: [part.scale for part in suite.daily_parts()],
+              "hourly": lambda: [part.scale for part in suite.hourly_parts()], "sine": lambda: [1.0]}[name]()
+    member = next(member for member in suite.MEMBERS if member.name == name)
+    data = member.make()
+    for (series_id, one, _), scale in zip(series_of(data), scales, strict=True):
+        origins = np.arange(1, len(one.values) - 1)
+        forecast = member.oracle(data, np.full(len(origins), series_id), origins, np.ones(len(origins), dtype=int))
+        errors = one.values[origins + 1, 0] - forecast
+        assert abs(np.std(errors) / (scale * innovation_sd) - 1) < 0.15, (series_id, np.std(errors), scale)

@@ -784,6 +784,29 @@ def test_bench_output_and_json_spellings(tmp_path, monkeypatch):
     assert len(refused.stderr.splitlines()) == 1
 
 
+def test_bench_quality_prints_the_quality_table_and_writes_its_json(tmp_path, monkeypatch):
+    """bench --quality runs bench.quality instead of the speed benchmark: its table and the
+    sweep's best settings on stdout, -o its JSON; the speed options are refused."""
+    pytest.importorskip("statsmodels")
+    import bench
+    import bench.quality
+
+    result = {"members": {"sine": {"horizon": 24, "season": 24, "origins": 125, "naive_mae": 0.34,
+                                   "mase": {"defaults": 0.5, "sweep": 0.45, "ets": 0.7, "arima": 0.47},
+                                   "sweep_best": {"values": {"lr": 0.004, "hidden": 64}}}}}
+    calls = []
+    monkeypatch.setattr(bench.quality, "run", lambda quick, echo: calls.append(quick) or result)
+    monkeypatch.setattr(bench, "run_bench", lambda *args, **kwargs: pytest.fail("the speed benchmark ran"))
+    written = run("bench", "--quality", "--quick", "-o", tmp_path / "q.json")
+    assert_ok(written)
+    assert calls == [True] and json.loads((tmp_path / "q.json").read_text()) == result
+    assert written.stdout.splitlines()[2] == "| sine | 24 | 24 | 125 | 0.500 | 0.450 | 0.700 | 0.470 | - | 0.34 |"
+    assert written.stdout.splitlines()[-1] == "sine: lr 0.004, hidden 64"
+    assert json.loads(run("bench", "--quality", "--json").stdout) == result
+    assert_bad_input(run("bench", "--quality", "--config", "tiny"), "--config time the training step")
+    assert calls == [True, False]
+
+
 def _prepared_outputs(tmp_path, sine_model):
     """{name: (argv writing tmp_path/name, argv with --force)} of every command that writes a file."""
     checkpoint, _ = sine_model
