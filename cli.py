@@ -162,6 +162,8 @@ def _click_spec(option):
     """(declarations, attributes) of the click.Option of an engine.options.Option: its flag,
     Python name, type, default and help."""
     attributes = dict(help=option.help, metavar=option.metavar)
+    if option.kind == "switch":   # --NAME / --no-NAME, unset by default
+        return [f"{option.flag}/--no-{option.flag[2:]}", option.name], {**attributes, "default": None}
     if option.kind == "flag":
         attributes.update(is_flag=True)
     else:

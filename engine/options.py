@@ -29,7 +29,8 @@ _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
 @dataclass(frozen=True)
 class Option:
     """One training option. kind: "int" / "float" (within minimum..maximum, an open end
-    excluded), "choice" (one of `choices`), "flag" (a bool), "text", "time" (a column name,
+    excluded), "choice" (one of `choices`), "flag" (a bool), "switch" (a bool, or None:
+    decided from the data; --NAME / --no-NAME on the command line), "text", "time" (a column name,
     or False / "none" for no time column), "columns" (a comma-separated string or a list of
     names / 0-based indices) or "memory" ("sqrt" or a byte count, "200M" on the command
     line). default None: unset unless given."""
@@ -93,6 +94,9 @@ class Option:
         if value not in self.choices:
             raise ValueError(f"expected one of {', '.join(map(str, self.choices))}; got {value!r}")
         return value
+
+    def _parse_switch(self, value):   # a flag that may be left unset (None: decided from the data)
+        return None if value is None or value == "auto" else self._parse_flag(value)
 
     def _parse_flag(self, value):
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
@@ -184,20 +188,26 @@ OPTIONS = {option.name: option for option in (
                                 "block per step).", minimum=1),
     Option("known", "columns", help="Known inputs: columns also known for the future (planned promotions, prices, a "
                                     "weather forecast); the model reads their values at the steps it forecasts."),
-    Option("calendar", "text", "none", "Calendar features of the steps forecast, as sin/cos pairs from the time "
+    Option("calendar", "text", "auto", "Calendar features of the steps forecast, as sin/cos pairs from the time "
                                        "column: comma separated among minute, hour, weekday, monthday, dayofyear, "
-                                       "weekofyear, month; 'auto' (those suiting the frequency) or 'none'."),
+                                       "weekofyear, month; 'auto': those suiting the frequency (hourly: hour, "
+                                       "weekday; daily: weekday, dayofyear; weekly: weekofyear; monthly: month; "
+                                       "none without dates); 'none'."),
     Option("lags", "text", "auto", "Seasonal lags of the targets as inputs, in steps (24,168), each at least "
                                    "--horizon; 'auto': from the frequency (hourly 24,168; daily 7; weekly 52; "
                                    "monthly 12; those a third of the shortest series holds); 'none'."),
     Option("static", "columns", help="Panels: columns holding one value per series (a region code, a capacity), "
                                      "given to the model at every step."),
-    Option("streams", "int", 8, "Cut the series into this many contiguous parallel streams (the batch).", minimum=1),
+    Option("streams", "int", help="Cut the series into this many contiguous parallel streams (the batch) [default: 8, "
+                                  "or as many as a short series has --k1 steps for].", minimum=1),
     Option("val_fraction", "float", 0.1, "Hold out this final fraction of time for validation.",
            minimum=0, maximum=1, max_open=True),
     Option("fill", "choice", choices=FILL_METHODS,
            help="How to fill missing inputs [default: missing inputs are an error]."),
-    Option("difference", "flag", False, "Model the changes of the targets instead of their levels (trending series)."),
+    Option("difference", "switch", help="Model the changes of the targets instead of their levels (--difference) or "
+                                        "not (--no-difference) [default: changes for trending targets, those whose "
+                                        "last tenth of training values leave the range of the rows before in most "
+                                        "series]."),
     # the model
     Option("cell", "choice", "lstm", "Recurrent cell: lstm, gru, or rnn (Elman).", choices=CELLS),
     Option("hidden", "int", 64, "Hidden units per layer.", minimum=1),

@@ -15,7 +15,7 @@ from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persiste
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine import locks
 from engine.files import OutputError, check_output, is_file_pattern, lock_path
-from engine.forecasting.prepare import FORECAST_RECIPE_SCHEMA, is_forecasting_recipe, prepare
+from engine.forecasting.prepare import FORECAST_RECIPE_SCHEMA, describe_inputs, is_forecasting_recipe, prepare
 from engine.forecasting import forecast as forecasting, outputs as forecast_outputs
 from engine.forecasting.backtest import backtest as run_backtest
 from engine.forecasting.evaluate import evaluate as evaluate_forecasts
@@ -28,7 +28,7 @@ from engine.optim import make_optimizer
 from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, PanelTrainingData, evaluate_panel,
                           forecast_panel, is_panel_recipe, prepare_panel_training_data)
 from engine.schedules import make_schedule
-from engine.series import as_series
+from engine.series import Series, as_series
 from engine.series.times import checked_start_row, infer_frequency, next_stamps
 from engine.thread_plan import available_cores
 from engine.trainer import Trainer
@@ -60,7 +60,8 @@ def train_series(data, output="model.npz", *legacy, resume=False, force=False, o
     all, with its own model, trainer and data settings and its stored normalisation (never
     refitted); the options given must agree with it (ResumeConflict names the first that
     does not), except epochs, patience, lr and memory, which apply. on_start(info) gets
-    {"epochs", "done", "updates_per_epoch", "steps_per_update"} before training; on_update /
+    {"epochs", "done", "updates_per_epoch", "steps_per_update", "inputs"} before training
+    ("inputs": a line naming the lags and calendar features chosen from the data, or None); on_update /
     on_epoch as in Trainer.fit. cluster: optional {"address", "workers"}: train on a Ray
     cluster with engine.distributed.RayTrainer (also when resuming).
 
@@ -144,6 +145,10 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         data = source
     else:
         source, data_options = _with_time_column(source, key, time_column, data_options)
+        if resume and isinstance(source, Series):   # before preparing: its calendar needs the times
+            _check_resume_time_column({"time": {"column": source.time_name} if source.time_name else None}, recipe)
+        if not resume:   # streams left unset: as many as the series has k1 steps for (at most 8)
+            data_options = {**data_options, "min_steps": (trainer_options or {}).get("k1") or 1}
         data = _prepare_training_data(source, key, data_options, old_recipe=resume and not is_forecasting_recipe(recipe))
     if resume:
         _check_resume_time_column(data.metadata, recipe)
@@ -167,7 +172,8 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
     remaining = epochs - trainer.epoch
     if on_start is not None:
         on_start({"epochs": epochs, "done": trainer.epoch, "updates_per_epoch": updates_per_epoch,
-                  "steps_per_update": (steps if k1 is None else k1) * streams})
+                  "steps_per_update": (steps if k1 is None else k1) * streams,
+                  "inputs": describe_inputs(data.metadata)})
 
     def checkpoint(record):
         if output is not None:

@@ -18,7 +18,10 @@ class Progress:
         self.started = self.drawn = time.perf_counter()
 
     def on_start(self, info):
-        """info: {"epochs", "done", "updates_per_epoch", "steps_per_update"} of the run."""
+        """info: {"epochs", "done", "updates_per_epoch", "steps_per_update"} of the run, and
+        "inputs" (a line on the model's inputs chosen from the data, shown first) if any."""
+        if info.get("inputs"):
+            self.stream.write(info["inputs"] + "\n")
         self.epochs, self.epoch = info["epochs"], info["done"]
         self.updates_per_epoch = max(info["updates_per_epoch"], 1)
         self.steps_per_update = info["steps_per_update"]

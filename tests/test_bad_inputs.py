@@ -108,7 +108,8 @@ CASES = {
     "a missing data file": (["train", "absent.csv", *TINY, "-o", "new.npz"], 2, "no such data file"),
     "an unknown column": (["train", "data.csv", *TINY, "--targets", "price", "-o", "new.npz"], 2, "unknown column"),
     "k2 below k1": (["train", "data.csv", *TINY, "--k2", "10", "-o", "new.npz"], 2, "k2 must be >= k1"),
-    "too short for k1": (["train", "data.csv", *TINY, "--k1", "100", "-o", "new.npz"], 2, "fewer than --k1 100"),
+    "too short for k1": (["train", "data.csv", *TINY, "--k1", "100", "--streams", "8", "-o", "new.npz"], 2,
+                         "fewer than the 100 needed (k1)"),   # the streams given: not lowered to fit
     "an infinite lr": (["train", "data.csv", *TINY, "--lr", "inf", "-o", "new.npz"], 2, "lr must be finite"),
     "an unknown option": (["train", "data.csv", "--hiden", "4"], 2, "No such option"),
     "data and a demo": (["train", "data.csv", "--demo", "sine", *TINY, "-o", "new.npz"], 2, "not both"),

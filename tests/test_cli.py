@@ -395,7 +395,10 @@ def test_difference_forecasts_beyond_the_training_range(tmp_path):
     late = write_csv(tmp_path / "late.csv", ["value"], [[f"{value:.8f}"] for value in values[2500:]])
     settings = ["--hidden", "8", "--k1", "25", "--epochs", "3", "-q"]
     assert_ok(run("train", early, *settings, "--difference", "-o", tmp_path / "diff.npz"))
-    assert_ok(run("train", early, *settings, "-o", tmp_path / "level.npz"))
+    assert_ok(run("train", early, *settings, "--no-difference", "-o", tmp_path / "level.npz"))
+    # left to the data, the trend is seen: the model of changes again
+    assert_ok(run("train", early, *settings, "-o", tmp_path / "auto.npz"))
+    assert engine.read_metadata(tmp_path / "auto.npz")["user"]["data"]["difference"] is True
     differenced = json.loads(run("evaluate", tmp_path / "diff.npz", late, "--json").stdout)
     levels = json.loads(run("evaluate", tmp_path / "level.npz", late, "--json").stdout)
     assert differenced["mse"] < differenced["baseline_mse"], differenced
@@ -589,8 +592,8 @@ TRAIN_ERRORS = {
     "missing data file": (["nope.csv"], ["nope.csv: no such data file"]),
     "unknown target": (["good.csv", "--targets", "price"], ["targets: unknown column 'price'", '"t", "v"']),
     "unknown input": (["good.csv", "--targets", "v", "--inputs", "v,7"], ["inputs: unknown column 7"]),
-    "too short for k1": (["good.csv", "--targets", "v", "--k1", "100"],
-                         ["each of the 8 streams has 44 steps, fewer than --k1 100"]),
+    "too short for k1": (["good.csv", "--targets", "v", "--k1", "100", "--streams", "8"],
+                         ["cut into 8 streams that is 44 steps per stream, fewer than the 100 needed (k1)"]),
     "too many streams": (["good.csv", "--targets", "v", "--streams", "1000"],
                          ["cut into 1000 streams that is 0 steps per stream"]),
     "missing inputs": (["gaps.csv"], ["inputs hold 1 missing values", "--fill ffill|zero|linear"]),

@@ -11,7 +11,9 @@ def test_text_and_python_values_parse_alike():
     from_text = parse_options({"hidden": "16", "lr": "0.01", "difference": "true", "memory": "2K", "cell": "gru"})
     from_python = parse_options({"hidden": 16, "lr": 1e-2, "difference": True, "memory": 2048, "cell": "gru"})
     assert from_text == from_python
-    assert from_text["hidden"] == 16 and from_text["memory"] == 2048 and from_text["streams"] == 8
+    assert from_text["hidden"] == 16 and from_text["memory"] == 2048 and from_text["difference"] is True
+    assert from_text["streams"] is None   # left to the data (8, fewer for a short series)
+    assert parse_options({"difference": "auto"})["difference"] is None
 
 
 @pytest.mark.parametrize("given, message", [
@@ -46,7 +48,9 @@ def test_train_arguments_translate_the_command_line_defaults():
     assert arguments["model_options"] == dict(cell="lstm", hidden_size=64, num_layers=1, dtype="float32",
                                               init="default", forget_bias=0.0, seed=0)
     assert arguments["trainer_options"]["k1"] == 50 and arguments["trainer_options"]["clip_norm"] == 1.0
-    assert arguments["data_options"]["streams"] == 8 and arguments["data_options"]["val_fraction"] == 0.1
+    assert arguments["data_options"]["streams"] is None and arguments["data_options"]["val_fraction"] == 0.1
+    assert (arguments["data_options"]["calendar"], arguments["data_options"]["lags"]) == ("auto", "auto")
+    assert arguments["data_options"]["difference"] is None   # decided from the data
     assert (arguments["epochs"], arguments["schedule"]) == (20, {"name": "constant", "warmup_steps": 0})
     full = train_arguments({**defaults(), "full_bptt": True, "clip_norm": 0.0, "cell": "rnn", "nonlinearity": "relu"})
     assert (full["trainer_options"]["k1"], full["trainer_options"]["clip_norm"]) == (None, None)

@@ -52,7 +52,8 @@ def test_train_series_checkpoints_every_epoch_with_its_data_recipe(tmp_path):
                                  on_epoch=on_epoch)
     assert saved == [1, 2, 3]
     # 1199 framed steps, 120 held out, 2 streams of 539 steps, k1=20: 27 updates per epoch
-    assert started == [{"epochs": 3, "done": 0, "updates_per_epoch": 27, "steps_per_update": 40}]
+    assert started == [{"epochs": 3, "done": 0, "updates_per_epoch": 27, "steps_per_update": 40,
+                        "inputs": None}]   # no time column: no lags or calendar chosen from it
     assert len(updates) == 3 * 27 == trainer.step
     assert data.x_train.shape == (539, 2, 1) and data.x_val.shape == (120, 1, 1)
     loaded, metadata = engine.load_for_inference(tmp_path / "m.npz")
@@ -81,7 +82,7 @@ def test_train_series_resume_matches_one_run(tmp_path):
     (dict(cell="gru", init="he"), "init (--init): expected one of default, xavier, orthogonal, identity; got 'he'"),
     (dict(cell="lstm", nonlinearity="relu"), "--nonlinearity applies to --cell rnn only"),
     (dict(full_bptt=True, k2=10), "--k2 truncates backpropagation; it cannot be combined with --full-bptt"),
-    (dict(streams=100, k1=20), "fewer than --k1 20"),
+    (dict(streams=100, k1=20), "fewer than the 20 needed (k1)"),
     (dict(k1=10, k2=5), "k2 must be >= k1"),
     (dict(hiden=8), "unknown training option 'hiden'; the options are key, time_column"),
 ])
@@ -169,7 +170,7 @@ def test_forecast_series_returns_a_labelled_table(tmp_path):
     values = np.stack([wave(level=10), wave(level=20, seed=1)], axis=1)
     stamps = np.datetime64("2024-01-01T00:00:00") + np.arange(len(values)) * np.timedelta64(1, "h")
     frame = pa.table({"time": stamps, "a": values[:, 0], "b": values[:, 1]})
-    train(tmp_path, frame, epochs=1, targets="a,b")
+    train(tmp_path, frame, epochs=1, targets="a,b", calendar="none")   # forecasts without times below
     table = engine.forecast_series(tmp_path / "m.npz", frame, steps=3)
     bounds = [f"{name}_{side}{level}" for name in "ab" for level in (80, 95) for side in ("lo", "hi")]
     assert table.column_names == ["time", "a", "a_lo80", "a_hi80", "a_lo95", "a_hi95",

@@ -37,6 +37,12 @@ def backtest(model, metadata, data, *, start=None, every=1, steps=None, season=1
                         f"backtest at most {H} steps")
     panel = run.read(data, recipe, key=key, series_id=series_id, **panel_options)
     levels = outputs.available_levels(recipe, intervals.parse_levels(levels))
+    for series_id, one, stamps in zip(panel.ids, panel.series, panel.times):   # --from checked first
+        given = start[series_id] if isinstance(start, dict) else start
+        if given is not None:
+            name = "the series" if "scaling" not in recipe else f'series "{series_id}"'
+            time_stamps.checked_start_row(given, len(one.values), stamps if _dated(stamps) else None,
+                                          panel.time_zone, name, name)
     last_end = (lambda levels_, T: T - H) if recipe["known"] else (lambda levels_, T: T - 1)
     pieces = []
     for one in run.run(model, recipe, panel, last_end):

@@ -13,16 +13,21 @@ _NORM = {"mean": ["number"], "std": ["number"]}
 FORECAST_RECIPE_SCHEMA = {
     "version?": "int", "known?": ["str"], "calendar?": ["str"], "lags?": ["int"], "static?": ["str"],
     "features?": ["str"], "loss?": "str", "quantiles?": ["number"], "conformal?": ("dict", None),
-    "static_norm?": (_NORM, None)}
+    "static_norm?": (_NORM, None), "derived?": ["str"]}
 
 
-def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, streams=1, val_fraction=0.0,
-            fill=None, difference=False, known=None, calendar=None, lags="auto", static=None, min_steps=1,
+DEFAULT_STREAMS = 8
+
+
+def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, streams=None, val_fraction=0.0,
+            fill=None, difference=None, known=None, calendar="auto", lags="auto", static=None, min_steps=1,
             key=None, scale=None, val_warmup=VAL_WARMUP, id_column=None, series_columns=None, time_column=None,
             scaling=None, static_norm=None):
     """TrainingData (one series) or PanelTrainingData (panel True) for a forecasting
-    model. The recipe in its metadata holds the resolved roles (engine.forecasting.roles)
-    and "features", the names of the input columns. scaling / static_norm: stored records
+    model. The recipe in its metadata holds the resolved roles (engine.forecasting.roles),
+    "features", the names of the input columns, and "derived", the options left to the
+    data and chosen from it: lags and calendar (its frequency), difference (trending
+    targets), streams (fewer than 8 for a series too short for 8 of min_steps steps). scaling / static_norm: stored records
     to use instead of fitting (a resumed run)."""
     horizon = roles.check_horizon(horizon)
     if panel:
@@ -38,7 +43,13 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
                            static=static, horizon=horizon, frequency=frequency,
                            shortest=min(len(one.values) for one in members), panel=panel,
                            has_time=any(_dated(when) for when in stamps))
-    recipe.update(horizon=horizon, fill=fill, difference=bool(difference))
+    derived = [name for name, given in (("lags", lags), ("calendar", calendar), ("difference", difference))
+               if given in (None, "auto")]   # the options left to the data
+    if difference is None:   # changes for trending targets (each series' columns checked first, by name)
+        for series_id, one in zip(ids, members):
+            _named(series_id, frames.check_columns, one, recipe) if panel else frames.check_columns(one, recipe)
+        difference = roles.trending(members, recipe["targets"], val_fraction)
+    recipe.update(horizon=horizon, fill=fill, difference=bool(difference), derived=derived)
     recipe["features"] = frames.feature_names(recipe)
     parts = []
     for series_id, one, when in zip(ids, members, stamps):
@@ -50,6 +61,10 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
         if one.time is not None:
             recipe["time"] = times.describe(one.time, one.time_name, one.time_zone)
         framed = parts[0]
+        if streams is None:   # as many as the training part has min_steps (k1) steps for, at most 8
+            training = len(framed.x) - round(val_fraction * len(framed.x))
+            streams = max(1, min(DEFAULT_STREAMS, training // min_steps))
+            recipe["derived"] += ["streams"] if streams < DEFAULT_STREAMS else []
         return assemble_training_data(framed.x, framed.y, recipe, recipe["targets"], streams, val_fraction,
                                       min_steps)
     values, norm = static_values.scaled(data, recipe["static"], static_norm)
@@ -57,7 +72,7 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
               "series_columns": series_columns, "time_column": data.time_name or time_column,
               "static_norm": norm}
     return assemble_panel_training_data(data, recipe, [train for train, _ in parts], [tail for _, tail in parts],
-                                        streams, val_fraction, val_warmup, scale, scaling, values)
+                                        streams or DEFAULT_STREAMS, val_fraction, val_warmup, scale, scaling, values)
 
 
 def _training_frames(series, recipe, stamps, zone, where="the series"):
@@ -82,6 +97,22 @@ def _iso_frequency(stamps, zone):
             if found is not None:
                 return found
     return None
+
+
+def describe_inputs(recipe):
+    """A line naming what was chosen from the data (the options left at "auto"): the lags
+    and calendar features of its frequency, and differencing for trending targets; None
+    when nothing was (or all came out empty)."""
+    derived = [name for name in recipe.get("derived") or () if recipe.get(name)]
+    if not is_forecasting_recipe(recipe) or not derived:
+        return None
+    frequency = (recipe.get("time") or {}).get("frequency") or recipe.get("frequency")
+    chosen = {"lags": f"lags {', '.join(map(str, recipe['lags']))}",
+              "calendar": f"calendar {', '.join(recipe['calendar'])}",
+              "difference": "the targets trend: modelled as changes (--no-difference to keep levels)",
+              "streams": f"{recipe['streams']} streams (a short series)"}
+    return (f"chosen from the data{f' (frequency {frequency})' if frequency else ''}: "
+            + "; ".join(chosen[name] for name in derived))
 
 
 def is_forecasting_recipe(recipe):

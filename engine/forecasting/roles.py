@@ -3,12 +3,15 @@ past inputs, known inputs, calendar features, seasonal lags and static values, c
 against the data and the horizon, with defaults from the data's frequency."""
 import numbers
 
+import numpy as np
+
 from engine.data import select_columns
 from engine.forecasting import calendar as calendar_features
 from engine.series import DataError
 
 RECIPE_VERSION = 2
 LAG_SHARE = 3   # an automatic lag is kept when the shortest series has at least LAG_SHARE lags of rows
+TREND_RANK = 0.9   # trending: the means of the tenths of a series rank with time at least this well
 
 
 def resolve(series, *, targets=None, inputs=None, known=None, calendar=None, lags="auto", static=None,
@@ -83,3 +86,29 @@ def check_horizon(horizon):
     if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
         raise DataError(f"horizon must be an integer >= 1; got {horizon!r}")
     return int(horizon)
+
+
+def trending(series_list, targets, val_fraction=0.0):
+    """--difference left unset: whether to model the targets' changes. True when most
+    (target, series) pairs trend: the means of the ten consecutive tenths of their
+    training values (the validation tail left out) rise or fall with time, a Spearman rank
+    correlation of TREND_RANK or more in size (a stationary series gets there with
+    probability about 1e-4; a seasonal cycle shorter than a tenth averages out). Pairs
+    with fewer than 20 observed values do not vote."""
+    votes = []
+    for one in series_list:
+        levels = select_columns(one, targets, "targets").values
+        for column in levels[:len(levels) - round(val_fraction * len(levels))].T:
+            observed = column[~np.isnan(column)]
+            if len(observed) < 20:
+                continue
+            observed = observed / max(np.abs(observed).max(), np.finfo(float).tiny)   # no overflow in the sums
+            means = [part.mean() for part in np.array_split(observed, 10)]
+            votes.append(abs(_rank_correlation(np.arange(10), np.array(means))) >= TREND_RANK)
+    return bool(votes) and float(np.mean(votes)) > 0.5
+
+
+def _rank_correlation(a, b):
+    """Spearman's rank correlation of a and b (no ties expected among means)."""
+    rank_a, rank_b = (np.argsort(np.argsort(values)).astype(float) for values in (a, b))
+    return float(np.corrcoef(rank_a, rank_b)[0, 1])
