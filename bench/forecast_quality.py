@@ -19,7 +19,6 @@ as JSON. --quick: one seed, a tiny model and one epoch (a smoke run, not a measu
 """
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +28,10 @@ from scipy.signal import lfilter
 
 import engine
 from bench.gemm_rate import _cpu_name
+from bench.report import write_json
 from engine.data import mae, mase
 from engine.demos import LOAD_AR, LOAD_INNOVATION, electricity_load, load_oracle
-from engine.files import OutputError, atomic_write, check_output
+from engine.files import OutputError, check_output
 from engine.forecasting.intervals import gaussian_bounds
 from engine.forecasting.scores import coverage
 
@@ -187,8 +187,7 @@ def main():
     result = run(args.quick)
     print(markdown(result))
     if args.output:
-        with atomic_write(args.output, "w") as file:
-            json.dump(result, file, indent=1)
+        write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ epoch, two trials), not a measurement.
 """
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -58,8 +57,9 @@ import engine.sweep
 from bench.gemm_rate import _cpu_name
 from bench.quality_baselines import arima_forecasts, ets_forecasts, require_statsmodels
 from bench.quality_suite import BACKTEST_SHARE, MEMBERS
+from bench.report import write_json
 from engine.data import mae, mase
-from engine.files import OutputError, atomic_write, check_output
+from engine.files import OutputError, check_output
 from engine.panel import Panel
 
 SWEEP_TRIALS = 20   # engine.sweep.run's own default
@@ -282,8 +282,7 @@ def main():
     print()
     print(best_settings(result))
     if args.output:
-        with atomic_write(args.output, "w") as file:
-            json.dump(result, file, indent=1)
+        write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Plain-text tables of benchmark records (see bench.runner.run_bench)."""
+import json
+
 from bench.resets import MAX_COST
+from engine.files import atomic_write
 
 
 def format_table(records):
@@ -123,3 +126,10 @@ def _columns(header, rows):
         cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def write_json(path, result):
+    """A benchmark's result as indented JSON at `path`, written atomically (its -o, checked
+    by engine.files.check_output before the run)."""
+    with atomic_write(path, "w") as file:
+        json.dump(result, file, indent=1)
