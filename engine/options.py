@@ -206,8 +206,8 @@ OPTIONS = {option.name: option for option in (
            help="How to fill missing inputs [default: missing inputs are an error]."),
     Option("difference", "switch", help="Model the changes of the targets instead of their levels (--difference) or "
                                         "not (--no-difference) [default: changes for trending targets, those whose "
-                                        "last tenth of training values leave the range of the rows before in most "
-                                        "series]."),
+                                        "training values, cut in tenths, have means that rise or fall with time, in "
+                                        "most series]."),
     # the model
     Option("cell", "choice", "lstm", "Recurrent cell: lstm, gru, or rnn (Elman).", choices=CELLS),
     Option("hidden", "int", 64, "Hidden units per layer.", minimum=1),
