@@ -20,11 +20,12 @@ Numba UniTuples: every layer's arrays have the same type (RNN and GRU pass h for
 cell: 0 RNN, 1 LSTM, 2 GRU. offsets (L, 4): the flat offsets of each layer's weight_ih,
 weight_hh, bias_ih, bias_hh.
 """
+import numba
 import numpy as np
 
 from kernels.activations import tanh
 from kernels.common import add_into, squared_norm, zero_fill
-from kernels.config import jit
+from kernels.config import JIT_OPTIONS, jit
 
 RNN, LSTM, GRU = 0, 1, 2
 CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -101,7 +102,7 @@ def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_pr
 
 
 @jit
-def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
+def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
                gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, ones, p0):
     """One stream's influence (H, width) of one layer carried over one step, in place, for
     the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently).
@@ -109,8 +110,8 @@ def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight
     m_below (H, width): the new influence of the layer below's output (read when `below`;
     the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch
     (RNN and LSTM sum both sides into d_h: one array for the element-wise pass to read).
-    immediate: add the step's own d a / d theta (RTRL; ones (G*H,) ones); without it this
-    is UORO's tangent J (s~) with width 1. A reset zeroes the influence entering the step."""
+    The step's own d a / d theta is added (ones (G*H,) ones: the biases' rows). A reset
+    zeroes the influence entering the step."""
     if reset:
         zero_fill(m_h.reshape(-1))
         zero_fill(m_c.reshape(-1))
@@ -124,8 +125,7 @@ def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight
             add_into(d_h.reshape(-1), d_x.reshape(-1))
     elif sides:
         zero_fill(d_x.reshape(-1))
-    if immediate:
-        add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
+    add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
     cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
 
 
@@ -170,7 +170,7 @@ def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, ones, hs, cs, g
                 for k in range(L):
                     below = k > 0
                     x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                    layer_step(cell, relu, True, influence_h[b, k, n], influence_c[b, k, n],
+                    layer_step(cell, relu, influence_h[b, k, n], influence_c[b, k, n],
                                influence_h[b, max(k - 1, 0), n], below, d_x, d_h, weights_ih[k], weights_hh[k], x_in,
                                gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b],
                                cs[k][t + 1, b], resets[t, b], offsets[k], ones, p0)
@@ -229,9 +229,9 @@ def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, wei
                 carry_out[i] += weight_ih[j, i] * da_x[j]
 
 
-@jit
+@numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
 def squared_sum(values):
-    """Sum of squares of values (N,), in float64."""
+    """Sum of squares of values (N,), in float64 (reassociation lets it vectorise)."""
     total = 0.0
     for value in values:
         total += np.float64(value) ** 2
@@ -262,8 +262,39 @@ def theta_step(theta, keep, add, da_x, da_h, x_in, h_prev, reset, offsets_k):
 
 
 @jit
-def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_h, da_x, da_h, carries, dh_top, hs,
-               cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
+def tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weight_ih, weight_hh, gates, hidden_n,
+                 h_prev, c_prev, h_new, c_new, resets):
+    """J s~ of layer k for every stream at one step, in place: tangent_h, tangent_c
+    (B, L, H, 1) hold on entry the tangent entering the step (zeroed at a reset) and, for
+    the layers below k, their J s~ of this step. Two GEMMs for all B streams, (B, H) x
+    (H, G*H) (W_hh, and W_ih from the layer below), then the cell's element-wise pass per
+    stream (cell_influence, width 1). rows (B, H), d_x, d_h (B, G*H): scratch. gates,
+    hidden_n, h_prev, c_prev, h_new, c_new, resets: the step's rows (B, ...) of the caches."""
+    B, H = rows.shape
+    G = d_h.shape[1] // H
+    for b in range(B):
+        for j in range(H):
+            rows[b, j] = tangent_h[b, k, j, 0]
+    np.dot(rows, weight_hh.T, d_h)  # (B, H) x (H, G*H)
+    sides = cell == GRU  # its n gate weighs the two sides differently
+    if k > 0:
+        for b in range(B):
+            for j in range(H):
+                rows[b, j] = tangent_h[b, k - 1, j, 0]
+        np.dot(rows, weight_ih.T, d_x)  # (B, H) x (H, G*H)
+        if not sides:
+            add_into(d_h.reshape(-1), d_x.reshape(-1))
+    elif sides:
+        zero_fill(d_x.reshape(-1))
+    d_x3, d_h3 = d_x.reshape(B, G * H, 1), d_h.reshape(B, G * H, 1)
+    for b in range(B):
+        cell_influence(cell, relu, tangent_h[b, k], tangent_c[b, k], d_x3[b], d_h3[b], gates[b], hidden_n[b],
+                       h_prev[b], c_prev[b], h_new[b], c_new[b], resets[b])
+
+
+@jit
+def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d_x, d_h, da_x, da_h, carries, dh_top,
+               hs, cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
                epsilon):
     """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
     the gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair
@@ -276,13 +307,17 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_
     where it is set), rho0 = sqrt((|theta| + eps) / (|J s~| + eps)), rho1 =
     sqrt((|nu^T I| + eps) / (|nu| + eps)): the variance-minimising scaling (Tallec &
     Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
-    |nu^T I| comes from the outer products' factors (|u v^T| = |u| |v|), so theta is
-    walked once per step. theta_sq (B,) float64, d_x, d_h (G*H, 1), da_x, da_h (L, G*H),
-    carries (2, H), dh_top (H,): scratch."""
+    J s~ is formed for all streams at once per layer and step (tangent_step's GEMMs); the
+    rest per stream, in stream order (grad's sums have a fixed order). |nu^T I| comes
+    from the outer products' factors (|u v^T| = |u| |v|), and theta's update, grad's sum
+    and |theta|^2 share one walk of theta per step (theta_step). theta_sq (B,) float64,
+    rows (B, H), d_x, d_h (B, G*H), da_x, da_h (L, G*H), carries (2, H), dh_top (H,):
+    scratch."""
     T, B = resets.shape
     L = len(hs)
     H = dh_top.shape[0]
     lstm = cell == LSTM
+    sides = cell == GRU  # da_x and da_h differ (else the same values)
     one = signs.dtype.type(1)
     W = signs.shape[1]
     zero_fill(grad)
@@ -290,17 +325,16 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_
         theta_sq[b] = squared_norm(theta[b:b + 1])
     for t in range(T):
         for b in range(B):
-            reset = resets[t, b]
-            if reset:
+            if resets[t, b]:
                 zero_fill(theta[b])
                 theta_sq[b] = 0.0
-            for k in range(L):  # J s~: the tangent through the step, lower layers first
-                below = k > 0
-                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                layer_step(cell, relu, False, tangent_h[b, k], tangent_c[b, k], tangent_h[b, max(k - 1, 0)],
-                           below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
-                           hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
-                           reset, offsets[k], da_x[0], 0)
+                zero_fill(tangent_h[b].reshape(-1))
+                zero_fill(tangent_c[b].reshape(-1))
+        for k in range(L):  # J s~: the tangent through the step, lower layers first
+            tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weights_ih[k], weights_hh[k],
+                         gates[k][t], hidden_ns[k][t], hs[k][t], cs[k][t], hs[k][t + 1], cs[k][t + 1], resets[t])
+        for b in range(B):
+            reset = resets[t, b]
             step_bits = bits[t, b]
             for k in range(L):  # nu
                 for w in range(W):
@@ -317,7 +351,8 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_
                          da_x[k], da_h[k], weights_ih[k], gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b],
                          cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b], reset)
                 h_sq = 0.0 if reset else squared_sum(hs[k][t, b])
-                vjp_sq += squared_sum(da_x[k]) * (squared_sum(x_in) + 1.0) + squared_sum(da_h[k]) * (h_sq + 1.0)
+                x_sq = squared_sum(da_x[k])
+                vjp_sq += x_sq * (squared_sum(x_in) + 1.0) + (squared_sum(da_h[k]) if sides else x_sq) * (h_sq + 1.0)
             tangent_sq = squared_sum(tangent_h[b].reshape(-1)) + (squared_sum(tangent_c[b].reshape(-1))
                                                                   if lstm else 0.0)
             rho0 = np.sqrt((np.sqrt(theta_sq[b]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
