@@ -189,32 +189,35 @@ def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, wei
     """nu^T d state_t / d a of one stream's layer, the state entering held fixed: the
     weights da_x, da_h (G*H,) out of the input- and hidden-side pre-activations, whose
     outer products with (x_in, 1) and (h_prev, 1) are nu^T d state_t / d theta of the
-    layer's weight_ih, bias_ih and weight_hh, bias_hh (theta_step applies them).
-    nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
+    layer's weight_ih, bias_ih and weight_hh, bias_hh (theta_step applies them). RNN and
+    LSTM's two sides are the same: only da_x is written (one output array per loop and one
+    loop per cell, so that the loops vectorise). nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
     (H,): what the layer above adds to nu_h through this layer's output (backpropagated
     within the step). carry_out (I_k,): out, the same for the layer below (when `below`)."""
     H = h_new.shape[0]
     one = h_new.dtype.type(1)
     zero = h_new.dtype.type(0)
-    for j in range(H):
-        dh = nu_h[j] + carry_in[j]
-        if cell == RNN:  # h' = act(a)
+    if cell == RNN:  # h' = act(a)
+        for j in range(H):
+            dh = nu_h[j] + carry_in[j]
             if relu:
-                da = dh if h_new[j] > zero else zero
+                da_x[j] = dh if h_new[j] > zero else zero
             else:
-                da = dh * (one - h_new[j] * h_new[j])
-            da_x[j] = da
-            da_h[j] = da
-        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c')
+                da_x[j] = dh * (one - h_new[j] * h_new[j])
+    elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c')
+        for j in range(H):
+            dh = nu_h[j] + carry_in[j]
             i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
             c = zero if reset else c_prev[j]
             tanh_c = tanh(c_new[j])
             dc = nu_c[j] + dh * o * (one - tanh_c * tanh_c)
-            da_x[j] = da_h[j] = dc * g * i * (one - i)
-            da_x[H + j] = da_h[H + j] = dc * c * f * (one - f)
-            da_x[2 * H + j] = da_h[2 * H + j] = dc * i * (one - g * g)
-            da_x[3 * H + j] = da_h[3 * H + j] = dh * tanh_c * o * (one - o)
-        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+            da_x[j] = dc * g * i * (one - i)
+            da_x[H + j] = dc * c * f * (one - f)
+            da_x[2 * H + j] = dc * i * (one - g * g)
+            da_x[3 * H + j] = dh * tanh_c * o * (one - o)
+    else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+        for j in range(H):
+            dh = nu_h[j] + carry_in[j]
             r, z, n = gates[j], gates[H + j], gates[2 * H + j]
             h = zero if reset else h_prev[j]
             da_n = dh * (one - z) * (one - n * n)
@@ -317,7 +320,7 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d
     L = len(hs)
     H = dh_top.shape[0]
     lstm = cell == LSTM
-    sides = cell == GRU  # da_x and da_h differ (else the same values)
+    sides = cell == GRU  # da_x and da_h differ (else step_vjp writes da_x only)
     one = signs.dtype.type(1)
     W = signs.shape[1]
     zero_fill(grad)
@@ -369,8 +372,8 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d
                     weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
             keep, add = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
             for k in range(L):
-                theta_step(theta[b], keep, add, da_x[k], da_h[k], hs[k - 1][t + 1, b] if k > 0 else x[t, b],
-                           hs[k][t, b], reset, offsets[k])
+                theta_step(theta[b], keep, add, da_x[k], da_h[k] if sides else da_x[k],
+                           hs[k - 1][t + 1, b] if k > 0 else x[t, b], hs[k][t, b], reset, offsets[k])
             row = theta[b]
             if weight != 0:
                 for p in range(row.shape[0]):
