@@ -25,7 +25,7 @@ import numpy as np
 
 from kernels.activations import tanh
 from kernels.common import add_into, squared_norm, zero_fill
-from kernels.config import JIT_OPTIONS, jit
+from kernels.config import JIT_OPTIONS, inline_jit, jit
 
 RNN, LSTM, GRU = 0, 1, 2
 CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -62,43 +62,90 @@ def add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0):
         add_row(d_h, j, bhh + j, ones[j:j + 1], p0)
 
 
+@inline_jit
+def rnn_slope(relu, h_new, one, zero):
+    """d h' / d a of an RNN unit from its output h' = act(a)."""
+    if relu:
+        return one if h_new > zero else zero
+    return one - h_new * h_new
+
+
+@inline_jit
+def lstm_coefficients(i, f, g, o, c, c_new, one):
+    """An LSTM unit's d c' / d a_i, a_f, a_g and d h' / d a_o, d c' (c' = f c + i g,
+    h' = o tanh(c'); i, f, o = sigmoid, g = tanh), c the cell state entering."""
+    tanh_c = tanh(c_new)
+    return g * i * (one - i), c * f * (one - f), i * (one - g * g), tanh_c * o * (one - o), o * (one - tanh_c * tanh_c)
+
+
+@inline_jit
+def lstm_influence(f, k_i, k_f, k_g, k_o, k_c, m_c, d_i, d_f, d_g, d_o):
+    """One entry of an LSTM unit's new (m_c, m_h) from m_c entering and d a of its gates."""
+    m = f * m_c + k_i * d_i + k_f * d_f + k_g * d_g
+    return m, k_o * d_o + k_c * m
+
+
+@inline_jit
+def gru_influence(r, z, n, h, hidden_n, m_h, x_r, h_r, x_z, h_z, x_n, h_n, one):
+    """One entry of a GRU unit's new m_h (r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n),
+    h' = (1 - z) n + z h) from m_h entering and d a of both sides (x_., h_.)."""
+    d_r = r * (one - r) * (x_r + h_r)
+    d_z = z * (one - z) * (x_z + h_z)
+    d_n = (one - n * n) * (x_n + r * h_n + hidden_n * d_r)
+    return (one - z) * d_n + (h - n) * d_z + z * m_h
+
+
 @jit
 def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
     """One stream's new influence of one layer from d a (G*H, P), in place: for RNN and
     LSTM d_h holds all of it; for GRU d_x and d_h hold its input and hidden sides. m_h,
     m_c (H, P) in: of the state entering the step; out: of the new state. gates
     (G*H,) activated, hidden_n (H,) GRU's W_hn h + b_hn, h_prev, c_prev (H,) the state
-    entering (zero where `reset`), h_new, c_new (H,) the step's output."""
+    entering (zero where `reset`), h_new, c_new (H,) the step's output. The loop over the
+    P columns is the inner one (cell_tangent: the same for one column)."""
     H, P = m_h.shape
     one = m_h.dtype.type(1)
     zero = m_h.dtype.type(0)
     for j in range(H):
-        if cell == RNN:  # h' = act(a)
-            if relu:
-                slope = one if h_new[j] > zero else zero
-            else:
-                slope = one - h_new[j] * h_new[j]
+        if cell == RNN:
+            slope = rnn_slope(relu, h_new[j], one, zero)
             for p in range(P):
                 m_h[j, p] = slope * d_h[j, p]
-        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c'); i, f, o = sigmoid, g = tanh
+        elif cell == LSTM:
             i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
-            c = zero if reset else c_prev[j]
-            tanh_c = tanh(c_new[j])
-            k_i, k_f, k_g = g * i * (one - i), c * f * (one - f), i * (one - g * g)
-            k_o, k_c = tanh_c * o * (one - o), o * (one - tanh_c * tanh_c)
+            k_i, k_f, k_g, k_o, k_c = lstm_coefficients(i, f, g, o, zero if reset else c_prev[j], c_new[j], one)
             for p in range(P):
-                m = f * m_c[j, p] + k_i * d_h[j, p] + k_f * d_h[H + j, p] + k_g * d_h[2 * H + j, p]
-                m_c[j, p] = m
-                m_h[j, p] = k_o * d_h[3 * H + j, p] + k_c * m
-        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+                m_c[j, p], m_h[j, p] = lstm_influence(f, k_i, k_f, k_g, k_o, k_c, m_c[j, p], d_h[j, p], d_h[H + j, p],
+                                                      d_h[2 * H + j, p], d_h[3 * H + j, p])
+        else:
             r, z, n = gates[j], gates[H + j], gates[2 * H + j]
             h = zero if reset else h_prev[j]
-            k_r, k_z, k_n = r * (one - r), z * (one - z), one - n * n
             for p in range(P):
-                d_r = k_r * (d_x[j, p] + d_h[j, p])
-                d_z = k_z * (d_x[H + j, p] + d_h[H + j, p])
-                d_n = k_n * (d_x[2 * H + j, p] + r * d_h[2 * H + j, p] + hidden_n[j] * d_r)
-                m_h[j, p] = (one - z) * d_n + (h - n) * d_z + z * m_h[j, p]
+                m_h[j, p] = gru_influence(r, z, n, h, hidden_n[j], m_h[j, p], d_x[j, p], d_h[j, p], d_x[H + j, p],
+                                          d_h[H + j, p], d_x[2 * H + j, p], d_h[2 * H + j, p], one)
+
+
+@jit
+def cell_tangent(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
+    """cell_influence for one column, m_h, m_c (H,), d_x, d_h (G*H,) (UORO's tangent):
+    one loop over the units per cell, which vectorises (a column loop inside would not)."""
+    H = m_h.shape[0]
+    one = m_h.dtype.type(1)
+    zero = m_h.dtype.type(0)
+    if cell == RNN:
+        for j in range(H):
+            m_h[j] = rnn_slope(relu, h_new[j], one, zero) * d_h[j]
+    elif cell == LSTM:
+        for j in range(H):
+            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+            k_i, k_f, k_g, k_o, k_c = lstm_coefficients(i, f, g, o, zero if reset else c_prev[j], c_new[j], one)
+            m_c[j], m_h[j] = lstm_influence(f, k_i, k_f, k_g, k_o, k_c, m_c[j], d_h[j], d_h[H + j], d_h[2 * H + j],
+                                            d_h[3 * H + j])
+    else:
+        for j in range(H):
+            m_h[j] = gru_influence(gates[j], gates[H + j], gates[2 * H + j], zero if reset else h_prev[j],
+                                   hidden_n[j], m_h[j], d_x[j], d_h[j], d_x[H + j], d_h[H + j], d_x[2 * H + j],
+                                   d_h[2 * H + j], one)
 
 
 @jit
@@ -234,10 +281,11 @@ def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, wei
 
 @numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
 def squared_sum(values):
-    """Sum of squares of values (N,), in float64 (reassociation lets it vectorise)."""
+    """Sum of squares of values (N,), in float64 (reassociation lets it vectorise; an
+    index loop, as `for value in values` does not)."""
     total = 0.0
-    for value in values:
-        total += np.float64(value) ** 2
+    for i in range(values.shape[0]):
+        total += np.float64(values[i]) * np.float64(values[i])
     return total
 
 
@@ -271,10 +319,9 @@ def tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weight_ih,
     (B, L, H, 1) hold on entry the tangent entering the step (zeroed at a reset) and, for
     the layers below k, their J s~ of this step. Two GEMMs for all B streams, (B, H) x
     (H, G*H) (W_hh, and W_ih from the layer below), then the cell's element-wise pass per
-    stream (cell_influence, width 1). rows (B, H), d_x, d_h (B, G*H): scratch. gates,
+    stream (cell_tangent). rows (B, H), d_x, d_h (B, G*H): scratch. gates,
     hidden_n, h_prev, c_prev, h_new, c_new, resets: the step's rows (B, ...) of the caches."""
     B, H = rows.shape
-    G = d_h.shape[1] // H
     for b in range(B):
         for j in range(H):
             rows[b, j] = tangent_h[b, k, j, 0]
@@ -289,10 +336,9 @@ def tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weight_ih,
             add_into(d_h.reshape(-1), d_x.reshape(-1))
     elif sides:
         zero_fill(d_x.reshape(-1))
-    d_x3, d_h3 = d_x.reshape(B, G * H, 1), d_h.reshape(B, G * H, 1)
     for b in range(B):
-        cell_influence(cell, relu, tangent_h[b, k], tangent_c[b, k], d_x3[b], d_h3[b], gates[b], hidden_n[b],
-                       h_prev[b], c_prev[b], h_new[b], c_new[b], resets[b])
+        cell_tangent(cell, relu, tangent_h[b, k].reshape(-1), tangent_c[b, k].reshape(-1), d_x[b], d_h[b], gates[b],
+                     hidden_n[b], h_prev[b], c_prev[b], h_new[b], c_new[b], resets[b])
 
 
 @jit
