@@ -308,13 +308,15 @@ def theta_squared_norm(row):
 def theta_step(theta, keep, add, da_x, da_h, x_in, h_prev, reset, offsets_k):
     """One layer's blocks of one stream's theta~ (P,), in place: theta~ keep + add v, v =
     nu^T d state / d theta, the outer products of step_vjp's weights da_x, da_h (G*H,)
-    with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset), formed row by row."""
+    with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset): weight_ih by columns (the
+    inputs are few: a row of I entries is too short a loop), weight_hh by rows."""
     rows, I, H = da_x.shape[0], x_in.shape[0], h_prev.shape[0]
     ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
+    for i in range(I):
+        column, value = theta[ih + i:ih + rows * I:I], x_in[i]
+        for j in range(rows):
+            column[j] = column[j] * keep + (add * da_x[j]) * value
     for j in range(rows):
-        block, scale = theta[ih + j * I:ih + (j + 1) * I], add * da_x[j]
-        for i in range(I):
-            block[i] = block[i] * keep + scale * x_in[i]
         block, scale = theta[hh + j * H:hh + (j + 1) * H], add * da_h[j]
         if reset:
             for i in range(H):
