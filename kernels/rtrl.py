@@ -238,9 +238,10 @@ def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, wei
     outer products with (x_in, 1) and (h_prev, 1) are nu^T d state_t / d theta of the
     layer's weight_ih, bias_ih and weight_hh, bias_hh (theta_step applies them). RNN and
     LSTM's two sides are the same: only da_x is written (one output array per loop and one
-    loop per cell, so that the loops vectorise). nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
-    (H,): what the layer above adds to nu_h through this layer's output (backpropagated
-    within the step). carry_out (I_k,): out, the same for the layer below (when `below`)."""
+    loop per cell, so that the loops vectorise). nu_h, nu_c (H,): the weights of the
+    layer's new h and c (nu_c LSTM only); carry_in (H,): what the layer above adds to nu_h
+    through this layer's output (backpropagated within the step). carry_out (I_k,): out,
+    the same for the layer below (when `below`)."""
     H = h_new.shape[0]
     one = h_new.dtype.type(1)
     zero = h_new.dtype.type(0)
@@ -375,10 +376,10 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d
     Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
     J s~ is formed for all streams at once per layer and step (tangent_step's GEMMs); the
     rest per stream, in stream order (grad's sums have a fixed order). |nu^T I| comes
-    from the outer products' factors (|u v^T| = |u| |v|), and theta's update, grad's sum
-    and |theta|^2 share one walk of theta per step (theta_step). theta_sq (B,) float64,
-    rows (B, H), d_x, d_h (B, G*H), da_x, da_h (L, G*H), carries (2, H), dh_top (H,):
-    scratch."""
+    from the outer products' factors (|u v^T| = |u| |v|): per step and stream theta is
+    walked three times (theta_step, grad's sum, theta_squared_norm), each loop vectorised.
+    theta_sq (B,) float64, rows (B, H), d_x, d_h (B, G*H), da_x, da_h (L, G*H),
+    carries (2, H), dh_top (H,): scratch."""
     T, B = resets.shape
     L = len(hs)
     H = dh_top.shape[0]
