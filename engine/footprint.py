@@ -112,11 +112,13 @@ def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, 
 def uoro_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize):
     """UORO's buffers (engine/online.py): per stream the state-sized vector (L, S), the
     parameter-sized one (P,) and its squared norm (float64), a chunk of `steps` steps'
-    random bits (one per state entry), and the scratch."""
+    random bits (one per state entry), and the scratch (the tangent's GEMMs over all streams:
+    (B, H) in, 2 (B, G*H) out)."""
     gate_rows = GATES[cell] * hidden_size
     parameters = recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers)
     state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
-    return ((streams * (state + parameters) + state + (2 + 2 * num_layers) * gate_rows + 3 * hidden_size) * itemsize
+    scratch = streams * (hidden_size + 2 * gate_rows) + 2 * num_layers * gate_rows + 3 * hidden_size
+    return ((streams * (state + parameters) + state + scratch) * itemsize
             + steps * streams * -(-state // 8) + streams * 8)
 
 

@@ -233,7 +233,8 @@ class Uoro(_Carried):
         self.influence_c = np.zeros((B, L, H, 1), model.dtype) if model.cell == "lstm" else self.influence_h
         self.influence_theta = np.zeros((B, P), model.dtype)  # theta~
         self.theta_sq = np.zeros(B)
-        self.d_x = np.zeros((model.gates * H, 1), model.dtype)
+        self.rows = np.zeros((B, H), model.dtype)  # J s~'s scratch: the tangents of all streams
+        self.d_x = np.zeros((B, model.gates * H), model.dtype)  # and their GEMMs' products
         self.d_h = np.zeros_like(self.d_x)
         self.da_x = np.zeros((L, model.gates * H), model.dtype)
         self.da_h = np.zeros_like(self.da_x)
@@ -259,7 +260,7 @@ class Uoro(_Carried):
         bits = np.frombuffer(self.rng.bytes(T * B * per_step), np.uint8).reshape(T, B, per_step)
         workspace = self.chunks.workspace
         uoro_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.influence_theta,
-                   self.theta_sq, bits, self.signs, self.d_x, self.d_h, self.da_x, self.da_h, self.carries,
+                   self.theta_sq, bits, self.signs, self.rows, self.d_x, self.d_h, self.da_x, self.da_h, self.carries,
                    self.dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
                    model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON)
         return value, count

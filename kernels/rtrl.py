@@ -20,11 +20,12 @@ Numba UniTuples: every layer's arrays have the same type (RNN and GRU pass h for
 cell: 0 RNN, 1 LSTM, 2 GRU. offsets (L, 4): the flat offsets of each layer's weight_ih,
 weight_hh, bias_ih, bias_hh.
 """
+import numba
 import numpy as np
 
 from kernels.activations import tanh
-from kernels.common import add_into, squared_norm, zero_fill
-from kernels.config import jit
+from kernels.common import add_into, zero_fill
+from kernels.config import JIT_OPTIONS, inline_jit, jit
 
 RNN, LSTM, GRU = 0, 1, 2
 CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -61,47 +62,94 @@ def add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0):
         add_row(d_h, j, bhh + j, ones[j:j + 1], p0)
 
 
+@inline_jit
+def rnn_slope(relu, h_new, one, zero):
+    """d h' / d a of an RNN unit from its output h' = act(a)."""
+    if relu:
+        return one if h_new > zero else zero
+    return one - h_new * h_new
+
+
+@inline_jit
+def lstm_coefficients(i, f, g, o, c, c_new, one):
+    """An LSTM unit's d c' / d a_i, a_f, a_g and d h' / d a_o, d c' (c' = f c + i g,
+    h' = o tanh(c'); i, f, o = sigmoid, g = tanh), c the cell state entering."""
+    tanh_c = tanh(c_new)
+    return g * i * (one - i), c * f * (one - f), i * (one - g * g), tanh_c * o * (one - o), o * (one - tanh_c * tanh_c)
+
+
+@inline_jit
+def lstm_influence(f, k_i, k_f, k_g, k_o, k_c, m_c, d_i, d_f, d_g, d_o):
+    """One entry of an LSTM unit's new (m_c, m_h) from m_c entering and d a of its gates."""
+    m = f * m_c + k_i * d_i + k_f * d_f + k_g * d_g
+    return m, k_o * d_o + k_c * m
+
+
+@inline_jit
+def gru_influence(r, z, n, h, hidden_n, m_h, x_r, h_r, x_z, h_z, x_n, h_n, one):
+    """One entry of a GRU unit's new m_h (r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n),
+    h' = (1 - z) n + z h) from m_h entering and d a of both sides (x_., h_.)."""
+    d_r = r * (one - r) * (x_r + h_r)
+    d_z = z * (one - z) * (x_z + h_z)
+    d_n = (one - n * n) * (x_n + r * h_n + hidden_n * d_r)
+    return (one - z) * d_n + (h - n) * d_z + z * m_h
+
+
 @jit
 def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
     """One stream's new influence of one layer from d a (G*H, P), in place: for RNN and
     LSTM d_h holds all of it; for GRU d_x and d_h hold its input and hidden sides. m_h,
     m_c (H, P) in: of the state entering the step; out: of the new state. gates
     (G*H,) activated, hidden_n (H,) GRU's W_hn h + b_hn, h_prev, c_prev (H,) the state
-    entering (zero where `reset`), h_new, c_new (H,) the step's output."""
+    entering (zero where `reset`), h_new, c_new (H,) the step's output. The loop over the
+    P columns is the inner one (cell_tangent: the same for one column)."""
     H, P = m_h.shape
     one = m_h.dtype.type(1)
     zero = m_h.dtype.type(0)
     for j in range(H):
-        if cell == RNN:  # h' = act(a)
-            if relu:
-                slope = one if h_new[j] > zero else zero
-            else:
-                slope = one - h_new[j] * h_new[j]
+        if cell == RNN:
+            slope = rnn_slope(relu, h_new[j], one, zero)
             for p in range(P):
                 m_h[j, p] = slope * d_h[j, p]
-        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c'); i, f, o = sigmoid, g = tanh
+        elif cell == LSTM:
             i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
-            c = zero if reset else c_prev[j]
-            tanh_c = tanh(c_new[j])
-            k_i, k_f, k_g = g * i * (one - i), c * f * (one - f), i * (one - g * g)
-            k_o, k_c = tanh_c * o * (one - o), o * (one - tanh_c * tanh_c)
+            k_i, k_f, k_g, k_o, k_c = lstm_coefficients(i, f, g, o, zero if reset else c_prev[j], c_new[j], one)
             for p in range(P):
-                m = f * m_c[j, p] + k_i * d_h[j, p] + k_f * d_h[H + j, p] + k_g * d_h[2 * H + j, p]
-                m_c[j, p] = m
-                m_h[j, p] = k_o * d_h[3 * H + j, p] + k_c * m
-        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+                m_c[j, p], m_h[j, p] = lstm_influence(f, k_i, k_f, k_g, k_o, k_c, m_c[j, p], d_h[j, p], d_h[H + j, p],
+                                                      d_h[2 * H + j, p], d_h[3 * H + j, p])
+        else:
             r, z, n = gates[j], gates[H + j], gates[2 * H + j]
             h = zero if reset else h_prev[j]
-            k_r, k_z, k_n = r * (one - r), z * (one - z), one - n * n
             for p in range(P):
-                d_r = k_r * (d_x[j, p] + d_h[j, p])
-                d_z = k_z * (d_x[H + j, p] + d_h[H + j, p])
-                d_n = k_n * (d_x[2 * H + j, p] + r * d_h[2 * H + j, p] + hidden_n[j] * d_r)
-                m_h[j, p] = (one - z) * d_n + (h - n) * d_z + z * m_h[j, p]
+                m_h[j, p] = gru_influence(r, z, n, h, hidden_n[j], m_h[j, p], d_x[j, p], d_h[j, p], d_x[H + j, p],
+                                          d_h[H + j, p], d_x[2 * H + j, p], d_h[2 * H + j, p], one)
 
 
 @jit
-def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
+def cell_tangent(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
+    """cell_influence for one column, m_h, m_c (H,), d_x, d_h (G*H,) (UORO's tangent):
+    one loop over the units per cell, which vectorises (a column loop inside would not)."""
+    H = m_h.shape[0]
+    one = m_h.dtype.type(1)
+    zero = m_h.dtype.type(0)
+    if cell == RNN:
+        for j in range(H):
+            m_h[j] = rnn_slope(relu, h_new[j], one, zero) * d_h[j]
+    elif cell == LSTM:
+        for j in range(H):
+            i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+            k_i, k_f, k_g, k_o, k_c = lstm_coefficients(i, f, g, o, zero if reset else c_prev[j], c_new[j], one)
+            m_c[j], m_h[j] = lstm_influence(f, k_i, k_f, k_g, k_o, k_c, m_c[j], d_h[j], d_h[H + j], d_h[2 * H + j],
+                                            d_h[3 * H + j])
+    else:
+        for j in range(H):
+            m_h[j] = gru_influence(gates[j], gates[H + j], gates[2 * H + j], zero if reset else h_prev[j],
+                                   hidden_n[j], m_h[j], d_x[j], d_h[j], d_x[H + j], d_h[H + j], d_x[2 * H + j],
+                                   d_h[2 * H + j], one)
+
+
+@jit
+def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
                gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, ones, p0):
     """One stream's influence (H, width) of one layer carried over one step, in place, for
     the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently).
@@ -109,8 +157,8 @@ def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight
     m_below (H, width): the new influence of the layer below's output (read when `below`;
     the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch
     (RNN and LSTM sum both sides into d_h: one array for the element-wise pass to read).
-    immediate: add the step's own d a / d theta (RTRL; ones (G*H,) ones); without it this
-    is UORO's tangent J (s~) with width 1. A reset zeroes the influence entering the step."""
+    The step's own d a / d theta is added (ones (G*H,) ones: the biases' rows). A reset
+    zeroes the influence entering the step."""
     if reset:
         zero_fill(m_h.reshape(-1))
         zero_fill(m_c.reshape(-1))
@@ -124,8 +172,7 @@ def layer_step(cell, relu, immediate, m_h, m_c, m_below, below, d_x, d_h, weight
             add_into(d_h.reshape(-1), d_x.reshape(-1))
     elif sides:
         zero_fill(d_x.reshape(-1))
-    if immediate:
-        add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
+    add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
     cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
 
 
@@ -170,7 +217,7 @@ def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, ones, hs, cs, g
                 for k in range(L):
                     below = k > 0
                     x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                    layer_step(cell, relu, True, influence_h[b, k, n], influence_c[b, k, n],
+                    layer_step(cell, relu, influence_h[b, k, n], influence_c[b, k, n],
                                influence_h[b, max(k - 1, 0), n], below, d_x, d_h, weights_ih[k], weights_hh[k], x_in,
                                gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b],
                                cs[k][t + 1, b], resets[t, b], offsets[k], ones, p0)
@@ -189,32 +236,36 @@ def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, wei
     """nu^T d state_t / d a of one stream's layer, the state entering held fixed: the
     weights da_x, da_h (G*H,) out of the input- and hidden-side pre-activations, whose
     outer products with (x_in, 1) and (h_prev, 1) are nu^T d state_t / d theta of the
-    layer's weight_ih, bias_ih and weight_hh, bias_hh (theta_step applies them).
-    nu_h, nu_c (H,): the weights of the layer's new h and c (nu_c LSTM only); carry_in
-    (H,): what the layer above adds to nu_h through this layer's output (backpropagated
-    within the step). carry_out (I_k,): out, the same for the layer below (when `below`)."""
+    layer's weight_ih, bias_ih and weight_hh, bias_hh (theta_step applies them). RNN and
+    LSTM's two sides are the same: only da_x is written (one output array per loop and one
+    loop per cell, so that the loops vectorise). nu_h, nu_c (H,): the weights of the
+    layer's new h and c (nu_c LSTM only); carry_in (H,): what the layer above adds to nu_h
+    through this layer's output (backpropagated within the step). carry_out (I_k,): out,
+    the same for the layer below (when `below`)."""
     H = h_new.shape[0]
     one = h_new.dtype.type(1)
     zero = h_new.dtype.type(0)
-    for j in range(H):
-        dh = nu_h[j] + carry_in[j]
-        if cell == RNN:  # h' = act(a)
+    if cell == RNN:  # h' = act(a)
+        for j in range(H):
+            dh = nu_h[j] + carry_in[j]
             if relu:
-                da = dh if h_new[j] > zero else zero
+                da_x[j] = dh if h_new[j] > zero else zero
             else:
-                da = dh * (one - h_new[j] * h_new[j])
-            da_x[j] = da
-            da_h[j] = da
-        elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c')
+                da_x[j] = dh * (one - h_new[j] * h_new[j])
+    elif cell == LSTM:  # c' = f c + i g, h' = o tanh(c')
+        for j in range(H):
+            dh = nu_h[j] + carry_in[j]
             i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
             c = zero if reset else c_prev[j]
             tanh_c = tanh(c_new[j])
             dc = nu_c[j] + dh * o * (one - tanh_c * tanh_c)
-            da_x[j] = da_h[j] = dc * g * i * (one - i)
-            da_x[H + j] = da_h[H + j] = dc * c * f * (one - f)
-            da_x[2 * H + j] = da_h[2 * H + j] = dc * i * (one - g * g)
-            da_x[3 * H + j] = da_h[3 * H + j] = dh * tanh_c * o * (one - o)
-        else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+            da_x[j] = dc * g * i * (one - i)
+            da_x[H + j] = dc * c * f * (one - f)
+            da_x[2 * H + j] = dc * i * (one - g * g)
+            da_x[3 * H + j] = dh * tanh_c * o * (one - o)
+    else:  # r, z = sigmoid(x_. + h_.), n = tanh(x_n + r h_n), h' = (1 - z) n + z h
+        for j in range(H):
+            dh = nu_h[j] + carry_in[j]
             r, z, n = gates[j], gates[H + j], gates[2 * H + j]
             h = zero if reset else h_prev[j]
             da_n = dh * (one - z) * (one - n * n)
@@ -229,12 +280,28 @@ def step_vjp(cell, relu, nu_h, nu_c, carry_in, carry_out, below, da_x, da_h, wei
                 carry_out[i] += weight_ih[j, i] * da_x[j]
 
 
-@jit
+@numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
 def squared_sum(values):
-    """Sum of squares of values (N,), in float64."""
+    """Sum of squares of values (N,), in float64 (reassociation lets it vectorise; an
+    index loop, as `for value in values` does not)."""
     total = 0.0
-    for value in values:
-        total += np.float64(value) ** 2
+    for i in range(values.shape[0]):
+        total += np.float64(values[i]) * np.float64(values[i])
+    return total
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
+def theta_squared_norm(row):
+    """|row|^2 of theta~ (P,): partial sums of 512 entries in row's dtype (float32 lanes:
+    twice common.squared_norm's float64 rate; relative error ~1e-7, ample for UORO's
+    scaling), added in float64."""
+    total = 0.0
+    for start in range(0, row.shape[0], 512):
+        block = row[start:start + 512]
+        part = row.dtype.type(0)
+        for i in range(block.shape[0]):  # an index from 0: a shifted one would not vectorise
+            part += block[i] * block[i]
+        total += part
     return total
 
 
@@ -242,13 +309,15 @@ def squared_sum(values):
 def theta_step(theta, keep, add, da_x, da_h, x_in, h_prev, reset, offsets_k):
     """One layer's blocks of one stream's theta~ (P,), in place: theta~ keep + add v, v =
     nu^T d state / d theta, the outer products of step_vjp's weights da_x, da_h (G*H,)
-    with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset), formed row by row."""
+    with (x_in, 1) and (h_prev, 1) (h_prev zero at a reset): weight_ih by columns (the
+    inputs are few: a row of I entries is too short a loop), weight_hh by rows."""
     rows, I, H = da_x.shape[0], x_in.shape[0], h_prev.shape[0]
     ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
+    for i in range(I):
+        column, value = theta[ih + i:ih + rows * I:I], x_in[i]
+        for j in range(rows):
+            column[j] = column[j] * keep + (add * da_x[j]) * value
     for j in range(rows):
-        block, scale = theta[ih + j * I:ih + (j + 1) * I], add * da_x[j]
-        for i in range(I):
-            block[i] = block[i] * keep + scale * x_in[i]
         block, scale = theta[hh + j * H:hh + (j + 1) * H], add * da_h[j]
         if reset:
             for i in range(H):
@@ -262,8 +331,37 @@ def theta_step(theta, keep, add, da_x, da_h, x_in, h_prev, reset, offsets_k):
 
 
 @jit
-def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_h, da_x, da_h, carries, dh_top, hs,
-               cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
+def tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weight_ih, weight_hh, gates, hidden_n,
+                 h_prev, c_prev, h_new, c_new, resets):
+    """J s~ of layer k for every stream at one step, in place: tangent_h, tangent_c
+    (B, L, H, 1) hold on entry the tangent entering the step (zeroed at a reset) and, for
+    the layers below k, their J s~ of this step. Two GEMMs for all B streams, (B, H) x
+    (H, G*H) (W_hh, and W_ih from the layer below), then the cell's element-wise pass per
+    stream (cell_tangent). rows (B, H), d_x, d_h (B, G*H): scratch. gates,
+    hidden_n, h_prev, c_prev, h_new, c_new, resets: the step's rows (B, ...) of the caches."""
+    B, H = rows.shape
+    for b in range(B):
+        for j in range(H):
+            rows[b, j] = tangent_h[b, k, j, 0]
+    np.dot(rows, weight_hh.T, d_h)  # (B, H) x (H, G*H)
+    sides = cell == GRU  # its n gate weighs the two sides differently
+    if k > 0:
+        for b in range(B):
+            for j in range(H):
+                rows[b, j] = tangent_h[b, k - 1, j, 0]
+        np.dot(rows, weight_ih.T, d_x)  # (B, H) x (H, G*H)
+        if not sides:
+            add_into(d_h.reshape(-1), d_x.reshape(-1))
+    elif sides:
+        zero_fill(d_x.reshape(-1))
+    for b in range(B):
+        cell_tangent(cell, relu, tangent_h[b, k].reshape(-1), tangent_c[b, k].reshape(-1), d_x[b], d_h[b], gates[b],
+                     hidden_n[b], h_prev[b], c_prev[b], h_new[b], c_new[b], resets[b])
+
+
+@jit
+def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d_x, d_h, da_x, da_h, carries, dh_top,
+               hs, cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
                epsilon):
     """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
     the gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair
@@ -276,31 +374,34 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_
     where it is set), rho0 = sqrt((|theta| + eps) / (|J s~| + eps)), rho1 =
     sqrt((|nu^T I| + eps) / (|nu| + eps)): the variance-minimising scaling (Tallec &
     Ollivier 2018). Then grad += (dL_t/dh_top . s~_top) theta. A reset zeroes the pair.
-    |nu^T I| comes from the outer products' factors (|u v^T| = |u| |v|), so theta is
-    walked once per step. theta_sq (B,) float64, d_x, d_h (G*H, 1), da_x, da_h (L, G*H),
+    J s~ is formed for all streams at once per layer and step (tangent_step's GEMMs); the
+    rest per stream, in stream order (grad's sums have a fixed order). |nu^T I| comes
+    from the outer products' factors (|u v^T| = |u| |v|): per step and stream theta is
+    walked three times (theta_step, grad's sum, theta_squared_norm), each loop vectorised.
+    theta_sq (B,) float64, rows (B, H), d_x, d_h (B, G*H), da_x, da_h (L, G*H),
     carries (2, H), dh_top (H,): scratch."""
     T, B = resets.shape
     L = len(hs)
     H = dh_top.shape[0]
     lstm = cell == LSTM
+    sides = cell == GRU  # da_x and da_h differ (else step_vjp writes da_x only)
     one = signs.dtype.type(1)
     W = signs.shape[1]
     zero_fill(grad)
     for b in range(B):  # |theta~|^2 per stream, then kept up to date after each step
-        theta_sq[b] = squared_norm(theta[b:b + 1])
+        theta_sq[b] = theta_squared_norm(theta[b])
     for t in range(T):
         for b in range(B):
-            reset = resets[t, b]
-            if reset:
+            if resets[t, b]:
                 zero_fill(theta[b])
                 theta_sq[b] = 0.0
-            for k in range(L):  # J s~: the tangent through the step, lower layers first
-                below = k > 0
-                x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                layer_step(cell, relu, False, tangent_h[b, k], tangent_c[b, k], tangent_h[b, max(k - 1, 0)],
-                           below, d_x, d_h, weights_ih[k], weights_hh[k], x_in, gates[k][t, b],
-                           hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b],
-                           reset, offsets[k], da_x[0], 0)
+                zero_fill(tangent_h[b].reshape(-1))
+                zero_fill(tangent_c[b].reshape(-1))
+        for k in range(L):  # J s~: the tangent through the step, lower layers first
+            tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weights_ih[k], weights_hh[k],
+                         gates[k][t], hidden_ns[k][t], hs[k][t], cs[k][t], hs[k][t + 1], cs[k][t + 1], resets[t])
+        for b in range(B):
+            reset = resets[t, b]
             step_bits = bits[t, b]
             for k in range(L):  # nu
                 for w in range(W):
@@ -317,7 +418,8 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_
                          da_x[k], da_h[k], weights_ih[k], gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b],
                          cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b], reset)
                 h_sq = 0.0 if reset else squared_sum(hs[k][t, b])
-                vjp_sq += squared_sum(da_x[k]) * (squared_sum(x_in) + 1.0) + squared_sum(da_h[k]) * (h_sq + 1.0)
+                x_sq = squared_sum(da_x[k])
+                vjp_sq += x_sq * (squared_sum(x_in) + 1.0) + (squared_sum(da_h[k]) if sides else x_sq) * (h_sq + 1.0)
             tangent_sq = squared_sum(tangent_h[b].reshape(-1)) + (squared_sum(tangent_c[b].reshape(-1))
                                                                   if lstm else 0.0)
             rho0 = np.sqrt((np.sqrt(theta_sq[b]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
@@ -334,10 +436,10 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, d_x, d_
                     weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
             keep, add = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
             for k in range(L):
-                theta_step(theta[b], keep, add, da_x[k], da_h[k], hs[k - 1][t + 1, b] if k > 0 else x[t, b],
-                           hs[k][t, b], reset, offsets[k])
+                theta_step(theta[b], keep, add, da_x[k], da_h[k] if sides else da_x[k],
+                           hs[k - 1][t + 1, b] if k > 0 else x[t, b], hs[k][t, b], reset, offsets[k])
             row = theta[b]
             if weight != 0:
                 for p in range(row.shape[0]):
                     grad[p] += weight * row[p]
-            theta_sq[b] = squared_norm(theta[b:b + 1])
+            theta_sq[b] = theta_squared_norm(theta[b])
