@@ -41,14 +41,14 @@ def backtest(model, metadata, data, *, start=None, every=1, steps=None, season=1
         given = start[series_id] if isinstance(start, dict) else start
         if given is not None:
             name = "the series" if "scaling" not in recipe else f'series "{series_id}"'
-            time_stamps.checked_start_row(given, len(one.values), stamps if _dated(stamps) else None,
+            time_stamps.checked_start_row(given, len(one.values), stamps if framing.is_dated(stamps) else None,
                                           panel.time_zone, name, name)
     last_end = (lambda levels_, T: T - H) if recipe["known"] else (lambda levels_, T: T - 1)
     pieces = []
     for one in run.run(model, recipe, panel, last_end):
         chosen = _origins(one, start, every, panel.time_zone, recipe, int(first_target))
         if len(chosen):
-            pieces.append(_score_series(one, chosen, recipe, steps, season, levels))
+            pieces.append(_score_series(one, chosen, recipe, steps, season, levels, panel.time_zone))
     if not pieces:
         raise DataError("no origin to backtest" + ("" if start is None else f" from {start!r}"))
     return Backtest(_table(pieces, recipe, levels, panel, "scaling" in recipe), _metrics(pieces, recipe, levels))
@@ -70,7 +70,7 @@ def _origins(one, start, every, zone, recipe, before=0):
     if start is None:
         first = int(rows[0])
     else:
-        first = time_stamps.checked_start_row(start, length, one.stamps if _dated(one.stamps) else None, zone,
+        first = time_stamps.checked_start_row(start, length, one.stamps if framing.is_dated(one.stamps) else None, zone,
                                               _name(one), _name(one)) - before
         if first >= length - 1:
             raise DataError(f"from: {start} leaves no origin with a value to forecast in {_name(one)} (its last "
@@ -88,10 +88,6 @@ def _name(one):
     return "the series" if one.series_id == "series" else f'series "{one.series_id}"'
 
 
-def _dated(stamps):
-    return stamps is not None and np.issubdtype(np.asarray(stamps).dtype, np.datetime64)
-
-
 class _Scored(NamedTuple):
     series_id: str
     origins: np.ndarray        # (n,) origin rows
@@ -102,7 +98,7 @@ class _Scored(NamedTuple):
     scale: np.ndarray          # (n, S, O) gaussian scales in original units, or None
 
 
-def _score_series(one, chosen, recipe, steps, season, levels):
+def _score_series(one, chosen, recipe, steps, season, levels, zone):
     framed = one.frames
     found = outputs.forecasts(one.outputs[chosen], framed.base[chosen], recipe, one.target_norm, levels)
     cut = outputs.Forecasts(found.point[:, :steps], {level: (lo[:, :steps], hi[:, :steps])
@@ -120,18 +116,7 @@ def _score_series(one, chosen, recipe, steps, season, levels):
         parts = split_parameters(one.outputs[chosen], "gaussian", ())
         H = recipe["horizon"]
         scale = (parts["scale"] * one.target_norm.std).reshape(len(chosen), H, O)[:, :steps]
-    return _Scored(one.series_id, origins, _extended(one.stamps, T + steps, recipe), cut, padded[ahead], naive, scale)
-
-
-def _extended(stamps, length, recipe):
-    """Time stamps continued at their frequency to `length` rows (None without dates)."""
-    if not _dated(stamps):
-        return None
-    stamps = np.asarray(stamps).astype("datetime64[us]")
-    frequency = time_stamps.infer_frequency(stamps) or (recipe.get("time") or {}).get("frequency")
-    if length <= len(stamps) or frequency is None:
-        return stamps
-    return np.concatenate([stamps, time_stamps.next_stamps(stamps[-1], frequency, length - len(stamps))])
+    return _Scored(one.series_id, origins, framing.extended_stamps(one.stamps, T + steps, zone, recipe), cut, padded[ahead], naive, scale)
 
 
 def _table(pieces, recipe, levels, panel, is_panel):
@@ -166,7 +151,7 @@ def _table(pieces, recipe, levels, panel, is_panel):
                 table["id"] = pa.array(values, pa.string())
         elif name in ("origin", "time"):
             ids = np.concatenate(columns["id"])
-            if all(_dated(stamp) for stamp in stamps.values()):
+            if all(framing.is_dated(stamp) for stamp in stamps.values()):
                 when = np.concatenate([stamps[series][rows] for series, rows in _by_series(ids, values)])
                 table[name] = time_array(when.astype("datetime64[us]"), panel.time_zone)
             else:

@@ -9,7 +9,7 @@ import pyarrow as pa
 from engine.footprint import forecast_bytes, require
 from engine.forecasting import frames as framing, intervals, outputs, run
 from engine.panel.sources import Panel, time_array
-from engine.series import DataError, Series, times as time_stamps
+from engine.series import DataError, Series
 
 
 def forecast(model, metadata, data, steps, *, levels=outputs.DEFAULT_LEVELS, future=None, key=None,
@@ -79,10 +79,9 @@ def with_future(panel, future, recipe):
 
 
 def _continued(stamps, count, zone, recipe):
-    if stamps is None or not np.issubdtype(np.asarray(stamps).dtype, np.datetime64):
-        return None
-    frequency = time_stamps.infer_frequency(stamps, zone) or (recipe.get("time") or {}).get("frequency")
-    return None if frequency is None else time_stamps.next_stamps(stamps[-1], frequency, count, zone)
+    """The `count` stamps after dated `stamps` at their frequency, or None."""
+    extended = framing.extended_stamps(stamps, len(stamps) + count, zone, recipe) if stamps is not None else None
+    return None if extended is None else extended[len(stamps):]
 
 
 def _observed(panel, runs, found, recipe):

@@ -138,17 +138,33 @@ def _known(series, recipe, observed_end, needed_end, stamps, zone, where):
 
 def _calendar(stamps, zone, needed_end, recipe, where):
     """(needed_end + 1, 2C) calendar features, stamps past the data extended at their frequency."""
-    if stamps is None or not np.issubdtype(np.asarray(stamps).dtype, np.datetime64):
+    if not is_dated(stamps):
         raise DataError(f"{where}: calendar features need a time column of dates or times")
-    stamps = np.asarray(stamps).astype("datetime64[us]")
-    extra = needed_end + 1 - len(stamps)
-    if extra > 0:
-        frequency = time_stamps.infer_frequency(stamps, zone) or (recipe.get("time") or {}).get("frequency")
-        if frequency is None:
-            raise DataError(f"{where}: the time stamps have no regular frequency to continue past the data's "
-                            "end for calendar features")
-        stamps = np.concatenate([stamps, time_stamps.next_stamps(stamps[-1], frequency, extra, zone)])
+    stamps = extended_stamps(stamps, needed_end + 1, zone, recipe)
+    if stamps is None:
+        raise DataError(f"{where}: the time stamps have no regular frequency to continue past the data's "
+                        "end for calendar features")
     return calendar.encode(stamps[:needed_end + 1], zone, recipe["calendar"])
+
+
+def extended_stamps(stamps, length, zone, recipe=None):
+    """Dated stamps (T,) (UTC instants of `zone`) continued to `length` rows at their
+    frequency (inferred, else the one the recipe recorded), as datetime64[us]; None for
+    stamps that are not dates, or that must grow and have no frequency."""
+    if not is_dated(stamps):
+        return None
+    stamps = np.asarray(stamps).astype("datetime64[us]")
+    if length <= len(stamps):
+        return stamps
+    frequency = time_stamps.infer_frequency(stamps, zone) or ((recipe or {}).get("time") or {}).get("frequency")
+    if frequency is None:
+        return None
+    return np.concatenate([stamps, time_stamps.next_stamps(stamps[-1], frequency, length - len(stamps), zone)])
+
+
+def is_dated(stamps):
+    """Whether stamps are dates/times (not None, not plain numbers)."""
+    return stamps is not None and np.issubdtype(np.asarray(stamps).dtype, np.datetime64)
 
 
 def _carried(levels):
@@ -160,15 +176,8 @@ def _carried(levels):
 
 def _label(series, stamps, zone, row):
     """Row `row` of a series as its time (past the end: counted at the frequency) or row number."""
-    if stamps is None or not np.issubdtype(np.asarray(stamps).dtype, np.datetime64):
-        return f"row {row}"
-    stamps = np.asarray(stamps).astype("datetime64[us]")
-    if row >= len(stamps):
-        frequency = time_stamps.infer_frequency(stamps, zone)
-        if frequency is None:
-            return f"row {row}"
-        stamps = np.concatenate([stamps, time_stamps.next_stamps(stamps[-1], frequency, row + 1 - len(stamps), zone)])
-    return zones.labels(stamps[row:row + 1], zone)[0]
+    stamps = extended_stamps(stamps, row + 1, zone)
+    return f"row {row}" if stamps is None else zones.labels(stamps[row:row + 1], zone)[0]
 
 
 def last_observed_row(levels):

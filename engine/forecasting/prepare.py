@@ -42,7 +42,7 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
     recipe = roles.resolve(members[0], targets=targets, inputs=inputs, known=known, calendar=calendar, lags=lags,
                            static=static, horizon=horizon, frequency=frequency,
                            shortest=min(len(one.values) for one in members), panel=panel,
-                           has_time=any(_dated(when) for when in stamps))
+                           has_time=any(frames.is_dated(when) for when in stamps))
     derived = [name for name, given in (("lags", lags), ("calendar", calendar), ("difference", difference))
                if given in (None, "auto")]   # the options left to the data
     if difference is None:   # changes for trending targets (each series' columns checked first, by name)
@@ -85,14 +85,10 @@ def _training_frames(series, recipe, stamps, zone, where="the series"):
     return frames.frame_series(series, recipe, stamps, zone, end, where)
 
 
-def _dated(stamps):
-    return stamps is not None and str(stamps.dtype).startswith("datetime64")
-
-
 def _iso_frequency(stamps, zone):
     """The ISO 8601 frequency of the first dated series among `stamps`, or None."""
     for when in stamps:
-        if _dated(when):
+        if frames.is_dated(when):
             found = times.infer_frequency(when, zone)
             if found is not None:
                 return found
