@@ -18,8 +18,9 @@ def torch_model(model):
     """The torch twin of `model`: (recurrent module, linear head), float64, its weights."""
     options = dict(nonlinearity=model.nonlinearity) if model.cell == "rnn" else {}
     recurrent = MODULES[model.cell](model.input_size, model.hidden_size, model.num_layers,
-                                    batch_first=False, dtype=torch.float64, **options)
-    head = torch.nn.Linear(model.hidden_size, model.output_size, dtype=torch.float64)
+                                    batch_first=False, dtype=torch.float64, bidirectional=model.bidirectional,
+                                    **options)
+    head = torch.nn.Linear(model.directions * model.hidden_size, model.output_size, dtype=torch.float64)
     weights, head_weights = engine.export.split_state_dict(model.state_dict())
     recurrent.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()}, strict=True)
     head.load_state_dict({name: torch.from_numpy(value) for name, value in head_weights.items()}, strict=True)

@@ -8,11 +8,10 @@ from engine.blas import set_blas_threads
 from engine.losses import LOSSES  # noqa: F401 (the loss names, importable from here as before)
 from engine.validation import as_inputs, as_resets, as_state, as_targets, check_loss
 from engine.workspace import Workspace
-from kernels.gru import gru_backward, gru_forward
+from engine.bidirectional import backward_pairs, forward_pairs
+from engine.layer_kernels import run_backward, run_forward
 from kernels.head import (cross_entropy_gradient, gaussian_gradient, head_backward, head_forward, mse_gradient,
                           pinball_gradient)
-from kernels.lstm import lstm_backward, lstm_forward
-from kernels.rnn import rnn_backward, rnn_forward
 
 # The kernels' GEMMs run single-threaded; parallelism comes from the thread plan's own
 # threads (batch shards, engine/shards.py; hidden blocks, engine/split.py).
@@ -32,13 +31,17 @@ def forward_chunk(model, workspace, x, state, resets=None, layers=None):
         np.copyto(workspace.resets, resets)
     resets = workspace.resets
     h0, c0 = _state_parts(model, state)
-    layer_input = x
-    for k, buffers in enumerate(workspace.layers):
+    for k, buffers in enumerate(workspace.layers):  # every layer (and direction)
         buffers.h[0] = h0[k]
         if model.cell == "lstm":
             buffers.c[0] = c0[k]
-        layers.forward(model, k, buffers, layer_input, resets)
-        layer_input = buffers.h[1:]
+    if model.bidirectional:
+        layer_input = forward_pairs(model, workspace, x)
+    else:
+        layer_input = x
+        for k, buffers in enumerate(workspace.layers):
+            layers.forward(model, k, buffers, layer_input, resets)
+            layer_input = buffers.h[1:]
     T, B = workspace.shape
     head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
                  model.views["head.weight"], model.views["head.bias"])
@@ -51,18 +54,7 @@ class SerialLayers:
     nbytes = 0  # no buffers of its own
 
     def forward(self, model, k, buffers, layer_input, resets):
-        weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
-        np.copyto(buffers.weight_hh_t, weight_hh.T)
-        weight_hh = buffers.weight_hh_t  # (H, G*H) contiguous: the faster GEMM layout
-        if model.cell == "lstm":
-            lstm_forward(buffers.h, buffers.c, buffers.gates, buffers.recurrent,
-                         layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
-        elif model.cell == "gru":
-            gru_forward(buffers.h, buffers.gates, buffers.hidden_n, buffers.recurrent,
-                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
-        else:
-            rnn_forward(buffers.h, buffers.gates, buffers.recurrent,
-                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, model.relu)
+        run_forward(model, model.layer_parameters(k), buffers, layer_input, resets)
 
     def above_weight(self, model, k):
         """(K, H) the weight through which layer k's output feeds what is above it."""
@@ -72,20 +64,8 @@ class SerialLayers:
 
     def backward(self, model, k, buffers, grads, above_grad, layer_input, resets):
         """grads: layer k's (dweight_ih, dweight_hh, dbias_ih, dbias_hh) outputs."""
-        above_weight = self.above_weight(model, k)
-        weight_hh = model.layer_parameters(k)[1]
-        if model.cell == "lstm":
-            lstm_backward(*grads, buffers.dh_state, buffers.dc_state, buffers.dh_norm_sq,
-                          buffers.dh, above_grad, above_weight, buffers.h, buffers.c,
-                          buffers.gates, layer_input, resets, weight_hh)
-        elif model.cell == "gru":
-            gru_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, buffers.direct,
-                         above_grad, above_weight, buffers.h, buffers.gates, buffers.hidden_n,
-                         layer_input, resets, weight_hh)
-        else:
-            rnn_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, above_grad,
-                         above_weight, buffers.h, buffers.gates, layer_input, resets, weight_hh,
-                         model.relu)
+        run_backward(model, model.layer_parameters(k)[1], buffers, grads, above_grad,
+                     self.above_weight(model, k), layer_input, resets)
 
 
 SERIAL = SerialLayers()
@@ -132,11 +112,14 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
     y_hat, dy = workspace.y_hat.reshape(T * B, -1), workspace.dy.reshape(T * B, -1)
     targets = y.reshape(T * B) if loss == "cross_entropy" else y.reshape(T * B, -1)
     value, count = loss_gradient(loss, dy, y_hat, targets, first_step * B, divisor, quantiles)
-    top = workspace.layers[-1]
-    head_backward(grad_views["head.weight"], grad_views["head.bias"], dy, top.h[1:].reshape(T * B, -1))
+    top = workspace.pairs[-1].output if model.bidirectional else workspace.layers[-1].h[1:]
+    head_backward(grad_views["head.weight"], grad_views["head.bias"], dy, top.reshape(T * B, -1))
+    dh_final, dc_final = _state_parts(model, state_grad)
+    if model.bidirectional:
+        backward_pairs(model, workspace, x, grad_views, dh_final, dc_final)
+        return value, count
     # What each layer feeds: dL/dh_t = above_grad[t] layers.above_weight(model, k).
     above_grad = workspace.dy
-    dh_final, dc_final = _state_parts(model, state_grad)
     for k in range(model.num_layers - 1, -1, -1):
         buffers = workspace.layers[k]
         layer_input = workspace.layers[k - 1].h[1:] if k > 0 else x

@@ -56,23 +56,27 @@ def format_bytes(nbytes):
     return f"{nbytes:.3g} TiB"
 
 
-def parameter_count(cell, input_size, hidden_size, output_size, num_layers):
-    """Entries of the flat parameter buffer (PyTorch's layout and order)."""
+def parameter_count(cell, input_size, hidden_size, output_size, num_layers, bidirectional=False):
+    """Entries of the flat parameter buffer (PyTorch's layout and order; bidirectional: two
+    directions per layer, the layers above the first and the head reading 2H)."""
     gates_hidden = GATES[cell] * hidden_size
+    directions = 2 if bidirectional else 1
     first = gates_hidden * (input_size + hidden_size) + 2 * gates_hidden
-    deeper = gates_hidden * (2 * hidden_size) + 2 * gates_hidden
-    return first + (num_layers - 1) * deeper + output_size * hidden_size + output_size
+    deeper = gates_hidden * (directions * hidden_size + hidden_size) + 2 * gates_hidden
+    return (directions * (first + (num_layers - 1) * deeper) + output_size * directions * hidden_size
+            + output_size)
 
 
-def parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize):
+def parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional=False):
     """The flat parameter buffer."""
-    return parameter_count(cell, input_size, hidden_size, output_size, num_layers) * itemsize
+    return parameter_count(cell, input_size, hidden_size, output_size, num_layers, bidirectional) * itemsize
 
 
-def model_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize):
+def model_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional=False):
     """A Model: its parameter buffer and the Python objects of its layers."""
-    return (parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize)
-            + num_layers * MODEL_LAYER_OBJECTS)
+    directions = 2 if bidirectional else 1
+    return (parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional)
+            + directions * num_layers * MODEL_LAYER_OBJECTS)
 
 
 def trainer_bytes(parameter_nbytes, optimizer_buffers):
@@ -129,14 +133,23 @@ def forecast_bytes(steps, series, outputs):
     return steps * series * (24 * outputs + 40)
 
 
-def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize):
-    """Bytes of Workspace(model, T, B) (engine/workspace.py), computed without allocating."""
+def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize, bidirectional=False,
+                    input_size=None):
+    """Bytes of Workspace(model, T, B) (engine/workspace.py), computed without allocating.
+    bidirectional: two directions' buffers per layer and the pairs' own (input_size needed)."""
     H, G = hidden_size, GATES[cell]
     states = (2 if cell == "lstm" else 1) * (T + 1) * B * H       # h, c
     steps = T * B * G * H + (T * B * H if cell == "gru" else 0)    # gates, hidden_n
     scratch = B * G * H + H * G * H + B * H * (2 + (cell == "gru") + (cell == "lstm"))
     per_layer = states + steps + scratch + T                       # + dh_norm_sq
-    return (num_layers * per_layer + 2 * T * B * output_size) * itemsize + T * B  # + y_hat, dy; resets
+    if not bidirectional:
+        return (num_layers * per_layer + 2 * T * B * output_size) * itemsize + T * B  # + y_hat, dy; resets
+    pairs = 0  # engine/bidirectional.py's LayerPair: output, reversed input, above and its weight
+    for k in range(num_layers):
+        layer_input = input_size if k == 0 else 2 * H
+        above = output_size if k == num_layers - 1 else 2 * G * H
+        pairs += T * B * (2 * H + layer_input + above) + above * H
+    return (2 * num_layers * per_layer + pairs + 2 * T * B * output_size) * itemsize + 2 * T * B  # two resets
 
 
 def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, itemsize):
@@ -156,7 +169,7 @@ def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, it
 
 
 def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, shards, itemsize,
-                parameter_nbytes, memory=None, split=1):
+                parameter_nbytes, memory=None, split=1, bidirectional=False):
     """Buffers of the Trainer's chunks of T steps and B streams in `shards` shards: each
     shard's workspace (with memory "sqrt" or a byte budget, about one segment's), the extra
     shards' gradients and their input and target copies; with `split` hidden blocks, their
@@ -166,7 +179,10 @@ def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, sh
         total += split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, split, itemsize)
     for shard in range(shards):
         streams = B // shards + (shard < B % shards)
-        if memory is None:
+        if bidirectional:  # whole sequences, stored (no recomputation)
+            total += workspace_bytes(cell, hidden_size, output_size, num_layers, T, streams, itemsize, True,
+                                     input_size)
+        elif memory is None:
             total += workspace_bytes(cell, hidden_size, output_size, num_layers, T, streams, itemsize)
         elif memory == "sqrt":
             segment = max(1, math.ceil(math.sqrt(T)))

@@ -6,13 +6,15 @@ INITS = ("default", "xavier", "orthogonal", "identity")
 
 def initialize(views, layout, cell_gates, hidden_size, init, forget_bias, is_lstm, rng):
     """Fill `views` (name -> array) according to `init`; see Model for the presets."""
-    bound = 1.0 / np.sqrt(hidden_size)
     for name, view in views.items():
-        # PyTorch's default for RNN layers and for nn.Linear(H, O) alike: U(-1/sqrt(H), 1/sqrt(H)).
+        # PyTorch's defaults: U(-1/sqrt(H), 1/sqrt(H)) for RNN layers, U(-1/sqrt(fan_in), ..)
+        # for nn.Linear(fan_in, O) (fan_in = H, or 2H after bidirectional layers).
+        fan_in = views["head.weight"].shape[1] if name.startswith("head.") else hidden_size
+        bound = 1.0 / np.sqrt(fan_in)
         view[...] = rng.uniform(-bound, bound, size=view.shape)
     if init != "default":
-        for k in range(layout.num_layers):
-            weight_ih, weight_hh, bias_ih, bias_hh = (views[n] for n in layout.layer_names(k))
+        for names in layout.direction_names():
+            weight_ih, weight_hh, bias_ih, bias_hh = (views[n] for n in names)
             for gate in range(cell_gates):
                 rows = slice(gate * hidden_size, (gate + 1) * hidden_size)
                 weight_ih[rows] = _xavier_uniform(weight_ih[rows].shape, rng)
@@ -23,9 +25,9 @@ def initialize(views, layout, cell_gates, hidden_size, init, forget_bias, is_lst
         views["head.bias"][...] = 0
     if is_lstm and forget_bias != 0.0:
         # The effective forget-gate bias is bias_ih + bias_hh: put it all in bias_ih.
-        for k in range(layout.num_layers):
-            views[f"bias_ih_l{k}"][hidden_size:2 * hidden_size] = forget_bias
-            views[f"bias_hh_l{k}"][hidden_size:2 * hidden_size] = 0
+        for _, _, bias_ih, bias_hh in layout.direction_names():
+            views[bias_ih][hidden_size:2 * hidden_size] = forget_bias
+            views[bias_hh][hidden_size:2 * hidden_size] = 0
 
 
 def _xavier_uniform(shape, rng):

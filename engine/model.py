@@ -4,7 +4,7 @@ import numpy as np
 from engine.footprint import model_bytes, require
 from engine.initializers import INITS, initialize
 from engine.parameters import GATES, ParameterLayout
-from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_resets, as_state,
+from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_resets, as_state, check_bool,
                                check_choice, check_float, check_in_dtype, check_int)
 
 CELLS = tuple(GATES)
@@ -24,10 +24,19 @@ class Model:
     recurrent gate blocks; "identity" as xavier but identity recurrent gate blocks (IRNN,
     for ReLU RNNs). forget_bias: the LSTM forget gate's total bias (bias_ih + bias_hh),
     applied after `init` when non-zero. seed: the initialisation is a function of it.
+
+    bidirectional: each layer runs a second, reverse direction over the time-reversed
+    sequence (torch's bidirectional=True: parameters weight_ih_l{k}_reverse, ...; the
+    output at step t is [h_forward(t), h_reverse(t)] (2H), which layer k + 1 and the head
+    read; the state is (num_layers * 2, B, H), direction-major within each layer as
+    torch's h0). Such a model sees every step of a sequence at once: it trains on whole
+    sequences only (Trainer k1=None or k1 >= the sequence's length; docs/training.md,
+    "Bidirectional layers").
     """
 
     def __init__(self, cell="lstm", input_size=1, hidden_size=64, output_size=1, num_layers=1,
-                 nonlinearity="tanh", dtype="float32", init="default", forget_bias=0.0, seed=0):
+                 nonlinearity="tanh", dtype="float32", init="default", forget_bias=0.0, seed=0,
+                 bidirectional=False):
         self.cell = check_choice("cell", cell, CELLS)
         self.input_size = check_int("input_size", input_size)
         self.hidden_size = check_int("hidden_size", hidden_size)
@@ -43,13 +52,15 @@ class Model:
         if self.forget_bias != 0.0 and cell != "lstm":
             raise ValueError(f"forget_bias applies to cell 'lstm' only; got {forget_bias} for {cell!r}")
         self.seed = check_int("seed", seed, minimum=0)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
+        self.directions = 2 if self.bidirectional else 1
         self.gates = GATES[cell]
         self.relu = nonlinearity == "relu"
         require(model_bytes(cell, self.input_size, self.hidden_size, self.output_size, self.num_layers,
-                            self.dtype.itemsize),
+                            self.dtype.itemsize, self.bidirectional),
                 f"a model of {self.num_layers} layer(s) x {self.hidden_size} hidden")  # before allocating
         self.layout = ParameterLayout(cell, self.input_size, self.hidden_size,
-                                      self.output_size, self.num_layers)
+                                      self.output_size, self.num_layers, self.bidirectional)
         self.params = np.zeros(self.layout.size, dtype=self.dtype)  # (P,) flat parameters
         self.views = self.layout.views(self.params)
         rng = np.random.default_rng(self.seed)
@@ -62,15 +73,16 @@ class Model:
         return dict(cell=self.cell, input_size=self.input_size, hidden_size=self.hidden_size,
                     output_size=self.output_size, num_layers=self.num_layers,
                     nonlinearity=self.nonlinearity, dtype=str(self.dtype), init=self.init,
-                    forget_bias=self.forget_bias, seed=self.seed)
+                    forget_bias=self.forget_bias, seed=self.seed, bidirectional=self.bidirectional)
 
     @property
     def num_parameters(self):
         return self.layout.size
 
-    def layer_parameters(self, k):
-        """(weight_ih, weight_hh, bias_ih, bias_hh) views of layer k."""
-        return tuple(self.views[name] for name in self.layout.layer_names(k))
+    def layer_parameters(self, k, reverse=False):
+        """(weight_ih, weight_hh, bias_ih, bias_hh) views of layer k (reverse: of its
+        reverse direction)."""
+        return tuple(self.views[name] for name in self.layout.layer_names(k, reverse))
 
     def state_dict(self):
         """Copies of the parameters keyed by PyTorch's names (weight_ih_l0, ..., head.weight)."""
@@ -96,9 +108,10 @@ class Model:
             self.views[name][...] = array
 
     def init_state(self, batch):
-        """Zero state for `batch` streams: h (L, B, H), for LSTM the pair (h, c)."""
+        """Zero state for `batch` streams: h (L*D, B, H), for LSTM the pair (h, c) (D = 2
+        directions when bidirectional, else 1)."""
         batch = check_int("batch", batch)
-        shape = (self.num_layers, batch, self.hidden_size)
+        shape = (self.num_layers * self.directions, batch, self.hidden_size)
         if self.cell == "lstm":
             return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
         return np.zeros(shape, self.dtype)
@@ -107,7 +120,10 @@ class Model:
         """Outputs y_hat (T, B, O) for inputs x (T, B, I) from `state` (zeros if None),
         and the final state. resets: optional (T, B) booleans, True where stream b starts
         a new series at step t (its state entering step t is zero). Runs in chunks of
-        INFERENCE_CHUNK steps, so memory stays bounded on long series."""
+        INFERENCE_CHUNK steps, so memory stays bounded on long series; a bidirectional
+        model runs x in one piece (its reverse direction starts at the last step, from the
+        reverse rows of `state`), and its final state is torch's h_n: the forward rows
+        after the last step, the reverse rows after the first."""
         from engine.bptt import forward_chunk, state_after
         from engine.workspace import Workspace
 
@@ -117,8 +133,9 @@ class Model:
         resets = as_resets(resets, T, B)
         y_hat = np.empty((T, B, self.output_size), dtype=self.dtype)
         workspace = None
-        for start in range(0, T, INFERENCE_CHUNK):
-            chunk = x[start:start + INFERENCE_CHUNK]
+        piece = T if self.bidirectional else INFERENCE_CHUNK
+        for start in range(0, T, piece):
+            chunk = x[start:start + piece]
             if workspace is None or workspace.shape[0] != len(chunk):
                 workspace = Workspace(self, len(chunk), B)
             forward_chunk(self, workspace, chunk, state,

@@ -26,6 +26,12 @@ def check_int(name, value, minimum=1):
     return int(value)
 
 
+def check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_float(name, value, minimum=None, allow_none=False, strictly_greater=False):
     if value is None and allow_none:
         return None
@@ -160,8 +166,9 @@ def as_targets(y, loss, model, T, B, quantiles=None):
 
 
 def as_state(state, model, batch):
-    """A copy of `state` as the model's state: h (L, B, H), for LSTM the pair (h, c)."""
-    shape = (model.num_layers, batch, model.hidden_size)
+    """A copy of `state` as the model's state: h (L*D, B, H), for LSTM the pair (h, c)
+    (D = model.directions: torch's h0 layout)."""
+    shape = (model.num_layers * model.directions, batch, model.hidden_size)
     if state is None:
         return model.init_state(batch)
     parts = ("h", "c") if model.cell == "lstm" else ("h",)
@@ -172,11 +179,11 @@ def as_state(state, model, batch):
     else:
         values = (state,)
     checked = []
+    rows = "num_layers * 2" if model.bidirectional else "num_layers"  # torch's h0: a row per layer and direction
     for part, value in zip(parts, values):
         array = as_numeric_array(f"state {part}", value)
         if array.shape != shape:
-            raise ValueError(f"state {part} must have shape {shape} (num_layers, B, hidden_size); "
-                             f"got {array.shape}")
+            raise ValueError(f"state {part} must have shape {shape} ({rows}, B, hidden_size); got {array.shape}")
         array = np.array(array, dtype=model.dtype, order="C")
         if not np.all(np.isfinite(array)):
             raise ValueError(f"state {part} must be finite in {model.dtype}")

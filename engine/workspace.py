@@ -47,19 +47,48 @@ class LayerBuffers:
         return part
 
 
+class PairBuffers:
+    """What a bidirectional layer needs beside its two directions' LayerBuffers (T steps,
+    B streams, input I_k, K columns from above; engine/bidirectional.py):
+    output (T, B, 2H) [h_forward(t), h_reverse(t)], what layer k + 1 and the head read;
+    reversed_input (T, B, I_k) the layer's input in reversed time, the reverse
+    direction's x; above (T, B, K) dL/d(what reads the output) in one direction's time
+    order and above_weight (K, H) its weight on that direction's half of the output
+    (refilled for each direction in backward)."""
+
+    def __init__(self, T, B, H, layer_input, above, dtype):
+        self.output = np.zeros((T, B, 2 * H), dtype=dtype)
+        self.reversed_input = np.zeros((T, B, layer_input), dtype=dtype)
+        self.above = np.zeros((T, B, above), dtype=dtype)
+        self.above_weight = np.zeros((above, H), dtype=dtype)
+
+    def arrays(self):
+        return list(vars(self).values())
+
+
 class Workspace:
     """All buffers for one chunk shape: one LayerBuffers per layer, plus the head's.
 
     y_hat: (T, B, O) head output. dy: (T, B, O) dL/dy_hat. resets: (T, B) booleans of the
-    chunk last run forward, True where a stream starts a new series (a zero state, no gradient across)."""
+    chunk last run forward, True where a stream starts a new series (a zero state, no gradient across).
+    A bidirectional model's: one LayerBuffers per layer and direction in torch's order
+    (l0, l0_reverse, l1, ...), a PairBuffers per layer (`pairs`, else None) and
+    reversed_resets (T, B), the resets as the reverse direction meets them."""
 
     def __init__(self, model, T, B):
         self.shape = (T, B)
         self.layers = [LayerBuffers(model.cell, model.gates, T, B, model.hidden_size, model.dtype)
-                       for _ in range(model.num_layers)]
+                       for _ in range(model.num_layers * model.directions)]
         self.y_hat = np.zeros((T, B, model.output_size), dtype=model.dtype)
         self.dy = np.zeros_like(self.y_hat)
         self.resets = np.zeros((T, B), dtype=np.bool_)
+        self.pairs, self.reversed_resets = None, None
+        if model.bidirectional:
+            H, top = model.hidden_size, model.num_layers - 1
+            self.pairs = [PairBuffers(T, B, H, model.input_size if k == 0 else 2 * H,
+                                      model.output_size if k == top else 2 * model.gates * H, model.dtype)
+                          for k in range(model.num_layers)]
+            self.reversed_resets = np.zeros((T, B), dtype=np.bool_)
 
     def first(self, steps):
         """A workspace for chunks of `steps` <= T steps, as views of this one's memory."""
@@ -73,11 +102,18 @@ class Workspace:
     def nbytes(self):
         """Bytes held by every buffer of this workspace."""
         arrays = [a for layer in self.layers for a in layer.arrays()] + [self.y_hat, self.dy, self.resets]
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in arrays + self._pair_arrays())
+
+    def _pair_arrays(self):
+        """A bidirectional workspace's PairBuffers arrays and reversed resets ([] otherwise)."""
+        if self.pairs is None:
+            return []
+        return [a for pair in self.pairs for a in pair.arrays()] + [self.reversed_resets]
 
     @property
     def activation_nbytes(self):
         """Bytes of the buffers that grow with T (the activations kept for backward, the head's
         outputs and their gradient), leaving out the per-step scratch and weight copy."""
         arrays = [getattr(layer, name) for layer in self.layers for name in _STATE_ROWS + _STEP_ROWS]
-        return sum(a.nbytes for a in arrays + [self.y_hat, self.dy] if a is not None)
+        pairs = [getattr(pair, name) for pair in self.pairs or () for name in ("output", "reversed_input", "above")]
+        return sum(a.nbytes for a in arrays + pairs + [self.y_hat, self.dy] if a is not None)
