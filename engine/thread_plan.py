@@ -315,7 +315,8 @@ def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
 def plan_for(model, steps, batch, shards=None, cores=None, split=None):
     """The plan of a Trainer's chunk: `shards` or `split` when given (an explicit choice;
     shards are capped at the batch), else the modelled best for `model` (an engine.Model)
-    on this machine, with hidden blocks only where engine/split.py can run them."""
+    on this machine, with hidden blocks only where engine/split.py can run them (not for a
+    bidirectional model)."""
     from engine.split import max_split_threads
 
     if shards is not None or split is not None:
@@ -325,4 +326,5 @@ def plan_for(model, steps, batch, shards=None, cores=None, split=None):
                 "cores": available_cores() if cores is None else cores, "batch": batch,
                 "steps": steps, "chosen_by": "explicit"}
     return choose_plan(model.cell, model.input_size, model.hidden_size, batch, model.num_layers,
-                       cores, steps, model.output_size, max_split=max_split_threads())
+                       cores, steps, model.output_size,
+                       max_split=1 if model.bidirectional else max_split_threads())  # no hidden blocks

@@ -76,6 +76,10 @@ class Trainer:
     rtrl/uoro an update comes every k1 steps (k1=None: one per sequence) and k2, memory,
     diagnostics, shards and split do not apply (refused).
     seed: of the trainer's numpy Generator `rng` (UORO's random signs; nothing else is random).
+    A bidirectional model (Model(bidirectional=True)) reads every step of a sequence at
+    once: it trains on whole sequences only, with gradient "bptt" and k1=None (or k1 at
+    least the length of the sequences given to fit); partial_fit, memory, split and
+    diagnostics do not apply to it (refused); batch shards do.
     history_updates: keep the records of the last N updates in history.updates (default
     HISTORY_UPDATES = 1000, so a streaming loop's memory stays bounded; None keeps all, 0
     none). The counters step and skipped and the epoch records are exact regardless, and
@@ -91,6 +95,9 @@ class Trainer:
         if self.gradient != "bptt":
             _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, shards=shards,
                                   split=split)
+        if model.bidirectional:
+            _check_bidirectional_options(gradient=self.gradient, memory=memory, diagnostics=diagnostics,
+                                         split=split)
         self.loss, self.quantiles = check_loss(loss, quantiles, model)
         self.k1 = None if k1 is None else check_int("k1", k1)
         self.seed = check_int("seed", seed, minimum=0)
@@ -185,6 +192,9 @@ class Trainer:
         many epochs, and restore the best parameters. on_update(record) / on_epoch(record)
         are called after each update / epoch. Returns the History."""
         x, y = self._check_data(x, y)
+        if self.model.bidirectional and self.k1 is not None and self.k1 < x.shape[0]:
+            raise ValueError(f"a bidirectional model trains on whole sequences: k1={self.k1} would cut the "
+                             f"{x.shape[0]} steps of x into windows; use k1=None (full BPTT) or k1 >= {x.shape[0]}")
         if not _counts_targets(self.loss, y):  # else every epoch would end with loss nan, 0 updates
             raise ValueError("y has no target to learn from: every entry is missing (NaN or -1)")
         self._check_chunk_memory(x.shape[0], x.shape[1])
@@ -229,6 +239,9 @@ class Trainer:
         stay: a window reaching back into them stops, for a reset stream, at the reset.
         A piece of another number of streams than the carried state is an error: call
         reset_state() first to start afresh. Returns {"loss", "updates", "steps"}."""
+        if self.model.bidirectional:
+            raise ValueError("partial_fit does not apply to a bidirectional model: its reverse direction reads "
+                             "each sequence from its end, which a stream does not have; use fit on whole sequences")
         x, y = self._check_data(x, y)
         T, B = x.shape[:2]
         resets = as_resets(resets, T, B)
@@ -414,7 +427,7 @@ class Trainer:
         plan = plan_for(model, window, B, self.shards, split=self.split)
         require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
                             model.num_layers, window, B, plan["shards"], model.dtype.itemsize,
-                            model.params.nbytes, self.memory, plan["split"]),
+                            model.params.nbytes, self.memory, plan["split"], model.bidirectional),
                 f"training on windows of {window} steps x {B} streams")
 
     def _chunk(self, T, B):
@@ -445,6 +458,20 @@ def _check_online_options(gradient, **options):
     for name, reason in given.items():
         if options[name] not in (None, False):
             raise ValueError(f"{name} does not apply to gradient={gradient!r} ({reason}); leave it unset")
+
+
+def _check_bidirectional_options(**options):
+    """Refuse, in one line, what a bidirectional model does not run."""
+    refused = {"gradient": (options["gradient"] != "bptt",
+                            "forward-mode gradients run step by step, and the reverse direction starts at the end"),
+               "memory": (options["memory"] is not None, "recomputation by segments is one-directional"),
+               "split": (options["split"] not in (None, 1), "the hidden-block plan is one-directional; batch shards "
+                                                            "run it"),
+               "diagnostics": (bool(options["diagnostics"]), "the gradient-flow report measures one direction")}
+    for name, (given, reason) in refused.items():
+        if given:
+            raise ValueError(f"{name}={options[name]!r} does not apply to a bidirectional model ({reason}); "
+                             "leave it unset")
 
 
 def _weighted_mean(losses):

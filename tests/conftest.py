@@ -29,14 +29,16 @@ def assert_close_impl(actual, expected, rel, what="", floor=0.0):
 
 
 def make_case_impl(cell="lstm", nonlinearity="tanh", num_layers=1, loss="mse", masked=False,
-                   T=4, B=2, I=2, H=3, O=2, dtype="float64", seed=0, random_state=True):
-    """A model with seeded parameters plus random x (T, B, I), targets y and initial state.
+                   T=4, B=2, I=2, H=3, O=2, dtype="float64", seed=0, random_state=True, bidirectional=False):
+    """A model with seeded parameters plus random x (T, B, I), targets y and initial state
+    (num_layers rows, twice as many for a bidirectional model).
 
     masked: about a third of the targets missing (NaN for mse, -1 for cross_entropy),
     never all of them. Returns a dict: model, x, y, state, params (the state_dict)."""
     rng = np.random.default_rng(seed + 1000)
     model = engine.Model(cell=cell, input_size=I, hidden_size=H, output_size=O,
-                         num_layers=num_layers, nonlinearity=nonlinearity, dtype=dtype, seed=seed)
+                         num_layers=num_layers, nonlinearity=nonlinearity, dtype=dtype, seed=seed,
+                         bidirectional=bidirectional)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     if loss == "mse":
         y = rng.standard_normal((T, B, O)).astype(dtype)
@@ -50,9 +52,10 @@ def make_case_impl(cell="lstm", nonlinearity="tanh", num_layers=1, loss="mse", m
             y[T - 1, 0] = 0
     state = None
     if random_state:
-        h = (0.5 * rng.standard_normal((num_layers, B, H))).astype(dtype)
+        rows = num_layers * model.directions
+        h = (0.5 * rng.standard_normal((rows, B, H))).astype(dtype)
         if cell == "lstm":
-            state = (h, (0.5 * rng.standard_normal((num_layers, B, H))).astype(dtype))
+            state = (h, (0.5 * rng.standard_normal((rows, B, H))).astype(dtype))
         else:
             state = h
     return dict(model=model, x=x, y=y, state=state, params=model.state_dict(),
@@ -83,7 +86,8 @@ def assert_close():
 
 @pytest.fixture(scope="session")
 def make_case():
-    """make_case(cell, nonlinearity, num_layers, loss, masked, T, B, I, H, O, dtype, seed)."""
+    """make_case(cell, nonlinearity, num_layers, loss, masked, T, B, I, H, O, dtype, seed, random_state,
+    bidirectional)."""
     return make_case_impl
 
 

@@ -7,7 +7,7 @@ float64 whatever the inputs' dtype.
 
 params: a dict keyed like Model.state_dict(): weight_ih_l{k} (G*H, I_k),
 weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k} (G*H,), head.weight (O, H),
-head.bias (O,). State: h (L, B, H); for "lstm" the pair (h, c). resets: optional (T, B)
+head.bias (O,) (bidirectional_forward: also the *_reverse entries, head.weight (O, 2H)). State: h (L, B, H); for "lstm" the pair (h, c). resets: optional (T, B)
 booleans, True where stream b starts a new series at step t: the state entering step t
 is replaced by zeros (a constant, so no gradient flows back past it).
 """
@@ -25,8 +25,9 @@ def num_layers(params):
     return k
 
 
-def layer_params(params, k):
-    return tuple(np.asarray(params[f"{kind}_l{k}"], dtype=np.float64)
+def layer_params(params, k, suffix=""):
+    """Layer k's four parameters; suffix "_reverse": its reverse direction's."""
+    return tuple(np.asarray(params[f"{kind}_l{k}{suffix}"], dtype=np.float64)
                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
 
@@ -160,6 +161,52 @@ def run(params, x, cell, state=None, nonlinearity="tanh", resets=None):
 def forward(params, x, cell, state=None, nonlinearity="tanh", resets=None):
     """y_hat (T, B, O) and the final state."""
     y_hat, final, _, _ = run(params, x, cell, state, nonlinearity, resets)
+    return y_hat, final
+
+
+def bidirectional_forward(params, x, cell, state=None, nonlinearity="tanh", resets=None):
+    """y_hat (T, B, O) and the final state (2L, B, H) of a bidirectional model (params with
+    the *_reverse entries too; state rows 2k, 2k + 1: layer k's forward and reverse
+    directions, torch's h0). Layer by layer: the forward direction steps t = 0..T-1, the
+    reverse one t = T-1..0, each from its own initial state; a reset at step t (a new
+    series) zeroes the forward state entering t and the reverse state entering t - 1
+    (the one coming from t). Layer k + 1 and the head read [h_forward(t), h_reverse(t)]."""
+    x = np.asarray(x, dtype=np.float64)
+    T, B, _ = x.shape
+    L = num_layers(params)
+    H = np.asarray(params["weight_hh_l0"]).shape[1]
+    relu = nonlinearity == "relu"
+    if state is None:
+        h0, c0 = np.zeros((2 * L, B, H)), np.zeros((2 * L, B, H))
+    else:
+        h0, c0 = (np.asarray(part, dtype=np.float64) for part in (state if cell == "lstm" else (state, state)))
+    finals_h, finals_c = [], []
+    layer_input = x
+    for k in range(L):
+        halves = []
+        for direction, suffix in enumerate(("", "_reverse")):
+            W_ih, W_hh, b_ih, b_hh = layer_params(params, k, suffix)
+            h, c = h0[2 * k + direction], c0[2 * k + direction]
+            out = np.zeros((T, B, H))
+            for t in (range(T) if direction == 0 else range(T - 1, -1, -1)):
+                crossed = t if direction == 0 else t + 1  # the step whose reset cuts the state entering t
+                if resets is not None and crossed < T:
+                    h = np.where(resets[crossed][:, None], 0.0, h)
+                    c = np.where(resets[crossed][:, None], 0.0, c)
+                if cell == "lstm":
+                    h, c, _ = lstm_step(layer_input[t], h, c, W_ih, W_hh, b_ih, b_hh)
+                elif cell == "gru":
+                    h, _ = gru_step(layer_input[t], h, W_ih, W_hh, b_ih, b_hh)
+                else:
+                    h, _ = rnn_step(layer_input[t], h, W_ih, W_hh, b_ih, b_hh, relu)
+                out[t] = h
+            halves.append(out)
+            finals_h.append(h)
+            finals_c.append(c)
+        layer_input = np.concatenate(halves, axis=2)  # (T, B, 2H)
+    W_head = np.asarray(params["head.weight"], dtype=np.float64)
+    y_hat = layer_input @ W_head.T + np.asarray(params["head.bias"], dtype=np.float64)
+    final = (np.stack(finals_h), np.stack(finals_c)) if cell == "lstm" else np.stack(finals_h)
     return y_hat, final
 
 
