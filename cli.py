@@ -646,7 +646,8 @@ def info(checkpoint, as_json):
         click.echo(to_json(metadata))
         return
     model, trainer_meta = metadata["model"], metadata["trainer"]
-    click.echo(f"Model:    {model['cell']}, {model['num_layers']} layer(s) x {model['hidden_size']} hidden, "
+    directions = "bidirectional " if model.get("bidirectional") else ""  # absent in older checkpoints
+    click.echo(f"Model:    {model['cell']}, {model['num_layers']} {directions}layer(s) x {model['hidden_size']} hidden, "
                f"{model['input_size']} input(s) -> {model['output_size']} output(s), {model['dtype']}, "
                f"init {model['init']}, seed {model['seed']}")
     if trainer_meta is not None:
@@ -724,8 +725,9 @@ def _numbers(values, shown=8):
 @click.option("--tolerance", default=1e-6, show_default=True, type=float, help="Fail above this relative error.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the random model and data.")
+@click.option("--bidirectional", is_flag=True, help="Check a model of bidirectional layers.")
 def gradcheck(cell, nonlinearity, input_size, old_input_size, hidden, output_size, old_output_size, layers, steps,
-              batch, loss, tolerance, seed):
+              batch, loss, tolerance, seed, bidirectional):
     """Check the analytic gradients of a random model against float64 central differences."""
     input_size = either_of("input_size", old_input_size, "--input-size", "--inputs")
     output_size = either_of("output_size", old_output_size, "--output-size", "--outputs")
@@ -733,7 +735,7 @@ def gradcheck(cell, nonlinearity, input_size, old_input_size, hidden, output_siz
         raise click.UsageError("--nonlinearity applies to --cell rnn only")
     announce_first_compile(False)
     result = engine.gradient_check(cell, input_size, hidden, output_size, layers, steps, batch, loss,
-                                   nonlinearity, seed=seed)
+                                   nonlinearity, seed=seed, bidirectional=bidirectional)
     passed = result["max_rel_error"] <= tolerance
     click.echo(f"{cell}: {result['checked']} gradient entries checked; largest relative error "
                f"{result['max_rel_error']:.3g} (in {result['worst']}): {'ok' if passed else 'FAILED'}")

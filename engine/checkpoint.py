@@ -46,7 +46,7 @@ class CheckpointError(ValueError):
 
 MODEL_SCHEMA = {"cell": "str", "input_size": "int", "hidden_size": "int", "output_size": "int",
                 "num_layers": "int", "nonlinearity": "str", "dtype": "str", "init": "str",
-                "forget_bias": "number", "seed": "int"}
+                "forget_bias": "number", "seed": "int", "bidirectional?": "bool"}  # absent: False (older files)
 TRAINER_CONFIG_SCHEMA = {
     "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
     "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",
@@ -265,14 +265,17 @@ def _expected_shape(path, name, meta):
         raise CheckpointError(f"{path}: checkpoint content does not match format {FORMAT} v{VERSION}: "
                               f"metadata.model.cell {model['cell']!r} is not one of {', '.join(GATES)}")
     rows, inputs, hidden = GATES[model["cell"]] * model["hidden_size"], model["input_size"], model["hidden_size"]
-    layer = re.fullmatch(r"model/(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)", name)
-    if layer and int(layer[2]) < model["num_layers"]:
-        return {"weight_ih": (rows, inputs if layer[2] == "0" else hidden), "weight_hh": (rows, hidden),
+    bidirectional = model.get("bidirectional", False)
+    directions = 2 if bidirectional else 1
+    layer = re.fullmatch(r"model/(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?", name)
+    if layer and int(layer[2]) < model["num_layers"] and (bidirectional or not layer[3]):
+        return {"weight_ih": (rows, inputs if layer[2] == "0" else directions * hidden), "weight_hh": (rows, hidden),
                 "bias_ih": (rows,), "bias_hh": (rows,)}[layer[1]]
     if name in ("model/head.weight", "model/head.bias"):
-        return (model["output_size"], hidden)[:2 if name.endswith("weight") else 1]
+        return (model["output_size"], directions * hidden)[:2 if name.endswith("weight") else 1]
     if meta["trainer"] is not None:
-        parameters = parameter_count(model["cell"], inputs, hidden, model["output_size"], model["num_layers"])
+        parameters = parameter_count(model["cell"], inputs, hidden, model["output_size"], model["num_layers"],
+                                     bidirectional)
         if name == "optimizer/step":
             return ()
         if re.fullmatch(r"optimizer/\w+", name) or name == "trainer/best_params":
@@ -280,7 +283,7 @@ def _expected_shape(path, name, meta):
         if name in {f"history/{field}" for field in UPDATE_FIELDS}:
             return (None,)
         if re.fullmatch(r"trainer/(state|history_state)_[hc]", name):
-            return (model["num_layers"], None, hidden)
+            return (directions * model["num_layers"], None, hidden)
         if name == "trainer/history_x":
             return (None, None, inputs)
         if name == "trainer/history_resets":
@@ -418,9 +421,9 @@ def _state_entry(model, arrays, name):
         return None
     parts = [arrays[f"trainer/{name}_{part}"] for part in ("hc" if model.cell == "lstm" else "h")]
     for part in parts:
-        if part.ndim != 3 or part.shape != parts[0].shape or part.shape[::2] != (model.num_layers, model.hidden_size):
-            raise ValueError(f"trainer/{name} has shape {part.shape}, expected "
-                             f"({model.num_layers}, B, {model.hidden_size})")
+        rows = model.num_layers * model.directions
+        if part.ndim != 3 or part.shape != parts[0].shape or part.shape[::2] != (rows, model.hidden_size):
+            raise ValueError(f"trainer/{name} has shape {part.shape}, expected ({rows}, B, {model.hidden_size})")
     parts = tuple(np.ascontiguousarray(part, dtype=model.dtype) for part in parts)
     return parts if model.cell == "lstm" else parts[0]
 

@@ -4,7 +4,11 @@ alone (no torch); the `export` extra provides onnx.
 
 Graph inputs x (T, B, I) with T and B dynamic, h0 (L, B, H) and for LSTM c0 (L, B, H);
 outputs y (T, B, O), hn (L, B, H) and for LSTM cn: the final state, to pass back as h0
-(and c0) with the next piece of the same streams. Always float32: onnxruntime's CPU
+(and c0) with the next piece of the same streams. A bidirectional model's layers are the
+operators with direction="bidirectional" (W, R, B stacked over the two directions, Y
+(T, 2, B, H) turned into (T, B, 2H) = [forward, reverse] for the layer above and the
+head) and its states have L * 2 rows in torch's order; it runs whole sequences (the
+reverse direction starts at the last step given). Always float32: onnxruntime's CPU
 recurrent operators implement float32 only, so float64 parameters are rounded.
 
 A forecasting model (a data recipe with "version": 2) outputs P blocks of K = H * O
@@ -47,7 +51,7 @@ def onnx_model(model, recipe=None, with_normalization=False):
         raise ValueError("the normalisation in the graph needs the data recipe")
     layout = OutputLayout.from_recipe(recipe, model.output_size) if recipe is not None else None
 
-    L, H = model.num_layers, model.hidden_size
+    L, H, D = model.num_layers, model.hidden_size, model.directions
     state_names = ("h", "c") if model.cell == "lstm" else ("h",)
     initializers, nodes = [], []
 
@@ -61,22 +65,29 @@ def onnx_model(model, recipe=None, with_normalization=False):
         nodes += [helper.make_node("Sub", ["x", constant("input_mean", input_norm.mean)], ["x_centred"]),
                   helper.make_node("Div", ["x_centred", constant("input_std", input_norm.std)], ["x_scaled"])]
         x = "x_scaled"
-    squeeze_axes = constant("direction_axis", [1], np.int64)
+    if D == 1:
+        squeeze_axes = constant("direction_axis", [1], np.int64)
+    else:
+        both_directions = constant("both_directions", [0, 0, 2 * H], np.int64)  # Reshape to (T, B, 2H)
     for k in range(L):
-        w_ih, w_hh, b_ih, b_hh = model.layer_parameters(k)
-        layer = constant(f"layer{k}", [k], np.int64)  # Gather index: keeps the layer axis
+        directions = [model.layer_parameters(k, reverse) for reverse in (False, True)[:D]]
+        layer = constant(f"layer{k}", [D * k + d for d in range(D)], np.int64)  # Gather: this layer's state rows
         initial = []
         for part in state_names:
             nodes.append(helper.make_node("Gather", [f"{part}0", layer], [f"{part}0_l{k}"], axis=0))
-            initial.append(f"{part}0_l{k}")  # (1, B, H)
-        weights = [constant(f"W_l{k}", _onnx_gates(w_ih, model)[None]),            # (1, G*H, I_k)
-                   constant(f"R_l{k}", _onnx_gates(w_hh, model)[None]),            # (1, G*H, H)
-                   constant(f"B_l{k}", np.concatenate([_onnx_gates(b_ih, model),
-                                                       _onnx_gates(b_hh, model)])[None])]  # (1, 2*G*H)
-        outputs = [f"y_l{k}_directions"] + [f"{part}n_l{k}" for part in state_names]
+            initial.append(f"{part}0_l{k}")  # (D, B, H)
+        weights = [constant(f"W_l{k}", np.stack([_onnx_gates(w_ih, model) for w_ih, _, _, _ in directions])),  # (D, G*H, I_k)
+                   constant(f"R_l{k}", np.stack([_onnx_gates(w_hh, model) for _, w_hh, _, _ in directions])),  # (D, G*H, H)
+                   constant(f"B_l{k}", np.stack([np.concatenate([_onnx_gates(b_ih, model), _onnx_gates(b_hh, model)])
+                                                 for _, _, b_ih, b_hh in directions]))]  # (D, 2*G*H)
+        outputs = [f"y_l{k}_directions"] + [f"{part}n_l{k}" for part in state_names]  # Y (T, D, B, H)
         nodes.append(helper.make_node(OPERATORS[model.cell], [x, *weights, "", *initial], outputs,
                                       name=f"{model.cell}_l{k}", **_attributes(model)))
-        nodes.append(helper.make_node("Squeeze", [outputs[0], squeeze_axes], [f"y_l{k}"]))  # (T, B, H)
+        if D == 1:
+            nodes.append(helper.make_node("Squeeze", [outputs[0], squeeze_axes], [f"y_l{k}"]))  # (T, B, H)
+        else:  # (T, 2, B, H) -> (T, B, 2, H) -> (T, B, 2H): [forward, reverse], as the layer above reads it
+            nodes += [helper.make_node("Transpose", [outputs[0]], [f"y_l{k}_by_stream"], perm=[0, 2, 1, 3]),
+                      helper.make_node("Reshape", [f"y_l{k}_by_stream", both_directions], [f"y_l{k}"])]
         x = f"y_l{k}"
     for part in state_names:
         nodes.append(helper.make_node("Concat", [f"{part}n_l{k}" for k in range(L)], [f"{part}n"], axis=0))
@@ -87,8 +98,8 @@ def onnx_model(model, recipe=None, with_normalization=False):
 
     graph = helper.make_graph(
         nodes, f"bptt_{model.cell}",
-        [tensor("x", "T", "B", model.input_size)] + [tensor(f"{part}0", L, "B", H) for part in state_names],
-        [tensor("y", "T", "B", model.output_size)] + [tensor(f"{part}n", L, "B", H) for part in state_names],
+        [tensor("x", "T", "B", model.input_size)] + [tensor(f"{part}0", L * D, "B", H) for part in state_names],
+        [tensor("y", "T", "B", model.output_size)] + [tensor(f"{part}n", L * D, "B", H) for part in state_names],
         initializers)
     opset = [helper.make_opsetid("", OPSET)]
     proto = helper.make_model(graph, opset_imports=opset, producer_name="bptt",
@@ -108,9 +119,10 @@ def onnx_model(model, recipe=None, with_normalization=False):
 
 
 def _output_nodes(helper, constant, model, x, layout, target_norm):
-    """The head on the top layer's x (T, B, H) -> (T, B, output_size), then the stages
-    after it, each (source, target) -> nodes, the last one writing y: a forecasting
-    layout's parameter nodes, and target_norm's z-score undone (None: none)."""
+    """The head on the top layer's x (T, B, H), or (T, B, 2H) bidirectional, -> (T, B,
+    output_size), then the stages after it, each (source, target) -> nodes, the last one
+    writing y: a forecasting layout's parameter nodes, and target_norm's z-score undone
+    (None: none)."""
     stages = []
     if layout is not None and layout.loss in PARAMETER_NODES:
         stages.append(partial(PARAMETER_NODES[layout.loss], helper, constant, layout))
@@ -244,8 +256,10 @@ def _onnx_gates(array, model):
 
 def _attributes(model):
     attributes = {"hidden_size": model.hidden_size}
+    if model.bidirectional:
+        attributes["direction"] = "bidirectional"
     if model.cell == "rnn":
-        attributes["activations"] = ["Relu" if model.relu else "Tanh"]
+        attributes["activations"] = ["Relu" if model.relu else "Tanh"] * model.directions  # one per direction
     if model.cell == "gru":
         attributes["linear_before_reset"] = 1  # PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     return attributes
@@ -306,10 +320,17 @@ FORECAST_DIFFERENCED_NOTE = (
 def _description(model, recipe, layout, with_normalization):
     """The graph's doc string: what goes in and what comes out."""
     state = "h0 and c0" if model.cell == "lstm" else "h0"
-    text = (f"bptt {model.cell} model, {model.num_layers} layer(s) of {model.hidden_size} units. "
-            f"Inputs x (T, B, {model.input_size}) and {state} ({model.num_layers}, B, "
-            f"{model.hidden_size}), zeros to start a stream; outputs y (T, B, {model.output_size}) "
-            "and the final state, to feed back with the next piece of the same streams.")
+    if model.bidirectional:
+        text = (f"bptt {model.cell} model, {model.num_layers} bidirectional layer(s) of {model.hidden_size} units "
+                f"per direction. Inputs x (T, B, {model.input_size}), whole sequences, and {state} "
+                f"({2 * model.num_layers}, B, {model.hidden_size}): rows 2k and 2k + 1 layer k's forward and "
+                "reverse directions (the reverse one enters at the last step), zeros to start; outputs y "
+                f"(T, B, {model.output_size}) and the final state (the reverse rows after the first step).")
+    else:
+        text = (f"bptt {model.cell} model, {model.num_layers} layer(s) of {model.hidden_size} units. "
+                f"Inputs x (T, B, {model.input_size}) and {state} ({model.num_layers}, B, "
+                f"{model.hidden_size}), zeros to start a stream; outputs y (T, B, {model.output_size}) "
+                "and the final state, to feed back with the next piece of the same streams.")
     if layout is not None:
         meaning = BLOCK_MEANINGS[layout.loss].format(quantiles=list(layout.quantiles))
         text += " " + LAYOUT_NOTE.format(blocks=layout.blocks, horizon=layout.horizon, count=len(layout.targets),

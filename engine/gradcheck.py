@@ -6,13 +6,14 @@ from engine.model import Model
 
 
 def gradient_check(cell="lstm", input_size=3, hidden_size=8, output_size=2, num_layers=1,
-                   steps=6, batch=2, loss="mse", nonlinearity="tanh", epsilon=1e-6, seed=0):
+                   steps=6, batch=2, loss="mse", nonlinearity="tanh", epsilon=1e-6, seed=0, bidirectional=False):
     """Compare every analytic gradient entry (parameters and initial state) with a float64
     central difference. Returns {"max_rel_error", "worst", "checked"}; the relative error
-    of a tensor is max|numeric - analytic| / max(max|analytic|, 1e-12)."""
+    of a tensor is max|numeric - analytic| / max(max|analytic|, 1e-12). bidirectional: of a
+    bidirectional model (the loss on every step of the whole sequence)."""
     rng = np.random.default_rng(seed)
     model = Model(cell, input_size, hidden_size, output_size, num_layers, nonlinearity,
-                  dtype="float64", seed=seed)
+                  dtype="float64", seed=seed, bidirectional=bidirectional)
     x = rng.standard_normal((steps, batch, input_size))
     if loss == "mse":
         y = rng.standard_normal((steps, batch, output_size))
@@ -48,7 +49,7 @@ def gradient_check(cell="lstm", input_size=3, hidden_size=8, output_size=2, num_
 
 
 def _random_state(model, batch, rng):
-    shape = (model.num_layers, batch, model.hidden_size)
+    shape = (model.num_layers * model.directions, batch, model.hidden_size)
     if model.cell == "lstm":
         return 0.5 * rng.standard_normal(shape), 0.5 * rng.standard_normal(shape)
     return 0.5 * rng.standard_normal(shape)

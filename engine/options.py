@@ -216,6 +216,9 @@ OPTIONS = {option.name: option for option in (
     Option("init", "choice", "default", "default: PyTorch's uniform; xavier: Glorot; orthogonal / identity (IRNN): "
                                         "recurrent weights.", choices=INITS),
     Option("forget_bias", "float", 0.0, "LSTM forget-gate bias."),
+    Option("bidirectional", "flag", False, "Bidirectional layers (a reverse direction over each whole sequence). "
+                                           "Not for forecasting, which bptt train does: a reverse direction "
+                                           "reads the future steps (refused; see docs/training.md)."),
     # truncated BPTT and threads
     Option("k1", "int", 50, "Truncated BPTT: one update every k1 steps.", minimum=1),
     Option("k2", "int", help="Backpropagate through the last k2 >= k1 steps [default: k1].", minimum=1),
@@ -273,11 +276,17 @@ PANEL_OPTIONS = ("id_column", "series_columns", "scale")
 DATA_OPTION_NAMES = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference", "known",
                      "calendar", "lags", "static")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+BIDIRECTIONAL_REFUSED = (
+    "--bidirectional does not apply to forecasting, the task of bptt train and sweeps: the reverse direction "
+    "reads every later step, so each forecast would see the future it forecasts; bidirectional layers are for "
+    "whole-sequence tasks such as classification, in the library (engine.Model(bidirectional=True), "
+    "docs/training.md)")
 # train_series's arguments (model, trainer, schedule and data options, by their names there)
 # -> the options that set them: on resume only what was given is checked against the checkpoint
 SET_BY = {
     "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
     "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
+    "bidirectional": ("bidirectional",),
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
     "shards": ("shards",), "split": ("split",), "gradient": ("gradient",), "on_divergence": ("on_divergence",),
@@ -315,6 +324,8 @@ def train_arguments(values):
         raise ValueError("--k2 truncates backpropagation; it cannot be combined with --full-bptt")
     if o["cell"] != "rnn" and o["nonlinearity"] != "tanh":
         raise ValueError("--nonlinearity applies to --cell rnn only")
+    if o["bidirectional"]:
+        raise ValueError(BIDIRECTIONAL_REFUSED)
     model_options = dict(cell=o["cell"], hidden_size=o["hidden"], num_layers=o["layers"], dtype=o["dtype"],
                          init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"])
     if o["cell"] == "rnn":

@@ -129,6 +129,7 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         model, trainer = load(output, trainer_factory=restored_trainer)
         if trainer is None:
             raise DataError(f"{output}: holds a model only, no training state to resume")
+        _refuse_bidirectional(output, model)
         recipe = read_recipe(output, read_metadata(output)["user"])
         _check_resume_options(model, trainer, recipe, model_options or {}, trainer_options or {},
                               data_options or {}, schedule or {})
@@ -472,6 +473,7 @@ def _inference_pair(model):
         return load_for_inference(model)
     if len(model) != 2:
         raise TypeError("model: give a checkpoint path or the (model, metadata) pair of load_for_inference")
+    _refuse_bidirectional("model", model[0])
     return model[0], _checked_metadata(model[1])
 
 
@@ -557,7 +559,15 @@ def load_for_inference(path):
     model, _ = load(path)
     metadata = read_metadata(path)["user"]
     read_recipe(path, metadata)
+    _refuse_bidirectional(path, model)
     return model, metadata
+
+
+def _refuse_bidirectional(path, model):
+    """The jobs here forecast: a bidirectional model's reverse direction would read the future."""
+    if getattr(model, "bidirectional", False):  # anything else passed as a model fails where it is used
+        raise DataError(f"{path}: holds a bidirectional model, which cannot forecast (its reverse direction "
+                        "reads every later step); use it in the library on whole sequences")
 
 
 def read_recipe(path, user_metadata):

@@ -7,6 +7,7 @@ import pytest
 import engine
 import naive
 from engine import footprint
+from engine.data import DataError
 from engine.shards import ShardedChunk
 from engine.workspace import Workspace
 from test_gradcheck import assert_matches_central_differences
@@ -256,3 +257,120 @@ def test_estimates_equal_what_the_engine_allocates(cell, layers):
     shard_copies = sum(array.nbytes for array in chunk.inputs) + 7 * 4 * 2 * 8 + model.params.nbytes
     assert footprint.chunk_bytes(cell, 3, 5, 2, layers, 7, 4, 2, 8, model.params.nbytes, bidirectional=True) == \
         chunk.nbytes + shard_copies
+
+
+# ---------------------------------------------------------------- checkpoints and the command
+
+def bidirectional_checkpoint(path):
+    """A trained 2-layer bidirectional GRU classifier saved with its trainer at `path`."""
+    x, y = classification_data()
+    model = engine.Model("gru", 2, 4, 2, 2, bidirectional=True)
+    trainer = engine.Trainer(model, loss="cross_entropy", k1=None)
+    trainer.fit(x, y, epochs=2)
+    engine.save(path, model, trainer)
+    return model
+
+
+def test_checkpoint_round_trip_and_info(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    model = bidirectional_checkpoint(tmp_path / "m.npz")
+    loaded, trainer = engine.load(tmp_path / "m.npz")
+    assert loaded.bidirectional and loaded.config == model.config
+    np.testing.assert_array_equal(loaded.params, model.params)
+    assert trainer.state.shape == (4, 6, 4)  # the carried state: torch's (num_layers * 2, B, H)
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "m.npz")])
+    assert result.exit_code == 0, result.output
+    assert "Model:    gru, 2 bidirectional layer(s) x 4 hidden" in result.output
+
+
+def test_a_config_without_bidirectional_loads_as_one_directional(tmp_path):
+    model = engine.Model("lstm", 2, 3, 1)
+    config = model.config
+    assert config.pop("bidirectional") is False
+    assert engine.Model(**config).config == model.config  # an older checkpoint's config
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_the_command_refuses_bidirectional_forecasting(tmp_path, monkeypatch, command):
+    from click.testing import CliRunner
+
+    from cli import main
+    from cli_checks import assert_bad_input
+
+    monkeypatch.chdir(tmp_path)
+    arguments = [command, "--demo", "sine", "--bidirectional", "--epochs", "1", "-o", "out"]
+    assert_bad_input(CliRunner().invoke(main, arguments),
+                     "--bidirectional does not apply to forecasting", "reads every later step")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_forecasting_jobs_refuse_a_bidirectional_model(tmp_path):
+    bidirectional_checkpoint(tmp_path / "m.npz")
+    model, _ = engine.load(tmp_path / "m.npz")
+    for job in (engine.forecast_series, engine.evaluate_series, engine.backtest_series):
+        with pytest.raises(DataError, match="holds a bidirectional model, which cannot forecast"):
+            job((model, {}), tmp_path / "absent.csv")
+
+
+def test_gradcheck_command_checks_a_bidirectional_model():
+    from click.testing import CliRunner
+
+    from cli import main
+
+    result = CliRunner().invoke(main, ["gradcheck", "--bidirectional", "--cell", "gru", "--hidden", "3",
+                                       "--layers", "2", "--steps", "4"])
+    assert result.exit_code == 0, result.output
+    entries = footprint.parameter_count("gru", 3, 3, 2, 2, bidirectional=True) + 2 * 2 * 2 * 3  # + h_0 (4, 2, 3)
+    assert result.output.startswith(f"gru: {entries} gradient entries checked") and result.output.endswith(": ok\n")
+
+
+# ---------------------------------------------------------------- exports
+
+def test_onnx_bidirectional_operators_equal_forward(tmp_path, variant, num_layers, assert_close):
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from engine.export import export_model
+
+    cell, nonlinearity = variant
+    model = engine.Model(cell, 3, 4, 2, num_layers, nonlinearity=nonlinearity, bidirectional=True, seed=2)
+    export_model(model, tmp_path / "m.onnx", "onnx")
+    proto = onnx.load(tmp_path / "m.onnx")
+    recurrent = [node for node in proto.graph.node if node.op_type in ("RNN", "LSTM", "GRU")]
+    assert len(recurrent) == num_layers
+    assert all(onnx.helper.get_attribute_value(attribute) == b"bidirectional"
+               for node in recurrent for attribute in node.attribute if attribute.name == "direction")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 3, 3)).astype(np.float32)
+    state = tuple((0.5 * rng.standard_normal((2 * num_layers, 3, 4))).astype(np.float32) for _ in range(2))
+    state = state if cell == "lstm" else state[0]
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    y, *final = session.run(None, {"x": x, **{f"{name}0": part for name, part in zip("hc", parts(state))}})
+    expected, expected_final = model.forward(x, state)
+    assert_close(y, expected, 1e-5, "y")
+    for name, actual, wanted in zip("hc", final, parts(expected_final)):
+        assert_close(actual, wanted, 1e-5, f"final {name}")
+
+
+def test_safetensors_carries_the_reverse_tensors_into_torch(tmp_path, assert_close):
+    torch = pytest.importorskip("torch")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    from bench.exactness import torch_model
+    from engine.export import export_model
+
+    model = engine.Model("lstm", 3, 4, 2, 2, dtype="float64", bidirectional=True)
+    export_model(model, tmp_path / "m.safetensors", "safetensors")
+    loaded = safetensors_numpy.load_file(tmp_path / "m.safetensors")
+    assert {name for name in loaded if name.endswith("_reverse")} == {
+        f"{kind}_l{k}_reverse" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") for k in (0, 1)}
+    for name, array in model.state_dict().items():
+        assert loaded[name].tobytes() == array.tobytes(), name
+    copy = engine.Model("lstm", 3, 4, 2, 2, dtype="float64", bidirectional=True, seed=9)
+    copy.load_state_dict(loaded)
+    recurrent, head = torch_model(copy)  # strict loading into torch.nn.LSTM(bidirectional=True)
+    x = np.random.default_rng(1).standard_normal((5, 2, 3))
+    with torch.no_grad():
+        expected = head(recurrent(torch.from_numpy(x))[0]).numpy()
+    assert_close(model.forward(x)[0], expected, REL, "y_hat")
