@@ -11,7 +11,8 @@ Formats (FORMATS):
 The safetensors and torch files hold the parameters of a module pair: torch.nn.LSTM /
 GRU / RNN(input_size, hidden_size, num_layers, nonlinearity for RNN) takes every entry
 but "head.weight" and "head.bias", which go to torch.nn.Linear(hidden_size, output_size)
-as "weight" and "bias" (see split_state_dict).
+as "weight" and "bias" (see split_state_dict); a bidirectional model's: the module with
+bidirectional=True (the *_reverse entries) and nn.Linear(2 * hidden_size, output_size).
 
 onnx, safetensors and torch are optional: each is imported only when its format is
 written, and a missing one fails with one line saying what to install.

@@ -183,3 +183,12 @@ def test_oracles_leave_only_the_innovations(name, innovation_sd):
         forecast = member.oracle(data, np.full(len(origins), series_id), origins, np.ones(len(origins), dtype=int))
         errors = one.values[origins + 1, 0] - forecast
         assert abs(np.std(errors) / (scale * innovation_sd) - 1) < 0.15, (series_id, np.std(errors), scale)
+
+
+def test_bidirectional_record():
+    from bench.bidirectional import measure
+
+    record = measure(get_config("tiny"), rounds=1, round_s=0.001)
+    assert record["config"] == "tiny" and record["rounds"] == 1
+    assert record["seconds_per_update_bidirectional"] > 0 and record["seconds_per_update"] > 0
+    assert record["ratio"] == record["seconds_per_update_bidirectional"] / record["seconds_per_update"]
