@@ -1,6 +1,8 @@
 """Bidirectional layers (Model(bidirectional=True), engine/bidirectional.py): the NumPy
 reference, float64 central differences, PyTorch's bidirectional modules, resets, batch
 shards, where they are refused, memory estimates, checkpoints and exports."""
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -170,6 +172,22 @@ def test_torch_bidirectional_weights_load_into_model(cell, assert_close):
     assert_close(model.forward(x)[0], expected, REL, "y_hat")
 
 
+def test_initialisation_covers_the_reverse_direction():
+    H = 4
+    model = engine.Model("lstm", 2, H, 3, 2, init="orthogonal", forget_bias=1.0, bidirectional=True, dtype="float64")
+    for k in (0, 1):
+        weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k, reverse=True)
+        assert weight_ih.shape == (4 * H, 2 if k == 0 else 2 * H)
+        for gate in range(4):
+            block = weight_hh[gate * H:(gate + 1) * H]
+            np.testing.assert_allclose(block @ block.T, np.eye(H), atol=1e-12)
+        np.testing.assert_array_equal(bias_ih, np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)])
+        np.testing.assert_array_equal(bias_hh, 0)
+    default = engine.Model("gru", 2, H, 3, bidirectional=True)
+    bound = 1 / np.sqrt(2 * H)  # torch's nn.Linear(2H, O): U(-1/sqrt(2H), 1/sqrt(2H))
+    assert np.abs(default.views["head.weight"]).max() <= bound < np.abs(default.views["weight_hh_l0_reverse"]).max()
+
+
 # ---------------------------------------------------------------- training
 
 def classification_data(T=8, B=6, seed=0):
@@ -286,11 +304,11 @@ def test_checkpoint_round_trip_and_info(tmp_path):
     assert "Model:    gru, 2 bidirectional layer(s) x 4 hidden" in result.output
 
 
-def test_a_config_without_bidirectional_loads_as_one_directional(tmp_path):
-    model = engine.Model("lstm", 2, 3, 1)
-    config = model.config
-    assert config.pop("bidirectional") is False
-    assert engine.Model(**config).config == model.config  # an older checkpoint's config
+def test_an_older_checkpoint_loads_as_one_directional():
+    old = pathlib.Path(__file__).parent / "data" / "v1" / "single_h1.npz"  # written before the option
+    assert "bidirectional" not in engine.read_metadata(old)["model"]
+    model, _ = engine.load(old)
+    assert model.bidirectional is False and model.config["bidirectional"] is False
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
