@@ -4,12 +4,12 @@ The engine owns the loop over layers; each layer's time loop runs in a kernel.
 """
 import numpy as np
 
+from engine.bidirectional import backward_pairs, forward_pairs
 from engine.blas import set_blas_threads
+from engine.layer_kernels import run_backward, run_forward
 from engine.losses import LOSSES  # noqa: F401 (the loss names, importable from here as before)
 from engine.validation import as_inputs, as_resets, as_state, as_targets, check_loss
 from engine.workspace import Workspace
-from engine.bidirectional import backward_pairs, forward_pairs
-from engine.layer_kernels import run_backward, run_forward
 from kernels.head import (cross_entropy_gradient, gaussian_gradient, head_backward, head_forward, mse_gradient,
                           pinball_gradient)
 
@@ -23,7 +23,9 @@ def forward_chunk(model, workspace, x, state, resets=None, layers=None):
 
     resets: optional (T, B) booleans, True where a stream starts a new series: the state
     entering that step is zero in every layer (kept in workspace.resets for backward).
-    layers: how each layer's kernels run (default SERIAL; engine/split.py the other)."""
+    layers: how each layer's kernels run (default SERIAL; engine/split.py the other). A
+    bidirectional model's layers run in engine/bidirectional.py (serially; the reverse
+    direction meets a reset at t entering step t - 1)."""
     layers = SERIAL if layers is None else layers
     if resets is None:
         workspace.resets[...] = False
