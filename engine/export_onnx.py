@@ -1,5 +1,5 @@
-"""The ONNX graph of a model: one standard RNN / LSTM / GRU operator per layer, then the
-linear head, optionally inside the z-score of the data recipe. Built with onnx.helper
+"""The ONNX graph of a model: one standard RNN / LSTM / GRU operator per layer (a zoneout
+model: the same operator stepped in a Scan, see _zoneout_layer), then the linear head, optionally inside the z-score of the data recipe. Built with onnx.helper
 alone (no torch); the `export` extra provides onnx.
 
 Graph inputs x (T, B, I) with T and B dynamic, h0 (L, B, H) and for LSTM c0 (L, B, H);
@@ -73,10 +73,14 @@ def onnx_model(model, recipe=None, with_normalization=False):
                    constant(f"R_l{k}", _onnx_gates(w_hh, model)[None]),            # (1, G*H, H)
                    constant(f"B_l{k}", np.concatenate([_onnx_gates(b_ih, model),
                                                        _onnx_gates(b_hh, model)])[None])]  # (1, 2*G*H)
-        outputs = [f"y_l{k}_directions"] + [f"{part}n_l{k}" for part in state_names]
-        nodes.append(helper.make_node(OPERATORS[model.cell], [x, *weights, "", *initial], outputs,
-                                      name=f"{model.cell}_l{k}", **_attributes(model)))
-        nodes.append(helper.make_node("Squeeze", [outputs[0], squeeze_axes], [f"y_l{k}"]))  # (T, B, H)
+        outputs = [f"y_l{k}"] + [f"{part}n_l{k}" for part in state_names]  # (T, B, H), (1, B, H) each
+        if getattr(model, "zoneout", 0.0):
+            nodes.append(_zoneout_layer(helper, constant, model, k, x, weights, initial, outputs))
+        else:
+            directions = f"y_l{k}_directions"  # (T, 1, B, H)
+            nodes += [helper.make_node(OPERATORS[model.cell], [x, *weights, "", *initial],
+                                       [directions, *outputs[1:]], name=f"{model.cell}_l{k}", **_attributes(model)),
+                      helper.make_node("Squeeze", [directions, squeeze_axes], outputs[:1])]
         x = f"y_l{k}"
     for part in state_names:
         nodes.append(helper.make_node("Concat", [f"{part}n_l{k}" for k in range(L)], [f"{part}n"], axis=0))
@@ -249,6 +253,44 @@ def _attributes(model):
     if model.cell == "gru":
         attributes["linear_before_reset"] = 1  # PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     return attributes
+
+
+def _zoneout_layer(helper, constant, model, k, x, weights, initial, outputs):
+    """Layer k of a zoneout model at inference: the expectation of zoneout's masks, each
+    unit keeping its previous value with weight p, h_t = p h_{t-1} + (1 - p) h~_t (and c_t
+    likewise), where h~_t (c~_t) is the plain cell's step. No standard operator computes
+    that, so a Scan over time runs the standard operator one step at a time (T = 1) and
+    mixes its result with the state. x: (T, B, I_k); initial: the (1, B, H) states;
+    outputs: y (T, B, H), then the final (1, B, H) states."""
+    from onnx import TensorProto
+
+    p = model.zoneout
+    keep, update = constant(f"zoneout_keep_l{k}", [p]), constant(f"zoneout_update_l{k}", [1.0 - p])
+    first_axis = constant(f"zoneout_axis_l{k}", [0], np.int64)
+    parts = [name[:1] for name in outputs[1:]]  # "h", and "c" for the LSTM
+    step_input = f"x_t_l{k}"  # (B, I_k): one step of the scan over x's time axis
+    state_in = [f"{part}_prev_l{k}" for part in parts]  # (1, B, H)
+    state_out = [f"{part}_next_l{k}" for part in parts]
+    plain = [f"{part}_plain_l{k}" for part in parts]  # the cell's step without zoneout
+    body = [helper.make_node("Unsqueeze", [step_input, first_axis], [f"x_step_l{k}"]),  # (1, B, I_k)
+            helper.make_node(OPERATORS[model.cell], [f"x_step_l{k}", *weights, "", *state_in],
+                             ["", *plain], name=f"{model.cell}_step_l{k}", **_attributes(model))]
+    for previous, step, mixed in zip(state_in, plain, state_out):
+        body += [helper.make_node("Mul", [previous, keep], [f"{mixed}_kept"]),
+                 helper.make_node("Mul", [step, update], [f"{mixed}_updated"]),
+                 helper.make_node("Add", [f"{mixed}_kept", f"{mixed}_updated"], [mixed])]
+    body.append(helper.make_node("Squeeze", [state_out[0], first_axis], [f"y_t_l{k}"]))  # (B, H)
+
+    def value(name, *shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+    H = model.hidden_size
+    graph = helper.make_graph(
+        body, f"zoneout_step_l{k}",
+        [value(name, 1, "B", H) for name in state_in] + [value(step_input, "B", None)],
+        [value(name, 1, "B", H) for name in state_out] + [value(f"y_t_l{k}", "B", H)])
+    return helper.make_node("Scan", [*initial, x], [*outputs[1:], outputs[0]], name=f"zoneout_l{k}",
+                            body=graph, num_scan_inputs=1)
 
 
 def _normalizers(model, recipe, layout):
