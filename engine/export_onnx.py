@@ -1,5 +1,5 @@
-"""The ONNX graph of a model: one standard RNN / LSTM / GRU operator per layer, then the
-linear head, optionally inside the z-score of the data recipe. Built with onnx.helper
+"""The ONNX graph of a model: one standard RNN / LSTM / GRU operator per layer (a zoneout
+model: the same operator stepped in a Scan, see _zoneout_layer), then the linear head, optionally inside the z-score of the data recipe. Built with onnx.helper
 alone (no torch); the `export` extra provides onnx.
 
 Graph inputs x (T, B, I) with T and B dynamic, h0 (L, B, H) and for LSTM c0 (L, B, H);
@@ -81,12 +81,16 @@ def onnx_model(model, recipe=None, with_normalization=False):
                    constant(f"B_l{k}", np.stack([np.concatenate([_onnx_gates(b_ih, model), _onnx_gates(b_hh, model)])
                                                  for _, _, b_ih, b_hh in directions]))]  # (D, 2*G*H)
         outputs = [f"y_l{k}_directions"] + [f"{part}n_l{k}" for part in state_names]  # Y (T, D, B, H)
-        nodes.append(helper.make_node(OPERATORS[model.cell], [x, *weights, "", *initial], outputs,
-                                      name=f"{model.cell}_l{k}", **_attributes(model)))
-        if D == 1:
-            nodes.append(helper.make_node("Squeeze", [outputs[0], squeeze_axes], [f"y_l{k}"]))  # (T, B, H)
+        if getattr(model, "zoneout", 0.0):
+            nodes += _zoneout_layer(helper, constant, model, k, x, directions, initial, [f"y_l{k}", *outputs[1:]])
+        elif D == 1:
+            nodes += [helper.make_node(OPERATORS[model.cell], [x, *weights, "", *initial], outputs,
+                                       name=f"{model.cell}_l{k}", **_attributes(model)),
+                      helper.make_node("Squeeze", [outputs[0], squeeze_axes], [f"y_l{k}"])]  # (T, B, H)
         else:  # (T, 2, B, H) -> (T, B, 2, H) -> (T, B, 2H): [forward, reverse], as the layer above reads it
-            nodes += [helper.make_node("Transpose", [outputs[0]], [f"y_l{k}_by_stream"], perm=[0, 2, 1, 3]),
+            nodes += [helper.make_node(OPERATORS[model.cell], [x, *weights, "", *initial], outputs,
+                                       name=f"{model.cell}_l{k}", **_attributes(model)),
+                      helper.make_node("Transpose", [outputs[0]], [f"y_l{k}_by_stream"], perm=[0, 2, 1, 3]),
                       helper.make_node("Reshape", [f"y_l{k}_by_stream", both_directions], [f"y_l{k}"])]
         x = f"y_l{k}"
     for part in state_names:
@@ -263,6 +267,58 @@ def _attributes(model):
     if model.cell == "gru":
         attributes["linear_before_reset"] = 1  # PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     return attributes
+
+
+def _zoneout_layer(helper, constant, model, k, x, directions, initial, outputs):
+    """Nodes of layer k of a zoneout model at inference: the expectation of zoneout's
+    masks, each unit keeping its previous value with weight p, h_t = p h_{t-1} + (1 - p)
+    h~_t (and c_t likewise), where h~_t (c~_t) is the plain cell's step. No standard
+    operator mixes its state so, so a Scan over time (backwards for a reverse direction)
+    runs the standard operator one step at a time and mixes its result with the state.
+    x: (T, B, I_k); directions: the (w_ih, w_hh, b_ih, b_hh) of each direction; initial:
+    the (D, B, H) initial states; outputs: y (T, B, D*H), then the (D, B, H) final states."""
+    from onnx import TensorProto
+
+    p, H = model.zoneout, model.hidden_size
+    keep, update = constant(f"zoneout_keep_l{k}", [p]), constant(f"zoneout_update_l{k}", [1.0 - p])
+    first_axis = constant(f"zoneout_axis_l{k}", [0], np.int64)
+    parts = [name[:1] for name in outputs[1:]]  # "h", and "c" for the LSTM
+
+    def value(name, *shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+    nodes, ys, finals = [], [], []
+    for d, (w_ih, w_hh, b_ih, b_hh) in enumerate(directions):
+        tag = f"l{k}_d{d}"
+        weights = [constant(f"W_{tag}", _onnx_gates(w_ih, model)[None]),  # (1, G*H, I_k)
+                   constant(f"R_{tag}", _onnx_gates(w_hh, model)[None]),  # (1, G*H, H)
+                   constant(f"B_{tag}", np.concatenate([_onnx_gates(b_ih, model), _onnx_gates(b_hh, model)])[None])]
+        row = constant(f"row_{tag}", [d], np.int64)
+        start = [f"{part}0_{tag}" for part in parts]  # (1, B, H): this direction's row of initial
+        nodes += [helper.make_node("Gather", [state, row], [name], axis=0) for state, name in zip(initial, start)]
+        step_input, y_t = f"x_t_{tag}", f"y_t_{tag}"  # (B, I_k) one step of x; (B, H)
+        state_in = [f"{part}_prev_{tag}" for part in parts]  # (1, B, H)
+        plain = [f"{part}_plain_{tag}" for part in parts]  # the cell's step without zoneout
+        state_out = [f"{part}_next_{tag}" for part in parts]
+        body = [helper.make_node("Unsqueeze", [step_input, first_axis], [f"x_step_{tag}"]),  # (1, B, I_k)
+                helper.make_node(OPERATORS[model.cell], [f"x_step_{tag}", *weights, "", *state_in],
+                                 ["", *plain], name=f"{model.cell}_step_{tag}", **_attributes(model))]
+        for previous, step, mixed in zip(state_in, plain, state_out):
+            body += [helper.make_node("Mul", [previous, keep], [f"{mixed}_kept"]),
+                     helper.make_node("Mul", [step, update], [f"{mixed}_updated"]),
+                     helper.make_node("Add", [f"{mixed}_kept", f"{mixed}_updated"], [mixed])]
+        body.append(helper.make_node("Squeeze", [state_out[0], first_axis], [y_t]))
+        graph = helper.make_graph(body, f"zoneout_step_{tag}",
+                                  [value(name, 1, "B", H) for name in state_in] + [value(step_input, "B", None)],
+                                  [value(name, 1, "B", H) for name in state_out] + [value(y_t, "B", H)])
+        ends, y = [f"{part}n_{tag}" for part in parts], f"y_{tag}"
+        nodes.append(helper.make_node("Scan", [*start, x], [*ends, y], name=f"zoneout_{tag}", body=graph,
+                                      num_scan_inputs=1, scan_input_directions=[d], scan_output_directions=[d]))
+        ys.append(y)
+        finals.append(ends)
+    nodes.append(helper.make_node("Concat", ys, outputs[:1], axis=2))  # (T, B, D*H): [forward, reverse]
+    nodes += [helper.make_node("Concat", list(ends), [name], axis=0) for name, ends in zip(outputs[1:], zip(*finals))]
+    return nodes
 
 
 def _normalizers(model, recipe, layout):

@@ -328,3 +328,51 @@ def test_normalization_needs_a_recipe_and_onnx(tmp_path, checkpoint):
     assert_bad_input(run("export", checkpoint, "--format", "onnx", "-o", tmp_path / "no" / "out.onnx"),
                      "does not exist")
     assert_nothing_written(tmp_path, "out.onnx", "out")
+
+
+def zoneout_expectation(model, x, state, p):
+    """Reference for a zoneout model at inference, layer by layer in float64 from
+    tests/naive.py's steps: each unit's state is p times its previous value plus 1 - p
+    times the plain cell's step (h, and c for the LSTM)."""
+    from naive import gru_step, layer_params, lstm_step
+
+    params = model.state_dict()
+    h = [np.array(part, dtype=np.float64) for part in (state[0] if model.cell == "lstm" else state)]
+    c = [np.array(part, dtype=np.float64) for part in state[1]] if model.cell == "lstm" else None
+    outputs = []
+    for t in range(x.shape[0]):
+        layer_input = x[t].astype(np.float64)
+        for k in range(model.num_layers):
+            weights = layer_params(params, k)
+            if model.cell == "lstm":
+                h_step, c_step, _ = lstm_step(layer_input, h[k], c[k], *weights)
+                c[k] = p * c[k] + (1 - p) * c_step
+            else:
+                h_step, _ = gru_step(layer_input, h[k], *weights)
+            h[k] = p * h[k] + (1 - p) * h_step
+            layer_input = h[k]
+        outputs.append(layer_input @ params["head.weight"].T + params["head.bias"])
+    final = (np.stack(h), np.stack(c)) if model.cell == "lstm" else np.stack(h)
+    return np.stack(outputs), final
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_onnx_zoneout_graph_is_the_expectation(cell, num_layers, assert_close):
+    """With zoneout p, the graph computes the expectation of its masks at every step
+    (state = p * previous + (1 - p) * step), the state carried between calls."""
+    from engine.export_onnx import onnx_model
+
+    model = make_model(cell, num_layers=num_layers)
+    model.zoneout = 0.3  # until Model takes zoneout
+    runtime = onnxruntime.InferenceSession(onnx_model(model).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((60, B, I)).astype(np.float32)
+    state = random_state(cell, num_layers, rng)
+    expected, expected_state = zoneout_expectation(model, x, state, 0.3)
+    first, carried = run_onnx(runtime, cell, x[:25], state)
+    second, final = run_onnx(runtime, cell, x[25:], carried)
+    plain, _ = model.forward(x, state)
+    assert np.abs(plain - expected).max() > 1e-2  # zoneout changes the outputs
+    assert_close(np.concatenate([first, second]), expected, 1e-5, "y")
+    assert_states_close(final, expected_state, assert_close)
