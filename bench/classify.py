@@ -24,6 +24,7 @@ reverse half has seen only the last input at the last step).
 
 --dropout, --recurrent-dropout, --zoneout and --bidirectional are passed to engine.Model
 only when given (not 0 / not set), so the script also runs on an engine without them.
+--dropout acts between stacked layers, so it needs --layers 2 or more.
 Prints a table per configuration and the accuracy-against-epoch curve of the chosen one;
 --json FILE writes everything (atomically).
 """
@@ -276,6 +277,9 @@ def check_arguments(args):
     for name in REGULARISATION:
         if not 0 <= getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1); got {getattr(args, name)}")
+    if args.dropout and min(args.layers) < 2:  # engine.Model would accept it and change nothing
+        raise ValueError("--dropout acts between stacked layers (as torch's): with --layers 1 it has nothing "
+                         "to act on; give --layers 2 or more")
     configurations = grid(args)
     if len(configurations) > 1 and args.validation == 0:
         raise ValueError("choosing among several configurations needs --validation > 0 (never the test set)")

@@ -112,7 +112,8 @@ def test_one_tiny_epoch(tmp_path, label):
 
 @pytest.mark.parametrize("arguments, message", [
     (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--dropout", "1.5", "--layers", "2"], "--dropout must be in [0, 1)"),
+    (["--dropout", "0.3"], "with --layers 1 it has nothing to act on"),
     (["--hidden", "4,x"], "not a comma-separated list of int"),
     (["--hidden", "4,8", "--validation", "0"], "needs --validation > 0"),
     (["--cell", "tcn"], "cell must be one of"),
