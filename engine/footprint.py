@@ -100,13 +100,12 @@ def influence_blocks(parameters, gate_rows, itemsize):
 
 def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, itemsize):
     """Exact RTRL's buffers (engine/online.py): the influence (B, L, N, H, W) of h (and c
-    for LSTM) in blocks of its P columns, the per-step scratch (2, G*H, W), a G*H row and
-    an H row."""
+    for LSTM) in blocks of its P columns, the per-step scratch (2, G*H, W) and an H row."""
     gate_rows = GATES[cell] * hidden_size
     blocks, width = influence_blocks(recurrent_parameter_count(cell, input_size, hidden_size, output_size,
                                                                num_layers), gate_rows, itemsize)
     state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
-    return (streams * state * blocks * width + 2 * gate_rows * width + gate_rows + hidden_size) * itemsize
+    return (streams * state * blocks * width + 2 * gate_rows * width + hidden_size) * itemsize
 
 
 def uoro_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize):

@@ -176,7 +176,6 @@ class Rtrl(_Carried):
         self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
         self.d_x = np.zeros((model.gates * H, width), model.dtype)
         self.d_h = np.zeros_like(self.d_x)
-        self.ones = np.ones(model.gates * H, model.dtype)
         self.dh_top = np.zeros(H, model.dtype)
         self.grad = grad
         self.chunks_batch = B
@@ -208,8 +207,8 @@ class Rtrl(_Carried):
         weights_ih, weights_hh, offsets = self.layers
         workspace = self.chunks.workspace
         rtrl_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.d_x, self.d_h,
-                   self.dh_top, self.ones, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
-                   weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu)
+                   self.dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
+                   weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, 0)
         return value, count
 
 

@@ -62,11 +62,22 @@ def kernel_chunks(model, x, y, loss, resets, k1):
     return float(np.dot(values, counts) / sum(counts)), total / sum(counts)
 
 
+def narrow_blocks(monkeypatch, width):
+    """Rtrl's influence in blocks of `width` parameter columns (the tests' models fit in
+    one block otherwise): blocks that cut through weight rows and a layer's parameters."""
+    monkeypatch.setattr("engine.online.influence_blocks", lambda parameters, rows, itemsize:
+                        (-(-parameters // width), width))
+
+
+@pytest.mark.parametrize("width", [None, 7], ids=["one-block", "blocks-of-7"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_rtrl_kernel_equals_naive(variant, num_layers, loss):
-    """kernels/rtrl.py over one chunk of the whole sequence equals the NumPy RTRL."""
+def test_rtrl_kernel_equals_naive(variant, num_layers, loss, width, monkeypatch):
+    """kernels/rtrl.py over one chunk of the whole sequence equals the NumPy RTRL, with the
+    influence in one block of columns or in blocks of 7 (the last one partly past P)."""
+    if width is not None:
+        narrow_blocks(monkeypatch, width)
     model, x, y, resets = make_problem(*variant, num_layers, loss)
     value, grad = kernel_chunks(model, x, y, loss, resets, len(x))
     expected_value, expected = naive.rtrl_gradient(model.state_dict(), x, y, variant[0], loss, variant[1], resets)
