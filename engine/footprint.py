@@ -81,7 +81,7 @@ def trainer_bytes(parameter_nbytes, optimizer_buffers):
     return parameter_nbytes * (2 + 2 * optimizer_buffers)
 
 
-INFLUENCE_BLOCK_BYTES = 2 ** 16  # RTRL: one column block's GEMM output (G*H, W), kept in L2
+INFLUENCE_BLOCK_COLUMNS = 64  # RTRL: the widest column block of the influence (kernels/rtrl.py)
 
 
 def recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers):
@@ -89,11 +89,13 @@ def recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_la
     return parameter_count(cell, input_size, hidden_size, output_size, num_layers) - output_size * (hidden_size + 1)
 
 
-def influence_blocks(parameters, gate_rows, itemsize):
+def influence_blocks(parameters):
     """(N, W): RTRL's `parameters` influence columns in N blocks of W (a multiple of 16,
-    N W >= P, as few blocks as keep a (gate_rows, W) block within INFLUENCE_BLOCK_BYTES)."""
-    widest = max(16, INFLUENCE_BLOCK_BYTES // (gate_rows * itemsize))
-    blocks = -(-parameters // widest)
+    N W >= P, as few blocks as keep W <= INFLUENCE_BLOCK_COLUMNS). Narrow blocks keep a
+    stream's block and its GEMM's (G*H, W) output in the first-level caches while the
+    element-wise pass reads it; the GEMMs, (G*H, H) x (H, W), still run at the
+    large-matrix rate there (OpenBLAS's small-matrix kernels; measured in docs/training.md)."""
+    blocks = -(-parameters // INFLUENCE_BLOCK_COLUMNS)
     width = -(-(-(-parameters // blocks)) // 16) * 16  # ceil(P / blocks), rounded up to 16
     return -(-parameters // width), width
 
@@ -103,7 +105,7 @@ def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, 
     for LSTM) in blocks of its P columns, the per-step scratch (2, G*H, W) and an H row."""
     gate_rows = GATES[cell] * hidden_size
     blocks, width = influence_blocks(recurrent_parameter_count(cell, input_size, hidden_size, output_size,
-                                                               num_layers), gate_rows, itemsize)
+                                                               num_layers))
     state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
     return (streams * state * blocks * width + 2 * gate_rows * width + hidden_size) * itemsize
 

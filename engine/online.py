@@ -168,7 +168,7 @@ class Rtrl(_Carried):
 
     def __init__(self, model, B, grad):
         H, L = model.hidden_size, model.num_layers
-        blocks, width = influence_blocks(recurrent_size(model), model.gates * H, model.dtype.itemsize)
+        blocks, width = influence_blocks(recurrent_size(model))
         self.model = model
         self.chunks = OnlineChunks(model, grad)
         self.layers = layer_arguments(model)

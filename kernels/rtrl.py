@@ -159,7 +159,7 @@ def cell_tangent(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev
                                    d_h[2 * H + j], one)
 
 
-@jit
+@inline_jit
 def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
                gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, p0):
     """One stream's influence (H, width) of one layer carried over one step, in place, for
@@ -186,7 +186,7 @@ def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight
     cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
 
 
-@jit
+@inline_jit
 def top_gradient(dh_top, dy_tb, head_weight):
     """dh_top (H,) = dy_tb (O,) head_weight (O, H): dL_t/dh_top of one stream; whether
     any entry is non-zero (a step without a counted target has nothing to add)."""

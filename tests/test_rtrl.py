@@ -65,7 +65,7 @@ def kernel_chunks(model, x, y, loss, resets, k1):
 def narrow_blocks(monkeypatch, width):
     """Rtrl's influence in blocks of `width` parameter columns (the tests' models fit in
     one block otherwise): blocks that cut through weight rows and a layer's parameters."""
-    monkeypatch.setattr("engine.online.influence_blocks", lambda parameters, rows, itemsize:
+    monkeypatch.setattr("engine.online.influence_blocks", lambda parameters:
                         (-(-parameters // width), width))
 
 
