@@ -100,26 +100,30 @@ def influence_blocks(parameters):
     return -(-parameters // width), width
 
 
-def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, itemsize):
+def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, itemsize, shards=1):
     """Exact RTRL's buffers (engine/online.py): the influence (B, L, N, H, W) of h (and c
-    for LSTM) in blocks of its P columns, the per-step scratch (2, G*H, W) and an H row."""
+    for LSTM) in blocks of its P columns; per shard of the streams the scratch (2, G*H, W)
+    and an H row, and past the first a gradient (P,) of its own."""
     gate_rows = GATES[cell] * hidden_size
-    blocks, width = influence_blocks(recurrent_parameter_count(cell, input_size, hidden_size, output_size,
-                                                               num_layers))
+    parameters = recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers)
+    blocks, width = influence_blocks(parameters)
     state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
-    return (streams * state * blocks * width + 2 * gate_rows * width + hidden_size) * itemsize
+    scratch = 2 * gate_rows * width + hidden_size
+    return (streams * state * blocks * width + shards * scratch + (shards - 1) * parameters) * itemsize
 
 
-def uoro_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize):
+def uoro_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize, shards=1):
     """UORO's buffers (engine/online.py): per stream the state-sized vector (L, S), the
     parameter-sized one (P,) and its squared norm (float64), a chunk of `steps` steps'
-    random bits (one per state entry), and the scratch (the tangent's GEMMs over all streams:
-    (B, H) in, 2 (B, G*H) out)."""
+    random bits (one per state entry), and the scratch: the tangent's GEMMs over the
+    streams ((B, H) in, 2 (B, G*H) out) and, per shard of the streams, the signs (L, S),
+    2 (L, G*H) and 3 H rows, and past the first a gradient (P,) of its own."""
     gate_rows = GATES[cell] * hidden_size
     parameters = recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers)
     state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
-    scratch = streams * (hidden_size + 2 * gate_rows) + 2 * num_layers * gate_rows + 3 * hidden_size
-    return ((streams * (state + parameters) + state + scratch) * itemsize
+    per_shard = state + 2 * num_layers * gate_rows + 3 * hidden_size
+    scratch = streams * (hidden_size + 2 * gate_rows) + shards * per_shard + (shards - 1) * parameters
+    return ((streams * (state + parameters) + scratch) * itemsize
             + steps * streams * -(-state // 8) + streams * 8)
 
 

@@ -378,11 +378,12 @@ def tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weight_ih,
 @jit
 def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d_x, d_h, da_x, da_h, carries, dh_top,
                hs, cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
-               epsilon):
-    """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
-    the gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair
-    in place: tangent_h, tangent_c (B, L, H, 1) the state-sized vector s~ (LSTM's c part;
-    the others pass tangent_h), theta (B, P) the parameter-sized one, influence ~ s~ theta^T.
+               epsilon, first):
+    """UORO over a chunk of T steps for the streams first .. first + S - 1 of the caches (a
+    shard's): overwrites grad (P,) with their share of the rank-one estimate of the
+    gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair in
+    place: tangent_h, tangent_c (S, L, H, 1) the state-sized vector s~ (LSTM's c part; the
+    others pass tangent_h), theta (S, P) the parameter-sized one, influence ~ s~ theta^T.
 
     Per step and stream: s~ <- rho0 J s~ + rho1 nu, theta <- theta / rho0 + (nu^T I) / rho1,
     nu random signs (signs (L, W, H), W = 2 for LSTM's h and c, else 1, from the bits of
@@ -394,29 +395,32 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d
     rest per stream, in stream order (grad's sums have a fixed order). |nu^T I| comes
     from the outer products' factors (|u v^T| = |u| |v|): per step and stream theta is
     walked three times (theta_step, grad's sum, theta_squared_norm), each loop vectorised.
-    theta_sq (B,) float64, rows (B, H), d_x, d_h (B, G*H), da_x, da_h (L, G*H),
+    theta_sq (S,) float64, rows (S, H), d_x, d_h (S, G*H), da_x, da_h (L, G*H),
     carries (2, H), dh_top (H,): scratch."""
-    T, B = resets.shape
-    L = len(hs)
+    T, S, L = resets.shape[0], theta.shape[0], len(hs)
     H = dh_top.shape[0]
     lstm = cell == LSTM
     sides = cell == GRU  # da_x and da_h differ (else step_vjp writes da_x only)
     one = signs.dtype.type(1)
     W = signs.shape[1]
     zero_fill(grad)
-    for b in range(B):  # |theta~|^2 per stream, then kept up to date after each step
-        theta_sq[b] = theta_squared_norm(theta[b])
+    last = first + S
+    for s in range(S):  # |theta~|^2 per stream, then kept up to date after each step
+        theta_sq[s] = theta_squared_norm(theta[s])
     for t in range(T):
-        for b in range(B):
-            if resets[t, b]:
-                zero_fill(theta[b])
-                theta_sq[b] = 0.0
-                zero_fill(tangent_h[b].reshape(-1))
-                zero_fill(tangent_c[b].reshape(-1))
+        for s in range(S):
+            if resets[t, first + s]:
+                zero_fill(theta[s])
+                theta_sq[s] = 0.0
+                zero_fill(tangent_h[s].reshape(-1))
+                zero_fill(tangent_c[s].reshape(-1))
         for k in range(L):  # J s~: the tangent through the step, lower layers first
             tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weights_ih[k], weights_hh[k],
-                         gates[k][t], hidden_ns[k][t], hs[k][t], cs[k][t], hs[k][t + 1], cs[k][t + 1], resets[t])
-        for b in range(B):
+                         gates[k][t, first:last], hidden_ns[k][t, first:last], hs[k][t, first:last],
+                         cs[k][t, first:last], hs[k][t + 1, first:last], cs[k][t + 1, first:last],
+                         resets[t, first:last])
+        for s in range(S):
+            b = first + s
             reset = resets[t, b]
             step_bits = bits[t, b]
             for k in range(L):  # nu
@@ -436,26 +440,26 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d
                 h_sq = 0.0 if reset else squared_sum(hs[k][t, b])
                 x_sq = squared_sum(da_x[k])
                 vjp_sq += x_sq * (squared_sum(x_in) + 1.0) + (squared_sum(da_h[k]) if sides else x_sq) * (h_sq + 1.0)
-            tangent_sq = squared_sum(tangent_h[b].reshape(-1)) + (squared_sum(tangent_c[b].reshape(-1))
+            tangent_sq = squared_sum(tangent_h[s].reshape(-1)) + (squared_sum(tangent_c[s].reshape(-1))
                                                                   if lstm else 0.0)
-            rho0 = np.sqrt((np.sqrt(theta_sq[b]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
+            rho0 = np.sqrt((np.sqrt(theta_sq[s]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
             rho1 = np.sqrt((np.sqrt(vjp_sq) + epsilon) / (np.sqrt(L * signs.shape[1] * H) + epsilon))
             a0, a1 = theta.dtype.type(rho0), theta.dtype.type(rho1)
             for k in range(L):
                 for j in range(H):
-                    tangent_h[b, k, j, 0] = a0 * tangent_h[b, k, j, 0] + a1 * signs[k, 0, j]
+                    tangent_h[s, k, j, 0] = a0 * tangent_h[s, k, j, 0] + a1 * signs[k, 0, j]
                     if lstm:
-                        tangent_c[b, k, j, 0] = a0 * tangent_c[b, k, j, 0] + a1 * signs[k, 1, j]
+                        tangent_c[s, k, j, 0] = a0 * tangent_c[s, k, j, 0] + a1 * signs[k, 1, j]
             weight = theta.dtype.type(0)
             if top_gradient(dh_top, dy[t, b], head_weight):
                 for j in range(H):
-                    weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
+                    weight += dh_top[j] * tangent_h[s, L - 1, j, 0]
             keep, add = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
             for k in range(L):
-                theta_step(theta[b], keep, add, da_x[k], da_h[k] if sides else da_x[k],
+                theta_step(theta[s], keep, add, da_x[k], da_h[k] if sides else da_x[k],
                            hs[k - 1][t + 1, b] if k > 0 else x[t, b], hs[k][t, b], reset, offsets[k])
-            row = theta[b]
+            row = theta[s]
             if weight != 0:
                 for p in range(row.shape[0]):
                     grad[p] += weight * row[p]
-            theta_sq[b] = theta_squared_norm(theta[b])
+            theta_sq[s] = theta_squared_norm(theta[s])

@@ -44,13 +44,14 @@ def flat(model, grads):
     return np.concatenate([np.asarray(grads[name]).ravel() for name in model.layout.shapes])
 
 
-def kernel_chunks(model, x, y, loss, resets, k1):
+def kernel_chunks(model, x, y, loss, resets, k1, shards=1):
     """engine.online.Rtrl over x in chunks of k1 steps from a zero state, the parameters
-    fixed: the count-weighted sum of the chunks' gradients (the whole sequence's mean)."""
-    from engine.online import Rtrl
+    fixed, its streams in `shards` threads: the count-weighted sum of the chunks' gradients
+    (the whole sequence's mean)."""
+    from engine.online import online_gradient
     B = x.shape[1]
     grad = np.zeros_like(model.params)
-    rtrl = Rtrl(model, B, grad)
+    rtrl = online_gradient("rtrl", model, B, grad, k1, None, shards)
     total, values, counts, state = np.zeros(model.params.shape), [], [], model.init_state(B)
     for start in range(0, len(x), k1):
         end = min(start + k1, len(x))
@@ -59,7 +60,7 @@ def kernel_chunks(model, x, y, loss, resets, k1):
         total += count * grad.astype(np.float64)
         values.append(value)
         counts.append(count)
-    return float(np.dot(values, counts) / sum(counts)), total / sum(counts)
+    return float(np.dot(values, counts) / sum(counts)), total / sum(counts), rtrl
 
 
 def narrow_blocks(monkeypatch, width):
@@ -79,7 +80,7 @@ def test_rtrl_kernel_equals_naive(variant, num_layers, loss, width, monkeypatch)
     if width is not None:
         narrow_blocks(monkeypatch, width)
     model, x, y, resets = make_problem(*variant, num_layers, loss)
-    value, grad = kernel_chunks(model, x, y, loss, resets, len(x))
+    value, grad, _ = kernel_chunks(model, x, y, loss, resets, len(x))
     expected_value, expected = naive.rtrl_gradient(model.state_dict(), x, y, variant[0], loss, variant[1], resets)
     assert_close(value, expected_value, REL, "loss")
     assert_close(grad, flat(model, expected), REL, "gradient")
@@ -93,7 +94,7 @@ def test_rtrl_influence_carried_across_chunks(variant, num_layers):
     of no counted target included)."""
     model, x, y, resets = make_problem(*variant, num_layers, T=10)
     y[4:8] = np.nan  # the second chunk counts nothing: the influence still moves on
-    value, grad = kernel_chunks(model, x, y, "mse", resets, 4)
+    value, grad, _ = kernel_chunks(model, x, y, "mse", resets, 4)
     expected_value, expected = engine.loss_and_grad(model, x, y, resets=resets)
     assert_close(value, expected_value, REL, "loss")
     assert_close(grad, flat(model, expected), REL, "gradient")
@@ -105,9 +106,26 @@ def test_rtrl_float32_close_to_float64(variant):
     model, x, y, resets = make_problem(*variant, 2)
     single = engine.Model(**{**model.config, "dtype": "float32"})
     single.load_state_dict(model.state_dict())
-    _, expected = kernel_chunks(model, x, y, "mse", resets, 4)
-    _, grad = kernel_chunks(single, x.astype(np.float32), y.astype(np.float32), "mse", resets, 4)
+    _, expected, _ = kernel_chunks(model, x, y, "mse", resets, 4)
+    _, grad, _ = kernel_chunks(single, x.astype(np.float32), y.astype(np.float32), "mse", resets, 4)
     assert_close(grad, expected, 1e-4, "float32 gradient")
+
+
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_rtrl_shards_match_one_thread(variant, num_layers):
+    """The streams in 2 and 3 shards (threads): each stream's influence is carried by one
+    thread alone, so it is bit-identical to one thread's; the gradient, whose sum over
+    the streams is grouped by shard, agrees to rounding and is bit-reproducible."""
+    model, x, y, resets = make_problem(*variant, num_layers, T=10)
+    value, grad, single = kernel_chunks(model, x, y, "mse", resets, 4)
+    for shards in (2, 3):
+        sharded_value, sharded_grad, sharded = kernel_chunks(model, x, y, "mse", resets, 4, shards)
+        assert sharded.plan["shards"] == shards and sharded_value == value
+        assert_close(sharded_grad, grad, REL, f"gradient, {shards} shards")
+        for name, array in single.arrays().items():
+            assert np.array_equal(sharded.arrays()[name], array), name
+        assert np.array_equal(kernel_chunks(model, x, y, "mse", resets, 4, shards)[1], sharded_grad)
 
 
 # --------------------------------------------------------------------------- the Trainer
@@ -174,8 +192,29 @@ def test_trainer_rtrl_checkpoint_resumes_bit_exact(tmp_path, cell):
     assert engine.checkpoint.load(tmp_path / "fresh.npz")[1].state is None
 
 
-@pytest.mark.parametrize("option", [dict(k2=8), dict(memory="sqrt"), dict(diagnostics=True), dict(shards=2),
-                                    dict(split=3)], ids=lambda o: next(iter(o)))
+@pytest.mark.parametrize("gradient", ["rtrl", "uoro"])
+def test_trainer_online_shards(gradient):
+    """Trainer(shards=2) runs the kernels on two threads, as its thread_plan records: the
+    same run twice is bit-identical, and one thread's run agrees to rounding; without
+    `shards` the plan is the model's (one shard for so small a model)."""
+    model, x, y, resets = make_problem("lstm", "tanh", 2, T=10)
+
+    def run(**options):
+        copy = engine.Model(**model.config)
+        trainer = trainer_for(copy, gradient=gradient, optimizer="adam", lr=0.01, k1=3, seed=1, **options)
+        trainer.partial_fit(x, y, resets=resets)
+        return copy.params, trainer.thread_plan
+
+    params, plan = run(shards=2)
+    assert plan["shards"] == 2 and plan["chosen_by"] == "explicit"
+    assert np.array_equal(run(shards=2)[0], params)
+    single, plan = run()
+    assert plan["shards"] == 1 and plan["chosen_by"] == "model"
+    assert_close(params, single, REL, "parameters, 2 shards against 1")
+
+
+@pytest.mark.parametrize("option", [dict(k2=8), dict(memory="sqrt"), dict(diagnostics=True), dict(split=3)],
+                         ids=lambda o: next(iter(o)))
 def test_trainer_rtrl_refuses_truncation_options(option):
     model, _, _, _ = make_problem("lstm", "tanh", 1)
     name = next(iter(option))
@@ -231,7 +270,7 @@ def test_uoro_is_unbiased(variant, num_layers):
     Tolerance: every entry within 6 standard errors of the exact value (Student's t, 19
     degrees of freedom: about 1e-5 per entry), and the mean within 3% of the largest
     entry (relative to the tensor)."""
-    from engine.online import Uoro
+    from engine.online import online_gradient
     model, x, y, resets = make_problem(*variant, num_layers, T=7)
     _, expected = engine.loss_and_grad(model, x, y, resets=resets)
     expected = flat(model, expected)
@@ -240,8 +279,8 @@ def test_uoro_is_unbiased(variant, num_layers):
     estimates = []
     for seed in range(UORO_BATCHES):
         grad = np.zeros_like(model.params)
-        Uoro(model, B, grad, np.random.default_rng(seed)).run(copies[0], copies[1], "mse", model.init_state(B),
-                                                              copies[2])
+        uoro = online_gradient("uoro", model, B, grad, len(x), np.random.default_rng(seed))  # the plan's threads
+        uoro.run(copies[0], copies[1], "mse", model.init_state(B), copies[2])
         estimates.append(grad.copy())
     estimates = np.array(estimates)
     mean = estimates.mean(axis=0)
@@ -309,23 +348,27 @@ def test_trainer_online_skip_restarts_overflowed_streams(gradient):
     assert all(np.isfinite(array).all() for array in trainer._online.arrays().values())
 
 
+@pytest.mark.parametrize("shards", [1, 2])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_memory_estimates_are_the_buffers(cell, num_layers, dtype):
-    """engine/footprint.py's rtrl_bytes and uoro_bytes are the bytes Rtrl and Uoro hold
-    (UORO's random bits: those of one chunk of 5 steps)."""
+def test_memory_estimates_are_the_buffers(cell, num_layers, dtype, shards):
+    """engine/footprint.py's rtrl_bytes and uoro_bytes are the bytes Rtrl and Uoro hold,
+    with their shards' scratch and gradients (UORO's random bits: those of one chunk of 5
+    steps)."""
     from engine.footprint import rtrl_bytes, uoro_bytes
-    from engine.online import Rtrl, Uoro
+    from engine.online import online_gradient
     model = engine.Model(cell, 3, 5, 2, num_layers=num_layers, dtype=dtype)
     sizes = (cell, 3, 5, 2, num_layers)
     grad = np.zeros_like(model.params)
-    rtrl, uoro = Rtrl(model, 4, grad), Uoro(model, 4, grad, np.random.default_rng(0))
+    rtrl, uoro = (online_gradient(gradient, model, 4, grad, 5, np.random.default_rng(0), shards)
+                  for gradient in ("rtrl", "uoro"))
 
-    def held(online):
-        arrays = {id(a): a for a in vars(online).values() if isinstance(a, np.ndarray) and a is not grad}
-        return sum(a.nbytes for a in arrays.values())
+    def held(online):  # its own arrays, and its shards' scratch and gradients (the first is grad's)
+        found = [a for a in vars(online).values() if isinstance(a, np.ndarray)] + online.grads[1:]
+        found += [a for arrays in online.scratch for a in arrays]
+        return sum(a.nbytes for a in {id(a): a for a in found}.values())
 
-    assert held(rtrl) == rtrl_bytes(*sizes, 4, model.dtype.itemsize)
-    bits = 5 * 4 * -(-uoro.signs.size // 8)
-    assert held(uoro) + bits == uoro_bytes(*sizes, 4, 5, model.dtype.itemsize)
+    assert held(rtrl) == rtrl_bytes(*sizes, 4, model.dtype.itemsize, shards)
+    bits = 5 * 4 * -(-np.prod(uoro.signs_shape) // 8)
+    assert held(uoro) + bits == uoro_bytes(*sizes, 4, 5, model.dtype.itemsize, shards)
