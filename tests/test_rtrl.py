@@ -235,8 +235,9 @@ def test_trainer_rtrl_memory_refused_with_advice(monkeypatch):
 
 
 def test_cli_train_gradient_rtrl(tmp_path):
-    """`bptt train --gradient rtrl` trains and `bptt info` shows the method; --k2 with it is
-    refused in one line, exit 2, before anything is written."""
+    """`bptt train --gradient rtrl` trains and `bptt info` shows the method; --gradient uoro
+    with --shards 2 runs on two threads; --k2 with rtrl is refused in one line, exit 2,
+    before anything is written."""
     from click.testing import CliRunner
     from cli import main
     steps = np.arange(120)
@@ -247,6 +248,10 @@ def test_cli_train_gradient_rtrl(tmp_path):
     assert result.exit_code == 0, result.output
     info = runner.invoke(main, ["info", str(tmp_path / "m.npz")])
     assert "gradient rtrl, k1=10 k2=None" in info.output
+    sharded = runner.invoke(main, ["train", *common, "--gradient", "uoro", "--shards", "2",
+                                   "--output", str(tmp_path / "s.npz")])
+    assert sharded.exit_code == 0, sharded.output
+    assert engine.checkpoint.load(tmp_path / "s.npz")[1].thread_plan["shards"] == 2
     refused = runner.invoke(main, ["train", *common, "--gradient", "rtrl", "--k2", "20",
                                    "--output", str(tmp_path / "k2.npz")])
     assert refused.exit_code == 2
