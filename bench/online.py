@@ -9,7 +9,9 @@ speed: seconds per step of Trainer.partial_fit for an LSTM of H = 16 and 32 unit
   the memory each method's buffers take (engine/footprint.py, engine/online.py
   estimates); and the influence product's rate: RTRL's FLOP per step in its (4H, H) x
   (H, P) product over its measured time per step on one thread, against the 512^3 SGEMM
-  and the product's own GEMM, (4H, H) x (H, W) for a block of W columns, timed alone.
+  and the product's own GEMM, (4H, H) x (H, W) for a block of W columns, timed alone;
+  by the wall clock and (by_cpu_time) by the thread's CPU time, which a busy machine's
+  other work disturbs less.
 task: a stream whose target at t is the input DELAY steps earlier (random signs), longer
   than the window of TBPTT(k1, k2): mean squared error per update of TBPTT, RTRL and UORO
   on the same model and data (the error of predicting zero is 1), the updates each takes
@@ -51,17 +53,24 @@ def make_trainer(model, gradient, k1, k2=None, lr=3e-3, seed=0, shards=1):
 
 
 def timed_rounds(calls, rounds):
-    """{name: [seconds per step of each round]}, the calls' rounds taking turns."""
-    samples = {name: [] for name in calls}
+    """Seconds per unit of each call (call() does the work, returns how many units: steps
+    or GEMMs) in rounds taking turns: {name: [per round]} by the wall clock, and the same
+    by the calling thread's CPU time (time.thread_time: what a busy machine's other work
+    took from the thread is left out; a threaded call's other threads are not counted)."""
+    wall = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            samples[name].append(call())
-    return samples
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            units = call()
+            wall[name].append((time.perf_counter() - started) / units)
+            cpu[name].append((time.thread_time() - started_cpu) / units)
+    return wall, cpu
 
 
 def gemm_runner(M, K, N):
-    """run(): seconds of one (M, K) x (K, N) float32 GEMM, over a round of GEMM_ROUND_S,
-    through the jitted np.dot loop the kernels use."""
+    """run(): (M, K) x (K, N) float32 GEMMs for about GEMM_ROUND_S, through the jitted
+    np.dot loop the kernels use; returns how many."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((M, K), dtype=np.float32)
     b = rng.standard_normal((K, N), dtype=np.float32) / np.float32(np.sqrt(K))
@@ -72,9 +81,8 @@ def gemm_runner(M, K, N):
     count = max(1, round(GEMM_ROUND_S / ((time.perf_counter() - started) / 3)))
 
     def run():
-        started = time.perf_counter()
         repeat_dot(a, b, out, count)
-        return (time.perf_counter() - started) / count
+        return count
     return run
 
 
@@ -93,25 +101,29 @@ def speed(hidden_sizes, steps, rounds):
 
         def runner(trainer):
             def run():
-                started = time.perf_counter()
                 trainer.partial_fit(x, y)
-                return (time.perf_counter() - started) / steps
+                return steps
             return run
 
         P = recurrent_size(trainers["rtrl"].model)
         width = influence_blocks(P)[1]
         calls = {name: runner(trainer) for name, trainer in trainers.items()}
         calls.update(sgemm_512=gemm_runner(512, 512, 512), block_gemm=gemm_runner(4 * H, H, width))
-        samples = timed_rounds(calls, rounds)
+        samples, cpu = timed_rounds(calls, rounds)
         workspace = workspace_bytes("lstm", H, 1, 1, K1, STREAMS, 4)
         memory = {"bptt": chunk_bytes("lstm", 1, H, 1, 1, K1, STREAMS, 1, 4, trainers["bptt"].model.params.nbytes),
                   "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, 4) + workspace,
                   "uoro": uoro_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace}
         medians = {name: statistics.median(values) for name, values in samples.items()}
-        flop = STREAMS * 2 * 4 * H * H * P  # per step: one (4H, H) x (H, P) product per stream
-        sgemm = 2 * 512 ** 3 / medians["sgemm_512"] / 1e9
-        rtrl = flop / medians["rtrl"] / 1e9
-        block_gemm = 2 * 4 * H * H * width / medians["block_gemm"] / 1e9
+        cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
+
+        def rates(times):  # GFLOP/s of RTRL's product, the SGEMM and the block's GEMM
+            flop = STREAMS * 2 * 4 * H * H * P  # per step: one (4H, H) x (H, P) product per stream
+            return (flop / times["rtrl"] / 1e9, 2 * 512 ** 3 / times["sgemm_512"] / 1e9,
+                    2 * 4 * H * H * width / times["block_gemm"] / 1e9)
+
+        rtrl, sgemm, block_gemm = rates(medians)
+        rtrl_cpu, sgemm_cpu, block_gemm_cpu = rates(cpu_medians)
         methods = ("bptt", "rtrl", "uoro")
         rows.append({
             "cell": "lstm", "H": H, "P": P, "streams": STREAMS, "k1": K1, "block_columns": width,
@@ -121,6 +133,9 @@ def speed(hidden_sizes, steps, rounds):
             "memory_bytes": memory,
             "rtrl_gflops": rtrl, "sgemm_512_gflops": sgemm, "block_gemm_alone_gflops": block_gemm,
             "rtrl_share_of_sgemm_512": rtrl / sgemm, "rtrl_share_of_block_gemm": rtrl / block_gemm,
+            "by_cpu_time": {"rtrl_gflops": rtrl_cpu, "sgemm_512_gflops": sgemm_cpu,
+                            "block_gemm_alone_gflops": block_gemm_cpu, "rtrl_share_of_sgemm_512": rtrl_cpu / sgemm_cpu,
+                            "rtrl_share_of_block_gemm": rtrl_cpu / block_gemm_cpu},
             "plan": {name: {"shards": trainers[f"{name}_plan"].thread_plan["shards"],
                             "steps_per_s": 1 / medians[f"{name}_plan"],
                             "speedup": medians[name] / medians[f"{name}_plan"]} for name in ("rtrl", "uoro")},
