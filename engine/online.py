@@ -29,8 +29,8 @@ GRADIENTS = ("bptt", "rtrl", "uoro")
 EPSILON = 1e-7  # UORO's guard in its scaling ratios
 # The plan's single-thread kernel costs, measured on the bench machine (python -m
 # bench.online, docs/training.md; LSTM, H = 16 and 32, float32): RTRL's influence
-# product runs at 80-110 GFLOP/s (its FLOP: (2L - 1) (G*H, H) x (H, P) GEMMs per stream
-# and step), UORO's step takes 0.6-1.4 ns per stream and recurrent parameter.
+# product runs at 70-117 GFLOP/s (its FLOP: (2L - 1) (G*H, H) x (H, P) GEMMs per stream
+# and step), UORO's kernel takes about 1 ns per stream, step and recurrent parameter.
 RTRL_FLOPS_PER_S = 8e10
 UORO_S_PER_PARAMETER = 1e-9
 CONTENTION = 1.2  # threads side by side run up to this much slower (engine/thread_plan.py)
@@ -246,8 +246,9 @@ class Rtrl(_Carried):
         self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)
         self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
         self._shards(plan, grad)
-        self.scratch = [(np.zeros((model.gates * H, width), model.dtype), np.zeros((model.gates * H, width), model.dtype),
-                         np.zeros(H, model.dtype)) for _ in self.grads]  # per shard: d_x, d_h, dh_top
+        rows = (model.gates * H, width)
+        self.scratch = [(np.zeros(rows, model.dtype), np.zeros(rows, model.dtype), np.zeros(H, model.dtype))
+                        for _ in self.grads]  # per shard: d_x, d_h, dh_top
 
     def arrays(self):
         """The carried influence, by checkpoint member name."""
