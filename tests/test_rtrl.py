@@ -64,19 +64,20 @@ def kernel_chunks(model, x, y, loss, resets, k1, shards=1):
 
 
 def narrow_blocks(monkeypatch, width):
-    """Rtrl's influence in blocks of `width` parameter columns (the tests' models fit in
-    one block otherwise): blocks that cut through weight rows and a layer's parameters."""
+    """Rtrl's influence in blocks of `width` parameter columns (the default blocks of up
+    to 64 hold most test models whole): blocks that cut through weight rows and a layer's
+    parameters."""
     monkeypatch.setattr("engine.online.influence_blocks", lambda parameters:
                         (-(-parameters // width), width))
 
 
-@pytest.mark.parametrize("width", [None, 7], ids=["one-block", "blocks-of-7"])
+@pytest.mark.parametrize("width", [None, 7], ids=["default-blocks", "blocks-of-7"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_rtrl_kernel_equals_naive(variant, num_layers, loss, width, monkeypatch):
     """kernels/rtrl.py over one chunk of the whole sequence equals the NumPy RTRL, with the
-    influence in one block of columns or in blocks of 7 (the last one partly past P)."""
+    influence in the default column blocks or in blocks of 7 (the last one partly past P)."""
     if width is not None:
         narrow_blocks(monkeypatch, width)
     model, x, y, resets = make_problem(*variant, num_layers, loss)
