@@ -2,11 +2,16 @@
 "uoro"), docs/training.md) against truncated BPTT.
 
 speed: seconds per step of Trainer.partial_fit for an LSTM of H = 16 and 32 units, 32
-  streams, float32, k1 = 10 (TBPTT with k2 = 10), each method's rounds alternated with
-  the others' (the machine is shared: medians, and the spread of the rounds); the memory
-  each method's buffers take (engine/footprint.py, engine/online.py estimates); and the
-  influence product's rate: RTRL's FLOP per step in its (4H, H) x (H, P) GEMMs over its
-  measured time per step, against the same GEMM alone and a 512^3 SGEMM on one core.
+  streams, float32, k1 = 10 (TBPTT with k2 = 10), every method on one thread, and RTRL
+  and UORO again on the threads their plan chooses (engine.online.online_plan), each
+  method's rounds alternated with the others' and with a 512^3 SGEMM's and the influence
+  product's own GEMM's (the machine is shared: medians, and the spread of the rounds);
+  the memory each method's buffers take (engine/footprint.py, engine/online.py
+  estimates); and the influence product's rate: RTRL's FLOP per step in its (4H, H) x
+  (H, P) product over its measured time per step on one thread, against the 512^3 SGEMM
+  and the product's own GEMM, (4H, H) x (H, W) for a block of W columns, timed alone;
+  by the wall clock and (by_cpu_time) by the thread's CPU time, which a busy machine's
+  other work disturbs less.
 task: a stream whose target at t is the input DELAY steps earlier (random signs), longer
   than the window of TBPTT(k1, k2): mean squared error per update of TBPTT, RTRL and UORO
   on the same model and data (the error of predicting zero is 1), the updates each takes
@@ -22,8 +27,8 @@ import time
 import numpy as np
 
 import engine
-from bench.gemm_rate import _cpu_name, gemm_seconds
-from engine.footprint import chunk_bytes, rtrl_bytes, uoro_bytes, workspace_bytes
+from bench.gemm_rate import _cpu_name, repeat_dot
+from engine.footprint import chunk_bytes, influence_blocks, rtrl_bytes, uoro_bytes, workspace_bytes
 from engine.online import recurrent_size
 
 STREAMS = 32
@@ -35,20 +40,50 @@ TARGET_ERROR = 0.1  # mean squared error (predicting zero scores 1)
 WINDOW = 50  # updates in the running mean of the learning curves
 
 
-def make_trainer(model, gradient, k1, k2=None, lr=3e-3, seed=0):
-    options = dict(optimizer="adam", lr=lr, k1=k1, clip_norm=1.0, gradient=gradient, seed=seed, history_updates=None)
+GEMM_ROUND_S = 0.05  # a GEMM's round: about this long
+
+
+def make_trainer(model, gradient, k1, k2=None, lr=3e-3, seed=0, shards=1):
+    """shards: 1 (one thread, the default), or None for the thread plan's choice."""
+    options = dict(optimizer="adam", lr=lr, k1=k1, clip_norm=1.0, gradient=gradient, seed=seed, history_updates=None,
+                   shards=shards)
     if gradient == "bptt":
-        options.update(k2=k2 or k1, shards=1)  # one thread, as rtrl and uoro run
+        options.update(k2=k2 or k1)
     return engine.Trainer(model, **options)
 
 
 def timed_rounds(calls, rounds):
-    """{name: [seconds per step of each round]}, the calls' rounds taking turns."""
-    samples = {name: [] for name in calls}
+    """Seconds per unit of each call (call() does the work, returns how many units: steps
+    or GEMMs) in rounds taking turns: {name: [per round]} by the wall clock, and the same
+    by the calling thread's CPU time (time.thread_time: what a busy machine's other work
+    took from the thread is left out; a threaded call's other threads are not counted)."""
+    wall = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            samples[name].append(call())
-    return samples
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            units = call()
+            wall[name].append((time.perf_counter() - started) / units)
+            cpu[name].append((time.thread_time() - started_cpu) / units)
+    return wall, cpu
+
+
+def gemm_runner(M, K, N):
+    """run(): (M, K) x (K, N) float32 GEMMs for about GEMM_ROUND_S, through the jitted
+    np.dot loop the kernels use; returns how many."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((M, K), dtype=np.float32)
+    b = rng.standard_normal((K, N), dtype=np.float32) / np.float32(np.sqrt(K))
+    out = np.empty((M, N), np.float32)
+    repeat_dot(a, b, out, 1)  # compile, warm the caches
+    started = time.perf_counter()
+    repeat_dot(a, b, out, 3)
+    count = max(1, round(GEMM_ROUND_S / ((time.perf_counter() - started) / 3)))
+
+    def run():
+        repeat_dot(a, b, out, count)
+        return count
+    return run
 
 
 def speed(hidden_sizes, steps, rounds):
@@ -58,42 +93,54 @@ def speed(hidden_sizes, steps, rounds):
         x = rng.standard_normal((steps, STREAMS, 1)).astype(np.float32)
         y = rng.standard_normal((steps, STREAMS, 1)).astype(np.float32)
         trainers = {}
-        for gradient in ("bptt", "rtrl", "uoro"):
+        for name, gradient, shards in (("bptt", "bptt", 1), ("rtrl", "rtrl", 1), ("uoro", "uoro", 1),
+                                       ("rtrl_plan", "rtrl", None), ("uoro_plan", "uoro", None)):
             model = engine.Model("lstm", 1, H, 1, dtype="float32", seed=0)
-            trainers[gradient] = make_trainer(model, gradient, K1, lr=1e-6)
-            trainers[gradient].partial_fit(x[:K1], y[:K1])  # compile, allocate
+            trainers[name] = make_trainer(model, gradient, K1, lr=1e-6, shards=shards)
+            trainers[name].partial_fit(x[:K1], y[:K1])  # compile, allocate
 
         def runner(trainer):
             def run():
-                started = time.perf_counter()
                 trainer.partial_fit(x, y)
-                return (time.perf_counter() - started) / steps
+                return steps
             return run
 
-        samples = timed_rounds({name: runner(trainer) for name, trainer in trainers.items()}, rounds)
-        model = trainers["rtrl"].model
-        P = recurrent_size(model)
+        P = recurrent_size(trainers["rtrl"].model)
+        width = influence_blocks(P)[1]
+        calls = {name: runner(trainer) for name, trainer in trainers.items()}
+        calls.update(sgemm_512=gemm_runner(512, 512, 512), block_gemm=gemm_runner(4 * H, H, width))
+        samples, cpu = timed_rounds(calls, rounds)
         workspace = workspace_bytes("lstm", H, 1, 1, K1, STREAMS, 4)
-        memory = {"bptt": chunk_bytes("lstm", 1, H, 1, 1, K1, STREAMS, 1, 4, model.params.nbytes),
+        memory = {"bptt": chunk_bytes("lstm", 1, H, 1, 1, K1, STREAMS, 1, 4, trainers["bptt"].model.params.nbytes),
                   "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, 4) + workspace,
                   "uoro": uoro_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace}
         medians = {name: statistics.median(values) for name, values in samples.items()}
-        flop = STREAMS * 2 * 4 * H * H * P  # per step: one (4H, H) x (H, P) GEMM per stream
-        gemm = gemm_seconds(4 * H, H, P, rounds, 0.2)
+        cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
+
+        def rates(times):  # GFLOP/s of RTRL's product, the SGEMM and the block's GEMM
+            flop = STREAMS * 2 * 4 * H * H * P  # per step: one (4H, H) x (H, P) product per stream
+            return (flop / times["rtrl"] / 1e9, 2 * 512 ** 3 / times["sgemm_512"] / 1e9,
+                    2 * 4 * H * H * width / times["block_gemm"] / 1e9)
+
+        rtrl, sgemm, block_gemm = rates(medians)
+        rtrl_cpu, sgemm_cpu, block_gemm_cpu = rates(cpu_medians)
+        methods = ("bptt", "rtrl", "uoro")
         rows.append({
-            "cell": "lstm", "H": H, "P": P, "streams": STREAMS, "k1": K1,
-            "steps_per_s": {name: 1 / value for name, value in medians.items()},
+            "cell": "lstm", "H": H, "P": P, "streams": STREAMS, "k1": K1, "block_columns": width,
+            "steps_per_s": {name: 1 / medians[name] for name in methods},
             "round_spread": {name: max(values) / min(values) - 1 for name, values in samples.items()},
             "time_vs_tbptt": {name: medians[name] / medians["bptt"] for name in ("rtrl", "uoro")},
             "memory_bytes": memory,
-            "rtrl_gflops": flop / medians["rtrl"] / 1e9,
-            "same_gemm_alone_gflops": 2 * 4 * H * H * P / gemm / 1e9,
+            "rtrl_gflops": rtrl, "sgemm_512_gflops": sgemm, "block_gemm_alone_gflops": block_gemm,
+            "rtrl_share_of_sgemm_512": rtrl / sgemm, "rtrl_share_of_block_gemm": rtrl / block_gemm,
+            "by_cpu_time": {"rtrl_gflops": rtrl_cpu, "sgemm_512_gflops": sgemm_cpu,
+                            "block_gemm_alone_gflops": block_gemm_cpu, "rtrl_share_of_sgemm_512": rtrl_cpu / sgemm_cpu,
+                            "rtrl_share_of_block_gemm": rtrl_cpu / block_gemm_cpu,
+                            "round_spread": {name: max(values) / min(values) - 1 for name, values in cpu.items()}},
+            "plan": {name: {"shards": trainers[f"{name}_plan"].thread_plan["shards"],
+                            "steps_per_s": 1 / medians[f"{name}_plan"],
+                            "speedup": medians[name] / medians[f"{name}_plan"]} for name in ("rtrl", "uoro")},
         })
-    peak = 2 * 512 ** 3 / gemm_seconds(512, 512, 512, rounds, 0.2) / 1e9
-    for row in rows:
-        row["sgemm_512_gflops"] = peak
-        row["rtrl_share_of_sgemm_512"] = row["rtrl_gflops"] / peak
-        row["rtrl_share_of_same_gemm"] = row["rtrl_gflops"] / row["same_gemm_alone_gflops"]
     return rows
 
 

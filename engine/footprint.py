@@ -85,7 +85,7 @@ def trainer_bytes(parameter_nbytes, optimizer_buffers):
     return parameter_nbytes * (2 + 2 * optimizer_buffers)
 
 
-INFLUENCE_BLOCK_BYTES = 2 ** 16  # RTRL: one column block's GEMM output (G*H, W), kept in L2
+INFLUENCE_BLOCK_COLUMNS = 64  # RTRL: the widest column block of the influence (kernels/rtrl.py)
 
 
 def recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers):
@@ -93,36 +93,41 @@ def recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_la
     return parameter_count(cell, input_size, hidden_size, output_size, num_layers) - output_size * (hidden_size + 1)
 
 
-def influence_blocks(parameters, gate_rows, itemsize):
+def influence_blocks(parameters):
     """(N, W): RTRL's `parameters` influence columns in N blocks of W (a multiple of 16,
-    N W >= P, as few blocks as keep a (gate_rows, W) block within INFLUENCE_BLOCK_BYTES)."""
-    widest = max(16, INFLUENCE_BLOCK_BYTES // (gate_rows * itemsize))
-    blocks = -(-parameters // widest)
+    N W >= P, as few blocks as keep W <= INFLUENCE_BLOCK_COLUMNS). Narrow blocks keep a
+    stream's block and its GEMM's (G*H, W) output in the first-level caches while the
+    element-wise pass reads it; the GEMMs, (G*H, H) x (H, W), still run at the
+    large-matrix rate there (OpenBLAS's small-matrix kernels; measured in docs/training.md)."""
+    blocks = -(-parameters // INFLUENCE_BLOCK_COLUMNS)
     width = -(-(-(-parameters // blocks)) // 16) * 16  # ceil(P / blocks), rounded up to 16
     return -(-parameters // width), width
 
 
-def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, itemsize):
+def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, itemsize, shards=1):
     """Exact RTRL's buffers (engine/online.py): the influence (B, L, N, H, W) of h (and c
-    for LSTM) in blocks of its P columns, the per-step scratch (2, G*H, W), a G*H row and
-    an H row."""
+    for LSTM) in blocks of its P columns; per shard of the streams the scratch (2, G*H, W)
+    and an H row, and past the first a gradient (P,) of its own."""
     gate_rows = GATES[cell] * hidden_size
-    blocks, width = influence_blocks(recurrent_parameter_count(cell, input_size, hidden_size, output_size,
-                                                               num_layers), gate_rows, itemsize)
+    parameters = recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers)
+    blocks, width = influence_blocks(parameters)
     state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
-    return (streams * state * blocks * width + 2 * gate_rows * width + gate_rows + hidden_size) * itemsize
+    scratch = 2 * gate_rows * width + hidden_size
+    return (streams * state * blocks * width + shards * scratch + (shards - 1) * parameters) * itemsize
 
 
-def uoro_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize):
+def uoro_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize, shards=1):
     """UORO's buffers (engine/online.py): per stream the state-sized vector (L, S), the
     parameter-sized one (P,) and its squared norm (float64), a chunk of `steps` steps'
-    random bits (one per state entry), and the scratch (the tangent's GEMMs over all streams:
-    (B, H) in, 2 (B, G*H) out)."""
+    random bits (one per state entry), and the scratch: the tangent's GEMMs over the
+    streams ((B, H) in, 2 (B, G*H) out) and, per shard of the streams, the signs (L, S),
+    2 (L, G*H) and 3 H rows, and past the first a gradient (P,) of its own."""
     gate_rows = GATES[cell] * hidden_size
     parameters = recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers)
     state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
-    scratch = streams * (hidden_size + 2 * gate_rows) + 2 * num_layers * gate_rows + 3 * hidden_size
-    return ((streams * (state + parameters) + state + scratch) * itemsize
+    per_shard = state + 2 * num_layers * gate_rows + 3 * hidden_size
+    scratch = streams * (hidden_size + 2 * gate_rows) + shards * per_shard + (shards - 1) * parameters
+    return ((streams * (state + parameters) + scratch) * itemsize
             + steps * streams * -(-state // 8) + streams * 8)
 
 

@@ -8,17 +8,32 @@ carrying each stream's influence d state / d theta and adding dL_t/dh_top times 
 step. The influence is carried across chunks (and partial_fit calls) like the state:
 after an update it is the influence under the parameters of the previous steps, the
 standard online approximation (exact when the parameters do not move).
+
+Threads: the forward runs once over all streams; the forward-mode kernel, where the time
+goes, runs on the engine's batch-shard threads (engine/shards.py), each shard a
+contiguous slice of the streams with its own scratch and gradient, added to the first
+shard's in shard order: bit-reproducible for a given plan (online_plan).
 """
 import numpy as np
 
 from engine.bptt import forward_chunk, loss_gradient, state_after
 from engine.footprint import format_bytes, influence_blocks, require, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.parameters import GATES
+from engine.shards import _pool as shard_pool
+from engine.thread_plan import COST_MODEL, available_cores, shard_rows
 from engine.workspace import Workspace
 from kernels.head import head_backward
 from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
 
 GRADIENTS = ("bptt", "rtrl", "uoro")
 EPSILON = 1e-7  # UORO's guard in its scaling ratios
+# The plan's single-thread kernel costs, measured on the bench machine (python -m
+# bench.online, docs/training.md; LSTM, H = 16 and 32, float32): RTRL's influence
+# product runs at 70-117 GFLOP/s (its FLOP: (2L - 1) (G*H, H) x (H, P) GEMMs per stream
+# and step), UORO's kernel takes about 1 ns per stream, step and recurrent parameter.
+RTRL_FLOPS_PER_S = 8e10
+UORO_S_PER_PARAMETER = 1e-9
+CONTENTION = 1.2  # threads side by side run up to this much slower (engine/thread_plan.py)
 
 
 def recurrent_size(model):
@@ -31,27 +46,58 @@ def sizes(model):
     return model.cell, model.input_size, model.hidden_size, model.output_size, model.num_layers
 
 
-def online_gradient(gradient, model, B, grad, steps, rng):
+def kernel_seconds(gradient, model, streams, steps):
+    """Modelled single-thread seconds of the forward-mode kernel over a chunk."""
+    P, H, L = recurrent_size(model), model.hidden_size, model.num_layers
+    if gradient == "rtrl":
+        return steps * streams * (2 * L - 1) * 2 * GATES[model.cell] * H * H * P / RTRL_FLOPS_PER_S
+    return steps * streams * P * UORO_S_PER_PARAMETER
+
+
+def online_plan(gradient, model, B, steps, shards=None, cores=None):
+    """The thread plan of rtrl/uoro for chunks of `steps` steps of B streams, as
+    engine/thread_plan.py's plans read ("shards" threads, "split" 1): `shards` when given
+    (capped at B), else the count that minimises the modelled seconds per chunk: the
+    kernel's time over the shards (CONTENTION past one) plus, per extra shard, a
+    thread-pool round trip and the addition of its gradient. Ties go to fewer shards."""
+    cores = available_cores() if cores is None else cores
+    plan = {"split": 1, "cores": cores, "batch": B, "steps": steps}
+    if shards is not None:
+        shards = min(shards, B)
+        return {"shards": shards, **plan, "rows_per_shard": max(shard_rows(B, shards)), "chosen_by": "explicit"}
+    serial = COST_MODEL.handoff_s + recurrent_size(model) * COST_MODEL.combine_s_per_param
+    times = {}
+    for count in range(1, max(1, min(B, cores)) + 1):
+        rows = max(shard_rows(B, count))
+        times[count] = (kernel_seconds(gradient, model, rows, steps) * (CONTENTION if count > 1 else 1)
+                        + (count - 1) * serial)
+    shards = min(times, key=lambda count: (times[count], count))
+    return {"shards": shards, **plan, "rows_per_shard": max(shard_rows(B, shards)), "chosen_by": "model",
+            "modelled_step_s": times[shards] / steps, "modelled_speedup": times[1] / times[shards]}
+
+
+def online_gradient(gradient, model, B, grad, steps, rng, shards=None):
     """The Rtrl or Uoro object of a Trainer for B streams, writing into grad (P_all,) (rng:
-    the trainer's numpy Generator, UORO's random signs). Its memory, with the forward
-    caches of chunks of `steps` steps, is refused before allocating when the machine cannot
-    hold it (MemoryEstimateError, with the figure; for rtrl the advice to use uoro and what
-    it would need)."""
+    the trainer's numpy Generator, UORO's random signs), on the threads of online_plan
+    (`shards`: pinned). Its memory, with the forward caches of chunks of `steps` steps, is
+    refused before allocating when the machine cannot hold it (MemoryEstimateError, with
+    the figure; for rtrl the advice to use uoro and what it would need)."""
     itemsize = model.dtype.itemsize
+    plan = online_plan(gradient, model, B, steps, shards)
     chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B, itemsize)
-    uoro = uoro_bytes(*sizes(model), B, steps, itemsize) + chunk
+    uoro = uoro_bytes(*sizes(model), B, steps, itemsize, plan["shards"]) + chunk
     if gradient == "rtrl":
         state_units = model.num_layers * model.hidden_size * (2 if model.cell == "lstm" else 1)
         try:
-            require(rtrl_bytes(*sizes(model), B, itemsize) + chunk,
+            require(rtrl_bytes(*sizes(model), B, itemsize, plan["shards"]) + chunk,
                     f"exact RTRL's influence matrices for {B} streams ({state_units} state units x "
                     f"{recurrent_size(model)} parameters each) and chunks of {steps} steps")
         except ValueError as error:
             raise type(error)(f"{error}; or use gradient 'uoro', an unbiased estimate of the same gradient in "
                               f"about {format_bytes(uoro)}") from None
-        return Rtrl(model, B, grad)
+        return Rtrl(model, B, grad, plan)
     require(uoro, f"UORO for {B} streams and chunks of {steps} steps")
-    return Uoro(model, B, grad, rng)
+    return Uoro(model, B, grad, rng, plan)
 
 
 class OnlineChunks:
@@ -159,6 +205,30 @@ class _Carried:
     def state_after(self, step):
         return self.chunks.state_after(step)
 
+    def _shards(self, plan, grad):
+        """The plan's shards of the B streams: self.bounds (shards + 1,) their first
+        streams and the end; self.grads: the first shard's gradient is grad's recurrent
+        part, the others' their own (P,)."""
+        rows = shard_rows(self.chunks_batch, plan["shards"])
+        self.plan = plan
+        self.bounds = [0] + [int(end) for end in np.cumsum(rows)]
+        self.grads = [grad[:recurrent_size(self.model)]] + [np.zeros(recurrent_size(self.model), grad.dtype)
+                                                             for _ in rows[1:]]
+
+    def _run_shards(self, kernel):
+        """kernel(k, first, last) for each shard k of streams first .. last - 1, the first
+        in this thread and the others on the shard threads; then the others' gradients
+        added to the first's, in shard order."""
+        spans = list(zip(self.bounds[:-1], self.bounds[1:]))
+        futures = [shard_pool().submit(kernel, k, *span) for k, span in enumerate(spans) if k > 0]
+        try:
+            kernel(0, *spans[0])
+        finally:
+            for future in futures:
+                future.result()
+        for grad in self.grads[1:]:
+            np.add(self.grads[0], grad, out=self.grads[0])
+
 
 class Rtrl(_Carried):
     """Exact RTRL for B streams: the influence of h (and of c for LSTM), (B, L, N, H, W)
@@ -166,20 +236,19 @@ class Rtrl(_Carried):
 
     name = "rtrl"
 
-    def __init__(self, model, B, grad):
+    def __init__(self, model, B, grad, plan):
         H, L = model.hidden_size, model.num_layers
-        blocks, width = influence_blocks(recurrent_size(model), model.gates * H, model.dtype.itemsize)
+        blocks, width = influence_blocks(recurrent_size(model))
         self.model = model
         self.chunks = OnlineChunks(model, grad)
         self.layers = layer_arguments(model)
+        self.chunks_batch = B
         self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)
         self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
-        self.d_x = np.zeros((model.gates * H, width), model.dtype)
-        self.d_h = np.zeros_like(self.d_x)
-        self.ones = np.ones(model.gates * H, model.dtype)
-        self.dh_top = np.zeros(H, model.dtype)
-        self.grad = grad
-        self.chunks_batch = B
+        self._shards(plan, grad)
+        rows = (model.gates * H, width)
+        self.scratch = [(np.zeros(rows, model.dtype), np.zeros(rows, model.dtype), np.zeros(H, model.dtype))
+                        for _ in self.grads]  # per shard: d_x, d_h, dh_top
 
     def arrays(self):
         """The carried influence, by checkpoint member name."""
@@ -207,9 +276,14 @@ class Rtrl(_Carried):
         hs, cs, gates, hidden_ns = self.chunks.caches()
         weights_ih, weights_hh, offsets = self.layers
         workspace = self.chunks.workspace
-        rtrl_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.d_x, self.d_h,
-                   self.dh_top, self.ones, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
-                   weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu)
+
+        def kernel(k, first, last):
+            d_x, d_h, dh_top = self.scratch[k]
+            rtrl_chunk(self.grads[k], self.influence_h[first:last], self.influence_c[first:last], d_x, d_h, dh_top,
+                       hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
+                       model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, first)
+
+        self._run_shards(kernel)
         return value, count
 
 
@@ -221,9 +295,9 @@ class Uoro(_Carried):
 
     name = "uoro"
 
-    def __init__(self, model, B, grad, rng):
+    def __init__(self, model, B, grad, rng, plan):
         P = recurrent_size(model)
-        H, L = model.hidden_size, model.num_layers
+        H, L, G = model.hidden_size, model.num_layers, model.gates
         self.model = model
         self.rng = rng
         self.chunks = OnlineChunks(model, grad)
@@ -233,15 +307,15 @@ class Uoro(_Carried):
         self.influence_c = np.zeros((B, L, H, 1), model.dtype) if model.cell == "lstm" else self.influence_h
         self.influence_theta = np.zeros((B, P), model.dtype)  # theta~
         self.theta_sq = np.zeros(B)
-        self.rows = np.zeros((B, H), model.dtype)  # J s~'s scratch: the tangents of all streams
-        self.d_x = np.zeros((B, model.gates * H), model.dtype)  # and their GEMMs' products
-        self.d_h = np.zeros_like(self.d_x)
-        self.da_x = np.zeros((L, model.gates * H), model.dtype)
-        self.da_h = np.zeros_like(self.da_x)
-        self.carries = np.zeros((2, H), model.dtype)
-        self.dh_top = np.zeros(H, model.dtype)
-        self.signs = np.zeros((L, 2 if model.cell == "lstm" else 1, H), model.dtype)
-        self.grad = grad
+        self.signs_shape = (L, 2 if model.cell == "lstm" else 1, H)
+        self._shards(plan, grad)
+        self.scratch = []  # per shard of S streams: signs, J s~'s (S, H) tangents and their
+        for first, last in zip(self.bounds[:-1], self.bounds[1:]):  # GEMMs' products, nu^T d state / d a
+            rows = np.zeros((last - first, H), model.dtype)
+            d_x = np.zeros((last - first, G * H), model.dtype)
+            da_x = np.zeros((L, G * H), model.dtype)
+            self.scratch.append((np.zeros(self.signs_shape, model.dtype), rows, d_x, np.zeros_like(d_x), da_x,
+                                 np.zeros_like(da_x), np.zeros((2, H), model.dtype), np.zeros(H, model.dtype)))
 
     def arrays(self):
         arrays = {"influence_h": self.influence_h, "influence_theta": self.influence_theta}
@@ -256,11 +330,17 @@ class Uoro(_Carried):
         value, count = self.chunks.forward(x, y, loss, state, resets, quantiles)
         hs, cs, gates, hidden_ns = self.chunks.caches()
         weights_ih, weights_hh, offsets = self.layers
-        per_step = -(-self.signs.size // 8)  # one random bit per sign
+        per_step = -(-np.prod(self.signs_shape) // 8)  # one random bit per sign
         bits = np.frombuffer(self.rng.bytes(T * B * per_step), np.uint8).reshape(T, B, per_step)
         workspace = self.chunks.workspace
-        uoro_chunk(self.grad[:recurrent_size(model)], self.influence_h, self.influence_c, self.influence_theta,
-                   self.theta_sq, bits, self.signs, self.rows, self.d_x, self.d_h, self.da_x, self.da_h, self.carries,
-                   self.dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
-                   model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON)
+
+        def kernel(k, first, last):
+            signs, rows, d_x, d_h, da_x, da_h, carries, dh_top = self.scratch[k]
+            uoro_chunk(self.grads[k], self.influence_h[first:last], self.influence_c[first:last],
+                       self.influence_theta[first:last], self.theta_sq[first:last], bits, signs, rows, d_x, d_h, da_x,
+                       da_h, carries, dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih,
+                       weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, EPSILON,
+                       first)
+
+        self._run_shards(kernel)
         return value, count

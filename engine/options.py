@@ -228,7 +228,8 @@ OPTIONS = {option.name: option for option in (
            "real-time recurrent learning: no window, every update reaches back through the whole stream; memory "
            "and time grow with state size x parameters, for small models); uoro (an unbiased rank-one estimate "
            "of rtrl's gradient at about a forward pass's cost). rtrl and uoro update every --k1 steps; the "
-           "truncation, recomputation, thread-plan and diagnostics options do not apply to them.", choices=GRADIENTS),
+           "truncation, recomputation, --split and diagnostics options do not apply to them (--shards does: "
+           "their streams in threads).", choices=GRADIENTS),
     Option("memory", "memory", help="Bound activation memory by recomputation: 'sqrt' (keep the state every "
                                     "~sqrt(window) steps) or a byte budget per thread such as 200M "
                                     "[default: store every step]."),

@@ -73,8 +73,9 @@ class Trainer:
     learning: each update's gradient reaches back through the whole history, no window;
     memory and time grow with state size x parameters) or "uoro" (an unbiased rank-one
     estimate of RTRL's gradient at about a forward pass's cost), engine/online.py. With
-    rtrl/uoro an update comes every k1 steps (k1=None: one per sequence) and k2, memory,
-    diagnostics, shards and split do not apply (refused).
+    rtrl/uoro an update comes every k1 steps (k1=None: one per sequence), their kernels
+    run on `shards` threads (default: engine.online.online_plan's choice), and k2,
+    memory, diagnostics and split do not apply (refused).
     seed: of the trainer's numpy Generator `rng` (UORO's random signs; nothing else is random).
     A bidirectional model (Model(bidirectional=True)) reads every step of a sequence at
     once: it trains on whole sequences only, with gradient "bptt" and k1=None (or k1 at
@@ -93,8 +94,7 @@ class Trainer:
         self.model = model
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         if self.gradient != "bptt":
-            _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, shards=shards,
-                                  split=split)
+            _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, split=split)
         if model.bidirectional:
             _check_bidirectional_options(gradient=self.gradient, memory=memory, diagnostics=diagnostics,
                                          split=split)
@@ -349,7 +349,8 @@ class Trainer:
         chunks of `steps` steps checked first (refused with the figure)."""
         if self._online is None or self._online.batch != B:
             self._online = None  # its buffers go before new ones are made
-            self._online = online_gradient(self.gradient, self.model, B, self.grad, steps, self.rng)
+            self._online = online_gradient(self.gradient, self.model, B, self.grad, steps, self.rng, self.shards)
+            self.thread_plan = self._online.plan
         return self._online
 
     def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):
@@ -454,7 +455,7 @@ def _check_online_options(gradient, **options):
     """Refuse, in one line, the options that apply to truncated BPTT only."""
     given = {"k2": "there is no truncation window", "memory": "nothing is stored for a backward pass",
              "diagnostics": "the gradient-flow report measures backpropagation",
-             "shards": "the streams run in one thread", "split": "the streams run in one thread"}
+             "split": "the streams are split by shards, not hidden blocks"}
     for name, reason in given.items():
         if options[name] not in (None, False):
             raise ValueError(f"{name} does not apply to gradient={gradient!r} ({reason}); leave it unset")

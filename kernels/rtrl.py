@@ -42,24 +42,35 @@ def add_row(d, j, first, values, p0):
         d[j, p - p0] += values[p - first]
 
 
+@inline_jit
+def block_rows(first, length, rows, p0, width):
+    """(lo, hi): the rows j < rows of a row-major block (rows, length) at flat offset
+    `first` with an entry among the columns p0 .. p0 + width - 1."""
+    return max(0, (p0 - first) // length), min(rows, -(-(p0 + width - first) // length))
+
+
 @jit
-def add_immediate(d_x, d_h, x_in, h_prev, ones, reset, offsets_k, p0):
+def add_immediate(d_x, d_h, x_in, h_prev, reset, offsets_k, p0):
     """The immediate term d a / d theta of one stream's step (inputs held fixed), added
     within the block of columns p0 .. p0 + width - 1: a_x[j] = sum_i W_ih[j, i] x_in[i]
     + b_ih[j] into d_x (G*H, width), a_h likewise from h_prev (H,) (zero at a reset:
-    nothing to add) with W_hh, b_hh into d_h. ones: (G*H,) ones (the biases' rows)."""
-    rows = d_x.shape[0]
+    nothing to add) with W_hh, b_hh into d_h. Only the rows with a column in the block
+    are visited (a block holds a few of a layer's rows)."""
+    rows, width = d_x.shape
     I, H = x_in.shape[0], h_prev.shape[0]
     ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
-    width = d_x.shape[1]
-    if p0 >= bhh + rows or p0 + width <= ih:
-        return  # none of this layer's parameters in the block
-    for j in range(rows):
+    lo, hi = block_rows(ih, I, rows, p0, width)
+    for j in range(lo, hi):
         add_row(d_x, j, ih + j * I, x_in, p0)
-        if not reset:
+    if not reset:
+        lo, hi = block_rows(hh, H, rows, p0, width)
+        for j in range(lo, hi):
             add_row(d_h, j, hh + j * H, h_prev, p0)
-        add_row(d_x, j, bih + j, ones[j:j + 1], p0)
-        add_row(d_h, j, bhh + j, ones[j:j + 1], p0)
+    one = d_x.dtype.type(1)
+    for d, first in ((d_x, bih), (d_h, bhh)):
+        lo, hi = block_rows(first, 1, rows, p0, width)
+        for j in range(lo, hi):
+            d[j, first + j - p0] += one
 
 
 @inline_jit
@@ -148,17 +159,16 @@ def cell_tangent(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev
                                    d_h[2 * H + j], one)
 
 
-@jit
+@inline_jit
 def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
-               gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, ones, p0):
+               gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, p0):
     """One stream's influence (H, width) of one layer carried over one step, in place, for
     the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently).
 
     m_below (H, width): the new influence of the layer below's output (read when `below`;
     the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch
     (RNN and LSTM sum both sides into d_h: one array for the element-wise pass to read).
-    The step's own d a / d theta is added (ones (G*H,) ones: the biases' rows). A reset
-    zeroes the influence entering the step."""
+    The step's own d a / d theta is added. A reset zeroes the influence entering the step."""
     if reset:
         zero_fill(m_h.reshape(-1))
         zero_fill(m_c.reshape(-1))
@@ -172,11 +182,11 @@ def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight
             add_into(d_h.reshape(-1), d_x.reshape(-1))
     elif sides:
         zero_fill(d_x.reshape(-1))
-    add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, ones, reset, offsets_k, p0)
+    add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, reset, offsets_k, p0)
     cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
 
 
-@jit
+@inline_jit
 def top_gradient(dh_top, dy_tb, head_weight):
     """dh_top (H,) = dy_tb (O,) head_weight (O, H): dL_t/dh_top of one stream; whether
     any entry is non-zero (a step without a counted target has nothing to add)."""
@@ -191,43 +201,49 @@ def top_gradient(dh_top, dy_tb, head_weight):
 
 
 @jit
-def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, ones, hs, cs, gates, hidden_ns, x, resets, dy,
-               weights_ih, weights_hh, head_weight, offsets, cell, relu):
-    """Exact RTRL over a chunk of T steps: overwrites grad (P,) with the gradient of the
-    loss whose dL/dy_hat is dy (T, B, O), through the recurrent parameters (the head's
-    own gradient is head_backward's), and carries influence_h, influence_c (B, L, N, H, W)
+def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, hidden_ns, x, resets, dy,
+               weights_ih, weights_hh, head_weight, offsets, cell, relu, first):
+    """Exact RTRL over a chunk of T steps for the streams first .. first + S - 1 of the
+    caches (a shard's): overwrites grad (P,) with their share of the gradient of the loss
+    whose dL/dy_hat is dy (T, B, O), through the recurrent parameters (the head's own
+    gradient is head_backward's), and carries their influence_h, influence_c (S, L, N, H, W)
     (LSTM's c; the others pass influence_h) across the chunk in place: the P columns in N
-    blocks of W (N W >= P; the columns past P stay zero), each block contiguous, so that a
-    block's GEMM output stays in cache for the element-wise pass that reads it.
+    blocks of W (N W >= P; the columns past P stay zero), each block contiguous.
 
-    d_x, d_h (G*H, W), dh_top (H,), ones (G*H,) ones: scratch. hs, cs (T+1, B, H), gates (T, B, G*H),
+    Columns evolve independently, and streams too: each stream's block is carried through
+    all T steps (every layer) before the next block, so that it stays in cache for the
+    chunk (the influence is far larger than the caches: walked step by step, each step
+    would stream all of it from memory). grad's sums run over streams, then steps.
+
+    d_x, d_h (G*H, W), dh_top (H,): scratch. hs, cs (T+1, B, H), gates (T, B, G*H),
     hidden_ns (T, B, H): per-layer tuples of the forward caches. x (T, B, I). resets
     (T, B). weights_ih, weights_hh: per-layer tuples (G*H, I_k), (G*H, H). head_weight
     (O, H). offsets (L, 4), cell, relu: see the module."""
-    T, B = resets.shape
-    L = len(hs)
+    T = resets.shape[0]
+    S, L = influence_h.shape[0], len(hs)
     blocks, width = influence_h.shape[2], influence_h.shape[4]
     P = grad.shape[0]
     zero_fill(grad)
-    for t in range(T):
-        for b in range(B):
-            targets = top_gradient(dh_top, dy[t, b], head_weight)
-            for n in range(blocks):
-                p0 = n * width
+    for s in range(S):
+        b = first + s
+        for n in range(blocks):
+            p0 = n * width
+            columns = min(width, P - p0)
+            block = grad[p0:p0 + columns]
+            for t in range(T):
                 for k in range(L):
                     below = k > 0
                     x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                    layer_step(cell, relu, influence_h[b, k, n], influence_c[b, k, n],
-                               influence_h[b, max(k - 1, 0), n], below, d_x, d_h, weights_ih[k], weights_hh[k], x_in,
+                    layer_step(cell, relu, influence_h[s, k, n], influence_c[s, k, n],
+                               influence_h[s, max(k - 1, 0), n], below, d_x, d_h, weights_ih[k], weights_hh[k], x_in,
                                gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b],
-                               cs[k][t + 1, b], resets[t, b], offsets[k], ones, p0)
-                if targets:
-                    m_top = influence_h[b, L - 1, n]
-                    columns = min(width, P - p0)
+                               cs[k][t + 1, b], resets[t, b], offsets[k], p0)
+                if top_gradient(dh_top, dy[t, b], head_weight):
+                    m_top = influence_h[s, L - 1, n]
                     for j in range(dh_top.shape[0]):  # grad += dh_top M_top
-                        coefficient = dh_top[j]
-                        for q in range(columns):
-                            grad[p0 + q] += coefficient * m_top[j, q]
+                        coefficient, row = dh_top[j], m_top[j]
+                        for q in range(columns):  # an index from 0 (p0 + q would not vectorise)
+                            block[q] += coefficient * row[q]
 
 
 @jit
@@ -362,11 +378,12 @@ def tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weight_ih,
 @jit
 def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d_x, d_h, da_x, da_h, carries, dh_top,
                hs, cs, gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu,
-               epsilon):
-    """UORO over a chunk of T steps: overwrites grad (P,) with the rank-one estimate of
-    the gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair
-    in place: tangent_h, tangent_c (B, L, H, 1) the state-sized vector s~ (LSTM's c part;
-    the others pass tangent_h), theta (B, P) the parameter-sized one, influence ~ s~ theta^T.
+               epsilon, first):
+    """UORO over a chunk of T steps for the streams first .. first + S - 1 of the caches (a
+    shard's): overwrites grad (P,) with their share of the rank-one estimate of the
+    gradient RTRL gives (arguments as in rtrl_chunk), and carries each stream's pair in
+    place: tangent_h, tangent_c (S, L, H, 1) the state-sized vector s~ (LSTM's c part; the
+    others pass tangent_h), theta (S, P) the parameter-sized one, influence ~ s~ theta^T.
 
     Per step and stream: s~ <- rho0 J s~ + rho1 nu, theta <- theta / rho0 + (nu^T I) / rho1,
     nu random signs (signs (L, W, H), W = 2 for LSTM's h and c, else 1, from the bits of
@@ -378,29 +395,32 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d
     rest per stream, in stream order (grad's sums have a fixed order). |nu^T I| comes
     from the outer products' factors (|u v^T| = |u| |v|): per step and stream theta is
     walked three times (theta_step, grad's sum, theta_squared_norm), each loop vectorised.
-    theta_sq (B,) float64, rows (B, H), d_x, d_h (B, G*H), da_x, da_h (L, G*H),
+    theta_sq (S,) float64, rows (S, H), d_x, d_h (S, G*H), da_x, da_h (L, G*H),
     carries (2, H), dh_top (H,): scratch."""
-    T, B = resets.shape
-    L = len(hs)
+    T, S, L = resets.shape[0], theta.shape[0], len(hs)
     H = dh_top.shape[0]
     lstm = cell == LSTM
     sides = cell == GRU  # da_x and da_h differ (else step_vjp writes da_x only)
     one = signs.dtype.type(1)
     W = signs.shape[1]
     zero_fill(grad)
-    for b in range(B):  # |theta~|^2 per stream, then kept up to date after each step
-        theta_sq[b] = theta_squared_norm(theta[b])
+    last = first + S
+    for s in range(S):  # |theta~|^2 per stream, then kept up to date after each step
+        theta_sq[s] = theta_squared_norm(theta[s])
     for t in range(T):
-        for b in range(B):
-            if resets[t, b]:
-                zero_fill(theta[b])
-                theta_sq[b] = 0.0
-                zero_fill(tangent_h[b].reshape(-1))
-                zero_fill(tangent_c[b].reshape(-1))
+        for s in range(S):
+            if resets[t, first + s]:
+                zero_fill(theta[s])
+                theta_sq[s] = 0.0
+                zero_fill(tangent_h[s].reshape(-1))
+                zero_fill(tangent_c[s].reshape(-1))
         for k in range(L):  # J s~: the tangent through the step, lower layers first
             tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weights_ih[k], weights_hh[k],
-                         gates[k][t], hidden_ns[k][t], hs[k][t], cs[k][t], hs[k][t + 1], cs[k][t + 1], resets[t])
-        for b in range(B):
+                         gates[k][t, first:last], hidden_ns[k][t, first:last], hs[k][t, first:last],
+                         cs[k][t, first:last], hs[k][t + 1, first:last], cs[k][t + 1, first:last],
+                         resets[t, first:last])
+        for s in range(S):
+            b = first + s
             reset = resets[t, b]
             step_bits = bits[t, b]
             for k in range(L):  # nu
@@ -420,26 +440,26 @@ def uoro_chunk(grad, tangent_h, tangent_c, theta, theta_sq, bits, signs, rows, d
                 h_sq = 0.0 if reset else squared_sum(hs[k][t, b])
                 x_sq = squared_sum(da_x[k])
                 vjp_sq += x_sq * (squared_sum(x_in) + 1.0) + (squared_sum(da_h[k]) if sides else x_sq) * (h_sq + 1.0)
-            tangent_sq = squared_sum(tangent_h[b].reshape(-1)) + (squared_sum(tangent_c[b].reshape(-1))
+            tangent_sq = squared_sum(tangent_h[s].reshape(-1)) + (squared_sum(tangent_c[s].reshape(-1))
                                                                   if lstm else 0.0)
-            rho0 = np.sqrt((np.sqrt(theta_sq[b]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
+            rho0 = np.sqrt((np.sqrt(theta_sq[s]) + epsilon) / (np.sqrt(tangent_sq) + epsilon))
             rho1 = np.sqrt((np.sqrt(vjp_sq) + epsilon) / (np.sqrt(L * signs.shape[1] * H) + epsilon))
             a0, a1 = theta.dtype.type(rho0), theta.dtype.type(rho1)
             for k in range(L):
                 for j in range(H):
-                    tangent_h[b, k, j, 0] = a0 * tangent_h[b, k, j, 0] + a1 * signs[k, 0, j]
+                    tangent_h[s, k, j, 0] = a0 * tangent_h[s, k, j, 0] + a1 * signs[k, 0, j]
                     if lstm:
-                        tangent_c[b, k, j, 0] = a0 * tangent_c[b, k, j, 0] + a1 * signs[k, 1, j]
+                        tangent_c[s, k, j, 0] = a0 * tangent_c[s, k, j, 0] + a1 * signs[k, 1, j]
             weight = theta.dtype.type(0)
             if top_gradient(dh_top, dy[t, b], head_weight):
                 for j in range(H):
-                    weight += dh_top[j] * tangent_h[b, L - 1, j, 0]
+                    weight += dh_top[j] * tangent_h[s, L - 1, j, 0]
             keep, add = theta.dtype.type(1.0 / rho0), theta.dtype.type(1.0 / rho1)
             for k in range(L):
-                theta_step(theta[b], keep, add, da_x[k], da_h[k] if sides else da_x[k],
+                theta_step(theta[s], keep, add, da_x[k], da_h[k] if sides else da_x[k],
                            hs[k - 1][t + 1, b] if k > 0 else x[t, b], hs[k][t, b], reset, offsets[k])
-            row = theta[b]
+            row = theta[s]
             if weight != 0:
                 for p in range(row.shape[0]):
                     grad[p] += weight * row[p]
-            theta_sq[b] = theta_squared_norm(theta[b])
+            theta_sq[s] = theta_squared_norm(theta[s])

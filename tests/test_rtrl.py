@@ -44,13 +44,14 @@ def flat(model, grads):
     return np.concatenate([np.asarray(grads[name]).ravel() for name in model.layout.shapes])
 
 
-def kernel_chunks(model, x, y, loss, resets, k1):
+def kernel_chunks(model, x, y, loss, resets, k1, shards=1):
     """engine.online.Rtrl over x in chunks of k1 steps from a zero state, the parameters
-    fixed: the count-weighted sum of the chunks' gradients (the whole sequence's mean)."""
-    from engine.online import Rtrl
+    fixed, its streams in `shards` threads: the count-weighted sum of the chunks' gradients
+    (the whole sequence's mean)."""
+    from engine.online import online_gradient
     B = x.shape[1]
     grad = np.zeros_like(model.params)
-    rtrl = Rtrl(model, B, grad)
+    rtrl = online_gradient("rtrl", model, B, grad, k1, None, shards)
     total, values, counts, state = np.zeros(model.params.shape), [], [], model.init_state(B)
     for start in range(0, len(x), k1):
         end = min(start + k1, len(x))
@@ -59,16 +60,28 @@ def kernel_chunks(model, x, y, loss, resets, k1):
         total += count * grad.astype(np.float64)
         values.append(value)
         counts.append(count)
-    return float(np.dot(values, counts) / sum(counts)), total / sum(counts)
+    return float(np.dot(values, counts) / sum(counts)), total / sum(counts), rtrl
 
 
+def narrow_blocks(monkeypatch, width):
+    """Rtrl's influence in blocks of `width` parameter columns (the default blocks of up
+    to 64 hold most test models whole): blocks that cut through weight rows and a layer's
+    parameters."""
+    monkeypatch.setattr("engine.online.influence_blocks", lambda parameters:
+                        (-(-parameters // width), width))
+
+
+@pytest.mark.parametrize("width", [None, 7], ids=["default-blocks", "blocks-of-7"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_rtrl_kernel_equals_naive(variant, num_layers, loss):
-    """kernels/rtrl.py over one chunk of the whole sequence equals the NumPy RTRL."""
+def test_rtrl_kernel_equals_naive(variant, num_layers, loss, width, monkeypatch):
+    """kernels/rtrl.py over one chunk of the whole sequence equals the NumPy RTRL, with the
+    influence in the default column blocks or in blocks of 7 (the last one partly past P)."""
+    if width is not None:
+        narrow_blocks(monkeypatch, width)
     model, x, y, resets = make_problem(*variant, num_layers, loss)
-    value, grad = kernel_chunks(model, x, y, loss, resets, len(x))
+    value, grad, _ = kernel_chunks(model, x, y, loss, resets, len(x))
     expected_value, expected = naive.rtrl_gradient(model.state_dict(), x, y, variant[0], loss, variant[1], resets)
     assert_close(value, expected_value, REL, "loss")
     assert_close(grad, flat(model, expected), REL, "gradient")
@@ -82,7 +95,7 @@ def test_rtrl_influence_carried_across_chunks(variant, num_layers):
     of no counted target included)."""
     model, x, y, resets = make_problem(*variant, num_layers, T=10)
     y[4:8] = np.nan  # the second chunk counts nothing: the influence still moves on
-    value, grad = kernel_chunks(model, x, y, "mse", resets, 4)
+    value, grad, _ = kernel_chunks(model, x, y, "mse", resets, 4)
     expected_value, expected = engine.loss_and_grad(model, x, y, resets=resets)
     assert_close(value, expected_value, REL, "loss")
     assert_close(grad, flat(model, expected), REL, "gradient")
@@ -94,9 +107,26 @@ def test_rtrl_float32_close_to_float64(variant):
     model, x, y, resets = make_problem(*variant, 2)
     single = engine.Model(**{**model.config, "dtype": "float32"})
     single.load_state_dict(model.state_dict())
-    _, expected = kernel_chunks(model, x, y, "mse", resets, 4)
-    _, grad = kernel_chunks(single, x.astype(np.float32), y.astype(np.float32), "mse", resets, 4)
+    _, expected, _ = kernel_chunks(model, x, y, "mse", resets, 4)
+    _, grad, _ = kernel_chunks(single, x.astype(np.float32), y.astype(np.float32), "mse", resets, 4)
     assert_close(grad, expected, 1e-4, "float32 gradient")
+
+
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_rtrl_shards_match_one_thread(variant, num_layers):
+    """The streams in 2 and 3 shards (threads): each stream's influence is carried by one
+    thread alone, so it is bit-identical to one thread's; the gradient, whose sum over
+    the streams is grouped by shard, agrees to rounding and is bit-reproducible."""
+    model, x, y, resets = make_problem(*variant, num_layers, T=10)
+    value, grad, single = kernel_chunks(model, x, y, "mse", resets, 4)
+    for shards in (2, 3):
+        sharded_value, sharded_grad, sharded = kernel_chunks(model, x, y, "mse", resets, 4, shards)
+        assert sharded.plan["shards"] == shards and sharded_value == value
+        assert_close(sharded_grad, grad, REL, f"gradient, {shards} shards")
+        for name, array in single.arrays().items():
+            assert np.array_equal(sharded.arrays()[name], array), name
+        assert np.array_equal(kernel_chunks(model, x, y, "mse", resets, 4, shards)[1], sharded_grad)
 
 
 # --------------------------------------------------------------------------- the Trainer
@@ -163,8 +193,29 @@ def test_trainer_rtrl_checkpoint_resumes_bit_exact(tmp_path, cell):
     assert engine.checkpoint.load(tmp_path / "fresh.npz")[1].state is None
 
 
-@pytest.mark.parametrize("option", [dict(k2=8), dict(memory="sqrt"), dict(diagnostics=True), dict(shards=2),
-                                    dict(split=3)], ids=lambda o: next(iter(o)))
+@pytest.mark.parametrize("gradient", ["rtrl", "uoro"])
+def test_trainer_online_shards(gradient):
+    """Trainer(shards=2) runs the kernels on two threads, as its thread_plan records: the
+    same run twice is bit-identical, and one thread's run agrees to rounding; without
+    `shards` the plan is the model's (one shard for so small a model)."""
+    model, x, y, resets = make_problem("lstm", "tanh", 2, T=10)
+
+    def run(**options):
+        copy = engine.Model(**model.config)
+        trainer = trainer_for(copy, gradient=gradient, optimizer="adam", lr=0.01, k1=3, seed=1, **options)
+        trainer.partial_fit(x, y, resets=resets)
+        return copy.params, trainer.thread_plan
+
+    params, plan = run(shards=2)
+    assert plan["shards"] == 2 and plan["chosen_by"] == "explicit"
+    assert np.array_equal(run(shards=2)[0], params)
+    single, plan = run()
+    assert plan["shards"] == 1 and plan["chosen_by"] == "model"
+    assert_close(params, single, REL, "parameters, 2 shards against 1")
+
+
+@pytest.mark.parametrize("option", [dict(k2=8), dict(memory="sqrt"), dict(diagnostics=True), dict(split=3)],
+                         ids=lambda o: next(iter(o)))
 def test_trainer_rtrl_refuses_truncation_options(option):
     model, _, _, _ = make_problem("lstm", "tanh", 1)
     name = next(iter(option))
@@ -185,8 +236,9 @@ def test_trainer_rtrl_memory_refused_with_advice(monkeypatch):
 
 
 def test_cli_train_gradient_rtrl(tmp_path):
-    """`bptt train --gradient rtrl` trains and `bptt info` shows the method; --k2 with it is
-    refused in one line, exit 2, before anything is written."""
+    """`bptt train --gradient rtrl` trains and `bptt info` shows the method; --gradient uoro
+    with --shards 2 runs on two threads; --k2 with rtrl is refused in one line, exit 2,
+    before anything is written."""
     from click.testing import CliRunner
     from cli import main
     steps = np.arange(120)
@@ -197,6 +249,10 @@ def test_cli_train_gradient_rtrl(tmp_path):
     assert result.exit_code == 0, result.output
     info = runner.invoke(main, ["info", str(tmp_path / "m.npz")])
     assert "gradient rtrl, k1=10 k2=None" in info.output
+    sharded = runner.invoke(main, ["train", *common, "--gradient", "uoro", "--shards", "2",
+                                   "--output", str(tmp_path / "s.npz")])
+    assert sharded.exit_code == 0, sharded.output
+    assert engine.checkpoint.load(tmp_path / "s.npz")[1].thread_plan["shards"] == 2
     refused = runner.invoke(main, ["train", *common, "--gradient", "rtrl", "--k2", "20",
                                    "--output", str(tmp_path / "k2.npz")])
     assert refused.exit_code == 2
@@ -220,7 +276,7 @@ def test_uoro_is_unbiased(variant, num_layers):
     Tolerance: every entry within 6 standard errors of the exact value (Student's t, 19
     degrees of freedom: about 1e-5 per entry), and the mean within 3% of the largest
     entry (relative to the tensor)."""
-    from engine.online import Uoro
+    from engine.online import online_gradient
     model, x, y, resets = make_problem(*variant, num_layers, T=7)
     _, expected = engine.loss_and_grad(model, x, y, resets=resets)
     expected = flat(model, expected)
@@ -229,8 +285,8 @@ def test_uoro_is_unbiased(variant, num_layers):
     estimates = []
     for seed in range(UORO_BATCHES):
         grad = np.zeros_like(model.params)
-        Uoro(model, B, grad, np.random.default_rng(seed)).run(copies[0], copies[1], "mse", model.init_state(B),
-                                                              copies[2])
+        uoro = online_gradient("uoro", model, B, grad, len(x), np.random.default_rng(seed))  # the plan's threads
+        uoro.run(copies[0], copies[1], "mse", model.init_state(B), copies[2])
         estimates.append(grad.copy())
     estimates = np.array(estimates)
     mean = estimates.mean(axis=0)
@@ -274,7 +330,10 @@ def test_bench_online_quick_runs(tmp_path):
     assert set(row["steps_per_s"]) == set(row["memory_bytes"]) == {"bptt", "rtrl", "uoro"}
     assert all(np.isfinite(value) and value > 0 for value in row["steps_per_s"].values())
     assert row["memory_bytes"]["rtrl"] > row["memory_bytes"]["uoro"]
-    assert 0 < row["rtrl_share_of_sgemm_512"] and 0 < row["rtrl_share_of_same_gemm"]
+    for rates in (row, row["by_cpu_time"]):
+        assert 0 < rates["rtrl_share_of_sgemm_512"] and 0 < rates["rtrl_share_of_block_gemm"]
+    assert set(row["plan"]) == {"rtrl", "uoro"}
+    assert all(plan["shards"] >= 1 and plan["steps_per_s"] > 0 for plan in row["plan"].values())
     assert set(result["task"]["final_error"]) == set(result["task"]["updates_to_target"])
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -298,23 +357,27 @@ def test_trainer_online_skip_restarts_overflowed_streams(gradient):
     assert all(np.isfinite(array).all() for array in trainer._online.arrays().values())
 
 
+@pytest.mark.parametrize("shards", [1, 2])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_memory_estimates_are_the_buffers(cell, num_layers, dtype):
-    """engine/footprint.py's rtrl_bytes and uoro_bytes are the bytes Rtrl and Uoro hold
-    (UORO's random bits: those of one chunk of 5 steps)."""
+def test_memory_estimates_are_the_buffers(cell, num_layers, dtype, shards):
+    """engine/footprint.py's rtrl_bytes and uoro_bytes are the bytes Rtrl and Uoro hold,
+    with their shards' scratch and gradients (UORO's random bits: those of one chunk of 5
+    steps)."""
     from engine.footprint import rtrl_bytes, uoro_bytes
-    from engine.online import Rtrl, Uoro
+    from engine.online import online_gradient
     model = engine.Model(cell, 3, 5, 2, num_layers=num_layers, dtype=dtype)
     sizes = (cell, 3, 5, 2, num_layers)
     grad = np.zeros_like(model.params)
-    rtrl, uoro = Rtrl(model, 4, grad), Uoro(model, 4, grad, np.random.default_rng(0))
+    rtrl, uoro = (online_gradient(gradient, model, 4, grad, 5, np.random.default_rng(0), shards)
+                  for gradient in ("rtrl", "uoro"))
 
-    def held(online):
-        arrays = {id(a): a for a in vars(online).values() if isinstance(a, np.ndarray) and a is not grad}
-        return sum(a.nbytes for a in arrays.values())
+    def held(online):  # its own arrays, and its shards' scratch and gradients (the first is grad's)
+        found = [a for a in vars(online).values() if isinstance(a, np.ndarray)] + online.grads[1:]
+        found += [a for arrays in online.scratch for a in arrays]
+        return sum(a.nbytes for a in {id(a): a for a in found}.values())
 
-    assert held(rtrl) == rtrl_bytes(*sizes, 4, model.dtype.itemsize)
-    bits = 5 * 4 * -(-uoro.signs.size // 8)
-    assert held(uoro) + bits == uoro_bytes(*sizes, 4, 5, model.dtype.itemsize)
+    assert held(rtrl) == rtrl_bytes(*sizes, 4, model.dtype.itemsize, shards)
+    bits = 5 * 4 * -(-np.prod(uoro.signs_shape) // 8)
+    assert held(uoro) + bits == uoro_bytes(*sizes, 4, 5, model.dtype.itemsize, shards)
