@@ -198,8 +198,9 @@ OPTIONS = {option.name: option for option in (
                                    "monthly 12; those a third of the shortest series holds); 'none'."),
     Option("static", "columns", help="Panels: columns holding one value per series (a region code, a capacity), "
                                      "given to the model at every step."),
-    Option("streams", "int", help="Cut the series into this many contiguous parallel streams (the batch) [default: 8, "
-                                  "or as many as a short series has --k1 steps for].", minimum=1),
+    Option("streams", "int", help="Cut the series into this many contiguous parallel streams (the batch) [default: one "
+                                  "per 2,000 training rows of all the series, 8 to 64; fewer for a short series, as "
+                                  "many as it has --k1 steps for].", minimum=1),
     Option("val_fraction", "float", 0.1, "Hold out this final fraction of time for validation.",
            minimum=0, maximum=1, max_open=True),
     Option("fill", "choice", choices=FILL_METHODS,

@@ -12,7 +12,7 @@ def test_text_and_python_values_parse_alike():
     from_python = parse_options({"hidden": 16, "lr": 1e-2, "difference": True, "memory": 2048, "cell": "gru"})
     assert from_text == from_python
     assert from_text["hidden"] == 16 and from_text["memory"] == 2048 and from_text["difference"] is True
-    assert from_text["streams"] is None   # left to the data (8, fewer for a short series)
+    assert from_text["streams"] is None   # left to the data (engine.forecasting.prepare.derived_streams)
     assert parse_options({"difference": "auto"})["difference"] is None
 
 
