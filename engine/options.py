@@ -218,7 +218,10 @@ OPTIONS = {option.name: option for option in (
                                         "recurrent weights.", choices=INITS),
     Option("forget_bias", "float", 0.0, "LSTM forget-gate bias."),
     # truncated BPTT and threads
-    Option("k1", "int", 50, "Truncated BPTT: one update every k1 steps.", minimum=1),
+    Option("k1", "int", help="Truncated BPTT: one update every k1 steps [default: from the data: whole "
+                             "periods of the shortest seasonal lag (--lags), the fewest reaching 48 steps (hourly "
+                             "48, daily 49, weekly 52), at most 200; 50 without lags; at most the training rows].",
+           minimum=1),
     Option("k2", "int", help="Backpropagate through the last k2 >= k1 steps [default: k1].", minimum=1),
     Option("full_bptt", "flag", False, "No truncation: one update per epoch over each whole stream."),
     Option("gradient", "choice", "bptt",
@@ -274,6 +277,9 @@ PANEL_OPTIONS = ("id_column", "series_columns", "scale")
 DATA_OPTION_NAMES = ("inputs", "targets", "horizon", "streams", "val_fraction", "fill", "difference", "known",
                      "calendar", "lags", "static")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+# trainer_options' k1 when --k1 is not given: engine.train_series derives it from the data
+# (engine.forecasting.prepare.derived_k1) before the Trainer is made
+K1_FROM_DATA = "data"
 # train_series's arguments (model, trainer, schedule and data options, by their names there)
 # -> the options that set them: on resume only what was given is checked against the checkpoint
 SET_BY = {
@@ -322,7 +328,8 @@ def train_arguments(values):
         model_options["nonlinearity"] = o["nonlinearity"]
     if o["quantiles"] is not None and o["loss"] != "quantile":
         raise ValueError("--quantiles applies to --loss quantile only")
-    trainer_options = dict(loss=o["loss"], optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
+    k1 = None if o["full_bptt"] else K1_FROM_DATA if o["k1"] is None else o["k1"]
+    trainer_options = dict(loss=o["loss"], optimizer=o["optimizer"], lr=o["lr"], k1=k1,
                            k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
                            clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
                            diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"], gradient=o["gradient"],

@@ -1,11 +1,15 @@
 """Training options left to the data (docs/forecasting.md): the number of streams from the
-training rows, recorded in the recipe's "derived" and the first progress line; an option
-given always wins."""
+training rows and k1 from the dominant seasonal lag, each recorded in the recipe's "derived"
+and the first progress line; an option given always wins."""
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from engine.forecasting.prepare import FEWEST_STREAMS, MOST_STREAMS, STREAM_ROWS, derived_streams, \
-    describe_inputs, prepare
+import engine
+from cli import main
+from engine.checkpoint import read_metadata
+from engine.forecasting.prepare import FEWEST_STREAMS, K1_MOST, K1_NO_LAGS, MOST_STREAMS, STREAM_ROWS, \
+    derived_k1, derived_streams, describe_inputs, prepare
 from engine.panel import Panel
 from engine.series import Series
 
@@ -50,3 +54,57 @@ def test_a_short_series_gets_as_many_streams_as_hold_min_steps():
     series = hourly_panel(count=1, length=300).series[0]
     data = prepare(series, horizon=1, val_fraction=0.0, min_steps=100)
     assert data.x_train.shape[1] == 2 and data.metadata["derived"][-1] == "streams"
+
+
+@pytest.mark.parametrize("lags, rows, k1", [
+    ([24, 168], 10 ** 5, 48),           # hourly: two days
+    ([7], 10 ** 5, 49),                 # daily: seven weeks, the fewest reaching K1_LEAST
+    ([12], 10 ** 5, 48),                # monthly: four years
+    ([52], 10 ** 5, 52),                # weekly: a year
+    ([96, 672], 10 ** 5, 96),           # 15-minute data: a day
+    ([300], 10 ** 5, K1_MOST),          # capped
+    ([], 10 ** 5, K1_NO_LAGS),          # no lags (no times, or --lags none)
+    ([24, 168], 20, 20),                # never more than the training rows
+])
+def test_k1_is_whole_periods_of_the_shortest_lag(lags, rows, k1):
+    assert derived_k1(lags, rows) == k1
+
+
+def test_k1_left_unset_is_derived_recorded_and_printed(tmp_path):
+    lines = []
+    panel = hourly_panel(count=3, length=1_000)
+    _, trainer, data = engine.train_series(panel, tmp_path / "m.npz", hidden=4, epochs=1, horizon=2,
+                                           val_fraction=0.1, on_start=lambda info: lines.append(info["inputs"]))
+    assert data.metadata["lags"] == [24, 168]
+    assert trainer.k1 == data.metadata["k1"] == 48 and "k1" in data.metadata["derived"]
+    assert lines[0].endswith("; k1 48")
+    stored = read_metadata(tmp_path / "m.npz")["user"]["data"]
+    assert stored["k1"] == 48 and "k1" in stored["derived"]
+    _, trainer, data = engine.train_series(panel, None, hidden=4, epochs=1, horizon=2, k1=30, val_fraction=0.1)
+    assert trainer.k1 == 30 and "k1" not in data.metadata and "k1" not in data.metadata["derived"]
+
+
+def test_data_prepared_without_k1_gets_it_when_training():
+    """A sweep prepares once for trials of any k1: one left unset is derived from the prepared data."""
+    prepared = prepare(hourly_panel(count=2, length=100), panel=True, horizon=2, val_fraction=0.1, lags="none")
+    assert "k1" not in prepared.metadata
+    _, trainer, data = engine.train_series(prepared, None, hidden=4, epochs=1)
+    steps, streams = prepared.x_train.shape[:2]
+    assert steps < K1_NO_LAGS   # bounded by the steps of a stream
+    assert trainer.k1 == data.metadata["k1"] == steps and data.metadata["derived"][-1] == "k1"
+
+
+def test_bptt_train_names_the_derived_k1_and_streams(tmp_path):
+    path = tmp_path / "hourly.csv"
+    series = hourly_panel(count=1, length=600).series[0]
+    stamps = (START + np.arange(600) * np.timedelta64(1, "h")).astype("datetime64[s]").astype(str)
+    path.write_text("time,value\n" + "".join(f"{t},{v}\n" for t, v in zip(stamps, series.values[:, 0])))
+    result = CliRunner().invoke(main, ["train", str(path), "--hidden", "4", "--epochs", "1", "-o",
+                                       str(tmp_path / "m.npz")])
+    assert result.exit_code == 0, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("chosen from the data") and "; 8 streams; k1 48" in first, first
+    given = CliRunner().invoke(main, ["train", str(path), "--hidden", "4", "--epochs", "1", "--k1", "20",
+                                      "--streams", "4", "-o", str(tmp_path / "given.npz")])
+    assert given.exit_code == 0 and "streams" not in given.stderr.splitlines()[0]
+    assert "k1" not in given.stderr.splitlines()[0]

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from engine.options import OPTIONS, defaults, given_only, parse_memory, parse_options, train_arguments
+from engine.options import K1_FROM_DATA, OPTIONS, defaults, given_only, parse_memory, parse_options, train_arguments
 
 
 def test_text_and_python_values_parse_alike():
@@ -47,7 +47,9 @@ def test_train_arguments_translate_the_command_line_defaults():
     arguments = train_arguments(defaults())
     assert arguments["model_options"] == dict(cell="lstm", hidden_size=64, num_layers=1, dtype="float32",
                                               init="default", forget_bias=0.0, seed=0)
-    assert arguments["trainer_options"]["k1"] == 50 and arguments["trainer_options"]["clip_norm"] == 1.0
+    assert arguments["trainer_options"]["k1"] == K1_FROM_DATA   # derived when the data are prepared
+    assert arguments["trainer_options"]["clip_norm"] == 1.0
+    assert train_arguments({**defaults(), "k1": 30})["trainer_options"]["k1"] == 30
     assert arguments["data_options"]["streams"] is None and arguments["data_options"]["val_fraction"] == 0.1
     assert (arguments["data_options"]["calendar"], arguments["data_options"]["lags"]) == ("auto", "auto")
     assert arguments["data_options"]["difference"] is None   # decided from the data

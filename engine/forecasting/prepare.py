@@ -13,7 +13,7 @@ _NORM = {"mean": ["number"], "std": ["number"]}
 FORECAST_RECIPE_SCHEMA = {
     "version?": "int", "known?": ["str"], "calendar?": ["str"], "lags?": ["int"], "static?": ["str"],
     "features?": ["str"], "loss?": "str", "quantiles?": ["number"], "conformal?": ("dict", None),
-    "static_norm?": (_NORM, None), "derived?": ["str"]}
+    "static_norm?": (_NORM, None), "derived?": ["str"], "k1?": "int"}
 
 
 # --streams left unset: one stream per STREAM_ROWS training rows of all the series together,
@@ -23,6 +23,14 @@ FORECAST_RECIPE_SCHEMA = {
 # from 0.764 at 8 to 0.860 at 64 (too few updates per epoch when each stream is short).
 STREAM_ROWS = 2000
 FEWEST_STREAMS, MOST_STREAMS = 8, 64
+# --k1 left unset: whole periods of the data's dominant seasonal lag (the shortest the
+# model is given: a day for hourly data, a week for daily, a year for monthly or weekly
+# data), the fewest that reach K1_LEAST steps, at most K1_MOST; K1_NO_LAGS without lags;
+# never more than the training rows (one stream then holds one window). Shorter windows
+# (24 steps) helped five of the quality benchmark's members by 2-4% but cost the sensors
+# panel 3.5% and its lead over the seasonal naive at steps 1-2; longer ones (a week of
+# hourly data) cost it 5% (docs/performance.md#forecast-quality).
+K1_LEAST, K1_MOST, K1_NO_LAGS = 48, 200, 50
 
 
 def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, streams=None, val_fraction=0.0,
@@ -34,8 +42,9 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
     "features", the names of the input columns, and "derived", the options left to the
     data and chosen from it: lags and calendar (its frequency), difference (trending
     targets), streams (derived_streams: from the training rows of all the series and
-    min_steps). scaling / static_norm: stored records to use instead of fitting (a resumed
-    run)."""
+    min_steps) and, with min_steps None, k1 (derived_k1; the recipe's "k1", also the
+    min_steps of each stream). scaling / static_norm: stored records to use instead of
+    fitting (a resumed run)."""
     horizon = roles.check_horizon(horizon)
     if panel:
         data = as_panel(source, id_column, series_columns, time_column, key)
@@ -51,7 +60,7 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
                            shortest=min(len(one.values) for one in members), panel=panel,
                            has_time=any(frames.is_dated(when) for when in stamps))
     derived = [name for name, given in (("lags", lags), ("calendar", calendar), ("difference", difference),
-                                        ("streams", streams)) if given in (None, "auto")]   # left to the data
+                                        ("streams", streams), ("k1", min_steps)) if given in (None, "auto")]
     if difference is None:   # changes for trending targets (each series' columns checked first, by name)
         for series_id, one in zip(ids, members):
             _named(series_id, frames.check_columns, one, recipe) if panel else frames.check_columns(one, recipe)
@@ -68,18 +77,47 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
         if one.time is not None:
             recipe["time"] = times.describe(one.time, one.time_name, one.time_zone)
         framed = parts[0]
+        rows = len(framed.x) - round(val_fraction * len(framed.x))
+        if min_steps is None:
+            recipe["k1"] = min_steps = derived_k1(recipe["lags"], rows)
         if streams is None:
-            streams = derived_streams(len(framed.x) - round(val_fraction * len(framed.x)), min_steps)
+            streams = derived_streams(rows, min_steps)
         return assemble_training_data(framed.x, framed.y, recipe, recipe["targets"], streams, val_fraction,
                                       min_steps)
     values, norm = static_values.scaled(data, recipe["static"], static_norm)
     recipe = {"source": data.source, "columns": list(data.names), **recipe, "id_column": id_column,
               "series_columns": series_columns, "time_column": data.time_name or time_column,
               "static_norm": norm}
+    rows = sum(len(x) for (x, _), _ in parts)
+    if min_steps is None:
+        recipe["k1"] = min_steps = derived_k1(recipe["lags"], rows)
     if streams is None:
-        streams = derived_streams(sum(len(x) for (x, _), _ in parts), min_steps)
+        streams = derived_streams(rows, min_steps)
     return assemble_panel_training_data(data, recipe, [train for train, _ in parts], [tail for _, tail in parts],
                                         streams, val_fraction, val_warmup, scale, scaling, values)
+
+
+def derived_k1(lags, rows):
+    """--k1 left unset, for a model given the seasonal `lags` (steps) and `rows` training
+    rows (all the series together): the fewest whole periods of the shortest lag that reach
+    K1_LEAST steps, at most K1_MOST (K1_NO_LAGS without lags), at most `rows` (at least 1)."""
+    if lags:
+        period = min(lags)
+        k1 = min(K1_MOST, period * -(-K1_LEAST // period))
+    else:
+        k1 = K1_NO_LAGS
+    return max(1, min(rows, k1))
+
+
+def with_derived_k1(data):
+    """Prepared data (TrainingData / PanelTrainingData) whose recipe holds the k1 derived
+    for it: as prepared with min_steps None, or derived now from its lags and the rows of
+    its streams (data prepared without it, as a sweep prepares), at most a stream's steps."""
+    if "k1" in data.metadata:
+        return data
+    steps, streams = data.x_train.shape[:2]
+    k1 = min(derived_k1(data.metadata.get("lags") or [], steps * streams), steps)
+    return data._replace(metadata={**data.metadata, "k1": k1, "derived": [*data.metadata.get("derived", []), "k1"]})
 
 
 def derived_streams(rows, min_steps=1):
@@ -113,7 +151,7 @@ def _iso_frequency(stamps, zone):
 def describe_inputs(recipe):
     """A line naming what was chosen from the data (the options left at "auto" or unset):
     the lags and calendar features of its frequency, differencing for trending targets and
-    the number of streams; None when nothing was (or all came out empty)."""
+    the number of streams and k1; None when nothing was (or all came out empty)."""
     derived = [name for name in recipe.get("derived") or () if recipe.get(name)]
     if not is_forecasting_recipe(recipe) or not derived:
         return None
@@ -121,7 +159,7 @@ def describe_inputs(recipe):
     chosen = {"lags": f"lags {', '.join(map(str, recipe['lags']))}",
               "calendar": f"calendar {', '.join(recipe['calendar'])}",
               "difference": "the targets trend: modelled as changes (--no-difference to keep levels)",
-              "streams": f"{recipe['streams']} streams"}
+              "streams": f"{recipe['streams']} streams", "k1": f"k1 {recipe.get('k1')}"}
     return (f"chosen from the data{f' (frequency {frequency})' if frequency else ''}: "
             + "; ".join(chosen[name] for name in derived))
 
