@@ -208,7 +208,8 @@ OPTIONS = {option.name: option for option in (
     Option("difference", "switch", help="Model the changes of the targets instead of their levels (--difference) or "
                                         "not (--no-difference) [default: changes for trending targets, those whose "
                                         "training values, cut in tenths, have means that rise or fall with time, in "
-                                        "most series]."),
+                                        "most series, and for a level that wanders under the season "
+                                        "(docs/forecasting.md)]."),
     # the model
     Option("cell", "choice", "lstm", "Recurrent cell: lstm, gru, or rnn (Elman).", choices=CELLS),
     Option("hidden", "int", 64, "Hidden units per layer.", minimum=1),
@@ -219,8 +220,8 @@ OPTIONS = {option.name: option for option in (
     Option("forget_bias", "float", 0.0, "LSTM forget-gate bias."),
     # truncated BPTT and threads
     Option("k1", "int", help="Truncated BPTT: one update every k1 steps [default: from the data: whole "
-                             "periods of the shortest seasonal lag (--lags), the fewest reaching 48 steps (hourly "
-                             "48, daily 49, weekly 52), at most 200; 50 without lags; at most the training rows].",
+                             "periods of the shortest seasonal lag (--lags) nearest 50 steps (hourly 48, daily 49, "
+                             "weekly 52), at most 200; 50 without lags; at most the training rows].",
            minimum=1),
     Option("k2", "int", help="Backpropagate through the last k2 >= k1 steps [default: k1].", minimum=1),
     Option("full_bptt", "flag", False, "No truncation: one update per epoch over each whole stream."),

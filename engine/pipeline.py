@@ -156,7 +156,7 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         _check_resume_time_column(data.metadata, recipe)
         data = _with_normalisation(data, recipe)
     elif (trainer_options or {}).get("k1") == K1_FROM_DATA:   # --k1 not given: recorded in the recipe
-        data = with_derived_k1(data)
+        data = with_derived_k1(data, trainer_options.get("k2"))
         trainer_options = {**trainer_options, "k1": data.metadata["k1"]}
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)

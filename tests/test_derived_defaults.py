@@ -1,6 +1,7 @@
 """Training options left to the data (docs/forecasting.md): the number of streams from the
-training rows and k1 from the dominant seasonal lag, each recorded in the recipe's "derived"
-and the first progress line; an option given always wins."""
+training rows, k1 from the dominant seasonal lag and differencing for a wandering level,
+each recorded in the recipe's "derived" and the first progress line; an option given
+always wins."""
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -8,8 +9,9 @@ from click.testing import CliRunner
 import engine
 from cli import main
 from engine.checkpoint import read_metadata
-from engine.forecasting.prepare import FEWEST_STREAMS, K1_MOST, K1_NO_LAGS, MOST_STREAMS, STREAM_ROWS, \
+from engine.forecasting.prepare import FEWEST_STREAMS, K1_AIM, K1_MOST, MOST_STREAMS, STREAM_ROWS, \
     derived_k1, derived_streams, describe_inputs, prepare
+from engine.forecasting import roles
 from engine.panel import Panel
 from engine.series import Series
 
@@ -57,16 +59,17 @@ def test_a_short_series_gets_as_many_streams_as_hold_min_steps():
 
 
 @pytest.mark.parametrize("lags, rows, k1", [
-    ([24, 168], 10 ** 5, 48),           # hourly: two days
-    ([7], 10 ** 5, 49),                 # daily: seven weeks, the fewest reaching K1_LEAST
+    ([24, 168], 10 ** 5, 48),           # hourly: two days, the whole periods nearest K1_AIM
+    ([7], 10 ** 5, 49),                 # daily: seven weeks
     ([12], 10 ** 5, 48),                # monthly: four years
+    ([4], 10 ** 5, 52),                 # quarterly: thirteen (12.5 rounds up)
     ([52], 10 ** 5, 52),                # weekly: a year
-    ([96, 672], 10 ** 5, 96),           # 15-minute data: a day
+    ([96, 672], 10 ** 5, 96),           # 15-minute data: a day, at least one period
     ([300], 10 ** 5, K1_MOST),          # capped
-    ([], 10 ** 5, K1_NO_LAGS),          # no lags (no times, or --lags none)
+    ([], 10 ** 5, K1_AIM),              # no lags (no times, or --lags none)
     ([24, 168], 20, 20),                # never more than the training rows
 ])
-def test_k1_is_whole_periods_of_the_shortest_lag(lags, rows, k1):
+def test_k1_is_whole_periods_of_the_shortest_lag_near_k1_aim(lags, rows, k1):
     assert derived_k1(lags, rows) == k1
 
 
@@ -82,6 +85,8 @@ def test_k1_left_unset_is_derived_recorded_and_printed(tmp_path):
     assert stored["k1"] == 48 and "k1" in stored["derived"]
     _, trainer, data = engine.train_series(panel, None, hidden=4, epochs=1, horizon=2, k1=30, val_fraction=0.1)
     assert trainer.k1 == 30 and "k1" not in data.metadata and "k1" not in data.metadata["derived"]
+    _, trainer, data = engine.train_series(panel, None, hidden=4, epochs=1, horizon=2, k2=30, val_fraction=0.1)
+    assert trainer.k1 == data.metadata["k1"] == trainer.k2 == 30   # never beyond a --k2 given
 
 
 def test_data_prepared_without_k1_gets_it_when_training():
@@ -90,7 +95,7 @@ def test_data_prepared_without_k1_gets_it_when_training():
     assert "k1" not in prepared.metadata
     _, trainer, data = engine.train_series(prepared, None, hidden=4, epochs=1)
     steps, streams = prepared.x_train.shape[:2]
-    assert steps < K1_NO_LAGS   # bounded by the steps of a stream
+    assert steps < K1_AIM   # bounded by the steps of a stream
     assert trainer.k1 == data.metadata["k1"] == steps and data.metadata["derived"][-1] == "k1"
 
 
@@ -108,3 +113,46 @@ def test_bptt_train_names_the_derived_k1_and_streams(tmp_path):
                                       "--streams", "4", "-o", str(tmp_path / "given.npz")])
     assert given.exit_code == 0 and "streams" not in given.stderr.splitlines()[0]
     assert "k1" not in given.stderr.splitlines()[0]
+
+
+def daily_cycle_with(noise_under, length, seed=0):
+    """An hourly series: a daily cycle plus `noise_under(rng, length)` (the level's path)."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(length)
+    value = np.sin(2 * np.pi * steps / 24) + noise_under(rng, length) + 0.2 * rng.standard_normal(length)
+    return Series(value[:, None], ("value",), "test")
+
+
+def ar1(coefficient):
+    def path(rng, length):
+        u = np.zeros(length + 200)
+        shocks = rng.standard_normal(length + 200)
+        for t in range(1, length + 200):
+            u[t] = coefficient * u[t - 1] + shocks[t]
+        return u[200:]
+    return path
+
+
+def random_walk(rng, length):
+    return np.cumsum(rng.normal(0, 0.05, length))
+
+
+def test_a_wandering_level_is_differenced_a_stationary_one_is_not():
+    walk = [daily_cycle_with(random_walk, 3_000, seed) for seed in range(5)]
+    assert all(roles.wandering([one], ["value"], [24, 168], 0.1) for one in walk)
+    stationary = [daily_cycle_with(ar1(0.8), length, seed) for seed, length in enumerate((300, 1_000, 3_000))]
+    assert not any(roles.wandering([one], ["value"], [24, 168], 0.1) for one in stationary)
+    assert not roles.wandering(walk, ["value"], [], 0.1)   # no season to compare with
+    # most training rows decide: one long wandering series outvotes two short stationary ones
+    assert roles.wandering([walk[0], *stationary[:2]], ["value"], [24], 0.1)
+    # a series shorter than eight seasons does not vote
+    assert not roles.wandering([daily_cycle_with(random_walk, 150)], ["value"], [24], 0.0)
+
+
+def test_prepare_differences_a_wandering_panel_and_says_so():
+    panel = Panel(("a", "b"), tuple(daily_cycle_with(random_walk, 3_000, seed) for seed in (1, 2)),
+                  tuple(START + np.arange(3_000) * np.timedelta64(1, "h") for _ in range(2)), "test", "time")
+    data = prepare(panel, panel=True, horizon=2, val_fraction=0.1)
+    assert data.metadata["difference"] and "difference" in data.metadata["derived"]
+    assert "the targets trend or wander: modelled as changes" in describe_inputs(data.metadata)
+    assert not prepare(panel, panel=True, horizon=2, val_fraction=0.1, difference=False).metadata["difference"]

@@ -23,14 +23,15 @@ FORECAST_RECIPE_SCHEMA = {
 # from 0.764 at 8 to 0.860 at 64 (too few updates per epoch when each stream is short).
 STREAM_ROWS = 2000
 FEWEST_STREAMS, MOST_STREAMS = 8, 64
-# --k1 left unset: whole periods of the data's dominant seasonal lag (the shortest the
-# model is given: a day for hourly data, a week for daily, a year for monthly or weekly
-# data), the fewest that reach K1_LEAST steps, at most K1_MOST; K1_NO_LAGS without lags;
-# never more than the training rows (one stream then holds one window). Shorter windows
-# (24 steps) helped five of the quality benchmark's members by 2-4% but cost the sensors
-# panel 3.5% and its lead over the seasonal naive at steps 1-2; longer ones (a week of
-# hourly data) cost it 5% (docs/performance.md#forecast-quality).
-K1_LEAST, K1_MOST, K1_NO_LAGS = 48, 200, 50
+# --k1 left unset: the whole number of periods of the data's dominant seasonal lag (the
+# shortest the model is given: a day for hourly data, a week for daily, a year for monthly
+# or weekly data) nearest K1_AIM steps, at least one, at most K1_MOST; K1_AIM without lags;
+# never more than the training rows (one stream then holds one window). Measured on the
+# quality benchmark (docs/performance.md#forecast-quality): shorter windows (24 steps)
+# helped five members by 2-4% but cost the sensors panel 3.5% and its lead over the
+# seasonal naive at steps 1-2; a week of hourly data (168) cost it 5%; on realgdp (149
+# training rows) 48 instead of 52 (three streams instead of two) cost 8% over four seeds.
+K1_AIM, K1_MOST = 50, 200
 
 
 def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, streams=None, val_fraction=0.0,
@@ -40,8 +41,8 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
     """TrainingData (one series) or PanelTrainingData (panel True) for a forecasting
     model. The recipe in its metadata holds the resolved roles (engine.forecasting.roles),
     "features", the names of the input columns, and "derived", the options left to the
-    data and chosen from it: lags and calendar (its frequency), difference (trending
-    targets), streams (derived_streams: from the training rows of all the series and
+    data and chosen from it: lags and calendar (its frequency), difference (trending or
+    wandering targets), streams (derived_streams: from the training rows of all the series and
     min_steps) and, with min_steps None, k1 (derived_k1; the recipe's "k1", also the
     min_steps of each stream). scaling / static_norm: stored records to use instead of
     fitting (a resumed run)."""
@@ -61,10 +62,11 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
                            has_time=any(frames.is_dated(when) for when in stamps))
     derived = [name for name, given in (("lags", lags), ("calendar", calendar), ("difference", difference),
                                         ("streams", streams), ("k1", min_steps)) if given in (None, "auto")]
-    if difference is None:   # changes for trending targets (each series' columns checked first, by name)
+    if difference is None:   # changes for trending or wandering targets (columns checked first, by name)
         for series_id, one in zip(ids, members):
             _named(series_id, frames.check_columns, one, recipe) if panel else frames.check_columns(one, recipe)
-        difference = roles.trending(members, recipe["targets"], val_fraction)
+        difference = (roles.trending(members, recipe["targets"], val_fraction)
+                      or roles.wandering(members, recipe["targets"], recipe["lags"], val_fraction))
     recipe.update(horizon=horizon, fill=fill, difference=bool(difference), derived=derived)
     recipe["features"] = frames.feature_names(recipe)
     parts = []
@@ -99,25 +101,26 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
 
 def derived_k1(lags, rows):
     """--k1 left unset, for a model given the seasonal `lags` (steps) and `rows` training
-    rows (all the series together): the fewest whole periods of the shortest lag that reach
-    K1_LEAST steps, at most K1_MOST (K1_NO_LAGS without lags), at most `rows` (at least 1)."""
+    rows (all the series together): the whole number of periods of the shortest lag
+    nearest K1_AIM (at least one, at most K1_MOST steps; K1_AIM without lags), at most
+    `rows` (at least 1)."""
+    k1 = K1_AIM
     if lags:
         period = min(lags)
-        k1 = min(K1_MOST, period * -(-K1_LEAST // period))
-    else:
-        k1 = K1_NO_LAGS
+        k1 = min(K1_MOST, period * max(1, int(K1_AIM / period + 0.5)))
     return max(1, min(rows, k1))
 
 
-def with_derived_k1(data):
+def with_derived_k1(data, most=None):
     """Prepared data (TrainingData / PanelTrainingData) whose recipe holds the k1 derived
     for it: as prepared with min_steps None, or derived now from its lags and the rows of
-    its streams (data prepared without it, as a sweep prepares), at most a stream's steps."""
-    if "k1" in data.metadata:
-        return data
+    its streams (data prepared without it, as a sweep prepares), at most a stream's steps;
+    at most `most` (a --k2 given)."""
     steps, streams = data.x_train.shape[:2]
-    k1 = min(derived_k1(data.metadata.get("lags") or [], steps * streams), steps)
-    return data._replace(metadata={**data.metadata, "k1": k1, "derived": [*data.metadata.get("derived", []), "k1"]})
+    k1 = data.metadata.get("k1") or min(derived_k1(data.metadata.get("lags") or [], steps * streams), steps)
+    derived = data.metadata.get("derived", [])
+    return data._replace(metadata={**data.metadata, "k1": min(k1, most or k1),
+                                   "derived": derived if "k1" in derived else [*derived, "k1"]})
 
 
 def derived_streams(rows, min_steps=1):
@@ -150,15 +153,16 @@ def _iso_frequency(stamps, zone):
 
 def describe_inputs(recipe):
     """A line naming what was chosen from the data (the options left at "auto" or unset):
-    the lags and calendar features of its frequency, differencing for trending targets and
-    the number of streams and k1; None when nothing was (or all came out empty)."""
+    the lags and calendar features of its frequency, differencing for trending or wandering
+    targets, the number of streams and k1; None when nothing was (or all came out empty)."""
     derived = [name for name in recipe.get("derived") or () if recipe.get(name)]
     if not is_forecasting_recipe(recipe) or not derived:
         return None
     frequency = (recipe.get("time") or {}).get("frequency") or recipe.get("frequency")
     chosen = {"lags": f"lags {', '.join(map(str, recipe['lags']))}",
               "calendar": f"calendar {', '.join(recipe['calendar'])}",
-              "difference": "the targets trend: modelled as changes (--no-difference to keep levels)",
+              "difference": "the targets trend or wander: modelled as changes (--no-difference to keep "
+                            "levels)",
               "streams": f"{recipe['streams']} streams", "k1": f"k1 {recipe.get('k1')}"}
     return (f"chosen from the data{f' (frequency {frequency})' if frequency else ''}: "
             + "; ".join(chosen[name] for name in derived))
