@@ -87,6 +87,10 @@ def test_k1_left_unset_is_derived_recorded_and_printed(tmp_path):
     assert trainer.k1 == 30 and "k1" not in data.metadata and "k1" not in data.metadata["derived"]
     _, trainer, data = engine.train_series(panel, None, hidden=4, epochs=1, horizon=2, k2=30, val_fraction=0.1)
     assert trainer.k1 == data.metadata["k1"] == trainer.k2 == 30   # never beyond a --k2 given
+    # nor beyond the rows of a stream when --streams is given
+    _, trainer, data = engine.train_series(panel.series[0], None, hidden=4, epochs=1, horizon=2, streams=40,
+                                           val_fraction=0.1)
+    assert trainer.k1 == data.metadata["k1"] == data.x_train.shape[0] < 48
 
 
 def test_data_prepared_without_k1_gets_it_when_training():

@@ -79,24 +79,27 @@ def prepare(source, *, panel=False, inputs=None, targets=None, horizon=1, stream
         if one.time is not None:
             recipe["time"] = times.describe(one.time, one.time_name, one.time_zone)
         framed = parts[0]
-        rows = len(framed.x) - round(val_fraction * len(framed.x))
-        if min_steps is None:
-            recipe["k1"] = min_steps = derived_k1(recipe["lags"], rows)
-        if streams is None:
-            streams = derived_streams(rows, min_steps)
+        streams, min_steps = _streams_and_k1(recipe, len(framed.x) - round(val_fraction * len(framed.x)),
+                                             streams, min_steps)
         return assemble_training_data(framed.x, framed.y, recipe, recipe["targets"], streams, val_fraction,
                                       min_steps)
     values, norm = static_values.scaled(data, recipe["static"], static_norm)
     recipe = {"source": data.source, "columns": list(data.names), **recipe, "id_column": id_column,
               "series_columns": series_columns, "time_column": data.time_name or time_column,
               "static_norm": norm}
-    rows = sum(len(x) for (x, _), _ in parts)
-    if min_steps is None:
-        recipe["k1"] = min_steps = derived_k1(recipe["lags"], rows)
-    if streams is None:
-        streams = derived_streams(rows, min_steps)
+    streams, _ = _streams_and_k1(recipe, sum(len(x) for (x, _), _ in parts), streams, min_steps)
     return assemble_panel_training_data(data, recipe, [train for train, _ in parts], [tail for _, tail in parts],
                                         streams, val_fraction, val_warmup, scale, scaling, values)
+
+
+def _streams_and_k1(recipe, rows, streams, min_steps):
+    """(streams, min_steps) for `rows` training rows: min_steps None derives k1 (recorded
+    as the recipe's "k1", at most the rows of a stream when --streams is given), streams
+    None derives the streams from the rows and min_steps."""
+    if min_steps is None:
+        min_steps = derived_k1(recipe["lags"], rows if streams is None else max(1, rows // streams))
+        recipe["k1"] = min_steps
+    return (derived_streams(rows, min_steps) if streams is None else streams), min_steps
 
 
 def derived_k1(lags, rows):
