@@ -241,6 +241,6 @@ MEMBERS = (
            about="statsmodels co2: 2,284 weeks of Mauna Loa CO2 (missing weeks interpolated)"),
     Member("elnino", elnino, 12, 12, 4, {}, (12,),
            about="statsmodels elnino: 732 months of El Nino sea surface temperature"),
-    Member("realgdp", realgdp, 4, 4, 1, {"streams": 2}, (4,), trending=True,
-           about="statsmodels macrodata realgdp: 203 quarters of US real GDP (2 streams: 8 are too short for k1 50)"),
+    Member("realgdp", realgdp, 4, 4, 1, {}, (4,), trending=True,
+           about="statsmodels macrodata realgdp: 203 quarters of US real GDP"),
 )

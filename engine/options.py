@@ -198,8 +198,9 @@ OPTIONS = {option.name: option for option in (
                                    "monthly 12; those a third of the shortest series holds); 'none'."),
     Option("static", "columns", help="Panels: columns holding one value per series (a region code, a capacity), "
                                      "given to the model at every step."),
-    Option("streams", "int", help="Cut the series into this many contiguous parallel streams (the batch) [default: 8, "
-                                  "or as many as a short series has --k1 steps for].", minimum=1),
+    Option("streams", "int", help="Cut the series into this many contiguous parallel streams (the batch) [default: one "
+                                  "per 2,000 training rows of all the series, 8 to 64; fewer for a short series, as "
+                                  "many as it has --k1 steps for].", minimum=1),
     Option("val_fraction", "float", 0.1, "Hold out this final fraction of time for validation.",
            minimum=0, maximum=1, max_open=True),
     Option("fill", "choice", choices=FILL_METHODS,
@@ -207,7 +208,8 @@ OPTIONS = {option.name: option for option in (
     Option("difference", "switch", help="Model the changes of the targets instead of their levels (--difference) or "
                                         "not (--no-difference) [default: changes for trending targets, those whose "
                                         "training values, cut in tenths, have means that rise or fall with time, in "
-                                        "most series]."),
+                                        "most series, and for a level that wanders under the season "
+                                        "(docs/forecasting.md)]."),
     # the model
     Option("cell", "choice", "lstm", "Recurrent cell: lstm, gru, or rnn (Elman).", choices=CELLS),
     Option("hidden", "int", 64, "Hidden units per layer.", minimum=1),
@@ -220,7 +222,10 @@ OPTIONS = {option.name: option for option in (
                                            "Not for forecasting, which bptt train does: a reverse direction "
                                            "reads the future steps (refused; see docs/training.md)."),
     # truncated BPTT and threads
-    Option("k1", "int", 50, "Truncated BPTT: one update every k1 steps.", minimum=1),
+    Option("k1", "int", help="Truncated BPTT: one update every k1 steps [default: from the data: whole "
+                             "periods of the shortest seasonal lag (--lags) nearest 50 steps (hourly 48, daily 49, "
+                             "weekly 52), at most 200; 50 without lags; at most the training rows].",
+           minimum=1),
     Option("k2", "int", help="Backpropagate through the last k2 >= k1 steps [default: k1].", minimum=1),
     Option("full_bptt", "flag", False, "No truncation: one update per epoch over each whole stream."),
     Option("gradient", "choice", "bptt",
@@ -282,6 +287,9 @@ BIDIRECTIONAL_REFUSED = (
     "reads every later step, so each forecast would see the future it forecasts; bidirectional layers are for "
     "whole-sequence tasks such as classification, in the library (engine.Model(bidirectional=True), "
     "docs/training.md)")
+# trainer_options' k1 when --k1 is not given: engine.train_series derives it from the data
+# (engine.forecasting.prepare.derived_k1) before the Trainer is made
+K1_FROM_DATA = "data"
 # train_series's arguments (model, trainer, schedule and data options, by their names there)
 # -> the options that set them: on resume only what was given is checked against the checkpoint
 SET_BY = {
@@ -333,7 +341,8 @@ def train_arguments(values):
         model_options["nonlinearity"] = o["nonlinearity"]
     if o["quantiles"] is not None and o["loss"] != "quantile":
         raise ValueError("--quantiles applies to --loss quantile only")
-    trainer_options = dict(loss=o["loss"], optimizer=o["optimizer"], lr=o["lr"], k1=None if o["full_bptt"] else o["k1"],
+    k1 = None if o["full_bptt"] else K1_FROM_DATA if o["k1"] is None else o["k1"]
+    trainer_options = dict(loss=o["loss"], optimizer=o["optimizer"], lr=o["lr"], k1=k1,
                            k2=None if o["full_bptt"] else o["k2"], clip_norm=o["clip_norm"] or None,
                            clip_value=o["clip_value"], memory=o["memory"], on_divergence=o["on_divergence"],
                            diagnostics=o["diagnostics"], shards=o["shards"], split=o["split"], gradient=o["gradient"],

@@ -15,7 +15,8 @@ from engine.data import (DataError, Normalizer, TrainingData, mae, mse, persiste
                          prepare_forecast_data, prepare_training_data, rmse, to_original_units)
 from engine import locks
 from engine.files import OutputError, check_output, is_file_pattern, lock_path
-from engine.forecasting.prepare import FORECAST_RECIPE_SCHEMA, describe_inputs, is_forecasting_recipe, prepare
+from engine.forecasting.prepare import FORECAST_RECIPE_SCHEMA, describe_inputs, is_forecasting_recipe, prepare, \
+    with_derived_k1
 from engine.forecasting import forecast as forecasting, outputs as forecast_outputs
 from engine.forecasting.backtest import backtest as run_backtest
 from engine.forecasting.evaluate import evaluate as evaluate_forecasts
@@ -23,7 +24,7 @@ from engine.forecasting.outputs import DEFAULT_LEVELS
 from engine.losses import parameter_count
 from engine.footprint import forecast_bytes, require, training_bytes
 from engine.model import Model
-from engine.options import OPTIONS, given_only, parse_options, train_arguments
+from engine.options import K1_FROM_DATA, OPTIONS, given_only, parse_options, train_arguments
 from engine.optim import make_optimizer
 from engine.panel import (PANEL_DATA_OPTIONS, PANEL_RECIPE_SCHEMA, Panel, PanelTrainingData, evaluate_panel,
                           forecast_panel, is_panel_recipe, prepare_panel_training_data)
@@ -148,12 +149,16 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
         source, data_options = _with_time_column(source, key, time_column, data_options)
         if resume and isinstance(source, Series):   # before preparing: its calendar needs the times
             _check_resume_time_column({"time": {"column": source.time_name} if source.time_name else None}, recipe)
-        if not resume:   # streams left unset: as many as the series has k1 steps for (at most 8)
-            data_options = {**data_options, "min_steps": (trainer_options or {}).get("k1") or 1}
+        if not resume:   # each stream holds k1 steps (min_steps None: k1 derived with the streams)
+            k1 = (trainer_options or {}).get("k1")
+            data_options = {**data_options, "min_steps": None if k1 == K1_FROM_DATA else k1 or 1}
         data = _prepare_training_data(source, key, data_options, old_recipe=resume and not is_forecasting_recipe(recipe))
     if resume:
         _check_resume_time_column(data.metadata, recipe)
         data = _with_normalisation(data, recipe)
+    elif (trainer_options or {}).get("k1") == K1_FROM_DATA:   # --k1 not given: recorded in the recipe
+        data = with_derived_k1(data, trainer_options.get("k2"))
+        trainer_options = {**trainer_options, "k1": data.metadata["k1"]}
     steps, streams = data.x_train.shape[:2]
     k1 = trainer.k1 if resume else (trainer_options or {}).get("k1", 50)
     if k1 is not None:

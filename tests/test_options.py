@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from engine.options import OPTIONS, defaults, given_only, parse_memory, parse_options, train_arguments
+from engine.options import K1_FROM_DATA, OPTIONS, defaults, given_only, parse_memory, parse_options, train_arguments
 
 
 def test_text_and_python_values_parse_alike():
@@ -12,7 +12,7 @@ def test_text_and_python_values_parse_alike():
     from_python = parse_options({"hidden": 16, "lr": 1e-2, "difference": True, "memory": 2048, "cell": "gru"})
     assert from_text == from_python
     assert from_text["hidden"] == 16 and from_text["memory"] == 2048 and from_text["difference"] is True
-    assert from_text["streams"] is None   # left to the data (8, fewer for a short series)
+    assert from_text["streams"] is None   # left to the data (engine.forecasting.prepare.derived_streams)
     assert parse_options({"difference": "auto"})["difference"] is None
 
 
@@ -47,7 +47,9 @@ def test_train_arguments_translate_the_command_line_defaults():
     arguments = train_arguments(defaults())
     assert arguments["model_options"] == dict(cell="lstm", hidden_size=64, num_layers=1, dtype="float32",
                                               init="default", forget_bias=0.0, seed=0)
-    assert arguments["trainer_options"]["k1"] == 50 and arguments["trainer_options"]["clip_norm"] == 1.0
+    assert arguments["trainer_options"]["k1"] == K1_FROM_DATA   # derived when the data are prepared
+    assert arguments["trainer_options"]["clip_norm"] == 1.0
+    assert train_arguments({**defaults(), "k1": 30})["trainer_options"]["k1"] == 30
     assert arguments["data_options"]["streams"] is None and arguments["data_options"]["val_fraction"] == 0.1
     assert (arguments["data_options"]["calendar"], arguments["data_options"]["lags"]) == ("auto", "auto")
     assert arguments["data_options"]["difference"] is None   # decided from the data

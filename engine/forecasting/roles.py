@@ -12,6 +12,7 @@ from engine.series import DataError
 RECIPE_VERSION = 2
 LAG_SHARE = 3   # an automatic lag is kept when the shortest series has at least LAG_SHARE lags of rows
 TREND_RANK = 0.9   # trending: the means of the tenths of a series rank with time at least this well
+WANDER_RATIO = 2.0   # wandering: changes over a quarter of a series this many times as variable as over a season
 
 
 def resolve(series, *, targets=None, inputs=None, known=None, calendar=None, lags="auto", static=None,
@@ -106,6 +107,38 @@ def trending(series_list, targets, val_fraction=0.0):
             means = [part.mean() for part in np.array_split(observed, 10)]
             votes.append(abs(_rank_correlation(np.arange(10), np.array(means))) >= TREND_RANK)
     return bool(votes) and float(np.mean(votes)) > 0.5
+
+
+def wandering(series_list, targets, lags, val_fraction=0.0):
+    """--difference left unset: whether the targets' level wanders (a random walk under
+    the season) in most training rows. Per (target, series) of training values (the
+    validation tail left out), with S the shortest seasonal lag: the variance of the
+    changes over k S steps, the most whole seasons within a quarter of the series, over
+    that of the changes over S steps. A stationary series' ratio stays near 1 (an AR(1) of
+    coefficient 0.95 under a daily cycle: about 1.4), a random walk's grows with k; the
+    pairs above WANDER_RATIO vote by their rows, pairs with k < 2 do not vote. Without
+    lags (no season to compare with) never."""
+    if not lags:
+        return False
+    season, wander, rows = min(lags), 0, 0
+    for one in series_list:
+        levels = select_columns(one, targets, "targets").values
+        for column in levels[:len(levels) - round(val_fraction * len(levels))].T:
+            k = len(column) // 4 // season
+            if k < 2:
+                continue
+            ratio = _change_variance(column, k * season) / _change_variance(column, season)
+            rows += len(column)
+            wander += len(column) if ratio > WANDER_RATIO else 0
+    return rows > 0 and wander > rows / 2
+
+
+def _change_variance(column, steps):
+    """The variance of column[t] - column[t - steps] over the pairs observed (inf: none vary)."""
+    changes = column[steps:] - column[:-steps]
+    changes = changes[np.isfinite(changes)]
+    spread = float(changes.var()) if len(changes) > 1 else 0.0
+    return spread if spread > 0 else np.inf
 
 
 def _rank_correlation(a, b):
