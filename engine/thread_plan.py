@@ -37,7 +37,10 @@ and hidden blocks are left out where one thread's step is shorter than MIN_SPLIT
 (see there). Shards and hidden blocks are not combined.
 
 The constants (MEASURED) are timings from `python -m bench.gemm_rate --module`, which
-prints this block. The model ignores what a 2-core machine cannot show:
+prints this block. The per-step GEMM times and the whole-chunk GEMM rates depend on the
+BLAS the kernels call (engine/blas.py): GEMM_RATES holds them per backend, from
+`python -m bench.gemm_rate --gemm-only --module` run with BPTT_BLAS set to it, and the
+process's backend replaces MEASURED's (those of SciPy's OpenBLAS) with its own. The model ignores what a 2-core machine cannot show:
 memory and cache bandwidth shared by many cores, SMT siblings counted as cores, NUMA.
 What it chooses for the standard configurations on 2, 16 and 64 cores: `python -m
 bench.plans` (the table in README.md, Performance).
@@ -48,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.blas import backend
 from engine.parameters import GATES
 
 DEFAULT_STEPS = 50  # T assumed when the chunk length is not known
@@ -162,6 +166,24 @@ MEASURED = dict(
     },
 )
 # END MEASURED
+
+
+# BEGIN GEMM RATES (BPTT_BLAS=NAME python -m bench.gemm_rate --gemm-only --module)
+GEMM_RATES = {}
+# END GEMM RATES
+
+
+def cost_model(backend):
+    """The cost model of kernels running on `backend` ("openblas", "mkl"): MEASURED with
+    that backend's GEMM figures where GEMM_RATES has them."""
+    rates = {key: value for key, value in GEMM_RATES.get(backend, {}).items() if key != "measured_on"}
+    return CostModel(**{**MEASURED, **rates})
+
+
+def measured_on(backend):
+    """When and where the cost model of `backend` was measured."""
+    gemm = GEMM_RATES.get(backend, {}).get("measured_on")
+    return MEASURED_ON if gemm is None else f"{MEASURED_ON}; {backend} GEMMs: {gemm}"
 
 
 def available_cores():
@@ -280,7 +302,8 @@ def _parameter_count(cell, input_size, hidden_size, output_size, num_layers):
     return layers + output_size * (H + 1)
 
 
-COST_MODEL = CostModel(**MEASURED)
+BLAS = backend()["name"]  # the kernels' BLAS in this process
+COST_MODEL = cost_model(BLAS)
 
 
 def split_counts(hidden_size, cores):
@@ -309,7 +332,7 @@ def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
     return {"shards": shards, "split": split, "rows_per_shard": max(shard_rows(batch, shards)),
             "cores": cores, "batch": batch, "steps": steps, "chosen_by": "model",
             "modelled_step_s": times[best], "modelled_speedup": times[1, 1] / times[best],
-            "measured_on": MEASURED_ON}
+            "blas": BLAS, "measured_on": measured_on(BLAS)}
 
 
 def plan_for(model, steps, batch, shards=None, cores=None, split=None):
