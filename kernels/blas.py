@@ -78,23 +78,32 @@ def scipy_openblas_path():
     return os.path.realpath(paths[0]) if paths else None
 
 
+def _scipy_openblas():
+    """SciPy's OpenBLAS loaded (already loaded by SciPy: no second copy), or None."""
+    path = scipy_openblas_path()
+    return ctypes.CDLL(path) if path else None
+
+
+def _openblas_threads(library):
+    """(set(count), get()) of an OpenBLAS library, or None."""
+    setter = _function(library, ("scipy_openblas_set_num_threads", "openblas_set_num_threads"), None)
+    getter = _function(library, ("scipy_openblas_get_num_threads", "openblas_get_num_threads"))
+    return None if setter is None or getter is None else (setter, getter)
+
+
 def _openblas():
     from numba.core.extending import get_cython_function_address
 
     addresses = {name: get_cython_function_address("scipy.linalg.cython_blas", name) for name in ROUTINES}
-    path = scipy_openblas_path()
-    library = ctypes.CDLL(path) if path else None  # already loaded by SciPy: no second copy
+    library = _scipy_openblas()
     threads, version, core = None, None, None
     if library is not None:
-        setter = _function(library, ("scipy_openblas_set_num_threads", "openblas_set_num_threads"), None)
-        getter = _function(library, ("scipy_openblas_get_num_threads", "openblas_get_num_threads"))
-        if setter is not None and getter is not None:
-            threads = (setter, getter)
+        threads = _openblas_threads(library)
         config = _function(library, ("scipy_openblas_get_config", "openblas_get_config"), ctypes.c_char_p)
         version = config().decode().split(" ")[1] if config is not None else None  # "OpenBLAS 0.3.28 ..."
         corename = _function(library, ("scipy_openblas_get_corename", "openblas_get_corename"), ctypes.c_char_p)
         core = corename().decode() if corename is not None else None
-    return Backend("openblas", path, version, addresses, threads, core)
+    return Backend("openblas", scipy_openblas_path(), version, addresses, threads, core)
 
 
 def mkl_path():
@@ -123,9 +132,18 @@ def _mkl():
     found = re.search(r"Version (\S+)", buffer.value.decode())  # "... Library Version 2026.2-Product Build ..."
     version = found.group(1).split("-")[0] if found else buffer.value.decode().strip()
     addresses = {name: ctypes.cast(getattr(library, name + "_"), ctypes.c_void_p).value for name in ROUTINES}
-    setter = _function(library, ("MKL_Set_Num_Threads",), None)
-    getter = _function(library, ("MKL_Get_Max_Threads",))
-    return Backend("mkl", path, version, addresses, (setter, getter))
+    set_mkl, get_mkl = _function(library, ("MKL_Set_Num_Threads",), None), _function(library, ("MKL_Get_Max_Threads",))
+    scipy_openblas = _scipy_openblas()
+    openblas = None if scipy_openblas is None else _openblas_threads(scipy_openblas)
+
+    def set_threads(count):
+        # SciPy's OpenBLAS, still behind any np.dot in jitted code, follows: left at its
+        # default, its spinning threads slowed two batch shards of a small LSTM 6x here.
+        set_mkl(count)
+        if openblas is not None:
+            openblas[0](count)
+
+    return Backend("mkl", path, version, addresses, (set_threads, get_mkl))
 
 
 def _is_intel_cpu():
