@@ -199,3 +199,12 @@ def test_the_checkpoint_records_the_backend_and_info_shows_it(tmp_path):
     shown = CliRunner().invoke(main, ["info", str(path)])
     label = f"{here['name']} {here['version']}"
     assert shown.exit_code == 0 and f"BLAS:     {label} when saved; this process uses {label}" in shown.output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_blas_thread_on_each_backend(backend):
+    """Importing the engine leaves the backend, and SciPy's OpenBLAS that np.dot in jitted
+    code calls, at one thread each."""
+    script = ("import json, engine, kernels.blas as blas; "
+              "print(json.dumps([engine.blas.blas_threads(), blas._openblas_threads(blas._scipy_openblas())[1]()]))")
+    assert run_with(backend, script) == [1, 1]
