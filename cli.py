@@ -656,10 +656,6 @@ def info(checkpoint, as_json):
     click.echo(f"Model:    {model['cell']}, {model['num_layers']} layer(s) x {model['hidden_size']} hidden, "
                f"{model['input_size']} input(s) -> {model['output_size']} output(s), {model['dtype']}, "
                f"init {model['init']}, seed {model['seed']}")
-    here = blas_backend()
-    saved = metadata.get("blas")  # older checkpoints do not record it
-    click.echo(f"BLAS:     {_blas_label(saved) if saved else 'not recorded'} when saved; "
-               f"this process uses {_blas_label(here)}")
     if trainer_meta is not None:
         config = trainer_meta["config"]
         click.echo(f"Training: {trainer_meta['epoch']} epochs, {trainer_meta['step']} updates; "
@@ -695,6 +691,9 @@ def info(checkpoint, as_json):
         for part in ("input", "target"):
             norm = data[f"{part}_norm"]
             click.echo(f"          {part} mean {_numbers(norm['mean'])}, std {_numbers(norm['std'])}")
+    saved = metadata.get("blas")  # older checkpoints do not record it
+    click.echo(f"BLAS:     {_blas_label(saved) if saved else 'not recorded'} when saved; "
+               f"this process uses {_blas_label(blas_backend())}")
 
 
 def _blas_label(blas):
