@@ -17,7 +17,14 @@ import numpy as np
 import pyarrow as pa
 from click.core import ParameterSource
 
-import engine
+from kernels.blas import BlasUnavailable
+
+try:
+    import engine
+except BlasUnavailable as unavailable:  # BPTT_BLAS names a backend this machine lacks: one line, no work
+    click.echo(f"Error: {unavailable}", err=True)
+    sys.exit(2)
+from engine.blas import backend as blas_backend
 from engine.data import DataError, as_series
 from engine.demos import DEMOS, PANEL_DEMOS, load_demo
 from engine.distributed import ClusterUnavailable, WorkerFailed, connect
@@ -685,6 +692,14 @@ def info(checkpoint, as_json):
         for part in ("input", "target"):
             norm = data[f"{part}_norm"]
             click.echo(f"          {part} mean {_numbers(norm['mean'])}, std {_numbers(norm['std'])}")
+    saved = metadata.get("blas")  # older checkpoints do not record it
+    click.echo(f"BLAS:     {_blas_label(saved) if saved else 'not recorded'} when saved; "
+               f"this process uses {_blas_label(blas_backend())}")
+
+
+def _blas_label(blas):
+    """\"mkl 2026.2\" from engine.blas.backend() or a checkpoint's record of it."""
+    return f"{blas['name']} {blas['version'] or ''}".strip()
 
 
 def _report_roles(data):

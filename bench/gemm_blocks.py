@@ -1,7 +1,7 @@
 """Entry point `python -m bench.gemm_blocks`: the per-step recurrent GEMMs of the two thread
 plans (engine/thread_plan.py) with two threads side by side, for the standard (bench/configs.py)
-configurations, float32, through np.dot in a jitted parallel loop as the kernels call it
-(SciPy's OpenBLAS, one thread each).
+configurations, float32, through gemm in a jitted parallel loop as the kernels call it
+(the process's BLAS backend, engine/blas.py, one thread each).
 
 Batch shards: each thread multiplies its B / 2 streams by the whole weight, forward
 (B/2, H) x (H, GH), backward (B/2, GH) x (GH, H). Hidden blocks (engine/split.py): each
@@ -16,6 +16,7 @@ import numpy as np
 
 from bench.configs import CONFIGS
 from engine.parameters import GATES
+from kernels.gemm import gemm
 
 ROUNDS = 7
 ROUND_S = 0.1
@@ -26,7 +27,7 @@ def side_by_side(a, weight, out, n):
     """n steps: thread k computes out[k] = a[k] weight[k] (two threads, one region a step)."""
     for _ in range(n):
         for k in numba.prange(2):
-            np.dot(a[k], weight[k], out[k])
+            gemm(a[k], weight[k], out[k])
 
 
 def gflops(M, K, N):

@@ -1,11 +1,11 @@
 """Entry point `python -m bench.gemm_rate`: the single-threaded costs that the thread plan
 (engine/thread_plan.py) models, measured here, and the model's constants fitted to them.
 
-Measured, float32, with the kernels' BLAS (SciPy's OpenBLAS, one thread) called from a
-jitted np.dot loop as the kernels call it:
+Measured, float32, with the kernels' BLAS (the process's backend, kernels/blas.py, one
+thread) called from a jitted gemm loop as the kernels call it:
 - gemm: the per-step recurrent GEMMs of one shard of M rows, forward (M, H) x (H, G*H)
   and backward (M, G*H) x (G*H, H), for H in 32..512, G in 1, 3, 4, M in 1..128;
-- chunk: a whole-chunk weight-gradient GEMM (G*H, T*M) x (T*M, H), its rate in FLOP/s;
+- chunk: a whole-chunk weight-gradient GEMM dgates.T (G*H, T*M) x (T*M, H), its rate in FLOP/s;
 - passes: seconds per step of one shard's forward + backward over a chunk (the engine's
   StoredPass, as each shard runs it), per cell, H and M; what the GEMMs above do not explain
   is the element-wise pass, fitted as fixed + rows * H * per_unit per cell;
@@ -34,13 +34,14 @@ import numba
 import numpy as np
 
 from engine import thread_plan
-from engine.blas import blas_threads
+from engine.blas import backend, blas_threads
 from engine.model import Model
 from engine.bptt import SERIAL
 from engine.passes import StoredPass  # importing the engine sets one BLAS thread
 from engine.shards import ShardedChunk
 from engine.split import SplitLayers
 from kernels.common import combine_scaled
+from kernels.gemm import gemm
 
 HIDDEN = (32, 64, 128, 256, 512)
 GATES = (1, 3, 4)
@@ -55,10 +56,10 @@ PASS_ROUND_S = 0.2  # a pass takes up to 0.15 s: shorter rounds time single call
 
 
 @numba.njit(nogil=True)
-def repeat_dot(a, b, out, n):
-    """n times out = a b, as the kernels' time loops call np.dot."""
+def repeat_gemm(a, b, out, n):
+    """n times out = a b, as the kernels' time loops call gemm."""
     for _ in range(n):
-        np.dot(a, b, out)
+        gemm(a, b, out)
 
 
 def median_seconds(call, rounds, round_s):
@@ -85,13 +86,16 @@ def alternated_medians(calls, rounds, round_s):
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def gemm_seconds(M, K, N, rounds, round_s):
-    """Seconds of one (M, K) x (K, N) float32 GEMM through the jitted loop."""
+def gemm_seconds(M, K, N, rounds, round_s, transposed=""):
+    """Seconds of one (M, K) x (K, N) float32 GEMM through the jitted loop; transposed
+    names the operands ("a", "b", "ab") passed as transposed views, as the kernels'
+    whole-chunk GEMMs pass x.T or dgates.T."""
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((M, K), dtype=np.float32)
-    b = rng.standard_normal((K, N), dtype=np.float32) / np.float32(np.sqrt(K))
+    a = rng.standard_normal((K, M) if "a" in transposed else (M, K), dtype=np.float32)
+    b = rng.standard_normal((N, K) if "b" in transposed else (K, N), dtype=np.float32) / np.float32(np.sqrt(K))
+    a, b = (a.T if "a" in transposed else a), (b.T if "b" in transposed else b)
     out = np.empty((M, N), np.float32)
-    return median_seconds(lambda n: repeat_dot(a, b, out, n), rounds, round_s)
+    return median_seconds(lambda n: repeat_gemm(a, b, out, n), rounds, round_s)
 
 
 def _pass_problem(cell, H, streams):
@@ -166,7 +170,8 @@ def combine_seconds_per_param(rounds, round_s):
                           rounds, round_s) / size
 
 
-def measure(hidden, gates, rows, pass_rows, rounds, round_s, pass_round_s):
+def measure_gemms(hidden, gates, rows, rounds, round_s):
+    """The per-step GEMMs ("gemm") and the whole-chunk GEMM rates ("chunk")."""
     gemm = []
     for H in hidden:
         for G in gates:
@@ -176,21 +181,26 @@ def measure(hidden, gates, rows, pass_rows, rounds, round_s, pass_round_s):
                              "backward_s": gemm_seconds(M, G * H, H, rounds, round_s)})
     chunk_rows = PASS_STEPS * 16
     chunk = [{"H": H, "G": G, "flops_per_s": 2 * G * H * chunk_rows * H
-              / gemm_seconds(G * H, chunk_rows, H, rounds, round_s)} for H in hidden for G in gates]
+              / gemm_seconds(G * H, chunk_rows, H, rounds, round_s, transposed="a")} for H in hidden for G in gates]
+    return {"gemm": gemm, "chunk": chunk}
+
+
+def measure(hidden, gates, rows, pass_rows, rounds, round_s, pass_round_s):
+    gemms = measure_gemms(hidden, gates, rows, rounds, round_s)
     timed = {(cell, H, M): pass_seconds_per_step(cell, H, M, rounds, pass_round_s)
              for cell in CELL_GATES for H in hidden for M in pass_rows}
     passes, split_passes, shard_pairs = ([{"cell": cell, "H": H, "M": M, "seconds_per_step": seconds[name]}
                                           for (cell, H, M), seconds in timed.items() if name in seconds]
                                          for name in ("one", "split", "pair"))
-    return {"gemm": gemm, "chunk": chunk, "passes": passes, "split_passes": split_passes,
+    return {**gemms, "passes": passes, "split_passes": split_passes,
             "shard_pairs": shard_pairs,
             "pass_python_s": pass_python_seconds(rounds, round_s),
             "handoff_s": handoff_seconds(rounds, round_s),
             "combine_s_per_param": combine_seconds_per_param(rounds, round_s)}
 
 
-def fit(measured):
-    """The thread plan's constants from the measurements (see engine/thread_plan.py)."""
+def fit_gemms(measured):
+    """The cost model's GEMM figures: gemm_rows, gemm and chunk_flops_per_s."""
     keys = sorted({(r["H"], r["G"]) for r in measured["gemm"]})
     rows = sorted({r["M"] for r in measured["gemm"]})
     gemm = {}
@@ -199,9 +209,13 @@ def fit(measured):
         # More rows never cost less: a running maximum irons out timing noise.
         gemm[f"{H},{G}"] = [np.maximum.accumulate([r[f"{kind}_s"] for r in timed]).tolist()
                             for kind in ("forward", "backward")]
-    constants = dict(gemm_rows=rows, gemm=gemm,
-                     chunk_flops_per_s={f"{r['H']},{r['G']}": r["flops_per_s"] for r in measured["chunk"]},
-                     pass_python_s=measured["pass_python_s"], handoff_s=measured["handoff_s"],
+    return dict(gemm_rows=rows, gemm=gemm,
+                chunk_flops_per_s={f"{r['H']},{r['G']}": r["flops_per_s"] for r in measured["chunk"]})
+
+
+def fit(measured):
+    """The thread plan's constants from the measurements (see engine/thread_plan.py)."""
+    constants = dict(**fit_gemms(measured), pass_python_s=measured["pass_python_s"], handoff_s=measured["handoff_s"],
                      combine_s_per_param=measured["combine_s_per_param"])
     without_elementwise = thread_plan.CostModel(elementwise={}, concurrent_rows=[], shards_ratio={},
                                                 split_ratio={}, **constants)
@@ -248,19 +262,32 @@ def _cpu_name():
     return names[0] if names else "unknown CPU"
 
 
+def _numbers(values):
+    return "[" + ", ".join(f"{value:.3g}" for value in values) + "]"
+
+
+def _gemm_lines(constants, indent):
+    """The gemm_rows, gemm and chunk_flops_per_s entries of a dict(...), as source lines."""
+    pad = " " * indent
+    lines = [f"{pad}gemm_rows={constants['gemm_rows']},",
+             f"{pad}gemm={{  # \"H,G\": [forward, backward] seconds of one per-step GEMM at gemm_rows"]
+    lines += [f"{pad}    \"{key}\": [{_numbers(forward)},\n{' ' * (indent + 8 + len(key))}{_numbers(backward)}],"
+              for key, (forward, backward) in constants["gemm"].items()]
+    lines += [f"{pad}}},", f"{pad}chunk_flops_per_s={{"]
+    lines += [f"{pad}    \"{key}\": {rate:.3g}," for key, rate in constants["chunk_flops_per_s"].items()]
+    return lines + [f"{pad}}},"]
+
+
+def gemm_module_text(constants, backend, measured_on):
+    """One entry of engine/thread_plan.py's GEMM_RATES, as Python source."""
+    return "\n".join([f"    {backend!r}: dict(", f"        measured_on={measured_on!r},",
+                      *_gemm_lines(constants, 8), "    ),"])
+
+
 def module_text(constants, measured_on):
     """engine/thread_plan.py's MEASURED_ON and MEASURED, as Python source."""
-    def numbers(values):
-        return "[" + ", ".join(f"{value:.3g}" for value in values) + "]"
-
-    lines = [f"MEASURED_ON = {measured_on!r}", "MEASURED = dict(",
-             f"    gemm_rows={constants['gemm_rows']},",
-             "    gemm={  # \"H,G\": [forward, backward] seconds of one per-step GEMM at gemm_rows"]
-    lines += [f"        \"{key}\": [{numbers(forward)},\n{' ' * (12 + len(key))}{numbers(backward)}],"
-              for key, (forward, backward) in constants["gemm"].items()]
-    lines += ["    },", "    chunk_flops_per_s={"]
-    lines += [f"        \"{key}\": {rate:.3g}," for key, rate in constants["chunk_flops_per_s"].items()]
-    lines += ["    },", "    elementwise={  # cell: (fixed, per_unit) seconds per step"]
+    lines = [f"MEASURED_ON = {measured_on!r}", "MEASURED = dict(", *_gemm_lines(constants, 4)]
+    lines += ["    elementwise={  # cell: (fixed, per_unit) seconds per step"]
     lines += [f"        \"{cell}\": ({fixed:.3g}, {per_unit:.3g})," for cell, (fixed, per_unit)
               in constants["elementwise"].items()]
     lines += ["    },", f"    pass_python_s={constants['pass_python_s']:.3g},",
@@ -270,7 +297,7 @@ def module_text(constants, measured_on):
     for name, what in (("shards_ratio", "two shards of M side by side / the model's two"),
                        ("split_ratio", "M streams split on two threads / the model's one thread")):
         lines += [f"    {name}={{  # \"cell,H\": {what}, at concurrent_rows"]
-        lines += [f"        \"{key}\": {numbers(ratios)}," for key, ratios in constants[name].items()]
+        lines += [f"        \"{key}\": {_numbers(ratios)}," for key, ratios in constants[name].items()]
         lines += ["    },"]
     lines += [")"]
     return "\n".join(lines)
@@ -282,7 +309,17 @@ def main():
     parser.add_argument("--refit", metavar="JSON", help="fit the measurements of an earlier run's output")
     parser.add_argument("--module", action="store_true",
                         help="print the constants as engine/thread_plan.py's source instead of JSON")
+    parser.add_argument("--gemm-only", action="store_true",
+                        help="only the GEMM figures of the process's BLAS backend (BPTT_BLAS): one entry of "
+                             "engine/thread_plan.py's GEMM_RATES")
     args = parser.parse_args()
+    if args.gemm_only:
+        report = run_gemms(args.quick)
+        print(gemm_module_text(report["fit"], report["blas"]["name"],
+                               f"{report['date']}, {report['machine']}, load average {report['load_average'][0]}, "
+                               f"{report['blas']['name']} {report['blas']['version']}, one thread")
+              if args.module else json.dumps(report))
+        return
     if args.refit:
         with open(args.refit) as earlier:
             report = json.load(earlier)
@@ -296,6 +333,23 @@ def main():
         print(json.dumps(report))
 
 
+def _circumstances():
+    """Date, machine, load and BLAS of a run."""
+    with open("/proc/loadavg") as loadavg:
+        load = loadavg.read().split()[:3]
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "load_average": load,
+            "blas": backend(), "blas_threads": blas_threads()}
+
+
+def run_gemms(quick):
+    """Measure and fit only the GEMM figures (--gemm-only)."""
+    settings = dict(hidden=(32, 64), gates=GATES, rows=(1, 4, 16), rounds=1, round_s=0.002) if quick else \
+        dict(hidden=HIDDEN, gates=GATES, rows=ROWS, rounds=ROUNDS, round_s=ROUND_S)
+    measured = measure_gemms(**settings)
+    return {**_circumstances(), **measured, "fit": fit_gemms(measured)}
+
+
 def run(quick):
     """Measure and fit: the report main prints."""
     if quick:
@@ -306,12 +360,7 @@ def run(quick):
                         round_s=ROUND_S, pass_round_s=PASS_ROUND_S)
     measured = measure(**settings)
     constants = fit(measured)
-    with open("/proc/loadavg") as loadavg:
-        load = loadavg.read().split()[:3]
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "load_average": load,
-            "blas_threads": blas_threads(), **measured, "fit": constants,
-            "check": check(measured, constants)}
+    return {**_circumstances(), **measured, "fit": constants, "check": check(measured, constants)}
 
 
 if __name__ == "__main__":

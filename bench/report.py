@@ -39,16 +39,23 @@ def _throughput(train, peers):
 
 
 def _blas_line(engine):
-    """Which OpenBLAS kernels the engine's GEMMs ran, and whether OPENBLAS_CORETYPE forced
-    them (a forced older set, such as Haswell's AVX2 on an AVX-512 CPU, runs GEMMs at about
-    half speed; the peers' BLAS ignores it)."""
-    core = next((r.get("blas_core") for r in engine if r.get("blas_core")), None)
-    if core is None:
+    """The BLAS backend of the engine's GEMMs (engine/blas.py; BPTT_BLAS forces one) and,
+    for OpenBLAS, which kernels it ran and whether OPENBLAS_CORETYPE forced them (a forced
+    older set, such as Haswell's AVX2 on an AVX-512 CPU, runs GEMMs at about half speed;
+    the peers' BLAS ignores it)."""
+    blas = next((r["blas"] for r in engine if r.get("blas")), None)
+    if blas is None:
         return ""
+    chosen = next((r.get("blas_forced") for r in engine if r.get("blas_forced")), None)
+    forced_backend = f", forced by BPTT_BLAS={chosen}" if chosen else ""
+    if blas["name"] == "mkl":
+        return f"\nengine BLAS: Intel MKL {blas['version']}, one thread{forced_backend}"
+    core = next((r.get("blas_core") for r in engine if r.get("blas_core")), None)
     forced = next((r.get("openblas_coretype") for r in engine if r.get("openblas_coretype")), None)
     how = (f"forced by OPENBLAS_CORETYPE={forced}; unset, OpenBLAS picks the kernels for this CPU"
            if forced else "OpenBLAS's own pick for this CPU")
-    return f"\nengine BLAS: SciPy's OpenBLAS, {core} kernels ({how})"
+    kernels = f", {core} kernels ({how})" if core else ""
+    return f"\nengine BLAS: SciPy's OpenBLAS {blas['version'] or ''}{kernels}{forced_backend}"
 
 
 def _phases(engine):

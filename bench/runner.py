@@ -22,7 +22,7 @@ from bench.configs import CONFIGS, DTYPE, get_config
 from bench.resets import CONFIG as RESETS_CONFIG
 from bench.resets import RESET_PERIOD, ResetsWorkload
 from bench.workloads import available, make_data, make_workload
-from engine.blas import blas_core
+from engine.blas import backend, blas_core
 from engine.files import atomic_write
 from engine.model import Model
 from engine.workspace import Workspace
@@ -117,7 +117,8 @@ def train_records(config, impls, rounds, round_s):
         records.append(record)
     engine_record = records[0]
     engine_record["plan"] = engine.trainer.thread_plan  # what the Trainer chose (engine/thread_plan.py)
-    engine_record.update(blas_core=blas_core(), openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))
+    engine_record.update(blas=backend(), blas_forced=os.environ.get("BPTT_BLAS"), blas_core=blas_core(),
+                         openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"))
     for phase in engine.phases:
         engine_record[f"{phase}_s"] = statistics.median(phase_seconds[phase])
     workspace = Workspace(engine.model, config.chunk, config.batch)

@@ -1,7 +1,8 @@
 """Checkpoints: one .npz of arrays plus a JSON metadata entry, loaded without pickle.
 
-Entries: "metadata" (JSON: format, version, model and trainer config, counters, epoch
-records, best epoch, user data such as the normalisation); "model/<name>" the
+Entries: "metadata" (JSON: format, version, the writer's BLAS backend, model and
+trainer config, counters, epoch records, best epoch, user data such as the
+normalisation); "model/<name>" the
 parameters under PyTorch's names; "optimizer/<key>" the optimizer state; "trainer/..."
 the carried stream state and early-stopping copy; "history/<field>" per-update records.
 Loaded with allow_pickle=False: reading a checkpoint never executes code.
@@ -14,6 +15,7 @@ import zipfile
 
 import numpy as np
 
+from engine.blas import backend
 from engine.files import atomic_write, check_output
 from engine.footprint import format_bytes, parameter_count, require
 from engine.history import UPDATE_FIELDS, History
@@ -55,6 +57,7 @@ TRAINER_CONFIG_SCHEMA = {
     "optimizer": {"name": "str", "lr": "number"}, "schedule": {"name": "str"}}
 SCHEMAS = {  # per format version: the whole metadata entry
     1: {"format": "str", "version": "int", "model": MODEL_SCHEMA, "user": "dict",
+        "blas?": {"name": "str", "version": ("str", None)},  # the writer's BLAS (engine/blas.py); older files lack it
         "trainer": (None, {"config": TRAINER_CONFIG_SCHEMA, "step": "int", "epoch": "int",
                            "skipped": "int", "best": (None, {"loss": "number", "epoch": "int"}),
                            "generator?": "dict",
@@ -121,8 +124,9 @@ def save(path, model, trainer=None, metadata=None):
     symbolic link, a device, FIFO or directory, or read-only, is refused (OutputError).
     metadata: optional JSON-able dict stored as is (the CLI keeps the data normalisation there)."""
     check_output(path, what="checkpoint")
+    blas = backend()
     meta = {"format": FORMAT, "version": VERSION, "model": model.config,
-            "trainer": None, "user": metadata or {}}
+            "trainer": None, "user": metadata or {}, "blas": {"name": blas["name"], "version": blas["version"]}}
     arrays = {f"model/{name}": view for name, view in model.views.items()}
     if trainer is not None:
         meta["trainer"] = _trainer_metadata(trainer)

@@ -37,7 +37,13 @@ and hidden blocks are left out where one thread's step is shorter than MIN_SPLIT
 (see there). Shards and hidden blocks are not combined.
 
 The constants (MEASURED) are timings from `python -m bench.gemm_rate --module`, which
-prints this block. The model ignores what a 2-core machine cannot show:
+prints this block. The per-step GEMM times and the whole-chunk GEMM rates depend on the
+BLAS the kernels call (engine/blas.py): GEMM_RATES holds them for backends other than
+SciPy's OpenBLAS (whose figures are MEASURED's), and the process's backend replaces
+MEASURED's with its own. MKL's are MEASURED's times MKL's time over OpenBLAS's on each
+shape, the two timed call by call on an Intel machine (`python -m bench.blas_backends
+--rates`): ratios hold on a busy machine where absolute times do not, and the rest of
+the model stays on the scale it was fitted at. The model ignores what a 2-core machine cannot show:
 memory and cache bandwidth shared by many cores, SMT siblings counted as cores, NUMA.
 What it chooses for the standard configurations on 2, 16 and 64 cores: `python -m
 bench.plans` (the table in README.md, Performance).
@@ -48,6 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.blas import backend
 from engine.parameters import GATES
 
 DEFAULT_STEPS = 50  # T assumed when the chunk length is not known
@@ -162,6 +169,80 @@ MEASURED = dict(
     },
 )
 # END MEASURED
+
+
+# BEGIN GEMM RATES (python -m bench.blas_backends --rates: MEASURED's OpenBLAS figures times
+# MKL / OpenBLAS timed call by call here; on a quiet machine a backend's own figures come
+# from BPTT_BLAS=NAME python -m bench.gemm_rate --gemm-only --module)
+GEMM_RATES = {
+    'mkl': dict(
+        measured_on='2026-12-05 23:08-23:14 UTC, Intel(R) Xeon(R) Processor, 2 cores, load average 7.9, mkl 2026.2 / openblas 0.3.30, median of 15 alternated rounds, python -m bench.blas_backends --rates',
+        gemm_rows=[1, 2, 4, 8, 16, 32, 64, 128],
+        gemm={  # "H,G": [forward, backward] seconds of one per-step GEMM at gemm_rows
+            "32,1": [[9.17e-08, 8.94e-07, 8.94e-07, 8.94e-07, 8.94e-07, 1.16e-06, 1.84e-06, 2.57e-06],
+                    [1.28e-07, 9.49e-07, 9.49e-07, 9.83e-07, 9.83e-07, 9.95e-07, 1.75e-06, 3.31e-06]],
+            "32,3": [[8.7e-08, 1.62e-06, 1.62e-06, 1.62e-06, 1.93e-06, 2.58e-06, 4.44e-06, 7.72e-06],
+                    [1.44e-07, 1.99e-06, 1.99e-06, 1.99e-06, 1.99e-06, 2.65e-06, 4.31e-06, 7.79e-06]],
+            "32,4": [[1.59e-07, 1.72e-06, 2.15e-06, 2.15e-06, 2.76e-06, 3.47e-06, 5.78e-06, 1.01e-05],
+                    [1.85e-07, 2.35e-06, 2.35e-06, 2.35e-06, 2.35e-06, 3.68e-06, 6.21e-06, 1.05e-05]],
+            "64,1": [[1.35e-07, 3.05e-06, 3.05e-06, 3.05e-06, 3.05e-06, 3.68e-06, 6.3e-06, 1.08e-05],
+                    [1.48e-07, 3.31e-06, 3.31e-06, 3.31e-06, 3.31e-06, 4.07e-06, 6.34e-06, 1.04e-05]],
+            "64,3": [[6.27e-07, 6.45e-06, 6.45e-06, 6.45e-06, 7.49e-06, 1.02e-05, 1.61e-05, 2.35e-05],
+                    [5.42e-07, 7.65e-06, 7.66e-06, 7.66e-06, 7.66e-06, 9.92e-06, 1.54e-05, 2.38e-05]],
+            "64,4": [[7.35e-07, 7.6e-06, 7.6e-06, 7.6e-06, 8.43e-06, 1.48e-05, 1.71e-05, 3.13e-05],
+                    [8.22e-07, 9.82e-06, 9.82e-06, 9.82e-06, 9.82e-06, 1.26e-05, 1.65e-05, 3.33e-05]],
+            "128,1": [[1.18e-06, 8.96e-06, 8.96e-06, 8.96e-06, 8.96e-06, 1.26e-05, 1.62e-05, 3.23e-05],
+                     [1.1e-06, 6.97e-06, 7.64e-06, 7.64e-06, 8.16e-06, 1.36e-05, 1.71e-05, 3.27e-05]],
+            "128,3": [[2.12e-06, 1.82e-05, 1.97e-05, 1.97e-05, 1.97e-05, 2.29e-05, 4.98e-05, 9.54e-05],
+                     [3e-06, 2.1e-05, 2.1e-05, 2.1e-05, 2.25e-05, 2.25e-05, 4.46e-05, 9.14e-05]],
+            "128,4": [[2.22e-06, 2.29e-05, 2.38e-05, 2.38e-05, 2.38e-05, 3.23e-05, 6.47e-05, 0.000119],
+                     [3.06e-06, 2.72e-05, 3.21e-05, 3.21e-05, 3.21e-05, 3.21e-05, 6.05e-05, 0.000128]],
+            "256,1": [[2.48e-06, 2.7e-05, 2.7e-05, 2.7e-05, 2.7e-05, 3.33e-05, 6.75e-05, 0.000143],
+                     [2.43e-06, 2.57e-05, 2.9e-05, 2.9e-05, 2.9e-05, 3.22e-05, 6.79e-05, 0.000128]],
+            "256,3": [[9.23e-06, 6.77e-05, 7.65e-05, 7.65e-05, 7.65e-05, 7.87e-05, 0.000193, 0.000399],
+                     [1.08e-05, 7.9e-05, 8.23e-05, 8.23e-05, 8.23e-05, 8.23e-05, 0.000195, 0.000356]],
+            "256,4": [[1.34e-05, 0.000108, 0.000108, 0.000108, 0.000108, 0.000133, 0.000269, 0.00074],
+                     [1.5e-05, 0.000107, 0.000107, 0.000107, 0.000107, 0.000114, 0.000221, 0.000567]],
+            "512,1": [[1.33e-05, 0.000108, 0.000108, 0.000108, 0.000108, 0.000121, 0.000257, 0.000504],
+                     [1.34e-05, 0.000109, 0.000109, 0.000109, 0.000109, 0.000131, 0.000277, 0.000429]],
+            "512,3": [[3.78e-05, 0.000126, 0.000126, 0.000126, 0.000206, 0.000329, 0.000922, 0.00152],
+                     [4.05e-05, 9.93e-05, 9.93e-05, 0.000105, 0.000183, 0.00035, 0.000671, 0.00156]],
+            "512,4": [[5.95e-05, 0.000167, 0.000167, 0.000167, 0.000261, 0.000443, 0.00104, 0.00235],
+                     [6.22e-05, 0.000137, 0.000137, 0.000155, 0.000231, 0.000352, 0.000908, 0.00229]],
+        },
+        chunk_flops_per_s={
+            "32,1": 7.21e+10,
+            "32,3": 1.74e+11,
+            "32,4": 1.63e+11,
+            "64,1": 1.35e+11,
+            "64,3": 1.25e+11,
+            "64,4": 1.32e+11,
+            "128,1": 1.37e+11,
+            "128,3": 1.23e+11,
+            "128,4": 1.09e+11,
+            "256,1": 1.32e+11,
+            "256,3": 1.11e+11,
+            "256,4": 1.12e+11,
+            "512,1": 1.42e+11,
+            "512,3": 1.19e+11,
+            "512,4": 1.18e+11,
+        },
+    ),
+}
+# END GEMM RATES
+
+
+def cost_model(backend):
+    """The cost model of kernels running on `backend` ("openblas", "mkl"): MEASURED with
+    that backend's GEMM figures where GEMM_RATES has them."""
+    rates = {key: value for key, value in GEMM_RATES.get(backend, {}).items() if key != "measured_on"}
+    return CostModel(**{**MEASURED, **rates})
+
+
+def measured_on(backend):
+    """When and where the cost model of `backend` was measured."""
+    gemm = GEMM_RATES.get(backend, {}).get("measured_on")
+    return MEASURED_ON if gemm is None else f"{MEASURED_ON}; {backend} GEMMs: {gemm}"
 
 
 def available_cores():
@@ -280,7 +361,8 @@ def _parameter_count(cell, input_size, hidden_size, output_size, num_layers):
     return layers + output_size * (H + 1)
 
 
-COST_MODEL = CostModel(**MEASURED)
+BLAS = backend()["name"]  # the kernels' BLAS in this process
+COST_MODEL = cost_model(BLAS)
 
 
 def split_counts(hidden_size, cores):
@@ -309,7 +391,7 @@ def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
     return {"shards": shards, "split": split, "rows_per_shard": max(shard_rows(batch, shards)),
             "cores": cores, "batch": batch, "steps": steps, "chosen_by": "model",
             "modelled_step_s": times[best], "modelled_speedup": times[1, 1] / times[best],
-            "measured_on": MEASURED_ON}
+            "blas": BLAS, "measured_on": measured_on(BLAS)}
 
 
 def plan_for(model, steps, batch, shards=None, cores=None, split=None):

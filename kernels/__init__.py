@@ -8,7 +8,8 @@ Contract (after llm.c): outputs come first in the argument list, then caches, th
 inputs, weights and dimensions. Forward kernels overwrite their outputs; backward
 kernels overwrite their gradient outputs (each parameter belongs to exactly one
 kernel call, so nothing needs accumulating). Buffers are preallocated by the engine;
-nothing is allocated inside a time loop.
+nothing is allocated inside a time loop. Matrix products go through kernels/gemm.py's gemm(a, b, out)
+(np.dot's convention) on the process's BLAS (kernels/blas.py).
 
 Developers: Numba's on-disk cache (cache=True) is keyed on each kernel's own file, so it
 does not notice a change to a helper inlined from another file (kernels/activations.py,

@@ -15,10 +15,10 @@ fixed order, so the result depends on n, not on W or on scheduling.
 The helpers shared by the three cells are compiled once (@jit, not inlined): a
 specialisation per dtype serves every cell's kernel.
 """
-import numpy as np
 
 from kernels.common import column_sums, ordered_sum, squared_norm, zero_fill, zero_reset_rows
 from kernels.config import inline_jit, jit
+from kernels.gemm import gemm
 from kernels.sync import wait
 
 
@@ -38,9 +38,9 @@ def from_above(dh, above_grad, t, above_weight, scratch):
     """dh (B, Hb) = sum over j of above_grad[j, t] (B, K) above_weight[j] (K, Hb): one
     block's dL/dh_t from what the layer feeds, above_grad (J, T, B, K) (the head: J = 1;
     the layer above: its J gate blocks). scratch: (B, Hb)."""
-    np.dot(above_grad[0, t], above_weight[0], dh)
+    gemm(above_grad[0, t], above_weight[0], dh)
     for j in range(1, above_grad.shape[0]):
-        np.dot(above_grad[j, t], above_weight[j], scratch)
+        gemm(above_grad[j, t], above_weight[j], scratch)
         for b in range(dh.shape[0]):
             for u in range(dh.shape[1]):
                 dh[b, u] += scratch[b, u]
@@ -52,7 +52,7 @@ def input_projection(worker, workers, gates, x, weight_ih):
     x (T, B, I) weight_ih[k]^T, weight_ih: (n, G*Hb, I)."""
     T, B, I = x.shape
     for k in range(worker, gates.shape[0], workers):
-        np.dot(x.reshape(T * B, I), weight_ih[k].T, gates[k].reshape(T * B, gates.shape[3]))
+        gemm(x.reshape(T * B, I), weight_ih[k].T, gates[k].reshape(T * B, gates.shape[3]))
 
 
 @jit
@@ -90,7 +90,7 @@ def share_into_previous(norms, k, dh, dgates, weight_hh, writing, resets_t):
     norms[k], and its share of dL/dh_{t-1}, writing (B, H) = dgates (B, G*Hb) weight_hh
     (G*Hb, H), zero for the streams reset at this step (nothing flows back past a reset)."""
     norms[k] = squared_norm(dh)
-    np.dot(dgates, weight_hh, writing)
+    gemm(dgates, weight_hh, writing)
     zero_reset_rows(writing, resets_t)
 
 
@@ -113,7 +113,7 @@ def block_weight_gradients(worker, workers, dweight, dbias, parts, bias_parts, d
     the parameter row of each block-order row."""
     rows = parts.shape[1]
     for k in range(worker, dgates.shape[0], workers):
-        np.dot(dgates[k].T, inputs, parts[k])
+        gemm(dgates[k].T, inputs, parts[k])
         bias = bias_parts[k]
         column_sums(bias.reshape(-1), dgates[k])
         for row in range(rows):

@@ -3,6 +3,7 @@ import numba
 import numpy as np
 
 from kernels.config import JIT_OPTIONS, inline_jit, jit
+from kernels.gemm import gemm
 
 
 @jit
@@ -15,8 +16,8 @@ def gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dgates, h,
     T, B, I = x.shape
     H = h.shape[2]
     dgates_2d = dgates.reshape(T * B, dgates.shape[2])
-    np.dot(dgates_2d.T, x.reshape(T * B, I), dweight_ih)  # (GH, T*B) x (T*B, I)
-    np.dot(dgates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (GH, T*B) x (T*B, H)
+    gemm(dgates_2d.T, x.reshape(T * B, I), dweight_ih)  # (GH, T*B) x (T*B, I)
+    gemm(dgates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (GH, T*B) x (T*B, H)
     column_sums(dbias_ih, dgates_2d)
     for row in range(dbias_ih.shape[0]):  # a loop, not dbias_hh[:] = dbias_ih: the slice copy
         dbias_hh[row] = dbias_ih[row]      # compiles Numba's shape-error text, seconds of cold start

@@ -7,13 +7,13 @@
 
 Per-row helpers take 1-D rows so the inner loops vectorise (see kernels/lstm.py).
 """
-import numpy as np
 
 from kernels.activations import sigmoid, tanh
 from kernels.blocks import (block_weight_gradients, finish_state, gradient_into_step, input_projection,
                             meet_after_backward_step, seed_partials, share_into_previous)
 from kernels.common import add_into, column_sums, squared_norm, zero_fill, zero_reset_rows
 from kernels.config import inline_jit, jit
+from kernels.gemm import gemm
 from kernels.sync import wait
 
 
@@ -29,9 +29,9 @@ def gru_forward(h, gates, hidden_n, recurrent, x, resets, weight_ih, weight_hh_t
     view at H <= 64, measured here). biases: (3H,)."""
     T, B, I = x.shape
     H = h.shape[2]
-    np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 3 * H))
+    gemm(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 3 * H))
     for t in range(T):
-        np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 3H)
+        gemm(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 3H)
         zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
             _cell_forward(h[t + 1, b], gates[t, b], hidden_n[t, b], h[t, b], recurrent[b],
@@ -88,24 +88,24 @@ def gru_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_s
     T, B, I = x.shape
     H = h.shape[2]
     for t in range(T - 1, -1, -1):
-        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
+        gemm(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
         # h[t] as the output of step t - 1 is no longer read (the step t - 1 cell reads
         # h[t - 1]): from here on it is h_prev, zero for reset streams.
         zero_reset_rows(h[t], resets[t])
         for b in range(B):
             _cell_backward(gates[t, b], hidden_n[t, b], direct[b], dh[b], dh_state[b], h[t, b], H)
         dh_norm_sq[t] = squared_norm(dh)
-        np.dot(gates[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
+        gemm(gates[t], weight_hh, dh_state)  # (B, 3H) x (3H, H)
         add_into(dh_state.reshape(-1), direct.reshape(-1))  # plus the path h' = ... + z * h
         zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
     gates_2d = gates.reshape(T * B, 3 * H)
-    np.dot(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
+    gemm(gates_2d.T, h[:T].reshape(T * B, H), dweight_hh)  # (3H, T*B) x (T*B, H)
     column_sums(dbias_hh, gates_2d)
     for t in range(T):  # the n block: input side dn instead of r * dn (a loop: see common.py)
         for b in range(B):
             for j in range(H):
                 gates[t, b, 2 * H + j] = hidden_n[t, b, j]
-    np.dot(gates_2d.T, x.reshape(T * B, I), dweight_ih)  # (3H, T*B) x (T*B, I)
+    gemm(gates_2d.T, x.reshape(T * B, I), dweight_ih)  # (3H, T*B) x (T*B, I)
     column_sums(dbias_ih, gates_2d)
 
 
@@ -145,7 +145,7 @@ def gru_forward_split(worker, workers, sync, h, gates, hidden_n, recurrent, x, r
     for t in range(T):
         for k in range(worker, n, workers):
             lo = k * Hb
-            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 3Hb)
+            gemm(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 3Hb)
             zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
             for b in range(B):
                 _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], hidden_n[t, b, lo:lo + Hb],

@@ -7,6 +7,7 @@ import numpy as np
 from kernels.activations import sigmoid
 from kernels.common import column_sums, zero_fill
 from kernels.config import inline_jit, jit
+from kernels.gemm import gemm
 
 MIN_SCALE = 1e-3  # the gaussian head's floor on sigma, in model units (engine.losses.MIN_SCALE)
 
@@ -14,7 +15,7 @@ MIN_SCALE = 1e-3  # the gaussian head's floor on sigma, in model units (engine.l
 @jit
 def head_forward(y_hat, h_top, weight, bias):
     """y_hat: (N, O) out. h_top: (N, H) top-layer hidden states. weight: (O, H). bias: (O,)."""
-    np.dot(h_top, weight.T, y_hat)  # (N, H) x (H, O)
+    gemm(h_top, weight.T, y_hat)  # (N, H) x (H, O)
     for row in range(y_hat.shape[0]):
         for k in range(y_hat.shape[1]):
             y_hat[row, k] += bias[k]
@@ -24,7 +25,7 @@ def head_forward(y_hat, h_top, weight, bias):
 def head_backward(dweight, dbias, dy, h_top):
     """Overwrites dweight: (O, H), dbias: (O,). dy: (N, O) = dL/dy_hat. (dL/dh_top is formed
     per step by the top layer's backward kernel, from dy and the head weight.)"""
-    np.dot(dy.T, h_top, dweight)  # (O, N) x (N, H)
+    gemm(dy.T, h_top, dweight)  # (O, N) x (N, H)
     column_sums(dbias, dy)
 
 

@@ -7,13 +7,13 @@
 The per-row helpers take 1-D rows (one stream of one step): slicing the rows before the
 inner loop lets LLVM prove the gate blocks apart and vectorise the loop.
 """
-import numpy as np
 
 from kernels.activations import sigmoid, tanh
 from kernels.blocks import (block_gate_weight_gradients, finish_state, gradient_into_step, input_projection,
                             meet_after_backward_step, seed_partials, share_into_previous)
 from kernels.common import gate_weight_gradients, squared_norm, zero_fill, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
+from kernels.gemm import gemm
 from kernels.sync import wait
 
 
@@ -30,9 +30,9 @@ def lstm_forward(h, c, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias
     T, B, I = x.shape
     H = h.shape[2]
     # Input projection of the whole chunk: one GEMM, (T*B, I) x (I, 4H).
-    np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 4 * H))
+    gemm(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, 4 * H))
     for t in range(T):
-        np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 4H)
+        gemm(h[t], weight_hh_t, recurrent)  # (B, H) x (H, 4H)
         zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
             _cell_forward(h[t + 1, b], c[t + 1, b], gates[t, b], c[t, b], recurrent[b],
@@ -92,13 +92,13 @@ def lstm_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dc_state
     T, B, I = x.shape
     H = h.shape[2]
     for t in range(T - 1, -1, -1):
-        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
+        gemm(above_grad[t], above_weight, dh)  # (B, K) x (K, H): dL/dh_t from above
         for b in range(B):
             _cell_backward(gates[t, b], dh[b], dh_state[b], dc_state[b], c[t, b], c[t + 1, b], H)
             if resets[t, b]:  # c_prev = 0: the forget gate had nothing to act on
                 zero_fill(gates[t, b, H:2 * H])
         dh_norm_sq[t] = squared_norm(dh)
-        np.dot(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
+        gemm(gates[t], weight_hh, dh_state)  # (B, 4H) x (4H, H): dL/dh_{t-1} via W_hh
         zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
         zero_reset_rows(dc_state, resets[t])
     zero_reset_states(h, resets)  # h[:T] is now h_prev of every step, for the dW_hh GEMM
@@ -144,7 +144,7 @@ def lstm_forward_split(worker, workers, sync, h, c, gates, recurrent, x, resets,
     for t in range(T):
         for k in range(worker, n, workers):
             lo = k * Hb
-            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 4Hb)
+            gemm(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, 4Hb)
             zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
             for b in range(B):
                 _cell_forward(h[t + 1, b, lo:lo + Hb], c[t + 1, b, lo:lo + Hb], gates[k, t, b],

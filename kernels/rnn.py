@@ -1,11 +1,11 @@
 """Elman RNN layer over one chunk: h' = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu."""
-import numpy as np
 
 from kernels.activations import tanh
 from kernels.blocks import (block_gate_weight_gradients, finish_state, gradient_into_step, input_projection,
                             meet_after_backward_step, seed_partials, share_into_previous)
 from kernels.common import gate_weight_gradients, squared_norm, zero_reset_rows, zero_reset_states
 from kernels.config import inline_jit, jit
+from kernels.gemm import gemm
 from kernels.sync import wait
 
 
@@ -21,9 +21,9 @@ def rnn_forward(h, gates, recurrent, x, resets, weight_ih, weight_hh_t, bias_ih,
     biases: (H,). relu: True for ReLU, False for tanh."""
     T, B, I = x.shape
     H = h.shape[2]
-    np.dot(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, H))
+    gemm(x.reshape(T * B, I), weight_ih.T, gates.reshape(T * B, H))
     for t in range(T):
-        np.dot(h[t], weight_hh_t, recurrent)  # (B, H) x (H, H)
+        gemm(h[t], weight_hh_t, recurrent)  # (B, H) x (H, H)
         zero_reset_rows(recurrent, resets[t])  # h_prev = 0 for reset streams
         for b in range(B):
             _cell_forward(h[t + 1, b], gates[t, b], recurrent[b], bias_ih, bias_hh, relu)
@@ -54,11 +54,11 @@ def rnn_backward(dweight_ih, dweight_hh, dbias_ih, dbias_hh, dh_state, dh_norm_s
     state entering a reset step (see lstm_backward)."""
     T, B, I = x.shape
     for t in range(T - 1, -1, -1):
-        np.dot(above_grad[t], above_weight, dh)  # (B, K) x (K, H)
+        gemm(above_grad[t], above_weight, dh)  # (B, K) x (K, H)
         for b in range(B):
             _cell_backward(gates[t, b], dh[b], dh_state[b], h[t + 1, b], relu)
         dh_norm_sq[t] = squared_norm(dh)
-        np.dot(gates[t], weight_hh, dh_state)  # (B, H) x (H, H)
+        gemm(gates[t], weight_hh, dh_state)  # (B, H) x (H, H)
         zero_reset_rows(dh_state, resets[t])  # nothing flows back past a reset
     zero_reset_states(h, resets)  # h[:T] is now h_prev of every step, for the dW_hh GEMM
     gate_weight_gradients(dweight_ih, dweight_hh, dbias_ih, dbias_hh, gates, h, x)
@@ -91,7 +91,7 @@ def rnn_forward_split(worker, workers, sync, h, gates, recurrent, x, resets, wei
     for t in range(T):
         for k in range(worker, n, workers):
             lo = k * Hb
-            np.dot(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, Hb)
+            gemm(h[t], weight_hh_t[k], recurrent[k])  # (B, H) x (H, Hb)
             zero_reset_rows(recurrent[k], resets[t])  # h_prev = 0 for reset streams
             for b in range(B):
                 _cell_forward(h[t + 1, b, lo:lo + Hb], gates[k, t, b], recurrent[k, b], bias_ih[k],

@@ -26,6 +26,7 @@ import numpy as np
 from kernels.activations import tanh
 from kernels.common import add_into, zero_fill
 from kernels.config import JIT_OPTIONS, inline_jit, jit
+from kernels.gemm import gemm
 
 RNN, LSTM, GRU = 0, 1, 2
 CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -174,10 +175,10 @@ def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight
         zero_fill(m_c.reshape(-1))
         zero_fill(d_h.reshape(-1))
     else:
-        np.dot(weight_hh, m_h, d_h)  # (G*H, H) x (H, P): the state Jacobian's product
+        gemm(weight_hh, m_h, d_h)  # (G*H, H) x (H, P): the state Jacobian's product
     sides = cell == GRU  # its n gate weighs the two sides differently
     if below:
-        np.dot(weight_ih, m_below, d_x)  # (G*H, H) x (H, W)
+        gemm(weight_ih, m_below, d_x)  # (G*H, H) x (H, W)
         if not sides:
             add_into(d_h.reshape(-1), d_x.reshape(-1))
     elif sides:
@@ -359,13 +360,13 @@ def tangent_step(cell, relu, k, tangent_h, tangent_c, rows, d_x, d_h, weight_ih,
     for b in range(B):
         for j in range(H):
             rows[b, j] = tangent_h[b, k, j, 0]
-    np.dot(rows, weight_hh.T, d_h)  # (B, H) x (H, G*H)
+    gemm(rows, weight_hh.T, d_h)  # (B, H) x (H, G*H)
     sides = cell == GRU  # its n gate weighs the two sides differently
     if k > 0:
         for b in range(B):
             for j in range(H):
                 rows[b, j] = tangent_h[b, k - 1, j, 0]
-        np.dot(rows, weight_ih.T, d_x)  # (B, H) x (H, G*H)
+        gemm(rows, weight_ih.T, d_x)  # (B, H) x (H, G*H)
         if not sides:
             add_into(d_h.reshape(-1), d_x.reshape(-1))
     elif sides:

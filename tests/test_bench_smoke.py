@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+import engine.blas
+
 from bench import format_table, run_bench
 from bench.configs import CONFIGS, get_config
 from bench.runner import growth_records
@@ -31,7 +33,10 @@ def test_run_bench_tiny_engine(tmp_path):
     assert f"{plan['shards']}x{plan['rows_per_shard']}" in table
     core = records[0]["blas_core"]  # the OpenBLAS kernels the GEMMs ran, named under the table
     assert records[0]["openblas_coretype"] == os.environ.get("OPENBLAS_CORETYPE")
-    assert core is None or f"SciPy's OpenBLAS, {core} kernels" in table
+    blas = records[0]["blas"]  # the backend, named under the table
+    assert blas == engine.blas.backend() and "engine BLAS: " in table
+    assert (f"Intel MKL {blas['version']}" if blas["name"] == "mkl" else "SciPy's OpenBLAS") in table
+    assert core is None or f"{core} kernels" in table
 
 
 @pytest.mark.parametrize("forced", ["Sandybridge", None])
@@ -39,18 +44,19 @@ def test_blas_core_names_the_kernels_and_what_forced_them(forced):
     """OPENBLAS_CORETYPE picks OpenBLAS's kernels at load: blas_core() reports it, and the
     bench table says whether it was forced (in a fresh process: the library is loaded once)."""
     env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    env["BPTT_BLAS"] = "openblas"  # the OpenBLAS backend, whatever else is installed
     if forced:
         env["OPENBLAS_CORETYPE"] = forced
-    script = ("import os; from engine.blas import blas_core; from bench.report import _blas_line; "
-              "print(blas_core()); print(_blas_line([{'blas_core': blas_core(), "
-              "'openblas_coretype': os.environ.get('OPENBLAS_CORETYPE')}]).strip())")
+    script = ("import os; from engine.blas import backend, blas_core; from bench.report import _blas_line; "
+              "print(blas_core()); print(_blas_line([{'blas': backend(), 'blas_core': blas_core(), "
+              "'openblas_coretype': os.environ.get('OPENBLAS_CORETYPE'), 'blas_forced': 'openblas'}]).strip())")
     core, line = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                                 check=True).stdout.splitlines()
     if forced:
         assert core == forced and line.endswith(f"(forced by OPENBLAS_CORETYPE={forced}; unset, "
-                                                "OpenBLAS picks the kernels for this CPU)")
+                                                "OpenBLAS picks the kernels for this CPU), forced by BPTT_BLAS=openblas")
     else:
-        assert core and line.endswith("(OpenBLAS's own pick for this CPU)")
+        assert core and line.endswith("(OpenBLAS's own pick for this CPU), forced by BPTT_BLAS=openblas")
 
 
 def test_full_bptt_memory_growth():

@@ -501,8 +501,9 @@ def test_info_text_and_json(sine_model, tmp_path):
     engine.save(model_only, engine.Model(cell="gru", hidden_size=4))
     result = run("info", model_only)
     assert_ok(result)
-    assert result.stdout.splitlines()[0].startswith("Model:    gru, 1 layer(s) x 4 hidden")
-    assert len(result.stdout.splitlines()) == 1
+    lines = result.stdout.splitlines()  # no training or data lines: the model and the BLAS it was saved with
+    assert lines[0].startswith("Model:    gru, 1 layer(s) x 4 hidden") and len(lines) == 2
+    assert lines[1].startswith("BLAS:     ")
 
 
 def test_gradcheck_passes_and_fails_by_tolerance():
