@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import engine
-from bench.gemm_rate import _cpu_name, repeat_dot
+from bench.gemm_rate import _cpu_name, repeat_gemm
 from engine.footprint import chunk_bytes, influence_blocks, rtrl_bytes, uoro_bytes, workspace_bytes
 from engine.online import recurrent_size
 
@@ -75,13 +75,13 @@ def gemm_runner(M, K, N):
     a = rng.standard_normal((M, K), dtype=np.float32)
     b = rng.standard_normal((K, N), dtype=np.float32) / np.float32(np.sqrt(K))
     out = np.empty((M, N), np.float32)
-    repeat_dot(a, b, out, 1)  # compile, warm the caches
+    repeat_gemm(a, b, out, 1)  # compile, warm the caches
     started = time.perf_counter()
-    repeat_dot(a, b, out, 3)
+    repeat_gemm(a, b, out, 3)
     count = max(1, round(GEMM_ROUND_S / ((time.perf_counter() - started) / 3)))
 
     def run():
-        repeat_dot(a, b, out, count)
+        repeat_gemm(a, b, out, count)
         return count
     return run
 
