@@ -6,6 +6,7 @@ import numpy as np
 
 from engine.blas import set_blas_threads
 from engine.losses import LOSSES  # noqa: F401 (the loss names, importable from here as before)
+from engine.masks import check_masks
 from engine.validation import as_inputs, as_resets, as_state, as_targets, check_loss
 from engine.workspace import Workspace
 from kernels.gru import gru_backward, gru_forward
@@ -19,26 +20,29 @@ from kernels.rnn import rnn_backward, rnn_forward
 set_blas_threads(1)
 
 
-def forward_chunk(model, workspace, x, state, resets=None, layers=None):
+def forward_chunk(model, workspace, x, state, resets=None, layers=None, masks=None):
     """Run every layer and the head over x (T, B, I) from `state`; fills `workspace`.
 
     resets: optional (T, B) booleans, True where a stream starts a new series: the state
     entering that step is zero in every layer (kept in workspace.resets for backward).
-    layers: how each layer's kernels run (default SERIAL; engine/split.py the other)."""
+    layers: how each layer's kernels run (default SERIAL; engine/split.py the other).
+    masks: the training-only masks of this chunk (engine/masks.ChunkMasks, copied into the
+    workspace for backward), or None: no dropout, and zoneout's expectation."""
     layers = SERIAL if layers is None else layers
     if resets is None:
         workspace.resets[...] = False
     else:
         np.copyto(workspace.resets, resets)
     resets = workspace.resets
+    _load_masks(model, workspace, masks)
     h0, c0 = _state_parts(model, state)
     layer_input = x
     for k, buffers in enumerate(workspace.layers):
         buffers.h[0] = h0[k]
         if model.cell == "lstm":
             buffers.c[0] = c0[k]
-        layers.forward(model, k, buffers, layer_input, resets)
-        layer_input = buffers.h[1:]
+        layers.forward(model, k, buffers, layer_input, resets, workspace.masked)
+        layer_input = _output(workspace, k)
     T, B = workspace.shape
     head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
                  model.views["head.weight"], model.views["head.bias"])
@@ -50,19 +54,21 @@ class SerialLayers:
 
     nbytes = 0  # no buffers of its own
 
-    def forward(self, model, k, buffers, layer_input, resets):
+    def forward(self, model, k, buffers, layer_input, resets, masked=False):
+        """masked: the trainer's masks apply (engine/workspace.py LayerBuffers.forward_masks)."""
         weight_ih, weight_hh, bias_ih, bias_hh = model.layer_parameters(k)
         np.copyto(buffers.weight_hh_t, weight_hh.T)
         weight_hh = buffers.weight_hh_t  # (H, G*H) contiguous: the faster GEMM layout
+        masks = buffers.forward_masks(model.cell, masked)
         if model.cell == "lstm":
             lstm_forward(buffers.h, buffers.c, buffers.gates, buffers.recurrent,
-                         layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
+                         layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, *masks)
         elif model.cell == "gru":
             gru_forward(buffers.h, buffers.gates, buffers.hidden_n, buffers.recurrent,
-                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh)
+                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, *masks)
         else:
             rnn_forward(buffers.h, buffers.gates, buffers.recurrent,
-                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, model.relu)
+                        layer_input, resets, weight_ih, weight_hh, bias_ih, bias_hh, model.relu, *masks)
 
     def above_weight(self, model, k):
         """(K, H) the weight through which layer k's output feeds what is above it."""
@@ -70,25 +76,52 @@ class SerialLayers:
             return model.views["head.weight"]
         return model.layer_parameters(k + 1)[0]
 
-    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets):
+    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets, masked=False):
         """grads: layer k's (dweight_ih, dweight_hh, dbias_ih, dbias_hh) outputs."""
         above_weight = self.above_weight(model, k)
         weight_hh = model.layer_parameters(k)[1]
+        masks = buffers.backward_masks(model.cell, masked)
         if model.cell == "lstm":
             lstm_backward(*grads, buffers.dh_state, buffers.dc_state, buffers.dh_norm_sq,
                           buffers.dh, above_grad, above_weight, buffers.h, buffers.c,
-                          buffers.gates, layer_input, resets, weight_hh)
+                          buffers.gates, layer_input, resets, weight_hh, *masks)
         elif model.cell == "gru":
             gru_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, buffers.direct,
                          above_grad, above_weight, buffers.h, buffers.gates, buffers.hidden_n,
-                         layer_input, resets, weight_hh)
+                         layer_input, resets, weight_hh, *masks)
         else:
             rnn_backward(*grads, buffers.dh_state, buffers.dh_norm_sq, buffers.dh, above_grad,
                          above_weight, buffers.h, buffers.gates, layer_input, resets, weight_hh,
-                         model.relu)
+                         model.relu, *masks)
 
 
 SERIAL = SerialLayers()
+
+
+def _load_masks(model, workspace, masks):
+    """Copy the chunk's masks into the workspace's buffers (workspace.masked records
+    whether they apply); without them zoneout's arrays hold its expectation, the rate."""
+    workspace.masked = masks is not None
+    for k, buffers in enumerate(workspace.layers):
+        if masks is None:
+            buffers.zone_h.fill(model.zoneout)
+            buffers.zone_c.fill(model.zoneout)
+            continue
+        pairs = ((buffers.drop, masks.drop), (buffers.keep_prev, masks.keep_prev),
+                 (buffers.zone_h, masks.zone_h), (buffers.zone_c, masks.zone_c))
+        for buffer, mask in pairs:
+            if buffer.size:
+                np.copyto(buffer, mask[k])
+
+
+def _output(workspace, k):
+    """What reads layer k's output (T, B, H): the layer above, after dropout when the
+    masks apply (the top layer's goes to the head as it is)."""
+    buffers = workspace.layers[k]
+    if workspace.masked and buffers.drop.size:
+        np.multiply(buffers.h[1:], buffers.drop, out=buffers.dropped)
+        return buffers.dropped
+    return buffers.h[1:]
 
 
 def state_after(model, workspace, step):
@@ -139,14 +172,23 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
     dh_final, dc_final = _state_parts(model, state_grad)
     for k in range(model.num_layers - 1, -1, -1):
         buffers = workspace.layers[k]
-        layer_input = workspace.layers[k - 1].h[1:] if k > 0 else x
+        layer_input = _layer_input(workspace, k, x)
         buffers.dh_state[...] = 0 if dh_final is None else dh_final[k]
         if model.cell == "lstm":
             buffers.dc_state[...] = 0 if dc_final is None else dc_final[k]
         grads = tuple(grad_views[n] for n in model.layout.layer_names(k))
-        layers.backward(model, k, buffers, grads, above_grad, layer_input, resets)
+        layers.backward(model, k, buffers, grads, above_grad, layer_input, resets, workspace.masked)
         above_grad = buffers.gates
     return value, count
+
+
+def _layer_input(workspace, k, x):
+    """What layer k read in the last forward: x, or the output of layer k - 1 (after
+    dropout, when the masks applied)."""
+    if k == 0:
+        return x
+    below = workspace.layers[k - 1]
+    return below.dropped if workspace.masked and below.drop.size else below.h[1:]
 
 
 def initial_state_grad(model, workspace):
@@ -157,7 +199,7 @@ def initial_state_grad(model, workspace):
     return dh
 
 
-def loss_and_grad(model, x, y, loss="mse", state=None, resets=None, quantiles=None):
+def loss_and_grad(model, x, y, loss="mse", state=None, resets=None, quantiles=None, masks=None):
     """Loss and exact gradients of full BPTT over the whole sequence x (T, B, I).
 
     y: (T, B, O) for "mse" (NaN = missing, masked), (T, B) integer classes for
@@ -168,15 +210,18 @@ def loss_and_grad(model, x, y, loss="mse", state=None, resets=None, quantiles=No
     Returns (loss, grads): grads is keyed like model.state_dict(), plus "h_0" (and
     "c_0" for LSTM), the gradient with respect to the initial state (L, B, H).
     resets: optional (T, B) booleans, True where stream b starts a new series at step t:
-    the state entering it is zero and no gradient crosses it."""
+    the state entering it is zero and no gradient crosses it.
+    masks: optional engine.masks.ChunkMasks of the model's nonzero rates, for (T, B): the
+    gradient with those masks fixed (without: no dropout, and zoneout's expectation)."""
     loss, quantiles = check_loss(loss, quantiles, model)
     x = as_inputs(x, model)
     T, B, _ = x.shape
     y = as_targets(y, loss, model, T, B, quantiles)
     state = as_state(state, model, B)
     resets = as_resets(resets, T, B)
+    check_masks(model, masks, T, B)
     workspace = Workspace(model, T, B)
-    forward_chunk(model, workspace, x, state, resets)
+    forward_chunk(model, workspace, x, state, resets, masks=masks)
     grad = np.zeros_like(model.params)
     grads = model.layout.views(grad)
     value, count = backward_chunk(model, workspace, x, y, loss, grads, quantiles=quantiles)

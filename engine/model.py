@@ -24,10 +24,18 @@ class Model:
     recurrent gate blocks; "identity" as xavier but identity recurrent gate blocks (IRNN,
     for ReLU RNNs). forget_bias: the LSTM forget gate's total bias (bias_ih + bias_hh),
     applied after `init` when non-zero. seed: the initialisation is a function of it.
+
+    Regularisation, applied in training only (docs/training.md, "Regularisation"), each
+    rate in [0, 1): dropout on each layer's output but the top one's, as
+    torch.nn.LSTM(dropout=); recurrent_dropout on h_{t-1} in the recurrent product, one
+    mask per stream and update window (variational, Gal & Ghahramani 2016); zoneout (LSTM
+    and GRU): each unit keeps its previous value with probability p (Krueger et al.
+    2017), at inference h_t = p h_{t-1} + (1 - p) h~_t (and c likewise for the LSTM).
     """
 
     def __init__(self, cell="lstm", input_size=1, hidden_size=64, output_size=1, num_layers=1,
-                 nonlinearity="tanh", dtype="float32", init="default", forget_bias=0.0, seed=0):
+                 nonlinearity="tanh", dtype="float32", init="default", forget_bias=0.0, seed=0,
+                 dropout=0.0, recurrent_dropout=0.0, zoneout=0.0):
         self.cell = check_choice("cell", cell, CELLS)
         self.input_size = check_int("input_size", input_size)
         self.hidden_size = check_int("hidden_size", hidden_size)
@@ -43,6 +51,12 @@ class Model:
         if self.forget_bias != 0.0 and cell != "lstm":
             raise ValueError(f"forget_bias applies to cell 'lstm' only; got {forget_bias} for {cell!r}")
         self.seed = check_int("seed", seed, minimum=0)
+        self.dropout, self.recurrent_dropout, self.zoneout = (
+            check_rate(name, value) for name, value in
+            (("dropout", dropout), ("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout)))
+        if self.zoneout > 0 and cell == "rnn":
+            raise ValueError("zoneout applies to cells 'lstm' and 'gru' only (a unit of an RNN has no gate to "
+                             "keep its state); got cell 'rnn'")
         self.gates = GATES[cell]
         self.relu = nonlinearity == "relu"
         require(model_bytes(cell, self.input_size, self.hidden_size, self.output_size, self.num_layers,
@@ -62,7 +76,8 @@ class Model:
         return dict(cell=self.cell, input_size=self.input_size, hidden_size=self.hidden_size,
                     output_size=self.output_size, num_layers=self.num_layers,
                     nonlinearity=self.nonlinearity, dtype=str(self.dtype), init=self.init,
-                    forget_bias=self.forget_bias, seed=self.seed)
+                    forget_bias=self.forget_bias, seed=self.seed, dropout=self.dropout,
+                    recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout)
 
     @property
     def num_parameters(self):
@@ -120,7 +135,7 @@ class Model:
         for start in range(0, T, INFERENCE_CHUNK):
             chunk = x[start:start + INFERENCE_CHUNK]
             if workspace is None or workspace.shape[0] != len(chunk):
-                workspace = Workspace(self, len(chunk), B)
+                workspace = Workspace(self, len(chunk), B, training=False)
             forward_chunk(self, workspace, chunk, state,
                           None if resets is None else resets[start:start + len(chunk)])
             y_hat[start:start + len(chunk)] = workspace.y_hat
@@ -130,6 +145,14 @@ class Model:
     def __repr__(self):
         settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
         return f"Model({settings})"
+
+
+def check_rate(name, value):
+    """A regularisation rate: a float in [0, 1)."""
+    value = check_float(name, value, minimum=0)
+    if value >= 1:
+        raise ValueError(f"{name} must be in [0, 1) (the probability of dropping or keeping a unit); got {value}")
+    return value
 
 
 def _is_dtype(value):
