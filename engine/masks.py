@@ -30,7 +30,7 @@ class ChunkMasks(NamedTuple):
 
     def steps(self, start, stop):
         """The masks of steps [start, stop) of the window (recurrent dropout's for all)."""
-        return ChunkMasks(*(None if mask is None or name == "keep_prev" else mask[:, start:stop]
+        return ChunkMasks(*(mask if mask is None or name == "keep_prev" else mask[:, start:stop]
                             for name, mask in zip(self._fields, self)))
 
 

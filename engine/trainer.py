@@ -9,6 +9,7 @@ from engine.footprint import chunk_bytes, require, trainer_bytes
 from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import counted, mean_loss
+from engine.masks import draw_masks, has_rates
 from engine.online import GRADIENTS, online_gradient
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
@@ -75,7 +76,10 @@ class Trainer:
     estimate of RTRL's gradient at about a forward pass's cost), engine/online.py. With
     rtrl/uoro an update comes every k1 steps (k1=None: one per sequence) and k2, memory,
     diagnostics, shards and split do not apply (refused).
-    seed: of the trainer's numpy Generator `rng` (UORO's random signs; nothing else is random).
+    seed: of the trainer's numpy Generator `rng`: UORO's random signs, and the masks of the
+    model's dropout, recurrent_dropout and zoneout, drawn per update window (all B streams,
+    then split among shards, blocks and recomputed segments alike; checkpoints keep its
+    state, so a resumed run draws the same masks). Validation and evaluate use none.
     history_updates: keep the records of the last N updates in history.updates (default
     HISTORY_UPDATES = 1000, so a streaming loop's memory stays bounded; None keeps all, 0
     none). The counters step and skipped and the epoch records are exact regardless, and
@@ -91,6 +95,9 @@ class Trainer:
         if self.gradient != "bptt":
             _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, shards=shards,
                                   split=split)
+            if has_rates(model):
+                raise ValueError(f"dropout, recurrent_dropout and zoneout are not supported with "
+                                 f"gradient={self.gradient!r} (only with 'bptt'); set them to 0")
         self.loss, self.quantiles = check_loss(loss, quantiles, model)
         self.k1 = None if k1 is None else check_int("k1", k1)
         self.seed = check_int("seed", seed, minimum=0)
@@ -347,6 +354,9 @@ class Trainer:
         options = {} if resets is None else {"resets": resets[start:end]}  # only those given
         if self.quantiles is not None:
             options["quantiles"] = self.quantiles
+        masks = draw_masks(self.model, end - start, x.shape[1], self.rng)  # None without rates
+        if masks is not None:
+            options["masks"] = masks
         return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step, **options)
 
     def _update(self, loss, chunk):
