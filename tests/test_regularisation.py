@@ -3,6 +3,7 @@
 kernels' masks against the NumPy reference and float64 central differences; inter-layer
 dropout against PyTorch; the drawn masks' rates; the options' checks, checkpoints and
 exports."""
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +16,7 @@ from conftest import VARIANTS
 from conftest import assert_close_impl as assert_close
 from conftest import make_case_impl
 from engine.bptt import SERIAL, initial_state_grad
-from engine.masks import draw_masks
+from engine.masks import ChunkMasks, draw_masks
 from engine.passes import RecomputePass, StoredPass
 from engine.split import SplitLayers
 from test_gradcheck import assert_matches_central_differences
@@ -157,3 +158,146 @@ def test_masked_gradients_match_central_differences(variant, option, num_layers,
     else:
         analytic["h_0"] = dstate
     assert_matches_central_differences(model, state, loss_of, analytic, min_scale=1e-4)
+
+
+# ---------------------------------------------------------------- PyTorch's inter-layer dropout
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_inter_layer_dropout_equals_torch_with_the_same_mask(cell):
+    """torch.nn.LSTM(num_layers=2, dropout=p) multiplies layer 0's output by a Bernoulli
+    mask / (1 - p) before layer 1 reads it; with the mask given, two stacked single-layer
+    modules and that product compute it. Outputs, loss and every gradient equal ours."""
+    torch = pytest.importorskip("torch")
+    case = _masked_case((cell, "tanh"), 2, "dropout", T=6, B=3, H=4)
+    model, x, y, masks = case["model"], case["x"], np.nan_to_num(case["y"]), case["masks"]
+    state = case["state"]
+    loss, grads = engine.loss_and_grad(model, x, y, "mse", state, masks=masks)
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    layers = [module(3 if k == 0 else 4, 4, dtype=torch.float64) for k in range(2)]
+    for k, layer in enumerate(layers):
+        layer.load_state_dict({f"{kind}_l0": torch.tensor(case["params"][f"{kind}_l{k}"])
+                               for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    head = torch.nn.Linear(4, 2, dtype=torch.float64)
+    head.load_state_dict({"weight": torch.tensor(case["params"]["head.weight"]),
+                          "bias": torch.tensor(case["params"]["head.bias"])})
+    parts = [torch.tensor(part, requires_grad=True) for part in _parts(state)]
+    below, _ = layers[0](torch.tensor(x), tuple(p[0:1] for p in parts) if cell == "lstm" else parts[0][0:1])
+    above, _ = layers[1](below * torch.tensor(masks.drop[0]),
+                         tuple(p[1:2] for p in parts) if cell == "lstm" else parts[0][1:2])
+    torch_loss = torch.nn.functional.mse_loss(head(above), torch.tensor(y))
+    torch_loss.backward()
+    assert loss == pytest.approx(torch_loss.item(), rel=1e-12)
+    for k, layer in enumerate(layers):
+        for name, parameter in layer.named_parameters():
+            assert_close(grads[name.replace("_l0", f"_l{k}")], parameter.grad.numpy(), 1e-10, f"{name} of layer {k}")
+    assert_close(grads["head.weight"], head.weight.grad.numpy(), 1e-10, "head.weight")
+    for name, part in zip(("h_0", "c_0"), parts):
+        assert_close(grads[name], part.grad.numpy(), 1e-10, name)
+
+
+# ---------------------------------------------------------------- the drawn masks
+
+def test_drawn_masks_have_the_rates():
+    """Over 2 x 50 x 40 x 25 = 100 000 draws the fraction of zeroed (dropout) or kept
+    (zoneout) units is within 0.01 of the rate (binomial sd 0.0016: over 6 sd); kept
+    dropout units are 1 / (1 - p); recurrent dropout has one mask per stream for the window."""
+    model = engine.Model(cell="lstm", hidden_size=25, num_layers=3, dtype="float64", dropout=0.3,
+                         recurrent_dropout=0.2, zoneout=0.1)
+    masks = draw_masks(model, 50, 40, np.random.default_rng(0))
+    assert masks.drop.shape == (2, 50, 40, 25) and masks.keep_prev.shape == (3, 40, 25)
+    assert abs(np.mean(masks.drop == 0) - 0.3) < 0.01
+    assert set(np.unique(masks.drop)) == {0.0, 1 / 0.7}
+    big = draw_masks(model, 1, 1000, np.random.default_rng(1)).keep_prev  # 75 000 draws
+    assert abs(np.mean(big == 0) - 0.2) < 0.01 and set(np.unique(big)) == {0.0, 1 / 0.8}
+    for zone in (masks.zone_h, masks.zone_c):
+        assert abs(np.mean(zone) - 0.1) < 0.01 and set(np.unique(zone)) == {0.0, 1.0}
+    assert not np.array_equal(masks.zone_h, masks.zone_c)  # independent
+    assert draw_masks(engine.Model(cell="gru", num_layers=2), 5, 2, np.random.default_rng(0)) is None
+
+
+# ---------------------------------------------------------------- training
+
+def _train(model_options, trainer_options=None, epochs=2, T=30, B=4):
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((T, B, 2)), rng.standard_normal((T, B, 1))
+    resets = rng.random((T, B)) < 0.05
+    model = engine.Model(input_size=2, hidden_size=4, output_size=1, dtype="float64", seed=1, **model_options)
+    trainer = engine.Trainer(model, k1=5, k2=8, lr=0.01, seed=3, **(trainer_options or {}))
+    trainer.fit(x, y, epochs=epochs, resets=resets, validation=(x[:10], y[:10]))
+    return model, trainer, (x, y, resets)
+
+
+ALL = dict(num_layers=2, dropout=0.3, recurrent_dropout=0.3, zoneout=0.2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_training_with_masks_is_reproducible_and_the_plans_agree(cell):
+    options = dict(ALL, cell=cell, zoneout=0.0 if cell == "rnn" else 0.2)
+    serial, _, _ = _train(options, dict(shards=1))
+    again, _, _ = _train(options, dict(shards=1))
+    assert np.array_equal(serial.params, again.params)
+    plain, _, _ = _train(dict(options, dropout=0.0, recurrent_dropout=0.0, zoneout=0.0), dict(shards=1))
+    assert not np.allclose(plain.params, serial.params, rtol=1e-4)
+    for plan in (dict(shards=2), dict(split=2), dict(shards=1, memory="sqrt"), dict(split=2, memory="sqrt")):
+        other, _, _ = _train(options, plan)  # the same masks, sliced by streams, blocks and segments
+        assert_close(other.params, serial.params, 1e-9, str(plan))
+
+
+def test_a_resumed_checkpoint_continues_bit_exactly(tmp_path):
+    straight, _, _ = _train(dict(ALL, cell="lstm"), epochs=2)
+    model, trainer, (x, y, resets) = _train(dict(ALL, cell="lstm"), epochs=1)
+    engine.save(tmp_path / "run.npz", model, trainer)
+    model, trainer = engine.load(tmp_path / "run.npz")
+    assert (model.dropout, model.recurrent_dropout, model.zoneout) == (0.3, 0.3, 0.2)
+    trainer.fit(x, y, epochs=1, resets=resets, validation=(x[:10], y[:10]))
+    assert np.array_equal(model.params, straight.params)
+
+
+def test_validation_and_evaluate_draw_no_masks():
+    model, trainer, (x, y, _) = _train(dict(ALL, cell="gru"), epochs=1)
+    generator = trainer.rng.bit_generator.state
+    first = trainer.evaluate(x, y)
+    assert trainer.evaluate(x, y) == first and trainer.rng.bit_generator.state == generator
+    assert trainer.history.epochs[0]["val_loss"] == pytest.approx(trainer.evaluate(x[:10], y[:10]), rel=1e-3)
+
+
+def test_partial_fit_draws_masks_per_window():
+    """Streaming (k2 > k1, the carried overhang) with masks: reproducible, and masked."""
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((20, 3, 2)), rng.standard_normal((20, 3, 1))
+
+    def streamed(**rates):
+        model = engine.Model(cell="lstm", input_size=2, hidden_size=4, num_layers=2, dtype="float64", **rates)
+        trainer = engine.Trainer(model, k1=5, k2=8, seed=3)
+        for piece in (slice(0, 10), slice(10, 20)):
+            trainer.partial_fit(x[piece], y[piece])
+        return model.params, trainer
+
+    params, trainer = streamed(dropout=0.3, recurrent_dropout=0.3, zoneout=0.2)
+    assert trainer.step == 4
+    assert np.array_equal(params, streamed(dropout=0.3, recurrent_dropout=0.3, zoneout=0.2)[0])
+    assert not np.allclose(params, streamed()[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(dropout=1.0), "dropout must be in [0, 1)"), (dict(recurrent_dropout=-0.1), "must be >= 0"),
+    (dict(zoneout=float("nan")), "must be finite"), (dict(dropout="0.1"), "must be a real number"),
+    (dict(cell="rnn", zoneout=0.1), "zoneout applies to cells 'lstm' and 'gru' only")])
+def test_bad_rates_are_refused(options, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        engine.Model(**options)
+
+
+@pytest.mark.parametrize("gradient", ["rtrl", "uoro"])
+def test_online_gradients_refuse_the_rates(gradient):
+    with pytest.raises(ValueError, match="not supported with gradient="):
+        engine.Trainer(engine.Model(cell="gru", dropout=0.1, num_layers=2), gradient=gradient)
+
+
+def test_loss_and_grad_checks_the_masks():
+    model = engine.Model(cell="lstm", num_layers=2, dropout=0.2, dtype="float64")
+    x, y = np.zeros((3, 2, 1)), np.zeros((3, 2, 1))
+    with pytest.raises(ValueError, match=re.escape("masks.drop must have shape (1, 3, 2, 64)")):
+        engine.loss_and_grad(model, x, y, masks=ChunkMasks(drop=np.ones((1, 3, 2, 4))))
+    with pytest.raises(ValueError, match="masks.keep_prev must be None"):
+        engine.loss_and_grad(model, x, y, masks=ChunkMasks(np.ones((1, 3, 2, 64)), np.ones((2, 2, 64))))
