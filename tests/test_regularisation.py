@@ -3,6 +3,7 @@
 kernels' masks against the NumPy reference and float64 central differences; inter-layer
 dropout against PyTorch; the drawn masks' rates; the options' checks, checkpoints and
 exports."""
+import json
 import re
 from types import SimpleNamespace
 
@@ -301,3 +302,76 @@ def test_loss_and_grad_checks_the_masks():
         engine.loss_and_grad(model, x, y, masks=ChunkMasks(drop=np.ones((1, 3, 2, 4))))
     with pytest.raises(ValueError, match="masks.keep_prev must be None"):
         engine.loss_and_grad(model, x, y, masks=ChunkMasks(np.ones((1, 3, 2, 64)), np.ones((2, 2, 64))))
+
+
+# ---------------------------------------------------------------- exports
+
+def test_exports_leave_dropout_out_and_refuse_zoneout_in_onnx(tmp_path):
+    """Dropout and recurrent dropout vanish from the ONNX graph (it equals Model.forward);
+    zoneout > 0 is refused in one line before anything is written; safetensors carries
+    the rates in its config."""
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from cli import main
+    from click.testing import CliRunner
+
+    model = engine.Model(cell="gru", input_size=2, hidden_size=4, output_size=1, num_layers=2, dropout=0.3,
+                         recurrent_dropout=0.2)
+    engine.save(tmp_path / "dropout.npz", model)
+    engine.export.export_checkpoint(tmp_path / "dropout.npz", tmp_path / "m.onnx", "onnx")
+    x = np.random.default_rng(0).standard_normal((7, 3, 2)).astype(np.float32)
+    runtime = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    y, *_ = runtime.run(None, {"x": x, "h0": np.zeros((2, 3, 4), np.float32)})
+    assert_close(y, model.forward(x)[0], 1e-5, "y")
+    zoned = engine.Model(cell="lstm", input_size=2, hidden_size=4, zoneout=0.25)
+    engine.save(tmp_path / "zoneout.npz", zoned)
+    for format in ("onnx", "torch"):
+        result = CliRunner().invoke(main, ["export", str(tmp_path / "zoneout.npz"), "--format", format,
+                                           "-o", str(tmp_path / f"z.{format}")])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == (f"Error: --format {format} cannot express zoneout's inference "
+                                         "(h = p h_prev + (1 - p) h_new) yet; this model has zoneout 0.25: "
+                                         "export --format safetensors, which carries it")
+        assert not (tmp_path / f"z.{format}").exists()
+    pytest.importorskip("safetensors")
+    from safetensors import safe_open
+    engine.export.export_checkpoint(tmp_path / "zoneout.npz", tmp_path / "z.safetensors", "safetensors")
+    with safe_open(tmp_path / "z.safetensors", "np") as file:
+        metadata = file.metadata()
+    assert (metadata["zoneout"], metadata["dropout"]) == ("0.25", "0.0")
+
+
+def test_old_checkpoints_load_with_rates_zero(tmp_path):
+    model = engine.Model(cell="gru", hidden_size=4, num_layers=2)
+    engine.save(tmp_path / "new.npz", model)
+    with np.load(tmp_path / "new.npz") as archive:
+        arrays = dict(archive)
+    metadata = json.loads(str(arrays["metadata"]))
+    for name in ("dropout", "recurrent_dropout", "zoneout"):
+        del metadata["model"][name]  # as written before these options existed
+    arrays["metadata"] = np.array(json.dumps(metadata))
+    np.savez(tmp_path / "old.npz", **arrays)
+    loaded, _ = engine.load(tmp_path / "old.npz")
+    assert (loaded.dropout, loaded.recurrent_dropout, loaded.zoneout) == (0.0, 0.0, 0.0)
+    assert np.array_equal(loaded.params, model.params)
+
+
+def test_cli_trains_with_the_rates_and_info_shows_them(tmp_path):
+    from cli import main
+    from click.testing import CliRunner
+
+    t = np.arange(300)
+    np.savetxt(tmp_path / "s.csv", np.c_[np.sin(t / 5), np.cos(t / 7)], delimiter=",", header="a,b", comments="")
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(tmp_path / "s.csv"), "--targets", "a", "--hidden", "4", "--layers", "2",
+                                  "--epochs", "1", "--k1", "20", "--dropout", "0.2", "--recurrent-dropout", "0.1",
+                                  "--zoneout", "0.1", "-q", "-o", str(tmp_path / "m.npz")])
+    assert result.exit_code == 0, result.output
+    model, _ = engine.load(tmp_path / "m.npz")
+    assert (model.dropout, model.recurrent_dropout, model.zoneout) == (0.2, 0.1, 0.1)
+    info = runner.invoke(main, ["info", str(tmp_path / "m.npz")])
+    assert "Regularisation (training only): dropout 0.2, recurrent dropout 0.1, zoneout 0.1" in info.output
+    refused = runner.invoke(main, ["train", str(tmp_path / "s.csv"), "--targets", "a", "--cell", "rnn",
+                                   "--zoneout", "0.1", "-o", str(tmp_path / "r.npz")])
+    assert refused.exit_code == 2 and refused.output.startswith("Error: zoneout applies to cells 'lstm' and 'gru'")
+    assert not (tmp_path / "r.npz").exists()
