@@ -375,3 +375,13 @@ def test_cli_trains_with_the_rates_and_info_shows_them(tmp_path):
                                    "--zoneout", "0.1", "-o", str(tmp_path / "r.npz")])
     assert refused.exit_code == 2 and refused.output.startswith("Error: zoneout applies to cells 'lstm' and 'gru'")
     assert not (tmp_path / "r.npz").exists()
+
+
+def test_the_overhead_benchmark_runs(capsys):
+    """python -m bench.regularisation with one tiny round (a smoke test: no timing is checked)."""
+    from bench.regularisation import VARIANTS, main
+
+    main(["--config", "tiny", "--rounds", "1", "--updates", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == list(VARIANTS)
+    assert lines[1].endswith("x1.000")
