@@ -424,7 +424,8 @@ class Trainer:
         plan = plan_for(model, window, B, self.shards, split=self.split)
         require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
                             model.num_layers, window, B, plan["shards"], model.dtype.itemsize,
-                            model.params.nbytes, self.memory, plan["split"]),
+                            model.params.nbytes, self.memory, plan["split"],
+                            (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0)),
                 f"training on windows of {window} steps x {B} streams")
 
     def _chunk(self, T, B):
