@@ -404,3 +404,11 @@ def test_the_memory_estimate_counts_the_mask_buffers(cell, rates):
     flags = (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0)
     assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8, flags) == Workspace(model, 7, 4).nbytes
     assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8) < Workspace(model, 7, 4).nbytes
+
+
+def test_ray_trainer_refuses_the_rates_before_connecting():
+    pytest.importorskip("ray")
+    from engine.distributed import RayTrainer
+
+    with pytest.raises(ValueError, match="not supported by RayTrainer yet"):
+        RayTrainer(engine.Model(cell="gru", num_layers=2, dropout=0.1), workers=1, address="127.0.0.1:1")
