@@ -193,12 +193,13 @@ def test_train_options_reach_the_checkpoint(tmp_path):
                  "--init", "orthogonal", "--dtype", "float64", "--k1", "30", "--k2", "60",
                  "--clip-norm", "0", "--clip-value", "0.5", "--optimizer", "sgd", "--lr", "0.01",
                  "--schedule", "cosine", "--warmup", "5", "--epochs", "1", "--seed", "3",
-                 "--streams", "4", "--val-fraction", "0.2", "-q", "-o", output)
+                 "--streams", "4", "--val-fraction", "0.2", "--dropout", "0.25", "--recurrent-dropout", "0.1",
+                 "--zoneout", "0.05", "-q", "-o", output)
     assert_ok(result)
     meta = engine.read_metadata(output)
     assert meta["model"] == dict(cell="gru", input_size=1, hidden_size=4, output_size=1, num_layers=2,
                                  nonlinearity="tanh", dtype="float64", init="orthogonal",
-                                 forget_bias=0.0, seed=3)
+                                 forget_bias=0.0, seed=3, dropout=0.25, recurrent_dropout=0.1, zoneout=0.05)
     config = meta["trainer"]["config"]
     assert (config["k1"], config["k2"], config["clip_norm"], config["clip_value"]) == (30, 60, None, 0.5)
     assert config["optimizer"]["name"] == "sgd" and config["optimizer"]["lr"] == 0.01
