@@ -5,7 +5,7 @@ from engine.footprint import model_bytes, require
 from engine.initializers import INITS, initialize
 from engine.parameters import GATES, ParameterLayout
 from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_resets, as_state,
-                               check_choice, check_float, check_in_dtype, check_int)
+                               check_choice, check_float, check_in_dtype, check_int, check_rate)
 
 CELLS = tuple(GATES)
 NONLINEARITIES = ("tanh", "relu")
@@ -145,14 +145,6 @@ class Model:
     def __repr__(self):
         settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
         return f"Model({settings})"
-
-
-def check_rate(name, value):
-    """A regularisation rate: a float in [0, 1)."""
-    value = check_float(name, value, minimum=0)
-    if value >= 1:
-        raise ValueError(f"{name} must be in [0, 1) (the probability of dropping or keeping a unit); got {value}")
-    return value
 
 
 def _is_dtype(value):
