@@ -46,7 +46,8 @@ def test_time_column_none_and_memory_forms():
 def test_train_arguments_translate_the_command_line_defaults():
     arguments = train_arguments(defaults())
     assert arguments["model_options"] == dict(cell="lstm", hidden_size=64, num_layers=1, dtype="float32",
-                                              init="default", forget_bias=0.0, seed=0)
+                                              init="default", forget_bias=0.0, seed=0, dropout=0.0,
+                                              recurrent_dropout=0.0, zoneout=0.0)
     assert arguments["trainer_options"]["k1"] == 50 and arguments["trainer_options"]["clip_norm"] == 1.0
     assert arguments["data_options"]["streams"] is None and arguments["data_options"]["val_fraction"] == 0.1
     assert (arguments["data_options"]["calendar"], arguments["data_options"]["lags"]) == ("auto", "auto")

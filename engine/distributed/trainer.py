@@ -3,6 +3,7 @@ from engine.checkpoint import load
 from engine.distributed.chunk import RemoteChunk
 from engine.distributed.cluster import connect
 from engine.distributed.group import WorkerGroup
+from engine.masks import has_rates
 from engine.trainer import Trainer
 from engine.validation import check_int
 
@@ -37,6 +38,9 @@ class RayTrainer(Trainer):
                              "spreads truncated BPTT's batch shards")
         if trainer_options.get("split", 1) not in (None, 1):
             raise ValueError("split (hidden blocks) runs on one machine; RayTrainer spreads batch shards")
+        if has_rates(model):
+            raise ValueError("dropout, recurrent_dropout and zoneout are not supported by RayTrainer yet "
+                             "(its workers draw no masks); train them with Trainer")
         if shards is not None and shards != self.workers * self.shards_per_worker:
             raise ValueError(f"shards ({shards}) must equal workers * shards_per_worker "
                              f"({self.workers} * {self.shards_per_worker})")
