@@ -16,8 +16,9 @@ bidirectional=True (the *_reverse entries) and nn.Linear(2 * hidden_size, output
 
 Dropout and recurrent dropout act in training only: they are not in the exported model,
 which computes what Model.forward does. Zoneout's inference (the expectation h_t = p h_{t-1}
-+ (1 - p) h~_t) is not a standard operator's: "onnx" and "torch" refuse a model with
-zoneout > 0 for now; "safetensors" carries it in the config.
++ (1 - p) h~_t) is in the "onnx" graph (the cell's operator stepped in a Scan,
+engine/export_onnx.py); torch's modules cannot hold it, so "torch" refuses a model with
+zoneout > 0; "safetensors" carries it in the config.
 
 onnx, safetensors and torch are optional: each is imported only when its format is
 written, and a missing one fails with one line saying what to install.
@@ -79,10 +80,12 @@ def _check_request(output, format, with_normalization, force, inputs=()):
 
 
 def _check_exportable(model, format):
-    """Refuse, in one line, a model whose inference `format` cannot express (zoneout)."""
-    if model.zoneout > 0 and format != "safetensors":
-        raise ValueError(f"--format {format} cannot express zoneout's inference (h = p h_prev + (1 - p) h_new) yet; "
-                         f"this model has zoneout {model.zoneout:g}: export --format safetensors, which carries it")
+    """Refuse, in one line, a model whose inference `format` cannot express (zoneout in
+    torch's modules)."""
+    if model.zoneout > 0 and format == "torch":
+        raise ValueError(f"--format torch cannot express zoneout's inference (h = p h_prev + (1 - p) h_new): "
+                         f"torch.nn.LSTM/GRU have no such option and this model has zoneout {model.zoneout:g}; "
+                         f"export --format onnx (which computes it) or safetensors (which carries it)")
 
 
 def _write(model, recipe, output, format, with_normalization):

@@ -306,10 +306,11 @@ def test_loss_and_grad_checks_the_masks():
 
 # ---------------------------------------------------------------- exports
 
-def test_exports_leave_dropout_out_and_refuse_zoneout_in_onnx(tmp_path):
+def test_exports_leave_dropout_out_and_torch_refuses_zoneout(tmp_path):
     """Dropout and recurrent dropout vanish from the ONNX graph (it equals Model.forward);
-    zoneout > 0 is refused in one line before anything is written; safetensors carries
-    the rates in its config."""
+    zoneout's expectation is in the ONNX graph (tests/test_export.py checks its values),
+    the torch export refuses zoneout > 0 in one line before anything is written;
+    safetensors carries the rates in its config."""
     pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
     from cli import main
@@ -325,14 +326,21 @@ def test_exports_leave_dropout_out_and_refuse_zoneout_in_onnx(tmp_path):
     assert_close(y, model.forward(x)[0], 1e-5, "y")
     zoned = engine.Model(cell="lstm", input_size=2, hidden_size=4, zoneout=0.25)
     engine.save(tmp_path / "zoneout.npz", zoned)
-    for format in ("onnx", "torch"):
-        result = CliRunner().invoke(main, ["export", str(tmp_path / "zoneout.npz"), "--format", format,
-                                           "-o", str(tmp_path / f"z.{format}")])
-        assert result.exit_code == 2, result.output
-        assert result.output.strip() == (f"Error: --format {format} cannot express zoneout's inference "
-                                         "(h = p h_prev + (1 - p) h_new) yet; this model has zoneout 0.25: "
-                                         "export --format safetensors, which carries it")
-        assert not (tmp_path / f"z.{format}").exists()
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "zoneout.npz"), "--format", "onnx",
+                                       "-o", str(tmp_path / "z.onnx")])
+    assert result.exit_code == 0, result.output
+    runtime = onnxruntime.InferenceSession(str(tmp_path / "z.onnx"), providers=["CPUExecutionProvider"])
+    zeros = np.zeros((1, 3, 4), np.float32)
+    y, *_ = runtime.run(None, {"x": x, "h0": zeros, "c0": zeros})
+    assert_close(y, zoned.forward(x)[0], 1e-5, "y")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "zoneout.npz"), "--format", "torch",
+                                       "-o", str(tmp_path / "z.pt")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("Error: --format torch cannot express zoneout's inference "
+                                     "(h = p h_prev + (1 - p) h_new): torch.nn.LSTM/GRU have no such option and "
+                                     "this model has zoneout 0.25; export --format onnx (which computes it) or "
+                                     "safetensors (which carries it)")
+    assert not (tmp_path / "z.pt").exists()
     pytest.importorskip("safetensors")
     from safetensors import safe_open
     engine.export.export_checkpoint(tmp_path / "zoneout.npz", tmp_path / "z.safetensors", "safetensors")
