@@ -39,6 +39,8 @@ class Model:
     mask per stream and update window (variational, Gal & Ghahramani 2016); zoneout (LSTM
     and GRU): each unit keeps its previous value with probability p (Krueger et al.
     2017), at inference h_t = p h_{t-1} + (1 - p) h~_t (and c likewise for the LSTM).
+    Bidirectional: dropout on each layer's 2H output but the top one's; recurrent dropout
+    and zoneout in each direction, each with its own masks.
     """
 
     def __init__(self, cell="lstm", input_size=1, hidden_size=64, output_size=1, num_layers=1,
