@@ -365,13 +365,21 @@ class Trainer:
         (loss, count). The one place the loop hands data to a chunk: the distributed
         trainer (engine/distributed) sends its workers the window's indices instead."""
         start, end = window
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
+                                      **self._window_options(x, window, resets))
+
+    def _window_options(self, x, window, resets):
+        """The keyword options of chunk.forward_backward for window [start, end): its
+        resets, the quantiles, and the masks drawn for it from self.rng (each only when
+        given or drawn); draws the masks, so call it once per window."""
+        start, end = window
         options = {} if resets is None else {"resets": resets[start:end]}  # only those given
         if self.quantiles is not None:
             options["quantiles"] = self.quantiles
         masks = draw_masks(self.model, end - start, x.shape[1], self.rng)  # None without rates
         if masks is not None:
             options["masks"] = masks
-        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step, **options)
+        return options
 
     def _update(self, loss, chunk):
         """Check, clip, step; returns the update's history record (None if skipped).

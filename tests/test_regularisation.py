@@ -414,14 +414,6 @@ def test_the_memory_estimate_counts_the_mask_buffers(cell, rates):
     assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8) < Workspace(model, 7, 4).nbytes
 
 
-def test_ray_trainer_refuses_the_rates_before_connecting():
-    pytest.importorskip("ray")
-    from engine.distributed import RayTrainer
-
-    with pytest.raises(ValueError, match="not supported by RayTrainer yet"):
-        RayTrainer(engine.Model(cell="gru", num_layers=2, dropout=0.1), workers=1, address="127.0.0.1:1")
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_float32_kernels_with_masks_follow_the_reference(cell):
     """The float32 specialisations with every mask (all options, two layers): within float32

@@ -3,7 +3,6 @@ from engine.checkpoint import load
 from engine.distributed.chunk import RemoteChunk
 from engine.distributed.cluster import connect
 from engine.distributed.group import WorkerGroup
-from engine.masks import has_rates
 from engine.trainer import Trainer
 from engine.validation import check_int
 
@@ -38,9 +37,6 @@ class RayTrainer(Trainer):
                              "spreads truncated BPTT's batch shards")
         if trainer_options.get("split", 1) not in (None, 1):
             raise ValueError("split (hidden blocks) runs on one machine; RayTrainer spreads batch shards")
-        if has_rates(model):
-            raise ValueError("dropout, recurrent_dropout and zoneout are not supported by RayTrainer yet "
-                             "(its workers draw no masks); train them with Trainer")
         if shards is not None and shards != self.workers * self.shards_per_worker:
             raise ValueError(f"shards ({shards}) must equal workers * shards_per_worker "
                              f"({self.workers} * {self.shards_per_worker})")
@@ -114,5 +110,10 @@ class RayTrainer(Trainer):
     def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):
         if not self._group.has_data:
             self._group.send(x, y, resets)
-        chunk.fetch(self.model.params, window, first_step, state, self.diagnostics, self.step + 1)
-        return super()._forward_backward(chunk, x, y, window, state, first_step, resets)
+        # The window's masks come from the driver's generator, as on one machine; each
+        # worker gets its shards' streams of them.
+        options = self._window_options(x, window, resets)
+        chunk.fetch(self.model.params, window, first_step, state, self.diagnostics, self.step + 1,
+                    options.get("masks"))
+        start, end = window
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step, **options)
