@@ -237,3 +237,42 @@ def test_the_memory_estimate_counts_each_directions_mask_buffers(cell, rates):
     assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8, bidirectional=True, input_size=3) < allocated
     assert footprint.chunk_bytes(cell, 3, 5, 2, 3, 7, 4, 1, 8, model.params.nbytes, masks=flags,
                                  bidirectional=True) == allocated
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_inter_layer_dropout_equals_torch_with_the_same_mask(cell):
+    """torch.nn.LSTM(num_layers=2, dropout=p, bidirectional=True) multiplies layer 0's 2H
+    output by a mask before layer 1 reads it; with our two directions' masks side by side
+    as that mask, two stacked bidirectional single-layer modules compute it. Loss and every
+    gradient (both directions', the initial state's) equal ours in float64."""
+    torch = pytest.importorskip("torch")
+    case = _masked_case((cell, "tanh"), 2, "dropout", T=6, B=3, H=4)
+    model, x, y, masks, state = case["model"], case["x"], case["y"], case["masks"], case["state"]
+    loss, grads = engine.loss_and_grad(model, x, y, "mse", state, masks=masks)
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    layers = [module(3 if k == 0 else 8, 4, bidirectional=True, dtype=torch.float64) for k in range(2)]
+    for k, layer in enumerate(layers):
+        layer.load_state_dict({f"{kind}_l0{suffix}": torch.tensor(case["params"][f"{kind}_l{k}{suffix}"])
+                               for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                               for suffix in ("", "_reverse")})
+    head = torch.nn.Linear(8, 2, dtype=torch.float64)
+    head.load_state_dict({"weight": torch.tensor(case["params"]["head.weight"]),
+                          "bias": torch.tensor(case["params"]["head.bias"])})
+    parts = [torch.tensor(part, requires_grad=True) for part in _parts(state)]
+
+    def rows(k):  # layer k's two directions' initial state
+        return tuple(part[2 * k:2 * k + 2] for part in parts) if cell == "lstm" else parts[0][2 * k:2 * k + 2]
+
+    below, _ = layers[0](torch.tensor(x), rows(0))
+    mask = torch.tensor(np.concatenate([masks.drop[0], masks.drop[1]], axis=2))  # (T, B, 2H)
+    above, _ = layers[1](below * mask, rows(1))
+    torch_loss = torch.nn.functional.mse_loss(head(above), torch.tensor(y))
+    torch_loss.backward()
+    assert (masks.drop == 0).any()
+    assert loss == pytest.approx(torch_loss.item(), rel=1e-12)
+    for k, layer in enumerate(layers):
+        for name, parameter in layer.named_parameters():
+            assert_close(grads[name.replace("_l0", f"_l{k}")], parameter.grad.numpy(), 1e-10, f"{name} of layer {k}")
+    assert_close(grads["head.weight"], head.weight.grad.numpy(), 1e-10, "head.weight")
+    for name, part in zip(("h_0", "c_0"), parts):
+        assert_close(grads[name], part.grad.numpy(), 1e-10, name)
