@@ -276,3 +276,26 @@ def test_inter_layer_dropout_equals_torch_with_the_same_mask(cell):
     assert_close(grads["head.weight"], head.weight.grad.numpy(), 1e-10, "head.weight")
     for name, part in zip(("h_0", "c_0"), parts):
         assert_close(grads[name], part.grad.numpy(), 1e-10, name)
+
+
+def test_a_resumed_bidirectional_checkpoint_continues_bit_exactly(tmp_path):
+    """The rates and the generator's state travel in the checkpoint: one epoch, save,
+    load, one more epoch equals two epochs straight."""
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((8, 3, 2)), rng.integers(0, 2, size=(8, 3))
+    options = dict(cell="lstm", input_size=2, hidden_size=4, output_size=2, num_layers=2, dtype="float64",
+                   bidirectional=True, dropout=0.3, recurrent_dropout=0.2, zoneout=0.1)
+
+    def fitted(epochs):
+        model = engine.Model(**options)
+        trainer = engine.Trainer(model, loss="cross_entropy", k1=None, lr=0.05, seed=6)
+        trainer.fit(x, y, epochs=epochs)
+        return model, trainer
+
+    straight, _ = fitted(2)
+    engine.save(tmp_path / "run.npz", *fitted(1))
+    model, trainer = engine.load(tmp_path / "run.npz")
+    assert model.config == straight.config
+    trainer.fit(x, y, epochs=1)
+    assert np.array_equal(model.params, straight.params)
+    assert not np.array_equal(model.params, fitted(1)[0].params)
