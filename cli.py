@@ -657,6 +657,10 @@ def info(checkpoint, as_json):
     click.echo(f"Model:    {model['cell']}, {model['num_layers']} {directions}layer(s) x {model['hidden_size']} hidden, "
                f"{model['input_size']} input(s) -> {model['output_size']} output(s), {model['dtype']}, "
                f"init {model['init']}, seed {model['seed']}")
+    rates = [f"{name.replace('_', ' ')} {model[name]:g}" for name in ("dropout", "recurrent_dropout", "zoneout")
+             if model.get(name, 0)]  # checkpoints before these options hold none: 0
+    if rates:
+        click.echo(f"Regularisation (training only): {', '.join(rates)}")
     if trainer_meta is not None:
         config = trainer_meta["config"]
         click.echo(f"Training: {trainer_meta['epoch']} epochs, {trainer_meta['step']} updates; "

@@ -26,7 +26,7 @@ the same origins, on the same rows; for a panel, the mean of the series' MASEs) 
             every other option at its default (seed 0)
   sweep     engine.sweep.run(training part, trials=20 (SWEEP_TRIALS, the sweep's own
             default), metric="mase", season=s, same options): the default search space
-            (lr, hidden, layers, k1), each trial train's default 20 epochs, pruned;
+            (lr, hidden, layers, dropout, k1), each trial train's default 20 epochs, pruned;
             its best.npz backtested
   ETS, ARIMA  statsmodels, fitted once per series on its training part (at most its
             last 2,000 rows): bench/quality_baselines.py. ETS: additive season s (plus a

@@ -1,7 +1,9 @@
 """Bidirectional layers (torch's bidirectional=True) over one chunk, composed from the
 one-directional kernels: the reverse direction of layer k runs the same forward and
 backward kernels on time-reversed contiguous copies (its input reversed; what reaches it
-from above reversed), with its own parameters (weight_ih_l{k}_reverse, ...).
+from above reversed), with its own parameters (weight_ih_l{k}_reverse, ...) and its own
+training masks (recurrent dropout, zoneout; dropout on its half of the output), held
+in its reversed time order.
 
 Layer k's output at step t is [h_forward(t), h_reverse(t)] (2H), as torch's `output`:
 h_forward(t) has read steps 0..t, h_reverse(t) steps t..T-1. A reset at step t (a new
@@ -18,18 +20,26 @@ from engine.layer_kernels import run_backward, run_forward
 
 def forward_pairs(model, workspace, x):
     """Both directions of every layer over x (T, B, I), each LayerBuffers' h[0] (and c[0])
-    already set, with workspace.resets; returns the top layer's output (T, B, 2H)."""
+    already set, with workspace.resets and the masks bptt._load_masks put in the
+    directions' buffers (applied when workspace.masked); returns the top layer's output
+    (T, B, 2H). Below the top, a pair's output holds the layer's output after dropout
+    (each direction's mask, in its own time order), what the layer above reads."""
+    masked = workspace.masked
     reverse_resets(workspace.reversed_resets, workspace.resets)
     H = model.hidden_size
     layer_input = x
     for k, pair in enumerate(workspace.pairs):
         forward, reverse = workspace.layers[2 * k], workspace.layers[2 * k + 1]
-        run_forward(model, model.layer_parameters(k), forward, layer_input, workspace.resets)
+        run_forward(model, model.layer_parameters(k), forward, layer_input, workspace.resets, masked)
         np.copyto(pair.reversed_input, layer_input[::-1])
         run_forward(model, model.layer_parameters(k, reverse=True), reverse, pair.reversed_input,
-                    workspace.reversed_resets)
-        np.copyto(pair.output[:, :, :H], forward.h[1:])
-        np.copyto(pair.output[:, :, H:], reverse.h[:0:-1])  # reverse step s is time T - 1 - s
+                    workspace.reversed_resets, masked)
+        if masked and forward.drop.size:  # dropout on the 2H output the layer above reads
+            np.multiply(forward.h[1:], forward.drop, out=pair.output[:, :, :H])
+            np.multiply(reverse.h[:0:-1], reverse.drop[::-1], out=pair.output[:, :, H:])
+        else:
+            np.copyto(pair.output[:, :, :H], forward.h[1:])
+            np.copyto(pair.output[:, :, H:], reverse.h[:0:-1])  # reverse step s is time T - 1 - s
         layer_input = pair.output
     return layer_input
 
@@ -63,7 +73,7 @@ def backward_pairs(model, workspace, x, grad_views, dh_final=None, dc_final=None
                 layer_input, resets = (workspace.pairs[k - 1].output if k > 0 else x), workspace.resets
             grads = tuple(grad_views[name] for name in model.layout.layer_names(k, reverse))
             run_backward(model, model.layer_parameters(k, reverse)[1], buffers, grads, pair.above,
-                         pair.above_weight, layer_input, resets)
+                         pair.above_weight, layer_input, resets, workspace.masked)
 
 
 def _above_sources(model, workspace, k):

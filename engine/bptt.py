@@ -8,6 +8,7 @@ from engine.bidirectional import backward_pairs, forward_pairs
 from engine.blas import set_blas_threads
 from engine.layer_kernels import run_backward, run_forward
 from engine.losses import LOSSES  # noqa: F401 (the loss names, importable from here as before)
+from engine.masks import check_masks
 from engine.validation import as_inputs, as_resets, as_state, as_targets, check_loss
 from engine.workspace import Workspace
 from kernels.head import (cross_entropy_gradient, gaussian_gradient, head_backward, head_forward, mse_gradient,
@@ -18,20 +19,23 @@ from kernels.head import (cross_entropy_gradient, gaussian_gradient, head_backwa
 set_blas_threads(1)
 
 
-def forward_chunk(model, workspace, x, state, resets=None, layers=None):
+def forward_chunk(model, workspace, x, state, resets=None, layers=None, masks=None):
     """Run every layer and the head over x (T, B, I) from `state`; fills `workspace`.
 
     resets: optional (T, B) booleans, True where a stream starts a new series: the state
     entering that step is zero in every layer (kept in workspace.resets for backward).
     layers: how each layer's kernels run (default SERIAL; engine/split.py the other). A
     bidirectional model's layers run in engine/bidirectional.py (serially; the reverse
-    direction meets a reset at t entering step t - 1)."""
+    direction meets a reset at t entering step t - 1).
+    masks: the training-only masks of this chunk (engine/masks.ChunkMasks, copied into the
+    workspace for backward), or None: no dropout, and zoneout's expectation."""
     layers = SERIAL if layers is None else layers
     if resets is None:
         workspace.resets[...] = False
     else:
         np.copyto(workspace.resets, resets)
     resets = workspace.resets
+    _load_masks(model, workspace, masks)
     h0, c0 = _state_parts(model, state)
     for k, buffers in enumerate(workspace.layers):  # every layer (and direction)
         buffers.h[0] = h0[k]
@@ -42,8 +46,8 @@ def forward_chunk(model, workspace, x, state, resets=None, layers=None):
     else:
         layer_input = x
         for k, buffers in enumerate(workspace.layers):
-            layers.forward(model, k, buffers, layer_input, resets)
-            layer_input = buffers.h[1:]
+            layers.forward(model, k, buffers, layer_input, resets, workspace.masked)
+            layer_input = _output(workspace, k)
     T, B = workspace.shape
     head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
                  model.views["head.weight"], model.views["head.bias"])
@@ -55,8 +59,9 @@ class SerialLayers:
 
     nbytes = 0  # no buffers of its own
 
-    def forward(self, model, k, buffers, layer_input, resets):
-        run_forward(model, model.layer_parameters(k), buffers, layer_input, resets)
+    def forward(self, model, k, buffers, layer_input, resets, masked=False):
+        """masked: the trainer's masks apply (engine/workspace.py LayerBuffers.forward_masks)."""
+        run_forward(model, model.layer_parameters(k), buffers, layer_input, resets, masked)
 
     def above_weight(self, model, k):
         """(K, H) the weight through which layer k's output feeds what is above it."""
@@ -64,13 +69,43 @@ class SerialLayers:
             return model.views["head.weight"]
         return model.layer_parameters(k + 1)[0]
 
-    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets):
+    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets, masked=False):
         """grads: layer k's (dweight_ih, dweight_hh, dbias_ih, dbias_hh) outputs."""
         run_backward(model, model.layer_parameters(k)[1], buffers, grads, above_grad,
-                     self.above_weight(model, k), layer_input, resets)
+                     self.above_weight(model, k), layer_input, resets, masked)
 
 
 SERIAL = SerialLayers()
+
+
+def _load_masks(model, workspace, masks):
+    """Copy the chunk's masks into the workspace's buffers (workspace.masked records
+    whether they apply); without them zoneout's arrays hold its expectation, the rate.
+    The masks are in time order, per layer and direction (engine.masks.ChunkMasks); a
+    reverse direction's buffers get its per-step masks in its own, reversed, time order."""
+    workspace.masked = masks is not None
+    for k, buffers in enumerate(workspace.layers):
+        if masks is None:
+            buffers.zone_h.fill(model.zoneout)
+            buffers.zone_c.fill(model.zoneout)
+            continue
+        reverse = model.bidirectional and k % 2 == 1
+        pairs = ((buffers.drop, masks.drop), (buffers.keep_prev, masks.keep_prev),
+                 (buffers.zone_h, masks.zone_h), (buffers.zone_c, masks.zone_c))
+        for buffer, mask in pairs:
+            if buffer.size:
+                steps = mask[k][::-1] if reverse and buffer.ndim == 3 else mask[k]
+                np.copyto(buffer, steps)
+
+
+def _output(workspace, k):
+    """What reads layer k's output (T, B, H): the layer above, after dropout when the
+    masks apply (the top layer's goes to the head as it is)."""
+    buffers = workspace.layers[k]
+    if workspace.masked and buffers.drop.size:
+        np.multiply(buffers.h[1:], buffers.drop, out=buffers.dropped)
+        return buffers.dropped
+    return buffers.h[1:]
 
 
 def state_after(model, workspace, step):
@@ -124,14 +159,23 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
     above_grad = workspace.dy
     for k in range(model.num_layers - 1, -1, -1):
         buffers = workspace.layers[k]
-        layer_input = workspace.layers[k - 1].h[1:] if k > 0 else x
+        layer_input = _layer_input(workspace, k, x)
         buffers.dh_state[...] = 0 if dh_final is None else dh_final[k]
         if model.cell == "lstm":
             buffers.dc_state[...] = 0 if dc_final is None else dc_final[k]
         grads = tuple(grad_views[n] for n in model.layout.layer_names(k))
-        layers.backward(model, k, buffers, grads, above_grad, layer_input, resets)
+        layers.backward(model, k, buffers, grads, above_grad, layer_input, resets, workspace.masked)
         above_grad = buffers.gates
     return value, count
+
+
+def _layer_input(workspace, k, x):
+    """What layer k read in the last forward: x, or the output of layer k - 1 (after
+    dropout, when the masks applied)."""
+    if k == 0:
+        return x
+    below = workspace.layers[k - 1]
+    return below.dropped if workspace.masked and below.drop.size else below.h[1:]
 
 
 def initial_state_grad(model, workspace):
@@ -142,7 +186,7 @@ def initial_state_grad(model, workspace):
     return dh
 
 
-def loss_and_grad(model, x, y, loss="mse", state=None, resets=None, quantiles=None):
+def loss_and_grad(model, x, y, loss="mse", state=None, resets=None, quantiles=None, masks=None):
     """Loss and exact gradients of full BPTT over the whole sequence x (T, B, I).
 
     y: (T, B, O) for "mse" (NaN = missing, masked), (T, B) integer classes for
@@ -153,15 +197,18 @@ def loss_and_grad(model, x, y, loss="mse", state=None, resets=None, quantiles=No
     Returns (loss, grads): grads is keyed like model.state_dict(), plus "h_0" (and
     "c_0" for LSTM), the gradient with respect to the initial state (L, B, H).
     resets: optional (T, B) booleans, True where stream b starts a new series at step t:
-    the state entering it is zero and no gradient crosses it."""
+    the state entering it is zero and no gradient crosses it.
+    masks: optional engine.masks.ChunkMasks of the model's nonzero rates, for (T, B): the
+    gradient with those masks fixed (without: no dropout, and zoneout's expectation)."""
     loss, quantiles = check_loss(loss, quantiles, model)
     x = as_inputs(x, model)
     T, B, _ = x.shape
     y = as_targets(y, loss, model, T, B, quantiles)
     state = as_state(state, model, B)
     resets = as_resets(resets, T, B)
+    check_masks(model, masks, T, B)
     workspace = Workspace(model, T, B)
-    forward_chunk(model, workspace, x, state, resets)
+    forward_chunk(model, workspace, x, state, resets, masks=masks)
     grad = np.zeros_like(model.params)
     grads = model.layout.views(grad)
     value, count = backward_chunk(model, workspace, x, y, loss, grads, quantiles=quantiles)

@@ -48,7 +48,8 @@ class CheckpointError(ValueError):
 
 MODEL_SCHEMA = {"cell": "str", "input_size": "int", "hidden_size": "int", "output_size": "int",
                 "num_layers": "int", "nonlinearity": "str", "dtype": "str", "init": "str",
-                "forget_bias": "number", "seed": "int", "bidirectional?": "bool"}  # absent: False (older files)
+                "forget_bias": "number", "seed": "int", "bidirectional?": "bool",  # absent: False (older files)
+                "dropout?": "number", "recurrent_dropout?": "number", "zoneout?": "number"}  # absent: 0
 TRAINER_CONFIG_SCHEMA = {
     "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
     "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",

@@ -14,6 +14,12 @@ but "head.weight" and "head.bias", which go to torch.nn.Linear(hidden_size, outp
 as "weight" and "bias" (see split_state_dict); a bidirectional model's: the module with
 bidirectional=True (the *_reverse entries) and nn.Linear(2 * hidden_size, output_size).
 
+Dropout and recurrent dropout act in training only: they are not in the exported model,
+which computes what Model.forward does. Zoneout's inference (the expectation h_t = p h_{t-1}
++ (1 - p) h~_t) is in the "onnx" graph (the cell's operator stepped in a Scan,
+engine/export_onnx.py); torch's modules cannot hold it, so "torch" refuses a model with
+zoneout > 0; "safetensors" carries it in the config.
+
 onnx, safetensors and torch are optional: each is imported only when its format is
 written, and a missing one fails with one line saying what to install.
 """
@@ -38,6 +44,7 @@ def export_checkpoint(checkpoint, output, format, with_normalization=False, forc
     anything but a regular file). Returns a one-line summary."""
     _check_request(output, format, with_normalization, force, inputs=[checkpoint])
     model, _ = load(checkpoint)
+    _check_exportable(model, format)
     recipe = read_metadata(checkpoint)["user"].get("data")
     if with_normalization and recipe is None:
         raise ValueError(f"{checkpoint}: holds no data recipe (not written by bptt train), so there "
@@ -49,6 +56,7 @@ def export_model(model, output, format, recipe=None, with_normalization=False, f
     """export_checkpoint for an engine.Model in memory; recipe: its data recipe, if any
     (TrainingData.metadata), needed by with_normalization."""
     _check_request(output, format, with_normalization, force)
+    _check_exportable(model, format)
     if with_normalization and recipe is None:
         raise ValueError("with_normalization needs the data recipe (recipe=TrainingData.metadata)")
     return _write(model, recipe, output, format, with_normalization)
@@ -69,6 +77,15 @@ def _check_request(output, format, with_normalization, force, inputs=()):
                          "metadata holds the normalisation anyway)")
     check_output(output, inputs=inputs, replace=force)
     require(format)
+
+
+def _check_exportable(model, format):
+    """Refuse, in one line, a model whose inference `format` cannot express (zoneout in
+    torch's modules)."""
+    if model.zoneout > 0 and format == "torch":
+        raise ValueError(f"--format torch cannot express zoneout's inference (h = p h_prev + (1 - p) h_new): "
+                         f"torch.nn.LSTM/GRU have no such option and this model has zoneout {model.zoneout:g}; "
+                         f"export --format onnx (which computes it) or safetensors (which carries it)")
 
 
 def _write(model, recipe, output, format, with_normalization):

@@ -81,7 +81,7 @@ def onnx_model(model, recipe=None, with_normalization=False):
                    constant(f"B_l{k}", np.stack([np.concatenate([_onnx_gates(b_ih, model), _onnx_gates(b_hh, model)])
                                                  for _, _, b_ih, b_hh in directions]))]  # (D, 2*G*H)
         outputs = [f"y_l{k}_directions"] + [f"{part}n_l{k}" for part in state_names]  # Y (T, D, B, H)
-        if getattr(model, "zoneout", 0.0):
+        if model.zoneout:
             nodes += _zoneout_layer(helper, constant, model, k, x, directions, initial, [f"y_l{k}", *outputs[1:]])
         elif D == 1:
             nodes += [helper.make_node(OPERATORS[model.cell], [x, *weights, "", *initial], outputs,
@@ -258,12 +258,15 @@ def _onnx_gates(array, model):
     return np.concatenate([blocks[index] for index in GATE_ORDER[model.cell]], axis=0)
 
 
-def _attributes(model):
+def _attributes(model, directions=None):
+    """The operator's attributes for the model's directions (directions=1: one forward
+    direction, a step of the zoneout Scan)."""
+    directions = model.directions if directions is None else directions
     attributes = {"hidden_size": model.hidden_size}
-    if model.bidirectional:
+    if directions == 2:
         attributes["direction"] = "bidirectional"
     if model.cell == "rnn":
-        attributes["activations"] = ["Relu" if model.relu else "Tanh"] * model.directions  # one per direction
+        attributes["activations"] = ["Relu" if model.relu else "Tanh"] * directions  # one per direction
     if model.cell == "gru":
         attributes["linear_before_reset"] = 1  # PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     return attributes
@@ -302,7 +305,7 @@ def _zoneout_layer(helper, constant, model, k, x, directions, initial, outputs):
         state_out = [f"{part}_next_{tag}" for part in parts]
         body = [helper.make_node("Unsqueeze", [step_input, first_axis], [f"x_step_{tag}"]),  # (1, B, I_k)
                 helper.make_node(OPERATORS[model.cell], [f"x_step_{tag}", *weights, "", *state_in],
-                                 ["", *plain], name=f"{model.cell}_step_{tag}", **_attributes(model))]
+                                 ["", *plain], name=f"{model.cell}_step_{tag}", **_attributes(model, 1))]
         for previous, step, mixed in zip(state_in, plain, state_out):
             body += [helper.make_node("Mul", [previous, keep], [f"{mixed}_kept"]),
                      helper.make_node("Mul", [step, update], [f"{mixed}_updated"]),

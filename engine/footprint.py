@@ -138,23 +138,32 @@ def forecast_bytes(steps, series, outputs):
     return steps * series * (24 * outputs + 40)
 
 
-def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize, bidirectional=False,
-                    input_size=None):
+def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize, masks=(False, False, False),
+                    bidirectional=False, input_size=None):
     """Bytes of Workspace(model, T, B) (engine/workspace.py), computed without allocating.
+    masks: whether the model has dropout, recurrent dropout, zoneout (their buffers).
     bidirectional: two directions' buffers per layer and the pairs' own (input_size needed)."""
     H, G = hidden_size, GATES[cell]
+    dropout, recurrent_dropout, zoneout = masks
     states = (2 if cell == "lstm" else 1) * (T + 1) * B * H       # h, c
     steps = T * B * G * H + (T * B * H if cell == "gru" else 0)    # gates, hidden_n
     scratch = B * G * H + H * G * H + B * H * (2 + (cell == "gru") + (cell == "lstm"))
     per_layer = states + steps + scratch + T                       # + dh_norm_sq
+    per_layer += recurrent_dropout * (T + 1) * B * H                # h_prev, keep_prev
+    per_layer += zoneout * (T + 1) * B * H * (1 + (cell == "lstm")) + zoneout * (cell == "lstm") * B * H
+    # Dropout below the top layer: one-directional, drop and dropped; bidirectional, each
+    # direction's drop (the pair's output is multiplied in place).
+    below = dropout * (num_layers - 1) * 2 * T * B * H
     if not bidirectional:
-        return (num_layers * per_layer + 2 * T * B * output_size) * itemsize + T * B  # + y_hat, dy; resets
-    pairs = 0  # engine/bidirectional.py's LayerPair: output, reversed input, above and its weight
+        return ((num_layers * per_layer + below + 2 * T * B * output_size) * itemsize
+                + T * B)  # + y_hat, dy; resets
+    pairs = 0  # engine/bidirectional.py's PairBuffers: output, reversed input, above and its weight
     for k in range(num_layers):
         layer_input = input_size if k == 0 else 2 * H
         above = output_size if k == num_layers - 1 else 2 * G * H
         pairs += T * B * (2 * H + layer_input + above) + above * H
-    return (2 * num_layers * per_layer + pairs + 2 * T * B * output_size) * itemsize + 2 * T * B  # two resets
+    return ((2 * num_layers * per_layer + below + pairs + 2 * T * B * output_size) * itemsize
+            + 2 * T * B)  # two resets
 
 
 def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, itemsize):
@@ -174,27 +183,26 @@ def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, it
 
 
 def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, shards, itemsize,
-                parameter_nbytes, memory=None, split=1, bidirectional=False):
+                parameter_nbytes, memory=None, split=1, masks=(False, False, False), bidirectional=False):
     """Buffers of the Trainer's chunks of T steps and B streams in `shards` shards: each
     shard's workspace (with memory "sqrt" or a byte budget, about one segment's), the extra
     shards' gradients and their input and target copies; with `split` hidden blocks, their
-    buffers (split_bytes)."""
+    buffers (split_bytes). masks: as in workspace_bytes."""
+    sizes = (cell, hidden_size, output_size, num_layers)
     total = (shards - 1) * parameter_nbytes
     if split > 1:
         total += split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, split, itemsize)
     for shard in range(shards):
         streams = B // shards + (shard < B % shards)
         if bidirectional:  # whole sequences, stored (no recomputation)
-            total += workspace_bytes(cell, hidden_size, output_size, num_layers, T, streams, itemsize, True,
-                                     input_size)
+            total += workspace_bytes(*sizes, T, streams, itemsize, masks, True, input_size)
         elif memory is None:
-            total += workspace_bytes(cell, hidden_size, output_size, num_layers, T, streams, itemsize)
+            total += workspace_bytes(*sizes, T, streams, itemsize, masks)
         elif memory == "sqrt":
             segment = max(1, math.ceil(math.sqrt(T)))
-            total += workspace_bytes(cell, hidden_size, output_size, num_layers, segment, streams, itemsize)
+            total += workspace_bytes(*sizes, segment, streams, itemsize, masks)
         else:
-            total += min(memory, workspace_bytes(cell, hidden_size, output_size, num_layers, T, streams,
-                                                 itemsize))
+            total += min(memory, workspace_bytes(*sizes, T, streams, itemsize, masks))
         if shards > 1:
             total += T * streams * (input_size + output_size) * max(itemsize, 8)
     return total

@@ -5,7 +5,7 @@ from engine.footprint import model_bytes, require
 from engine.initializers import INITS, initialize
 from engine.parameters import GATES, ParameterLayout
 from engine.validation import (DTYPES, as_inputs, as_numeric_array, as_resets, as_state, check_bool,
-                               check_choice, check_float, check_in_dtype, check_int)
+                               check_choice, check_float, check_in_dtype, check_int, check_rate)
 
 CELLS = tuple(GATES)
 NONLINEARITIES = ("tanh", "relu")
@@ -32,11 +32,20 @@ class Model:
     torch's h0). Such a model sees every step of a sequence at once: it trains on whole
     sequences only (Trainer k1=None or k1 >= the sequence's length; docs/training.md,
     "Bidirectional layers").
+
+    Regularisation, applied in training only (docs/training.md, "Regularisation"), each
+    rate in [0, 1): dropout on each layer's output but the top one's, as
+    torch.nn.LSTM(dropout=); recurrent_dropout on h_{t-1} in the recurrent product, one
+    mask per stream and update window (variational, Gal & Ghahramani 2016); zoneout (LSTM
+    and GRU): each unit keeps its previous value with probability p (Krueger et al.
+    2017), at inference h_t = p h_{t-1} + (1 - p) h~_t (and c likewise for the LSTM).
+    Bidirectional: dropout on each layer's 2H output but the top one's; recurrent dropout
+    and zoneout in each direction, each with its own masks.
     """
 
     def __init__(self, cell="lstm", input_size=1, hidden_size=64, output_size=1, num_layers=1,
                  nonlinearity="tanh", dtype="float32", init="default", forget_bias=0.0, seed=0,
-                 bidirectional=False):
+                 bidirectional=False, dropout=0.0, recurrent_dropout=0.0, zoneout=0.0):
         self.cell = check_choice("cell", cell, CELLS)
         self.input_size = check_int("input_size", input_size)
         self.hidden_size = check_int("hidden_size", hidden_size)
@@ -54,6 +63,12 @@ class Model:
         self.seed = check_int("seed", seed, minimum=0)
         self.bidirectional = check_bool("bidirectional", bidirectional)
         self.directions = 2 if self.bidirectional else 1
+        self.dropout, self.recurrent_dropout, self.zoneout = (
+            check_rate(name, value) for name, value in
+            (("dropout", dropout), ("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout)))
+        if self.zoneout > 0 and cell == "rnn":
+            raise ValueError("zoneout applies to cells 'lstm' and 'gru' only (a unit of an RNN has no gate to "
+                             "keep its state); got cell 'rnn'")
         self.gates = GATES[cell]
         self.relu = nonlinearity == "relu"
         require(model_bytes(cell, self.input_size, self.hidden_size, self.output_size, self.num_layers,
@@ -73,7 +88,8 @@ class Model:
         return dict(cell=self.cell, input_size=self.input_size, hidden_size=self.hidden_size,
                     output_size=self.output_size, num_layers=self.num_layers,
                     nonlinearity=self.nonlinearity, dtype=str(self.dtype), init=self.init,
-                    forget_bias=self.forget_bias, seed=self.seed, bidirectional=self.bidirectional)
+                    forget_bias=self.forget_bias, seed=self.seed, bidirectional=self.bidirectional,
+                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout)
 
     @property
     def num_parameters(self):
@@ -137,7 +153,7 @@ class Model:
         for start in range(0, T, piece):
             chunk = x[start:start + piece]
             if workspace is None or workspace.shape[0] != len(chunk):
-                workspace = Workspace(self, len(chunk), B)
+                workspace = Workspace(self, len(chunk), B, training=False)
             forward_chunk(self, workspace, chunk, state,
                           None if resets is None else resets[start:start + len(chunk)])
             y_hat[start:start + len(chunk)] = workspace.y_hat

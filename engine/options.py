@@ -221,6 +221,16 @@ OPTIONS = {option.name: option for option in (
     Option("bidirectional", "flag", False, "Bidirectional layers (a reverse direction over each whole sequence). "
                                            "Not for forecasting, which bptt train does: a reverse direction "
                                            "reads the future steps (refused; see docs/training.md)."),
+    Option("dropout", "float", 0.0, "Training only: drop each unit of each layer's output but the top one's with "
+                                    "this probability, a fresh draw per step (as torch.nn.LSTM's dropout).",
+           minimum=0, maximum=1, max_open=True),
+    Option("recurrent_dropout", "float", 0.0, "Training only: drop each unit of h(t-1) in the recurrent product "
+                                              "with this probability, one mask per stream and update window "
+                                              "(variational, as Keras' recurrent_dropout).",
+           minimum=0, maximum=1, max_open=True),
+    Option("zoneout", "float", 0.0, "Training only (lstm, gru): each unit keeps its previous value with this "
+                                    "probability at each step; at inference the expectation, p h(t-1) + "
+                                    "(1 - p) h(t).", minimum=0, maximum=1, max_open=True),
     # truncated BPTT and threads
     Option("k1", "int", help="Truncated BPTT: one update every k1 steps [default: from the data: whole "
                              "periods of the shortest seasonal lag (--lags) nearest 50 steps (hourly 48, daily 49, "
@@ -266,8 +276,8 @@ OPTIONS = {option.name: option for option in (
     # the run
     Option("epochs", "int", 20, "Epochs in all (with --resume: including those already done).", minimum=1),
     Option("patience", "int", help="Early stopping: epochs without improvement; restores the best.", minimum=1),
-    Option("seed", "int", 0, "Seed of the initial parameters and of --gradient uoro's random signs (and of "
-                             "nothing else: the data order is fixed).",
+    Option("seed", "int", 0, "Seed of the initial parameters, of --gradient uoro's random signs and of the "
+                             "dropout and zoneout masks (and of nothing else: the data order is fixed).",
            minimum=0),
     Option("dtype", "choice", "float32", "Floating-point type of the parameters and the computation.",
            choices=("float32", "float64")),
@@ -296,6 +306,7 @@ SET_BY = {
     "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
     "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
     "bidirectional": ("bidirectional",),
+    "dropout": ("dropout",), "recurrent_dropout": ("recurrent_dropout",), "zoneout": ("zoneout",),
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
     "shards": ("shards",), "split": ("split",), "gradient": ("gradient",), "on_divergence": ("on_divergence",),
@@ -336,7 +347,8 @@ def train_arguments(values):
     if o["bidirectional"]:
         raise ValueError(BIDIRECTIONAL_REFUSED)
     model_options = dict(cell=o["cell"], hidden_size=o["hidden"], num_layers=o["layers"], dtype=o["dtype"],
-                         init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"])
+                         init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"], dropout=o["dropout"],
+                         recurrent_dropout=o["recurrent_dropout"], zoneout=o["zoneout"])
     if o["cell"] == "rnn":
         model_options["nonlinearity"] = o["nonlinearity"]
     if o["quantiles"] is not None and o["loss"] != "quantile":

@@ -2,9 +2,10 @@
 or memory-bounded by recomputation.
 
 Both are built around the flat gradient grad (P,) they write, and offer
-run(x, y, loss, state, first_step, resets=None, quantiles=None) -> (loss, count), the
-gradient of the mean loss over the targets of steps >= first_step (resets: optional (T, B)
-booleans, see engine.bptt.forward_chunk; quantiles: the levels of loss "quantile");
+run(x, y, loss, state, first_step, resets=None, quantiles=None, masks=None) -> (loss, count),
+the gradient of the mean loss over the targets of steps >= first_step (resets: optional
+(T, B) booleans, see engine.bptt.forward_chunk; quantiles: the levels of loss "quantile";
+masks: the window's training-only masks, engine/masks.py);
 state_after(step) after a run; dh_norm_sq() (L, T); nbytes.
 `layers` chooses how each layer's kernels run: engine.bptt.SERIAL (the default) or the
 hidden-block plan's engine.split.SplitLayers.
@@ -31,8 +32,8 @@ class StoredPass:
     def nbytes(self):
         return self.workspace.nbytes + self.layers.nbytes
 
-    def run(self, x, y, loss, state, first_step, resets=None, quantiles=None):
-        forward_chunk(self.model, self.workspace, x, state, resets, self.layers)
+    def run(self, x, y, loss, state, first_step, resets=None, quantiles=None, masks=None):
+        forward_chunk(self.model, self.workspace, x, state, resets, self.layers, masks)
         return backward_chunk(self.model, self.workspace, x, y, loss, self.grad_views, first_step,
                               layers=self.layers, quantiles=quantiles)
 
@@ -62,6 +63,7 @@ class RecomputePass:
         self.norm_sq = np.zeros((model.num_layers, T), dtype=model.dtype)
         self.x = None
         self.resets = None  # (T, B) of the last run, or None
+        self.masks = None  # engine.masks.ChunkMasks of the last run, or None
 
     @property
     def nbytes(self):
@@ -70,9 +72,9 @@ class RecomputePass:
         return (self.workspace.nbytes + self.layers.nbytes + state_bytes + self.segment_grad.nbytes
                 + self.norm_sq.nbytes)
 
-    def run(self, x, y, loss, state, first_step, resets=None, quantiles=None):
+    def run(self, x, y, loss, state, first_step, resets=None, quantiles=None, masks=None):
         grad = self.grad
-        self.x, self.resets = x, resets
+        self.x, self.resets, self.masks = x, resets, masks
         for index, (start, stop) in enumerate(self.segments):  # forward sweep: segment starts
             self.starts[index] = state
             workspace = self._forward(index)
@@ -110,7 +112,8 @@ class RecomputePass:
         start, stop = self.segments[index]
         workspace = self.workspace if stop - start == self.workspace.shape[0] else self.workspace.first(stop - start)
         resets = None if self.resets is None else self.resets[start:stop]
-        forward_chunk(self.model, workspace, self.x[start:stop], self.starts[index], resets, self.layers)
+        masks = None if self.masks is None else self.masks.steps(start, stop)
+        forward_chunk(self.model, workspace, self.x[start:stop], self.starts[index], resets, self.layers, masks)
         return workspace
 
 

@@ -55,18 +55,20 @@ class ShardedChunk:
         """Bytes of every shard's activation buffers (and recomputation states)."""
         return sum(shard_pass.nbytes for shard_pass in self.passes)
 
-    def forward_backward(self, x, y, loss, state, first_step, resets=None, quantiles=None):
+    def forward_backward(self, x, y, loss, state, first_step, resets=None, quantiles=None, masks=None):
         """Forward from `state` over x (T, B, I), then backward of the mean loss over the
         targets of steps >= first_step into grad. resets: optional (T, B) booleans, True
         where a stream starts a new series. quantiles: the levels of loss "quantile".
+        masks: the window's training-only masks of all B streams (engine/masks.py), or None.
         Returns (loss, count)."""
         if len(self.slices) == 1:
-            return self._shard(0, x, y, loss, state, first_step, resets, quantiles)
+            return self._shard(0, x, y, loss, state, first_step, resets, quantiles, masks)
         if self.targets is None:
             self.targets = [np.empty((len(y), s.stop - s.start) + y.shape[2:], y.dtype) for s in self.slices]
-        futures = [_pool().submit(self._shard, k, x, y, loss, state, first_step, resets, quantiles)
+        futures = [_pool().submit(self._shard, k, x, y, loss, state, first_step, resets, quantiles, masks)
                    for k in range(1, len(self.slices))]
-        results = [self._shard(0, x, y, loss, state, first_step, resets, quantiles)] + [f.result() for f in futures]
+        results = ([self._shard(0, x, y, loss, state, first_step, resets, quantiles, masks)]
+                   + [f.result() for f in futures])
         count = sum(c for _, c in results)
         if count == 0:
             return 0.0, 0
@@ -75,14 +77,15 @@ class ShardedChunk:
             combine_scaled(self.grads[0], weights[0] if k == 1 else 1.0, self.grads[k], weights[k])
         return sum(value * weight for (value, _), weight in zip(results, weights)), count
 
-    def _shard(self, k, x, y, loss, state, first_step, resets, quantiles):
+    def _shard(self, k, x, y, loss, state, first_step, resets, quantiles, masks):
         part = self.slices[k]
         resets = None if resets is None else resets[:, part]  # copied into the pass's workspace
+        masks = None if masks is None else masks.streams(part)  # likewise
         if self.inputs is not None:
             np.copyto(self.inputs[k], x[:, part])
             np.copyto(self.targets[k], y[:, part])
             x, y = self.inputs[k], self.targets[k]
-        return self.passes[k].run(x, y, loss, _slice_state(state, part), first_step, resets, quantiles)
+        return self.passes[k].run(x, y, loss, _slice_state(state, part), first_step, resets, quantiles, masks)
 
     def state_after(self, step):
         """The state after `step` steps of the chunk last run, all streams (L, B, H)."""

@@ -124,35 +124,39 @@ class SplitLayers(SerialLayers):
         """A (.., G*H) buffer as the split kernels hold it in n blocks: (n, .., G*Hb)."""
         return array.reshape((self.n,) + array.shape[:-1] + (array.shape[-1] // self.n,))
 
-    def forward(self, model, k, buffers, layer_input, resets):
+    def forward(self, model, k, buffers, layer_input, resets, masked=False):
         self._refresh(model, k)
         blocks = self.blocks[k]
         gates, recurrent = self._blocked(buffers.gates), self._blocked(buffers.recurrent)
         weights = blocks.weight_ih, blocks.weight_hh_t, blocks.bias_ih, blocks.bias_hh
+        masks = buffers.forward_masks(model.cell, masked)
         if model.cell == "lstm":
-            self.run(lstm_forward_split, buffers.h, buffers.c, gates, recurrent, layer_input, resets, *weights)
+            self.run(lstm_forward_split, buffers.h, buffers.c, gates, recurrent, layer_input, resets, *weights,
+                     *masks)
         elif model.cell == "gru":
             self.run(gru_forward_split, buffers.h, gates, buffers.hidden_n, recurrent, layer_input, resets,
-                     *weights)
+                     *weights, *masks)
         else:
-            self.run(rnn_forward_split, buffers.h, gates, recurrent, layer_input, resets, *weights, model.relu)
+            self.run(rnn_forward_split, buffers.h, gates, recurrent, layer_input, resets, *weights, model.relu,
+                     *masks)
 
-    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets):
+    def backward(self, model, k, buffers, grads, above_grad, layer_input, resets, masked=False):
         blocks = self.blocks[k]
         dweight_ih, dweight_hh, dbias_ih, dbias_hh = grads
         outputs = dweight_ih, dweight_hh, dbias_ih.reshape(-1, 1), dbias_hh.reshape(-1, 1)
         above_grad = above_grad[None] if k == model.num_layers - 1 else self._blocked(above_grad)
         above = blocks.scratch, above_grad, blocks.above_weight
         gates = self._blocked(buffers.gates)
+        masks = buffers.backward_masks(model.cell, masked)
         if model.cell == "lstm":
             self.run(lstm_backward_split, *outputs, buffers.dh_state, buffers.dc_state, buffers.dh_norm_sq,
-                     *above, buffers.h, buffers.c, gates, layer_input, resets, blocks.weight_hh, self.order)
+                     *above, buffers.h, buffers.c, gates, layer_input, resets, blocks.weight_hh, self.order, *masks)
         elif model.cell == "gru":
             self.run(gru_backward_split, *outputs, buffers.dh_state, buffers.dh_norm_sq, *above, buffers.h,
-                     gates, buffers.hidden_n, layer_input, resets, blocks.weight_hh, self.order)
+                     gates, buffers.hidden_n, layer_input, resets, blocks.weight_hh, self.order, *masks)
         else:
             self.run(rnn_backward_split, *outputs, buffers.dh_state, buffers.dh_norm_sq, *above, buffers.h,
-                     gates, layer_input, resets, blocks.weight_hh, self.order, model.relu)
+                     gates, layer_input, resets, blocks.weight_hh, self.order, model.relu, *masks)
 
     def _refresh(self, model, k):
         """Copy layer k's weights (and the weight above it) into block order."""

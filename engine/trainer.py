@@ -9,6 +9,7 @@ from engine.footprint import chunk_bytes, require, trainer_bytes
 from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import counted, mean_loss
+from engine.masks import draw_masks, has_rates
 from engine.online import GRADIENTS, online_gradient
 from engine.optim import make_optimizer, optimizer_from_config
 from engine.schedules import make_schedule, schedule_from_config
@@ -76,7 +77,10 @@ class Trainer:
     rtrl/uoro an update comes every k1 steps (k1=None: one per sequence), their kernels
     run on `shards` threads (default: engine.online.online_plan's choice), and k2,
     memory, diagnostics and split do not apply (refused).
-    seed: of the trainer's numpy Generator `rng` (UORO's random signs; nothing else is random).
+    seed: of the trainer's numpy Generator `rng`: UORO's random signs, and the masks of the
+    model's dropout, recurrent_dropout and zoneout, drawn per update window (all B streams,
+    then split among shards, blocks and recomputed segments alike; checkpoints keep its
+    state, so a resumed run draws the same masks). Validation and evaluate use none.
     A bidirectional model (Model(bidirectional=True)) reads every step of a sequence at
     once: it trains on whole sequences only, with gradient "bptt" and k1=None (or k1 at
     least the length of the sequences given to fit); partial_fit, memory, split and
@@ -95,6 +99,9 @@ class Trainer:
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         if self.gradient != "bptt":
             _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, split=split)
+            if has_rates(model):
+                raise ValueError(f"dropout, recurrent_dropout and zoneout are not supported with "
+                                 f"gradient={self.gradient!r} (only with 'bptt'); set them to 0")
         if model.bidirectional:
             _check_bidirectional_options(gradient=self.gradient, memory=memory, diagnostics=diagnostics,
                                          split=split)
@@ -358,10 +365,21 @@ class Trainer:
         (loss, count). The one place the loop hands data to a chunk: the distributed
         trainer (engine/distributed) sends its workers the window's indices instead."""
         start, end = window
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
+                                      **self._window_options(x, window, resets))
+
+    def _window_options(self, x, window, resets):
+        """The keyword options of chunk.forward_backward for window [start, end): its
+        resets, the quantiles, and the masks drawn for it from self.rng (each only when
+        given or drawn); draws the masks, so call it once per window."""
+        start, end = window
         options = {} if resets is None else {"resets": resets[start:end]}  # only those given
         if self.quantiles is not None:
             options["quantiles"] = self.quantiles
-        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step, **options)
+        masks = draw_masks(self.model, end - start, x.shape[1], self.rng)  # None without rates
+        if masks is not None:
+            options["masks"] = masks
+        return options
 
     def _update(self, loss, chunk):
         """Check, clip, step; returns the update's history record (None if skipped).
@@ -428,7 +446,9 @@ class Trainer:
         plan = plan_for(model, window, B, self.shards, split=self.split)
         require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
                             model.num_layers, window, B, plan["shards"], model.dtype.itemsize,
-                            model.params.nbytes, self.memory, plan["split"], model.bidirectional),
+                            model.params.nbytes, self.memory, plan["split"],
+                            (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0),
+                            model.bidirectional),
                 f"training on windows of {window} steps x {B} streams")
 
     def _chunk(self, T, B):

@@ -46,6 +46,14 @@ def check_float(name, value, minimum=None, allow_none=False, strictly_greater=Fa
     return value
 
 
+def check_rate(name, value):
+    """A regularisation rate (dropout, recurrent_dropout, zoneout): a float in [0, 1)."""
+    value = check_float(name, value, minimum=0)
+    if value >= 1:
+        raise ValueError(f"{name} must be in [0, 1) (the probability of dropping or keeping a unit); got {value}")
+    return value
+
+
 def check_in_dtype(name, value, dtype):
     """A finite float `value` that `dtype` holds: beyond its largest magnitude it would be
     stored as infinity (forget_bias=1e300 in float32)."""

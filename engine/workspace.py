@@ -4,7 +4,7 @@ import copy
 import numpy as np
 
 _STATE_ROWS = ("h", "c")  # (T+1, B, H): row 0 the initial state
-_STEP_ROWS = ("gates", "hidden_n", "dh_norm_sq")  # (T, ...)
+_STEP_ROWS = ("gates", "hidden_n", "dh_norm_sq", "drop", "dropped", "h_prev", "zone_h", "zone_c")  # (T, ...)
 
 
 class LayerBuffers:
@@ -16,11 +16,21 @@ class LayerBuffers:
     hidden_n (T, B, H) GRU's W_hn h + b_hn (None otherwise).
     Per-step scratch: recurrent (B, G*H); dh, dh_state, dc_state, direct (B, H); and
     dh_norm_sq (T,) the squared norm of dL/dh_t per step. weight_hh_t (H, G*H): a
-    contiguous transpose of the layer's weight_hh for the forward GEMM."""
+    contiguous transpose of the layer's weight_hh for the forward GEMM.
+    Masks (engine/masks.py, kernels/masks.py), 0-sized without their option: drop,
+    dropped (T, B, H) dropout's mask on this layer's output and the output times it (what
+    the layer above reads in training; dropped=False: not allocated, the caller multiplies
+    elsewhere); keep_prev (B, H), h_prev (T, B, H) recurrent
+    dropout's mask and the masked h_{t-1} of each step; zone_h, zone_c (T, B, H) zoneout's
+    (the LSTM's c too), carry, carry_c, candidate (B, H) its backward scratch."""
 
-    def __init__(self, cell, gates, T, B, H, dtype):
+    def __init__(self, cell, gates, T, B, H, dtype, dropout=False, recurrent_dropout=False, zoneout=False,
+                 dropped=True):
         def empty(*shape):
             return np.zeros(shape, dtype=dtype)
+
+        def optional(present, *shape):
+            return empty(*shape) if present else empty(*(0,) * len(shape))
 
         self.h = empty(T + 1, B, H)
         self.c = empty(T + 1, B, H) if cell == "lstm" else None
@@ -33,6 +43,33 @@ class LayerBuffers:
         self.dh_state = empty(B, H)
         self.dc_state = empty(B, H) if cell == "lstm" else None
         self.dh_norm_sq = empty(T)
+        self.drop, self.dropped = optional(dropout, T, B, H), optional(dropout and dropped, T, B, H)
+        self.keep_prev, self.h_prev = optional(recurrent_dropout, B, H), optional(recurrent_dropout, T, B, H)
+        lstm_zoneout = zoneout and cell == "lstm"
+        self.zone_h, self.zone_c = optional(zoneout, T, B, H), optional(lstm_zoneout, T, B, H)
+        self.carry, self.carry_c = optional(zoneout, B, H), optional(lstm_zoneout, B, H)
+        self.candidate = optional(lstm_zoneout, B, H)
+        self.none2, self.none3 = empty(0, 0), empty(0, 0, 0)  # a mask not applied
+
+    def forward_masks(self, cell, masked):
+        """The masks the cell's forward kernel takes after its weights (kernels/masks.py);
+        masked: the trainer's masks are applied (else zoneout's expectation, if any)."""
+        keep_prev, h_prev = (self.keep_prev, self.h_prev) if masked else (self.none2, self.none3)
+        if cell == "lstm":
+            return keep_prev, h_prev, self.zone_h, self.zone_c
+        if cell == "gru":
+            return keep_prev, h_prev, self.zone_h
+        return keep_prev, h_prev
+
+    def backward_masks(self, cell, masked):
+        """The masks (and zoneout's scratch) the cell's backward kernel takes last."""
+        drop = self.drop if masked else self.none3
+        recurrent = self.forward_masks("rnn", masked)
+        if cell == "lstm":
+            return (drop,) + recurrent + (self.zone_h, self.zone_c, self.carry, self.carry_c, self.candidate)
+        if cell == "gru":
+            return (drop,) + recurrent + (self.zone_h, self.carry)
+        return (drop,) + recurrent
 
     def arrays(self):
         return [a for a in vars(self).values() if a is not None]
@@ -73,12 +110,23 @@ class Workspace:
     chunk last run forward, True where a stream starts a new series (a zero state, no gradient across).
     A bidirectional model's: one LayerBuffers per layer and direction in torch's order
     (l0, l0_reverse, l1, ...), a PairBuffers per layer (`pairs`, else None) and
-    reversed_resets (T, B), the resets as the reverse direction meets them."""
+    reversed_resets (T, B), the resets as the reverse direction meets them (its mask
+    buffers hold its masks in its own, reversed, time order).
+    training: hold the buffers of dropout's and recurrent dropout's masks (inference needs
+    only zoneout's). masked: whether the chunk last run forward applied the trainer's masks."""
 
-    def __init__(self, model, T, B):
+    def __init__(self, model, T, B, training=True):
         self.shape = (T, B)
-        self.layers = [LayerBuffers(model.cell, model.gates, T, B, model.hidden_size, model.dtype)
-                       for _ in range(model.num_layers * model.directions)]
+        L, D = model.num_layers, model.directions
+        # One-directional layers multiply their output by dropout's mask into `dropped`;
+        # a bidirectional layer multiplies its pair's output in place (no `dropped`).
+        self.layers = [LayerBuffers(model.cell, model.gates, T, B, model.hidden_size, model.dtype,
+                                    dropout=training and model.dropout > 0 and i // D < L - 1,
+                                    dropped=not model.bidirectional,
+                                    recurrent_dropout=training and model.recurrent_dropout > 0,
+                                    zoneout=model.zoneout > 0)
+                       for i in range(L * D)]
+        self.masked = False
         self.y_hat = np.zeros((T, B, model.output_size), dtype=model.dtype)
         self.dy = np.zeros_like(self.y_hat)
         self.resets = np.zeros((T, B), dtype=np.bool_)

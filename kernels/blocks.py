@@ -19,6 +19,7 @@ specialisation per dtype serves every cell's kernel.
 from kernels.common import column_sums, ordered_sum, squared_norm, zero_fill, zero_reset_rows
 from kernels.config import inline_jit, jit
 from kernels.gemm import gemm
+from kernels.masks import scale_rows
 from kernels.sync import wait
 
 
@@ -85,12 +86,15 @@ def finish_state(worker, workers, dh_state, partials, Hb):
 
 
 @jit
-def share_into_previous(norms, k, dh, dgates, weight_hh, writing, resets_t):
+def share_into_previous(norms, k, dh, dgates, weight_hh, writing, resets_t, keep_prev):
     """The end of block k's backward step: the squared norm of its dL/dh_t dh (B, Hb) into
     norms[k], and its share of dL/dh_{t-1}, writing (B, H) = dgates (B, G*Hb) weight_hh
-    (G*Hb, H), zero for the streams reset at this step (nothing flows back past a reset)."""
+    (G*Hb, H), times recurrent dropout's mask keep_prev (B, H) (0-sized without it), zero
+    for the streams reset at this step (nothing flows back past a reset)."""
     norms[k] = squared_norm(dh)
     gemm(dgates, weight_hh, writing)
+    if keep_prev.shape[0] > 0:  # W_hh read the masked h_{t-1}
+        scale_rows(writing, keep_prev)
     zero_reset_rows(writing, resets_t)
 
 

@@ -10,6 +10,14 @@ weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k} (G*H,), head.weight (O, H),
 head.bias (O,) (bidirectional_forward: also the *_reverse entries, head.weight (O, 2H)). State: h (L, B, H); for "lstm" the pair (h, c). resets: optional (T, B)
 booleans, True where stream b starts a new series at step t: the state entering step t
 is replaced by zeros (a constant, so no gradient flows back past it).
+
+masks: optional training masks, given as arrays (anything with the fields of
+engine.masks.ChunkMasks, None for an option not used): drop (L-1, T, B, H) multiplies
+layer k's output where layer k + 1 reads it; keep_prev (L, B, H) multiplies h_{t-1} where
+W_hh reads it (the GRU's interpolation with z reads it unmasked); zone_h, zone_c
+(L, T, B, H): h_t = m h_{t-1} + (1 - m) h~_t with m = zone_h (the state entering the step,
+zero at a reset), and the LSTM's c likewise with zone_c; h~_t = o tanh(c~_t) of the
+candidate c~_t = f c_{t-1} + i g.
 """
 import numpy as np
 
@@ -76,19 +84,22 @@ def lstm_step_backward(dh_new, dc_new, cache, W_ih, W_hh):
                 weight_hh=da.T @ cache["h"], bias_ih=da.sum(0), bias_hh=da.sum(0))
 
 
-def gru_step(x, h, W_ih, W_hh, b_ih, b_hh):
-    """x (B, I), h (B, H) -> h' (B, H). Gate order r, z, n."""
+def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, h_rec=None):
+    """x (B, I), h (B, H) -> h' (B, H). Gate order r, z, n. h_rec: what W_hh reads
+    (recurrent dropout's masked h; default h)."""
+    h_rec = h if h_rec is None else h_rec
     x_r, x_z, x_n = np.split(x @ W_ih.T + b_ih, 3, axis=1)
-    h_r, h_z, h_n = np.split(h @ W_hh.T + b_hh, 3, axis=1)
+    h_r, h_z, h_n = np.split(h_rec @ W_hh.T + b_hh, 3, axis=1)
     r = sigmoid(x_r + h_r)
     z = sigmoid(x_z + h_z)
     n = np.tanh(x_n + r * h_n)
     h_new = (1 - z) * n + z * h
-    return h_new, dict(x=x, h=h, r=r, z=z, n=n, h_n=h_n)
+    return h_new, dict(x=x, h=h, h_rec=h_rec, r=r, z=z, n=n, h_n=h_n)
 
 
-def gru_step_backward(dh_new, cache, W_ih, W_hh):
-    """dL/dh' (B, H) -> dict of dx, dh and the step's parameter gradients."""
+def gru_step_backward(dh_new, cache, W_ih, W_hh, keep=None):
+    """dL/dh' (B, H) -> dict of dx, dh and the step's parameter gradients. keep: recurrent
+    dropout's mask (B, H) of h_rec = h * keep, or None."""
     r, z, n, h, h_n = cache["r"], cache["z"], cache["n"], cache["h"], cache["h_n"]
     # h' = (1 - z) * n + z * h
     dn = dh_new * (1 - z)
@@ -104,8 +115,10 @@ def gru_step_backward(dh_new, cache, W_ih, W_hh):
     # [x_r, x_z, x_n] = x W_ih^T + b_ih;  [h_r, h_z, h_n] = h W_hh^T + b_hh
     dx_side = np.concatenate([da_r, da_z, da_n], axis=1)
     dh_side = np.concatenate([da_r, da_z, dh_n], axis=1)
-    return dict(dx=dx_side @ W_ih, dh=dh_side @ W_hh + dh_direct,
-                weight_ih=dx_side.T @ cache["x"], weight_hh=dh_side.T @ h,
+    # h_rec = h * keep
+    dh_rec = dh_side @ W_hh if keep is None else (dh_side @ W_hh) * keep
+    return dict(dx=dx_side @ W_ih, dh=dh_rec + dh_direct,
+                weight_ih=dx_side.T @ cache["x"], weight_hh=dh_side.T @ cache["h_rec"],
                 bias_ih=dx_side.sum(0), bias_hh=dh_side.sum(0))
 
 
@@ -123,9 +136,16 @@ def _initial_state(cell, params, state, B):
     return [np.array(state[k], dtype=np.float64) for k in range(L)], [None] * L
 
 
-def run(params, x, cell, state=None, nonlinearity="tanh", resets=None):
+def _masks(masks):
+    """(drop, keep_prev, zone_h, zone_c) of `masks`, each None when not given."""
+    return tuple(None if masks is None else getattr(masks, name, None)
+                 for name in ("drop", "keep_prev", "zone_h", "zone_c"))
+
+
+def run(params, x, cell, state=None, nonlinearity="tanh", resets=None, masks=None):
     """Forward over x (T, B, I). Returns y_hat (T, B, O), the final state, the
     per-step caches caches[t][k] and the top layer's outputs h_top (T, B, H)."""
+    drop, keep_prev, zone_h, zone_c = _masks(masks)
     x = np.asarray(x, dtype=np.float64)
     T, B, _ = x.shape
     L = num_layers(params)
@@ -143,14 +163,22 @@ def run(params, x, cell, state=None, nonlinearity="tanh", resets=None):
                 h[k] = np.where(resets[t][:, None], 0.0, h[k])
                 if cell == "lstm":
                     c[k] = np.where(resets[t][:, None], 0.0, c[k])
+            h_prev, c_prev = h[k], c[k]
+            h_rec = h_prev if keep_prev is None else h_prev * keep_prev[k]  # what W_hh reads
             if cell == "lstm":
-                h[k], c[k], cache = lstm_step(layer_input, h[k], c[k], W_ih, W_hh, b_ih, b_hh)
+                h[k], c[k], cache = lstm_step(layer_input, h_rec, c_prev, W_ih, W_hh, b_ih, b_hh)
             elif cell == "gru":
-                h[k], cache = gru_step(layer_input, h[k], W_ih, W_hh, b_ih, b_hh)
+                h[k], cache = gru_step(layer_input, h_prev, W_ih, W_hh, b_ih, b_hh, h_rec)
             else:
-                h[k], cache = rnn_step(layer_input, h[k], W_ih, W_hh, b_ih, b_hh, relu)
+                h[k], cache = rnn_step(layer_input, h_rec, W_ih, W_hh, b_ih, b_hh, relu)
+            if zone_h is not None:  # h_t = m h_{t-1} + (1 - m) h~_t; c likewise
+                h[k] = zone_h[k, t] * h_prev + (1 - zone_h[k, t]) * h[k]
+                if cell == "lstm":
+                    c[k] = zone_c[k, t] * c_prev + (1 - zone_c[k, t]) * c[k]
             step_caches.append(cache)
             layer_input = h[k]
+            if drop is not None and k < L - 1:  # what layer k + 1 reads
+                layer_input = h[k] * drop[k, t]
         caches.append(step_caches)
         h_top.append(layer_input)
         y_hat.append(layer_input @ W_head.T + b_head)  # y = h W^T + b
@@ -158,19 +186,22 @@ def run(params, x, cell, state=None, nonlinearity="tanh", resets=None):
     return np.stack(y_hat), final, caches, np.stack(h_top)
 
 
-def forward(params, x, cell, state=None, nonlinearity="tanh", resets=None):
+def forward(params, x, cell, state=None, nonlinearity="tanh", resets=None, masks=None):
     """y_hat (T, B, O) and the final state."""
-    y_hat, final, _, _ = run(params, x, cell, state, nonlinearity, resets)
+    y_hat, final, _, _ = run(params, x, cell, state, nonlinearity, resets, masks)
     return y_hat, final
 
 
-def bidirectional_forward(params, x, cell, state=None, nonlinearity="tanh", resets=None):
+def bidirectional_forward(params, x, cell, state=None, nonlinearity="tanh", resets=None, masks=None):
     """y_hat (T, B, O) and the final state (2L, B, H) of a bidirectional model (params with
     the *_reverse entries too; state rows 2k, 2k + 1: layer k's forward and reverse
     directions, torch's h0). Layer by layer: the forward direction steps t = 0..T-1, the
     reverse one t = T-1..0, each from its own initial state; a reset at step t (a new
     series) zeroes the forward state entering t and the reverse state entering t - 1
-    (the one coming from t). Layer k + 1 and the head read [h_forward(t), h_reverse(t)]."""
+    (the one coming from t). Layer k + 1 and the head read [h_forward(t), h_reverse(t)].
+    masks: as run's, with one entry per layer and direction (index 2k + direction; drop's
+    2(L-1) entries are the two halves of layer k's 2H output), all in time order t."""
+    drop, keep_prev, zone_h, zone_c = _masks(masks)
     x = np.asarray(x, dtype=np.float64)
     T, B, _ = x.shape
     L = num_layers(params)
@@ -186,20 +217,29 @@ def bidirectional_forward(params, x, cell, state=None, nonlinearity="tanh", rese
         halves = []
         for direction, suffix in enumerate(("", "_reverse")):
             W_ih, W_hh, b_ih, b_hh = layer_params(params, k, suffix)
-            h, c = h0[2 * k + direction], c0[2 * k + direction]
+            index = 2 * k + direction
+            h, c = h0[index], c0[index]
             out = np.zeros((T, B, H))
             for t in (range(T) if direction == 0 else range(T - 1, -1, -1)):
                 crossed = t if direction == 0 else t + 1  # the step whose reset cuts the state entering t
                 if resets is not None and crossed < T:
                     h = np.where(resets[crossed][:, None], 0.0, h)
                     c = np.where(resets[crossed][:, None], 0.0, c)
+                h_prev, c_prev = h, c
+                h_rec = h_prev if keep_prev is None else h_prev * keep_prev[index]  # what W_hh reads
                 if cell == "lstm":
-                    h, c, _ = lstm_step(layer_input[t], h, c, W_ih, W_hh, b_ih, b_hh)
+                    h, c, _ = lstm_step(layer_input[t], h_rec, c_prev, W_ih, W_hh, b_ih, b_hh)
                 elif cell == "gru":
-                    h, _ = gru_step(layer_input[t], h, W_ih, W_hh, b_ih, b_hh)
+                    h, _ = gru_step(layer_input[t], h_prev, W_ih, W_hh, b_ih, b_hh, h_rec)
                 else:
-                    h, _ = rnn_step(layer_input[t], h, W_ih, W_hh, b_ih, b_hh, relu)
+                    h, _ = rnn_step(layer_input[t], h_rec, W_ih, W_hh, b_ih, b_hh, relu)
+                if zone_h is not None:  # h_t = m h_{t-1} + (1 - m) h~_t; c likewise
+                    h = zone_h[index, t] * h_prev + (1 - zone_h[index, t]) * h
+                    if cell == "lstm":
+                        c = zone_c[index, t] * c_prev + (1 - zone_c[index, t]) * c
                 out[t] = h
+            if drop is not None and k < L - 1:  # what layer k + 1 reads
+                out = out * drop[index]
             halves.append(out)
             finals_h.append(h)
             finals_c.append(c)
@@ -283,11 +323,13 @@ def _pinball(y_hat, y, levels):
     return total / (len(levels) * count), grad / (len(levels) * count)
 
 
-def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh", resets=None, quantiles=None):
+def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh", resets=None, quantiles=None,
+                  masks=None):
     """Loss and gradients of full BPTT over x (T, B, I); grads keyed like params plus
     "h_0" (and "c_0" for lstm), the gradients with respect to the initial state."""
     relu = nonlinearity == "relu"
-    y_hat, _, caches, h_top = run(params, x, cell, state, nonlinearity, resets)
+    drop, keep_prev, zone_h, zone_c = _masks(masks)
+    y_hat, _, caches, h_top = run(params, x, cell, state, nonlinearity, resets, masks)
     value, dy = loss_value_and_dy(loss, y_hat, y, quantiles)
     T, B, _ = y_hat.shape
     L = num_layers(params)
@@ -304,16 +346,26 @@ def loss_and_grad(params, x, y, cell, loss="mse", state=None, nonlinearity="tanh
         dh_from_above = dy[t] @ W_head
         for k in range(L - 1, -1, -1):
             W_ih, W_hh, _, _ = layer_params(params, k)
+            if drop is not None and k < L - 1:  # layer k + 1 read h * drop
+                dh_from_above = dh_from_above * drop[k, t]
             dh = dh_from_above + dh_next[k]
+            dc = dc_next[k]
+            carry_h = carry_c = 0.0
+            if zone_h is not None:  # h_t = m h_{t-1} + (1 - m) h~_t; c likewise
+                carry_h, dh = zone_h[k, t] * dh, (1 - zone_h[k, t]) * dh
+                if cell == "lstm":
+                    carry_c, dc = zone_c[k, t] * dc, (1 - zone_c[k, t]) * dc
+            keep = None if keep_prev is None else keep_prev[k]
             cache = caches[t][k]
             if cell == "lstm":
-                step = lstm_step_backward(dh, dc_next[k], cache, W_ih, W_hh)
-                dc_next[k] = step["dc"]
+                step = lstm_step_backward(dh, dc, cache, W_ih, W_hh)
+                dc_next[k] = step["dc"] + carry_c
             elif cell == "gru":
-                step = gru_step_backward(dh, cache, W_ih, W_hh)
+                step = gru_step_backward(dh, cache, W_ih, W_hh, keep)
             else:
                 step = rnn_step_backward(dh, cache, W_ih, W_hh, relu)
-            dh_next[k] = step["dh"]
+            # h_rec = h * keep (the GRU's backward applied it to its recurrent part)
+            dh_next[k] = (step["dh"] if keep is None or cell == "gru" else step["dh"] * keep) + carry_h
             if resets is not None:  # h_{t-1}, c_{t-1} of a reset stream were replaced by zeros
                 dh_next[k] = np.where(resets[t][:, None], 0.0, dh_next[k])
                 if cell == "lstm":

@@ -127,7 +127,7 @@ def test_quality_quick_table_and_json(tmp_path):
     hourly = result["members"]["hourly"]
     assert set(hourly["mase"]) == {"defaults", "sweep", "ets", "arima", "oracle"}
     assert hourly["options"] == {"horizon": 24, "targets": "value", "known": "driver"}
-    assert set(hourly["sweep_best"]["values"]) == {"lr", "hidden", "layers", "k1"}   # the default space
+    assert set(hourly["sweep_best"]["values"]) == {"lr", "hidden", "layers", "dropout", "k1"}   # the default space
     assert completed.stdout.split("\n\n")[1].startswith("hourly: lr ")   # the best settings
 
 

@@ -124,6 +124,29 @@ def test_bit_identical_to_one_machine(cluster, cell, nonlinearity, dtype, stream
         assert np.array_equal(ours["dh_norms"], theirs["dh_norms"])
 
 
+@pytest.mark.parametrize("cell, dtype, per_worker", [("lstm", "float64", 1), ("gru", "float32", 2),
+                                                     ("rnn", "float64", 1)])
+def test_masks_bit_identical_to_one_machine(cluster, cell, dtype, per_worker):
+    """Dropout, recurrent dropout and zoneout (not for the RNN): the driver draws each
+    window's masks from its generator and each worker runs its streams' slice of them, so
+    fit and streaming equal Trainer(shards=2 * per_worker) with the same seed bit for bit."""
+    rates = dict(dropout=0.3, recurrent_dropout=0.2, zoneout=0.0 if cell == "rnn" else 0.25)
+    _, x, y = make_data(cell, "tanh", dtype, B=5)
+
+    def model(**model_rates):
+        return engine.Model(cell=cell, input_size=2, hidden_size=5, output_size=2, num_layers=2, dtype=dtype,
+                            seed=1, **model_rates)
+
+    options = dict(TBPTT, lr=0.05, seed=4)
+    local = train(engine.Trainer(model(**rates), shards=2 * per_worker, **options), x, y)
+    with RayTrainer(model(**rates), workers=2, shards_per_worker=per_worker, cpus_per_worker=1,
+                    **options) as distributed:
+        train(distributed, x, y)
+    assert_same_run(distributed, local)
+    plain = train(engine.Trainer(model(), shards=2 * per_worker, **options), x, y)
+    assert not np.allclose(plain.model.params, local.model.params, rtol=1e-3)  # the masks act
+
+
 def test_divergence_skip_and_raise_as_on_one_machine(cluster):
     """A ReLU RNN blown up by a huge learning rate: skipped updates and zeroed streams
     are the driver's business, so they match; "raise" raises TrainingDiverged."""

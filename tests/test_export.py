@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -330,49 +331,45 @@ def test_normalization_needs_a_recipe_and_onnx(tmp_path, checkpoint):
     assert_nothing_written(tmp_path, "out.onnx", "out")
 
 
-def zoneout_expectation(model, x, state, p):
-    """Reference for a zoneout model at inference, layer by layer in float64 from
-    tests/naive.py's steps: each unit's state is p times its previous value plus 1 - p
-    times the plain cell's step (h, and c for the LSTM)."""
-    from naive import gru_step, layer_params, lstm_step
+def zoneout_expectation(model, x, state):
+    """tests/naive.py's forward of a zoneout model at inference, in float64: every unit's
+    state is p times its previous value plus 1 - p times the cell's step (h, and c for the
+    LSTM), i.e. zoneout's keep arrays all p; y (T, B, O) and the final state."""
+    import naive
 
-    params = model.state_dict()
-    h = [np.array(part, dtype=np.float64) for part in (state[0] if model.cell == "lstm" else state)]
-    c = [np.array(part, dtype=np.float64) for part in state[1]] if model.cell == "lstm" else None
-    outputs = []
-    for t in range(x.shape[0]):
-        layer_input = x[t].astype(np.float64)
-        for k in range(model.num_layers):
-            weights = layer_params(params, k)
-            if model.cell == "lstm":
-                h_step, c_step, _ = lstm_step(layer_input, h[k], c[k], *weights)
-                c[k] = p * c[k] + (1 - p) * c_step
-            else:
-                h_step, _ = gru_step(layer_input, h[k], *weights)
-            h[k] = p * h[k] + (1 - p) * h_step
-            layer_input = h[k]
-        outputs.append(layer_input @ params["head.weight"].T + params["head.bias"])
-    final = (np.stack(h), np.stack(c)) if model.cell == "lstm" else np.stack(h)
-    return np.stack(outputs), final
+    rows, (T, B_, _) = model.num_layers * model.directions, x.shape
+    keep = np.full((rows, T, B_, model.hidden_size), model.zoneout)
+    masks = SimpleNamespace(zone_h=keep, zone_c=keep if model.cell == "lstm" else None)
+    reference = naive.bidirectional_forward if model.bidirectional else naive.forward
+    return reference(model.state_dict(), x, model.cell, state, masks=masks)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one-way", "bidirectional"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_onnx_zoneout_graph_is_the_expectation(cell, num_layers, assert_close):
+def test_onnx_zoneout_graph_is_the_expectation(cell, num_layers, bidirectional, assert_close):
     """With zoneout p, the graph computes the expectation of its masks at every step
-    (state = p * previous + (1 - p) * step), the state carried between calls."""
+    (state = p * previous + (1 - p) * step), as Model.forward does; one-directional, the
+    state carried between calls (a bidirectional model reads the whole sequence at once)."""
     from engine.export_onnx import onnx_model
 
-    model = make_model(cell, num_layers=num_layers)
-    model.zoneout = 0.3  # until Model takes zoneout
+    model = engine.Model(cell, I, H, O, num_layers=num_layers, seed=3, zoneout=0.3, bidirectional=bidirectional)
     runtime = onnxruntime.InferenceSession(onnx_model(model).SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(11)
     x = rng.standard_normal((60, B, I)).astype(np.float32)
-    state = random_state(cell, num_layers, rng)
-    expected, expected_state = zoneout_expectation(model, x, state, 0.3)
-    first, carried = run_onnx(runtime, cell, x[:25], state)
-    second, final = run_onnx(runtime, cell, x[25:], carried)
-    plain, _ = model.forward(x, state)
-    assert np.abs(plain - expected).max() > 1e-2  # zoneout changes the outputs
-    assert_close(np.concatenate([first, second]), expected, 1e-5, "y")
-    assert_states_close(final, expected_state, assert_close)
+    state = random_state(cell, num_layers * model.directions, rng)
+    expected, expected_state = zoneout_expectation(model, x, state)
+    if bidirectional:
+        y, final = run_onnx(runtime, cell, x, state)
+    else:
+        first, carried = run_onnx(runtime, cell, x[:25], state)
+        second, final = run_onnx(runtime, cell, x[25:], carried)
+        y = np.concatenate([first, second])
+    forward, forward_state = model.forward(x, state)
+    plain = engine.Model(cell, I, H, O, num_layers=num_layers, bidirectional=bidirectional)
+    plain.load_state_dict(model.state_dict())
+    assert np.abs(plain.forward(x, state)[0] - expected).max() > 1e-2  # zoneout changes the outputs
+    assert_close(forward, expected, 1e-5, "Model.forward")
+    assert_states_close(forward_state, expected_state, assert_close)
+    assert_close(y, forward, 1e-5, "y")
+    assert_states_close(final, forward_state, assert_close)

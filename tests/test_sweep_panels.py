@@ -203,11 +203,14 @@ def test_the_default_space_is_sized_to_the_data(panel_files, tmp_path):
     assert default_space([10_000], 0.1, ())["k1"] == "10..200:log"
     assert default_space([300, 5000], 0.1, ())["k1"] == "10..27:log"
     assert default_space([60], 0.1, ())["k1"] == "2..5:log"
-    assert set(default_space([1000], 0.1, ("lr", "k2"))) == {"hidden", "layers"}
+    assert set(default_space([1000], 0.1, ("lr", "k2"))) == {"hidden", "layers", "dropout"}
+    assert "dropout" not in default_space([1000], 0.1, {"layers": 1})  # nothing between layers to drop
+    assert default_space([1000], 0.1, {"layers": 3})["dropout"] == [0, 0.1, 0.3]
     out = tmp_path / "sw"
     assert_ok(run("sweep", panel_files / "files", "--trials", 2, "--epochs", 1, "--streams", 2, "-q", "-o", out))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["space"] == {"lr": "0.001..0.03:log", "hidden": "16,32,64", "layers": "1,2", "k1": "2..5:int:log"}
+    assert summary["space"] == {"lr": "0.001..0.03:log", "hidden": "16,32,64", "layers": "1,2",
+                                "dropout": "0.0,0.1,0.3", "k1": "2..5:int:log"}
     assert (out / "best.npz").exists()
     rows = read_rows(out)
     assert all(2 <= int(row["k1"]) <= 5 and row["hidden"] in ("16", "32", "64") for row in rows)
@@ -216,7 +219,7 @@ def test_the_default_space_is_sized_to_the_data(panel_files, tmp_path):
 def test_the_default_space_from_python_leaves_out_what_is_fixed(tmp_path):
     outcome = engine.sweep.run(np.sin(np.arange(400) / 4), trials=2, output_dir=tmp_path / "sw", hidden=4, epochs=1,
                                streams=2)
-    assert set(outcome["summary"]["space"]) == {"lr", "layers", "k1"}
+    assert set(outcome["summary"]["space"]) == {"lr", "layers", "dropout", "k1"}
     assert outcome["summary"]["space"]["k1"] == "10..36:int:log"   # 400 * 0.9 // 10
     assert outcome["summary"]["fixed"]["hidden"] == 4
 

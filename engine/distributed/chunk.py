@@ -44,9 +44,10 @@ class RemoteChunk(ShardedChunk):
         self.weights = [1.0] * len(self.slices)
         self.kept_steps = sorted(set(kept_steps))
 
-    def fetch(self, params, window, first_step, state, diagnostics, update):
-        """Run one update's window (start, end) from `state` on the workers."""
-        replies = self.group.run(params, window, first_step, state, self.kept_steps, diagnostics, update)
+    def fetch(self, params, window, first_step, state, diagnostics, update, masks=None):
+        """Run one update's window (start, end) from `state` on the workers; masks: the
+        window's engine.masks.ChunkMasks of all B streams, or None."""
+        replies = self.group.run(params, window, first_step, state, self.kept_steps, diagnostics, update, masks)
         self.passes = [ReturnedPass(reply) for reply in replies]
 
     def _shard(self, k, *window_data):

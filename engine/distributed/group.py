@@ -98,17 +98,20 @@ class WorkerGroup:
 
     # ---------------------------------------------------------------- one update
 
-    def run(self, params, window, first_step, state, steps, diagnostics, update):
+    def run(self, params, window, first_step, state, steps, diagnostics, update, masks=None):
         """Every shard's reply (see Worker.run) for one update, in the global shard order.
 
         params (P,) are put in the object store once for all workers. state: the full
         (L, B, H) state the window starts from; a worker that holds it already is told
-        which of its states to use instead of being sent it."""
+        which of its states to use instead of being sent it. masks: the window's
+        engine.masks.ChunkMasks of all B streams (or None); each worker gets its shards'."""
         started = time.perf_counter()
         params = self.ray.put(params)
 
         def call(w, worker_state):
-            return self.actors[w].run.remote(params, window, first_step, worker_state, steps, diagnostics)
+            shard_masks = None if masks is None else [masks.streams(streams) for _, streams in self.layout[w]]
+            return self.actors[w].run.remote(params, window, first_step, worker_state, steps, diagnostics,
+                                             shard_masks)
 
         calls = [call(w, self._request(w, state)) for w in range(len(self.layout))]
         replies = []

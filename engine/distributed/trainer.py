@@ -110,5 +110,10 @@ class RayTrainer(Trainer):
     def _forward_backward(self, chunk, x, y, window, state, first_step, resets=None):
         if not self._group.has_data:
             self._group.send(x, y, resets)
-        chunk.fetch(self.model.params, window, first_step, state, self.diagnostics, self.step + 1)
-        return super()._forward_backward(chunk, x, y, window, state, first_step, resets)
+        # The window's masks come from the driver's generator, as on one machine; each
+        # worker gets its shards' streams of them.
+        options = self._window_options(x, window, resets)
+        chunk.fetch(self.model.params, window, first_step, state, self.diagnostics, self.step + 1,
+                    options.get("masks"))
+        start, end = window
+        return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step, **options)

@@ -39,17 +39,19 @@ class Worker:
         self.chunks, self.held = {}, {}
         self.grads = np.zeros((len(data), self.model.num_parameters), self.model.dtype)
 
-    def run(self, params, window, first_step, state, steps, diagnostics):
+    def run(self, params, window, first_step, state, steps, diagnostics, masks=None):
         """Forward and backward of every shard over window (start, end) of its data.
 
         state: a step of the last run whose held states to start from, or the explicit
         per-shard states. steps: the window steps whose states to keep and return.
+        masks: per shard the window's engine.masks.ChunkMasks of its streams, or None.
         Returns {"grads" (shards, P), "values", "counts", "states" {step: [per shard]},
         "dh_norm_sq" [(L, T)] or None, "seconds" of computation}."""
         started = time.perf_counter()
         self.model.params[...] = params
         states = self.held[state] if isinstance(state, int) else state
-        results = list(self.pool.map(lambda k: self._shard(k, window, first_step, states[k]),
+        results = list(self.pool.map(lambda k: self._shard(k, window, first_step, states[k],
+                                                           None if masks is None else masks[k]),
                                      range(len(self.data))))
         chunks = [self._chunk(window, k) for k in range(len(self.data))]
         self.held = {step: [chunk.state_after(step) for chunk in chunks] for step in steps}
@@ -59,12 +61,13 @@ class Worker:
                 "dh_norm_sq": [chunk.passes[0].dh_norm_sq() for chunk in chunks] if diagnostics else None,
                 "seconds": time.perf_counter() - started}
 
-    def _shard(self, k, window, first_step, state):
+    def _shard(self, k, window, first_step, state, masks):
         start, end = window
         x, y, resets = self.data[k]
         window_resets = {} if resets is None else {"resets": resets[start:end]}
         return self._chunk(window, k).forward_backward(x[start:end], y[start:end], self.loss, state,
-                                                       first_step, quantiles=self.quantiles, **window_resets)
+                                                       first_step, quantiles=self.quantiles, masks=masks,
+                                                       **window_resets)
 
     def _chunk(self, window, k):
         steps = window[1] - window[0]

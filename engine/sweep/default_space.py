@@ -4,6 +4,8 @@ that matter most for BPTT, the learning rate first, at ranges sized to the data.
     lr      1e-3..3e-2:log     the setting every measured sweep found the most important
     hidden  16,32,64
     layers  1,2
+    dropout 0,0.1,0.3          between layers: searched unless the caller fixed one layer
+                                (where it has nothing to act on)
     k1      LOW..HIGH:log       integers; HIGH a tenth of the shortest series' training
                                 part (at most 200), LOW = min(10, HIGH // 2)
 
@@ -13,17 +15,19 @@ too when k2 or --full-bptt is given, as they bound it.
 K1_SHARE = 10       # k1 at most the shortest training part / K1_SHARE
 K1_LARGEST = 200
 K1_SMALLEST = 2
-SPACE = {"lr": "1e-3..3e-2:log", "hidden": [16, 32, 64], "layers": [1, 2]}
+SPACE = {"lr": "1e-3..3e-2:log", "hidden": [16, 32, 64], "layers": [1, 2], "dropout": [0, 0.1, 0.3]}
 
 
 def default_space(lengths, val_fraction, fixed):
     """{setting: SPEC} of the default space. lengths: rows of each series (one for a single
     series); val_fraction: the share of each held out for validation; fixed: the names of
-    the settings the caller gave."""
+    the settings the caller gave (or {name: value})."""
     shortest = int(min(lengths) * (1 - val_fraction))
     high = max(K1_SMALLEST + 1, min(K1_LARGEST, shortest // K1_SHARE))
     low = max(K1_SMALLEST, min(10, high // 2))
     space = {name: spec for name, spec in SPACE.items() if name not in fixed}
+    if isinstance(fixed, dict) and fixed.get("layers") == 1:
+        space.pop("dropout", None)  # a single layer has no output below another
     if not {"k1", "k2", "full_bptt"} & set(fixed):
         space["k1"] = f"{low}..{high}:log"
     return space
