@@ -98,3 +98,21 @@ def workdir(originals, tmp_path, monkeypatch):
     shutil.copytree(originals, tmp_path, dirs_exist_ok=True, copy_function=shutil.copy2)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def trained_on_openblas(reference, directory):
+    """{key: flat parameters} of every configuration of `reference` (a tests/make_*_reference
+    module: configurations(), trained()), trained in a fresh process on SciPy's OpenBLAS:
+    the recorded files hold OpenBLAS's bits, and a process binds one BLAS backend."""
+    import os
+    import subprocess
+    import sys
+
+    output = directory / f"{reference.__name__}.npz"
+    tests = os.path.dirname(os.path.abspath(reference.__file__))
+    script = (f"import sys; sys.path.insert(0, {tests!r}); import numpy as np; import {reference.__name__} as r; "
+              f"np.savez({str(output)!r}, **{{key: r.trained(m, t) for key, m, t in r.configurations()}})")
+    environment = {**os.environ, "BPTT_BLAS": "openblas", "PYTHONPATH": os.path.dirname(tests)}
+    subprocess.run([sys.executable, "-c", script], env=environment, check=True, timeout=1800)
+    with np.load(output) as archive:
+        return dict(archive)
