@@ -116,3 +116,25 @@ def trained_on_openblas(reference, directory):
     subprocess.run([sys.executable, "-c", script], env=environment, check=True, timeout=1800)
     with np.load(output) as archive:
         return dict(archive)
+
+
+# The regularisation tests' rates: each option alone and all together.
+RATE = 0.4
+OPTIONS = {"dropout": dict(dropout=RATE), "recurrent": dict(recurrent_dropout=RATE), "zoneout": dict(zoneout=RATE),
+           "all": dict(dropout=RATE, recurrent_dropout=RATE, zoneout=RATE)}
+
+
+def option_cases(variants):
+    """(variant, option name) pairs: zoneout does not apply to the RNN ("all" without it)."""
+    for variant in variants:
+        for name in OPTIONS:
+            if variant[0] != "rnn" or name != "zoneout":
+                yield variant, name
+
+
+def option_rates(variant, option):
+    """The Model rates of OPTIONS[option] for variant (cell, ...): the RNN without zoneout."""
+    rates = dict(OPTIONS[option])
+    if variant[0] == "rnn":
+        rates.pop("zoneout", None)
+    return rates

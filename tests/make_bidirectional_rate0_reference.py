@@ -4,7 +4,7 @@ recurrent dropout and zoneout reached bidirectional layers (commit 6b8f618, main
 the masks were merged). tests/test_regularisation_bidirectional.py checks that with every
 rate 0 the engine still produces them bit for bit.
 
-    git archive 6b8f618 | tar -x -C /tmp/old && cp tests/make_bidirectional_rate0_reference.py /tmp/old/tests/
+    git archive 6b8f618 | tar -x -C /tmp/old && cp tests/make_*rate0_reference.py /tmp/old/tests/
     cd /tmp/old && PYTHONPATH=$PWD python tests/make_bidirectional_rate0_reference.py OUTPUT.npz
 
 Each configuration (its key names it) trains a seeded model on whole sequences (k1=None)
@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import engine  # noqa: E402
+import make_rate0_reference  # noqa: E402  (beside this file: copy both into an old tree)
 
 T, B, I, H, O = 10, 4, 3, 4, 2
 VARIANTS = (("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu"))
@@ -36,21 +36,9 @@ def configurations():
                     yield key, model, dict(k1=None, lr=0.05, seed=5, shards=shards)
 
 
-def data(dtype):
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    y = rng.standard_normal((T, B, O)).astype(dtype)
-    resets = rng.random((T, B)) < 0.1
-    return x, y, resets
-
-
 def trained(model_settings, trainer_settings):
-    """The flat parameters after three epochs of fit."""
-    model = engine.Model(**model_settings)
-    trainer = engine.Trainer(model, **trainer_settings)
-    x, y, resets = data(model_settings["dtype"])
-    trainer.fit(x, y, epochs=3, resets=resets)
-    return model.params.copy()
+    """The flat parameters after three epochs of fit on T steps (make_rate0_reference's data)."""
+    return make_rate0_reference.trained(model_settings, trainer_settings, steps=T, epochs=3)
 
 
 if __name__ == "__main__":

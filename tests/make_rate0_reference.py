@@ -37,20 +37,21 @@ def configurations():
                     yield key, model, dict(k1=6, k2=9, lr=0.01, seed=5, **options)
 
 
-def data(dtype):
+def data(dtype, steps=T):
+    """Seeded (x, y, resets) of `steps` steps of B streams."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    y = rng.standard_normal((T, B, O)).astype(dtype)
-    resets = rng.random((T, B)) < 0.1
+    x = rng.standard_normal((steps, B, I)).astype(dtype)
+    y = rng.standard_normal((steps, B, O)).astype(dtype)
+    resets = rng.random((steps, B)) < 0.1
     return x, y, resets
 
 
-def trained(model_settings, trainer_settings):
-    """The flat parameters after two epochs of fit."""
+def trained(model_settings, trainer_settings, steps=T, epochs=2):
+    """The flat parameters after `epochs` epochs of fit on data(dtype, steps)."""
     model = engine.Model(**model_settings)
     trainer = engine.Trainer(model, **trainer_settings)
-    x, y, resets = data(model_settings["dtype"])
-    trainer.fit(x, y, epochs=2, resets=resets)
+    x, y, resets = data(model_settings["dtype"], steps)
+    trainer.fit(x, y, epochs=epochs, resets=resets)
     return model.params.copy()
 
 

@@ -13,7 +13,7 @@ import pytest
 import engine
 import make_rate0_reference as reference
 import naive
-from conftest import VARIANTS, trained_on_openblas
+from conftest import RATE, VARIANTS, option_cases, option_rates, trained_on_openblas
 from conftest import assert_close_impl as assert_close
 from conftest import make_case_impl
 from engine.bptt import SERIAL, initial_state_grad
@@ -47,24 +47,6 @@ def test_rates_zero_reproduce_the_engine_before_them(recorded, retrained, key, m
 
 # ---------------------------------------------------------------- kernels with fixed masks
 
-RATE = 0.4
-OPTIONS = {"dropout": dict(dropout=RATE), "recurrent": dict(recurrent_dropout=RATE), "zoneout": dict(zoneout=RATE),
-           "all": dict(dropout=RATE, recurrent_dropout=RATE, zoneout=RATE)}
-
-
-def _option_cases(variants):
-    """(variant, option name) pairs: zoneout does not apply to the RNN ("all" without it)."""
-    for variant in variants:
-        for name in OPTIONS:
-            if variant[0] != "rnn" or name != "zoneout":
-                yield variant, name
-
-
-def _rates(variant, option):
-    rates = dict(OPTIONS[option])
-    if variant[0] == "rnn":
-        rates.pop("zoneout", None)
-    return rates
 
 
 def _masked_case(variant, num_layers, option, seed=0, T=5, B=3, H=4):
@@ -73,7 +55,7 @@ def _masked_case(variant, num_layers, option, seed=0, T=5, B=3, H=4):
     case = make_case_impl(cell=cell, nonlinearity=nonlinearity, num_layers=num_layers, loss="mse", masked=True,
                           T=T, B=B, I=3, H=H, O=2, seed=seed)
     model = engine.Model(cell=cell, input_size=3, hidden_size=H, output_size=2, num_layers=num_layers,
-                         nonlinearity=nonlinearity, dtype="float64", **_rates(variant, option))
+                         nonlinearity=nonlinearity, dtype="float64", **option_rates(variant, option))
     model.load_state_dict(case["params"])
     rng = np.random.default_rng(seed + 7)
     case.update(model=model, resets=rng.random((T, B)) < 0.2, masks=draw_masks(model, T, B, rng))
@@ -85,8 +67,8 @@ def _naive_masks(masks):
 
 
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
-@pytest.mark.parametrize("variant, option", list(_option_cases(VARIANTS)),
-                         ids=[f"{v[0]}-{v[1]}-{o}" for v, o in _option_cases(VARIANTS)])
+@pytest.mark.parametrize("variant, option", list(option_cases(VARIANTS)),
+                         ids=[f"{v[0]}-{v[1]}-{o}" for v, o in option_cases(VARIANTS)])
 def test_kernels_with_masks_equal_the_naive_reference(variant, option, num_layers):
     case = _masked_case(variant, num_layers, option)
     model, masks = case["model"], case["masks"]
@@ -143,8 +125,8 @@ def _plan_pass(plan, model, T, B, grad):
 
 @pytest.mark.parametrize("plan", ["serial", "split", "recompute", "split-recompute"])
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
-@pytest.mark.parametrize("variant, option", list(_option_cases(TANH_VARIANTS)),
-                         ids=[f"{v[0]}-{o}" for v, o in _option_cases(TANH_VARIANTS)])
+@pytest.mark.parametrize("variant, option", list(option_cases(TANH_VARIANTS)),
+                         ids=[f"{v[0]}-{o}" for v, o in option_cases(TANH_VARIANTS)])
 def test_masked_gradients_match_central_differences(variant, option, num_layers, plan):
     """float64 central differences of the loss with the masks fixed, through each plan's
     kernels: every parameter and initial-state entry (tests/test_gradcheck.py's criterion)."""
@@ -426,7 +408,7 @@ def test_float32_kernels_with_masks_follow_the_reference(cell):
     rounding of the float64 reference."""
     case = _masked_case((cell, "tanh"), 2, "all")
     model = engine.Model(cell=cell, input_size=3, hidden_size=4, output_size=2, num_layers=2, dtype="float32",
-                         **_rates((cell, "tanh"), "all"))
+                         **option_rates((cell, "tanh"), "all"))
     model.load_state_dict(case["params"])
     masks = ChunkMasks(*(None if mask is None else mask.astype(np.float32) for mask in case["masks"]))
     x, y = case["x"].astype(np.float32), case["y"].astype(np.float32)

@@ -13,7 +13,7 @@ import pytest
 import engine
 import make_bidirectional_rate0_reference as reference
 import naive
-from conftest import VARIANTS, trained_on_openblas
+from conftest import RATE, VARIANTS, option_cases, option_rates, trained_on_openblas
 from conftest import assert_close_impl as assert_close
 from conftest import make_case_impl
 from engine.bptt import forward_chunk, state_after
@@ -46,24 +46,6 @@ def test_rates_zero_reproduce_the_bidirectional_engine_before_them(recorded, ret
     assert np.array_equal(params, recorded[key]), key
 
 
-RATE = 0.4
-OPTIONS = {"dropout": dict(dropout=RATE), "recurrent": dict(recurrent_dropout=RATE), "zoneout": dict(zoneout=RATE),
-           "all": dict(dropout=RATE, recurrent_dropout=RATE, zoneout=RATE)}
-
-
-def _option_cases(variants):
-    """(variant, option name) pairs: zoneout does not apply to the RNN."""
-    for variant in variants:
-        for name in OPTIONS:
-            if variant[0] != "rnn" or name != "zoneout":
-                yield variant, name
-
-
-def _rates(cell, option):
-    rates = dict(OPTIONS[option])
-    if cell == "rnn":
-        rates.pop("zoneout", None)
-    return rates
 
 
 def _parts(state):
@@ -77,7 +59,7 @@ def _masked_case(variant, num_layers, option, loss="mse", seed=0, T=5, B=3, H=4,
     case = make_case_impl(cell=cell, nonlinearity=nonlinearity, num_layers=num_layers, loss=loss, T=T, B=B, I=3,
                           H=H, O=O, seed=seed, bidirectional=True)
     model = engine.Model(cell=cell, input_size=3, hidden_size=H, output_size=O, num_layers=num_layers,
-                         nonlinearity=nonlinearity, dtype="float64", bidirectional=True, **_rates(cell, option))
+                         nonlinearity=nonlinearity, dtype="float64", bidirectional=True, **option_rates((cell,), option))
     model.load_state_dict(case["params"])
     rng = np.random.default_rng(seed + 7)
     case.update(model=model, resets=rng.random((T, B)) < 0.2, masks=draw_masks(model, T, B, rng))
@@ -89,8 +71,8 @@ def _naive_masks(masks):
 
 
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
-@pytest.mark.parametrize("variant, option", list(_option_cases(VARIANTS)),
-                         ids=[f"{v[0]}-{v[1]}-{o}" for v, o in _option_cases(VARIANTS)])
+@pytest.mark.parametrize("variant, option", list(option_cases(VARIANTS)),
+                         ids=[f"{v[0]}-{v[1]}-{o}" for v, o in option_cases(VARIANTS)])
 def test_kernels_with_masks_equal_the_naive_reference(variant, option, num_layers):
     """Both directions' kernels with the masks (and resets) against the NumPy reference:
     every step's output and the final state (2L, B, H)."""
@@ -148,8 +130,8 @@ def _well_conditioned(variant, option, loss):
 
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"], ids=["every-step", "last-step"])
-@pytest.mark.parametrize("variant, option", list(_option_cases(TANH_VARIANTS)),
-                         ids=[f"{v[0]}-{o}" for v, o in _option_cases(TANH_VARIANTS)])
+@pytest.mark.parametrize("variant, option", list(option_cases(TANH_VARIANTS)),
+                         ids=[f"{v[0]}-{o}" for v, o in option_cases(TANH_VARIANTS)])
 def test_masked_gradients_match_central_differences(variant, option, loss):
     """float64 central differences of the loss of a 2-layer bidirectional model with the
     masks fixed (and resets): every parameter, both directions', and the initial state."""
