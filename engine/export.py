@@ -45,6 +45,7 @@ def export_checkpoint(checkpoint, output, format, with_normalization=False, forc
     _check_request(output, format, with_normalization, force, inputs=[checkpoint])
     model, _ = load(checkpoint)
     _check_exportable(model, format)
+    require(format)
     recipe = read_metadata(checkpoint)["user"].get("data")
     if with_normalization and recipe is None:
         raise ValueError(f"{checkpoint}: holds no data recipe (not written by bptt train), so there "
@@ -57,6 +58,7 @@ def export_model(model, output, format, recipe=None, with_normalization=False, f
     (TrainingData.metadata), needed by with_normalization."""
     _check_request(output, format, with_normalization, force)
     _check_exportable(model, format)
+    require(format)
     if with_normalization and recipe is None:
         raise ValueError("with_normalization needs the data recipe (recipe=TrainingData.metadata)")
     return _write(model, recipe, output, format, with_normalization)
@@ -70,18 +72,17 @@ def split_state_dict(state_dict):
 
 
 def _check_request(output, format, with_normalization, force, inputs=()):
-    """Everything checkable before any work: the format, its package, the output path."""
+    """Everything checkable before reading the model: the format and the output path."""
     check_choice("format", format, FORMATS)
     if with_normalization and format != "onnx":
         raise ValueError("--with-normalization applies to --format onnx only (the safetensors "
                          "metadata holds the normalisation anyway)")
     check_output(output, inputs=inputs, replace=force)
-    require(format)
 
 
 def _check_exportable(model, format):
     """Refuse, in one line, a model whose inference `format` cannot express (zoneout in
-    torch's modules)."""
+    torch's modules): before asking for the format's package, which would not help."""
     if model.zoneout > 0 and format == "torch":
         raise ValueError(f"--format torch cannot express zoneout's inference (h = p h_prev + (1 - p) h_new): "
                          f"torch.nn.LSTM/GRU have no such option and this model has zoneout {model.zoneout:g}; "
