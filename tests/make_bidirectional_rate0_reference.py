@@ -1,7 +1,7 @@
 """Writes tests/data/bidirectional_rate0_reference.npz: the parameters of tiny bidirectional
 models after a few Trainer updates, recorded with the engine as it was before dropout,
 recurrent dropout and zoneout reached bidirectional layers (commit 6b8f618, main before
-the masks were merged). tests/test_regularisation_bidirectional.py checks that with every
+the masks were merged). tests/test_rate0_recordings.py checks that with every
 rate 0 the engine still produces them bit for bit.
 
     git archive 6b8f618 | tar -x -C /tmp/old && cp tests/make_*rate0_reference.py /tmp/old/tests/

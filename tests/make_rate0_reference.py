@@ -1,6 +1,6 @@
 """Writes tests/data/rate0_reference.npz: the parameters of tiny models after a few Trainer
 updates, recorded with the engine as it was before dropout, recurrent dropout and zoneout
-were added (commit 1c9ae27). tests/test_regularisation.py checks that with every rate 0
+were added (commit 1c9ae27). tests/test_rate0_recordings.py checks that with every rate 0
 the engine still produces them bit for bit.
 
     cd <repo> && PYTHONPATH=$PWD python tests/make_rate0_reference.py

@@ -1,6 +1,6 @@
 """Dropout between layers, variational recurrent dropout and zoneout (docs/training.md,
-"Regularisation"): every rate 0 reproduces the engine of before them bit for bit; the
-kernels' masks against the NumPy reference and float64 central differences; inter-layer
+"Regularisation"; every rate 0 reproducing the engine of before them: test_rate0_recordings.py):
+the kernels' masks against the NumPy reference and float64 central differences; inter-layer
 dropout against PyTorch; the drawn masks' rates; the options' checks, checkpoints and
 exports."""
 import json
@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import engine
-import make_rate0_reference as reference
 import naive
-from conftest import RATE, VARIANTS, option_cases, option_rates, trained_on_openblas
+from conftest import RATE, VARIANTS, option_cases, option_rates
 from conftest import assert_close_impl as assert_close
 from conftest import make_case_impl
 from engine.bptt import SERIAL, initial_state_grad
@@ -23,31 +22,7 @@ from engine.split import SplitLayers
 from test_gradcheck import assert_matches_central_differences
 
 
-@pytest.fixture(scope="module")
-def recorded():
-    """tests/data/rate0_reference.npz, made by tests/make_rate0_reference.py with the engine
-    before these options existed (its docstring says how)."""
-    with np.load(reference.__file__.replace("make_rate0_reference.py", "data/rate0_reference.npz")) as archive:
-        return dict(archive)
-
-
-@pytest.fixture(scope="module")
-def retrained(tmp_path_factory):
-    """Every configuration trained now, on the backend the recording was made with."""
-    return trained_on_openblas(reference, tmp_path_factory.mktemp("rate0"))
-
-
-@pytest.mark.parametrize("key, model, trainer", list(reference.configurations()),
-                         ids=[key for key, _, _ in reference.configurations()])
-def test_rates_zero_reproduce_the_engine_before_them(recorded, retrained, key, model, trainer):
-    params = retrained[key]
-    assert params.dtype == recorded[key].dtype
-    assert np.array_equal(params, recorded[key]), key
-
-
 # ---------------------------------------------------------------- kernels with fixed masks
-
-
 
 def _masked_case(variant, num_layers, option, seed=0, T=5, B=3, H=4):
     """A float64 model with the option's rates, data with resets, and masks drawn for it."""

@@ -1,6 +1,6 @@
 """Dropout, recurrent dropout and zoneout in bidirectional layers (docs/training.md,
-"Regularisation" and "Bidirectional layers"): every rate 0 reproduces the bidirectional
-engine of before them bit for bit; dropout on each layer's 2H output but the
+"Regularisation" and "Bidirectional layers"; every rate 0 reproducing the bidirectional
+engine of before them: test_rate0_recordings.py): dropout on each layer's 2H output but the
 top one's, recurrent dropout and zoneout per direction with each direction's own masks.
 The kernels against tests/naive.py's bidirectional_forward with the same masks, float64
 central differences with the masks fixed, zoneout's expectation at inference, the drawn
@@ -11,41 +11,14 @@ import numpy as np
 import pytest
 
 import engine
-import make_bidirectional_rate0_reference as reference
 import naive
-from conftest import RATE, VARIANTS, option_cases, option_rates, trained_on_openblas
+from conftest import RATE, VARIANTS, option_cases, option_rates
 from conftest import assert_close_impl as assert_close
 from conftest import make_case_impl
 from engine.bptt import forward_chunk, state_after
 from engine.masks import ChunkMasks, draw_masks
 from engine.workspace import Workspace
 from test_gradcheck import assert_matches_central_differences
-
-@pytest.fixture(scope="module")
-def recorded():
-    """tests/data/bidirectional_rate0_reference.npz, made by
-    tests/make_bidirectional_rate0_reference.py with the engine before the masks reached
-    bidirectional layers (its docstring says how)."""
-    path = reference.__file__.replace("make_bidirectional_rate0_reference.py",
-                                      "data/bidirectional_rate0_reference.npz")
-    with np.load(path) as archive:
-        return dict(archive)
-
-
-@pytest.fixture(scope="module")
-def retrained(tmp_path_factory):
-    """Every configuration trained now, on the backend the recording was made with."""
-    return trained_on_openblas(reference, tmp_path_factory.mktemp("rate0"))
-
-
-@pytest.mark.parametrize("key, model, trainer", list(reference.configurations()),
-                         ids=[key for key, _, _ in reference.configurations()])
-def test_rates_zero_reproduce_the_bidirectional_engine_before_them(recorded, retrained, key, model, trainer):
-    params = retrained[key]
-    assert params.dtype == recorded[key].dtype
-    assert np.array_equal(params, recorded[key]), key
-
-
 
 
 def _parts(state):
