@@ -358,11 +358,13 @@ def test_the_overhead_benchmark_runs(capsys):
     assert lines[1].endswith("x1.000")
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one-direction", "bidirectional"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("rates", [dict(dropout=0.1), dict(recurrent_dropout=0.1), dict(zoneout=0.1),
                                    dict(dropout=0.1, recurrent_dropout=0.1, zoneout=0.1)],
                          ids=["dropout", "recurrent", "zoneout", "all"])
-def test_the_memory_estimate_counts_the_mask_buffers(cell, rates):
+def test_the_memory_estimate_counts_the_mask_buffers(cell, rates, bidirectional):
+    """The estimate equals the workspace allocated, each direction's masks included."""
     from engine import footprint
     from engine.workspace import Workspace
 
@@ -371,10 +373,14 @@ def test_the_memory_estimate_counts_the_mask_buffers(cell, rates):
             pytest.skip("zoneout does not apply to the RNN")
         rates = dict(rates, zoneout=0.0)
     model = engine.Model(cell=cell, input_size=3, hidden_size=5, output_size=2, num_layers=3, dtype="float64",
-                         **rates)
+                         bidirectional=bidirectional, **rates)
     flags = (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0)
-    assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8, flags) == Workspace(model, 7, 4).nbytes
-    assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8) < Workspace(model, 7, 4).nbytes
+    allocated = Workspace(model, 7, 4).nbytes
+    shape = dict(bidirectional=bidirectional, input_size=3)
+    assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8, flags, **shape) == allocated
+    assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8, **shape) < allocated
+    assert footprint.chunk_bytes(cell, 3, 5, 2, 3, 7, 4, 1, 8, model.params.nbytes, masks=flags,
+                                 bidirectional=bidirectional) == allocated
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

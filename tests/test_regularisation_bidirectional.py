@@ -180,27 +180,6 @@ def test_training_with_masks_is_reproducible_and_shards_agree(cell):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("rates", [dict(dropout=0.1), dict(recurrent_dropout=0.1), dict(zoneout=0.1),
-                                   dict(dropout=0.1, recurrent_dropout=0.1, zoneout=0.1)],
-                         ids=["dropout", "recurrent", "zoneout", "all"])
-def test_the_memory_estimate_counts_each_directions_mask_buffers(cell, rates):
-    from engine import footprint
-
-    if cell == "rnn":
-        if set(rates) == {"zoneout"}:
-            pytest.skip("zoneout does not apply to the RNN")
-        rates = dict(rates, zoneout=0.0)
-    model = engine.Model(cell=cell, input_size=3, hidden_size=5, output_size=2, num_layers=3, dtype="float64",
-                         bidirectional=True, **rates)
-    flags = (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0)
-    allocated = Workspace(model, 7, 4).nbytes
-    assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8, flags, bidirectional=True, input_size=3) == allocated
-    assert footprint.workspace_bytes(cell, 5, 2, 3, 7, 4, 8, bidirectional=True, input_size=3) < allocated
-    assert footprint.chunk_bytes(cell, 3, 5, 2, 3, 7, 4, 1, 8, model.params.nbytes, masks=flags,
-                                 bidirectional=True) == allocated
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_inter_layer_dropout_equals_torch_with_the_same_mask(cell):
     """torch.nn.LSTM(num_layers=2, dropout=p, bidirectional=True) multiplies layer 0's 2H
     output by a mask before layer 1 reads it; with our two directions' masks side by side
