@@ -28,6 +28,19 @@ def assert_close_impl(actual, expected, rel, what="", floor=0.0):
     assert error <= rel, f"{what}: relative error {error:.3g} > {rel:g}"
 
 
+def assert_equals_stacked_torch(loss, grads, torch_loss, layers, head, parts, rel=1e-10):
+    """Our loss and gradients against torch's after torch_loss.backward() through `layers`
+    (single-layer torch modules stacked, layer k's parameters named *_l0), `head` (a Linear)
+    and the initial state's tensors `parts` (h_0, and c_0 for the LSTM)."""
+    assert abs(loss - torch_loss.item()) <= 1e-12 * abs(torch_loss.item())
+    for k, layer in enumerate(layers):
+        for name, parameter in layer.named_parameters():
+            assert_close_impl(grads[name.replace("_l0", f"_l{k}")], parameter.grad.numpy(), rel, f"{name} of layer {k}")
+    assert_close_impl(grads["head.weight"], head.weight.grad.numpy(), rel, "head.weight")
+    for name, part in zip(("h_0", "c_0"), parts):
+        assert_close_impl(grads[name], part.grad.numpy(), rel, name)
+
+
 def make_case_impl(cell="lstm", nonlinearity="tanh", num_layers=1, loss="mse", masked=False,
                    T=4, B=2, I=2, H=3, O=2, dtype="float64", seed=0, random_state=True, bidirectional=False):
     """A model with seeded parameters plus random x (T, B, I), targets y and initial state

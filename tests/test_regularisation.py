@@ -14,7 +14,7 @@ import engine
 import naive
 from conftest import RATE, VARIANTS, option_cases, option_rates
 from conftest import assert_close_impl as assert_close
-from conftest import make_case_impl
+from conftest import assert_equals_stacked_torch, make_case_impl
 from engine.bptt import SERIAL, initial_state_grad
 from engine.masks import ChunkMasks, draw_masks
 from engine.passes import RecomputePass, StoredPass
@@ -150,13 +150,7 @@ def test_inter_layer_dropout_equals_torch_with_the_same_mask(cell):
                          tuple(p[1:2] for p in parts) if cell == "lstm" else parts[0][1:2])
     torch_loss = torch.nn.functional.mse_loss(head(above), torch.tensor(y))
     torch_loss.backward()
-    assert loss == pytest.approx(torch_loss.item(), rel=1e-12)
-    for k, layer in enumerate(layers):
-        for name, parameter in layer.named_parameters():
-            assert_close(grads[name.replace("_l0", f"_l{k}")], parameter.grad.numpy(), 1e-10, f"{name} of layer {k}")
-    assert_close(grads["head.weight"], head.weight.grad.numpy(), 1e-10, "head.weight")
-    for name, part in zip(("h_0", "c_0"), parts):
-        assert_close(grads[name], part.grad.numpy(), 1e-10, name)
+    assert_equals_stacked_torch(loss, grads, torch_loss, layers, head, parts)
 
 
 # ---------------------------------------------------------------- the drawn masks

@@ -14,7 +14,7 @@ import engine
 import naive
 from conftest import RATE, VARIANTS, option_cases, option_rates
 from conftest import assert_close_impl as assert_close
-from conftest import make_case_impl
+from conftest import assert_equals_stacked_torch, make_case_impl
 from engine.bptt import forward_chunk, state_after
 from engine.masks import ChunkMasks, draw_masks
 from engine.workspace import Workspace
@@ -209,13 +209,7 @@ def test_inter_layer_dropout_equals_torch_with_the_same_mask(cell):
     torch_loss = torch.nn.functional.mse_loss(head(above), torch.tensor(y))
     torch_loss.backward()
     assert (masks.drop == 0).any()
-    assert loss == pytest.approx(torch_loss.item(), rel=1e-12)
-    for k, layer in enumerate(layers):
-        for name, parameter in layer.named_parameters():
-            assert_close(grads[name.replace("_l0", f"_l{k}")], parameter.grad.numpy(), 1e-10, f"{name} of layer {k}")
-    assert_close(grads["head.weight"], head.weight.grad.numpy(), 1e-10, "head.weight")
-    for name, part in zip(("h_0", "c_0"), parts):
-        assert_close(grads[name], part.grad.numpy(), 1e-10, name)
+    assert_equals_stacked_torch(loss, grads, torch_loss, layers, head, parts)
 
 
 def test_a_resumed_bidirectional_checkpoint_continues_bit_exactly(tmp_path):
