@@ -3,6 +3,7 @@ import json
 
 from bench.resets import MAX_COST
 from engine.files import atomic_write
+from engine.thread_plan import plan_label
 
 
 def format_table(records):
@@ -109,16 +110,6 @@ def _panel(panels):
 def _compile(compiles):
     return "\n".join(f"Engine compile, all kernels: cold {r['cold_s']:.1f} s, cached start "
                      f"{r['cached_s']:.2f} s" for r in compiles)
-
-
-def plan_label(plan):
-    """"2x32": two shards of 32 streams; "64/h2": one shard of 64 streams, its hidden units
-    split between two threads."""
-    if plan is None:
-        return ""
-    if plan.get("split", 1) > 1:
-        return f"{plan['rows_per_shard']}/h{plan['split']}"
-    return f"{plan['shards']}x{plan['rows_per_shard']}"
 
 
 def _ratio(value):

@@ -24,6 +24,7 @@ from bench.resets import RESET_PERIOD, ResetsWorkload
 from bench.workloads import available, make_data, make_workload
 from engine.blas import backend, blas_core
 from engine.files import atomic_write
+from engine.machine_load import OtherLoad
 from engine.model import Model
 from engine.workspace import Workspace
 
@@ -169,27 +170,6 @@ def time_phases(engine, n):
             getattr(engine, phase)()
             totals[phase] += time.perf_counter() - started
     return {phase: total / n for phase, total in totals.items()}
-
-
-class OtherLoad:
-    """CPU time that other processes used since construction, in cores (0 on a quiet
-    machine, up to the core count): the benchmark's neighbours, reported with its numbers."""
-
-    def __init__(self):
-        self.start = self._sample()
-
-    def cores(self):
-        (wall0, busy0, own0), (wall1, busy1, own1) = self.start, self._sample()
-        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (wall1 - wall0))
-
-    @staticmethod
-    def _sample():
-        """(wall s, CPU-busy s of the whole machine, CPU s of this process) from /proc/stat."""
-        with open("/proc/stat") as stat:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
-        own = os.times()
-        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-        return time.perf_counter(), busy, own.user + own.system
 
 
 def resets_record(rounds, round_s):
