@@ -9,14 +9,15 @@ from engine.thread_plan import plan_label
 def format_table(records):
     """Throughput (thousands of steps/s, GFLOP/s, engine/peer ratios), peak memory and
     start time per configuration; the engine's phases and workspace; full-BPTT memory
-    growth; the cost of resets; packing a panel; compile time. Sections without records
-    are left out."""
+    growth; the cost of resets; packing a panel; the thread plans beside a busy core;
+    compile time. Sections without records are left out."""
     train = [r for r in records if r["kind"] == "train"]
     peers = sorted({r["impl"] for r in train} - {"engine"})
     sections = [_throughput(train, peers), _phases([r for r in train if r["impl"] == "engine"]),
                 _growth([r for r in records if r["kind"] == "full_bptt"]),
                 _resets([r for r in records if r["kind"] == "resets"]),
                 _panel([r for r in records if r["kind"] == "panel"]),
+                _busy([r for r in records if r["kind"] == "busy_core"]),
                 _compile([r for r in records if r["kind"] == "compile"])]
     return "\n\n".join(section for section in sections if section)
 
@@ -105,6 +106,18 @@ def _panel(panels):
     from bench.panel import describe  # here: `python -m bench.panel` runs clean
 
     return "\n".join(describe(r) for r in panels)
+
+
+def _busy(records):
+    if not records:
+        return ""
+    header = ["config", "plan", "quiet ms/step", "busy ms/step", "busy / quiet", "other cores"]
+    rows = [[r["config"], r["plan"], f"{r['quiet_s'] * 1e3:.3f}", f"{r['busy_s'] * 1e3:.3f}", f"{r['ratio']:.2f}",
+             f"{r['other_load_quiet']:.2f} / {r['other_load_busy']:.2f}"] for r in records]
+    title = ("Thread plans beside a busy core: the step with each plan given, quiet and while another "
+             "process burns one core (other cores = CPU used by other processes, quiet / busy, the "
+             "neighbour included)")
+    return title + "\n" + _columns(header, rows)
 
 
 def _compile(compiles):

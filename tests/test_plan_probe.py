@@ -194,3 +194,28 @@ def test_a_resumed_run_keeps_its_measured_plan(monkeypatch, tmp_path):
     _, other = engine.load(tmp_path / "run.npz")
     other.fit(x[:, :3], y[:, :3])  # another batch size: the model's plan, still not measured
     assert len(asked) == 1 and other.thread_plan["chosen_by"] == "model"
+
+
+# ------------------------------------------------------------------- the benchmark
+
+def test_busy_records_time_every_plan_quiet_and_busy():
+    from bench import format_table
+    from bench.plans import busy_records
+
+    records = busy_records("tiny", rounds=2, round_s=0.01)  # 16 streams, H 32: 1x16, 2x8 on 2 cores
+    assert [r["plan"] for r in records] == [f"{s}x{-(-16 // s)}" for s in range(1, len(records) + 1)]
+    for r in records:
+        assert r["kind"] == "busy_core" and r["ratio"] == r["busy_s"] / r["quiet_s"] and r["rounds"] == 2
+        assert r["quiet_s"] > 0 and r["busy_s"] > 0 and r["modelled_s"] > 0
+    table = format_table(records)
+    assert "Thread plans beside a busy core" in table and all(r["plan"] in table for r in records)
+
+
+def test_the_busy_neighbour_burns_only_inside_its_block():
+    from bench.plans import BusyNeighbour
+
+    with BusyNeighbour() as neighbour:
+        assert neighbour.process.poll() is None  # running
+    assert neighbour.process.returncode is not None  # stopped and reaped
+    with BusyNeighbour(active=False) as idle:
+        assert idle.process is None
