@@ -46,7 +46,8 @@ shape, the two timed call by call on an Intel machine (`python -m bench.blas_bac
 the model stays on the scale it was fitted at. The model ignores what a 2-core machine cannot show:
 memory and cache bandwidth shared by many cores, SMT siblings counted as cores, NUMA.
 What it chooses for the standard configurations on 2, 16 and 64 cores: `python -m
-bench.plans` (the table in README.md, Performance).
+bench.plans` (the table in README.md, Performance). Where the model sees a near tie, or
+the machine is busy, the Trainer times the candidates instead (engine/plan_probe.py).
 """
 import math
 import os

@@ -219,3 +219,16 @@ def test_the_busy_neighbour_burns_only_inside_its_block():
     assert neighbour.process.returncode is not None  # stopped and reaped
     with BusyNeighbour(active=False) as idle:
         assert idle.process is None
+
+
+def test_a_bad_BPTT_PLAN_stops_bptt_train_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    series = tmp_path / "s.csv"
+    series.write_text("y\n" + "\n".join(str(np.sin(t / 5)) for t in range(100)) + "\n")
+    result = CliRunner().invoke(main, ["train", str(series), "-o", str(tmp_path / "m.npz"), "--epochs", "1",
+                                       "--hidden", "4"], env={plan_probe.MODE_ENV: "fastest"})
+    assert result.exit_code == 2 and result.output.strip().startswith("Error: BPTT_PLAN must be one of")
+    assert "Traceback" not in result.output and not (tmp_path / "m.npz").exists()
