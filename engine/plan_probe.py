@@ -1,9 +1,10 @@
 """Measure the thread plan instead of trusting the model, where the model cannot tell.
 
 The cost model (engine/thread_plan.py) is fitted on a quiet machine. Where it models
-another plan within NEAR of its best, or where other processes keep at least BUSY_CORES
-of the machine busy (a hidden-block plan's threads meet every step, so one preempted
-thread stalls them all), the Trainer times the candidates on the first window of its
+another plan within NEAR of its best, or where other processes leave fewer free cores
+than the best plan has threads (by BUSY_CORES: on 2 cores, half a core used by others;
+a hidden-block plan's threads meet every step, so one preempted thread stalls them all,
+and a shard holds up the update's end), the Trainer times the candidates on the first window of its
 data before training: each candidate's chunk runs that window's forward and backward
 once to warm up (and compile), then TIMED_PASSES times, the candidates alternated in a
 rotating order; the lowest median wins (ties: the model's order). The passes write into
@@ -31,7 +32,7 @@ from engine.validation import check_choice
 MODES = ("auto", "model", "measure")
 MODE_ENV = "BPTT_PLAN"
 NEAR = 0.10             # a plan modelled within 10% of the best is a candidate
-BUSY_CORES = 0.5        # other processes using this many cores or more: the machine is busy
+BUSY_CORES = 0.5        # busy: others leave a plan of n threads at most n - BUSY_CORES free cores
 MAX_CANDIDATES = 3      # plans timed, at most (the model's best ones)
 TIMED_PASSES = 3        # timed window passes per candidate, after one warm-up
 MIN_RUN_UPDATES = 600   # "auto" probes a call that makes at least this many updates
@@ -47,10 +48,10 @@ def plan_mode(mode):
     return check_choice("plan", mode, MODES)
 
 
-def candidates(mode, times, updates):
+def candidates(mode, times, updates, cores):
     """(plans to time, reason, other processes' cores or None), or None to keep the
     model's best. times: {(shards, split): modelled seconds per step} (thread_plan.plan_times);
-    updates: the updates the call about to train makes."""
+    updates: the updates the call about to train makes; cores: this process's cores."""
     ranked = ranked_plans(times)
     if mode == "model" or len(ranked) < 2:  # one core, or one stream and no hidden blocks
         return None
@@ -62,10 +63,11 @@ def candidates(mode, times, updates):
     near = [plan for plan in ranked if times[plan] <= best * (1 + NEAR)][:MAX_CANDIDATES]
     if len(near) > 1:
         return near, "near tie", None
-    if ranked[0] == (1, 1):  # one thread: nothing for a neighbour to stall
+    threads = ranked[0][0] * ranked[0][1]
+    if threads == 1:  # one thread: nothing for a neighbour to stall
         return None
     load = other_cores()
-    if load >= BUSY_CORES:
+    if cores - load <= threads - BUSY_CORES:
         return ranked[:MAX_CANDIDATES], "busy", load
     return None
 

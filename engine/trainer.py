@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from engine.clip import clip_grad_norm, clip_grad_value
-from engine.footprint import chunk_bytes, require, trainer_bytes
+from engine.footprint import available_bytes, chunk_bytes, require, trainer_bytes
 from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import counted, mean_loss
@@ -17,7 +17,7 @@ from engine.plan_probe import candidates, fastest, plan_mode, probe_record, time
 from engine.schedules import make_schedule, schedule_from_config
 from engine.shards import chunk_for
 from engine.split import check_split
-from engine.thread_plan import model_plan_times, plan_for
+from engine.thread_plan import available_cores, model_plan_times, plan_for
 from engine.validation import (as_inputs, as_resets, as_targets, check_choice, check_float, check_int,
                                check_loss, check_options_in_dtype)
 
@@ -490,13 +490,14 @@ class Trainer:
         self._plan_settled = True
         model, (T, B) = self.model, x.shape[:2]
         window = T if self.k1 is None else min(self.k2, T)
-        chosen = candidates(self.plan, model_plan_times(model, window, B), updates)
+        chosen = candidates(self.plan, model_plan_times(model, window, B), updates, available_cores())
         if chosen is None:
             return
         plans, reason, load = chosen
         explicit = {plan: plan_for(model, window, B, plan[0], split=plan[1]) for plan in plans}
-        require(sum(self._chunk_bytes(plan, window, B) for plan in explicit.values()),
-                f"measuring {len(plans)} thread plans on windows of {window} steps x {B} streams")
+        available = available_bytes()
+        if available is not None and sum(self._chunk_bytes(plan, window, B) for plan in explicit.values()) > available:
+            return  # the candidates' buffers side by side do not fit: the model's plan, unmeasured
         scratch = np.zeros_like(self.grad)
         state = model.init_state(B)
         options = self._window_options(x, (0, window), resets, copy.deepcopy(self.rng))

@@ -49,32 +49,35 @@ def _fake_timings(monkeypatch, per_plan):
 
 def test_a_near_tie_is_measured_without_sampling_the_load(monkeypatch):
     _no_load(monkeypatch)
-    plans, reason, load = candidates("auto", NEAR_TIMES, plan_probe.MIN_RUN_UPDATES)
+    plans, reason, load = candidates("auto", NEAR_TIMES, plan_probe.MIN_RUN_UPDATES, 2)
     assert plans == [(2, 1), (1, 1)] and reason == "near tie" and load is None
 
 
 def test_a_clear_best_is_measured_only_on_a_busy_machine(monkeypatch):
     updates = plan_probe.MIN_RUN_UPDATES
     monkeypatch.setattr(plan_probe, "other_cores", lambda: plan_probe.BUSY_CORES - 0.01)
-    assert candidates("auto", QUIET_TIMES, updates) is None
-    monkeypatch.setattr(plan_probe, "other_cores", lambda: 1.0)
-    assert candidates("auto", QUIET_TIMES, updates) == ([(2, 1), (1, 1)], "busy", 1.0)
+    assert candidates("auto", QUIET_TIMES, updates, 2) is None
+    monkeypatch.setattr(plan_probe, "other_cores", lambda: plan_probe.BUSY_CORES)
+    assert candidates("auto", QUIET_TIMES, updates, 2) == ([(2, 1), (1, 1)], "busy", plan_probe.BUSY_CORES)
+    assert candidates("auto", QUIET_TIMES, updates, 4) is None  # two cores of four still free for two threads
+    monkeypatch.setattr(plan_probe, "other_cores", lambda: 2.5)
+    assert candidates("auto", QUIET_TIMES, updates, 4) == ([(2, 1), (1, 1)], "busy", 2.5)
 
 
 def test_no_probe_where_the_plan_is_obvious_or_the_run_short(monkeypatch):
     _no_load(monkeypatch)
     long = plan_probe.MIN_RUN_UPDATES
-    assert candidates("auto", {(1, 1): 1.0}, long) is None  # one core, or one stream
-    assert candidates("measure", {(1, 1): 1.0}, long) is None
-    assert candidates("auto", {(1, 1): 0.5, (2, 1): 1.0}, long) is None  # one thread, clear best: no load
-    assert candidates("auto", NEAR_TIMES, long - 1) is None  # the probe would cost over 2% of the run
-    assert candidates("model", NEAR_TIMES, long) is None
+    assert candidates("auto", {(1, 1): 1.0}, long, 1) is None  # one core, or one stream
+    assert candidates("measure", {(1, 1): 1.0}, long, 1) is None
+    assert candidates("auto", {(1, 1): 0.5, (2, 1): 1.0}, long, 2) is None  # one thread, clear best: no load
+    assert candidates("auto", NEAR_TIMES, long - 1, 2) is None  # the probe would cost over 2% of the run
+    assert candidates("model", NEAR_TIMES, long, 2) is None
 
 
 def test_measure_times_the_best_few_however_short_the_run(monkeypatch):
     _no_load(monkeypatch)
     times = {(1, 1): 4.0, (2, 1): 1.0, (3, 1): 2.0, (4, 1): 3.0, (1, 2): 1.5}
-    plans, reason, _ = candidates("measure", times, 1)
+    plans, reason, _ = candidates("measure", times, 1, 4)
     assert plans == [(2, 1), (1, 2), (3, 1)] and len(plans) == plan_probe.MAX_CANDIDATES and reason == "asked"
 
 
@@ -131,6 +134,7 @@ def test_auto_measures_a_busy_machine_only(monkeypatch):
     asked = _fake_timings(monkeypatch, {(1, 1): 1e-3, (2, 1): 2e-3})
     monkeypatch.setattr(trainer_module, "model_plan_times", lambda *args: QUIET_TIMES)
     monkeypatch.setattr(plan_probe, "MIN_RUN_UPDATES", 6)
+    monkeypatch.setattr(trainer_module, "available_cores", lambda: 2)
     x, y = _data()
     monkeypatch.setattr(plan_probe, "other_cores", lambda: 0.0)
     _, quiet = _trainer()
@@ -146,6 +150,15 @@ def test_auto_measures_a_busy_machine_only(monkeypatch):
     _, short = _trainer()
     short.fit(x[:20], y[:20])  # 5 updates
     assert len(asked) == 1
+
+
+def test_no_probe_when_the_candidates_do_not_fit_in_memory(monkeypatch):
+    asked = _fake_timings(monkeypatch, {(1, 1): 1e-3, (2, 1): 2e-3})
+    monkeypatch.setattr(trainer_module, "available_bytes", lambda: 1024)  # the probe's view only
+    x, y = _data()
+    _, trainer = _trainer(plan="measure")
+    trainer.fit(x, y)
+    assert asked == [] and trainer.thread_plan["chosen_by"] == "model"
 
 
 def test_training_equals_the_measured_plan_given_explicitly():
