@@ -2,24 +2,26 @@
 
 The cost model (engine/thread_plan.py) is fitted on a quiet machine. Where it models
 another plan within NEAR of its best, or where other processes leave fewer free cores
-than the best plan has threads (by BUSY_CORES: on 2 cores, half a core used by others;
-a hidden-block plan's threads meet every step, so one preempted thread stalls them all,
-and a shard holds up the update's end), the Trainer times the candidates on the first window of its
-data before training: each candidate's chunk runs that window's forward and backward
-once to warm up (and compile), then TIMED_PASSES times, the candidates alternated in a
-rotating order; the lowest median wins (ties: the model's order). The passes write into
-a scratch gradient from a zero state with masks drawn from a copy of the trainer's
-generator, and no optimizer step is taken (clipping and the step cost the same whatever
-the plan), so training is exactly that of the chosen plan given explicitly.
+than the best plan has threads (by BUSY_CORES: on 2 cores, half a core used by others; a
+hidden-block plan's threads meet every step, so one preempted thread stalls them all,
+and a shard holds up the update's end), the Trainer times the candidates on the first
+window of its data before its first update (once: a plan changed later would make the
+run differ from the plan given explicitly): each candidate's chunk runs that window's
+forward and backward once to warm up (and compile), then TIMED_PASSES times, the
+candidates alternated in a rotating order; the lowest median wins (ties: the model's
+order). The passes write into a scratch gradient from a zero state with masks drawn from
+a copy of the trainer's generator, and no optimizer step is taken (clipping and the step
+cost the same whatever the plan), so training is exactly that of the chosen plan given
+explicitly.
 
-Cost: at most MAX_CANDIDATES * (1 + TIMED_PASSES) window passes (12), and a 0.1 s
-sample of the machine's load when there is no near tie (only for plans of several
-threads). In mode "auto" a call of fit or partial_fit probes only when it makes at least
-MIN_RUN_UPDATES updates, so the passes are at most 2% of its updates; a hidden-block
-candidate's kernels also compile on first use (about 3 s for an LSTM in float32, once:
-Numba caches them). Modes: "auto" (the default, or the environment variable BPTT_PLAN),
-"model" (never measure) and "measure" (measure the best MAX_CANDIDATES plans whenever
-there are two, however short the run).
+Cost: at most MAX_CANDIDATES * (1 + TIMED_PASSES) window passes (12), and a 0.1 s sample
+of the machine's load when there is no near tie (only for plans of several threads). In
+mode "auto" the trainer's first fit or partial_fit call probes only when it makes at
+least MIN_RUN_UPDATES updates, so the passes are at most 2% of its updates; a
+hidden-block candidate's kernels also compile on first use (about 3 s for an LSTM in float32,
+once: Numba caches them). Modes: "auto" (the default, or the environment variable
+BPTT_PLAN), "model" (never measure) and "measure" (measure the best MAX_CANDIDATES plans
+whenever there are two, however short the run).
 """
 import os
 import statistics

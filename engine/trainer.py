@@ -68,8 +68,8 @@ class Trainer:
     plan: how the thread plan is chosen when neither shards nor split is given: "model"
     (the cost model's best), "auto" (the model's, but measured where it cannot tell: when
     another plan is modelled within 10% of its best, or other processes keep the machine
-    busy, and the call trains at least 600 updates, the best few plans are timed on the
-    first window before training and the fastest kept, recorded in thread_plan with
+    busy, and the first fit or partial_fit call trains at least 600 updates, the best few
+    plans are timed on its first window before the first update and the fastest kept, recorded in thread_plan with
     chosen_by "measured"; training is then exactly that of the chosen plan given
     explicitly) or "measure" (time them whenever there are two, however short the run);
     None reads the environment variable BPTT_PLAN (default "auto"). engine/plan_probe.py
