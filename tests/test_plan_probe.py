@@ -20,7 +20,7 @@ def _data(T=24, B=4):
 
 
 def _trainer(**options):
-    model = engine.Model("lstm", 2, 4, 1, seed=1, dropout=0.25)  # masks: the generator matters
+    model = engine.Model("lstm", 2, 4, 1, seed=1, recurrent_dropout=0.25)  # masks: the generator matters
     return model, engine.Trainer(model, k1=4, k2=6, **options)
 
 
@@ -161,24 +161,44 @@ def test_no_probe_when_the_candidates_do_not_fit_in_memory(monkeypatch):
     assert asked == [] and trainer.thread_plan["chosen_by"] == "model"
 
 
-def test_training_equals_the_measured_plan_given_explicitly():
-    """A real probe (timed on the first window) leaves the parameters, optimizer state,
-    generator and history exactly as a run with the chosen plan given explicitly."""
+def _same_training(trainer, reference):
+    """Parameters, optimizer state, generator and update records alike, bit for bit."""
+    return (np.array_equal(trainer.model.params, reference.model.params)
+            and all(np.array_equal(trainer.optimizer_state[key], reference.optimizer_state[key])
+                    for key in reference.optimizer_state)
+            and trainer.rng.bit_generator.state == reference.rng.bit_generator.state
+            and trainer.history.updates == reference.history.updates)
+
+
+@pytest.mark.parametrize("winner", [(1, 1), (2, 1), (1, 2)])
+def test_training_equals_the_measured_plan_given_explicitly(monkeypatch, winner):
+    """Whichever candidate the probe keeps (its chunks built and run on the first window,
+    the timings faked), the run equals that plan given explicitly."""
+    timings = {(1, 1): 2e-3, (2, 1): 2e-3, (1, 2): 2e-3}
+    timings[winner] = 1e-3
+    _fake_timings(monkeypatch, timings)
+    monkeypatch.setattr(trainer_module, "model_plan_times", lambda *args: dict.fromkeys(timings, 1.0))
     x, y = _data()
-    model, measured = _trainer(plan="measure")
+    _, measured = _trainer(plan="measure")
+    measured.fit(x, y, epochs=2)
+    assert (measured.thread_plan["shards"], measured.thread_plan["split"]) == winner
+    _, reference = _trainer(shards=winner[0], split=winner[1])
+    reference.fit(x, y, epochs=2)
+    assert _same_training(measured, reference)
+
+
+def test_a_real_probe_leaves_training_as_the_chosen_plan_given_explicitly():
+    """Timed for real: whichever plan wins, the run is that plan's, and not the other's
+    (one shard and two differ in their last bits, so the comparison can fail)."""
+    x, y = _data()
+    _, measured = _trainer(plan="measure")
     measured.fit(x, y, epochs=2)
     plan = measured.thread_plan
     assert plan["chosen_by"] == "measured" and set(plan["probe_s"]) == {"1x4", "2x2"}
     for shards in (1, 2):
-        reference_model, reference = _trainer(shards=shards)
+        _, reference = _trainer(shards=shards)
         reference.fit(x, y, epochs=2)
-        same = np.array_equal(model.params, reference_model.params)
-        assert same == (shards == plan["shards"])  # one shard and two differ in their last bits
-        if same:
-            assert all(np.array_equal(measured.optimizer_state[key], reference.optimizer_state[key])
-                       for key in reference.optimizer_state)
-            assert measured.rng.bit_generator.state == reference.rng.bit_generator.state
-            assert measured.history.updates == reference.history.updates
+        assert _same_training(measured, reference) == (shards == plan["shards"])
 
 
 def test_explicit_shards_or_split_are_never_measured(monkeypatch):
