@@ -783,7 +783,8 @@ _STDOUT = "-"  # bench --json without a path: the records on stdout
                    "statsmodels, extra 'bench'; about 15 minutes, --quick under a minute).")
 def bench(configs, peers, json_path, as_json, force, quick, reading, quality):
     """Benchmark the training step (steps/s, GFLOP/s, ratio to each peer), peak memory,
-    full-BPTT memory growth and compile time; or, with --quality, forecast quality.
+    full-BPTT memory growth, each thread plan quiet and beside a process burning a core,
+    and compile time; or, with --quality, forecast quality.
     Progress goes to stderr, the table to stdout."""
     from bench import format_table, run_bench
     from bench.runner import BenchmarkError

@@ -3,19 +3,21 @@ import json
 
 from bench.resets import MAX_COST
 from engine.files import atomic_write
+from engine.thread_plan import plan_label
 
 
 def format_table(records):
     """Throughput (thousands of steps/s, GFLOP/s, engine/peer ratios), peak memory and
     start time per configuration; the engine's phases and workspace; full-BPTT memory
-    growth; the cost of resets; packing a panel; compile time. Sections without records
-    are left out."""
+    growth; the cost of resets; packing a panel; the thread plans beside a busy core;
+    compile time. Sections without records are left out."""
     train = [r for r in records if r["kind"] == "train"]
     peers = sorted({r["impl"] for r in train} - {"engine"})
     sections = [_throughput(train, peers), _phases([r for r in train if r["impl"] == "engine"]),
                 _growth([r for r in records if r["kind"] == "full_bptt"]),
                 _resets([r for r in records if r["kind"] == "resets"]),
                 _panel([r for r in records if r["kind"] == "panel"]),
+                _busy([r for r in records if r["kind"] == "busy_core"]),
                 _compile([r for r in records if r["kind"] == "compile"])]
     return "\n\n".join(section for section in sections if section)
 
@@ -106,19 +108,21 @@ def _panel(panels):
     return "\n".join(describe(r) for r in panels)
 
 
+def _busy(records):
+    if not records:
+        return ""
+    header = ["config", "plan", "quiet ms/step", "busy ms/step", "busy / quiet", "other cores"]
+    rows = [[r["config"], r["plan"], f"{r['quiet_s'] * 1e3:.3f}", f"{r['busy_s'] * 1e3:.3f}", f"{r['ratio']:.2f}",
+             f"{r['other_load_quiet']:.2f} / {r['other_load_busy']:.2f}"] for r in records]
+    title = ("Thread plans beside a busy core: the step with each plan given, quiet and while another "
+             "process burns one core (other cores = CPU used by other processes, quiet / busy, the "
+             "neighbour included)")
+    return title + "\n" + _columns(header, rows)
+
+
 def _compile(compiles):
     return "\n".join(f"Engine compile, all kernels: cold {r['cold_s']:.1f} s, cached start "
                      f"{r['cached_s']:.2f} s" for r in compiles)
-
-
-def plan_label(plan):
-    """"2x32": two shards of 32 streams; "64/h2": one shard of 64 streams, its hidden units
-    split between two threads."""
-    if plan is None:
-        return ""
-    if plan.get("split", 1) > 1:
-        return f"{plan['rows_per_shard']}/h{plan['split']}"
-    return f"{plan['shards']}x{plan['rows_per_shard']}"
 
 
 def _ratio(value):

@@ -24,11 +24,12 @@ from bench.resets import RESET_PERIOD, ResetsWorkload
 from bench.workloads import available, make_data, make_workload
 from engine.blas import backend, blas_core
 from engine.files import atomic_write
+from engine.machine_load import OtherLoad
 from engine.model import Model
 from engine.workspace import Workspace
 
-FULL = dict(rounds=7, round_s=0.5, growth_steps=(1_000, 10_000, 100_000), compile_time=True)
-QUICK = dict(rounds=3, round_s=0.1, growth_steps=(1_000,), compile_time=False)
+FULL = dict(rounds=7, round_s=0.5, growth_steps=(1_000, 10_000, 100_000), compile_time=True, busy_config="medium")
+QUICK = dict(rounds=3, round_s=0.1, growth_steps=(1_000,), compile_time=False, busy_config="rnn-small")
 QUICK_CONFIGS = ("tiny", "gru-small", "rnn-small")
 GROWTH_CONFIG = "single"  # full BPTT over one long series
 LOSS_TOLERANCE = 1e-4     # relative, first-step losses of the implementations (float32)
@@ -46,8 +47,9 @@ def run_bench(configs=None, peers=False, quick=False, json_path=None, echo=print
     """Benchmark `configs` (names of bench.configs.CONFIGS; default all, or a few with
     quick) on the engine and, with `peers`, on every peer installed. Returns the records:
     kind "train" one per (config, impl), "full_bptt" one per (impl, T), "resets" one (the
-    cost of a reset mask), "panel" one (bench.panel: packing against one call per series)
-    and "compile" one for the engine (these four only with
+    cost of a reset mask), "panel" one (bench.panel: packing against one call per series),
+    "busy_core" one per thread plan of one configuration (bench.plans: each plan quiet and
+    beside a process burning a core) and "compile" one for the engine (these five only with
     `profiles`). quick: fewer and shorter rounds,
     full BPTT over 1k steps only, no compile time. rounds overrides the number of rounds.
     json_path: also write the records there as a JSON list."""
@@ -75,6 +77,10 @@ def run_bench(configs=None, peers=False, quick=False, json_path=None, echo=print
         sizes = QUICK_PANEL if quick else FULL_PANEL
         echo(f"panel ({sizes['series']} series, packed against one call per series) ...")
         records.append(panel_record(**sizes))
+        from bench.plans import busy_records  # here: `python -m bench.plans` runs clean
+
+        echo(f"thread plans beside a busy core ({settings['busy_config']}) ...")
+        records += busy_records(settings["busy_config"], settings["rounds"], settings["round_s"])
         if settings["compile_time"]:
             echo("compile time ...")
             records.append(compile_record())
@@ -169,27 +175,6 @@ def time_phases(engine, n):
             getattr(engine, phase)()
             totals[phase] += time.perf_counter() - started
     return {phase: total / n for phase, total in totals.items()}
-
-
-class OtherLoad:
-    """CPU time that other processes used since construction, in cores (0 on a quiet
-    machine, up to the core count): the benchmark's neighbours, reported with its numbers."""
-
-    def __init__(self):
-        self.start = self._sample()
-
-    def cores(self):
-        (wall0, busy0, own0), (wall1, busy1, own1) = self.start, self._sample()
-        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (wall1 - wall0))
-
-    @staticmethod
-    def _sample():
-        """(wall s, CPU-busy s of the whole machine, CPU s of this process) from /proc/stat."""
-        with open("/proc/stat") as stat:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
-        own = os.times()
-        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-        return time.perf_counter(), busy, own.user + own.system
 
 
 def resets_record(rounds, round_s):

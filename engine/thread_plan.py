@@ -46,7 +46,8 @@ shape, the two timed call by call on an Intel machine (`python -m bench.blas_bac
 the model stays on the scale it was fitted at. The model ignores what a 2-core machine cannot show:
 memory and cache bandwidth shared by many cores, SMT siblings counted as cores, NUMA.
 What it chooses for the standard configurations on 2, 16 and 64 cores: `python -m
-bench.plans` (the table in README.md, Performance).
+bench.plans` (the table in README.md, Performance). Where the model sees a near tie, or
+the machine is busy, the Trainer times the candidates instead (engine/plan_probe.py).
 """
 import math
 import os
@@ -370,13 +371,10 @@ def split_counts(hidden_size, cores):
     return [n for n in range(2, cores + 1) if hidden_size % n == 0 and hidden_size // n >= MIN_BLOCK]
 
 
-def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
-                steps=DEFAULT_STEPS, output_size=1, model=None, max_split=None):
-    """The plan for chunks of `steps` steps of `batch` streams: a JSON-able dict with
-    "shards" (1 <= shards <= min(batch, cores)), "split" (threads sharing each step by
-    hidden blocks; 1 = none, and then shards may be > 1), "rows_per_shard" (the largest
-    shard), "cores", "modelled_step_s" and "modelled_speedup" (against one thread).
-    max_split: the most threads a hidden-block plan may use (default: cores)."""
+def plan_times(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
+               steps=DEFAULT_STEPS, output_size=1, model=None, max_split=None):
+    """{(shards, split): modelled seconds per step} of every plan the cores allow for
+    chunks of `steps` steps of `batch` streams (arguments as in choose_plan)."""
     model = model or COST_MODEL
     cores = available_cores() if cores is None else cores
     max_split = cores if max_split is None else min(max_split, cores)
@@ -386,7 +384,25 @@ def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
     if times[1, 1] >= MIN_SPLIT_STEP_S:
         times.update({(1, n): model.split_step_seconds(cell, input_size, hidden_size, batch, num_layers, steps, n)
                       for n in split_counts(hidden_size, max_split)})
-    best = min(times, key=lambda plan: (times[plan], plan[0] * plan[1], plan[1]))  # ties: fewer threads
+    return times
+
+
+def ranked_plans(times):
+    """The plans of `times` (plan_times), fastest first; ties go to fewer threads."""
+    return sorted(times, key=lambda plan: (times[plan], plan[0] * plan[1], plan[1]))
+
+
+def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
+                steps=DEFAULT_STEPS, output_size=1, model=None, max_split=None):
+    """The plan for chunks of `steps` steps of `batch` streams: a JSON-able dict with
+    "shards" (1 <= shards <= min(batch, cores)), "split" (threads sharing each step by
+    hidden blocks; 1 = none, and then shards may be > 1), "rows_per_shard" (the largest
+    shard), "cores", "modelled_step_s" and "modelled_speedup" (against one thread).
+    max_split: the most threads a hidden-block plan may use (default: cores)."""
+    cores = available_cores() if cores is None else cores
+    times = plan_times(cell, input_size, hidden_size, batch, num_layers, cores, steps, output_size, model,
+                       max_split)
+    best = ranked_plans(times)[0]
     shards, split = best
     return {"shards": shards, "split": split, "rows_per_shard": max(shard_rows(batch, shards)),
             "cores": cores, "batch": batch, "steps": steps, "chosen_by": "model",
@@ -394,13 +410,16 @@ def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
             "blas": BLAS, "measured_on": measured_on(BLAS)}
 
 
+def model_plan_times(model, steps, batch, cores=None):
+    """plan_times for `model` (an engine.Model) on this machine."""
+    return plan_times(model.cell, model.input_size, model.hidden_size, batch, model.num_layers, cores, steps,
+                      model.output_size, max_split=_max_split(model))
+
+
 def plan_for(model, steps, batch, shards=None, cores=None, split=None):
     """The plan of a Trainer's chunk: `shards` or `split` when given (an explicit choice;
     shards are capped at the batch), else the modelled best for `model` (an engine.Model)
-    on this machine, with hidden blocks only where engine/split.py can run them (not for a
-    bidirectional model)."""
-    from engine.split import max_split_threads
-
+    on this machine."""
     if shards is not None or split is not None:
         shards = 1 if shards is None else min(shards, batch)
         return {"shards": shards, "split": 1 if split is None else split,
@@ -408,5 +427,22 @@ def plan_for(model, steps, batch, shards=None, cores=None, split=None):
                 "cores": available_cores() if cores is None else cores, "batch": batch,
                 "steps": steps, "chosen_by": "explicit"}
     return choose_plan(model.cell, model.input_size, model.hidden_size, batch, model.num_layers,
-                       cores, steps, model.output_size,
-                       max_split=1 if model.bidirectional else max_split_threads())  # no hidden blocks
+                       cores, steps, model.output_size, max_split=_max_split(model))
+
+
+def _max_split(model):
+    """The most hidden-block threads for `model`: as many as engine/split.py runs, none
+    (1) for a bidirectional model."""
+    from engine.split import max_split_threads
+
+    return 1 if model.bidirectional else max_split_threads()
+
+
+def plan_label(plan):
+    """"2x32": two shards of 32 streams; "64/h2": one shard of 64 streams, its hidden units
+    split between two threads."""
+    if plan is None:
+        return ""
+    if plan.get("split", 1) > 1:
+        return f"{plan['rows_per_shard']}/h{plan['split']}"
+    return f"{plan['shards']}x{plan['rows_per_shard']}"

@@ -1,21 +1,23 @@
 """The Trainer: truncated BPTT(k1, k2) over B parallel streams, clipping, optimizer steps,
 streaming updates, divergence handling, early stopping and history (docs/training.md)."""
+import copy
 import time
 
 import numpy as np
 
 from engine.clip import clip_grad_norm, clip_grad_value
-from engine.footprint import chunk_bytes, require, trainer_bytes
+from engine.footprint import available_bytes, chunk_bytes, require, trainer_bytes
 from engine.grad_flow import GradFlow
 from engine.history import History
 from engine.losses import counted, mean_loss
 from engine.masks import draw_masks, has_rates
 from engine.online import GRADIENTS, online_gradient
 from engine.optim import make_optimizer, optimizer_from_config
+from engine.plan_probe import candidates, fastest, plan_mode, probe_record, time_plans
 from engine.schedules import make_schedule, schedule_from_config
 from engine.shards import chunk_for
 from engine.split import check_split
-from engine.thread_plan import plan_for
+from engine.thread_plan import available_cores, model_plan_times, plan_for
 from engine.validation import (as_inputs, as_resets, as_targets, check_choice, check_float, check_int,
                                check_loss, check_options_in_dtype)
 
@@ -63,6 +65,16 @@ class Trainer:
     (default: the thread plan's choice for the shape and core count, engine/thread_plan.py;
     `thread_plan` holds the plan of the longest window); results are bit-reproducible for a
     given count.
+    plan: how the thread plan is chosen when neither shards nor split is given: "model"
+    (the cost model's best), "auto" (the model's, but measured where it cannot tell: when
+    another plan is modelled within 10% of its best, or other processes keep the machine
+    busy, and the first fit or partial_fit call trains at least 600 updates, the best few
+    plans are timed on its first window before the first update and the fastest kept, recorded in thread_plan with
+    chosen_by "measured"; training is then exactly that of the chosen plan given
+    explicitly) or "measure" (time them whenever there are two, however short the run);
+    None reads the environment variable BPTT_PLAN (default "auto"). engine/plan_probe.py
+    has the rules and the probe's cost. A trainer rebuilt with a recorded plan (a
+    checkpoint) does not measure again, and keeps a measured plan.
     split: share each step of one shard of all B streams among this many threads, each
     owning H / split hidden units (engine/split.py; H must be a multiple of it). Like
     shards, an explicit choice; the two cannot both exceed 1. Given neither, the thread
@@ -94,8 +106,9 @@ class Trainer:
     def __init__(self, model, loss="mse", optimizer="adam", lr=None, k1=50, k2=None,
                  clip_norm=1.0, clip_value=None, schedule=None, on_divergence="raise",
                  diagnostics=False, shards=None, memory=None, history_updates=HISTORY_UPDATES,
-                 split=None, gradient="bptt", seed=0, quantiles=None):
+                 split=None, gradient="bptt", seed=0, quantiles=None, plan=None):
         self.model = model
+        self.plan = plan_mode(plan)
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         if self.gradient != "bptt":
             _check_online_options(self.gradient, k2=k2, memory=memory, diagnostics=diagnostics, split=split)
@@ -147,6 +160,8 @@ class Trainer:
         self.reset_state()
         self._chunks = {}
         self.thread_plan = None  # JSON-able plan of the longest window built (engine/thread_plan.py)
+        self._measured = None  # the measured plan's record (engine/plan_probe.py), for its batch size
+        self._plan_settled = False  # whether the plan was measured, or found not to need it
 
     @classmethod
     def from_config(cls, model, config):
@@ -157,6 +172,9 @@ class Trainer:
         schedule = schedule_from_config(settings.pop("schedule"))
         trainer = cls(model, optimizer=optimizer, schedule=schedule, **settings)
         trainer.thread_plan = thread_plan  # a record, replaced by the plan of a window as long or longer
+        trainer._plan_settled = thread_plan is not None  # a resumed run is not measured again
+        if thread_plan is not None and thread_plan.get("chosen_by") == "measured":
+            trainer._measured = thread_plan  # and keeps the plan it measured
         return trainer
 
     @property
@@ -212,6 +230,7 @@ class Trainer:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
                 raise TypeError("validation must be a pair (x_val, y_val)")
             validation = self._check_data(*validation, name="validation")
+        self._settle_plan(x, y, resets, epochs * self._windows(x.shape[0]))
         for _ in range(epochs):
             started = time.perf_counter()
             self.reset_state(x.shape[1])
@@ -263,6 +282,7 @@ class Trainer:
             raise ValueError(f"partial_fit: x has {B} streams but the carried state has "
                              f"{_batch_of(self.state)}; call reset_state() first to drop it and start afresh")
         self._check_chunk_memory(T + (0 if self._history_x is None else len(self._history_x)), B)
+        self._settle_plan(x, y, resets, self._windows(T))
         losses = self._train_sequence(x, y, None, streaming=True, resets=resets)
         return {"loss": _weighted_mean(losses), "updates": len(losses), "steps": x.shape[0]}
 
@@ -368,15 +388,16 @@ class Trainer:
         return chunk.forward_backward(x[start:end], y[start:end], self.loss, state, first_step,
                                       **self._window_options(x, window, resets))
 
-    def _window_options(self, x, window, resets):
+    def _window_options(self, x, window, resets, rng=None):
         """The keyword options of chunk.forward_backward for window [start, end): its
-        resets, the quantiles, and the masks drawn for it from self.rng (each only when
-        given or drawn); draws the masks, so call it once per window."""
+        resets, the quantiles, and the masks drawn for it from `rng` (default self.rng;
+        each only when given or drawn); draws the masks, so call it once per window."""
         start, end = window
         options = {} if resets is None else {"resets": resets[start:end]}  # only those given
         if self.quantiles is not None:
             options["quantiles"] = self.quantiles
-        masks = draw_masks(self.model, end - start, x.shape[1], self.rng)  # None without rates
+        rng = self.rng if rng is None else rng
+        masks = draw_masks(self.model, end - start, x.shape[1], rng)  # None without rates
         if masks is not None:
             options["masks"] = masks
         return options
@@ -437,24 +458,68 @@ class Trainer:
     def _check_chunk_memory(self, steps, B):
         """Before the buffers for the longest window over `steps` steps of B streams are made."""
         window = steps if self.k1 is None else min(self.k2 or self.k1, steps)  # k2 None: rtrl/uoro
-        model = self.model
         if self.gradient != "bptt":  # the chunk's forward caches and the influence, then made
             self._online_for(B, window)
             return
         if (window, B) in self._chunks:
             return
-        plan = plan_for(model, window, B, self.shards, split=self.split)
-        require(chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
-                            model.num_layers, window, B, plan["shards"], model.dtype.itemsize,
-                            model.params.nbytes, self.memory, plan["split"],
-                            (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0),
-                            model.bidirectional),
+        require(self._chunk_bytes(self._plan_of(window, B), window, B),
                 f"training on windows of {window} steps x {B} streams")
+
+    def _chunk_bytes(self, plan, T, B):
+        """Bytes of a chunk of T steps and B streams run by `plan`."""
+        model = self.model
+        return chunk_bytes(model.cell, model.input_size, model.hidden_size, model.output_size,
+                           model.num_layers, T, B, plan["shards"], model.dtype.itemsize,
+                           model.params.nbytes, self.memory, plan["split"],
+                           (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0),
+                           model.bidirectional)
+
+    def _windows(self, T):
+        """Updates (windows) of one pass of _train_sequence over T steps."""
+        return 1 if self.k1 is None else -(-T // self.k1)
+
+    def _settle_plan(self, x, y, resets, updates):
+        """Once, before the first update of x (T, B, I), y: when neither shards nor split
+        fixes the plan and engine/plan_probe.py's rules (mode self.plan, `updates` the
+        call's updates) ask for it, time its candidate plans on the first window of x and
+        keep the fastest for B streams. Runs on a scratch gradient, from a zero state, with
+        masks from a copy of self.rng: nothing the training reads is touched."""
+        if self._plan_settled or self.gradient != "bptt" or self.shards is not None or self.split is not None:
+            return
+        self._plan_settled = True
+        model, (T, B) = self.model, x.shape[:2]
+        window = T if self.k1 is None else min(self.k2, T)
+        chosen = candidates(self.plan, model_plan_times(model, window, B), updates, available_cores())
+        if chosen is None:
+            return
+        plans, reason, load = chosen
+        explicit = {plan: plan_for(model, window, B, plan[0], split=plan[1]) for plan in plans}
+        available = available_bytes()
+        if available is not None and sum(self._chunk_bytes(plan, window, B) for plan in explicit.values()) > available:
+            return  # the candidates' buffers side by side do not fit: the model's plan, unmeasured
+        scratch = np.zeros_like(self.grad)
+        state = model.init_state(B)
+        options = self._window_options(x, (0, window), resets, copy.deepcopy(self.rng))
+        x_window, y_window = x[:window], y[:window]
+        seconds = time_plans(lambda plan: chunk_for(model, window, B, explicit[plan], scratch, self.memory),
+                             lambda chunk: chunk.forward_backward(x_window, y_window, self.loss, state, 0,
+                                                                  **options), plans)
+        self._measured = {**explicit[fastest(seconds, plans)], **probe_record(plans, seconds, reason, load, B)}
+
+    def _plan_of(self, T, B):
+        """The plan of windows of T steps of B streams: the measured one for its batch size,
+        else shards/split or the model's (plan_for)."""
+        measured = self._measured
+        if measured is not None and measured["batch"] == B:
+            return {**measured, **plan_for(self.model, T, B, measured["shards"], split=measured["split"]),
+                    "chosen_by": "measured"}
+        return plan_for(self.model, T, B, self.shards, split=self.split)
 
     def _chunk(self, T, B):
         """Buffers for a window of T steps of B streams, made once per shape."""
         if (T, B) not in self._chunks:
-            plan = plan_for(self.model, T, B, self.shards, split=self.split)
+            plan = self._plan_of(T, B)
             if self.thread_plan is None or T >= self.thread_plan["steps"]:
                 self.thread_plan = plan  # the longest window's: k2 steps once streaming
             self._chunks[T, B] = chunk_for(self.model, T, B, plan, self.grad, self.memory)
