@@ -210,3 +210,25 @@ def test_one_blas_thread_on_each_backend(backend):
     script = ("import json, engine, kernels.blas as blas; "
               "print(json.dumps([engine.blas.blas_threads(), blas._openblas_threads(blas._scipy_openblas())[1]()]))")
     assert run_with(backend, script) == [1, 1]
+
+
+def test_gemm_refuses_mismatched_shapes_as_np_dot_does():
+    """The shape check, inside the code gemm emits in its caller: a ValueError, nothing
+    written."""
+    import numba
+
+    from kernels.gemm import gemm
+
+    @numba.njit
+    def product(a, b, out):
+        return gemm(a, b, out)
+
+    a, b = np.ones((2, 3)), np.ones((3, 4))
+    assert (product(a, b, np.empty((2, 4))) == 3).all()
+    for b_shape, out_shape, message in [((2, 4), (2, 4), "incompatible array sizes"),
+                                        ((3, 4), (3, 4), "incompatible output array size"),
+                                        ((3, 4), (2, 5), "incompatible output array size")]:
+        out = np.full(out_shape, 7.0)
+        with pytest.raises(ValueError, match=rf"{message} for gemm\(a, b, out\)"):
+            product(a, np.ones(b_shape), out)
+        assert (out == 7).all()
