@@ -25,20 +25,14 @@ import numba
 import numpy as np
 
 from bench.configs import OUTPUT_SIZE, get_config
-from bench.gemm_rate import alternated_medians
+from bench.gemm_rate import alternated_medians, repeat_gemm
 from bench.workloads import EngineWorkload, make_data
-from kernels.gemm import BACKEND, gemm
+from kernels.gemm import BACKEND
 from kernels.lstm import _cell_backward, _cell_forward
 
 CONFIGS = ("single", "tiny")
-ROUNDS = 9
+ROUNDS = 31
 ROUND_S = 0.05
-
-
-@numba.njit(nogil=True, error_model="numpy")
-def _products(a, b, out, n):
-    for _ in range(n):
-        gemm(a, b, out)
 
 
 @numba.njit(nogil=True, error_model="numpy")
@@ -69,7 +63,7 @@ def _product(M, K, N, rng):
     a = rng.standard_normal((M, K), dtype=np.float32)
     b = rng.standard_normal((K, N), dtype=np.float32) / np.float32(np.sqrt(K))
     out = np.empty((M, N), np.float32)
-    return lambda n: _products(a, b, out, n)
+    return lambda n: repeat_gemm(a, b, out, n)
 
 
 def pieces(M, H, rng):
@@ -93,9 +87,9 @@ def pieces(M, H, rng):
 def shard_streams(config):
     """M: the streams of one shard in the Trainer's plan for the whole batch."""
     x, y = make_data(config)
-    plan = EngineWorkload(config, x, y).trainer
-    plan.partial_fit(x, y)
-    return config.batch // plan.thread_plan["shards"]
+    trainer = EngineWorkload(config, x, y).trainer
+    trainer.partial_fit(x, y)
+    return config.batch // trainer.thread_plan["shards"]
 
 
 def breakdown(config, rounds, round_s):
