@@ -17,6 +17,13 @@ gradient dgates.T (4H, 3200) x (3200, H). --json: the raw rounds.
 times it), k steps/s per backend, each with the plan the Trainer chooses on it, or with
 --plan SHARDS,SPLIT on both.
 
+--small: the products of one to 16 rows (the per-step products of single, tiny and
+small: (M, H) x (H, 4H) and (M, 4H) x (4H, H) for H = 32, 64, and the head's dL/dh
+(M, 1) x (1, H)), microseconds per call, through the jitted gemm loop on each backend
+against a hand-written jitted kernel (small_rows_product below: vectorised along N, the
+sum over K in index order, no fastmath, so its bits are the same run to run), whose
+rounds are those of both processes.
+
 --rates: the thread plan's GEMM figures for MKL (one entry of engine/thread_plan.py's
 GEMM_RATES): the OpenBLAS figures of its MEASURED, each times the median over the rounds
 of MKL's time / OpenBLAS's on that shape here (bench.gemm_rate's grid). Ratios taken
@@ -30,6 +37,7 @@ import subprocess
 import sys
 import time
 
+import numba
 import numpy as np
 
 from bench.runner import steps_per_round, time_steps
@@ -40,6 +48,9 @@ CHUNK_ROWS = 3200
 ROUNDS = 11
 ROUND_S = 0.02
 TRAIN_ROUND_S = 0.3
+SMALL_ROWS = (1, 2, 4, 8, 16)
+SMALL_HIDDEN = (32, 64)
+SMALL_KERNELS = ("gemm", "rows")  # the kernels' entry point, small_rows_product
 
 
 def kernel_shapes():
@@ -68,10 +79,69 @@ def rate_shapes():
     return found
 
 
+def small_shapes():
+    """{name: (M, K, N)} of the --small table."""
+    found = {}
+    for H in SMALL_HIDDEN:
+        for M in SMALL_ROWS:
+            found[f"H={H} forward M={M}"] = (M, H, 4 * H)
+            found[f"H={H} backward M={M}"] = (M, 4 * H, H)
+            found[f"H={H} head dL/dh M={M}"] = (M, 1, H)
+    return found
+
+
+@numba.njit(nogil=True, error_model="numpy")
+def small_rows_product(a, b, out):
+    """out (M, N) = a (M, K) b (K, N), b C-contiguous: row by row, eight rows of b at a
+    time added in index order (the same sums as one at a time), vectorised along N."""
+    M, K = a.shape
+    N = b.shape[1]
+    whole = K - K % 8
+    for m in range(M):
+        row = out[m]
+        for n in range(N):
+            row[n] = 0
+        for k in range(0, whole, 8):
+            s0, s1, s2, s3, s4, s5, s6, s7 = (a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3], a[m, k + 4],
+                                              a[m, k + 5], a[m, k + 6], a[m, k + 7])
+            w0, w1, w2, w3, w4, w5, w6, w7 = b[k], b[k + 1], b[k + 2], b[k + 3], b[k + 4], b[k + 5], b[k + 6], b[k + 7]
+            for n in range(N):
+                row[n] = (row[n] + s0 * w0[n] + s1 * w1[n] + s2 * w2[n] + s3 * w3[n] + s4 * w4[n] + s5 * w5[n]
+                          + s6 * w6[n] + s7 * w7[n])
+        for k in range(whole, K):
+            scale, weights = a[m, k], b[k]
+            for n in range(N):
+                row[n] += scale * weights[n]
+    return out
+
+
+@numba.njit(nogil=True)
+def repeat_rows(a, b, out, n):
+    """n times out = a b by small_rows_product, as bench.gemm_rate.repeat_gemm calls gemm."""
+    for _ in range(n):
+        small_rows_product(a, b, out)
+
+
+def small_seconds(kernel, M, K, N, round_s):
+    """Seconds of one float32 (M, K) x (K, N) product by `kernel` (SMALL_KERNELS)."""
+    from bench.gemm_rate import median_seconds, repeat_gemm
+
+    repeat = repeat_gemm if kernel == "gemm" else repeat_rows
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((M, K), dtype=np.float32)
+    b = rng.standard_normal((K, N), dtype=np.float32) / np.float32(np.sqrt(K))
+    out = np.empty((M, N), np.float32)
+    repeat(a, b, out, 1)
+    if not np.allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4):  # a wrong kernel is not timed
+        raise RuntimeError(f"{kernel} computed a wrong ({M}, {K}) x ({K}, {N}) product")
+    return median_seconds(lambda n: repeat(a, b, out, n), 1, round_s)
+
+
 def serve(round_s, plan):
     """A child: first its backend as JSON; then for each line read from stdin, "gemm M K N
-    transposed": the seconds of one round of that GEMM; "train CONFIG": the seconds per
-    update of one round of that configuration's training step and its plan's label."""
+    transposed": the seconds of one round of that GEMM; "small KERNEL M K N": of that
+    product by that kernel (small_seconds); "train CONFIG": the seconds per update of one
+    round of that configuration's training step and its plan's label."""
     from bench.gemm_rate import gemm_seconds
     from kernels.gemm import BACKEND
 
@@ -82,6 +152,9 @@ def serve(round_s, plan):
         if kind == "gemm":
             M, K, N, *transposed = what
             print(gemm_seconds(int(M), int(K), int(N), 1, round_s, "".join(transposed)), flush=True)
+        elif kind == "small":
+            kernel, M, K, N = what
+            print(small_seconds(kernel, int(M), int(K), int(N), round_s), flush=True)
         else:
             if what[0] not in trainers:
                 trainers[what[0]] = _training_step(what[0], plan)
@@ -186,6 +259,29 @@ def table(runs):
     return "\n".join(lines) + f"\n\n{versions}"
 
 
+def small_requests():
+    return {f"{name} {kernel}": f"small {kernel} {M} {K} {N}"
+            for name, (M, K, N) in small_shapes().items() for kernel in SMALL_KERNELS}
+
+
+def small_table(runs):
+    """Markdown: median microseconds per call (min-max) of gemm on each backend and of the
+    hand-written kernel."""
+    def us(backend, name, kernel):
+        return [seconds * 1e6 for seconds in runs[backend]["seconds"][f"{name} {kernel}"]]
+
+    def cell(values):
+        return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+    lines = ["| product | M x K x N | openblas | mkl | hand-written |", "|---|---|---|---|---|"]
+    for name, (M, K, N) in small_shapes().items():
+        hand = us("openblas", name, "rows") + us("mkl", name, "rows")
+        cells = [us("openblas", name, "gemm"), us("mkl", name, "gemm"), hand]
+        lines.append(f"| {name} | {M}x{K}x{N} | " + " | ".join(cell(values) for values in cells) + " |")
+    versions = "; ".join(f"{b} {runs[b]['backend']['version']}" for b in runs)
+    return "\n".join(lines) + f"\n\n{versions}; microseconds per call, median (min-max)"
+
+
 def mkl_rates(runs):
     """The GEMM_RATES entry of MKL: MEASURED's OpenBLAS figures times the median ratio of
     MKL's time to OpenBLAS's on each shape (see the module docstring)."""
@@ -209,6 +305,8 @@ def main():
     parser.add_argument("--json", action="store_true", help="print the raw rounds as JSON")
     parser.add_argument("--rates", action="store_true",
                         help="print MKL's entry of engine/thread_plan.py's GEMM_RATES (see above)")
+    parser.add_argument("--small", action="store_true",
+                        help="the products of 1-16 rows: gemm on each backend and a hand-written kernel (see above)")
     parser.add_argument("--train", nargs="+", metavar="CONFIG",
                         help="instead, the training step of these configurations (bench/configs.py)")
     parser.add_argument("--plan", metavar="SHARDS,SPLIT", help="with --train: this plan on both backends "
@@ -222,6 +320,10 @@ def main():
     if args.train:
         runs = measure(["openblas", "mkl"], {name: f"train {name}" for name in args.train}, args.rounds, plan)
         print(json.dumps(runs) if args.json else train_table(runs))
+        return
+    if args.small:
+        runs = measure(["openblas", "mkl"], small_requests(), args.rounds)
+        print(json.dumps(runs) if args.json else small_table(runs))
         return
     runs = measure(["openblas", "mkl"], gemm_requests(rate_shapes() if args.rates else kernel_shapes()), args.rounds)
     if args.json:

@@ -67,10 +67,11 @@ def median_seconds(call, rounds, round_s):
     return alternated_medians({"call": call}, rounds, round_s)["call"]
 
 
-def alternated_medians(calls, rounds, round_s):
+def alternated_medians(calls, rounds, round_s, statistic=statistics.median):
     """Median seconds per call of each of `calls` (name -> call(n), n calls), over `rounds`
     rounds of about round_s each, the calls' rounds taking turns: drift in the machine's
-    speed (15% over minutes here) then reaches all of them alike."""
+    speed (15% over minutes here) then reaches all of them alike. statistic: of the
+    rounds, instead of the median (min: the least disturbed round on a shared machine)."""
     counts = {}
     for name, call in calls.items():
         call(1)  # warm-up (compilation, caches)
@@ -83,7 +84,7 @@ def alternated_medians(calls, rounds, round_s):
             started = time.perf_counter()
             call(counts[name])
             samples[name].append((time.perf_counter() - started) / counts[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: statistic(values) for name, values in samples.items()}
 
 
 def gemm_seconds(M, K, N, rounds, round_s, transposed=""):

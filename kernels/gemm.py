@@ -18,7 +18,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.core.imputils import impl_ret_borrowed
 from numba.core.typing import signature
-from numba.extending import intrinsic, register_jitable
+from numba.extending import intrinsic
 
 from kernels import blas
 
@@ -26,14 +26,6 @@ BACKEND = blas.load()  # binds bptt_* before any kernel that calls them is compi
 
 _INT = ir.IntType(32)  # Fortran INTEGER of an LP64 BLAS
 _CHAR = ir.IntType(8)
-
-
-@register_jitable
-def _check_shapes(a, b, out):
-    if a.shape[1] != b.shape[0]:
-        raise ValueError("incompatible array sizes for gemm(a, b, out) (matrix * matrix)")
-    if out.shape[0] != a.shape[0] or out.shape[1] != b.shape[1]:
-        raise ValueError("incompatible output array size for gemm(a, b, out) (matrix * matrix)")
 
 
 def _blas_function(builder, prefix, routine, float_type, returns=None):
@@ -112,7 +104,14 @@ def _gemv(builder, dtype_prefix, float_type, transpose, layout, shape, matrix, v
 
 
 @intrinsic
-def _product(typingctx, a, b, out):
+def gemm(typingctx, a, b, out):
+    """out[:] = a @ b on the process's BLAS (see the module docstring); returns out.
+
+    An intrinsic: its code, shape check included, is emitted in the calling kernel. As a
+    jitted function of its own (one that can raise, so its calls were not inlined and
+    counted references to its three arrays around each) a call cost 0.05-0.08 us more
+    (1 x 1 x 64: 0.085 against 0.031 us; 8 x 32 x 128: 0.52 against 0.44), and the cold
+    compile is the same."""
     for name, array in (("a", a), ("b", b), ("out", out)):
         if not isinstance(array, types.Array) or array.ndim != 2 or array.layout not in "CF":
             raise TypingError(f"gemm: {name} must be a 2-D C-contiguous array or the transpose of one, got {array}")
@@ -128,6 +127,7 @@ def _product(typingctx, a, b, out):
         float_type = context.get_value_type(a.dtype)
         data = [builder.bitcast(array.data, float_type.as_pointer()) for array in arrays]
         m, k, n = shapes[0][0], shapes[0][1], shapes[1][1]
+        _check_shapes(context, builder, shapes)
         zero = m.type(0)
         empty = builder.or_(builder.icmp_signed("==", k, zero),
                             builder.or_(builder.icmp_signed("==", m, zero), builder.icmp_signed("==", n, zero)))
@@ -142,8 +142,12 @@ def _product(typingctx, a, b, out):
     return signature(out, a, b, out), codegen
 
 
-@register_jitable
-def gemm(a, b, out):
-    """out[:] = a @ b on the process's BLAS (see the module docstring); returns out."""
-    _check_shapes(a, b, out)
-    return _product(a, b, out)
+def _check_shapes(context, builder, shapes):
+    """Raise ValueError unless a (M, K), b (K, N) and out (M, N) agree, as np.dot does."""
+    (m, k), (k_b, n), (out_m, out_n) = shapes
+    for mismatch, message in (
+            (builder.icmp_signed("!=", k, k_b), "incompatible array sizes for gemm(a, b, out) (matrix * matrix)"),
+            (builder.or_(builder.icmp_signed("!=", out_m, m), builder.icmp_signed("!=", out_n, n)),
+             "incompatible output array size for gemm(a, b, out) (matrix * matrix)")):
+        with cgutils.if_unlikely(builder, mismatch):
+            context.call_conv.return_user_exc(builder, ValueError, (message,))

@@ -43,31 +43,33 @@ differ, cases = [], 0
 # M, K, N: the dot, matrix-vector (either side), matrix product and empty branches
 for dtype in (np.float32, np.float64):
     for M, K, N in [(1, 1, 1), (1, 9, 1), (7, 9, 1), (1, 9, 7), (1, 1, 7), (7, 1, 5), (5, 12, 48), (33, 16, 64),
-                    (0, 3, 4), (3, 0, 4), (3, 4, 0)]:
+                    (0, 3, 4), (3, 0, 4), (3, 4, 0), (8, 1, 64), (0, 1, 4), (3, 1, 0)]:
         for a_transposed in (False, True):
             for b_transposed in (False, True):
                 a = rng.standard_normal((K, M) if a_transposed else (M, K)).astype(dtype)
+                a.reshape(-1)[::3] = -0.0  # zero products of either sign
                 b = rng.standard_normal((N, K) if b_transposed else (K, N)).astype(dtype)
                 a, b = (a.T if a_transposed else a), (b.T if b_transposed else b)
                 ours, numpys = np.full((M, N), np.nan, dtype), np.full((M, N), -1.0, dtype)
                 both(a, b, ours, numpys)
                 cases += 1
-                if not np.array_equal(ours, numpys):
+                if not SAME:
                     differ.append([str(dtype), M, K, N, a_transposed, b_transposed])
 print(json.dumps({"backend": BACKEND.name, "cases": cases, "differ": differ}))
 """
 
 
 def test_gemm_is_np_dot_bit_for_bit_with_openblas():
-    result = run_with("openblas", SAME_AS_NP_DOT)
-    assert result["backend"] == "openblas" and result["cases"] == 2 * 11 * 4
+    """Every bit, the sign of zero included (np.array_equal takes -0 for +0)."""
+    result = run_with("openblas", SAME_AS_NP_DOT.replace("SAME", "ours.tobytes() == numpys.tobytes()"))
+    assert result["backend"] == "openblas" and result["cases"] == 2 * 14 * 4
     assert result["differ"] == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gemm_shapes_on_each_backend(backend):
     """Same shapes on each backend: the right products (np.dot's up to rounding)."""
-    script = SAME_AS_NP_DOT.replace("np.array_equal(ours, numpys)", "np.allclose(ours, numpys, rtol=1e-5, atol=1e-5)")
+    script = SAME_AS_NP_DOT.replace("SAME", "np.allclose(ours, numpys, rtol=1e-5, atol=1e-5)")
     result = run_with(backend, script)
     assert result["backend"] == backend and result["differ"] == []
 
@@ -208,3 +210,25 @@ def test_one_blas_thread_on_each_backend(backend):
     script = ("import json, engine, kernels.blas as blas; "
               "print(json.dumps([engine.blas.blas_threads(), blas._openblas_threads(blas._scipy_openblas())[1]()]))")
     assert run_with(backend, script) == [1, 1]
+
+
+def test_gemm_refuses_mismatched_shapes_as_np_dot_does():
+    """The shape check, inside the code gemm emits in its caller: a ValueError, nothing
+    written."""
+    import numba
+
+    from kernels.gemm import gemm
+
+    @numba.njit
+    def product(a, b, out):
+        return gemm(a, b, out)
+
+    a, b = np.ones((2, 3)), np.ones((3, 4))
+    assert (product(a, b, np.empty((2, 4))) == 3).all()
+    for b_shape, out_shape, message in [((2, 4), (2, 4), "incompatible array sizes"),
+                                        ((3, 4), (3, 4), "incompatible output array size"),
+                                        ((3, 4), (2, 5), "incompatible output array size")]:
+        out = np.full(out_shape, 7.0)
+        with pytest.raises(ValueError, match=rf"{message} for gemm\(a, b, out\)"):
+            product(a, np.ones(b_shape), out)
+        assert (out == 7).all()
