@@ -112,7 +112,7 @@ def speed(hidden_sizes, steps, rounds):
         samples, cpu = timed_rounds(calls, rounds)
         workspace = workspace_bytes("lstm", H, 1, 1, K1, STREAMS, 4)
         memory = {"bptt": chunk_bytes("lstm", 1, H, 1, 1, K1, STREAMS, 1, 4, trainers["bptt"].model.params.nbytes),
-                  "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, 4) + workspace,
+                  "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace,
                   "uoro": uoro_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace}
         medians = {name: statistics.median(values) for name, values in samples.items()}
         cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}

@@ -89,13 +89,13 @@ def online_gradient(gradient, model, B, grad, steps, rng, shards=None):
     if gradient == "rtrl":
         state_units = model.num_layers * model.hidden_size * (2 if model.cell == "lstm" else 1)
         try:
-            require(rtrl_bytes(*sizes(model), B, itemsize, plan["shards"]) + chunk,
+            require(rtrl_bytes(*sizes(model), B, steps, itemsize, plan["shards"]) + chunk,
                     f"exact RTRL's influence matrices for {B} streams ({state_units} state units x "
                     f"{recurrent_size(model)} parameters each) and chunks of {steps} steps")
         except ValueError as error:
             raise type(error)(f"{error}; or use gradient 'uoro', an unbiased estimate of the same gradient in "
                               f"about {format_bytes(uoro)}") from None
-        return Rtrl(model, B, grad, plan)
+        return Rtrl(model, B, grad, plan, steps)
     require(uoro, f"UORO for {B} streams and chunks of {steps} steps")
     return Uoro(model, B, grad, rng, plan)
 
@@ -232,11 +232,13 @@ class _Carried:
 
 class Rtrl(_Carried):
     """Exact RTRL for B streams: the influence of h (and of c for LSTM), (B, L, N, H, W)
-    in blocks of parameter columns (kernels/rtrl.py); checkpoints hold it as (B, L, H, P)."""
+    in blocks of parameter columns (kernels/rtrl.py); checkpoints hold it as (B, L, H, P).
+    steps: the chunks' length, which sizes each shard's state Jacobians (a longer chunk
+    makes them anew)."""
 
     name = "rtrl"
 
-    def __init__(self, model, B, grad, plan):
+    def __init__(self, model, B, grad, plan, steps):
         H, L = model.hidden_size, model.num_layers
         blocks, width = influence_blocks(recurrent_size(model))
         self.model = model
@@ -246,9 +248,18 @@ class Rtrl(_Carried):
         self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)
         self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
         self._shards(plan, grad)
-        rows = (model.gates * H, width)
+        self.state_rows = H * (2 if model.cell == "lstm" else 1)  # per layer: LSTM's c and h, else h
+        rows = (self.state_rows, width)
         self.scratch = [(np.zeros(rows, model.dtype), np.zeros(rows, model.dtype), np.zeros(H, model.dtype))
-                        for _ in self.grads]  # per shard: d_x, d_h, dh_top
+                        for _ in self.grads]  # per shard: d_state, d_below, dh_top
+        self._make_jacobians(steps)
+
+    def _make_jacobians(self, steps):
+        """Per shard, a stream's state Jacobians, their factors and diagonals over `steps` steps."""
+        H, L, dtype = self.model.hidden_size, self.model.num_layers, self.model.dtype
+        self.jacobians = [(np.zeros((steps, L, 2, self.state_rows, H), dtype),
+                           np.zeros((steps, L, 4, self.model.gates * H), dtype), np.zeros((steps, L, 2, H), dtype))
+                          for _ in self.grads]
 
     def arrays(self):
         """The carried influence, by checkpoint member name."""
@@ -276,12 +287,15 @@ class Rtrl(_Carried):
         hs, cs, gates, hidden_ns = self.chunks.caches()
         weights_ih, weights_hh, offsets = self.layers
         workspace = self.chunks.workspace
+        if self.jacobians[0][0].shape[0] < len(x):
+            self._make_jacobians(len(x))
 
         def kernel(k, first, last):
-            d_x, d_h, dh_top = self.scratch[k]
-            rtrl_chunk(self.grads[k], self.influence_h[first:last], self.influence_c[first:last], d_x, d_h, dh_top,
-                       hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
-                       model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, first)
+            d_state, d_below, dh_top = self.scratch[k]
+            rtrl_chunk(self.grads[k], self.influence_h[first:last], self.influence_c[first:last], *self.jacobians[k],
+                       d_state, d_below, dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy,
+                       weights_ih, weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu,
+                       first)
 
         self._run_shards(kernel)
         return value, count

@@ -363,8 +363,8 @@ def test_trainer_online_skip_restarts_overflowed_streams(gradient):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_memory_estimates_are_the_buffers(cell, num_layers, dtype, shards):
     """engine/footprint.py's rtrl_bytes and uoro_bytes are the bytes Rtrl and Uoro hold,
-    with their shards' scratch and gradients (UORO's random bits: those of one chunk of 5
-    steps)."""
+    with their shards' scratch and gradients (RTRL's state Jacobians and UORO's random
+    bits: those of one chunk of 5 steps)."""
     from engine.footprint import rtrl_bytes, uoro_bytes
     from engine.online import online_gradient
     model = engine.Model(cell, 3, 5, 2, num_layers=num_layers, dtype=dtype)
@@ -375,9 +375,9 @@ def test_memory_estimates_are_the_buffers(cell, num_layers, dtype, shards):
 
     def held(online):  # its own arrays, and its shards' scratch and gradients (the first is grad's)
         found = [a for a in vars(online).values() if isinstance(a, np.ndarray)] + online.grads[1:]
-        found += [a for arrays in online.scratch for a in arrays]
+        found += [a for arrays in online.scratch + getattr(online, "jacobians", []) for a in arrays]
         return sum(a.nbytes for a in {id(a): a for a in found}.values())
 
-    assert held(rtrl) == rtrl_bytes(*sizes, 4, model.dtype.itemsize, shards)
+    assert held(rtrl) == rtrl_bytes(*sizes, 4, 5, model.dtype.itemsize, shards)
     bits = 5 * 4 * -(-np.prod(uoro.signs_shape) // 8)
     assert held(uoro) + bits == uoro_bytes(*sizes, 4, 5, model.dtype.itemsize, shards)
