@@ -331,7 +331,9 @@ def test_bench_online_quick_runs(tmp_path):
     assert all(np.isfinite(value) and value > 0 for value in row["steps_per_s"].values())
     assert row["memory_bytes"]["rtrl"] > row["memory_bytes"]["uoro"]
     for rates in (row, row["by_cpu_time"]):
-        assert 0 < rates["rtrl_share_of_sgemm_512"] and 0 < rates["rtrl_share_of_block_gemm"]
+        assert 0 < rates["rtrl_gemm_share_of_sgemm_512"] and 0 < rates["rtrl_gemm_share_of_block_gemm"]
+        assert rates["rtrl_state_product_share_of_sgemm_512"] == pytest.approx(
+            2 * rates["rtrl_gemm_share_of_sgemm_512"])
     assert set(row["plan"]) == {"rtrl", "uoro"}
     assert all(plan["shards"] >= 1 and plan["steps_per_s"] > 0 for plan in row["plan"].values())
     assert set(result["task"]["final_error"]) == set(result["task"]["updates_to_target"])
