@@ -27,13 +27,21 @@ from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
 
 GRADIENTS = ("bptt", "rtrl", "uoro")
 EPSILON = 1e-7  # UORO's guard in its scaling ratios
-# The plan's single-thread kernel costs, measured on the bench machine (python -m
-# bench.online, docs/training.md; LSTM, H = 16 and 32, float32): RTRL's influence
-# product runs at 70-117 GFLOP/s (its FLOP: (2L - 1) (G*H, H) x (H, P) GEMMs per stream
-# and step), UORO's kernel takes about 1 ns per stream, step and recurrent parameter.
-RTRL_FLOPS_PER_S = 8e10
-UORO_S_PER_PARAMETER = 1e-9
+# The plan's single-thread kernel costs, measured by the thread's CPU time (LSTM, 32
+# streams, float32, OpenBLAS; python -m bench.online, docs/training.md): RTRL's GEMMs,
+# (S, H) x (H, P) per layer (2L - 1 of them: S = 2H state rows for LSTM, else H) per
+# stream and step, run at 50-90 GFLOP/s (H = 16 to 32) with the rest of its kernel;
+# UORO's kernel takes per stream and step about 0.8 us plus 0.35 ns per recurrent
+# parameter (H = 8 to 64: 0.91, 1.16, 2.15, 7.0 us).
+RTRL_FLOPS_PER_S = 7e10
+UORO_S_PER_STREAM_STEP = 8e-7
+UORO_S_PER_PARAMETER = 3.5e-10
 CONTENTION = 1.2  # threads side by side run up to this much slower (engine/thread_plan.py)
+# An extra shard's cost per chunk, by the wall clock: the thread pool's round trip, the
+# wake-up of its thread and the wait for the slower shard. From UORO's two-shard runs on
+# a quiet machine (2 cores: 1.04x faster at H = 16, 1.21x at H = 32, against the kernel
+# times above), more than engine/thread_plan.py's handoff_s measures for BPTT's shards.
+SHARD_S = 1.7e-4
 
 
 def recurrent_size(model):
@@ -50,22 +58,23 @@ def kernel_seconds(gradient, model, streams, steps):
     """Modelled single-thread seconds of the forward-mode kernel over a chunk."""
     P, H, L = recurrent_size(model), model.hidden_size, model.num_layers
     if gradient == "rtrl":
-        return steps * streams * (2 * L - 1) * 2 * GATES[model.cell] * H * H * P / RTRL_FLOPS_PER_S
-    return steps * streams * P * UORO_S_PER_PARAMETER
+        state_rows = H * (2 if model.cell == "lstm" else 1)
+        return steps * streams * (2 * L - 1) * 2 * state_rows * H * P / RTRL_FLOPS_PER_S
+    return steps * streams * (UORO_S_PER_STREAM_STEP + P * UORO_S_PER_PARAMETER)
 
 
 def online_plan(gradient, model, B, steps, shards=None, cores=None):
     """The thread plan of rtrl/uoro for chunks of `steps` steps of B streams, as
     engine/thread_plan.py's plans read ("shards" threads, "split" 1): `shards` when given
     (capped at B), else the count that minimises the modelled seconds per chunk: the
-    kernel's time over the shards (CONTENTION past one) plus, per extra shard, a
-    thread-pool round trip and the addition of its gradient. Ties go to fewer shards."""
+    kernel's time over the shards (CONTENTION past one) plus, per extra shard, its cost
+    per chunk (SHARD_S) and the addition of its gradient. Ties go to fewer shards."""
     cores = available_cores() if cores is None else cores
     plan = {"split": 1, "cores": cores, "batch": B, "steps": steps}
     if shards is not None:
         shards = min(shards, B)
         return {"shards": shards, **plan, "rows_per_shard": max(shard_rows(B, shards)), "chosen_by": "explicit"}
-    serial = COST_MODEL.handoff_s + recurrent_size(model) * COST_MODEL.combine_s_per_param
+    serial = SHARD_S + recurrent_size(model) * COST_MODEL.combine_s_per_param
     times = {}
     for count in range(1, max(1, min(B, cores)) + 1):
         rows = max(shard_rows(B, count))
