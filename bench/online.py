@@ -13,8 +13,8 @@ speed: seconds per step of Trainer.partial_fit for an LSTM of H = 16 and 32 unit
   of W columns, (S, H) x (H, W), timed alone; and the same time against the FLOP of the
   (S, S) x (S, P) state-Jacobian product RTRL is defined by (twice the GEMMs', since
   the Jacobian's c columns are diagonal: the kernel does not multiply their zeros); by
-  the wall clock and (by_cpu_time) by the thread's CPU time, which a busy machine's
-  other work disturbs less.
+  the wall clock and (by_cpu_time, with the one-thread steps/s) by the thread's CPU
+  time, which a busy machine's other work disturbs less.
 task: a stream whose target at t is the input DELAY steps earlier (random signs), longer
   than the window of TBPTT(k1, k2): mean squared error per update of TBPTT, RTRL and UORO
   on the same model and data (the error of predicting zero is 1), the updates each takes
@@ -145,7 +145,10 @@ def speed(hidden_sizes, steps, rounds):
             "time_vs_tbptt": {name: medians[name] / medians["bptt"] for name in ("rtrl", "uoro")},
             "memory_bytes": memory,
             **wall_rates, **shares(wall_rates),
-            "by_cpu_time": {**cpu_rates, **shares(cpu_rates),
+            "by_cpu_time": {"steps_per_s": {name: 1 / cpu_medians[name] for name in methods},
+                            "time_vs_tbptt": {name: cpu_medians[name] / cpu_medians["bptt"]
+                                              for name in ("rtrl", "uoro")},
+                            **cpu_rates, **shares(cpu_rates),
                             "round_spread": {name: max(values) / min(values) - 1 for name, values in cpu.items()}},
             "plan": {name: {"shards": trainers[f"{name}_plan"].thread_plan["shards"],
                             "steps_per_s": 1 / medians[f"{name}_plan"],
