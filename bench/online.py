@@ -31,7 +31,8 @@ import numpy as np
 
 import engine
 from bench.gemm_rate import _cpu_name, repeat_gemm
-from engine.footprint import chunk_bytes, influence_blocks, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.footprint import (chunk_bytes, influence_blocks, influence_column_bytes, rtrl_bytes, uoro_bytes,
+                              workspace_bytes)
 from engine.online import recurrent_size
 
 STREAMS = 32
@@ -109,7 +110,7 @@ def speed(hidden_sizes, steps, rounds):
             return run
 
         P = recurrent_size(trainers["rtrl"].model)
-        width = influence_blocks(P)[1]
+        width = influence_blocks(P, influence_column_bytes("lstm", H, 1, 4))[1]  # the kernel's block of columns
         calls = {name: runner(trainer) for name, trainer in trainers.items()}
         calls.update(sgemm_512=gemm_runner(512, 512, 512), block_gemm=gemm_runner(2 * H, H, width))
         samples, cpu = timed_rounds(calls, rounds)

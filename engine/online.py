@@ -17,7 +17,8 @@ shard's in shard order: bit-reproducible for a given plan (online_plan).
 import numpy as np
 
 from engine.bptt import forward_chunk, loss_gradient, state_after
-from engine.footprint import format_bytes, influence_blocks, require, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.footprint import (format_bytes, influence_blocks, influence_column_bytes, require, rtrl_bytes, uoro_bytes,
+                              workspace_bytes)
 from engine.parameters import GATES
 from engine.shards import _pool as shard_pool
 from engine.thread_plan import COST_MODEL, available_cores, shard_rows
@@ -249,7 +250,8 @@ class Rtrl(_Carried):
 
     def __init__(self, model, B, grad, plan, steps):
         H, L = model.hidden_size, model.num_layers
-        blocks, width = influence_blocks(recurrent_size(model))
+        blocks, width = influence_blocks(recurrent_size(model),
+                                         influence_column_bytes(model.cell, H, L, model.dtype.itemsize))
         self.model = model
         self.chunks = OnlineChunks(model, grad)
         self.layers = layer_arguments(model)

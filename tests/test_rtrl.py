@@ -64,10 +64,10 @@ def kernel_chunks(model, x, y, loss, resets, k1, shards=1):
 
 
 def narrow_blocks(monkeypatch, width):
-    """Rtrl's influence in blocks of `width` parameter columns (the default blocks of up
-    to 64 hold most test models whole): blocks that cut through weight rows and a layer's
+    """Rtrl's influence in blocks of `width` parameter columns (the default blocks hold
+    most test models whole): blocks that cut through weight rows and a layer's
     parameters."""
-    monkeypatch.setattr("engine.online.influence_blocks", lambda parameters:
+    monkeypatch.setattr("engine.online.influence_blocks", lambda parameters, column_bytes:
                         (-(-parameters // width), width))
 
 
