@@ -7,11 +7,14 @@ speed: seconds per step of Trainer.partial_fit for an LSTM of H = 16 and 32 unit
   method's rounds alternated with the others' and with a 512^3 SGEMM's and the influence
   product's own GEMM's (the machine is shared: medians, and the spread of the rounds);
   the memory each method's buffers take (engine/footprint.py, engine/online.py
-  estimates); and the influence product's rate: RTRL's FLOP per step in its (4H, H) x
-  (H, P) product over its measured time per step on one thread, against the 512^3 SGEMM
-  and the product's own GEMM, (4H, H) x (H, W) for a block of W columns, timed alone;
-  by the wall clock and (by_cpu_time) by the thread's CPU time, which a busy machine's
-  other work disturbs less.
+  estimates); and RTRL's rates on one thread: the FLOP of the GEMMs its kernel runs,
+  (S, H) x (H, P) per stream and step (S = 2H state rows: c and h; kernels/rtrl.py),
+  over its measured time per step, against the 512^3 SGEMM and that GEMM for one block
+  of W columns, (S, H) x (H, W), timed alone; and the same time against the FLOP of the
+  (S, S) x (S, P) state-Jacobian product RTRL is defined by (twice the GEMMs', since
+  the Jacobian's c columns are diagonal: the kernel does not multiply their zeros); by
+  the wall clock and (by_cpu_time, with the one-thread steps/s) by the thread's CPU
+  time, which a busy machine's other work disturbs less.
 task: a stream whose target at t is the input DELAY steps earlier (random signs), longer
   than the window of TBPTT(k1, k2): mean squared error per update of TBPTT, RTRL and UORO
   on the same model and data (the error of predicting zero is 1), the updates each takes
@@ -28,7 +31,8 @@ import numpy as np
 
 import engine
 from bench.gemm_rate import _cpu_name, repeat_gemm
-from engine.footprint import chunk_bytes, influence_blocks, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.footprint import (chunk_bytes, influence_blocks, influence_column_bytes, rtrl_bytes, uoro_bytes,
+                              workspace_bytes)
 from engine.online import recurrent_size
 
 STREAMS = 32
@@ -106,24 +110,34 @@ def speed(hidden_sizes, steps, rounds):
             return run
 
         P = recurrent_size(trainers["rtrl"].model)
-        width = influence_blocks(P)[1]
+        width = influence_blocks(P, influence_column_bytes("lstm", H, 1, 4))[1]  # the kernel's block of columns
         calls = {name: runner(trainer) for name, trainer in trainers.items()}
-        calls.update(sgemm_512=gemm_runner(512, 512, 512), block_gemm=gemm_runner(4 * H, H, width))
+        calls.update(sgemm_512=gemm_runner(512, 512, 512), block_gemm=gemm_runner(2 * H, H, width))
         samples, cpu = timed_rounds(calls, rounds)
         workspace = workspace_bytes("lstm", H, 1, 1, K1, STREAMS, 4)
         memory = {"bptt": chunk_bytes("lstm", 1, H, 1, 1, K1, STREAMS, 1, 4, trainers["bptt"].model.params.nbytes),
-                  "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, 4) + workspace,
+                  "rtrl": rtrl_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace,
                   "uoro": uoro_bytes("lstm", 1, H, 1, 1, STREAMS, K1, 4) + workspace}
         medians = {name: statistics.median(values) for name, values in samples.items()}
         cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
 
-        def rates(times):  # GFLOP/s of RTRL's product, the SGEMM and the block's GEMM
-            flop = STREAMS * 2 * 4 * H * H * P  # per step: one (4H, H) x (H, P) product per stream
-            return (flop / times["rtrl"] / 1e9, 2 * 512 ** 3 / times["sgemm_512"] / 1e9,
-                    2 * 4 * H * H * width / times["block_gemm"] / 1e9)
+        state_rows = 2 * H  # LSTM: c and h
+        state_product = STREAMS * 2 * state_rows * state_rows * P  # per step: (S, S) x (S, P) per stream
+        gemm_flop = STREAMS * 2 * state_rows * H * P  # per step: the kernel's GEMMs, (S, H) x (H, P) per stream
 
-        rtrl, sgemm, block_gemm = rates(medians)
-        rtrl_cpu, sgemm_cpu, block_gemm_cpu = rates(cpu_medians)
+        def rates(times):  # GFLOP/s: RTRL's GEMMs, its state product, the SGEMM, the block's GEMM alone
+            return {"rtrl_gemm_gflops": gemm_flop / times["rtrl"] / 1e9,
+                    "rtrl_state_product_gflops": state_product / times["rtrl"] / 1e9,
+                    "sgemm_512_gflops": 2 * 512 ** 3 / times["sgemm_512"] / 1e9,
+                    "block_gemm_alone_gflops": 2 * state_rows * H * width / times["block_gemm"] / 1e9}
+
+        def shares(rate):  # the kernel's GEMM rate against the SGEMM's and the block GEMM's alone
+            return {"rtrl_gemm_share_of_sgemm_512": rate["rtrl_gemm_gflops"] / rate["sgemm_512_gflops"],
+                    "rtrl_gemm_share_of_block_gemm": rate["rtrl_gemm_gflops"] / rate["block_gemm_alone_gflops"],
+                    "rtrl_state_product_share_of_sgemm_512": rate["rtrl_state_product_gflops"]
+                    / rate["sgemm_512_gflops"]}
+
+        wall_rates, cpu_rates = rates(medians), rates(cpu_medians)
         methods = ("bptt", "rtrl", "uoro")
         rows.append({
             "cell": "lstm", "H": H, "P": P, "streams": STREAMS, "k1": K1, "block_columns": width,
@@ -131,11 +145,11 @@ def speed(hidden_sizes, steps, rounds):
             "round_spread": {name: max(values) / min(values) - 1 for name, values in samples.items()},
             "time_vs_tbptt": {name: medians[name] / medians["bptt"] for name in ("rtrl", "uoro")},
             "memory_bytes": memory,
-            "rtrl_gflops": rtrl, "sgemm_512_gflops": sgemm, "block_gemm_alone_gflops": block_gemm,
-            "rtrl_share_of_sgemm_512": rtrl / sgemm, "rtrl_share_of_block_gemm": rtrl / block_gemm,
-            "by_cpu_time": {"rtrl_gflops": rtrl_cpu, "sgemm_512_gflops": sgemm_cpu,
-                            "block_gemm_alone_gflops": block_gemm_cpu, "rtrl_share_of_sgemm_512": rtrl_cpu / sgemm_cpu,
-                            "rtrl_share_of_block_gemm": rtrl_cpu / block_gemm_cpu,
+            **wall_rates, **shares(wall_rates),
+            "by_cpu_time": {"steps_per_s": {name: 1 / cpu_medians[name] for name in methods},
+                            "time_vs_tbptt": {name: cpu_medians[name] / cpu_medians["bptt"]
+                                              for name in ("rtrl", "uoro")},
+                            **cpu_rates, **shares(cpu_rates),
                             "round_spread": {name: max(values) / min(values) - 1 for name, values in cpu.items()}},
             "plan": {name: {"shards": trainers[f"{name}_plan"].thread_plan["shards"],
                             "steps_per_s": 1 / medians[f"{name}_plan"],

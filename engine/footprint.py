@@ -85,7 +85,9 @@ def trainer_bytes(parameter_nbytes, optimizer_buffers):
     return parameter_nbytes * (2 + 2 * optimizer_buffers)
 
 
-INFLUENCE_BLOCK_COLUMNS = 64  # RTRL: the widest column block of the influence (kernels/rtrl.py)
+# RTRL: the bytes a block of influence columns keeps in cache while the kernel works on it
+# (kernels/rtrl.py); the fastest at H = 16 and 32 on the bench machine (docs/training.md).
+INFLUENCE_BLOCK_BYTES = 72 * 1024
 
 
 def recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers):
@@ -93,26 +95,39 @@ def recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_la
     return parameter_count(cell, input_size, hidden_size, output_size, num_layers) - output_size * (hidden_size + 1)
 
 
-def influence_blocks(parameters):
+def influence_column_bytes(cell, hidden_size, num_layers, itemsize):
+    """Bytes per influence column of RTRL's working set: the column of every layer's
+    influence (H rows, and H more for LSTM's c) and of the GEMMs' two outputs (S rows)."""
+    state_rows = hidden_size * (2 if cell == "lstm" else 1)
+    return itemsize * (num_layers + 2) * state_rows
+
+
+def influence_blocks(parameters, column_bytes):
     """(N, W): RTRL's `parameters` influence columns in N blocks of W (a multiple of 16,
-    N W >= P, as few blocks as keep W <= INFLUENCE_BLOCK_COLUMNS). Narrow blocks keep a
-    stream's block and its GEMM's (G*H, W) output in the first-level caches while the
-    element-wise pass reads it; the GEMMs, (G*H, H) x (H, W), still run at the
-    large-matrix rate there (OpenBLAS's small-matrix kernels; measured in docs/training.md)."""
-    blocks = -(-parameters // INFLUENCE_BLOCK_COLUMNS)
+    N W >= P, as few blocks as keep the working set, W column_bytes, within
+    INFLUENCE_BLOCK_BYTES, or blocks of up to 64 columns where that is less): a stream's
+    block and its GEMMs' outputs stay in cache while the element-wise pass reads them
+    (kernels/rtrl.py); wider blocks make fewer calls of everything per column."""
+    widest = max(64, INFLUENCE_BLOCK_BYTES // column_bytes // 16 * 16)
+    blocks = -(-parameters // widest)
     width = -(-(-(-parameters // blocks)) // 16) * 16  # ceil(P / blocks), rounded up to 16
     return -(-parameters // width), width
 
 
-def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, itemsize, shards=1):
+def rtrl_bytes(cell, input_size, hidden_size, output_size, num_layers, streams, steps, itemsize, shards=1):
     """Exact RTRL's buffers (engine/online.py): the influence (B, L, N, H, W) of h (and c
-    for LSTM) in blocks of its P columns; per shard of the streams the scratch (2, G*H, W)
-    and an H row, and past the first a gradient (P,) of its own."""
+    for LSTM) in blocks of its P columns; per shard of the streams the scratch (2, S, W)
+    (S state rows per layer: 2H for LSTM, else H) and an H row, a stream's state
+    Jacobians over a chunk of `steps` steps ((steps, L, 2, S, H), with their factors
+    (steps, L, 4, G*H) and diagonals (steps, L, 2, H)), and past the first a gradient
+    (P,) of its own."""
     gate_rows = GATES[cell] * hidden_size
     parameters = recurrent_parameter_count(cell, input_size, hidden_size, output_size, num_layers)
-    blocks, width = influence_blocks(parameters)
-    state = num_layers * hidden_size * (2 if cell == "lstm" else 1)
-    scratch = 2 * gate_rows * width + hidden_size
+    blocks, width = influence_blocks(parameters, influence_column_bytes(cell, hidden_size, num_layers, itemsize))
+    state_rows = hidden_size * (2 if cell == "lstm" else 1)
+    state = num_layers * state_rows
+    jacobians = steps * num_layers * (2 * state_rows * hidden_size + 4 * gate_rows + 2 * hidden_size)
+    scratch = 2 * state_rows * width + hidden_size + jacobians
     return (streams * state * blocks * width + shards * scratch + (shards - 1) * parameters) * itemsize
 
 

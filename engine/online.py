@@ -17,7 +17,8 @@ shard's in shard order: bit-reproducible for a given plan (online_plan).
 import numpy as np
 
 from engine.bptt import forward_chunk, loss_gradient, state_after
-from engine.footprint import format_bytes, influence_blocks, require, rtrl_bytes, uoro_bytes, workspace_bytes
+from engine.footprint import (format_bytes, influence_blocks, influence_column_bytes, require, rtrl_bytes, uoro_bytes,
+                              workspace_bytes)
 from engine.parameters import GATES
 from engine.shards import _pool as shard_pool
 from engine.thread_plan import COST_MODEL, available_cores, shard_rows
@@ -27,13 +28,21 @@ from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
 
 GRADIENTS = ("bptt", "rtrl", "uoro")
 EPSILON = 1e-7  # UORO's guard in its scaling ratios
-# The plan's single-thread kernel costs, measured on the bench machine (python -m
-# bench.online, docs/training.md; LSTM, H = 16 and 32, float32): RTRL's influence
-# product runs at 70-117 GFLOP/s (its FLOP: (2L - 1) (G*H, H) x (H, P) GEMMs per stream
-# and step), UORO's kernel takes about 1 ns per stream, step and recurrent parameter.
-RTRL_FLOPS_PER_S = 8e10
-UORO_S_PER_PARAMETER = 1e-9
+# The plan's single-thread kernel costs, measured by the thread's CPU time (LSTM, 32
+# streams, float32, OpenBLAS; python -m bench.online, docs/training.md): RTRL's GEMMs,
+# (S, H) x (H, P) per layer (2L - 1 of them: S = 2H state rows for LSTM, else H) per
+# stream and step, run at 50-90 GFLOP/s (H = 16 to 32) with the rest of its kernel;
+# UORO's kernel takes per stream and step about 0.8 us plus 0.35 ns per recurrent
+# parameter (H = 8 to 64: 0.91, 1.16, 2.15, 7.0 us).
+RTRL_FLOPS_PER_S = 7e10
+UORO_S_PER_STREAM_STEP = 8e-7
+UORO_S_PER_PARAMETER = 3.5e-10
 CONTENTION = 1.2  # threads side by side run up to this much slower (engine/thread_plan.py)
+# An extra shard's cost per chunk, by the wall clock: the thread pool's round trip, the
+# wake-up of its thread and the wait for the slower shard. From UORO's two-shard runs on
+# a quiet machine (2 cores: 1.04x faster at H = 16, 1.21x at H = 32, against the kernel
+# times above), more than engine/thread_plan.py's handoff_s measures for BPTT's shards.
+SHARD_S = 1.7e-4
 
 
 def recurrent_size(model):
@@ -50,22 +59,23 @@ def kernel_seconds(gradient, model, streams, steps):
     """Modelled single-thread seconds of the forward-mode kernel over a chunk."""
     P, H, L = recurrent_size(model), model.hidden_size, model.num_layers
     if gradient == "rtrl":
-        return steps * streams * (2 * L - 1) * 2 * GATES[model.cell] * H * H * P / RTRL_FLOPS_PER_S
-    return steps * streams * P * UORO_S_PER_PARAMETER
+        state_rows = H * (2 if model.cell == "lstm" else 1)
+        return steps * streams * (2 * L - 1) * 2 * state_rows * H * P / RTRL_FLOPS_PER_S
+    return steps * streams * (UORO_S_PER_STREAM_STEP + P * UORO_S_PER_PARAMETER)
 
 
 def online_plan(gradient, model, B, steps, shards=None, cores=None):
     """The thread plan of rtrl/uoro for chunks of `steps` steps of B streams, as
     engine/thread_plan.py's plans read ("shards" threads, "split" 1): `shards` when given
     (capped at B), else the count that minimises the modelled seconds per chunk: the
-    kernel's time over the shards (CONTENTION past one) plus, per extra shard, a
-    thread-pool round trip and the addition of its gradient. Ties go to fewer shards."""
+    kernel's time over the shards (CONTENTION past one) plus, per extra shard, its cost
+    per chunk (SHARD_S) and the addition of its gradient. Ties go to fewer shards."""
     cores = available_cores() if cores is None else cores
     plan = {"split": 1, "cores": cores, "batch": B, "steps": steps}
     if shards is not None:
         shards = min(shards, B)
         return {"shards": shards, **plan, "rows_per_shard": max(shard_rows(B, shards)), "chosen_by": "explicit"}
-    serial = COST_MODEL.handoff_s + recurrent_size(model) * COST_MODEL.combine_s_per_param
+    serial = SHARD_S + recurrent_size(model) * COST_MODEL.combine_s_per_param
     times = {}
     for count in range(1, max(1, min(B, cores)) + 1):
         rows = max(shard_rows(B, count))
@@ -89,13 +99,13 @@ def online_gradient(gradient, model, B, grad, steps, rng, shards=None):
     if gradient == "rtrl":
         state_units = model.num_layers * model.hidden_size * (2 if model.cell == "lstm" else 1)
         try:
-            require(rtrl_bytes(*sizes(model), B, itemsize, plan["shards"]) + chunk,
+            require(rtrl_bytes(*sizes(model), B, steps, itemsize, plan["shards"]) + chunk,
                     f"exact RTRL's influence matrices for {B} streams ({state_units} state units x "
                     f"{recurrent_size(model)} parameters each) and chunks of {steps} steps")
         except ValueError as error:
             raise type(error)(f"{error}; or use gradient 'uoro', an unbiased estimate of the same gradient in "
                               f"about {format_bytes(uoro)}") from None
-        return Rtrl(model, B, grad, plan)
+        return Rtrl(model, B, grad, plan, steps)
     require(uoro, f"UORO for {B} streams and chunks of {steps} steps")
     return Uoro(model, B, grad, rng, plan)
 
@@ -232,13 +242,16 @@ class _Carried:
 
 class Rtrl(_Carried):
     """Exact RTRL for B streams: the influence of h (and of c for LSTM), (B, L, N, H, W)
-    in blocks of parameter columns (kernels/rtrl.py); checkpoints hold it as (B, L, H, P)."""
+    in blocks of parameter columns (kernels/rtrl.py); checkpoints hold it as (B, L, H, P).
+    steps: the chunks' length, which sizes each shard's state Jacobians (a longer chunk
+    makes them anew)."""
 
     name = "rtrl"
 
-    def __init__(self, model, B, grad, plan):
+    def __init__(self, model, B, grad, plan, steps):
         H, L = model.hidden_size, model.num_layers
-        blocks, width = influence_blocks(recurrent_size(model))
+        blocks, width = influence_blocks(recurrent_size(model),
+                                         influence_column_bytes(model.cell, H, L, model.dtype.itemsize))
         self.model = model
         self.chunks = OnlineChunks(model, grad)
         self.layers = layer_arguments(model)
@@ -246,9 +259,18 @@ class Rtrl(_Carried):
         self.influence_h = np.zeros((B, L, blocks, H, width), model.dtype)
         self.influence_c = np.zeros_like(self.influence_h) if model.cell == "lstm" else self.influence_h
         self._shards(plan, grad)
-        rows = (model.gates * H, width)
+        self.state_rows = H * (2 if model.cell == "lstm" else 1)  # per layer: LSTM's c and h, else h
+        rows = (self.state_rows, width)
         self.scratch = [(np.zeros(rows, model.dtype), np.zeros(rows, model.dtype), np.zeros(H, model.dtype))
-                        for _ in self.grads]  # per shard: d_x, d_h, dh_top
+                        for _ in self.grads]  # per shard: d_state, d_below, dh_top
+        self._make_jacobians(steps)
+
+    def _make_jacobians(self, steps):
+        """Per shard, a stream's state Jacobians, their factors and diagonals over `steps` steps."""
+        H, L, dtype = self.model.hidden_size, self.model.num_layers, self.model.dtype
+        self.jacobians = [(np.zeros((steps, L, 2, self.state_rows, H), dtype),
+                           np.zeros((steps, L, 4, self.model.gates * H), dtype), np.zeros((steps, L, 2, H), dtype))
+                          for _ in self.grads]
 
     def arrays(self):
         """The carried influence, by checkpoint member name."""
@@ -276,12 +298,15 @@ class Rtrl(_Carried):
         hs, cs, gates, hidden_ns = self.chunks.caches()
         weights_ih, weights_hh, offsets = self.layers
         workspace = self.chunks.workspace
+        if self.jacobians[0][0].shape[0] < len(x):
+            self._make_jacobians(len(x))
 
         def kernel(k, first, last):
-            d_x, d_h, dh_top = self.scratch[k]
-            rtrl_chunk(self.grads[k], self.influence_h[first:last], self.influence_c[first:last], d_x, d_h, dh_top,
-                       hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy, weights_ih, weights_hh,
-                       model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu, first)
+            d_state, d_below, dh_top = self.scratch[k]
+            rtrl_chunk(self.grads[k], self.influence_h[first:last], self.influence_c[first:last], *self.jacobians[k],
+                       d_state, d_below, dh_top, hs, cs, gates, hidden_ns, x, workspace.resets, workspace.dy,
+                       weights_ih, weights_hh, model.views["head.weight"], offsets, CELL_CODES[model.cell], model.relu,
+                       first)
 
         self._run_shards(kernel)
         return value, count

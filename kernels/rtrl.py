@@ -3,19 +3,23 @@
 
 Per stream and layer the influence M = d state / d theta of the recurrent parameters
 (theta: the first P entries of the flat buffer, every layer's weight_ih, weight_hh,
-bias_ih, bias_hh) is carried from step to step:
+bias_ih, bias_hh) is carried from step to step as M(t) = J M(t-1) + J_x M(below, t) +
+the immediate term: J, the new state's derivative by the state entering, is per unit of
+the cell a dense part, (the cell's element-wise derivative) x W_hh, on h, and a diagonal
+part on c (LSTM: f) or h (GRU: z); J_x likewise through W_ih.
 
-    d a_h = W_hh M_h(t-1) + immediate,  d a_x = W_ih M_h(below, t) + immediate
-    M(t) = the cell's derivative of its new state, element-wise, from d a and M(t-1)
-
-The (G*H, H) x (H, P) products are the work (one GEMM per stream, layer and block of
-parameter columns); the cell's part is one element-wise pass over the block, which the
+The dense products, (S, H) x (H, W) for a block of W parameter columns (S state rows
+per layer: LSTM's c and h, 2H, else H), are the work: one GEMM per stream, layer, step
+and block, half the FLOP of multiplying d gates / d theta by W_hh first ((G*H, H) x
+(H, W)) for LSTM, a third for GRU. The Jacobians are formed once per stream and step,
+then shared by the blocks; the rest is one element-wise pass over the block, which the
 GEMM has just left in cache. The influence is laid out (B, L, N, H, W): N blocks of W
-columns, each stream's (H, W) block of a layer contiguous. The caches read are the forward
-kernels' own (kernels/lstm.py, gru.py, rnn.py): h, c (T+1, B, H) (row t the output of
-step t - 1, not zeroed at a reset: a reset is read from `resets` here), the activated
-gates (T, B, G*H), GRU's W_hn h + b_hn (T, B, H). Layer tuples (one array per layer) are
-Numba UniTuples: every layer's arrays have the same type (RNN and GRU pass h for c).
+columns, each stream's (H, W) block of a layer contiguous. The caches read are the
+forward kernels' own (kernels/lstm.py, gru.py, rnn.py): h, c (T+1, B, H) (row t the
+output of step t - 1, not zeroed at a reset: a reset is read from `resets` here), the
+activated gates (T, B, G*H), GRU's W_hn h + b_hn (T, B, H). Layer tuples (one array per
+layer) are Numba UniTuples: every layer's arrays have the same type (RNN and GRU pass h
+for c).
 
 cell: 0 RNN, 1 LSTM, 2 GRU. offsets (L, 4): the flat offsets of each layer's weight_ih,
 weight_hh, bias_ih, bias_hh.
@@ -33,14 +37,14 @@ CELL_CODES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
 @jit
-def add_row(d, j, first, values, p0):
-    """d[j, first + i - p0] += values[i] for the i whose column falls in d's block
+def add_row(d, j, first, values, scale, p0):
+    """d[j, first + i - p0] += scale values[i] for the i whose column falls in d's block
     (columns p0 .. p0 + width - 1 of the whole P)."""
     width = d.shape[1]
     lo = max(first, p0)
     hi = min(first + values.shape[0], p0 + width)
     for p in range(lo, hi):
-        d[j, p - p0] += values[p - first]
+        d[j, p - p0] += scale * values[p - first]
 
 
 @inline_jit
@@ -51,27 +55,29 @@ def block_rows(first, length, rows, p0, width):
 
 
 @jit
-def add_immediate(d_x, d_h, x_in, h_prev, reset, offsets_k, p0):
-    """The immediate term d a / d theta of one stream's step (inputs held fixed), added
-    within the block of columns p0 .. p0 + width - 1: a_x[j] = sum_i W_ih[j, i] x_in[i]
-    + b_ih[j] into d_x (G*H, width), a_h likewise from h_prev (H,) (zero at a reset:
-    nothing to add) with W_hh, b_hh into d_h. Only the rows with a column in the block
-    are visited (a block holds a few of a layer's rows)."""
-    rows, width = d_x.shape
+def add_immediate(d_state, factors_x, factors_h, x_in, h_prev, reset, offsets_k, p0):
+    """The immediate term d state / d theta of one stream's step (inputs held fixed), added
+    into d_state (R, width) within the block of columns p0 .. p0 + width - 1: gate row q's
+    input-side pre-activation sum_i W_ih[q, i] x_in[i] + b_ih[q] reaches state row
+    part H + q % H with weight factors_x[part, q], the hidden side's likewise from h_prev
+    (H,) (zero at a reset: nothing to add), W_hh and b_hh with factors_h (state_factors).
+    Only the gate rows with a column in the block are visited (a block holds a few)."""
+    parts, rows = factors_x.shape
+    width = d_state.shape[1]
     I, H = x_in.shape[0], h_prev.shape[0]
     ih, hh, bih, bhh = offsets_k[0], offsets_k[1], offsets_k[2], offsets_k[3]
-    lo, hi = block_rows(ih, I, rows, p0, width)
-    for j in range(lo, hi):
-        add_row(d_x, j, ih + j * I, x_in, p0)
-    if not reset:
-        lo, hi = block_rows(hh, H, rows, p0, width)
-        for j in range(lo, hi):
-            add_row(d_h, j, hh + j * H, h_prev, p0)
-    one = d_x.dtype.type(1)
-    for d, first in ((d_x, bih), (d_h, bhh)):
-        lo, hi = block_rows(first, 1, rows, p0, width)
-        for j in range(lo, hi):
-            d[j, first + j - p0] += one
+    for part in range(parts):
+        lo, hi = block_rows(ih, I, rows, p0, width)
+        for q in range(lo, hi):
+            add_row(d_state, part * H + q % H, ih + q * I, x_in, factors_x[part, q], p0)
+        if not reset:
+            lo, hi = block_rows(hh, H, rows, p0, width)
+            for q in range(lo, hi):
+                add_row(d_state, part * H + q % H, hh + q * H, h_prev, factors_h[part, q], p0)
+        for first, factors in ((bih, factors_x), (bhh, factors_h)):
+            lo, hi = block_rows(first, 1, rows, p0, width)
+            for q in range(lo, hi):
+                d_state[part * H + q % H, first + q - p0] += factors[part, q]
 
 
 @inline_jit
@@ -108,39 +114,99 @@ def gru_influence(r, z, n, h, hidden_n, m_h, x_r, h_r, x_z, h_z, x_n, h_n, one):
 
 
 @jit
-def cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
-    """One stream's new influence of one layer from d a (G*H, P), in place: for RNN and
-    LSTM d_h holds all of it; for GRU d_x and d_h hold its input and hidden sides. m_h,
-    m_c (H, P) in: of the state entering the step; out: of the new state. gates
-    (G*H,) activated, hidden_n (H,) GRU's W_hn h + b_hn, h_prev, c_prev (H,) the state
-    entering (zero where `reset`), h_new, c_new (H,) the step's output. The loop over the
-    P columns is the inner one (cell_tangent: the same for one column)."""
-    H, P = m_h.shape
-    one = m_h.dtype.type(1)
-    zero = m_h.dtype.type(0)
-    for j in range(H):
-        if cell == RNN:
+def state_factors(cell, relu, factors, diagonal, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
+    """How one stream's new state at one step moves with the step's gate pre-activations
+    and with the state entering, unit by unit (the cell's derivative, as in
+    lstm_influence, gru_influence). State rows: part 0 LSTM's c, else h; part 1 LSTM's h.
+    factors (4, G*H) out: [part] the weight of gate row q's input-side pre-activation in
+    state row (part, q % H), [2 + part] the hidden side's (they differ in GRU's n gate).
+    diagonal (2, H) out: [part] the weight of the entering c (LSTM) or h (GRU: z) in state
+    row (part, j); RNN has none (0). gates (G*H,), hidden_n, h_prev, c_prev, h_new, c_new
+    (H,) as in the forward caches; h_prev, c_prev read as zero at a reset."""
+    H = h_new.shape[0]
+    one = h_new.dtype.type(1)
+    zero = h_new.dtype.type(0)
+    if cell == RNN:
+        for j in range(H):
             slope = rnn_slope(relu, h_new[j], one, zero)
-            for p in range(P):
-                m_h[j, p] = slope * d_h[j, p]
-        elif cell == LSTM:
+            factors[0, j] = factors[2, j] = slope
+            diagonal[0, j] = zero
+    elif cell == LSTM:  # c' = f c + k_i a_i + k_f a_f + k_g a_g, h' = k_o a_o + k_c c'
+        for j in range(H):
             i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
             k_i, k_f, k_g, k_o, k_c = lstm_coefficients(i, f, g, o, zero if reset else c_prev[j], c_new[j], one)
-            for p in range(P):
-                m_c[j, p], m_h[j, p] = lstm_influence(f, k_i, k_f, k_g, k_o, k_c, m_c[j, p], d_h[j, p], d_h[H + j, p],
-                                                      d_h[2 * H + j, p], d_h[3 * H + j, p])
-        else:
+            for side in (0, 2):
+                factors[side, j], factors[side, H + j], factors[side, 2 * H + j] = k_i, k_f, k_g
+                factors[side, 3 * H + j] = zero
+                factors[side + 1, j], factors[side + 1, H + j] = k_c * k_i, k_c * k_f
+                factors[side + 1, 2 * H + j], factors[side + 1, 3 * H + j] = k_c * k_g, k_o
+            diagonal[0, j], diagonal[1, j] = f, k_c * f
+    else:  # h' = (1 - z) n + z h: the n gate's hidden side is r (W_hn h + b_hn)
+        for j in range(H):
             r, z, n = gates[j], gates[H + j], gates[2 * H + j]
             h = zero if reset else h_prev[j]
-            for p in range(P):
-                m_h[j, p] = gru_influence(r, z, n, h, hidden_n[j], m_h[j, p], d_x[j, p], d_h[j, p], d_x[H + j, p],
-                                          d_h[H + j, p], d_x[2 * H + j, p], d_h[2 * H + j, p], one)
+            k_n = (one - z) * (one - n * n)
+            k_r = k_n * hidden_n[j] * r * (one - r)
+            k_z = (h - n) * z * (one - z)
+            factors[0, j] = factors[2, j] = k_r
+            factors[0, H + j] = factors[2, H + j] = k_z
+            factors[0, 2 * H + j], factors[2, 2 * H + j] = k_n, k_n * r
+            diagonal[0, j] = z
+
+
+@jit
+def state_jacobian(jacobian, weight, factors):
+    """jacobian (parts H, K): the new state's derivative by a layer input (h entering, or
+    the layer below's output) through one weight (G*H, K) (W_hh or W_ih): row (part, j)
+    = sum over the gates g of factors[part, g H + j] weight[g H + j] (factors (parts, G*H)).
+    The cell's element-wise derivative folded into the weight once per stream and step,
+    so that each block's product is (parts H, H) x (H, W) and not (G*H, H) x (H, W)."""
+    parts = factors.shape[0]
+    H = jacobian.shape[0] // parts
+    G = weight.shape[0] // H
+    for part in range(parts):
+        for j in range(H):
+            row = jacobian[part * H + j]
+            zero_fill(row)
+            for g in range(G):
+                factor, gate_row = factors[part, g * H + j], weight[g * H + j]
+                for i in range(row.shape[0]):
+                    row[i] += factor * gate_row[i]
+
+
+@jit
+def new_influence(cell, m_h, m_c, d_state, diagonal):
+    """One stream's new influence of one layer (H, W), in place: d_state (parts H, W) (the
+    Jacobians' products and the immediate term) plus the entering influence along the
+    diagonal (state_factors): LSTM m_h = d_h + k_c f m_c, m_c = d_c + f m_c; GRU
+    m_h = d + z m_h; RNN m_h = d. The column loop is the inner one (it vectorises)."""
+    H, W = m_h.shape
+    for j in range(H):
+        row_h = m_h[j]
+        if cell == LSTM:
+            keep_c, keep_h, row_c, d_c, d_h = diagonal[0, j], diagonal[1, j], m_c[j], d_state[j], d_state[H + j]
+            for p in range(W):
+                entering = row_c[p]
+                row_h[p] = d_h[p] + keep_h * entering
+                row_c[p] = d_c[p] + keep_c * entering
+        elif cell == GRU:
+            keep, d = diagonal[0, j], d_state[j]
+            for p in range(W):
+                row_h[p] = d[p] + keep * row_h[p]
+        else:
+            d = d_state[j]
+            for p in range(W):
+                row_h[p] = d[p]
 
 
 @jit
 def cell_tangent(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset):
-    """cell_influence for one column, m_h, m_c (H,), d_x, d_h (G*H,) (UORO's tangent):
-    one loop over the units per cell, which vectorises (a column loop inside would not)."""
+    """One stream's new tangent of one layer (UORO's state-sized vector), in place: m_h,
+    m_c (H,) in: of the state entering the step (zero where `reset`); out: of the new
+    state. d_x, d_h (G*H,): d a of the gates' input and hidden sides (RNN and LSTM: their
+    sum in d_h). gates (G*H,) activated, hidden_n (H,) GRU's W_hn h + b_hn, h_prev, c_prev
+    (H,) the state entering, h_new, c_new (H,) the step's output. One loop over the units
+    per cell, which vectorises."""
     H = m_h.shape[0]
     one = m_h.dtype.type(1)
     zero = m_h.dtype.type(0)
@@ -161,30 +227,27 @@ def cell_tangent(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev
 
 
 @inline_jit
-def layer_step(cell, relu, m_h, m_c, m_below, below, d_x, d_h, weight_ih, weight_hh, x_in,
-               gates, hidden_n, h_prev, c_prev, h_new, c_new, reset, offsets_k, p0):
+def layer_step(cell, m_h, m_c, m_below, below, d_state, d_below, jacobian_x, jacobian_h, factors, diagonal, x_in,
+               h_prev, reset, offsets_k, p0):
     """One stream's influence (H, width) of one layer carried over one step, in place, for
-    the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently).
-
-    m_below (H, width): the new influence of the layer below's output (read when `below`;
-    the first layer's input does not depend on theta). d_x, d_h (G*H, width): scratch
-    (RNN and LSTM sum both sides into d_h: one array for the element-wise pass to read).
-    The step's own d a / d theta is added. A reset zeroes the influence entering the step."""
+    the block of parameter columns p0 .. p0 + width - 1 (columns evolve independently):
+    the state Jacobians' products with the influence entering (jacobian_h) and with the
+    layer below's new one (m_below, read when `below`: the first layer's input does not
+    depend on theta), the step's own d state / d theta, then the diagonal part
+    (new_influence). d_state, d_below (parts H, width): scratch. A reset zeroes the
+    influence entering the step."""
     if reset:
         zero_fill(m_h.reshape(-1))
         zero_fill(m_c.reshape(-1))
-        zero_fill(d_h.reshape(-1))
+        zero_fill(d_state.reshape(-1))
     else:
-        gemm(weight_hh, m_h, d_h)  # (G*H, H) x (H, P): the state Jacobian's product
-    sides = cell == GRU  # its n gate weighs the two sides differently
+        gemm(jacobian_h, m_h, d_state)  # (parts H, H) x (H, W): the influence product
     if below:
-        gemm(weight_ih, m_below, d_x)  # (G*H, H) x (H, W)
-        if not sides:
-            add_into(d_h.reshape(-1), d_x.reshape(-1))
-    elif sides:
-        zero_fill(d_x.reshape(-1))
-    add_immediate(d_x if sides else d_h, d_h, x_in, h_prev, reset, offsets_k, p0)
-    cell_influence(cell, relu, m_h, m_c, d_x, d_h, gates, hidden_n, h_prev, c_prev, h_new, c_new, reset)
+        gemm(jacobian_x, m_below, d_below)  # (parts H, H) x (H, W)
+        add_into(d_state.reshape(-1), d_below.reshape(-1))
+    parts = d_state.shape[0] // m_h.shape[0]
+    add_immediate(d_state, factors[:parts], factors[2:2 + parts], x_in, h_prev, reset, offsets_k, p0)
+    new_influence(cell, m_h, m_c, d_state, diagonal)
 
 
 @inline_jit
@@ -202,8 +265,8 @@ def top_gradient(dh_top, dy_tb, head_weight):
 
 
 @jit
-def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, hidden_ns, x, resets, dy,
-               weights_ih, weights_hh, head_weight, offsets, cell, relu, first):
+def rtrl_chunk(grad, influence_h, influence_c, jacobians, factors, diagonals, d_state, d_below, dh_top, hs, cs,
+               gates, hidden_ns, x, resets, dy, weights_ih, weights_hh, head_weight, offsets, cell, relu, first):
     """Exact RTRL over a chunk of T steps for the streams first .. first + S - 1 of the
     caches (a shard's): overwrites grad (P,) with their share of the gradient of the loss
     whose dL/dy_hat is dy (T, B, O), through the recurrent parameters (the head's own
@@ -211,22 +274,36 @@ def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, 
     (LSTM's c; the others pass influence_h) across the chunk in place: the P columns in N
     blocks of W (N W >= P; the columns past P stay zero), each block contiguous.
 
-    Columns evolve independently, and streams too: each stream's block is carried through
-    all T steps (every layer) before the next block, so that it stays in cache for the
-    chunk (the influence is far larger than the caches: walked step by step, each step
-    would stream all of it from memory). grad's sums run over streams, then steps.
+    Per stream, the state Jacobians of every step and layer are formed first (jacobians
+    (T', L, 2, parts H, H), T' >= T: [0] by the layer below's output, [1] by h entering;
+    factors (T', L, 4, G*H), diagonals (T', L, 2, H): state_factors), then reused by
+    every block. Columns evolve independently, and streams too: each stream's block is
+    carried through all T steps (every layer) before the next block, so that it stays in
+    cache for the chunk (the influence is far larger than the caches: walked step by
+    step, each step would stream all of it from memory). grad's sums run over streams,
+    then steps.
 
-    d_x, d_h (G*H, W), dh_top (H,): scratch. hs, cs (T+1, B, H), gates (T, B, G*H),
-    hidden_ns (T, B, H): per-layer tuples of the forward caches. x (T, B, I). resets
-    (T, B). weights_ih, weights_hh: per-layer tuples (G*H, I_k), (G*H, H). head_weight
-    (O, H). offsets (L, 4), cell, relu: see the module."""
+    d_state, d_below (parts H, W), dh_top (H,): scratch (parts: 2 for LSTM's c and h, else
+    1). hs, cs (T+1, B, H), gates (T, B, G*H), hidden_ns (T, B, H): per-layer tuples of
+    the forward caches. x (T, B, I). resets (T, B). weights_ih, weights_hh: per-layer
+    tuples (G*H, I_k), (G*H, H). head_weight (O, H). offsets (L, 4), cell, relu: see the
+    module."""
     T = resets.shape[0]
     S, L = influence_h.shape[0], len(hs)
     blocks, width = influence_h.shape[2], influence_h.shape[4]
     P = grad.shape[0]
+    parts = d_state.shape[0] // dh_top.shape[0]
     zero_fill(grad)
     for s in range(S):
         b = first + s
+        for t in range(T):  # the step's Jacobians, shared by the blocks
+            for k in range(L):
+                state_factors(cell, relu, factors[t, k], diagonals[t, k], gates[k][t, b], hidden_ns[k][t, b],
+                              hs[k][t, b], cs[k][t, b], hs[k][t + 1, b], cs[k][t + 1, b], resets[t, b])
+                if not resets[t, b]:
+                    state_jacobian(jacobians[t, k, 1], weights_hh[k], factors[t, k, 2:2 + parts])
+                if k > 0:
+                    state_jacobian(jacobians[t, k, 0], weights_ih[k], factors[t, k, :parts])
         for n in range(blocks):
             p0 = n * width
             columns = min(width, P - p0)
@@ -234,11 +311,10 @@ def rtrl_chunk(grad, influence_h, influence_c, d_x, d_h, dh_top, hs, cs, gates, 
             for t in range(T):
                 for k in range(L):
                     below = k > 0
-                    x_in = hs[k - 1][t + 1, b] if below else x[t, b]
-                    layer_step(cell, relu, influence_h[s, k, n], influence_c[s, k, n],
-                               influence_h[s, max(k - 1, 0), n], below, d_x, d_h, weights_ih[k], weights_hh[k], x_in,
-                               gates[k][t, b], hidden_ns[k][t, b], hs[k][t, b], cs[k][t, b], hs[k][t + 1, b],
-                               cs[k][t + 1, b], resets[t, b], offsets[k], p0)
+                    layer_step(cell, influence_h[s, k, n], influence_c[s, k, n], influence_h[s, max(k - 1, 0), n],
+                               below, d_state, d_below, jacobians[t, k, 0], jacobians[t, k, 1], factors[t, k],
+                               diagonals[t, k], hs[k - 1][t + 1, b] if below else x[t, b], hs[k][t, b],
+                               resets[t, b], offsets[k], p0)
                 if top_gradient(dh_top, dy[t, b], head_weight):
                     m_top = influence_h[s, L - 1, n]
                     for j in range(dh_top.shape[0]):  # grad += dh_top M_top
