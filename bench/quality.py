@@ -35,11 +35,15 @@ the same origins, on the same rows; for a panel, the mean of the series' MASEs) 
             week) and the member's known inputs
   oracle    the exact conditional mean forecast, for the members whose generator is
             known (load, sine, daily, hourly)
-and the seasonal naive's own MAE (pooled over a panel's series, in their units). The
-settings the sweep found best are reported per member.
+and the seasonal naive's own MAE (pooled over a panel's series, in their units). Each
+method's MASE is also taken per horizon step (step h: the rows h steps after their
+origin, against the naive's on those rows), and the one-step MASE (step 1) is tabled
+beside the oracle's: the quality targets are stated for it. The settings the sweep
+found best are reported per member.
 
-One seed throughout. The whole run takes about 5 minutes on 2 cores. Prints a markdown
-table and the sweep's best settings per member; -o FILE writes everything as JSON;
+One seed throughout. The whole run takes about 5 minutes on 2 cores. Prints two markdown
+tables (the MASE over all steps; the one-step MASE) and the sweep's best settings per
+member; -o FILE writes everything as JSON (each method's MASE per step in "step_mase");
 --members NAME,... runs only those. --quick: a smoke run (two members, tiny models, one
 epoch, two trials), not a measurement.
 """
@@ -116,15 +120,22 @@ class Rows:
             mine = self.ids == name
             self.origins[mine] = origin[mine] if stamps is None else _rows_of(stamps, origin[mine])
 
-    def mase(self, forecast):
-        """The mean over series of each one's MASE on the scored rows."""
-        return float(np.mean([mase(forecast[rows], self.actual[rows], self.naive[rows]) for rows in self._by_series()]))
+    def mase(self, forecast, step=None):
+        """The mean over series of each one's MASE on the scored rows (of horizon step
+        `step` only, when given: its naive's MAE on that step's rows)."""
+        chosen = self.scored if step is None else self.scored & (self.steps == step)
+        return float(np.mean([mase(forecast[rows], self.actual[rows], self.naive[rows])
+                              for rows in self._by_series(chosen)]))
+
+    def step_mase(self, forecast):
+        """[MASE of step 1, ..., of step H] (each as `mase` with that step)."""
+        return [self.mase(forecast, step) for step in range(1, int(self.steps.max()) + 1)]
 
     def naive_mae(self):
         return mae(self.naive[self.scored], self.actual[self.scored])
 
-    def _by_series(self):
-        return [self.scored & (self.ids == name) for name in dict.fromkeys(self.ids)]
+    def _by_series(self, chosen):
+        return [chosen & (self.ids == name) for name in dict.fromkeys(self.ids)]
 
 
 def _rows_of(stamps, when):
@@ -192,6 +203,7 @@ def measure(member, directory, quick=False, echo=lambda line: None):
             "series": len(series_of(data)), "origins": len(set(zip(rows.ids, rows.origins))),
             "scored": int(rows.scored.sum()), "options": dict(horizon=member.horizon, **member.options),
             "mase": {method: rows.mase(forecast) for method, forecast in found.items()},
+            "step_mase": {method: rows.step_mase(forecast) for method, forecast in found.items()},
             "naive_mae": rows.naive_mae(), "sweep_best": best, "seconds": timings}
 
 
@@ -233,14 +245,32 @@ def run(quick=False, names=None, echo=lambda line: None):
 
 
 def markdown(result):
-    """One row per member: H, season, origins, each method's MASE and the naive's MAE."""
+    """Two tables, one row per member. The first: H, season, origins, each method's MASE
+    over every step and the naive's MAE; the second: each method's one-step MASE (step 1
+    of every origin) and, where the oracle is known, the defaults' and the sweep's over
+    the oracle's (what the quality targets name)."""
     head = "| member | H | season | origins | defaults | sweep | ETS | ARIMA | oracle | naive MAE |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = [head, _rule(head)]
     for name, member in result["members"].items():
-        cells = [f"{member['mase'][method]:.3f}" if method in member["mase"] else "-" for method in METHODS]
         lines.append(f"| {name} | {member['horizon']} | {member['season']} | {member['origins']} | "
-                     f"{' | '.join(cells)} | {member['naive_mae']:.4g} |")
+                     f"{' | '.join(_cells(member['mase']))} | {member['naive_mae']:.4g} |")
+    head = "| member | step 1: defaults | sweep | ETS | ARIMA | oracle | defaults / oracle | sweep / oracle |"
+    lines += ["", head, _rule(head)]
+    for name, member in result["members"].items():
+        first = {method: steps[0] for method, steps in member["step_mase"].items()}
+        ratios = [f"{first[method] / first['oracle']:.2f}" if "oracle" in first else "-"
+                  for method in ("defaults", "sweep")]
+        lines.append(f"| {name} | {' | '.join(_cells(first) + ratios)} |")
     return "\n".join(lines)
+
+
+def _cells(figures):
+    """{method: MASE} as the table's cells in METHODS' order ("-": not measured)."""
+    return [f"{figures[method]:.3f}" if method in figures else "-" for method in METHODS]
+
+
+def _rule(head):
+    return "|" + "---|" * (head.count("|") - 1)
 
 
 def best_settings(result):

@@ -194,7 +194,7 @@ OPTIONS = {option.name: option for option in (
                                        "weekday; daily: weekday, dayofyear; weekly: weekofyear; monthly: month; "
                                        "none without dates); 'none'."),
     Option("lags", "text", "auto", "Seasonal lags of the targets as inputs, in steps (24,168), each at least "
-                                   "--horizon; 'auto': from the frequency (hourly 24,168; daily 7; weekly 52; "
+                                   "--horizon; 'auto': from the frequency (a day within a day: hourly 24; daily 7; weekly 52; "
                                    "monthly 12; those a third of the shortest series holds); 'none'."),
     Option("static", "columns", help="Panels: columns holding one value per series (a region code, a capacity), "
                                      "given to the model at every step."),

@@ -111,7 +111,8 @@ def test_quality_quick_table_and_json(tmp_path):
     path = tmp_path / "quality.json"
     completed = subprocess.run([sys.executable, "-m", "bench.quality", "--quick", "-o", str(path)],
                                capture_output=True, text=True, check=True)
-    table = completed.stdout.split("\n\n")[0].splitlines()
+    table, first_steps, settings = completed.stdout.split("\n\n")
+    table = table.splitlines()
     assert table[0] == ("| member | H | season | origins | defaults | sweep | ETS | ARIMA | oracle "
                         "| naive MAE |")
     rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in table[2:]}
@@ -128,7 +129,37 @@ def test_quality_quick_table_and_json(tmp_path):
     assert set(hourly["mase"]) == {"defaults", "sweep", "ets", "arima", "oracle"}
     assert hourly["options"] == {"horizon": 24, "targets": "value", "known": "driver"}
     assert set(hourly["sweep_best"]["values"]) == {"lr", "hidden", "layers", "dropout", "k1"}   # the default space
-    assert completed.stdout.split("\n\n")[1].startswith("hourly: lr ")   # the best settings
+    assert set(hourly["step_mase"]) == set(hourly["mase"])
+    assert all(len(steps) == 24 for steps in hourly["step_mase"].values())
+    first_steps = first_steps.splitlines()
+    assert first_steps[0] == ("| member | step 1: defaults | sweep | ETS | ARIMA | oracle | defaults / oracle "
+                              "| sweep / oracle |")
+    cells = first_steps[2].strip("| ").split(" | ")   # hourly, from the JSON's figures
+    steps = hourly["step_mase"]
+    assert cells == ["hourly", *(f"{steps[method][0]:.3f}" for method in ("defaults", "sweep", "ets", "arima",
+                                                                          "oracle")),
+                     f"{steps['defaults'][0] / steps['oracle'][0]:.2f}",
+                     f"{steps['sweep'][0] / steps['oracle'][0]:.2f}"]
+    assert first_steps[3].endswith("| - | - | - |")   # realgdp: no oracle, no ratios
+    assert settings.startswith("hourly: lr ")   # the best settings
+
+
+def test_quality_mase_per_step_scores_each_step_on_its_own_rows():
+    """Rows.mase(step=h): per series, the MAE of step h's rows over the naive's MAE on
+    those rows, then the mean over series; step_mase lists steps 1..H."""
+    import pyarrow as pa
+    from bench.quality import Rows
+    from engine.panel import Panel
+    from engine.series import Series
+
+    panel = Panel(("a", "b"), (Series(np.zeros((10, 1)), ("value",), "t"),) * 2, (None, None), "t", None)
+    actual = np.array([1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0])
+    table = pa.table({"origin": [0, 0, 1, 1, 0, 0, 1, 1], "id": ["a"] * 4 + ["b"] * 4,
+                      "step": [1, 2, 1, 2, 1, 2, 1, 2], "actual": actual, "naive": actual + 1.0})
+    rows = Rows(panel, table)
+    forecast = actual + np.array([0.5, 2.0, 0.5, 2.0, 0.25, 1.0, 0.25, 1.0])
+    assert rows.step_mase(forecast) == [pytest.approx((0.5 + 0.25) / 2), pytest.approx((2.0 + 1.0) / 2)]
+    assert rows.mase(forecast) == pytest.approx((1.25 + 0.625) / 2)
 
 
 def test_quality_rejects_bad_input_before_any_work(tmp_path):

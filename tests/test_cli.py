@@ -800,6 +800,8 @@ def test_bench_quality_prints_the_quality_table_and_writes_its_json(tmp_path, mo
 
     result = {"members": {"sine": {"horizon": 24, "season": 24, "origins": 125, "naive_mae": 0.34,
                                    "mase": {"defaults": 0.5, "sweep": 0.45, "ets": 0.7, "arima": 0.47},
+                                   "step_mase": {"defaults": [0.3, 0.6], "sweep": [0.25, 0.5],
+                                                 "ets": [0.6, 0.7], "arima": [0.4, 0.5]},
                                    "sweep_best": {"values": {"lr": 0.004, "hidden": 64}}}}}
     calls = []
     monkeypatch.setattr(bench.quality, "run", lambda quick, echo: calls.append(quick) or result)
@@ -808,6 +810,7 @@ def test_bench_quality_prints_the_quality_table_and_writes_its_json(tmp_path, mo
     assert_ok(written)
     assert calls == [True] and json.loads((tmp_path / "q.json").read_text()) == result
     assert written.stdout.splitlines()[2] == "| sine | 24 | 24 | 125 | 0.500 | 0.450 | 0.700 | 0.470 | - | 0.34 |"
+    assert written.stdout.splitlines()[6] == "| sine | 0.300 | 0.250 | 0.600 | 0.400 | - | - | - |"
     assert written.stdout.splitlines()[-1] == "sine: lr 0.004, hidden 64"
     assert json.loads(run("bench", "--quality", "--json").stdout) == result
     assert_bad_input(run("bench", "--quality", "--config", "tiny"), "--config time the training step")

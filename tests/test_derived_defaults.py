@@ -78,7 +78,7 @@ def test_k1_left_unset_is_derived_recorded_and_printed(tmp_path):
     panel = hourly_panel(count=3, length=1_000)
     _, trainer, data = engine.train_series(panel, tmp_path / "m.npz", hidden=4, epochs=1, horizon=2,
                                            val_fraction=0.1, on_start=lambda info: lines.append(info["inputs"]))
-    assert data.metadata["lags"] == [24, 168]
+    assert data.metadata["lags"] == [24]
     assert trainer.k1 == data.metadata["k1"] == 48 and "k1" in data.metadata["derived"]
     assert lines[0].endswith("; k1 48")
     stored = read_metadata(tmp_path / "m.npz")["user"]["data"]

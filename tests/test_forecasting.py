@@ -57,7 +57,7 @@ def test_calendar_features_are_sin_cos_of_the_wall_time():
     assert calendar.names(["hour"]) == ["hour_sin", "hour_cos"]
 
 
-@pytest.mark.parametrize("frequency, lags", [("PT1H", (24, 168)), ("PT15M", (96, 672)), ("P1D", (7,)),
+@pytest.mark.parametrize("frequency, lags", [("PT1H", (24,)), ("PT15M", (96,)), ("PT7M", (1440,)), ("P1D", (7,)),
                                              ("P1D/business", (5,)), ("P7D", (52,)), ("P1M", (12,)),
                                              ("P3M/end", (4,)), ("P1Y", ()), (None, ())])
 def test_automatic_lags_follow_the_frequency(frequency, lags):
@@ -132,13 +132,13 @@ def test_a_forecasting_checkpoint_records_its_recipe(gaussian_model):
     recipe = engine.read_metadata(gaussian_model)["user"]["data"]
     assert recipe["version"] == 2 and recipe["horizon"] == 6 and recipe["loss"] == "gaussian"
     assert recipe["known"] == ["temperature", "promotion"] and recipe["calendar"] == ["hour", "weekday"]
-    assert recipe["lags"] == [24, 168]   # hourly: a day and a week (3 x 168 <= 600)
+    assert recipe["lags"] == [24]   # hourly: a day (the weekday feature carries a week)
     assert recipe["conformal"]["n"] == [recipe["val_steps"]] * 6   # scaled residuals of each step on validation
     model, _ = engine.load(gaussian_model)
-    assert model.input_size == len(recipe["features"]) == 1 + 6 * (2 + 4 + 2)
+    assert model.input_size == len(recipe["features"]) == 1 + 6 * (2 + 4 + 1)
     assert model.output_size == 2 * 6
     info = run("info", gaussian_model)
-    assert "known ['temperature', 'promotion']" in info.stdout and "lags [24, 168]" in info.stdout
+    assert "known ['temperature', 'promotion']" in info.stdout and "lags [24]" in info.stdout
     assert "loss gaussian" in info.stdout
 
 
@@ -344,7 +344,7 @@ def test_backtest_writes_its_table_plot_and_metrics(gaussian_model, hourly_csv, 
     (["forecast", "{model}", "{csv}", "--intervals", "0,95"], ["--intervals: levels are percentages"]),
     (["evaluate", "{model}", "{csv}", "--intervals", "100"], ["--intervals: levels are percentages"]),
     (["backtest", "{model}", "{csv}", "--intervals", "80,80"], ["given twice"]),
-    (["backtest", "{model}", "{csv}", "--from", "5"], ["from: 5 is before row 167", "lags 24,168"]),
+    (["backtest", "{model}", "{csv}", "--from", "5"], ["from: 5 is before row 23", "lags 24"]),
     (["backtest", "{model}", "{csv}", "--from", "2024-03-01"], ["after the last time of the series"]),
     (["backtest", "{model}", "{csv}", "--from", "599"], ["leaves no origin with a value to forecast"]),
     (["backtest", "{model}", "{csv}", "--steps", "7"], ["the model forecasts 6 step(s)"]),

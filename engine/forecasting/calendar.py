@@ -87,12 +87,15 @@ def suited_features(frequency):
 
 
 def suited_lags(frequency):
-    """The seasonal lags (in steps) of data at `frequency`: a day and a week for data
-    within a day (hourly: 24, 168), a week for daily data (business days: 5), a year for
-    weekly (52), monthly (12) and quarterly (4) data; none otherwise."""
+    """The seasonal lag (in steps) of data at `frequency`: a day for data within a day
+    (hourly: 24; a week where a day is no whole number of steps), a week for daily data
+    (business days: 5), a year for weekly (52), monthly (12) and quarterly (4) data; none
+    otherwise. Data within a day gets no week lag beside the day: its weekday calendar
+    feature carries a weekly pattern, and the lag's H more inputs cost the quality
+    benchmark's hourly members 3-4% (docs/performance.md#forecast-quality)."""
     minutes = _minutes(frequency)
     if minutes is not None and minutes < 1440:
-        return tuple(period // minutes for period in (1440, 10_080) if period % minutes == 0)
+        return next(((period // minutes,) for period in (1440, 10_080) if period % minutes == 0), ())
     if frequency == "P1D/business":
         return (5,)
     if minutes == 1440:
