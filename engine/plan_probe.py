@@ -98,8 +98,9 @@ def fastest(seconds, plans):
 def probe_record(plans, seconds, reason, load, batch):
     """What the thread plan records of a probe: chosen_by "measured", why, the load seen,
     the model's choice and each candidate's median seconds per window pass."""
-    label = lambda plan: plan_label({"shards": plan[0], "split": plan[1],  # noqa: E731
-                                     "rows_per_shard": max(shard_rows(batch, plan[0]))})
+    def label(plan):
+        return plan_label({"shards": plan[0], "split": plan[1], "rows_per_shard": max(shard_rows(batch, plan[0]))})
+
     return {"chosen_by": "measured", "probe_reason": reason, "probe_other_cores": load,
             "model_choice": label(plans[0]),
             "probe_s": {label(plan): statistics.median(seconds[plan]) for plan in plans},
