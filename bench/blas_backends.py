@@ -22,20 +22,13 @@ small: (M, H) x (H, 4H) and (M, 4H) x (4H, H) for H = 32, 64, and the head's dL/
 (M, 1) x (1, H)), microseconds per call, through the jitted gemm loop on each backend
 against a hand-written jitted kernel (small_rows_product below: vectorised along N, the
 sum over K in index order, no fastmath, so its bits are the same run to run), whose
-rounds are those of both processes.
-
---rates: the thread plan's GEMM figures for MKL (one entry of engine/thread_plan.py's
-GEMM_RATES): the OpenBLAS figures of its MEASURED, each times the median over the rounds
-of MKL's time / OpenBLAS's on that shape here (bench.gemm_rate's grid). Ratios taken
-call by call hold on a busy machine where absolute times do not, and the rest of the
-cost model (element-wise pass, per-update costs) stays on the scale it was fitted at."""
+rounds are those of both processes."""
 import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 
 import numba
 import numpy as np
@@ -62,20 +55,6 @@ def kernel_shapes():
             found[f"step backward B={B} H={H}"] = (B, 4 * H, H, "")
         found[f"chunk input projection H={H}"] = (CHUNK_ROWS, H, 4 * H, "b")
         found[f"chunk weight gradient H={H}"] = (4 * H, CHUNK_ROWS, H, "a")
-    return found
-
-
-def rate_shapes():
-    """{name: (M, K, N, transposed)} of the cost model's GEMMs, as bench.gemm_rate times them."""
-    from bench.gemm_rate import GATES, HIDDEN as RATE_HIDDEN, PASS_STEPS, ROWS
-
-    found = {}
-    for H in RATE_HIDDEN:
-        for G in GATES:
-            for M in ROWS:
-                found[f"{H},{G},{M},forward"] = (M, H, G * H, "")
-                found[f"{H},{G},{M},backward"] = (M, G * H, H, "")
-            found[f"{H},{G},chunk"] = (G * H, PASS_STEPS * 16, H, "a")
     return found
 
 
@@ -282,29 +261,10 @@ def small_table(runs):
     return "\n".join(lines) + f"\n\n{versions}; microseconds per call, median (min-max)"
 
 
-def mkl_rates(runs):
-    """The GEMM_RATES entry of MKL: MEASURED's OpenBLAS figures times the median ratio of
-    MKL's time to OpenBLAS's on each shape (see the module docstring)."""
-    from engine.thread_plan import MEASURED
-
-    def ratio(name):
-        return statistics.median(np.divide(runs["mkl"]["seconds"][name], runs["openblas"]["seconds"][name]))
-
-    gemm = {}
-    for key, (forward, backward) in MEASURED["gemm"].items():
-        scaled = [[seconds * ratio(f"{key},{M},{kind}") for seconds, M in zip(times, MEASURED["gemm_rows"])]
-                  for times, kind in ((forward, "forward"), (backward, "backward"))]
-        gemm[key] = [np.maximum.accumulate(times).tolist() for times in scaled]  # more rows never cost less
-    chunk = {key: rate / ratio(f"{key},chunk") for key, rate in MEASURED["chunk_flops_per_s"].items()}
-    return dict(gemm_rows=MEASURED["gemm_rows"], gemm=gemm, chunk_flops_per_s=chunk)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--json", action="store_true", help="print the raw rounds as JSON")
-    parser.add_argument("--rates", action="store_true",
-                        help="print MKL's entry of engine/thread_plan.py's GEMM_RATES (see above)")
     parser.add_argument("--small", action="store_true",
                         help="the products of 1-16 rows: gemm on each backend and a hand-written kernel (see above)")
     parser.add_argument("--train", nargs="+", metavar="CONFIG",
@@ -325,21 +285,8 @@ def main():
         runs = measure(["openblas", "mkl"], small_requests(), args.rounds)
         print(json.dumps(runs) if args.json else small_table(runs))
         return
-    runs = measure(["openblas", "mkl"], gemm_requests(rate_shapes() if args.rates else kernel_shapes()), args.rounds)
-    if args.json:
-        print(json.dumps(runs))
-    elif args.rates:
-        from bench.gemm_rate import _cpu_name, gemm_module_text
-
-        with open("/proc/loadavg") as loadavg:
-            load = loadavg.read().split()[0]
-        when = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {_cpu_name()}, {os.cpu_count()} cores, "
-                f"load average {load}, mkl {runs['mkl']['backend']['version']} / openblas "
-                f"{runs['openblas']['backend']['version']}, median of {args.rounds} alternated rounds, "
-                "python -m bench.blas_backends --rates")
-        print(gemm_module_text(mkl_rates(runs), "mkl", when))
-    else:
-        print(table(runs))
+    runs = measure(["openblas", "mkl"], gemm_requests(kernel_shapes()), args.rounds)
+    print(json.dumps(runs) if args.json else table(runs))
 
 
 if __name__ == "__main__":

@@ -279,29 +279,32 @@ def _gemm_lines(constants, indent):
     return lines + [f"{pad}}},"]
 
 
-def gemm_module_text(constants, backend, measured_on):
-    """One entry of engine/thread_plan.py's GEMM_RATES, as Python source."""
-    return "\n".join([f"    {backend!r}: dict(", f"        measured_on={measured_on!r},",
-                      *_gemm_lines(constants, 8), "    ),"])
-
-
-def module_text(constants, measured_on):
-    """engine/thread_plan.py's MEASURED_ON and MEASURED, as Python source."""
-    lines = [f"MEASURED_ON = {measured_on!r}", "MEASURED = dict(", *_gemm_lines(constants, 4)]
-    lines += ["    elementwise={  # cell: (fixed, per_unit) seconds per step"]
-    lines += [f"        \"{cell}\": ({fixed:.3g}, {per_unit:.3g})," for cell, (fixed, per_unit)
+def _constant_lines(constants, indent):
+    """Every constant of a cost model as the keyword lines of a dict(...), as Python source."""
+    pad = " " * indent
+    lines = _gemm_lines(constants, indent)
+    lines += [f"{pad}elementwise={{  # cell: (fixed, per_unit) seconds per step"]
+    lines += [f"{pad}    \"{cell}\": ({fixed:.3g}, {per_unit:.3g})," for cell, (fixed, per_unit)
               in constants["elementwise"].items()]
-    lines += ["    },", f"    pass_python_s={constants['pass_python_s']:.3g},",
-              f"    handoff_s={constants['handoff_s']:.3g},",
-              f"    combine_s_per_param={constants['combine_s_per_param']:.3g},",
-              f"    concurrent_rows={constants['concurrent_rows']},"]
+    lines += [f"{pad}}},", f"{pad}pass_python_s={constants['pass_python_s']:.3g},",
+              f"{pad}handoff_s={constants['handoff_s']:.3g},",
+              f"{pad}combine_s_per_param={constants['combine_s_per_param']:.3g},",
+              f"{pad}concurrent_rows={constants['concurrent_rows']},"]
     for name, what in (("shards_ratio", "two shards of M side by side / the model's two"),
                        ("split_ratio", "M streams split on two threads / the model's one thread")):
-        lines += [f"    {name}={{  # \"cell,H\": {what}, at concurrent_rows"]
-        lines += [f"        \"{key}\": {_numbers(ratios)}," for key, ratios in constants[name].items()]
-        lines += ["    },"]
-    lines += [")"]
-    return "\n".join(lines)
+        lines += [f"{pad}{name}={{  # \"cell,H\": {what}, at concurrent_rows"]
+        lines += [f"{pad}    \"{key}\": {_numbers(ratios)}," for key, ratios in constants[name].items()]
+        lines += [f"{pad}}},"]
+    return lines
+
+
+def module_text(constants, measured_on, blas_name):
+    """The cost model as engine/thread_plan.py's source: MEASURED_ON and MEASURED for
+    SciPy's OpenBLAS, else the backend's entry of BACKEND_MEASURED."""
+    if blas_name == "openblas":
+        return "\n".join([f"MEASURED_ON = {measured_on!r}", "MEASURED = dict(", *_constant_lines(constants, 4), ")"])
+    return "\n".join([f"    {blas_name!r}: dict(", f"        measured_on={measured_on!r},",
+                      *_constant_lines(constants, 8), "    ),"])
 
 
 def main():
@@ -309,18 +312,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="few sizes and rounds: a smoke run")
     parser.add_argument("--refit", metavar="JSON", help="fit the measurements of an earlier run's output")
     parser.add_argument("--module", action="store_true",
-                        help="print the constants as engine/thread_plan.py's source instead of JSON")
-    parser.add_argument("--gemm-only", action="store_true",
-                        help="only the GEMM figures of the process's BLAS backend (BPTT_BLAS): one entry of "
-                             "engine/thread_plan.py's GEMM_RATES")
+                        help="print the constants as engine/thread_plan.py's source instead of JSON: MEASURED "
+                             "for OpenBLAS, the backend's BACKEND_MEASURED entry for another (BPTT_BLAS)")
     args = parser.parse_args()
-    if args.gemm_only:
-        report = run_gemms(args.quick)
-        print(gemm_module_text(report["fit"], report["blas"]["name"],
-                               f"{report['date']}, {report['machine']}, load average {report['load_average'][0]}, "
-                               f"{report['blas']['name']} {report['blas']['version']}, one thread")
-              if args.module else json.dumps(report))
-        return
     if args.refit:
         with open(args.refit) as earlier:
             report = json.load(earlier)
@@ -328,8 +322,10 @@ def main():
     else:
         report = run(args.quick)
     if args.module:
+        blas = report["blas"]
         print(module_text(report["fit"], f"{report['date']}, {report['machine']}, load average "
-                                         f"{report['load_average'][0]}, python -m bench.gemm_rate"))
+                                         f"{report['load_average'][0]}, {blas['name']} {blas['version']}, "
+                                         f"python -m bench.gemm_rate", blas["name"]))
     else:
         print(json.dumps(report))
 
@@ -341,14 +337,6 @@ def _circumstances():
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "load_average": load,
             "blas": backend(), "blas_threads": blas_threads()}
-
-
-def run_gemms(quick):
-    """Measure and fit only the GEMM figures (--gemm-only)."""
-    settings = dict(hidden=(32, 64), gates=GATES, rows=(1, 4, 16), rounds=1, round_s=0.002) if quick else \
-        dict(hidden=HIDDEN, gates=GATES, rows=ROWS, rounds=ROUNDS, round_s=ROUND_S)
-    measured = measure_gemms(**settings)
-    return {**_circumstances(), **measured, "fit": fit_gemms(measured)}
 
 
 def run(quick):

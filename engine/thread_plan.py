@@ -36,14 +36,13 @@ GEMMs lose their rate); hidden-block times are further multiplied by SPLIT_CALIB
 and hidden blocks are left out where one thread's step is shorter than MIN_SPLIT_STEP_S
 (see there). Shards and hidden blocks are not combined.
 
-The constants (MEASURED) are timings from `python -m bench.gemm_rate --module`, which
-prints this block. The per-step GEMM times and the whole-chunk GEMM rates depend on the
-BLAS the kernels call (engine/blas.py): GEMM_RATES holds them for backends other than
-SciPy's OpenBLAS (whose figures are MEASURED's), and the process's backend replaces
-MEASURED's with its own. MKL's are MEASURED's times MKL's time over OpenBLAS's on each
-shape, the two timed call by call on an Intel machine (`python -m bench.blas_backends
---rates`): ratios hold on a busy machine where absolute times do not, and the rest of
-the model stays on the scale it was fitted at. The model ignores what a 2-core machine cannot show:
+The constants are timings from `python -m bench.gemm_rate --module`, which prints them
+for the BLAS the kernels call (engine/blas.py): MEASURED for SciPy's OpenBLAS,
+BACKEND_MEASURED[name] for another backend (MKL), and the process's backend picks its
+model. Each backend is fitted whole, the two-thread ratios included: scaling OpenBLAS's
+fit by MKL's single-call GEMM times left the rest of the model on OpenBLAS's scale and
+got deep's two shards 40% wrong on MKL (modelled 0.267 ms a step, measured 0.191; fitted
+on MKL, 0.174). The model ignores what a 2-core machine cannot show:
 memory and cache bandwidth shared by many cores, SMT siblings counted as cores, NUMA.
 What it chooses for the standard configurations on 2, 16 and 64 cores: `python -m
 bench.plans` (the table in README.md, Performance). Where the model sees a near tie, or
@@ -172,78 +171,115 @@ MEASURED = dict(
 # END MEASURED
 
 
-# BEGIN GEMM RATES (python -m bench.blas_backends --rates: MEASURED's OpenBLAS figures times
-# MKL / OpenBLAS timed call by call here; on a quiet machine a backend's own figures come
-# from BPTT_BLAS=NAME python -m bench.gemm_rate --gemm-only --module)
-GEMM_RATES = {
+# BEGIN BACKEND MEASURED (BPTT_BLAS=NAME python -m bench.gemm_rate --module, on a quiet machine)
+BACKEND_MEASURED = {
     'mkl': dict(
-        measured_on='2026-12-05 23:08-23:14 UTC, Intel(R) Xeon(R) Processor, 2 cores, load average 7.9, mkl 2026.2 / openblas 0.3.30, median of 15 alternated rounds, python -m bench.blas_backends --rates',
+        measured_on='2026-12-06 04:16 UTC, Intel(R) Xeon(R) Processor, 2 cores, load average 1.49, mkl 2026.2, python -m bench.gemm_rate',
         gemm_rows=[1, 2, 4, 8, 16, 32, 64, 128],
         gemm={  # "H,G": [forward, backward] seconds of one per-step GEMM at gemm_rows
-            "32,1": [[9.17e-08, 8.94e-07, 8.94e-07, 8.94e-07, 8.94e-07, 1.16e-06, 1.84e-06, 2.57e-06],
-                    [1.28e-07, 9.49e-07, 9.49e-07, 9.83e-07, 9.83e-07, 9.95e-07, 1.75e-06, 3.31e-06]],
-            "32,3": [[8.7e-08, 1.62e-06, 1.62e-06, 1.62e-06, 1.93e-06, 2.58e-06, 4.44e-06, 7.72e-06],
-                    [1.44e-07, 1.99e-06, 1.99e-06, 1.99e-06, 1.99e-06, 2.65e-06, 4.31e-06, 7.79e-06]],
-            "32,4": [[1.59e-07, 1.72e-06, 2.15e-06, 2.15e-06, 2.76e-06, 3.47e-06, 5.78e-06, 1.01e-05],
-                    [1.85e-07, 2.35e-06, 2.35e-06, 2.35e-06, 2.35e-06, 3.68e-06, 6.21e-06, 1.05e-05]],
-            "64,1": [[1.35e-07, 3.05e-06, 3.05e-06, 3.05e-06, 3.05e-06, 3.68e-06, 6.3e-06, 1.08e-05],
-                    [1.48e-07, 3.31e-06, 3.31e-06, 3.31e-06, 3.31e-06, 4.07e-06, 6.34e-06, 1.04e-05]],
-            "64,3": [[6.27e-07, 6.45e-06, 6.45e-06, 6.45e-06, 7.49e-06, 1.02e-05, 1.61e-05, 2.35e-05],
-                    [5.42e-07, 7.65e-06, 7.66e-06, 7.66e-06, 7.66e-06, 9.92e-06, 1.54e-05, 2.38e-05]],
-            "64,4": [[7.35e-07, 7.6e-06, 7.6e-06, 7.6e-06, 8.43e-06, 1.48e-05, 1.71e-05, 3.13e-05],
-                    [8.22e-07, 9.82e-06, 9.82e-06, 9.82e-06, 9.82e-06, 1.26e-05, 1.65e-05, 3.33e-05]],
-            "128,1": [[1.18e-06, 8.96e-06, 8.96e-06, 8.96e-06, 8.96e-06, 1.26e-05, 1.62e-05, 3.23e-05],
-                     [1.1e-06, 6.97e-06, 7.64e-06, 7.64e-06, 8.16e-06, 1.36e-05, 1.71e-05, 3.27e-05]],
-            "128,3": [[2.12e-06, 1.82e-05, 1.97e-05, 1.97e-05, 1.97e-05, 2.29e-05, 4.98e-05, 9.54e-05],
-                     [3e-06, 2.1e-05, 2.1e-05, 2.1e-05, 2.25e-05, 2.25e-05, 4.46e-05, 9.14e-05]],
-            "128,4": [[2.22e-06, 2.29e-05, 2.38e-05, 2.38e-05, 2.38e-05, 3.23e-05, 6.47e-05, 0.000119],
-                     [3.06e-06, 2.72e-05, 3.21e-05, 3.21e-05, 3.21e-05, 3.21e-05, 6.05e-05, 0.000128]],
-            "256,1": [[2.48e-06, 2.7e-05, 2.7e-05, 2.7e-05, 2.7e-05, 3.33e-05, 6.75e-05, 0.000143],
-                     [2.43e-06, 2.57e-05, 2.9e-05, 2.9e-05, 2.9e-05, 3.22e-05, 6.79e-05, 0.000128]],
-            "256,3": [[9.23e-06, 6.77e-05, 7.65e-05, 7.65e-05, 7.65e-05, 7.87e-05, 0.000193, 0.000399],
-                     [1.08e-05, 7.9e-05, 8.23e-05, 8.23e-05, 8.23e-05, 8.23e-05, 0.000195, 0.000356]],
-            "256,4": [[1.34e-05, 0.000108, 0.000108, 0.000108, 0.000108, 0.000133, 0.000269, 0.00074],
-                     [1.5e-05, 0.000107, 0.000107, 0.000107, 0.000107, 0.000114, 0.000221, 0.000567]],
-            "512,1": [[1.33e-05, 0.000108, 0.000108, 0.000108, 0.000108, 0.000121, 0.000257, 0.000504],
-                     [1.34e-05, 0.000109, 0.000109, 0.000109, 0.000109, 0.000131, 0.000277, 0.000429]],
-            "512,3": [[3.78e-05, 0.000126, 0.000126, 0.000126, 0.000206, 0.000329, 0.000922, 0.00152],
-                     [4.05e-05, 9.93e-05, 9.93e-05, 0.000105, 0.000183, 0.00035, 0.000671, 0.00156]],
-            "512,4": [[5.95e-05, 0.000167, 0.000167, 0.000167, 0.000261, 0.000443, 0.00104, 0.00235],
-                     [6.22e-05, 0.000137, 0.000137, 0.000155, 0.000231, 0.000352, 0.000908, 0.00229]],
+            "32,1": [[6.09e-08, 1.33e-07, 1.33e-07, 1.6e-07, 2.67e-07, 5.07e-07, 9.07e-07, 1.73e-06],
+                    [5.5e-08, 9.46e-08, 1.15e-07, 1.67e-07, 2.69e-07, 5.07e-07, 9.07e-07, 1.75e-06]],
+            "32,3": [[1.21e-07, 1.78e-07, 2.53e-07, 3.67e-07, 6.85e-07, 1.26e-06, 2.64e-06, 4.85e-06],
+                    [1.43e-07, 1.82e-07, 2.45e-07, 3.73e-07, 6.79e-07, 1.34e-06, 2.59e-06, 5.06e-06]],
+            "32,4": [[1.49e-07, 2.21e-07, 3.02e-07, 4.59e-07, 8.99e-07, 1.75e-06, 3.48e-06, 6.33e-06],
+                    [1.78e-07, 2.15e-07, 2.94e-07, 4.59e-07, 8.87e-07, 1.57e-06, 3.45e-06, 6.7e-06]],
+            "64,1": [[1.58e-07, 2.35e-07, 3.14e-07, 4.87e-07, 8.8e-07, 1.77e-06, 3.16e-06, 6.73e-06],
+                    [1.6e-07, 2.35e-07, 3.15e-07, 4.85e-07, 8.94e-07, 1.7e-06, 3.07e-06, 6.56e-06]],
+            "64,3": [[2.92e-07, 4.94e-07, 7.37e-07, 1.3e-06, 2.27e-06, 4.48e-06, 8.42e-06, 1.73e-05],
+                    [3.76e-07, 6.01e-07, 7.92e-07, 1.23e-06, 2.3e-06, 4.59e-06, 1.01e-05, 1.79e-05]],
+            "64,4": [[6.8e-07, 9.27e-07, 1.18e-06, 1.74e-06, 3.47e-06, 6.73e-06, 1.31e-05, 2.71e-05],
+                    [7.39e-07, 9.45e-07, 1.23e-06, 1.78e-06, 3.45e-06, 6.71e-06, 1.39e-05, 2.65e-05]],
+            "128,1": [[8.91e-07, 8.96e-07, 1.16e-06, 1.72e-06, 3.44e-06, 6.53e-06, 1.28e-05, 2.69e-05],
+                     [9.11e-07, 9.11e-07, 1.16e-06, 1.73e-06, 3.37e-06, 6.53e-06, 1.26e-05, 2.6e-05]],
+            "128,3": [[1.88e-06, 2.56e-06, 3.28e-06, 4.76e-06, 9.45e-06, 1.9e-05, 3.8e-05, 7.41e-05],
+                     [2.68e-06, 2.68e-06, 3.28e-06, 4.66e-06, 9.43e-06, 1.88e-05, 3.75e-05, 7.32e-05]],
+            "128,4": [[2.56e-06, 3.38e-06, 4.31e-06, 6.47e-06, 1.26e-05, 2.51e-05, 5.09e-05, 0.000102],
+                     [3.57e-06, 3.57e-06, 4.45e-06, 6.51e-06, 1.33e-05, 2.6e-05, 5.02e-05, 9.76e-05]],
+            "256,1": [[2.56e-06, 3.64e-06, 4.53e-06, 6.61e-06, 1.32e-05, 2.59e-05, 5.11e-05, 0.000105],
+                     [2.75e-06, 3.64e-06, 4.54e-06, 6.59e-06, 1.31e-05, 2.5e-05, 5.18e-05, 0.000101]],
+            "256,3": [[7.49e-06, 1.01e-05, 1.3e-05, 1.91e-05, 3.84e-05, 8.04e-05, 0.000158, 0.000309],
+                     [7.88e-06, 1.05e-05, 1.33e-05, 1.99e-05, 3.86e-05, 7.86e-05, 0.000153, 0.000313]],
+            "256,4": [[1.02e-05, 1.51e-05, 1.96e-05, 2.66e-05, 5.3e-05, 0.000106, 0.000208, 0.000432],
+                     [1.05e-05, 1.42e-05, 1.84e-05, 2.63e-05, 5.18e-05, 0.000104, 0.000211, 0.000426]],
+            "512,1": [[1.04e-05, 1.46e-05, 1.79e-05, 2.66e-05, 5.27e-05, 0.000109, 0.000223, 0.000438],
+                     [1.04e-05, 1.46e-05, 1.83e-05, 2.64e-05, 5.24e-05, 0.000109, 0.000213, 0.00042]],
+            "512,3": [[0.000105, 0.000127, 0.000139, 0.000139, 0.000206, 0.000358, 0.000692, 0.00141],
+                     [9.87e-05, 0.000113, 0.000113, 0.000119, 0.000199, 0.000344, 0.000641, 0.00124]],
+            "512,4": [[0.000141, 0.000169, 0.000171, 0.000178, 0.000299, 0.000482, 0.00093, 0.00184],
+                     [0.000143, 0.000156, 0.000157, 0.000171, 0.00028, 0.000471, 0.000878, 0.00176]],
         },
         chunk_flops_per_s={
-            "32,1": 7.21e+10,
-            "32,3": 1.74e+11,
-            "32,4": 1.63e+11,
-            "64,1": 1.35e+11,
-            "64,3": 1.25e+11,
-            "64,4": 1.32e+11,
-            "128,1": 1.37e+11,
-            "128,3": 1.23e+11,
-            "128,4": 1.09e+11,
-            "256,1": 1.32e+11,
-            "256,3": 1.11e+11,
-            "256,4": 1.12e+11,
-            "512,1": 1.42e+11,
-            "512,3": 1.19e+11,
-            "512,4": 1.18e+11,
+            "32,1": 1.56e+11,
+            "32,3": 1.59e+11,
+            "32,4": 1.55e+11,
+            "64,1": 1.42e+11,
+            "64,3": 1.43e+11,
+            "64,4": 1.43e+11,
+            "128,1": 1.57e+11,
+            "128,3": 1.56e+11,
+            "128,4": 1.49e+11,
+            "256,1": 1.6e+11,
+            "256,3": 1.57e+11,
+            "256,4": 1.61e+11,
+            "512,1": 1.68e+11,
+            "512,3": 1.62e+11,
+            "512,4": 1.72e+11,
+        },
+        elementwise={  # cell: (fixed, per_unit) seconds per step
+            "rnn": (5.12e-08, 2.01e-09),
+            "gru": (1.5e-07, 7.39e-09),
+            "lstm": (1.59e-07, 1.06e-08),
+        },
+        pass_python_s=1.56e-05,
+        handoff_s=8.05e-05,
+        combine_s_per_param=3.95e-10,
+        concurrent_rows=[1, 4, 16, 64],
+        shards_ratio={  # "cell,H": two shards of M side by side / the model's two, at concurrent_rows
+            "gru,32": [1.57, 1.18, 1.12, 1.12],
+            "gru,64": [1.49, 1.18, 1.12, 1.12],
+            "gru,128": [1.38, 1.18, 1.04, 1.01],
+            "gru,256": [1.22, 1.16, 1.02, 1.07],
+            "gru,512": [1.18, 1.13, 1.17, 1.11],
+            "lstm,32": [1.56, 1.3, 1.14, 1.15],
+            "lstm,64": [1.41, 1.14, 1.05, 0.997],
+            "lstm,128": [1.4, 1.15, 1.03, 0.974],
+            "lstm,256": [1.19, 1.06, 1.02, 1.11],
+            "lstm,512": [1.26, 1.24, 1.27, 1.19],
+            "rnn,32": [1.68, 1.59, 1.33, 1.3],
+            "rnn,64": [1.78, 1.51, 1.15, 1.16],
+            "rnn,128": [1.38, 1.2, 1.16, 1.1],
+            "rnn,256": [1.13, 1.17, 1.09, 1.09],
+            "rnn,512": [1.4, 1.2, 1.07, 1.02],
+        },
+        split_ratio={  # "cell,H": M streams split on two threads / the model's one thread, at concurrent_rows
+            "gru,64": [4.45, 2.38, 1.35, 0.977],
+            "gru,128": [1.99, 1.43, 0.926, 0.749],
+            "gru,256": [1.5, 0.92, 0.722, 0.608],
+            "gru,512": [0.493, 0.483, 0.584, 0.574],
+            "lstm,64": [3.03, 1.92, 1.15, 0.863],
+            "lstm,128": [1.85, 1.22, 0.793, 0.653],
+            "lstm,256": [1.58, 0.85, 0.647, 0.561],
+            "lstm,512": [0.608, 0.664, 0.632, 0.607],
+            "rnn,64": [8.59, 4.77, 2.28, 1.43],
+            "rnn,128": [3.13, 2.5, 1.29, 0.949],
+            "rnn,256": [2.06, 1.23, 0.846, 0.725],
+            "rnn,512": [1.56, 0.913, 0.67, 0.585],
         },
     ),
 }
-# END GEMM RATES
+# END BACKEND MEASURED
 
 
 def cost_model(backend):
-    """The cost model of kernels running on `backend` ("openblas", "mkl"): MEASURED with
-    that backend's GEMM figures where GEMM_RATES has them."""
-    rates = {key: value for key, value in GEMM_RATES.get(backend, {}).items() if key != "measured_on"}
-    return CostModel(**{**MEASURED, **rates})
+    """The cost model of kernels running on `backend` ("openblas", "mkl"): its own fit in
+    BACKEND_MEASURED, else MEASURED (OpenBLAS's)."""
+    constants = BACKEND_MEASURED.get(backend, MEASURED)
+    return CostModel(**{key: value for key, value in constants.items() if key != "measured_on"})
 
 
 def measured_on(backend):
     """When and where the cost model of `backend` was measured."""
-    gemm = GEMM_RATES.get(backend, {}).get("measured_on")
-    return MEASURED_ON if gemm is None else f"{MEASURED_ON}; {backend} GEMMs: {gemm}"
+    return BACKEND_MEASURED.get(backend, {}).get("measured_on", MEASURED_ON)
 
 
 def available_cores():

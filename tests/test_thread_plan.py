@@ -111,12 +111,13 @@ def test_two_core_choices_match_the_best_measured(name):
 def test_small_per_step_work_never_splits(monkeypatch):
     """The quick start's demo shape (LSTM, 64 units, 8 streams): one thread's step is
     below MIN_SPLIT_STEP_S, so no hidden blocks, although without that rule the model
-    would split it (their compile costs more than they save on such a model)."""
-    demo = ("lstm", 1, 64, 8, 1, 2, 50)
-    assert thread_plan.COST_MODEL.shard_step_seconds("lstm", 1, 64, 8, 1, 50) < thread_plan.MIN_SPLIT_STEP_S
-    assert choose_plan(*demo)["split"] == 1
+    would split it (their compile costs more than they save on such a model). OpenBLAS's
+    model: MKL's would not split it either way."""
+    demo, model = ("lstm", 1, 64, 8, 1, 2, 50), thread_plan.cost_model("openblas")
+    assert model.shard_step_seconds("lstm", 1, 64, 8, 1, 50) < thread_plan.MIN_SPLIT_STEP_S
+    assert choose_plan(*demo, model=model)["split"] == 1
     monkeypatch.setattr(thread_plan, "MIN_SPLIT_STEP_S", 0.0)
-    assert choose_plan(*demo)["split"] == 2
+    assert choose_plan(*demo, model=model)["split"] == 2
 
 
 def test_one_stream_is_one_shard():
@@ -199,15 +200,17 @@ def test_a_rebuilt_trainer_chooses_its_own_plan(monkeypatch):
 
 
 def test_the_cost_model_follows_the_blas_backend():
-    """Each backend's GEMM figures (GEMM_RATES) replace the OpenBLAS ones of MEASURED; the
-    rest of the model is shared; the process's backend picks the model and is recorded."""
-    assert "mkl" in thread_plan.GEMM_RATES
-    for name, rates in thread_plan.GEMM_RATES.items():
+    """Each backend other than OpenBLAS has its own whole fit (BACKEND_MEASURED); OpenBLAS
+    has MEASURED; the process's backend picks the model and is recorded."""
+    assert "mkl" in thread_plan.BACKEND_MEASURED
+    for name, constants in thread_plan.BACKEND_MEASURED.items():
+        assert set(constants) == set(thread_plan.MEASURED) | {"measured_on"}
         model = thread_plan.cost_model(name)
-        assert model.gemm == rates["gemm"] and model.chunk_flops_per_s == rates["chunk_flops_per_s"]
-        assert model.elementwise == thread_plan.MEASURED["elementwise"] and rates["measured_on"]
-        assert rates["measured_on"] in thread_plan.measured_on(name)
+        assert model.gemm == constants["gemm"] and model.shards_ratio == constants["shards_ratio"]
+        assert model.split_ratio == constants["split_ratio"] and model.elementwise == constants["elementwise"]
+        assert thread_plan.measured_on(name) == constants["measured_on"] != thread_plan.MEASURED_ON
     assert thread_plan.cost_model("openblas") == thread_plan.CostModel(**thread_plan.MEASURED)
+    assert thread_plan.measured_on("openblas") == thread_plan.MEASURED_ON
     in_use = engine.blas.backend()["name"]
     assert thread_plan.COST_MODEL == thread_plan.cost_model(in_use)
     plan = choose_plan("lstm", 1, 64, 8, 1, 2)
