@@ -298,12 +298,12 @@ def _constant_lines(constants, indent):
     return lines
 
 
-def module_text(constants, measured_on, blas_name):
-    """The cost model as engine/thread_plan.py's source: MEASURED_ON and MEASURED for
-    SciPy's OpenBLAS, else the backend's entry of BACKEND_MEASURED."""
-    if blas_name == "openblas":
+def module_text(constants, measured_on, key):
+    """The cost model named `key` (engine.thread_plan.model_key) as engine/thread_plan.py's
+    source: MEASURED_ON and MEASURED for "openblas", else its entry of BACKEND_MEASURED."""
+    if key == "openblas":
         return "\n".join([f"MEASURED_ON = {measured_on!r}", "MEASURED = dict(", *_constant_lines(constants, 4), ")"])
-    return "\n".join([f"    {blas_name!r}: dict(", f"        measured_on={measured_on!r},",
+    return "\n".join([f"    {key!r}: dict(", f"        measured_on={measured_on!r},",
                       *_constant_lines(constants, 8), "    ),"])
 
 
@@ -313,7 +313,8 @@ def main():
     parser.add_argument("--refit", metavar="JSON", help="fit the measurements of an earlier run's output")
     parser.add_argument("--module", action="store_true",
                         help="print the constants as engine/thread_plan.py's source instead of JSON: MEASURED "
-                             "for OpenBLAS, the backend's BACKEND_MEASURED entry for another (BPTT_BLAS)")
+                             "for OpenBLAS off Intel CPUs, else the entry of BACKEND_MEASURED for this "
+                             "backend (BPTT_BLAS) and CPU")
     args = parser.parse_args()
     if args.refit:
         with open(args.refit) as earlier:
@@ -325,7 +326,7 @@ def main():
         blas = report["blas"]
         print(module_text(report["fit"], f"{report['date']}, {report['machine']}, load average "
                                          f"{report['load_average'][0]}, {blas['name']} {blas['version']}, "
-                                         f"python -m bench.gemm_rate", blas["name"]))
+                                         f"python -m bench.gemm_rate", report.get("cost_model", blas["name"])))
     else:
         print(json.dumps(report))
 
@@ -336,7 +337,7 @@ def _circumstances():
         load = loadavg.read().split()[:3]
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "load_average": load,
-            "blas": backend(), "blas_threads": blas_threads()}
+            "blas": backend(), "blas_threads": blas_threads(), "cost_model": thread_plan.MODEL_KEY}
 
 
 def run(quick):

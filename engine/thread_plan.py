@@ -37,9 +37,10 @@ and hidden blocks are left out where one thread's step is shorter than MIN_SPLIT
 (see there). Shards and hidden blocks are not combined.
 
 The constants are timings from `python -m bench.gemm_rate --module`, which prints them
-for the BLAS the kernels call (engine/blas.py): MEASURED for SciPy's OpenBLAS,
-BACKEND_MEASURED[name] for another backend (MKL), and the process's backend picks its
-model. Each backend is fitted whole, the two-thread ratios included: scaling OpenBLAS's
+for the BLAS the kernels call (engine/blas.py) on the CPU at hand: MEASURED for SciPy's
+OpenBLAS (fitted on an AMD EPYC), BACKEND_MEASURED for MKL and for OpenBLAS on an Intel
+CPU (both fitted on an Intel Xeon); the process's backend and CPU vendor pick the model
+(model_key). Each is fitted whole, the two-thread ratios included: scaling OpenBLAS's
 fit by MKL's single-call GEMM times left the rest of the model on OpenBLAS's scale and
 got deep's two shards 40% wrong on MKL (modelled 0.267 ms a step, measured 0.191; fitted
 on MKL, 0.174). The model ignores what a 2-core machine cannot show:
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.blas import backend
+from kernels.blas import is_intel_cpu
 from engine.parameters import GATES
 
 DEFAULT_STEPS = 50  # T assumed when the chunk length is not known
@@ -171,7 +173,8 @@ MEASURED = dict(
 # END MEASURED
 
 
-# BEGIN BACKEND MEASURED (BPTT_BLAS=NAME python -m bench.gemm_rate --module, on a quiet machine)
+# BEGIN BACKEND MEASURED (BPTT_BLAS=NAME python -m bench.gemm_rate --module, on a quiet machine;
+# keyed by model_key: the backend, and for OpenBLAS on an Intel CPU "openblas-intel")
 BACKEND_MEASURED = {
     'mkl': dict(
         measured_on='2026-12-06 04:16 UTC, Intel(R) Xeon(R) Processor, 2 cores, load average 1.49, mkl 2026.2, python -m bench.gemm_rate',
@@ -266,20 +269,118 @@ BACKEND_MEASURED = {
             "rnn,512": [1.56, 0.913, 0.67, 0.585],
         },
     ),
+    'openblas-intel': dict(
+        measured_on='2026-12-06 04:45 UTC, Intel(R) Xeon(R) Processor, 2 cores, load average 1.56, openblas 0.3.30, python -m bench.gemm_rate',
+        gemm_rows=[1, 2, 4, 8, 16, 32, 64, 128],
+        gemm={  # "H,G": [forward, backward] seconds of one per-step GEMM at gemm_rows
+            "32,1": [[5.22e-08, 5.49e-08, 9.35e-08, 1.42e-07, 2.36e-07, 4.48e-07, 8.81e-07, 1.72e-06],
+                    [5.2e-08, 5.59e-08, 9.32e-08, 1.4e-07, 2.55e-07, 4.45e-07, 9.22e-07, 1.79e-06]],
+            "32,3": [[1.09e-07, 1.25e-07, 2.06e-07, 3.51e-07, 7.07e-07, 1.39e-06, 2.73e-06, 5.68e-06],
+                    [1.37e-07, 1.37e-07, 2.53e-07, 3.78e-07, 7.55e-07, 1.21e-06, 2.77e-06, 5.31e-06]],
+            "32,4": [[1.31e-07, 1.64e-07, 2.4e-07, 4.66e-07, 8.69e-07, 1.78e-06, 3.74e-06, 6.45e-06],
+                    [1.99e-07, 1.99e-07, 3.4e-07, 4.74e-07, 9.39e-07, 1.57e-06, 3.47e-06, 6.95e-06]],
+            "64,1": [[1.69e-07, 1.69e-07, 2.25e-07, 4.38e-07, 8.58e-07, 1.71e-06, 2.99e-06, 6.82e-06],
+                    [1.68e-07, 1.68e-07, 2.26e-07, 4.37e-07, 8.58e-07, 1.71e-06, 2.97e-06, 6.62e-06]],
+            "64,3": [[4.14e-07, 4.15e-07, 6.5e-07, 1.24e-06, 2.36e-06, 4.49e-06, 9.07e-06, 2.68e-05],
+                    [4.61e-07, 4.61e-07, 6.09e-07, 1.22e-06, 2.36e-06, 4.69e-06, 1.13e-05, 2.73e-05]],
+            "64,4": [[7.67e-07, 9.46e-07, 1.14e-06, 2.23e-06, 4.4e-06, 8.86e-06, 1.91e-05, 3.4e-05],
+                    [8.22e-07, 8.5e-07, 1.04e-06, 2.05e-06, 3.99e-06, 7.97e-06, 1.97e-05, 3.52e-05]],
+            "128,1": [[7.76e-07, 9.01e-07, 1.08e-06, 2.17e-06, 4.31e-06, 8.56e-06, 1.86e-05, 3.39e-05],
+                     [7.76e-07, 9.13e-07, 1.08e-06, 2.17e-06, 4.34e-06, 8.44e-06, 1.91e-05, 3.44e-05]],
+            "128,3": [[2.25e-06, 2.82e-06, 3.37e-06, 6.72e-06, 1.34e-05, 3.81e-05, 5.72e-05, 0.000101],
+                     [2.37e-06, 2.74e-06, 3.1e-06, 6.46e-06, 1.31e-05, 3.86e-05, 5.86e-05, 0.000103]],
+            "128,4": [[2.97e-06, 3.91e-06, 4.86e-06, 9.74e-06, 3.14e-05, 4.63e-05, 6.87e-05, 0.000126],
+                     [3.19e-06, 3.68e-06, 4.39e-06, 8.73e-06, 3.19e-05, 4.85e-05, 7.37e-05, 0.000131]],
+            "256,1": [[3.14e-06, 3.76e-06, 4.34e-06, 8.49e-06, 2.98e-05, 4.59e-05, 7e-05, 0.000121],
+                     [3.01e-06, 3.76e-06, 4.33e-06, 8.43e-06, 3.02e-05, 4.59e-05, 6.88e-05, 0.000121]],
+            "256,3": [[8.14e-06, 1.17e-05, 1.43e-05, 7.58e-05, 9.62e-05, 0.000137, 0.00021, 0.000369],
+                     [8.4e-06, 1.08e-05, 1.31e-05, 6.92e-05, 9.42e-05, 0.000139, 0.000213, 0.000373]],
+            "256,4": [[1.14e-05, 1.89e-05, 9.75e-05, 0.000111, 0.000137, 0.000201, 0.000313, 0.000538],
+                     [1.12e-05, 1.46e-05, 7.54e-05, 9.96e-05, 0.000131, 0.000202, 0.000318, 0.000532]],
+            "512,1": [[1.21e-05, 1.59e-05, 7.98e-05, 9.14e-05, 0.000121, 0.000174, 0.000268, 0.000488],
+                     [1.22e-05, 1.58e-05, 8.02e-05, 9.15e-05, 0.000119, 0.000171, 0.000266, 0.000485]],
+            "512,3": [[9.51e-05, 0.000364, 0.000378, 0.000431, 0.000509, 0.000676, 0.000953, 0.00153],
+                     [9.74e-05, 0.000381, 0.000381, 0.000433, 0.00055, 0.000705, 0.000969, 0.00154]],
+            "512,4": [[0.000144, 0.000529, 0.000537, 0.000633, 0.000709, 0.000879, 0.00127, 0.00207],
+                     [0.000145, 0.000501, 0.000525, 0.000622, 0.000681, 0.000904, 0.00129, 0.00214]],
+        },
+        chunk_flops_per_s={
+            "32,1": 1.43e+11,
+            "32,3": 7.8e+10,
+            "32,4": 8.02e+10,
+            "64,1": 9.28e+10,
+            "64,3": 1.09e+11,
+            "64,4": 1.08e+11,
+            "128,1": 1.17e+11,
+            "128,3": 1.23e+11,
+            "128,4": 1.2e+11,
+            "256,1": 1.3e+11,
+            "256,3": 1.36e+11,
+            "256,4": 1.34e+11,
+            "512,1": 1.49e+11,
+            "512,3": 1.52e+11,
+            "512,4": 1.45e+11,
+        },
+        elementwise={  # cell: (fixed, per_unit) seconds per step
+            "rnn": (1.12e-08, 1.95e-09),
+            "gru": (1.34e-07, 8.03e-09),
+            "lstm": (9.98e-09, 1.12e-08),
+        },
+        pass_python_s=1.67e-05,
+        handoff_s=8.48e-05,
+        combine_s_per_param=3.88e-10,
+        concurrent_rows=[1, 4, 16, 64],
+        shards_ratio={  # "cell,H": two shards of M side by side / the model's two, at concurrent_rows
+            "gru,32": [1.72, 1.2, 1.13, 1.2],
+            "gru,64": [1.33, 1.22, 1.12, 1.07],
+            "gru,128": [1.26, 1.1, 1.05, 1.02],
+            "gru,256": [1.49, 1.17, 1.18, 1.22],
+            "gru,512": [1.28, 1.18, 1.17, 1.2],
+            "lstm,32": [1.56, 1.25, 1.14, 1.18],
+            "lstm,64": [1.38, 1.19, 1.1, 1.02],
+            "lstm,128": [1.21, 1.02, 1.06, 1.01],
+            "lstm,256": [1.34, 1.22, 1.13, 1.1],
+            "lstm,512": [1.23, 1.17, 1.18, 1.22],
+            "rnn,32": [1.59, 1.64, 1.34, 1.34],
+            "rnn,64": [1.58, 1.29, 1.1, 1.23],
+            "rnn,128": [1.32, 1.26, 1.14, 1.12],
+            "rnn,256": [1.26, 1.05, 1.15, 1.12],
+            "rnn,512": [1.29, 1.29, 1.26, 1.28],
+        },
+        split_ratio={  # "cell,H": M streams split on two threads / the model's one thread, at concurrent_rows
+            "gru,64": [3.81, 2.39, 1.29, 0.923],
+            "gru,128": [1.88, 1.28, 0.852, 0.704],
+            "gru,256": [1.43, 0.972, 0.713, 0.681],
+            "gru,512": [0.572, 0.612, 0.621, 0.638],
+            "lstm,64": [3.1, 1.88, 1.09, 0.767],
+            "lstm,128": [1.73, 1.07, 0.549, 0.642],
+            "lstm,256": [1.47, 0.263, 0.588, 0.532],
+            "lstm,512": [0.627, 0.693, 0.646, 0.652],
+            "rnn,64": [8.05, 4.64, 2.17, 1.46],
+            "rnn,128": [3.19, 2.38, 1.19, 0.819],
+            "rnn,256": [1.9, 1.31, 0.617, 0.765],
+            "rnn,512": [1.45, 0.301, 0.695, 0.695],
+        },
+    ),
 }
 # END BACKEND MEASURED
 
 
-def cost_model(backend):
-    """The cost model of kernels running on `backend` ("openblas", "mkl"): its own fit in
-    BACKEND_MEASURED, else MEASURED (OpenBLAS's)."""
-    constants = BACKEND_MEASURED.get(backend, MEASURED)
-    return CostModel(**{key: value for key, value in constants.items() if key != "measured_on"})
+def model_key(blas_name, intel):
+    """The cost model of kernels on `blas_name` ("openblas", "mkl") on an Intel CPU or not:
+    "mkl"; "openblas-intel" for OpenBLAS on an Intel CPU; else "openblas" (MEASURED)."""
+    return "openblas-intel" if blas_name == "openblas" and intel else blas_name
 
 
-def measured_on(backend):
-    """When and where the cost model of `backend` was measured."""
-    return BACKEND_MEASURED.get(backend, {}).get("measured_on", MEASURED_ON)
+def cost_model(key):
+    """The cost model named `key` (model_key): its fit in BACKEND_MEASURED, else MEASURED."""
+    constants = BACKEND_MEASURED.get(key, MEASURED)
+    return CostModel(**{name: value for name, value in constants.items() if name != "measured_on"})
+
+
+def measured_on(key):
+    """When and where the cost model named `key` was measured."""
+    return BACKEND_MEASURED.get(key, {}).get("measured_on", MEASURED_ON)
 
 
 def available_cores():
@@ -399,7 +500,8 @@ def _parameter_count(cell, input_size, hidden_size, output_size, num_layers):
 
 
 BLAS = backend()["name"]  # the kernels' BLAS in this process
-COST_MODEL = cost_model(BLAS)
+MODEL_KEY = model_key(BLAS, is_intel_cpu())
+COST_MODEL = cost_model(MODEL_KEY)
 
 
 def split_counts(hidden_size, cores):
@@ -443,7 +545,7 @@ def choose_plan(cell, input_size, hidden_size, batch, num_layers=1, cores=None,
     return {"shards": shards, "split": split, "rows_per_shard": max(shard_rows(batch, shards)),
             "cores": cores, "batch": batch, "steps": steps, "chosen_by": "model",
             "modelled_step_s": times[best], "modelled_speedup": times[1, 1] / times[best],
-            "blas": BLAS, "measured_on": measured_on(BLAS)}
+            "blas": BLAS, "cost_model": MODEL_KEY, "measured_on": measured_on(MODEL_KEY)}
 
 
 def model_plan_times(model, steps, batch, cores=None):

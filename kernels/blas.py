@@ -146,7 +146,10 @@ def _mkl():
     return Backend("mkl", path, version, addresses, (set_threads, get_mkl))
 
 
-def _is_intel_cpu():
+def is_intel_cpu():
+    """Whether this is an Intel x86-64 CPU (/proc/cpuinfo's vendor_id)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in cpuinfo)
@@ -163,7 +166,7 @@ def chosen_name():
             raise BlasUnavailable(f"{ENVIRONMENT}={os.environ[ENVIRONMENT]!r}: expected one of "
                                   f"{', '.join(BACKENDS)}")
         return forced
-    intel = platform.machine() in ("x86_64", "AMD64") and _is_intel_cpu()
+    intel = is_intel_cpu()
     return "mkl" if intel and mkl_path() is not None else "openblas"
 
 

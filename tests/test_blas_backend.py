@@ -180,9 +180,9 @@ def test_the_default_and_what_the_engine_reports(monkeypatch):
     import engine
 
     monkeypatch.delenv("BPTT_BLAS", raising=False)
-    monkeypatch.setattr(blas, "_is_intel_cpu", lambda: False)
+    monkeypatch.setattr(blas, "is_intel_cpu", lambda: False)
     assert blas.chosen_name() == "openblas"
-    monkeypatch.setattr(blas, "_is_intel_cpu", lambda: True)
+    monkeypatch.setattr(blas, "is_intel_cpu", lambda: True)
     assert blas.chosen_name() == ("mkl" if blas.mkl_path() is not None else "openblas")
     described = engine.blas.backend()
     assert described["name"] in blas.BACKENDS and os.path.exists(described["library"]) and described["version"]

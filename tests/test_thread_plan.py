@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import engine
+import kernels.blas
 import engine.thread_plan as thread_plan
 from bench.configs import CONFIGS
 from engine.thread_plan import choose_plan, plan_for, shard_rows
@@ -199,19 +200,24 @@ def test_a_rebuilt_trainer_chooses_its_own_plan(monkeypatch):
     assert rebuilt.thread_plan["cores"] == 2 and rebuilt.thread_plan["shards"] <= 2
 
 
-def test_the_cost_model_follows_the_blas_backend():
-    """Each backend other than OpenBLAS has its own whole fit (BACKEND_MEASURED); OpenBLAS
-    has MEASURED; the process's backend picks the model and is recorded."""
-    assert "mkl" in thread_plan.BACKEND_MEASURED
-    for name, constants in thread_plan.BACKEND_MEASURED.items():
+def test_the_cost_model_follows_the_blas_backend_and_cpu():
+    """MKL, and OpenBLAS on an Intel CPU, have their own whole fits (BACKEND_MEASURED);
+    OpenBLAS elsewhere has MEASURED; the process's backend and CPU pick the model, and the
+    plan records both."""
+    assert thread_plan.model_key("mkl", True) == "mkl"
+    assert thread_plan.model_key("openblas", True) == "openblas-intel"
+    assert thread_plan.model_key("openblas", False) == "openblas"
+    assert set(thread_plan.BACKEND_MEASURED) == {"mkl", "openblas-intel"}
+    for key, constants in thread_plan.BACKEND_MEASURED.items():
         assert set(constants) == set(thread_plan.MEASURED) | {"measured_on"}
-        model = thread_plan.cost_model(name)
+        model = thread_plan.cost_model(key)
         assert model.gemm == constants["gemm"] and model.shards_ratio == constants["shards_ratio"]
         assert model.split_ratio == constants["split_ratio"] and model.elementwise == constants["elementwise"]
-        assert thread_plan.measured_on(name) == constants["measured_on"] != thread_plan.MEASURED_ON
+        assert thread_plan.measured_on(key) == constants["measured_on"] != thread_plan.MEASURED_ON
     assert thread_plan.cost_model("openblas") == thread_plan.CostModel(**thread_plan.MEASURED)
     assert thread_plan.measured_on("openblas") == thread_plan.MEASURED_ON
     in_use = engine.blas.backend()["name"]
-    assert thread_plan.COST_MODEL == thread_plan.cost_model(in_use)
+    key = thread_plan.model_key(in_use, kernels.blas.is_intel_cpu())
+    assert thread_plan.MODEL_KEY == key and thread_plan.COST_MODEL == thread_plan.cost_model(key)
     plan = choose_plan("lstm", 1, 64, 8, 1, 2)
-    assert plan["blas"] == in_use and plan["measured_on"] == thread_plan.measured_on(in_use)
+    assert plan["blas"] == in_use and plan["cost_model"] == key and plan["measured_on"] == thread_plan.measured_on(key)
