@@ -9,6 +9,8 @@ The suite (bench/quality_suite.py; H: steps forecast from each origin, s: the se
   sensors  the sensors demo: a panel of 50 hourly series (300-20,000 rows); H 24, s 24
   daily    synthetic: 20 daily series of 300-1,500 days, scales 0.01-1e4, AR(2) plus a
            weekly pattern; H 7, s 7
+  daily40  synthetic: the same with 40 series of 300-3,000 days (the panel the quality
+           targets were first measured on); H 7, s 7
   hourly   synthetic: 10 hourly series of 2,000-5,000 rows, a daily cycle and a known
            input (driver) that moves the target; H 24, s 24
   co2      statsmodels' co2: 2,284 weeks (missing weeks interpolated); H 8, s 52
@@ -34,7 +36,7 @@ the same origins, on the same rows; for a panel, the mean of the series' MASEs) 
             and realgdp) on Fourier terms of the calendar's cycles (hourly: a day and a
             week) and the member's known inputs
   oracle    the exact conditional mean forecast, for the members whose generator is
-            known (load, sine, daily, hourly)
+            known (load, sine, daily, daily40, hourly)
 and the seasonal naive's own MAE (pooled over a panel's series, in their units). Each
 method's MASE is also taken per horizon step (step h: the rows h steps after their
 origin, against the naive's on those rows), and the one-step MASE (step 1) is tabled

@@ -8,6 +8,7 @@ rows origins + steps of the series ids made at the origins (1-D arrays of one le
 or the member has none (None).
 """
 import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -66,15 +67,21 @@ def daily_parts(count=20, seed=1, shortest=300, longest=1500):
     return parts
 
 
-def daily_panel():
-    parts = daily_parts()
+# The panel the issue on good defaults measured: 40 series of 300-3,000 days.
+ISSUE_PANEL = dict(count=40, seed=3, shortest=300, longest=3000)
+
+
+def daily_panel(**shape):
+    """The daily panel of daily_parts(**shape)."""
+    parts = daily_parts(**shape)
     values = [p.scale * (p.level + p.weekly[np.arange(len(p.u)) % 7] + p.u) for p in parts]
     return _panel(values, "day", "synthetic:daily")
 
 
-def daily_oracle(data, ids, origins, steps):
-    """scale (level + weekly[t mod 7] + E[u[t] | u up to the origin]) for t = origin + step."""
-    parts = daily_parts()
+def daily_oracle(data, ids, origins, steps, **shape):
+    """scale (level + weekly[t mod 7] + E[u[t] | u up to the origin]) for t = origin + step,
+    of the panel of daily_parts(**shape)."""
+    parts = daily_parts(**shape)
     forecast = np.empty(len(origins))
     for index, part in enumerate(parts):
         mine = ids == data.ids[index]
@@ -234,6 +241,9 @@ MEMBERS = (
            about="the sensors demo: 50 hourly series of 300-20,000 rows, scales 0.1-1000"),
     Member("daily", daily_panel, 7, 7, 7, {}, (7,), oracle=daily_oracle,
            about="synthetic: 20 daily series of 300-1,500 days, scales 0.01-1e4, AR(2) plus a weekly pattern"),
+    Member("daily40", functools.partial(daily_panel, **ISSUE_PANEL), 7, 7, 7, {}, (7,),
+           oracle=functools.partial(daily_oracle, **ISSUE_PANEL),
+           about="synthetic: 40 daily series of 300-3,000 days, otherwise as daily (the issue's own panel)"),
     Member("hourly", hourly_panel, 24, 24, 24, {"targets": "value", "known": "driver"}, (24,),
            oracle=hourly_oracle,
            about="synthetic: 10 hourly series of 2,000-5,000 rows, a daily cycle, a known driver input"),
