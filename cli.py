@@ -657,6 +657,8 @@ def info(checkpoint, as_json):
     click.echo(f"Model:    {model['cell']}, {model['num_layers']} {directions}layer(s) x {model['hidden_size']} hidden, "
                f"{model['input_size']} input(s) -> {model['output_size']} output(s), {model['dtype']}, "
                f"init {model['init']}, seed {model['seed']}")
+    if model.get("skip"):  # absent in older checkpoints: no linear path
+        click.echo(f"Linear path: the {model['input_size']} input(s) -> the outputs (skip.weight), beside the head")
     rates = [f"{name.replace('_', ' ')} {model[name]:g}" for name in ("dropout", "recurrent_dropout", "zoneout")
              if model.get(name, 0)]  # checkpoints before these options hold none: 0
     if rates:

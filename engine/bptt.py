@@ -12,7 +12,7 @@ from engine.masks import check_masks
 from engine.validation import as_inputs, as_resets, as_state, as_targets, check_loss
 from engine.workspace import Workspace
 from kernels.head import (cross_entropy_gradient, gaussian_gradient, head_backward, head_forward, mse_gradient,
-                          pinball_gradient)
+                          pinball_gradient, skip_backward, skip_forward)
 
 # The kernels' GEMMs run single-threaded; parallelism comes from the thread plan's own
 # threads (batch shards, engine/shards.py; hidden blocks, engine/split.py).
@@ -21,6 +21,7 @@ set_blas_threads(1)
 
 def forward_chunk(model, workspace, x, state, resets=None, layers=None, masks=None):
     """Run every layer and the head over x (T, B, I) from `state`; fills `workspace`.
+    A model with the linear path (Model(skip=True)) adds x V^T to the head's output.
 
     resets: optional (T, B) booleans, True where a stream starts a new series: the state
     entering that step is zero in every layer (kept in workspace.resets for backward).
@@ -51,6 +52,9 @@ def forward_chunk(model, workspace, x, state, resets=None, layers=None, masks=No
     T, B = workspace.shape
     head_forward(workspace.y_hat.reshape(T * B, -1), layer_input.reshape(T * B, -1),
                  model.views["head.weight"], model.views["head.bias"])
+    if model.skip:
+        skip_forward(workspace.y_hat.reshape(T * B, -1), workspace.linear.reshape(T * B, -1), x.reshape(T * B, -1),
+                     model.views["skip.weight"])
 
 
 class SerialLayers:
@@ -151,6 +155,8 @@ def backward_chunk(model, workspace, x, y, loss, grad_views, first_step=0, state
     value, count = loss_gradient(loss, dy, y_hat, targets, first_step * B, divisor, quantiles)
     top = workspace.pairs[-1].output if model.bidirectional else workspace.layers[-1].h[1:]
     head_backward(grad_views["head.weight"], grad_views["head.bias"], dy, top.reshape(T * B, -1))
+    if model.skip:
+        skip_backward(grad_views["skip.weight"], dy, x.reshape(T * B, -1))
     dh_final, dc_final = _state_parts(model, state_grad)
     if model.bidirectional:
         backward_pairs(model, workspace, x, grad_views, dh_final, dc_final)

@@ -49,7 +49,8 @@ class CheckpointError(ValueError):
 MODEL_SCHEMA = {"cell": "str", "input_size": "int", "hidden_size": "int", "output_size": "int",
                 "num_layers": "int", "nonlinearity": "str", "dtype": "str", "init": "str",
                 "forget_bias": "number", "seed": "int", "bidirectional?": "bool",  # absent: False (older files)
-                "dropout?": "number", "recurrent_dropout?": "number", "zoneout?": "number"}  # absent: 0
+                "dropout?": "number", "recurrent_dropout?": "number", "zoneout?": "number",  # absent: 0
+                "skip?": "bool"}  # absent: False (no linear path: older files)
 TRAINER_CONFIG_SCHEMA = {
     "loss": "str", "k1": ("int", None), "k2": ("int", None), "clip_norm": ("number", None),
     "clip_value": ("number", None), "on_divergence": "str", "diagnostics": "bool",
@@ -271,6 +272,7 @@ def _expected_shape(path, name, meta):
                               f"metadata.model.cell {model['cell']!r} is not one of {', '.join(GATES)}")
     rows, inputs, hidden = GATES[model["cell"]] * model["hidden_size"], model["input_size"], model["hidden_size"]
     bidirectional = model.get("bidirectional", False)
+    skip = model.get("skip", False)
     directions = 2 if bidirectional else 1
     layer = re.fullmatch(r"model/(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?", name)
     if layer and int(layer[2]) < model["num_layers"] and (bidirectional or not layer[3]):
@@ -278,9 +280,11 @@ def _expected_shape(path, name, meta):
                 "bias_ih": (rows,), "bias_hh": (rows,)}[layer[1]]
     if name in ("model/head.weight", "model/head.bias"):
         return (model["output_size"], directions * hidden)[:2 if name.endswith("weight") else 1]
+    if name == "model/skip.weight" and skip:
+        return (model["output_size"], inputs)
     if meta["trainer"] is not None:
         parameters = parameter_count(model["cell"], inputs, hidden, model["output_size"], model["num_layers"],
-                                     bidirectional)
+                                     bidirectional, skip)
         if name == "optimizer/step":
             return ()
         if re.fullmatch(r"optimizer/\w+", name) or name == "trainer/best_params":
@@ -293,7 +297,7 @@ def _expected_shape(path, name, meta):
             return (None, None, inputs)
         if name == "trainer/history_resets":
             return (None, None)
-        recurrent = parameters - model["output_size"] * (hidden + 1)
+        recurrent = parameters - model["output_size"] * (hidden + 1 + (inputs if skip else 0))
         if name in ("trainer/influence_h", "trainer/influence_c"):  # rtrl: (B, L, H, P); uoro: s~ (B, L, H, 1)
             return (None, model["num_layers"], hidden,
                     1 if meta["trainer"]["config"].get("gradient") == "uoro" else recurrent)

@@ -13,6 +13,9 @@ GRU / RNN(input_size, hidden_size, num_layers, nonlinearity for RNN) takes every
 but "head.weight" and "head.bias", which go to torch.nn.Linear(hidden_size, output_size)
 as "weight" and "bias" (see split_state_dict); a bidirectional model's: the module with
 bidirectional=True (the *_reverse entries) and nn.Linear(2 * hidden_size, output_size).
+A model with the linear path (Model(skip=True)) also holds "skip.weight", which goes to
+torch.nn.Linear(input_size, output_size, bias=False) as "weight" (linear_path), its output
+added to the head's: y = head(rnn(x)[0]) + skip(x).
 
 Dropout and recurrent dropout act in training only: they are not in the exported model,
 which computes what Model.forward does. Zoneout's inference (the expectation h_t = p h_{t-1}
@@ -32,9 +35,10 @@ from engine.files import atomic_write, check_output
 from engine.validation import check_choice
 
 FORMATS = ("onnx", "safetensors", "torch")
-__all__ = ["FORMATS", "ExportUnavailable", "export_checkpoint", "export_model", "split_state_dict",
+__all__ = ["FORMATS", "ExportUnavailable", "export_checkpoint", "export_model", "split_state_dict", "linear_path",
            "require", "deployment_recipe"]
 HEAD = ("head.weight", "head.bias")
+SKIP = "skip.weight"  # the linear path's weight (O, I), in a model with it
 
 
 def export_checkpoint(checkpoint, output, format, with_normalization=False, force=False):
@@ -65,10 +69,17 @@ def export_model(model, output, format, recipe=None, with_normalization=False, f
 
 
 def split_state_dict(state_dict):
-    """(recurrent, head): the entries for torch.nn.LSTM/GRU/RNN and for torch.nn.Linear."""
-    recurrent = {name: value for name, value in state_dict.items() if name not in HEAD}
+    """(recurrent, head): the entries for torch.nn.LSTM/GRU/RNN and for torch.nn.Linear
+    (the linear path's weight, if any, in neither: linear_path)."""
+    recurrent = {name: value for name, value in state_dict.items() if name not in HEAD + (SKIP,)}
     head = {name.removeprefix("head."): state_dict[name] for name in HEAD}
     return recurrent, head
+
+
+def linear_path(state_dict):
+    """The entries for torch.nn.Linear(input_size, output_size, bias=False), the linear
+    path of a model with it ({"weight": skip.weight}), or None for a model without it."""
+    return {"weight": state_dict[SKIP]} if SKIP in state_dict else None
 
 
 def _check_request(output, format, with_normalization, force, inputs=()):

@@ -1,6 +1,8 @@
 """The ONNX graph of a model: one standard RNN / LSTM / GRU operator per layer (a zoneout
-model: the same operator stepped in a Scan, see _zoneout_layer), then the linear head, optionally inside the z-score of the data recipe. Built with onnx.helper
-alone (no torch); the `export` extra provides onnx.
+model: the same operator stepped in a Scan, see _zoneout_layer), then the linear head (plus,
+for a model with the linear path, a MatMul of x by skip.weight^T and an Add), optionally
+inside the z-score of the data recipe. Built with onnx.helper alone (no torch); the
+`export` extra provides onnx.
 
 Graph inputs x (T, B, I) with T and B dynamic, h0 (L, B, H) and for LSTM c0 (L, B, H);
 outputs y (T, B, O), hn (L, B, H) and for LSTM cn: the final state, to pass back as h0
@@ -65,6 +67,7 @@ def onnx_model(model, recipe=None, with_normalization=False):
         nodes += [helper.make_node("Sub", ["x", constant("input_mean", input_norm.mean)], ["x_centred"]),
                   helper.make_node("Div", ["x_centred", constant("input_std", input_norm.std)], ["x_scaled"])]
         x = "x_scaled"
+    model_input = x  # what the first layer and the linear path read
     if D == 1:
         squeeze_axes = constant("direction_axis", [1], np.int64)
     else:
@@ -95,7 +98,7 @@ def onnx_model(model, recipe=None, with_normalization=False):
         x = f"y_l{k}"
     for part in state_names:
         nodes.append(helper.make_node("Concat", [f"{part}n_l{k}" for k in range(L)], [f"{part}n"], axis=0))
-    nodes += _output_nodes(helper, constant, model, x, layout, target_norm)
+    nodes += _output_nodes(helper, constant, model, x, model_input, layout, target_norm)
 
     def tensor(name, *shape):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
@@ -122,11 +125,11 @@ def onnx_model(model, recipe=None, with_normalization=False):
     return proto
 
 
-def _output_nodes(helper, constant, model, x, layout, target_norm):
+def _output_nodes(helper, constant, model, x, model_input, layout, target_norm):
     """The head on the top layer's x (T, B, H), or (T, B, 2H) bidirectional, -> (T, B,
-    output_size), then the stages after it, each (source, target) -> nodes, the last one
-    writing y: a forecasting layout's parameter nodes, and target_norm's z-score undone
-    (None: none)."""
+    output_size), plus the linear path on model_input (T, B, I) for a model with it, then
+    the stages after it, each (source, target) -> nodes, the last one writing y: a
+    forecasting layout's parameter nodes, and target_norm's z-score undone (None: none)."""
     stages = []
     if layout is not None and layout.loss in PARAMETER_NODES:
         stages.append(partial(PARAMETER_NODES[layout.loss], helper, constant, layout))
@@ -136,8 +139,13 @@ def _output_nodes(helper, constant, model, x, layout, target_norm):
             helper.make_node("Mul", [source, constant("target_std", spread)], ["y_spread"]),
             helper.make_node("Add", ["y_spread", constant("target_mean", offset)], [target])])
     source = "y_scaled" if stages else "y"
+    head = "head_output" if model.skip else source
     nodes = [helper.make_node("MatMul", [x, constant("head_weight_t", model.views["head.weight"].T)], ["head_matmul"]),
-             helper.make_node("Add", ["head_matmul", constant("head_bias", model.views["head.bias"])], [source])]
+             helper.make_node("Add", ["head_matmul", constant("head_bias", model.views["head.bias"])], [head])]
+    if model.skip:
+        nodes += [helper.make_node("MatMul", [model_input, constant("skip_weight_t", model.views["skip.weight"].T)],
+                                   ["skip_matmul"]),
+                  helper.make_node("Add", [head, "skip_matmul"], [source])]
     for index, stage in enumerate(stages):
         target = "y" if index == len(stages) - 1 else "y_parameters"  # only the parameter stage comes first
         nodes += stage(source, target)

@@ -56,26 +56,28 @@ def format_bytes(nbytes):
     return f"{nbytes:.3g} TiB"
 
 
-def parameter_count(cell, input_size, hidden_size, output_size, num_layers, bidirectional=False):
+def parameter_count(cell, input_size, hidden_size, output_size, num_layers, bidirectional=False, skip=False):
     """Entries of the flat parameter buffer (PyTorch's layout and order; bidirectional: two
-    directions per layer, the layers above the first and the head reading 2H)."""
+    directions per layer, the layers above the first and the head reading 2H; skip: the
+    linear path's (O, I) weight after the head)."""
     gates_hidden = GATES[cell] * hidden_size
     directions = 2 if bidirectional else 1
     first = gates_hidden * (input_size + hidden_size) + 2 * gates_hidden
     deeper = gates_hidden * (directions * hidden_size + hidden_size) + 2 * gates_hidden
     return (directions * (first + (num_layers - 1) * deeper) + output_size * directions * hidden_size
-            + output_size)
+            + output_size + (output_size * input_size if skip else 0))
 
 
-def parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional=False):
+def parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional=False,
+                    skip=False):
     """The flat parameter buffer."""
-    return parameter_count(cell, input_size, hidden_size, output_size, num_layers, bidirectional) * itemsize
+    return parameter_count(cell, input_size, hidden_size, output_size, num_layers, bidirectional, skip) * itemsize
 
 
-def model_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional=False):
+def model_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional=False, skip=False):
     """A Model: its parameter buffer and the Python objects of its layers."""
     directions = 2 if bidirectional else 1
-    return (parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional)
+    return (parameter_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, bidirectional, skip)
             + directions * num_layers * MODEL_LAYER_OBJECTS)
 
 
@@ -154,10 +156,11 @@ def forecast_bytes(steps, series, outputs):
 
 
 def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize, masks=(False, False, False),
-                    bidirectional=False, input_size=None):
+                    bidirectional=False, input_size=None, skip=False):
     """Bytes of Workspace(model, T, B) (engine/workspace.py), computed without allocating.
     masks: whether the model has dropout, recurrent dropout, zoneout (their buffers).
-    bidirectional: two directions' buffers per layer and the pairs' own (input_size needed)."""
+    bidirectional: two directions' buffers per layer and the pairs' own (input_size needed).
+    skip: the linear path's (T, B, O) output beside the head's."""
     H, G = hidden_size, GATES[cell]
     dropout, recurrent_dropout, zoneout = masks
     states = (2 if cell == "lstm" else 1) * (T + 1) * B * H       # h, c
@@ -169,16 +172,15 @@ def workspace_bytes(cell, hidden_size, output_size, num_layers, T, B, itemsize, 
     # Dropout below the top layer: one-directional, drop and dropped; bidirectional, each
     # direction's drop (the pair's output is multiplied in place).
     below = dropout * (num_layers - 1) * 2 * T * B * H
+    head = (3 if skip else 2) * T * B * output_size                # y_hat, dy (and the linear path's)
     if not bidirectional:
-        return ((num_layers * per_layer + below + 2 * T * B * output_size) * itemsize
-                + T * B)  # + y_hat, dy; resets
+        return (num_layers * per_layer + below + head) * itemsize + T * B  # + resets
     pairs = 0  # engine/bidirectional.py's PairBuffers: output, reversed input, above and its weight
     for k in range(num_layers):
         layer_input = input_size if k == 0 else 2 * H
         above = output_size if k == num_layers - 1 else 2 * G * H
         pairs += T * B * (2 * H + layer_input + above) + above * H
-    return ((2 * num_layers * per_layer + below + pairs + 2 * T * B * output_size) * itemsize
-            + 2 * T * B)  # two resets
+    return (2 * num_layers * per_layer + below + pairs + head) * itemsize + 2 * T * B  # two resets
 
 
 def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, itemsize):
@@ -198,11 +200,12 @@ def split_bytes(cell, input_size, hidden_size, output_size, num_layers, B, n, it
 
 
 def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, shards, itemsize,
-                parameter_nbytes, memory=None, split=1, masks=(False, False, False), bidirectional=False):
+                parameter_nbytes, memory=None, split=1, masks=(False, False, False), bidirectional=False,
+                skip=False):
     """Buffers of the Trainer's chunks of T steps and B streams in `shards` shards: each
     shard's workspace (with memory "sqrt" or a byte budget, about one segment's), the extra
     shards' gradients and their input and target copies; with `split` hidden blocks, their
-    buffers (split_bytes). masks: as in workspace_bytes."""
+    buffers (split_bytes). masks, skip: as in workspace_bytes."""
     sizes = (cell, hidden_size, output_size, num_layers)
     total = (shards - 1) * parameter_nbytes
     if split > 1:
@@ -210,25 +213,26 @@ def chunk_bytes(cell, input_size, hidden_size, output_size, num_layers, T, B, sh
     for shard in range(shards):
         streams = B // shards + (shard < B % shards)
         if bidirectional:  # whole sequences, stored (no recomputation)
-            total += workspace_bytes(*sizes, T, streams, itemsize, masks, True, input_size)
+            total += workspace_bytes(*sizes, T, streams, itemsize, masks, True, input_size, skip=skip)
         elif memory is None:
-            total += workspace_bytes(*sizes, T, streams, itemsize, masks)
+            total += workspace_bytes(*sizes, T, streams, itemsize, masks, skip=skip)
         elif memory == "sqrt":
             segment = max(1, math.ceil(math.sqrt(T)))
-            total += workspace_bytes(*sizes, segment, streams, itemsize, masks)
+            total += workspace_bytes(*sizes, segment, streams, itemsize, masks, skip=skip)
         else:
-            total += min(memory, workspace_bytes(*sizes, T, streams, itemsize, masks))
+            total += min(memory, workspace_bytes(*sizes, T, streams, itemsize, masks, skip=skip))
         if shards > 1:
             total += T * streams * (input_size + output_size) * max(itemsize, 8)
     return total
 
 
 def training_bytes(cell, input_size, hidden_size, output_size, num_layers, itemsize, window, streams,
-                   shards, optimizer_buffers, memory=None):
+                   shards, optimizer_buffers, memory=None, skip=False):
     """A training run's buffers: the model's parameters, the Trainer's copies of them and
-    the chunk buffers of its longest window (`window` steps x `streams` streams)."""
+    the chunk buffers of its longest window (`window` steps x `streams` streams); skip: a
+    model with the linear path (Model(skip=True))."""
     sizes = (cell, input_size, hidden_size, output_size, num_layers)
-    parameters = parameter_bytes(*sizes, itemsize)
-    return (model_bytes(*sizes, itemsize) + trainer_bytes(parameters, optimizer_buffers)
-            + chunk_bytes(*sizes, window, streams, shards, itemsize, parameters, memory)
+    parameters = parameter_bytes(*sizes, itemsize, skip=skip)
+    return (model_bytes(*sizes, itemsize, skip=skip) + trainer_bytes(parameters, optimizer_buffers)
+            + chunk_bytes(*sizes, window, streams, shards, itemsize, parameters, memory, skip=skip)
             + num_layers * TRAINING_LAYER_OBJECTS)

@@ -5,8 +5,13 @@ INITS = ("default", "xavier", "orthogonal", "identity")
 
 
 def initialize(views, layout, cell_gates, hidden_size, init, forget_bias, is_lstm, rng):
-    """Fill `views` (name -> array) according to `init`; see Model for the presets."""
+    """Fill `views` (name -> array) according to `init`; see Model for the presets. The
+    linear path's skip.weight, when present, is zero under every preset (and draws nothing
+    from rng, so the other parameters are those of the same model without it)."""
     for name, view in views.items():
+        if name == "skip.weight":
+            view[...] = 0
+            continue
         # PyTorch's defaults: U(-1/sqrt(H), 1/sqrt(H)) for RNN layers, U(-1/sqrt(fan_in), ..)
         # for nn.Linear(fan_in, O) (fan_in = H, or 2H after bidirectional layers).
         fan_in = views["head.weight"].shape[1] if name.startswith("head.") else hidden_size

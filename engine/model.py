@@ -41,11 +41,19 @@ class Model:
     2017), at inference h_t = p h_{t-1} + (1 - p) h~_t (and c likewise for the LSTM).
     Bidirectional: dropout on each layer's 2H output but the top one's; recurrent dropout
     and zoneout in each direction, each with its own masks.
+
+    skip: a linear path from the inputs to the outputs beside the recurrent one, y_t =
+    head(h_t) + V x_t, with V the parameter "skip.weight" (O, I) trained jointly (as
+    LSTNet's autoregressive component, Lai et al. 2018): a linear map from the inputs
+    need not be learned through the recurrent layers. V starts at zero, so a new model
+    computes what the same model without it does. `bptt train` gives it to models whose
+    data has known inputs (docs/forecasting.md, "The linear path"); a Model is made
+    without it unless asked.
     """
 
     def __init__(self, cell="lstm", input_size=1, hidden_size=64, output_size=1, num_layers=1,
                  nonlinearity="tanh", dtype="float32", init="default", forget_bias=0.0, seed=0,
-                 bidirectional=False, dropout=0.0, recurrent_dropout=0.0, zoneout=0.0):
+                 bidirectional=False, dropout=0.0, recurrent_dropout=0.0, zoneout=0.0, skip=False):
         self.cell = check_choice("cell", cell, CELLS)
         self.input_size = check_int("input_size", input_size)
         self.hidden_size = check_int("hidden_size", hidden_size)
@@ -63,6 +71,7 @@ class Model:
         self.seed = check_int("seed", seed, minimum=0)
         self.bidirectional = check_bool("bidirectional", bidirectional)
         self.directions = 2 if self.bidirectional else 1
+        self.skip = check_bool("skip", skip)
         self.dropout, self.recurrent_dropout, self.zoneout = (
             check_rate(name, value) for name, value in
             (("dropout", dropout), ("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout)))
@@ -72,10 +81,10 @@ class Model:
         self.gates = GATES[cell]
         self.relu = nonlinearity == "relu"
         require(model_bytes(cell, self.input_size, self.hidden_size, self.output_size, self.num_layers,
-                            self.dtype.itemsize, self.bidirectional),
+                            self.dtype.itemsize, self.bidirectional, self.skip),
                 f"a model of {self.num_layers} layer(s) x {self.hidden_size} hidden")  # before allocating
         self.layout = ParameterLayout(cell, self.input_size, self.hidden_size,
-                                      self.output_size, self.num_layers, self.bidirectional)
+                                      self.output_size, self.num_layers, self.bidirectional, self.skip)
         self.params = np.zeros(self.layout.size, dtype=self.dtype)  # (P,) flat parameters
         self.views = self.layout.views(self.params)
         rng = np.random.default_rng(self.seed)
@@ -89,7 +98,8 @@ class Model:
                     output_size=self.output_size, num_layers=self.num_layers,
                     nonlinearity=self.nonlinearity, dtype=str(self.dtype), init=self.init,
                     forget_bias=self.forget_bias, seed=self.seed, bidirectional=self.bidirectional,
-                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout)
+                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout,
+                    skip=self.skip)
 
     @property
     def num_parameters(self):
@@ -101,7 +111,8 @@ class Model:
         return tuple(self.views[name] for name in self.layout.layer_names(k, reverse))
 
     def state_dict(self):
-        """Copies of the parameters keyed by PyTorch's names (weight_ih_l0, ..., head.weight)."""
+        """Copies of the parameters keyed by PyTorch's names (weight_ih_l0, ..., head.weight;
+        skip.weight last when the model has the linear path)."""
         return {name: view.copy() for name, view in self.views.items()}
 
     def load_state_dict(self, state_dict):

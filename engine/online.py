@@ -23,7 +23,7 @@ from engine.parameters import GATES
 from engine.shards import _pool as shard_pool
 from engine.thread_plan import COST_MODEL, available_cores, shard_rows
 from engine.workspace import Workspace
-from kernels.head import head_backward
+from kernels.head import head_backward, skip_backward
 from kernels.rtrl import CELL_CODES, rtrl_chunk, uoro_chunk
 
 GRADIENTS = ("bptt", "rtrl", "uoro")
@@ -94,7 +94,8 @@ def online_gradient(gradient, model, B, grad, steps, rng, shards=None):
     the figure; for rtrl the advice to use uoro and what it would need)."""
     itemsize = model.dtype.itemsize
     plan = online_plan(gradient, model, B, steps, shards)
-    chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B, itemsize)
+    chunk = workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, steps, B, itemsize,
+                            skip=model.skip)
     uoro = uoro_bytes(*sizes(model), B, steps, itemsize, plan["shards"]) + chunk
     if gradient == "rtrl":
         state_units = model.num_layers * model.hidden_size * (2 if model.cell == "lstm" else 1)
@@ -125,14 +126,15 @@ class OnlineChunks:
 
     def forward(self, x, y, loss, state, resets, quantiles=None):
         """Forward over x (T, B, I) from `state`, dL/dy_hat of the chunk's mean loss into
-        workspace.dy and the head's gradient into grad; returns (loss, count). quantiles:
-        the levels of loss "quantile"."""
+        workspace.dy and the head's gradient (and the linear path's, with Model(skip=True):
+        both are immediate) into grad; returns (loss, count). quantiles: the levels of loss
+        "quantile"."""
         T, B = x.shape[:2]
         model = self.model
         if self.longest is None or self.longest.shape[0] < T:
             self.longest = None
             require(workspace_bytes(model.cell, model.hidden_size, model.output_size, model.num_layers, T, B,
-                                    model.dtype.itemsize), f"chunks of {T} steps x {B} streams")
+                                    model.dtype.itemsize, skip=model.skip), f"chunks of {T} steps x {B} streams")
             self.longest = Workspace(model, T, B)
         workspace = self.workspace = self.longest if self.longest.shape[0] == T else self.longest.first(T)
         forward_chunk(self.model, workspace, x, state, resets)
@@ -141,6 +143,8 @@ class OnlineChunks:
         value, count = loss_gradient(loss, dy, y_hat, targets, 0, 0, quantiles)
         head_backward(self.grad_views["head.weight"], self.grad_views["head.bias"], dy,
                       workspace.layers[-1].h[1:].reshape(T * B, -1))
+        if model.skip:
+            skip_backward(self.grad_views["skip.weight"], dy, x.reshape(T * B, -1))
         return value, count
 
     def caches(self):

@@ -231,6 +231,10 @@ OPTIONS = {option.name: option for option in (
     Option("zoneout", "float", 0.0, "Training only (lstm, gru): each unit keeps its previous value with this "
                                     "probability at each step; at inference the expectation, p h(t-1) + "
                                     "(1 - p) h(t).", minimum=0, maximum=1, max_open=True),
+    Option("skip", "switch", help="A linear path from each step's inputs (lags, known inputs, calendar) to its "
+                                  "outputs beside the recurrent layers, y = head(h) + V x, V trained with the rest "
+                                  "and starting at zero (--skip), or none (--no-skip) [default: on where the data has "
+                                  "known inputs (--known), else off; docs/forecasting.md]."),
     # truncated BPTT and threads
     Option("k1", "int", help="Truncated BPTT: one update every k1 steps [default: from the data: whole "
                              "periods of the shortest seasonal lag (--lags) nearest 50 steps (hourly 48, daily 49, "
@@ -306,7 +310,7 @@ SET_BY = {
     "cell": ("cell",), "hidden_size": ("hidden",), "num_layers": ("layers",), "nonlinearity": ("nonlinearity",),
     "init": ("init",), "forget_bias": ("forget_bias",), "seed": ("seed",), "dtype": ("dtype",),
     "bidirectional": ("bidirectional",),
-    "dropout": ("dropout",), "recurrent_dropout": ("recurrent_dropout",), "zoneout": ("zoneout",),
+    "dropout": ("dropout",), "recurrent_dropout": ("recurrent_dropout",), "zoneout": ("zoneout",), "skip": ("skip",),
     "k1": ("k1", "full_bptt"), "k2": ("k2", "full_bptt"), "clip_norm": ("clip_norm",),
     "clip_value": ("clip_value",), "optimizer": ("optimizer",), "lr": ("lr",), "memory": ("memory",),
     "shards": ("shards",), "split": ("split",), "gradient": ("gradient",), "on_divergence": ("on_divergence",),
@@ -348,7 +352,8 @@ def train_arguments(values):
         raise ValueError(BIDIRECTIONAL_REFUSED)
     model_options = dict(cell=o["cell"], hidden_size=o["hidden"], num_layers=o["layers"], dtype=o["dtype"],
                          init=o["init"], forget_bias=o["forget_bias"], seed=o["seed"], dropout=o["dropout"],
-                         recurrent_dropout=o["recurrent_dropout"], zoneout=o["zoneout"])
+                         recurrent_dropout=o["recurrent_dropout"], zoneout=o["zoneout"],
+                         skip=o["skip"])  # None: from the data (engine.pipeline)
     if o["cell"] == "rnn":
         model_options["nonlinearity"] = o["nonlinearity"]
     if o["quantiles"] is not None and o["loss"] != "quantile":

@@ -9,11 +9,12 @@ class ParameterLayout:
     """Names, shapes and offsets of a model's parameters in PyTorch's order and names:
     per layer k weight_ih_l{k} (G*H, I_k), weight_hh_l{k} (G*H, H), bias_ih_l{k} (G*H,),
     bias_hh_l{k} (G*H,), then, when bidirectional, the same four with the suffix
-    "_reverse"; then head.weight (O, D*H) and head.bias (O,). D = 2 directions when
-    bidirectional (else 1); I_k is input_size for k = 0 and D*H above it (the directions'
-    outputs concatenated)."""
+    "_reverse"; then head.weight (O, D*H) and head.bias (O,); then, with skip, skip.weight
+    (O, I), the linear path from the inputs to the outputs (no bias: the head's serves).
+    D = 2 directions when bidirectional (else 1); I_k is input_size for k = 0 and D*H
+    above it (the directions' outputs concatenated)."""
 
-    def __init__(self, cell, input_size, hidden_size, output_size, num_layers, bidirectional=False):
+    def __init__(self, cell, input_size, hidden_size, output_size, num_layers, bidirectional=False, skip=False):
         gate_rows = GATES[cell] * hidden_size
         self.directions = 2 if bidirectional else 1
         shapes = []
@@ -25,6 +26,8 @@ class ParameterLayout:
                            (f"bias_ih_l{k}{suffix}", (gate_rows,)),
                            (f"bias_hh_l{k}{suffix}", (gate_rows,))]
         shapes += [("head.weight", (output_size, self.directions * hidden_size)), ("head.bias", (output_size,))]
+        if skip:
+            shapes.append(("skip.weight", (output_size, input_size)))
         self.shapes = dict(shapes)
         self.offsets = {}
         offset = 0

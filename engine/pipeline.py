@@ -164,8 +164,10 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
     if k1 is not None:
         k1 = check_int("k1", k1)  # before the schedule divides by it
     updates_per_epoch = 1 if k1 is None else math.ceil(steps / k1)
+    skip_derived = not resume and (model_options or {}).get("skip") is None
     if not resume:
-        _require_training_memory(model_options or {}, trainer_options or {}, data)
+        model_options = {**(model_options or {}), "skip": _derived_skip(data) if skip_derived else model_options["skip"]}
+        _require_training_memory(model_options, trainer_options or {}, data)
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         loss = (trainer_options or {}).get("loss", "mse")
         per_entry = parameter_count(loss, (trainer_options or {}).get("quantiles"))
@@ -179,7 +181,7 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
     if on_start is not None:
         on_start({"epochs": epochs, "done": trainer.epoch, "updates_per_epoch": updates_per_epoch,
                   "steps_per_update": (steps if k1 is None else k1) * streams,
-                  "inputs": describe_inputs(data.metadata)})
+                  "inputs": _chosen_from_data(data, skip_derived and model_options["skip"])})
 
     def checkpoint(record):
         if output is not None:
@@ -597,6 +599,23 @@ class ResumeConflict(ValueError):
         self.option, self.given, self.stored = option, given, stored
 
 
+def _derived_skip(data):
+    """--skip / --no-skip left unset: a linear path from the inputs to the outputs where the
+    data has known inputs. Measured on the quality benchmark (docs/forecasting.md, "The
+    linear path"): it helped the members with known inputs and hurt most of the others."""
+    return bool(data.metadata.get("known"))
+
+
+def _chosen_from_data(data, linear_path):
+    """The progress line of what was chosen from the data (describe_inputs), naming the
+    linear path when it was chosen too."""
+    line = describe_inputs(data.metadata)
+    if not linear_path:
+        return line
+    path = "a linear path from the inputs to the outputs, as there are known inputs (--no-skip for none)"
+    return f"{line}; {path}" if line else f"chosen from the data: {path}"
+
+
 def _check_resume_options(model, trainer, recipe, model_options, trainer_options, data_options, schedule):
     """Raise ResumeConflict for the first given option that differs from the checkpoint's."""
     stored = {**model.config, **trainer.config, "optimizer": trainer.optimizer.name,
@@ -686,7 +705,8 @@ def _require_training_memory(model_options, trainer_options, data):
             model["cell"], inputs, check_int("hidden_size", model["hidden_size"]), data.y_train.shape[2],
             check_int("num_layers", model["num_layers"]), np.dtype(model["dtype"]).itemsize, window, streams,
             min(trainer["shards"] or available_cores(), streams),  # the most shards a plan may use
-            len(make_optimizer(trainer["optimizer"], trainer["lr"]).buffer_names()), trainer["memory"])
+            len(make_optimizer(trainer["optimizer"], trainer["lr"]).buffer_names()), trainer["memory"],
+            skip=bool(model["skip"]))
     except (KeyError, TypeError, ValueError):
         return
     require(needed, f"training {model['num_layers']} layer(s) x {model['hidden_size']} hidden on windows "

@@ -473,7 +473,7 @@ class Trainer:
                            model.num_layers, T, B, plan["shards"], model.dtype.itemsize,
                            model.params.nbytes, self.memory, plan["split"],
                            (model.dropout > 0, model.recurrent_dropout > 0, model.zoneout > 0),
-                           model.bidirectional)
+                           model.bidirectional, model.skip)
 
     def _windows(self, T):
         """Updates (windows) of one pass of _train_sequence over T steps."""

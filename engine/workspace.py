@@ -106,7 +106,8 @@ class PairBuffers:
 class Workspace:
     """All buffers for one chunk shape: one LayerBuffers per layer, plus the head's.
 
-    y_hat: (T, B, O) head output. dy: (T, B, O) dL/dy_hat. resets: (T, B) booleans of the
+    y_hat: (T, B, O) head output. dy: (T, B, O) dL/dy_hat. linear: (T, B, O) the linear
+    path's share of y_hat, for a model with it (Model(skip=True); else None). resets: (T, B) booleans of the
     chunk last run forward, True where a stream starts a new series (a zero state, no gradient across).
     A bidirectional model's: one LayerBuffers per layer and direction in torch's order
     (l0, l0_reverse, l1, ...), a PairBuffers per layer (`pairs`, else None) and
@@ -129,6 +130,7 @@ class Workspace:
         self.masked = False
         self.y_hat = np.zeros((T, B, model.output_size), dtype=model.dtype)
         self.dy = np.zeros_like(self.y_hat)
+        self.linear = np.zeros_like(self.y_hat) if model.skip else None
         self.resets = np.zeros((T, B), dtype=np.bool_)
         self.pairs, self.reversed_resets = None, None
         if model.bidirectional:
@@ -144,13 +146,18 @@ class Workspace:
         part.shape = (steps, self.shape[1])
         part.layers = [layer.first(steps) for layer in self.layers]
         part.y_hat, part.dy, part.resets = self.y_hat[:steps], self.dy[:steps], self.resets[:steps]
+        part.linear = None if self.linear is None else self.linear[:steps]
         return part
 
     @property
     def nbytes(self):
         """Bytes held by every buffer of this workspace."""
-        arrays = [a for layer in self.layers for a in layer.arrays()] + [self.y_hat, self.dy, self.resets]
+        arrays = [a for layer in self.layers for a in layer.arrays()] + self._head_arrays() + [self.resets]
         return sum(a.nbytes for a in arrays + self._pair_arrays())
+
+    def _head_arrays(self):
+        """y_hat, dy and, with the linear path, its output."""
+        return [self.y_hat, self.dy] + ([] if self.linear is None else [self.linear])
 
     def _pair_arrays(self):
         """A bidirectional workspace's PairBuffers arrays and reversed resets ([] otherwise)."""
@@ -164,4 +171,4 @@ class Workspace:
         outputs and their gradient), leaving out the per-step scratch and weight copy."""
         arrays = [getattr(layer, name) for layer in self.layers for name in _STATE_ROWS + _STEP_ROWS]
         pairs = [getattr(pair, name) for pair in self.pairs or () for name in ("output", "reversed_input", "above")]
-        return sum(a.nbytes for a in arrays + pairs + [self.y_hat, self.dy] if a is not None)
+        return sum(a.nbytes for a in arrays + pairs + self._head_arrays() if a is not None)

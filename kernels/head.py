@@ -1,11 +1,12 @@
-"""Linear head y = h W^T + b over a whole chunk, and the losses on its output.
+"""Linear head y = h W^T + b over a whole chunk (plus, for a model with the linear path,
+x V^T), and the losses on its output.
 
 N = T*B rows, time-major, so the rows of step t are t*B .. t*B + B - 1.
 """
 import numpy as np
 
 from kernels.activations import sigmoid
-from kernels.common import column_sums, zero_fill
+from kernels.common import add_into, column_sums, zero_fill
 from kernels.config import inline_jit, jit
 from kernels.gemm import gemm
 
@@ -27,6 +28,22 @@ def head_backward(dweight, dbias, dy, h_top):
     per step by the top layer's backward kernel, from dy and the head weight.)"""
     gemm(dy.T, h_top, dweight)  # (O, N) x (N, H)
     column_sums(dbias, dy)
+
+
+@jit
+def skip_forward(y_hat, linear, x, weight):
+    """The linear path added to the head's output: y_hat (N, O) += x weight^T.
+    linear: (N, O) out, x weight^T alone. x: (N, I) the chunk's inputs. weight: (O, I)."""
+    gemm(x, weight.T, linear)  # (N, I) x (I, O)
+    for row in range(y_hat.shape[0]):
+        add_into(y_hat[row], linear[row])
+
+
+@jit
+def skip_backward(dweight, dy, x):
+    """Overwrites dweight: (O, I) = dy^T x. dy: (N, O) = dL/dy_hat. x: (N, I). (The path
+    adds nothing to dL/dh: its gradient is immediate, like the head's.)"""
+    gemm(dy.T, x, dweight)  # (O, N) x (N, I)
 
 
 @inline_jit

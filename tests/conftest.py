@@ -42,16 +42,19 @@ def assert_equals_stacked_torch(loss, grads, torch_loss, layers, head, parts, re
 
 
 def make_case_impl(cell="lstm", nonlinearity="tanh", num_layers=1, loss="mse", masked=False,
-                   T=4, B=2, I=2, H=3, O=2, dtype="float64", seed=0, random_state=True, bidirectional=False):
+                   T=4, B=2, I=2, H=3, O=2, dtype="float64", seed=0, random_state=True, bidirectional=False,
+                   skip=False):
     """A model with seeded parameters plus random x (T, B, I), targets y and initial state
     (num_layers rows, twice as many for a bidirectional model).
 
     masked: about a third of the targets missing (NaN for mse, -1 for cross_entropy),
-    never all of them. Returns a dict: model, x, y, state, params (the state_dict)."""
+    never all of them. skip: the model has the linear path, its weight drawn at random
+    (not the zeros it starts from, so that the path counts). Returns a dict: model, x, y,
+    state, params (the state_dict)."""
     rng = np.random.default_rng(seed + 1000)
     model = engine.Model(cell=cell, input_size=I, hidden_size=H, output_size=O,
                          num_layers=num_layers, nonlinearity=nonlinearity, dtype=dtype, seed=seed,
-                         bidirectional=bidirectional)
+                         bidirectional=bidirectional, skip=skip)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     if loss == "mse":
         y = rng.standard_normal((T, B, O)).astype(dtype)
@@ -71,6 +74,8 @@ def make_case_impl(cell="lstm", nonlinearity="tanh", num_layers=1, loss="mse", m
             state = (h, (0.5 * rng.standard_normal((rows, B, H))).astype(dtype))
         else:
             state = h
+    if skip:  # drawn last: the other draws are those of the same case without the path
+        model.views["skip.weight"][...] = 0.5 * rng.standard_normal((O, I))
     return dict(model=model, x=x, y=y, state=state, params=model.state_dict(),
                 cell=cell, nonlinearity=nonlinearity, loss=loss)
 

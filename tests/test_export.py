@@ -15,7 +15,7 @@ import pytest
 
 import engine
 from engine.data import prepare_forecast_data, to_original_units
-from engine.export import export_checkpoint, split_state_dict
+from engine.export import export_checkpoint, linear_path, split_state_dict
 from cli_checks import assert_bad_input
 from test_cli import assert_nothing_written, assert_ok, run
 
@@ -27,8 +27,13 @@ EXPORT_GUIDE = (Path(__file__).resolve().parent.parent / "docs" / "export.md").r
 I, H, O, B = 3, 5, 2, 4
 
 
-def make_model(cell="lstm", nonlinearity="tanh", num_layers=1, dtype="float32", seed=3):
-    return engine.Model(cell, I, H, O, num_layers=num_layers, nonlinearity=nonlinearity, dtype=dtype, seed=seed)
+def make_model(cell="lstm", nonlinearity="tanh", num_layers=1, dtype="float32", seed=3, skip=False):
+    """skip: with the linear path, its weight drawn at random (it starts at zero)."""
+    model = engine.Model(cell, I, H, O, num_layers=num_layers, nonlinearity=nonlinearity, dtype=dtype, seed=seed,
+                         skip=skip)
+    if skip:
+        model.views["skip.weight"][...] = np.random.default_rng(seed).standard_normal((O, I))
+    return model
 
 
 def saved(tmp_path, model, name="model.npz", **options):
@@ -78,6 +83,27 @@ def test_onnx_equals_forward_with_state_carried(tmp_path, variant, num_layers, a
     assert np.abs(expected).max() > 0.1  # the outputs are not trivially small
     assert_close(np.concatenate([first, second]), expected, 1e-5, "y")
     assert_states_close(final, expected_state, assert_close)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_onnx_with_the_linear_path_equals_forward(tmp_path, cell, assert_close):
+    """The linear path in the graph (MatMul + Add on x): onnxruntime equals Model.forward,
+    whose outputs it moves well away from the same model's without it."""
+    model = make_model(cell, num_layers=2, skip=True)
+    export_checkpoint(saved(tmp_path, model), tmp_path / "model.onnx", "onnx")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((50, B, I)).astype(np.float32)
+    state = random_state(cell, 2, rng)
+    expected, expected_state = model.forward(x, state)
+    without = engine.Model(**{**model.config, "skip": False})
+    without.load_state_dict({name: value for name, value in model.state_dict().items() if name != "skip.weight"})
+    assert np.abs(expected - without.forward(x, state)[0]).max() > 0.5
+    y, final = run_onnx(session(tmp_path / "model.onnx"), cell, x, state)
+    assert_close(y, expected, 1e-5, "y")
+    assert_states_close(final, expected_state, assert_close)
+    proto = onnx.load(tmp_path / "model.onnx")
+    config = {prop.key: prop.value for prop in proto.metadata_props}["bptt.config"]
+    assert json.loads(config)["skip"] is True
 
 
 def test_onnx_graph_is_valid_with_dynamic_time_and_batch(tmp_path):
@@ -208,7 +234,8 @@ def torch_modules(torch, model):
 
 
 def assert_torch_matches(torch, model, state_dict, assert_close):
-    """Load `state_dict` (the exported file's) into torch modules; they compute Model.forward."""
+    """Load `state_dict` (the exported file's) into torch modules; they compute Model.forward
+    (with the linear path: plus torch.nn.Linear(I, O, bias=False) on x)."""
     rnn, head = torch_modules(torch, model)
     recurrent, head_part = split_state_dict(state_dict)
     rnn.load_state_dict(recurrent)  # strict: every name and shape
@@ -216,8 +243,12 @@ def assert_torch_matches(torch, model, state_dict, assert_close):
     x = np.random.default_rng(2).standard_normal((100, B, I)).astype(np.float32)
     with torch.no_grad():
         hidden, _ = rnn(torch.from_numpy(x))
-        y = head(hidden).numpy()
-    assert_close(y, model.forward(x)[0], 1e-5, "torch modules")
+        y = head(hidden)
+        if model.skip:
+            skip = torch.nn.Linear(I, O, bias=False)
+            skip.load_state_dict(linear_path(state_dict))
+            y = y + skip(torch.from_numpy(x))
+    assert_close(y.numpy(), model.forward(x)[0], 1e-5, "torch modules")
 
 
 def test_safetensors_loads_into_torch_modules(tmp_path, variant, num_layers, assert_close):
@@ -226,6 +257,29 @@ def test_safetensors_loads_into_torch_modules(tmp_path, variant, num_layers, ass
     model = make_model(*variant, num_layers)
     export_checkpoint(saved(tmp_path, model), tmp_path / "m.safetensors", "safetensors")
     assert_torch_matches(torch, model, safetensors_torch.load_file(tmp_path / "m.safetensors"), assert_close)
+
+
+@pytest.mark.parametrize("format_", ["safetensors", "torch"])
+def test_linear_path_exports_as_one_more_tensor(tmp_path, format_, assert_close):
+    """A model with the linear path: the file holds skip.weight beside the rest, bit for
+    bit, and the config says skip; it loads into the torch modules and a Linear(I, O,
+    bias=False) beside, which compute Model.forward."""
+    torch = pytest.importorskip("torch")
+    model = make_model("gru", num_layers=2, skip=True)
+    path = tmp_path / f"m.{format_}"
+    assert_ok(run("export", saved(tmp_path, model), "--format", format_, "-o", path))
+    if format_ == "safetensors":
+        from safetensors import safe_open
+        with safe_open(path, "np") as file:
+            assert file.metadata()["skip"] == "True"
+        state_dict = {name: torch.from_numpy(array) for name, array in safetensors_numpy.load_file(path).items()}
+    else:
+        state_dict = torch.load(path, weights_only=True)
+    assert {name: tensor.numpy().tobytes() for name, tensor in state_dict.items()} == \
+        {name: array.tobytes() for name, array in model.state_dict().items()}
+    assert state_dict["skip.weight"].shape == (O, I)
+    assert_torch_matches(torch, model, state_dict, assert_close)
+    assert linear_path(make_model().state_dict()) is None
 
 
 def test_torch_state_dict_file(tmp_path, assert_close):

@@ -45,11 +45,14 @@ def forecasting_recipe(loss, **changes):
     return {**recipe, **changes}
 
 
-def forecasting_model(loss, cell="lstm"):
+def forecasting_model(loss, cell="lstm", skip=False):
     """A model with P * K outputs; head biases set so the raw Gaussian scales reach both
     tails of softplus (-20 .. 20) and the quantile blocks come out in every order: per
-    entry, increasing (k % 3 == 0), decreasing (k % 3 == 1) or as the weights make them."""
-    model = engine.Model(cell, I, HIDDEN, BLOCKS[loss] * K, seed=11)
+    entry, increasing (k % 3 == 0), decreasing (k % 3 == 1) or as the weights make them.
+    skip: with the linear path, its weight drawn at random."""
+    model = engine.Model(cell, I, HIDDEN, BLOCKS[loss] * K, seed=11, skip=skip)
+    if skip:
+        model.views["skip.weight"][...] = 0.5 * np.random.default_rng(5).standard_normal((BLOCKS[loss] * K, I))
     bias = model.views["head.bias"]
     if loss == "gaussian":
         bias[K:] = np.linspace(-20.0, 20.0, K)
@@ -100,11 +103,13 @@ def in_original_units(blocks, loss, target_norm):
     return (per_step * std + offsets[:, None, None] * mean).reshape(blocks.shape)
 
 
+@pytest.mark.parametrize("skip", [False, True], ids=["", "linear-path"])
 @pytest.mark.parametrize("normalization", [None, "per-target", "per-entry"],
                          ids=["model-units", "per-target", "per-entry"])
 @pytest.mark.parametrize("loss", ["mse", "gaussian", "quantile"])
-def test_graph_outputs_the_distribution_parameters(tmp_path, loss, normalization, assert_close):
-    model = forecasting_model(loss)
+def test_graph_outputs_the_distribution_parameters(tmp_path, loss, normalization, skip, assert_close):
+    """skip: a model with the linear path, which reads the normalised inputs in the graph."""
+    model = forecasting_model(loss, skip=skip)
     target_norm = TARGET_NORMS[normalization or "per-entry"]
     recipe = forecasting_recipe(loss, target_norm=target_norm)
     _, session = export(tmp_path, model, recipe, with_normalization=normalization is not None)

@@ -2,7 +2,8 @@
 
 Every entry of every parameter tensor and of the initial state (h_0, and c_0 for the
 LSTM) is perturbed by +-EPS, for every cell x {1, 2 layers} x {mse, cross_entropy} x
-{all targets, some missing}. The loss is the engine's own, so this checks the shipped
+{all targets, some missing}, and with the linear path from the inputs to the outputs
+(skip.weight). The loss is the engine's own, so this checks the shipped
 kernels end to end without the NumPy reference.
 
 Criterion, per tensor: max |numerical - analytic| / max(|numerical|_inf, |analytic|_inf)
@@ -58,12 +59,13 @@ def assert_matches_central_differences(model, state, loss_of, analytic, min_scal
         assert error <= REL, f"{name}: relative error {error:.3g} (gradient scale {scale:.3g})"
 
 
-def well_conditioned_case(make_case, cell, nonlinearity, num_layers, loss, masked):
+def well_conditioned_case(make_case, cell, nonlinearity, num_layers, loss, masked, **options):
     """A case whose every gradient tensor is clearly non-zero and, for ReLU, whose
-    pre-activations all stay RELU_MARGIN away from the kink; re-drawn until it is."""
+    pre-activations all stay RELU_MARGIN away from the kink; re-drawn until it is.
+    options: make_case's others (skip, bidirectional)."""
     for seed in range(50):
         case = make_case(cell=cell, nonlinearity=nonlinearity, num_layers=num_layers, loss=loss,
-                         masked=masked, T=4, B=2, I=2, H=3, O=3, seed=seed)
+                         masked=masked, T=4, B=2, I=2, H=3, O=3, seed=seed, **options)
         if nonlinearity == "relu":
             pre = naive.rnn_preactivations(case["params"], case["x"], case["state"], "relu")
             if np.abs(pre).min() < RELU_MARGIN:
@@ -91,6 +93,28 @@ def test_gradients_match_central_differences(make_case, variant, num_layers, los
     params_before = model.params.copy()
     assert_matches_central_differences(model, state, loss_of, analytic)
     np.testing.assert_array_equal(model.params, params_before)
+
+
+def assert_linear_path_gradients(make_case, cell, nonlinearity, loss, bidirectional):
+    """A two-layer model with the linear path (Model(skip=True), its weight drawn at random
+    so that the path counts in every output) and missing targets: skip.weight's gradient
+    and every other tensor's match central differences."""
+    case = well_conditioned_case(make_case, cell, nonlinearity, 2, loss, True, skip=True,
+                                 bidirectional=bidirectional)
+    model, x, y, state = case["model"], case["x"], case["y"], case["state"]
+    _, analytic = engine.loss_and_grad(model, x, y, loss, state)
+    assert "skip.weight" in analytic and np.abs(model.views["skip.weight"]).min() > 0
+    assert_matches_central_differences(model, state, lambda: engine.loss_and_grad(model, x, y, loss, state)[0],
+                                       analytic)
+
+
+def test_linear_path_gradients_match_central_differences(make_case, variant, loss_name):
+    assert_linear_path_gradients(make_case, *variant, loss_name, bidirectional=False)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bidirectional_linear_path_gradients_match_central_differences(make_case, cell, loss_name):
+    assert_linear_path_gradients(make_case, cell, "tanh", loss_name, bidirectional=True)
 
 
 def test_gradcheck_detects_a_wrong_gradient(make_case):

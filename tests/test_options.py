@@ -47,7 +47,9 @@ def test_train_arguments_translate_the_command_line_defaults():
     arguments = train_arguments(defaults())
     assert arguments["model_options"] == dict(cell="lstm", hidden_size=64, num_layers=1, dtype="float32",
                                               init="default", forget_bias=0.0, seed=0, dropout=0.0,
-                                              recurrent_dropout=0.0, zoneout=0.0)
+                                              recurrent_dropout=0.0, zoneout=0.0,
+                                              skip=None)   # the linear path: from the data
+    assert train_arguments({**defaults(), "skip": False})["model_options"]["skip"] is False
     assert arguments["trainer_options"]["k1"] == K1_FROM_DATA   # derived when the data are prepared
     assert arguments["trainer_options"]["clip_norm"] == 1.0
     assert train_arguments({**defaults(), "k1": 30})["trainer_options"]["k1"] == 30

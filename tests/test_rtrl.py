@@ -15,12 +15,13 @@ def variant_id(variant):
     return f"{variant[0]}-{variant[1]}" if variant[0] == "rnn" else variant[0]
 
 
-def make_problem(cell, nonlinearity, num_layers, loss="mse", T=9, B=3, seed=0):
+def make_problem(cell, nonlinearity, num_layers, loss="mse", T=9, B=3, seed=0, skip=False):
     """A float64 model, x, y with about a third of the targets missing, and resets at two
-    steps of some streams (the second stream twice)."""
+    steps of some streams (the second stream twice). skip: the model has the linear path
+    (its weight drawn at random)."""
     case = make_case_impl(cell=cell, nonlinearity=nonlinearity, num_layers=num_layers, loss=loss,
                           masked=True, T=T, B=B, I=2, H=3, O=2, dtype="float64", seed=seed,
-                          random_state=False)
+                          random_state=False, skip=skip)
     resets = np.zeros((T, B), dtype=bool)
     resets[3, 1] = resets[6, 1] = resets[5, 2] = True
     return case["model"], case["x"], case["y"], resets
@@ -127,6 +128,33 @@ def test_rtrl_shards_match_one_thread(variant, num_layers):
         for name, array in single.arrays().items():
             assert np.array_equal(sharded.arrays()[name], array), name
         assert np.array_equal(kernel_chunks(model, x, y, "mse", resets, 4, shards)[1], sharded_grad)
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_rtrl_with_the_linear_path_equals_full_bptt(variant, shards):
+    """A model with the linear path: RTRL in chunks of 4 (the parameters fixed), its streams
+    in one or two threads, gives full BPTT's gradient, skip.weight's included (immediate,
+    like the head's)."""
+    model, x, y, resets = make_problem(*variant, 2, T=10, skip=True)
+    value, grad, _ = kernel_chunks(model, x, y, "mse", resets, 4, shards)
+    expected_value, expected = engine.loss_and_grad(model, x, y, resets=resets)
+    assert np.abs(expected["skip.weight"]).max() > 1e-3
+    assert_close(value, expected_value, REL, "loss")
+    assert_close(grad, flat(model, expected), REL, "gradient")
+
+
+def test_uoro_linear_path_and_head_gradients_are_exact():
+    """UORO estimates the recurrent parameters' gradient only: the head's and the linear
+    path's, immediate, are BPTT's exactly."""
+    from engine.online import online_gradient
+    model, x, y, resets = make_problem("lstm", "tanh", 2, skip=True)
+    grad = np.zeros_like(model.params)
+    uoro = online_gradient("uoro", model, x.shape[1], grad, len(x), np.random.default_rng(0))
+    uoro.run(x, y, "mse", model.init_state(x.shape[1]), resets)
+    _, expected = engine.loss_and_grad(model, x, y, resets=resets)
+    for name in ("head.weight", "head.bias", "skip.weight"):
+        assert_close(model.layout.views(grad)[name], expected[name], REL, name)
 
 
 # --------------------------------------------------------------------------- the Trainer

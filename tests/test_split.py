@@ -19,10 +19,10 @@ from kernels.sync import wait
 REL = 1e-12  # float64: the two plans differ only in the order of their sums
 
 
-def _problem(variant, num_layers, T=7, B=5, H=8, seed=0, resets=True):
+def _problem(variant, num_layers, T=7, B=5, H=8, seed=0, resets=True, skip=False):
     cell, nonlinearity = variant
     case = make_case_impl(cell=cell, nonlinearity=nonlinearity, num_layers=num_layers, loss="mse",
-                          masked=True, T=T, B=B, I=3, H=H, O=2, seed=seed)
+                          masked=True, T=T, B=B, I=3, H=H, O=2, seed=seed, skip=skip)
     rng = np.random.default_rng(seed)
     case["resets"] = rng.random((T, B)) < 0.25 if resets else None
     return case
@@ -86,6 +86,20 @@ def test_recomputation_with_split_layers_equals_stored_serial(variant):
     _, grad, split_loss, _ = _run(case, SplitLayers(case["model"], 2, 5), memory_segment=3)
     assert split_loss == pytest.approx(loss, rel=REL)
     assert_close(grad, expected, REL, "gradient")
+
+
+def test_linear_path_split_and_recomputed_equal_serial(variant):
+    """A model with the linear path (skip.weight drawn at random): hidden blocks, segments
+    recomputed, and both, give the serial stored pass's loss and every gradient."""
+    case = _problem(variant, 2, skip=True)
+    model = case["model"]
+    _, expected, loss, _ = _run(case, SERIAL)
+    assert np.abs(model.layout.views(expected)["skip.weight"]).max() > 1e-3
+    for layers, segment in ((SplitLayers(model, 4, 5), None), (SERIAL, 3), (SplitLayers(model, 2, 5), 3)):
+        _, grad, other_loss, _ = _run(case, layers, memory_segment=segment)
+        assert other_loss == pytest.approx(loss, rel=REL)
+        for name, view in model.layout.views(grad).items():
+            assert_close(view, model.layout.views(expected)[name], REL, f"{name}, {layers}, segment {segment}")
 
 
 @pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
