@@ -200,7 +200,8 @@ def test_train_options_reach_the_checkpoint(tmp_path):
     assert meta["model"] == dict(cell="gru", input_size=1, hidden_size=4, output_size=1, num_layers=2,
                                  nonlinearity="tanh", dtype="float64", init="orthogonal",
                                  forget_bias=0.0, seed=3, bidirectional=False, dropout=0.25,
-                                 recurrent_dropout=0.1, zoneout=0.05)
+                                 recurrent_dropout=0.1, zoneout=0.05,
+                                 skip=False)   # the linear path: none, the demo has no known inputs
     config = meta["trainer"]["config"]
     assert (config["k1"], config["k2"], config["clip_norm"], config["clip_value"]) == (30, 60, None, 0.5)
     assert config["optimizer"]["name"] == "sgd" and config["optimizer"]["lr"] == 0.01
