@@ -199,10 +199,13 @@ def test_settings_that_change_the_loss_units_need_a_metric_and_no_pruning(panel_
 
 
 def test_the_default_space_is_sized_to_the_data(panel_files, tmp_path):
-    # the documented rule: k1 up to a tenth of the shortest training part, from min(10, that // 2)
+    # the documented rule: k1 up to a tenth of the shortest training part or K1_REACH (60),
+    # whichever is larger, at most half that part; from min(10, that // 2)
     assert default_space([10_000], 0.1, ())["k1"] == "10..200:log"
-    assert default_space([300, 5000], 0.1, ())["k1"] == "10..27:log"
-    assert default_space([60], 0.1, ())["k1"] == "2..5:log"
+    assert default_space([300, 5000], 0.1, ())["k1"] == "10..60:log"   # holds the defaults' k1 (about 50)
+    assert default_space([5000], 0.1, ())["k1"] == "10..200:log"
+    assert default_space([60], 0.1, ())["k1"] == "10..27:log"          # at most half the training part
+    assert default_space([8], 0.1, ())["k1"] == "2..3:log"
     assert set(default_space([1000], 0.1, ("lr", "k2"))) == {"hidden", "layers", "dropout"}
     assert "dropout" not in default_space([1000], 0.1, {"layers": 1})  # nothing between layers to drop
     assert default_space([1000], 0.1, {"layers": 3})["dropout"] == [0, 0.1, 0.3]
@@ -210,17 +213,17 @@ def test_the_default_space_is_sized_to_the_data(panel_files, tmp_path):
     assert_ok(run("sweep", panel_files / "files", "--trials", 2, "--epochs", 1, "--streams", 2, "-q", "-o", out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["space"] == {"lr": "0.001..0.03:log", "hidden": "16,32,64", "layers": "1,2",
-                                "dropout": "0.0,0.1,0.3", "k1": "2..5:int:log"}
+                                "dropout": "0.0,0.1,0.3", "k1": "10..27:int:log"}
     assert (out / "best.npz").exists()
     rows = read_rows(out)
-    assert all(2 <= int(row["k1"]) <= 5 and row["hidden"] in ("16", "32", "64") for row in rows)
+    assert all(10 <= int(row["k1"]) <= 27 and row["hidden"] in ("16", "32", "64") for row in rows)
 
 
 def test_the_default_space_from_python_leaves_out_what_is_fixed(tmp_path):
     outcome = engine.sweep.run(np.sin(np.arange(400) / 4), trials=2, output_dir=tmp_path / "sw", hidden=4, epochs=1,
                                streams=2)
     assert set(outcome["summary"]["space"]) == {"lr", "layers", "dropout", "k1"}
-    assert outcome["summary"]["space"]["k1"] == "10..36:int:log"   # 400 * 0.9 // 10
+    assert outcome["summary"]["space"]["k1"] == "10..60:int:log"   # K1_REACH: 400 * 0.9 // 10 is less
     assert outcome["summary"]["fixed"]["hidden"] == 4
 
 
