@@ -164,9 +164,11 @@ def _train_checked(source, output, *, model_options, trainer_options, data_optio
     if k1 is not None:
         k1 = check_int("k1", k1)  # before the schedule divides by it
     updates_per_epoch = 1 if k1 is None else math.ceil(steps / k1)
-    skip_derived = not resume and (model_options or {}).get("skip") is None
+    skip_derived = not resume and (model_options or {}).get("skip") is None   # --skip / --no-skip not given
     if not resume:
-        model_options = {**(model_options or {}), "skip": _derived_skip(data) if skip_derived else model_options["skip"]}
+        model_options = dict(model_options or {})
+        if skip_derived:
+            model_options["skip"] = _derived_skip(data)
         _require_training_memory(model_options, trainer_options or {}, data)
         schedule = _resolve_schedule(schedule, updates_per_epoch * epochs)
         loss = (trainer_options or {}).get("loss", "mse")
